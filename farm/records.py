@@ -1,0 +1,205 @@
+"""Wire contracts between GPU workers and the recorder. Pure pydantic.
+
+A worker builds a `RunResult`, sends it as JSON through Redis, and the recorder
+stores it. Units are in every name. `None` means "not measured", never zero.
+Time offsets (`*_s` fields named `start_s`, `t_s`, `sent_s`) are seconds since
+the run's own monotonic origin; wall-clock instants are UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+RESULT_SCHEMA_VERSION = 1
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
+
+
+class GpuInfo(Record):
+    """One GPU as the worker found it."""
+
+    index: int                       # NVML index on its host
+    uuid: str
+    name: str                        # as the driver reports it
+    model: str                       # canonical slug (farm.routing)
+    backend: Literal["gpu", "sim"]
+    memory_mib: int | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    power_limit_w: float | None = None
+
+
+class WorkerInfo(Record):
+    name: str                        # Celery node name, e.g. farm-gpu@host
+    host: str
+    pid: int
+
+
+class EngineInfo(Record):
+    kind: str
+    version: str | None = None
+    simulated: bool
+
+
+class MeasurementInfo(Record):
+    """How the energy figures of this run were obtained."""
+
+    energy_sensor: str               # e.g. "nvml.total_energy_counter", "sim.energy_counter"
+    power_sensor: str | None         # e.g. "nvml.field.power_instant", "sim.power"
+    sample_period_s: float | None
+    simulated: bool
+
+
+class EnergyWindow(Record):
+    """Energy over a named interval, summed over the run's GPUs."""
+
+    name: str                        # idle | load | warmup | steady | run
+    load_point: int | None = None    # index into load_points for steady windows
+    start_s: float
+    duration_s: float
+    energy_j: float | None           # counter delta at the window's edges
+    per_gpu_energy_j: list[float | None] = []
+    timeline_energy_j: float | None = None  # integral of the power timeline
+    avg_power_w: float | None = None
+    peak_power_w: float | None = None
+    null_reason: str | None = None   # why energy_j is None
+
+
+class PowerTrace(Record):
+    """Power timeline of each GPU the run held, sampled in the background."""
+
+    sensor: str
+    sample_period_s: float
+    gpu_uuids: list[str]
+    t_s: list[float]
+    power_w: list[list[float | None]]  # [gpu][sample]
+
+
+class RequestRecord(Record):
+    """One request as the load generator (or batch engine) saw it."""
+
+    load_point: int
+    index: int
+    scheduled_s: float | None = None
+    sent_s: float
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: list[float] = []          # every inter-token gap
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ok: bool = True
+    error: str | None = None
+
+
+class LatencyStats(Record):
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+
+    @classmethod
+    def of_seconds(cls, values: list[float]) -> "LatencyStats":
+        if not values:
+            return cls()
+        ms = sorted(v * 1000.0 for v in values)
+        return cls(mean_ms=sum(ms) / len(ms), p50_ms=percentile(ms, 50),
+                   p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99))
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear-interpolated percentile of already sorted values (numpy's default)."""
+    if not sorted_values:
+        raise ValueError("percentile of nothing")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
+
+
+class LoadPointResult(Record):
+    """One load point of a run: a concurrency, a request rate, or the batch."""
+
+    index: int
+    kind: Literal["concurrency", "request_rate", "batch"]
+    value: float
+    duration_s: float
+    num_requests: int
+    num_ok: int
+    num_failed: int
+    input_tokens: int
+    output_tokens: int
+    request_throughput_rps: float | None
+    output_throughput_tps: float | None
+    ttft: LatencyStats = LatencyStats()
+    tpot: LatencyStats = LatencyStats()
+    itl: LatencyStats = LatencyStats()
+    e2e: LatencyStats = LatencyStats()
+    energy_j: float | None = None               # steady-state window
+    energy_per_output_token_j: float | None = None
+    energy_per_request_j: float | None = None
+    avg_power_w: float | None = None
+
+
+class ErrorInfo(Record):
+    kind: str                        # e.g. "engine", "oom", "timeout", "internal"
+    message: str
+    log_tail: list[str] = []
+
+
+class RunResult(Record):
+    """Everything a worker measured for one run."""
+
+    schema_version: int = RESULT_SCHEMA_VERSION
+    run_id: str
+    status: Literal["succeeded", "failed"]
+    attempt: int
+    worker: WorkerInfo
+    gpus: list[GpuInfo]
+    engine: EngineInfo
+    measurement: MeasurementInfo
+    simulated: bool
+    started_at: datetime
+    finished_at: datetime
+    duration_s: float
+    load_points: list[LoadPointResult] = []
+    windows: list[EnergyWindow] = []
+    trace: PowerTrace | None = None
+    requests: list[RequestRecord] = []
+    error: ErrorInfo | None = None
+
+    def window(self, name: str, load_point: int | None = None) -> EnergyWindow | None:
+        for w in self.windows:
+            if w.name == name and w.load_point == load_point:
+                return w
+        return None
+
+
+class RunEvent(Record):
+    """A run's progress, sent from the worker to the recorder."""
+
+    run_id: str
+    kind: Literal["started", "requeued"]
+    attempt: int
+    worker: WorkerInfo
+    gpu_uuids: list[str] = []
+    at: datetime
+    detail: str | None = None

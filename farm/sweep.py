@@ -1,0 +1,127 @@
+"""Expand a SweepSpec into concrete RunSpecs. Pure: no I/O.
+
+The cartesian product runs over models × GPU models × GPUs per run × engine
+argument values × scenarios (× num_prompts for batch) × input lengths × output
+lengths × decoding strategies, then `exclude` rules drop combinations, then each
+survivor is repeated `repetitions` times (repetition is part of the run id).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from farm.routing import resolve_gpu, split_backend
+from farm.spec import (
+    BatchLoad,
+    BatchScenario,
+    RunEngine,
+    RunHardware,
+    RunSpec,
+    RunWorkload,
+    ServerLoad,
+    ServerScenario,
+    SweepSpec,
+)
+
+
+def _scenario_variants(scenario: ServerScenario | BatchScenario) -> list[ServerLoad | BatchLoad]:
+    if isinstance(scenario, BatchScenario):
+        return [
+            BatchLoad(kind="batch", name=scenario.label, num_prompts=n,
+                      warmup_prompts=scenario.warmup_prompts)
+            for n in scenario.num_prompts
+        ]
+    return [ServerLoad(
+        kind="server", name=scenario.label, concurrency=scenario.concurrency,
+        request_rate=scenario.request_rate,
+        burstiness=(scenario.burstiness if scenario.burstiness is not None
+                    else (1.0 if scenario.request_rate else None)),
+        max_concurrency=scenario.max_concurrency, duration_s=scenario.duration_s,
+        warmup_s=scenario.warmup_s, api=scenario.api,
+    )]
+
+
+def _dimensions(run: RunSpec, gpu_name: str) -> dict[str, Any]:
+    """The values an `exclude` rule can match, by the names the sweep file uses."""
+    dims: dict[str, Any] = {
+        "model": run.model.id,
+        "gpu": gpu_name,
+        "gpus_per_run": run.hardware.gpu_count,
+        "scenario": run.scenario.name,
+        "input_tokens": run.workload.input_tokens,
+        "output_tokens": run.workload.output_tokens,
+        "decoding": run.workload.decoding.label,
+        "num_prompts": getattr(run.scenario, "num_prompts", None),
+    }
+    dims.update({f"engine.{k}": v for k, v in run.engine.args.items()})
+    return dims
+
+
+def _matches(rule: dict[str, Any], dims: dict[str, Any]) -> bool:
+    for key, wanted in rule.items():
+        values = wanted if isinstance(wanted, list) else [wanted]
+        actual = dims.get(key)
+        if key == "gpu":
+            # Compare GPU names by canonical model, so "H100" matches "H100-80GB".
+            actual_slug = _gpu_key(actual)
+            if not any(_gpu_key(str(v)) == actual_slug for v in values):
+                return False
+        elif key == "scenario":
+            if actual not in values:
+                return False
+        elif actual not in values:
+            return False
+    return True
+
+
+def _gpu_key(name: str) -> tuple[str, str]:
+    backend, model_name = split_backend(name)
+    try:
+        return backend, resolve_gpu(model_name).slug
+    except ValueError:
+        return backend, model_name
+
+
+def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
+    """Every run of the sweep, in a stable order."""
+    engine_grid = spec.engine.arg_grid()
+    engine_keys = list(engine_grid)
+    engine_combos = list(itertools.product(*engine_grid.values())) or [()]
+    scenarios = [v for s in spec.scenario for v in _scenario_variants(s)]
+    workload = spec.workload
+    inputs = workload.input_tokens or [None]
+    for model, gpu_name, gpu_count, combo, scenario, n_in, n_out, decoding in itertools.product(
+        spec.model, spec.hardware.gpu, spec.hardware.gpus_per_run, engine_combos,
+        scenarios, inputs, workload.output_tokens, workload.decoding,
+    ):
+        backend, model_name = split_backend(gpu_name)
+        base = dict(
+            sweep=spec.name,
+            model=model,
+            hardware=RunHardware(backend=backend, gpu_model=resolve_gpu(model_name).slug,
+                                 gpu_count=gpu_count),
+            engine=RunEngine(kind=spec.engine.kind, args=dict(zip(engine_keys, combo))),
+            scenario=scenario,
+            workload=RunWorkload(input_tokens=n_in, output_tokens=n_out, decoding=decoding,
+                                 dataset=workload.dataset, seed=workload.seed),
+            measurement=spec.measurement,
+        )
+        first = RunSpec(repetition=0, **base)
+        dims = _dimensions(first, gpu_name)
+        if any(_matches(rule, dims) for rule in spec.exclude):
+            continue
+        yield first
+        for repetition in range(1, spec.repetitions):
+            yield first.model_copy(update={"repetition": repetition})
+
+
+def expand(spec: SweepSpec) -> list[RunSpec]:
+    return list(iter_runs(spec))
+
+
+def plan(runs: list[RunSpec]) -> Counter[str]:
+    """Number of runs per queue."""
+    return Counter(run.hardware.queue for run in runs)
