@@ -162,3 +162,20 @@ def queues_for_host(backend: str, gpus_by_slug: dict[str, int]) -> list[str]:
 
 
 RECORD_QUEUE = "farm.record"
+
+
+def parse_host_spec(text: str) -> tuple[str, int]:
+    """"H100-80GBx2" / "sim:L4" / "L4x4" → (canonical slug, GPU count)."""
+    _, body = split_backend(text)
+    body = body.strip()
+    match = re.fullmatch(r"(.+?)(?:\s*[xX×](\d+))?", body)
+    if not body or match is None:
+        raise ValueError(f"cannot read GPU spec {text!r}: expected MODEL or MODELxN, "
+                         "e.g. H100-80GB or L4x2")
+    count = int(match.group(2)) if match.group(2) else 1
+    if count < 1:
+        raise ValueError(f"GPU spec {text!r}: the count must be at least 1")
+    try:
+        return resolve_gpu(match.group(1)).slug, count
+    except UnknownGpuError as exc:
+        raise ValueError(f"GPU spec {text!r}: {exc}") from None

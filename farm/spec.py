@@ -526,3 +526,19 @@ def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read the file: {exc}")]) from None
     return parse_sweep(text, str(path)), text
+
+
+def simulated_copy(spec: SweepSpec) -> SweepSpec:
+    """The same sweep on simulated GPUs with the simulated engine.
+
+    The name gets a "-sim" suffix so simulated runs never share a sweep (or a
+    report) with measured ones.
+    """
+    gpus = [n if split_backend(n)[0] == "sim" else f"sim:{n}" for n in spec.hardware.gpu]
+    name = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
+    engine = EngineSpec.model_validate({**spec.engine.model_dump(), "kind": "sim"})
+    return spec.model_copy(update={
+        "name": name,
+        "hardware": spec.hardware.model_copy(update={"gpu": gpus}),
+        "engine": engine,
+    })

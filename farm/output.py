@@ -1,0 +1,212 @@
+"""What `farmctl` prints: tables (rich), CSV and JSON. No queries, no logic.
+
+Missing figures print as "—" in tables and null in JSON/CSV-empty, never 0.
+Simulated figures carry a visible "SIMULATED" label in every format.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import click
+
+SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
+
+
+def _console():
+    from rich.console import Console  # noqa: PLC0415
+
+    # Piped output (CSV-like use, CI logs) keeps wide tables on one line each.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+
+
+def _table(title: str | None = None, caption: str | None = None):
+    from rich.table import Table  # noqa: PLC0415
+
+    return Table(title=title, caption=caption, title_justify="left", caption_justify="left")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def print_plan(name: str, total: int, per_queue: Counter[str], header: str) -> None:
+    table = _table(f"{name}: {header}, {total} run(s)")
+    table.add_column("queue")
+    table.add_column("runs", justify="right")
+    for queue, count in sorted(per_queue.items()):
+        table.add_row(queue, str(count))
+    _console().print(table)
+
+
+def print_enqueue(name: str, report) -> None:
+    skipped = report.total_runs - report.new_runs
+    table = _table(f"{name} (sweep {report.sweep_id}): {report.new_runs} run(s) enqueued, "
+                   f"{skipped} already known")
+    table.add_column("queue")
+    table.add_column("enqueued now", justify="right")
+    table.add_column("in sweep", justify="right")
+    for queue, count in sorted(report.per_queue.items()):
+        table.add_row(queue, str(report.new_per_queue.get(queue, 0)), str(count))
+    _console().print(table)
+
+
+STATUS_ORDER = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def _status_table(store, sweep_id: str | None):
+    if sweep_id is None:
+        rows = store.status_counts(None)
+        first = "sweep"
+    else:
+        rows = store.queue_counts(sweep_id)
+        first = "queue"
+    grid: dict[str, Counter[str]] = {}
+    for key, status, count in rows:
+        grid.setdefault(key, Counter())[status] += count
+    table = _table()
+    table.add_column(first)
+    for status in STATUS_ORDER:
+        table.add_column(status, justify="right")
+    table.add_column("done", justify="right")
+    unfinished = 0
+    for key, counts in sorted(grid.items()):
+        total = sum(counts.values())
+        finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled"))
+        unfinished += total - finished
+        table.add_row(key, *[str(counts.get(s, 0)) for s in STATUS_ORDER],
+                      f"{100 * finished / total:.0f}%" if total else "—")
+    return table, unfinished, bool(grid)
+
+
+def print_status(store, sweep_id: str | None, watch: bool, interval_s: float) -> None:
+    console = _console()
+    if not watch:
+        table, _, any_rows = _status_table(store, sweep_id)
+        console.print(table if any_rows else "no runs in the store yet")
+        return
+    from rich.live import Live  # noqa: PLC0415
+
+    with Live(console=console, refresh_per_second=4) as live:
+        while True:
+            table, unfinished, _ = _status_table(store, sweep_id)
+            live.update(table)
+            if unfinished == 0:
+                return
+            time.sleep(interval_s)
+
+
+def print_workers(workers: Sequence[Mapping[str, Any]], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(list(workers), indent=2))
+        return
+    if not workers:
+        click.echo("no live workers")
+        return
+    table = _table("live workers")
+    for col in ("worker", "backend", "GPU", "model", "memory MiB", "driver", "UUID", "running"):
+        table.add_column(col)
+    for w in workers:
+        busy = w.get("busy", {})
+        for gpu in w.get("gpus", []):
+            backend = w.get("backend")
+            table.add_row(w["name"], "SIMULATED" if backend == "sim" else backend,
+                          str(gpu["index"]), gpu["model"], _fmt(gpu.get("memory_mib")),
+                          _fmt(gpu.get("driver_version")), gpu["uuid"],
+                          busy.get(gpu["uuid"], "idle"))
+    _console().print(table)
+
+
+def print_sweeps(sweeps) -> None:
+    if not sweeps:
+        click.echo("no sweeps in the store yet")
+        return
+    table = _table("sweeps")
+    for col in ("id", "name", "created", "simulated"):
+        table.add_column(col)
+    for s in sweeps:
+        table.add_row(s.id, s.name, s.created_at.strftime("%Y-%m-%d %H:%M"),
+                      "SIMULATED" if s.simulated else "no")
+    _console().print(table)
+
+
+# -------------------------------------------------------------------- results
+
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("model", "model"), ("gpu_model", "GPU"), ("gpu_count", "×"),
+    ("scenario", "scenario"), ("load", "load"), ("input_tokens", "in"),
+    ("output_tokens", "out"), ("decoding", "decoding"), ("repetition", "rep"),
+    ("status", "status"), ("request_throughput_rps", "req/s"),
+    ("output_throughput_tps", "tok/s"), ("ttft_p50_ms", "TTFT p50 ms"),
+    ("tpot_p50_ms", "TPOT p50 ms"), ("energy_per_output_token_j", "J/token"),
+    ("energy_per_request_j", "J/request"), ("avg_power_w", "W"),
+)
+
+
+def _load_label(row: Mapping[str, Any]) -> str:
+    kind, value = row.get("load_kind"), row.get("load_value")
+    if kind is None:
+        return "—"
+    if kind == "concurrency":
+        return f"c={value:g}"
+    if kind == "request_rate":
+        return f"{value:g} req/s"
+    return f"batch {value:g}"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
+    simulated = any(r.get("simulated") for r in rows)
+    if fmt == "json":
+        return json.dumps({"sweep": title, "simulated": simulated,
+                           "rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows]},
+                          indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        if rows:
+            writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if v is None else _jsonable(v)) for k, v in row.items()})
+        return buffer.getvalue()
+    table = _table(f"{title}: {len(rows)} row(s)", caption=SIM_BANNER if simulated else None)
+    for _, header in TABLE_COLUMNS:
+        table.add_column(header, justify="right" if header[0].isupper() or "/" in header
+                         else "left")
+    for row in rows:
+        values = []
+        for key, _ in TABLE_COLUMNS:
+            if key == "load":
+                values.append(_load_label(row))
+            elif key == "gpu_model" and row.get("simulated"):
+                values.append(f"{row.get(key)} (sim)")
+            else:
+                values.append(_fmt(row.get(key)))
+        table.add_row(*values)
+    console = _console()
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get()

@@ -1,0 +1,67 @@
+"""The Celery application: configuration and routing only, no task logic.
+
+Tasks are sent by name, so importing this module pulls in neither the GPU side
+(tasks.measure) nor the database side (tasks.record). The settings follow the
+facts in FIELD_NOTES.md: long exclusive runs on Redis need late acks, prefetch 1,
+a visibility timeout above the longest run, and JSON only.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from farm.routing import RECORD_QUEUE
+from farm.settings import Settings, load_settings
+
+MEASURE_TASK = "farm.measure"
+RECORD_TASK = "farm.record"
+EVENT_TASK = "farm.run_event"
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    transport = {
+        "visibility_timeout": settings.visibility_timeout_s,
+        # Restore visible messages via our heartbeat reaper, not a 100 s scan.
+        "unacked_restore_interval": 60,
+    }
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_transport_options=transport,
+        # No result backend: results travel as messages to the recorder.
+        result_backend=None,
+        task_ignore_result=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        worker_soft_shutdown_timeout=30.0,
+        worker_enable_soft_shutdown_on_idle=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        task_default_queue=RECORD_QUEUE,
+        task_routes={
+            RECORD_TASK: {"queue": RECORD_QUEUE},
+            EVENT_TASK: {"queue": RECORD_QUEUE},
+        },
+        task_create_missing_queues=True,
+        enable_utc=True,
+    )
+    # Celery 5.5+: retry a run whose pool child died, bounded by max_retries.
+    app.conf["task_retry_on_worker_lost"] = True
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    app = Celery("farm", set_as_current=True)
+    configure(app, settings or load_settings())
+    return app
+
+
+app = create_app()

@@ -1,0 +1,168 @@
+"""Small pieces of farm state kept in the broker's Redis, next to the queues.
+
+GPU workers have no database access, so what they must know before running a
+run lives here:
+
+- ``farm:claim:<run_id>``   the worker holding a run; a heartbeat refreshes its
+                            TTL. Its absence means nobody is running it.
+- ``farm:done:<run_id>``    a result for this run has been sent: a redelivered
+                            copy of the message is acknowledged, not re-run.
+- ``farm:attempts:<run_id>``counter of starts (redeliveries and retries alike).
+- ``farm:cancelled``        set of cancelled sweep ids.
+- ``farm:worker:<name>``    a worker's advertisement (GPUs, queues, busy GPUs).
+
+`reap_orphans` is the heartbeat-based reaper FIELD_NOTES asks for: kombu only
+hands back an unacknowledged message after `visibility_timeout` (hours, since
+runs are long); a message whose consumer stopped heart-beating is put back on
+its queue after a short grace instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+CLAIM = "farm:claim:"
+DONE = "farm:done:"
+ATTEMPTS = "farm:attempts:"
+CANCELLED = "farm:cancelled"
+WORKER = "farm:worker:"
+DONE_TTL_S = 90 * 24 * 3600
+# kombu's Redis transport keeps unacknowledged messages in these two keys.
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+
+def redis_client(broker_url: str) -> redis.Redis:
+    """A redis-py client for a Celery broker URL (redis://, rediss://, redis+socket://)."""
+    if broker_url.startswith("redis+socket://"):
+        broker_url = "unix://" + broker_url[len("redis+socket://"):]
+    return redis.Redis.from_url(broker_url, socket_timeout=30, socket_connect_timeout=10)
+
+
+class BrokerState:
+    def __init__(self, client: redis.Redis):
+        self.r = client
+
+    # -- claims and heartbeats ----------------------------------------------
+    def claim(self, run_id: str, holder: str, ttl_s: float) -> bool:
+        """Take the run for `holder`; False if another live worker holds it."""
+        ok = self.r.set(CLAIM + run_id, holder, nx=True, px=int(ttl_s * 1000))
+        if ok:
+            return True
+        return self.r.get(CLAIM + run_id) == holder.encode()
+
+    def refresh_claim(self, run_id: str, holder: str, ttl_s: float) -> None:
+        # Refresh only our own claim (a reaped and re-taken run is not ours).
+        if self.r.get(CLAIM + run_id) == holder.encode():
+            self.r.pexpire(CLAIM + run_id, int(ttl_s * 1000))
+
+    def release(self, run_id: str, holder: str) -> None:
+        if self.r.get(CLAIM + run_id) == holder.encode():
+            self.r.delete(CLAIM + run_id)
+
+    def is_claimed(self, run_id: str) -> bool:
+        return bool(self.r.exists(CLAIM + run_id))
+
+    # -- run bookkeeping ----------------------------------------------------
+    def next_attempt(self, run_id: str) -> int:
+        return int(self.r.incr(ATTEMPTS + run_id))
+
+    def mark_done(self, run_id: str) -> None:
+        self.r.set(DONE + run_id, "1", ex=DONE_TTL_S)
+
+    def is_done(self, run_id: str) -> bool:
+        return bool(self.r.exists(DONE + run_id))
+
+    def forget_done(self, run_ids: list[str]) -> None:
+        for start in range(0, len(run_ids), 1000):
+            chunk = run_ids[start:start + 1000]
+            if chunk:
+                self.r.delete(*[DONE + rid for rid in chunk])
+
+    def cancel_sweep(self, sweep_id: str) -> None:
+        self.r.sadd(CANCELLED, sweep_id)
+
+    def uncancel_sweep(self, sweep_id: str) -> None:
+        self.r.srem(CANCELLED, sweep_id)
+
+    def is_cancelled(self, sweep_id: str) -> bool:
+        return bool(self.r.sismember(CANCELLED, sweep_id))
+
+    # -- worker advertisements ---------------------------------------------
+    def advertise(self, name: str, info: dict[str, Any], ttl_s: float) -> None:
+        self.r.set(WORKER + name, json.dumps(info), px=int(ttl_s * 1000))
+
+    def withdraw(self, name: str) -> None:
+        self.r.delete(WORKER + name)
+
+    def workers(self) -> list[dict[str, Any]]:
+        keys = sorted(self.r.scan_iter(WORKER + "*", count=500))
+        values = self.r.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]
+
+    # -- the reaper -----------------------------------------------------------
+    def reap_orphans(self, grace_s: float, now: float | None = None) -> list[str]:
+        """Put back on their queues the unacknowledged tasks nobody is running.
+
+        A message counts as orphaned when it was delivered more than `grace_s` ago
+        and its task id has no live claim: its worker died without acking (SIGKILL,
+        host loss). Returns the task ids restored. Running it twice is harmless.
+        """
+        now = time.time() if now is None else now
+        restored = []
+        for tag, delivered_at in self.r.zrange(UNACKED_INDEX, 0, -1, withscores=True):
+            if now - delivered_at < grace_s:
+                continue
+            raw = self.r.hget(UNACKED, tag)
+            if raw is None:
+                continue
+            try:
+                payload, exchange, routing_key = json.loads(raw)
+                task_id = payload["headers"]["id"]
+            except (ValueError, KeyError, TypeError):
+                log.warning("reaper: unreadable unacked message %r left alone", tag)
+                continue
+            if self.is_claimed(task_id):
+                continue
+            queue = self._queue_for(exchange, routing_key)
+            if self._restore(tag, queue):
+                restored.append(task_id)
+                log.warning("reaper: task %s had no live worker; put back on %s",
+                            task_id, queue)
+        return restored
+
+    def _queue_for(self, exchange: str, routing_key: str) -> str:
+        """The queue a message was routed to, from kombu's binding table."""
+        for member in self.r.smembers(f"_kombu.binding.{exchange}") if exchange else ():
+            rk, _pattern, queue = member.decode().split("\x06\x16")
+            if rk == routing_key:
+                return queue
+        return routing_key
+
+    def _restore(self, tag: bytes, queue: str) -> bool:
+        """Move one unacked message back to the head of its queue, atomically."""
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(UNACKED)
+                raw = pipe.hget(UNACKED, tag)
+                if raw is None:
+                    return False
+                payload, _exchange, _rk = json.loads(raw)
+                payload.setdefault("headers", {})["redelivered"] = True
+                pipe.multi()
+                pipe.zrem(UNACKED_INDEX, tag)
+                pipe.hdel(UNACKED, tag)
+                # kombu publishes with LPUSH and consumes with BRPOP: RPUSH puts the
+                # message first in line, where it was when it was taken.
+                pipe.rpush(queue, json.dumps(payload))
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False

@@ -1,0 +1,201 @@
+"""The `farm.measure` task: the Celery binding of workers.runner.run_one.
+
+Thin by design: decode the RunSpec, take the run (claim + GPUs), call the
+runner, send what it returns to the recorder, decide retry or not. Everything
+about measuring lives in workers/.
+
+A GPU worker process calls `serve()` (from `farmctl worker`) with its GPU
+inventory; the Celery worker then runs one task thread per GPU, and the
+allocator keeps runs from sharing GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from celery import signals
+from celery.exceptions import Reject
+
+from farm.records import RunEvent, RunResult, WorkerInfo
+from farm.routing import queues_for_host
+from farm.settings import Settings, load_settings
+from farm.spec import RunSpec, sweep_id
+from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app
+from tasks.broker_state import BrokerState, redis_client
+from workers.allocator import GpuAllocator
+from workers.errors import RunAborted, TransientError
+from workers.gpu.base import GpuInventory
+from workers.gpu.discovery import summarize
+from workers.runner import run_one
+
+log = logging.getLogger(__name__)
+
+TRANSIENT_RETRIES = 3
+TRANSIENT_DELAY_S = 60
+
+
+@dataclass
+class WorkerContext:
+    """What the measure task needs from the worker process that runs it."""
+
+    inventory: GpuInventory
+    allocator: GpuAllocator
+    state: BrokerState
+    settings: Settings
+    node_name: str
+    abort: threading.Event
+
+
+_ctx: WorkerContext | None = None
+
+
+def context() -> WorkerContext:
+    if _ctx is None:
+        raise RuntimeError("farm.measure runs only inside `farmctl worker`")
+    return _ctx
+
+
+def worker_info() -> WorkerInfo:
+    return WorkerInfo(name=context().node_name, host=socket.gethostname(), pid=os.getpid())
+
+
+def _send(task: str, payload: str, task_id: str | None = None) -> None:
+    app.send_task(task, args=[payload], task_id=task_id)
+
+
+class _Heartbeat:
+    """Keeps this worker's claim on a run alive while the run is in progress."""
+
+    def __init__(self, ctx: WorkerContext, run_id: str):
+        self.ctx, self.run_id = ctx, run_id
+        self.ttl_s = 3 * ctx.settings.heartbeat_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"hb-{run_id}")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ctx.settings.heartbeat_s):
+            try:
+                self.ctx.state.refresh_claim(self.run_id, self.ctx.node_name, self.ttl_s)
+            except Exception:  # a Redis blip must not kill the run
+                log.warning("heartbeat for %s failed", self.run_id, exc_info=True)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.ctx.state.release(self.run_id, self.ctx.node_name)
+
+
+@app.task(name=MEASURE_TASK, bind=True, acks_late=True, max_retries=TRANSIENT_RETRIES)
+def measure(self, run_json: str) -> str:
+    ctx = context()
+    run = RunSpec.model_validate_json(run_json)
+    run_id = run.run_id
+    if run_id != self.request.id:
+        log.warning("task id %s does not match run id %s", self.request.id, run_id)
+    if ctx.state.is_done(run_id):
+        return "skipped: already measured"
+    if ctx.state.is_cancelled(sweep_id(run.sweep)):
+        return "skipped: sweep cancelled"
+    if not ctx.state.claim(run_id, ctx.node_name, 3 * ctx.settings.heartbeat_s):
+        # Another live worker runs this very run (a duplicate message): drop ours.
+        return "skipped: running elsewhere"
+    attempt = ctx.state.next_attempt(run_id)
+    with _Heartbeat(ctx, run_id):
+        try:
+            with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
+                                    holder=run_id, abort=ctx.abort) as gpus:
+                _send(EVENT_TASK, RunEvent(
+                    run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
+                    gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(timezone.utc),
+                ).model_dump_json())
+                result = run_one(run, gpus, ctx.abort, worker=worker_info(), attempt=attempt,
+                                 start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
+        except RunAborted as exc:
+            log.warning("run %s handed back: %s", run_id, exc)
+            raise Reject(str(exc), requeue=True) from None
+        except TransientError as exc:
+            if self.request.retries < TRANSIENT_RETRIES:
+                raise self.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None
+            result = _failed(run, attempt, exc)
+    _send(RECORD_TASK, result.model_dump_json(), task_id=f"record-{run_id}-{attempt}")
+    if result.status == "succeeded":
+        ctx.state.mark_done(run_id)
+    return result.status
+
+
+def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
+    from farm.records import EngineInfo, ErrorInfo, MeasurementInfo
+
+    now = datetime.now(timezone.utc)
+    return RunResult(
+        run_id=run.run_id, status="failed", attempt=attempt, worker=worker_info(), gpus=[],
+        engine=EngineInfo(kind=run.engine.kind, simulated=run.simulated),
+        measurement=MeasurementInfo(energy_sensor="none", power_sensor=None,
+                                    sample_period_s=None, simulated=run.simulated),
+        simulated=run.simulated, started_at=now, finished_at=now, duration_s=0.0,
+        error=ErrorInfo(kind=getattr(exc, "kind", "internal"), message=str(exc)),
+    )
+
+
+# ------------------------------------------------------------- worker process
+
+
+def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event) -> None:
+    ttl_s = 3 * ctx.settings.heartbeat_s
+    started = datetime.now(timezone.utc).isoformat()
+    while True:
+        try:
+            ctx.state.advertise(ctx.node_name, {
+                "name": ctx.node_name, "host": socket.gethostname(), "pid": os.getpid(),
+                "backend": ctx.inventory.backend, "queues": queues, "started_at": started,
+                "gpus": [d.info.model_dump() for d in ctx.inventory.devices()],
+                "busy": ctx.allocator.busy(),
+            }, ttl_s)
+        except Exception:
+            log.warning("could not advertise worker", exc_info=True)
+        if stop.wait(ctx.settings.heartbeat_s):
+            break
+    ctx.state.withdraw(ctx.node_name)
+
+
+def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> None:
+    """Run a GPU worker: one task thread per GPU, subscribed to this host's queues."""
+    global _ctx
+    settings = load_settings()
+    devices = inventory.devices()
+    queues = queues_for_host(inventory.backend, summarize(inventory))
+    state = BrokerState(redis_client(settings.broker_url))
+    _ctx = WorkerContext(inventory=inventory, allocator=GpuAllocator(devices), state=state,
+                         settings=settings, node_name=node_name, abort=threading.Event())
+    stop_advertising = threading.Event()
+    advertiser = threading.Thread(target=_advertise_loop, args=(_ctx, queues, stop_advertising),
+                                  daemon=True, name="advertise")
+
+    @signals.worker_shutting_down.connect(weak=False)
+    def _on_shutdown(**_kwargs) -> None:
+        # Runs are worthless if cut short: abort at once, hand them back.
+        _ctx.abort.set()
+        stop_advertising.set()
+
+    advertiser.start()
+    log.info("worker %s serves %s", node_name, ", ".join(queues))
+    try:
+        app.worker_main([
+            "worker", "--pool=threads", f"--concurrency={len(devices)}",
+            f"--queues={','.join(queues)}", f"--hostname={node_name}",
+            "--task-events", "--without-gossip", "--without-mingle",
+            f"--loglevel={loglevel}",
+        ])
+    finally:
+        stop_advertising.set()
+        advertiser.join(timeout=5)
+        inventory.shutdown()

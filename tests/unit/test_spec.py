@@ -1,0 +1,164 @@
+"""Sweep files: the shipped examples validate; bad files fail with the field and line."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from farm.spec import SpecError, load_sweep, parse_sweep, simulated_copy
+from farm.sweep import expand, plan
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "farm" / "examples"
+
+VALID = textwrap.dedent("""\
+    name = "t"
+    repetitions = 1
+
+    [[model]]
+    id = "m-8b"
+    source = "org/m-8B"
+
+    [hardware]
+    gpu = ["H100"]
+
+    [engine]
+    kind = "vllm"
+
+    [[scenario]]
+    kind = "server"
+    concurrency = [1, 8]
+    duration_s = 10
+
+    [workload]
+    input_tokens = [128]
+    output_tokens = [64]
+    """)
+
+
+def test_issue_example_validates_and_expands():
+    spec, _ = load_sweep(EXAMPLES / "study.toml")
+    runs = expand(spec)
+    # 2 models × 3 GPUs × 3 scenarios × 3 inputs × 2 outputs × 2 decodings × 3 reps
+    assert len(runs) == 2 * 3 * 3 * 3 * 2 * 2 * 3
+    assert plan(runs) == {"gpu.h100-80gb.x1": 216, "gpu.a100-40gb.x1": 216, "gpu.l4.x1": 216}
+    assert len({r.run_id for r in runs}) == len(runs)
+    closed = next(r for r in runs if r.scenario.kind == "server" and r.scenario.concurrency)
+    # The load list stays inside one run: five load points, one engine start.
+    assert [v for _, v in closed.scenario.load_points] == [1, 8, 32, 100, 256]
+
+
+def test_quickstart_is_simulated():
+    spec, _ = load_sweep(EXAMPLES / "quickstart.toml")
+    assert all(r.simulated and r.hardware.queue.startswith("sim.") for r in expand(spec))
+
+
+def test_run_ids_are_stable_and_depend_on_content():
+    a = expand(parse_sweep(VALID))
+    b = expand(parse_sweep(VALID))
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    c = expand(parse_sweep(VALID.replace("output_tokens = [64]", "output_tokens = [65]")))
+    assert {r.run_id for r in a}.isdisjoint({r.run_id for r in c})
+
+
+def test_repetitions_make_distinct_runs():
+    runs = expand(parse_sweep(VALID.replace("repetitions = 1", "repetitions = 3")))
+    assert [r.repetition for r in runs] == [0, 1, 2]
+    assert len({r.run_id for r in runs}) == 3
+
+
+def test_friendly_gpu_names_resolve_to_one_queue():
+    for name in ("H100", "H100-80GB", "NVIDIA H100 80GB HBM3", "h100_80gb"):
+        runs = expand(parse_sweep(VALID.replace('gpu = ["H100"]', f'gpu = ["{name}"]')))
+        assert runs[0].hardware.queue == "gpu.h100-80gb.x1"
+
+
+def test_engine_argument_lists_are_swept_and_scalars_accepted():
+    text = VALID.replace('kind = "vllm"', 'kind = "vllm"\nmax_num_seqs = [64, 256]\n'
+                         'enable_prefix_caching = false')
+    runs = expand(parse_sweep(text))
+    assert sorted(r.engine.args["max_num_seqs"] for r in runs) == [64, 256]
+    assert all(r.engine.args["enable_prefix_caching"] is False for r in runs)
+
+
+def test_exclude_rules_drop_combinations():
+    text = VALID.replace('gpu = ["H100"]', 'gpu = ["H100", "L4"]').replace(
+        "input_tokens = [128]", "input_tokens = [128, 2048]")
+    text += '\n[[exclude]]\ngpu = "L4"\ninput_tokens = 2048\n'
+    runs = expand(parse_sweep(text))
+    combos = {(r.hardware.gpu_model, r.workload.input_tokens) for r in runs}
+    assert combos == {("h100-80gb", 128), ("h100-80gb", 2048), ("l4", 128)}
+
+
+def test_simulated_copy_relabels_everything():
+    spec = simulated_copy(parse_sweep(VALID))
+    assert spec.name == "t-sim"
+    runs = expand(spec)
+    assert all(r.hardware.backend == "sim" and r.engine.kind == "sim" for r in runs)
+
+
+# Each case: a change to VALID, the field the error must name, a fragment of the
+# message, and the line it must point at.
+BAD = [
+    ("unknown top-level key", 'colour = "red"\n' + VALID, "colour", "unknown key", 1),
+    ("typo in a key", VALID.replace('source = "org/m-8B"', 'source = "x"\ndtyp = "bf16"'),
+     "model[0].dtyp", "did you mean 'dtype'", 7),
+    ("wrong type", VALID.replace("repetitions = 1", 'repetitions = "three"'),
+     "repetitions", "integer", 2),
+    ("empty list", VALID.replace("concurrency = [1, 8]", "concurrency = []"),
+     "scenario[0].concurrency", "at least 1 item", 16),
+    ("negative duration", VALID.replace("duration_s = 10", "duration_s = -5"),
+     "scenario[0].duration_s", "greater than 0", 17),
+    ("unknown GPU", VALID.replace('gpu = ["H100"]', 'gpu = ["Z9000"]'),
+     "hardware.gpu", "unknown GPU model 'Z9000'", 9),
+    ("unknown engine kind", VALID.replace('kind = "vllm"', 'kind = "tgi"'),
+     "engine.kind", "'vllm', 'hf' or 'sim'", 12),
+    ("both load kinds", VALID.replace("concurrency = [1, 8]",
+                                      "concurrency = [1]\nrequest_rate = [2.0]"),
+     "scenario[0]", "exactly one of", 14),
+    ("missing section", VALID.replace('[hardware]\ngpu = ["H100"]\n', ""),
+     "hardware", "required", None),
+    ("missing output tokens", VALID.replace("output_tokens = [64]\n", ""),
+     "workload.output_tokens", "required", 19),
+    ("bad decoding word", VALID + 'decoding = ["beam"]\n', "workload.decoding[0]",
+     "unknown decoding 'beam'", 22),
+    ("bad decoding key", VALID + 'decoding = [{ temperature = 0.8, top_q = 0.9 }]\n',
+     "workload.decoding[0].top_q", "did you mean 'top_p'", 22),
+    ("zero GPUs per run", VALID.replace('gpu = ["H100"]', 'gpu = ["H100"]\ngpus_per_run = [0]'),
+     "hardware.gpus_per_run[0]", "greater than 0", 10),
+    ("scenario kind", VALID.replace('kind = "server"', 'kind = "offline"'),
+     "scenario[0]", "server", 14),
+    ("server on hf", VALID.replace('kind = "vllm"', 'kind = "hf"'), "(top level)",
+     "batch scenarios only", None),
+    ("bad region", VALID + '[measurement]\nregion = "France"\n', "measurement.region",
+     "pattern", 23),
+    ("bad exclude key", VALID + '[[exclude]]\ncolour = "red"\n', "exclude",
+     "unknown exclude key 'colour'", 22),
+    ("duplicate model id", VALID.replace('[hardware]', '[[model]]\nid = "m-8b"\nsource = "y"\n\n'
+                                         '[hardware]'), "model", "unique", 4),
+]
+
+
+@pytest.mark.parametrize("text,field,fragment,line", [c[1:] for c in BAD],
+                         ids=[c[0] for c in BAD])
+def test_invalid_sweeps_name_field_and_line(text, field, fragment, line):
+    with pytest.raises(SpecError) as info:
+        parse_sweep(text, "sweep.toml")
+    problems = info.value.problems
+    matching = [p for p in problems if p.field == field and fragment in p.message]
+    assert matching, f"no problem for {field!r} containing {fragment!r}: {problems}"
+    assert matching[0].line == line
+    assert "sweep.toml" in str(info.value)
+
+
+def test_toml_syntax_error_has_line():
+    with pytest.raises(SpecError) as info:
+        parse_sweep('name = "x"\n[model\n', "s.toml")
+    assert info.value.problems[0].line == 2
+    assert "invalid TOML" in info.value.problems[0].message
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(SpecError, match="cannot read"):
+        load_sweep(tmp_path / "missing.toml")

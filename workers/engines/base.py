@@ -1,0 +1,75 @@
+"""One lifecycle contract for every engine.
+
+The runner drives an engine through:
+
+    start(deadline)  load the model on the run's GPUs; must be ready by `deadline_s`
+    warmup()         untimed requests so first-call costs stay out of the figures
+    run_load_point() one load point; the engine opens and closes the steady-state
+                     window on the meter itself, because only it knows when its
+                     batch is full and when it starts to drain
+    stop()           always called (in `finally`), even after a failed start
+
+Engines raise `workers.errors` types; anything else is a bug and fails the run.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from farm.records import EngineInfo, RequestRecord
+from farm.spec import RunSpec
+from workers.gpu.base import GpuDevice
+
+
+class WindowMeter(Protocol):
+    """Opens and closes named energy windows (see workers.power.Meter)."""
+
+    def begin(self, name: str, load_point: int | None = None) -> None: ...
+
+    def end(self, name: str, load_point: int | None = None) -> None: ...
+
+    def now_s(self) -> float: ...
+
+
+@dataclass
+class LoadPointOutcome:
+    """What an engine observed during one load point."""
+
+    requests: list[RequestRecord]
+    duration_s: float                       # whole load point, wall clock
+    notes: list[str] = field(default_factory=list)
+
+
+class Engine(ABC):
+    kind: str
+
+    def __init__(self, run: RunSpec, gpus: list[GpuDevice], abort: threading.Event):
+        self.run = run
+        self.gpus = gpus
+        self.abort = abort
+
+    @property
+    @abstractmethod
+    def info(self) -> EngineInfo:
+        """Kind, version and whether it is simulated."""
+
+    @abstractmethod
+    def start(self, deadline_s: float) -> None:
+        """Load the model; raise EngineError if not ready within `deadline_s`."""
+
+    @abstractmethod
+    def warmup(self) -> None:
+        """Warm-up requests (not part of any load point's figures)."""
+
+    @abstractmethod
+    def run_load_point(self, index: int, kind: str, value: float,
+                       meter: WindowMeter) -> LoadPointOutcome:
+        """Run one load point, calling meter.begin/end("steady", index) around its
+        steady state."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Free the GPUs. Must be safe to call after a failed or partial start."""

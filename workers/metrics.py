@@ -1,0 +1,65 @@
+"""Per-load-point figures from request records and the steady-state window. Pure.
+
+Energy per token is taken over the steady-state window only (batch full, before
+drain). Tokens counted there are the tokens actually emitted inside the window,
+reconstructed from each request's send time, TTFT and inter-token gaps. A
+figure whose input is missing is None, never 0.
+"""
+
+from __future__ import annotations
+
+from farm.records import EnergyWindow, LatencyStats, LoadPointResult, RequestRecord
+
+
+def token_times_s(req: RequestRecord) -> list[float]:
+    """Emission time of each output token (offsets on the run clock)."""
+    if not req.ok or req.ttft_s is None:
+        return []
+    t = req.sent_s + req.ttft_s
+    times = [t]
+    for gap in req.itl_s:
+        t += gap
+        times.append(t)
+    return times
+
+
+def tokens_in(requests: list[RequestRecord], start_s: float, end_s: float) -> int:
+    return sum(1 for r in requests for t in token_times_s(r) if start_s <= t <= end_s)
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def load_point_result(index: int, kind: str, value: float, duration_s: float,
+                      requests: list[RequestRecord],
+                      steady: EnergyWindow | None) -> LoadPointResult:
+    ok = [r for r in requests if r.ok]
+    out_tokens = sum(r.output_tokens or 0 for r in ok)
+    in_tokens = sum(r.input_tokens or 0 for r in ok)
+    mean_out = out_tokens / len(ok) if ok else None
+
+    tpot = [(r.e2e_s - r.ttft_s) / (r.output_tokens - 1) for r in ok
+            if r.e2e_s is not None and r.ttft_s is not None and (r.output_tokens or 0) > 1]
+    steady_tokens = (tokens_in(requests, steady.start_s, steady.start_s + steady.duration_s)
+                     if steady else None)
+    tps = _ratio(steady_tokens, steady.duration_s if steady else None)
+    j_per_token = _ratio(steady.energy_j if steady else None, steady_tokens)
+    return LoadPointResult(
+        index=index, kind=kind, value=value, duration_s=round(duration_s, 4),
+        num_requests=len(requests), num_ok=len(ok), num_failed=len(requests) - len(ok),
+        input_tokens=in_tokens, output_tokens=out_tokens,
+        request_throughput_rps=_ratio(tps, mean_out),
+        output_throughput_tps=tps,
+        ttft=LatencyStats.of_seconds([r.ttft_s for r in ok if r.ttft_s is not None]),
+        tpot=LatencyStats.of_seconds(tpot),
+        itl=LatencyStats.of_seconds([g for r in ok for g in r.itl_s]),
+        e2e=LatencyStats.of_seconds([r.e2e_s for r in ok if r.e2e_s is not None]),
+        energy_j=steady.energy_j if steady else None,
+        energy_per_output_token_j=j_per_token,
+        energy_per_request_j=(j_per_token * mean_out
+                              if j_per_token is not None and mean_out else None),
+        avg_power_w=steady.avg_power_w if steady else None,
+    )
