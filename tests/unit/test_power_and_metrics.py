@@ -1,0 +1,116 @@
+"""Energy windows from counters, timeline integrals, and load-point figures."""
+
+import time
+
+import pytest
+
+from farm.records import EnergyWindow, GpuInfo, RequestRecord
+from workers.gpu.base import GpuDevice
+from workers.metrics import load_point_result, tokens_in
+from workers.power import Meter, PowerSampler
+
+
+class ScriptedGpu(GpuDevice):
+    """Counter and power follow a script: a hardware seam for tests."""
+
+    energy_sensor = "test.counter"
+    power_sensor = "test.power"
+
+    def __init__(self, watts=100.0):
+        self.info = GpuInfo(index=0, uuid="GPU-test", name="test", model="h100-80gb",
+                            backend="sim")
+        self.watts = watts
+        self.origin = time.monotonic()
+        self.offset_mj = 5_000_000.0
+        self.counter_ok = True
+
+    def energy_mj(self):
+        if not self.counter_ok:
+            return None
+        return self.offset_mj + (time.monotonic() - self.origin) * self.watts * 1000
+
+    def power_w(self):
+        return self.watts
+
+    def temperature_c(self):
+        return 40.0
+
+    def compute_pids(self):
+        return []
+
+
+def meter_for(gpu, period_s=0.02):
+    sampler = PowerSampler([gpu], period_s)
+    sampler.start()
+    return Meter([gpu], sampler), sampler
+
+
+def test_counter_window_and_timeline_agree():
+    gpu = ScriptedGpu(200.0)
+    meter, sampler = meter_for(gpu)
+    meter.begin("steady", 0)
+    time.sleep(0.5)
+    window = meter.end("steady", 0)
+    sampler.stop()
+    assert window.energy_j == pytest.approx(200.0 * window.duration_s, rel=0.02)
+    assert window.timeline_energy_j == pytest.approx(window.energy_j, rel=0.05)
+    assert window.avg_power_w == pytest.approx(200.0, rel=0.02)
+    assert window.per_gpu_energy_j == [pytest.approx(window.energy_j)]
+
+
+def test_counter_reset_makes_energy_null_not_negative():
+    gpu = ScriptedGpu()
+    meter, sampler = meter_for(gpu)
+    meter.begin("load")
+    gpu.offset_mj = 0.0          # driver reload: the counter starts over
+    time.sleep(0.05)
+    window = meter.end("load")
+    sampler.stop()
+    assert window.energy_j is None
+    assert "backwards" in window.null_reason
+
+
+def test_missing_counter_is_null_with_reason():
+    gpu = ScriptedGpu()
+    gpu.counter_ok = False
+    meter, sampler = meter_for(gpu)
+    meter.begin("idle")
+    window = meter.end("idle")
+    sampler.stop()
+    assert window.energy_j is None and window.null_reason == "energy counter unavailable"
+
+
+def request(i, sent, ttft, gaps, ok=True):
+    return RequestRecord(load_point=0, index=i, sent_s=sent, ttft_s=ttft,
+                         e2e_s=None if ttft is None else ttft + sum(gaps), itl_s=gaps,
+                         input_tokens=10,
+                         output_tokens=len(gaps) + 1, ok=ok)
+
+
+def test_tokens_counted_inside_the_steady_window_only():
+    reqs = [request(0, 0.0, 0.1, [0.1] * 9)]   # tokens at 0.1, 0.2, … 1.0
+    assert tokens_in(reqs, 0.0, 2.0) == 10
+    assert tokens_in(reqs, 0.25, 0.55) == 3
+
+
+def test_load_point_figures_from_steady_window():
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)]
+    steady = EnergyWindow(name="steady", load_point=0, start_s=0.0, duration_s=1.0,
+                          energy_j=80.0, avg_power_w=80.0)
+    lp = load_point_result(0, "concurrency", 4, 1.2, reqs, steady)
+    assert lp.output_tokens == 40 and lp.num_ok == 4
+    assert lp.energy_per_output_token_j == pytest.approx(2.0)
+    assert lp.energy_per_request_j == pytest.approx(20.0)
+    assert lp.output_throughput_tps == pytest.approx(40.0)
+    assert lp.ttft.p50_ms == pytest.approx(100.0)
+    assert lp.tpot.mean_ms == pytest.approx(100.0)
+
+
+def test_figures_are_null_without_energy():
+    reqs = [request(0, 0.0, 0.1, [0.1] * 3), request(1, 0.0, None, [], ok=False)]
+    steady = EnergyWindow(name="steady", load_point=0, start_s=0, duration_s=1.0, energy_j=None)
+    lp = load_point_result(0, "concurrency", 1, 1.0, reqs, steady)
+    assert lp.energy_per_output_token_j is None and lp.energy_per_request_j is None
+    assert lp.num_failed == 1
+    no_window = load_point_result(0, "batch", 8, 1.0, reqs, None)
+    assert no_window.energy_j is None and no_window.output_throughput_tps is None
