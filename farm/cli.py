@@ -165,29 +165,18 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool
 def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
            loglevel: str, probe: bool) -> None:
     """Serve the runs meant for this host's GPUs (discovered through NVML)."""
-    import json  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
-    from farm.routing import queues_for_host  # noqa: PLC0415
-    from workers.gpu.discovery import open_inventory, summarize  # noqa: PLC0415
-
-    try:
-        indices = [int(i) for i in gpus.split(",")] if gpus else None
-        inventory = open_inventory(list(sim_specs) or None, indices)
-    except ValueError as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    # Exec the worker program: this CLI process never loads NVML or engine code.
+    args = ["--loglevel", loglevel]
+    for spec in sim_specs:
+        args += ["--sim", spec]
+    if gpus:
+        args += ["--gpus", gpus]
+    if name:
+        args += ["--name", name]
     if probe:
-        click.echo(json.dumps({
-            "backend": inventory.backend,
-            "queues": queues_for_host(inventory.backend, summarize(inventory)),
-            "gpus": [d.info.model_dump() for d in inventory.devices()],
-        }))
-        inventory.shutdown()
-        return
-    from tasks.measure import serve  # noqa: PLC0415
-
-    kind = "sim" if sim_specs else "gpu"
-    serve(inventory, name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}", loglevel)
+        args.append("--probe")
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "tasks.worker_main", *args])
 
 
 @main.command()

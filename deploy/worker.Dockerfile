@@ -1,0 +1,13 @@
+# GPU worker image: vLLM's own image (CUDA, PyTorch, vLLM) plus farm.
+# Pin the vLLM version your sweeps name; results record the version they ran.
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.11.0
+FROM ${VLLM_IMAGE}
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+WORKDIR /opt/farm
+COPY pyproject.toml README.md ./
+COPY farm ./farm
+COPY workers ./workers
+COPY tasks ./tasks
+RUN pip install .
+ENTRYPOINT []
+CMD ["farmctl", "worker"]

@@ -1,0 +1,61 @@
+"""Entry point of a GPU worker process (`farmctl worker` execs this module).
+
+The coordinator's CLI never imports NVML or worker code: `farmctl worker`
+replaces its own process with `python -m tasks.worker_main …`, so the layering
+in DESIGN.md holds at the process boundary too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+
+from farm.routing import queues_for_host
+
+NO_HARDWARE = 6        # farm.cli.ExitCode.NO_HARDWARE
+INVALID_INPUT = 2
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="farmctl worker")
+    parser.add_argument("--sim", action="append", default=[])
+    parser.add_argument("--gpus", default=None)
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--probe", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workers.errors import PermanentError
+    from workers.gpu.discovery import open_inventory, summarize
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        indices = [int(i) for i in args.gpus.split(",")] if args.gpus else None
+        inventory = open_inventory(args.sim or None, indices)
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return INVALID_INPUT
+    except PermanentError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return NO_HARDWARE
+    queues = queues_for_host(inventory.backend, summarize(inventory))
+    if args.probe:
+        print(json.dumps({"backend": inventory.backend, "queues": queues,
+                          "gpus": [d.info.model_dump() for d in inventory.devices()]}))
+        inventory.shutdown()
+        return 0
+    from tasks.measure import serve
+
+    kind = "sim" if args.sim else "gpu"
+    serve(inventory, args.name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}",
+          args.loglevel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
