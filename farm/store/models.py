@@ -1,0 +1,302 @@
+"""Tables of the store, and the packed encodings of its bulky columns.
+
+Sized for millions of rows: per-request latencies and power timelines are kept,
+but packed (one row per request with its inter-token gaps as a float32 blob; one
+row per run × GPU with the whole timeline as two blobs), never a row per token
+or per sample. Every datetime is stored and read back as timezone-aware UTC.
+
+Changing a table means writing a migration in migrations/versions/.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from array import array
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+# Named constraints keep future migrations possible on SQLite, whose batch mode
+# recreates tables and must name what it drops.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+RESULT_STATUSES = ("succeeded", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """DateTime(timezone=True) that always gives back aware UTC datetimes.
+
+    PostgreSQL keeps the instant (timestamptz) but returns it in the session's
+    time zone; SQLite keeps no zone at all. Values are stored as UTC and tagged
+    UTC on the way out. A naive value is taken to be UTC already.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # SQLite's DATETIME text has no offset: store the UTC wall time.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json() -> JSON:
+    # None is stored as SQL NULL, not as the JSON text 'null'.
+    return JSON(none_as_null=True)
+
+
+# ------------------------------------------------------------------ packing
+
+def _little_endian(values: array) -> array:
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def pack_f32(values: Sequence[float | None]) -> bytes | None:
+    """float32 little-endian; None becomes NaN. An empty list packs to None."""
+    if not values:
+        return None
+    try:
+        floats = array("f", values)  # type: ignore[arg-type]
+    except TypeError:  # a None among them: the slow path
+        floats = array("f", (math.nan if v is None else v for v in values))
+    return _little_endian(floats).tobytes()
+
+
+def pack_f64(values: Sequence[float]) -> bytes | None:
+    if not values:
+        return None
+    return _little_endian(array("d", values)).tobytes()
+
+
+def _unpack(code: str, blob: bytes | None) -> array:
+    values = array(code)
+    if blob:
+        values.frombytes(blob)
+        _little_endian(values)
+    return values
+
+
+def unpack_f32(blob: bytes | None, nan_as_none: bool = False) -> list[float | None]:
+    values: Iterable[float] = _unpack("f", blob)
+    if nan_as_none:
+        return [None if math.isnan(v) else v for v in values]
+    return list(values)
+
+
+def unpack_f64(blob: bytes | None) -> list[float]:
+    return list(_unpack("d", blob))
+
+
+# ------------------------------------------------------------------- tables
+
+
+class SweepRow(SQLModel, table=True):
+    __tablename__ = "sweeps"
+
+    id: str = Field(primary_key=True)  # farm.spec.sweep_id(name)
+    name: str = Field(unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    updated_at: datetime = Field(sa_type=UTCDateTime())
+    spec_toml: str = Field(sa_type=Text())  # the file as last enqueued
+    simulated: bool
+
+
+class RunRow(SQLModel, table=True):
+    """One RunSpec and where it stands. The flat columns are for filtering."""
+
+    __tablename__ = "runs"
+    __table_args__ = (
+        Index("ix_runs_sweep_id_status", "sweep_id", "status"),
+        Index("ix_runs_status", "status"),
+        CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
+    )
+
+    id: str = Field(primary_key=True)  # RunSpec.run_id
+    sweep_id: str = Field(foreign_key="sweeps.id")
+    repetition: int
+    model_id: str
+    backend: str  # gpu | sim
+    gpu_model: str  # canonical slug asked for
+    gpu_count: int
+    engine_kind: str
+    scenario_name: str
+    scenario_kind: str
+    input_tokens: int | None = None
+    output_tokens: int
+    decoding: str  # Decoding.label
+    queue: str
+    spec_json: str = Field(sa_type=Text())  # RunSpec.canonical_json()
+    status: str
+    attempts: int = 0
+    worker: str | None = None
+    gpu_uuids: list[str] | None = Field(default=None, sa_type=_json())
+    created_at: datetime = Field(sa_type=UTCDateTime())
+    queued_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
+    error: str | None = Field(default=None, sa_type=Text())
+    simulated: bool
+
+
+class ResultRow(SQLModel, table=True):
+    """The one result of a run (RunResult without its lists), plus run-level figures."""
+
+    __tablename__ = "results"
+    __table_args__ = (CheckConstraint(f"status IN {RESULT_STATUSES}", name="status"),)
+
+    run_id: str = Field(primary_key=True, foreign_key="runs.id")
+    recorded_at: datetime = Field(sa_type=UTCDateTime())
+    attempt: int
+    status: str
+    worker: str
+    host: str
+    gpus_json: list[dict[str, Any]] = Field(sa_type=_json())  # GpuInfo dicts
+    engine_kind: str
+    engine_version: str | None = None
+    simulated: bool
+    energy_sensor: str
+    power_sensor: str | None = None
+    sample_period_s: float | None = None
+    started_at: datetime = Field(sa_type=UTCDateTime())
+    finished_at: datetime = Field(sa_type=UTCDateTime())
+    duration_s: float
+    energy_j: float | None = None  # sum of the steady windows; null if any is null
+    output_tokens: int | None = None  # sum over load points
+    energy_per_output_token_j: float | None = None
+    error_kind: str | None = None
+    error_message: str | None = Field(default=None, sa_type=Text())
+    log_tail: list[str] | None = Field(default=None, sa_type=_json())
+
+
+class LoadPointRow(SQLModel, table=True):
+    __tablename__ = "load_points"
+
+    run_id: str = Field(primary_key=True, foreign_key="results.run_id", ondelete="CASCADE")
+    idx: int = Field(primary_key=True)
+    kind: str  # concurrency | request_rate | batch
+    value: float
+    duration_s: float
+    num_requests: int
+    num_ok: int
+    num_failed: int
+    input_tokens: int
+    output_tokens: int
+    request_throughput_rps: float | None = None
+    output_throughput_tps: float | None = None
+    ttft_mean_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p90_ms: float | None = None
+    ttft_p99_ms: float | None = None
+    tpot_mean_ms: float | None = None
+    tpot_p50_ms: float | None = None
+    tpot_p90_ms: float | None = None
+    tpot_p99_ms: float | None = None
+    itl_mean_ms: float | None = None
+    itl_p50_ms: float | None = None
+    itl_p90_ms: float | None = None
+    itl_p99_ms: float | None = None
+    e2e_mean_ms: float | None = None
+    e2e_p50_ms: float | None = None
+    e2e_p90_ms: float | None = None
+    e2e_p99_ms: float | None = None
+    energy_j: float | None = None
+    energy_per_output_token_j: float | None = None
+    energy_per_request_j: float | None = None
+    avg_power_w: float | None = None
+
+
+class WindowRow(SQLModel, table=True):
+    __tablename__ = "energy_windows"
+    __table_args__ = (Index("ix_energy_windows_run_id", "run_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="results.run_id", ondelete="CASCADE")
+    name: str  # idle | load | warmup | steady | run
+    load_point: int | None = None
+    start_s: float
+    duration_s: float
+    energy_j: float | None = None
+    per_gpu_energy_j: list[float | None] | None = Field(default=None, sa_type=_json())
+    timeline_energy_j: float | None = None
+    avg_power_w: float | None = None
+    peak_power_w: float | None = None
+    null_reason: str | None = None
+
+
+class RequestRow(SQLModel, table=True):
+    """One request; its inter-token gaps packed with pack_f32."""
+
+    __tablename__ = "requests"
+    __table_args__ = (Index("ix_requests_run_id_load_point", "run_id", "load_point"),)
+
+    # SQLite autoincrements only an INTEGER PRIMARY KEY (a 64-bit rowid anyway).
+    id: int | None = Field(
+        default=None, primary_key=True,
+        sa_type=BigInteger().with_variant(Integer(), "sqlite"),
+    )
+    run_id: str = Field(foreign_key="results.run_id", ondelete="CASCADE")
+    load_point: int
+    idx: int
+    scheduled_s: float | None = None
+    sent_s: float
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    itl_s: bytes | None = Field(default=None, sa_type=LargeBinary())
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ok: bool
+    error: str | None = Field(default=None, sa_type=Text())
+
+
+class TraceRow(SQLModel, table=True):
+    """The power timeline of one GPU of a run (gpu_index = position in the run's GPUs)."""
+
+    __tablename__ = "power_traces"
+
+    run_id: str = Field(primary_key=True, foreign_key="results.run_id", ondelete="CASCADE")
+    gpu_index: int = Field(primary_key=True)
+    gpu_uuid: str
+    sensor: str
+    sample_period_s: float
+    n_samples: int
+    t_s: bytes | None = Field(default=None, sa_type=LargeBinary())  # pack_f64
+    power_w: bytes | None = Field(default=None, sa_type=LargeBinary())  # pack_f32, NaN = missing
+
+
+CHILD_TABLES = (RequestRow, TraceRow, WindowRow, LoadPointRow)
+ALL_TABLES = (SweepRow, RunRow, ResultRow, *CHILD_TABLES)

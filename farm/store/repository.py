@@ -1,0 +1,587 @@
+"""Every query the rest of the farm needs, behind one class: `Store`.
+
+Writes that read before they write (record_result, mark_started) run in one
+transaction holding the run's row: `SELECT ... FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite (see db.write_transaction). Recording is
+idempotent: a result delivered twice, late or out of order never produces a
+second result row, and a measured (succeeded) result is never overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal, Self, TypeVar
+
+from sqlalchemy import String, Table, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from farm.records import (
+    EnergyWindow,
+    LoadPointResult,
+    PowerTrace,
+    RequestRecord,
+    RunEvent,
+    RunResult,
+)
+from farm.routing import split_backend
+from farm.spec import RunSpec, SweepSpec, sweep_id
+from farm.store import db
+from farm.store.models import (
+    ALL_TABLES,
+    CHILD_TABLES,
+    RUN_STATUSES,
+    LoadPointRow,
+    RequestRow,
+    ResultRow,
+    RunRow,
+    SweepRow,
+    TraceRow,
+    WindowRow,
+    pack_f32,
+    pack_f64,
+    unpack_f32,
+    unpack_f64,
+    utcnow,
+)
+
+RecordOutcome = Literal["stored", "replaced", "duplicate", "unknown_run"]
+
+# Ids per IN (...) list: below SQLite's oldest bound-parameter limit (999).
+CHUNK = 900
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+LATENCY_STATS = ("mean", "p50", "p90", "p99")
+REQUEST_COLUMNS = ("run_id", "load_point", "idx", "scheduled_s", "sent_s", "ttft_s", "e2e_s",
+                   "itl_s", "input_tokens", "output_tokens", "ok", "error")
+
+T = TypeVar("T")
+runs_t: Table = RunRow.__table__  # type: ignore[assignment]
+sweeps_t: Table = SweepRow.__table__  # type: ignore[assignment]
+results_t: Table = ResultRow.__table__  # type: ignore[assignment]
+load_points_t: Table = LoadPointRow.__table__  # type: ignore[assignment]
+windows_t: Table = WindowRow.__table__  # type: ignore[assignment]
+requests_t: Table = RequestRow.__table__  # type: ignore[assignment]
+traces_t: Table = TraceRow.__table__  # type: ignore[assignment]
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Store:
+    """The farm's SQL store. Open with `Store.open(url)`; close when done."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = db.make_engine(url)
+        self._write_engine = self.engine.execution_options(**{db.WRITE_OPTION: True})
+
+    @classmethod
+    def open(cls, url: str, upgrade: bool = False) -> Store:
+        """A store on `url`; migrates first if `upgrade`, else raises SchemaError
+        unless the schema is current."""
+        if upgrade:
+            db.upgrade(url)
+        store = cls(url)
+        try:
+            db.require_current(store.engine)
+        except Exception:
+            store.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _upsert(self, table: Table) -> Any:
+        """INSERT with ON CONFLICT clauses (same API on both dialects)."""
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        return dialect.insert(table)
+
+    # ------------------------------------------------------------ sweeps
+
+    def record_sweep(self, spec: SweepSpec, toml_text: str) -> str:
+        """Insert the sweep, or refresh its file text if the name exists. Returns its id."""
+        now = utcnow()
+        row = {"id": sweep_id(spec.name), "name": spec.name, "created_at": now,
+               "updated_at": now, "spec_toml": toml_text, "simulated": _sweep_simulated(spec)}
+        stmt = self._upsert(sweeps_t).values(row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"updated_at": now, "spec_toml": toml_text, "simulated": row["simulated"]},
+        )
+        with self._write() as session:
+            session.execute(stmt)
+        return row["id"]
+
+    def find_sweep(self, name_or_id: str) -> SweepRow | None:
+        stmt = select(SweepRow).where(
+            (SweepRow.name == name_or_id) | (SweepRow.id == name_or_id))
+        with self._read() as session:
+            return session.scalars(stmt).first()
+
+    def list_sweeps(self) -> list[SweepRow]:
+        with self._read() as session:
+            return list(session.scalars(select(SweepRow).order_by(SweepRow.created_at,
+                                                                  SweepRow.name)))
+
+    # -------------------------------------------------------------- runs
+
+    def add_runs(self, sweep_id: str, runs: Sequence[RunSpec]) -> list[RunSpec]:
+        """Insert the runs not stored yet (status queued); returns only those.
+
+        Runs already present, whatever their status, are left untouched. Two
+        enqueues of one sweep at once are serialised on the sweep's row, so each
+        new run is returned (and sent to a queue) by exactly one of them.
+        """
+        by_id = {run.run_id: run for run in runs}
+        with self._write() as session:
+            self._lock_sweep(session, sweep_id)
+            existing = self._existing_run_ids(session, list(by_id))
+            now = utcnow()
+            fresh = [(rid, run) for rid, run in by_id.items() if rid not in existing]
+            _insert_many(session, runs_t, [_run_row(sweep_id, rid, run, now)
+                                           for rid, run in fresh])
+        return [run for _, run in fresh]
+
+    def _lock_sweep(self, session: Session, sweep_id: str) -> None:
+        found = session.execute(select(sweeps_t.c.id).where(sweeps_t.c.id == sweep_id)
+                                .with_for_update()).first()
+        if found is None:
+            raise ValueError(f"unknown sweep {sweep_id!r}: record_sweep() it first")
+
+    def _id_filters(self, column: Any, ids: Sequence[str]) -> Iterator[Any]:
+        """WHERE clauses covering `ids`: one array parameter on PostgreSQL, else
+        chunked IN lists (SQLite limits bound parameters per statement)."""
+        if self.dialect == "postgresql":
+            yield column == any_(bindparam("ids", list(ids), type_=postgresql.ARRAY(String())))
+            return
+        for part in chunks(ids):
+            yield column.in_(part)
+
+    def _existing_run_ids(self, session: Session, run_ids: list[str]) -> set[str]:
+        found: set[str] = set()
+        for where in self._id_filters(runs_t.c.id, run_ids):
+            found.update(session.scalars(select(runs_t.c.id).where(where)))
+        return found
+
+    def mark_started(self, event: RunEvent) -> bool:
+        """Apply a "started" event; returns whether the run changed.
+
+        Never moves a succeeded or cancelled run; moves a failed one only for a
+        start after its failure (a retry), and ignores a start older than the
+        one already recorded (a late or duplicate event).
+        """
+        if event.kind != "started":
+            raise ValueError(f"mark_started() got a {event.kind!r} event")
+        with self._write() as session:
+            run = session.execute(
+                select(runs_t.c.status, runs_t.c.attempts, runs_t.c.started_at,
+                       runs_t.c.finished_at)
+                .where(runs_t.c.id == event.run_id).with_for_update()
+            ).first()
+            if run is None or not _start_applies(run, event):
+                return False
+            session.execute(update(runs_t).where(runs_t.c.id == event.run_id).values(
+                status="running", attempts=max(run.attempts, event.attempt),
+                worker=event.worker.name, gpu_uuids=list(event.gpu_uuids) or None,
+                started_at=event.at, finished_at=None, error=None,
+            ))
+            return True
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Status of each known run among `run_ids` (unknown ids are left out)."""
+        statuses: dict[str, str] = {}
+        if not run_ids:
+            return statuses
+        with self._read() as session:
+            for where in self._id_filters(runs_t.c.id, list(run_ids)):
+                rows = session.execute(select(runs_t.c.id, runs_t.c.status).where(where))
+                statuses.update({row.id: row.status for row in rows})
+        return statuses
+
+    def cancel_queued(self, sweep_id: str) -> list[str]:
+        """Queued runs of the sweep → cancelled; returns their ids."""
+        stmt = (update(runs_t)
+                .where(runs_t.c.sweep_id == sweep_id, runs_t.c.status == "queued")
+                .values(status="cancelled", finished_at=utcnow())
+                .returning(runs_t.c.id))
+        with self._write() as session:
+            return sorted(session.scalars(stmt))
+
+    def runs_to_retry(self, sweep_id: str, include_queued: bool = False) -> list[RunSpec]:
+        """Failed and cancelled (and queued if asked) runs → queued; returns their specs."""
+        statuses = ["failed", "cancelled"] + (["queued"] if include_queued else [])
+        stmt = (update(runs_t)
+                .where(runs_t.c.sweep_id == sweep_id, runs_t.c.status.in_(statuses))
+                .values(status="queued", queued_at=utcnow(), finished_at=None, error=None)
+                .returning(runs_t.c.id, runs_t.c.spec_json))
+        with self._write() as session:
+            rows = sorted(session.execute(stmt).all())
+        return [RunSpec.model_validate_json(row.spec_json) for row in rows]
+
+    # ----------------------------------------------------------- results
+
+    def record_result(self, result: RunResult) -> RecordOutcome:
+        """Store a run's result with all its measurements, in one transaction.
+
+        "duplicate": a succeeded result exists (or this one is an older failure
+        than the stored one) and nothing changed. "replaced": a stored failure
+        gave way to this result.
+        """
+        with self._write() as session:
+            run = session.execute(
+                select(runs_t.c.status, runs_t.c.attempts, runs_t.c.started_at)
+                .where(runs_t.c.id == result.run_id).with_for_update()
+            ).first()
+            if run is None:
+                return "unknown_run"
+            previous = session.execute(
+                select(results_t.c.status, results_t.c.attempt, results_t.c.finished_at)
+                .where(results_t.c.run_id == result.run_id)
+            ).first()
+            if previous is not None and not _replaces(previous, result):
+                return "duplicate"
+            if previous is not None:
+                _delete_result(session, result.run_id)
+            self._insert_result(session, result)
+            session.execute(update(runs_t).where(runs_t.c.id == result.run_id)
+                            .values(_run_after_result(run, result)))
+        return "replaced" if previous is not None else "stored"
+
+    def _insert_result(self, session: Session, result: RunResult) -> None:
+        run_id = result.run_id
+        session.execute(insert(results_t).values(_result_row(result)))
+        _insert_many(session, load_points_t,
+                     [_load_point_row(run_id, lp) for lp in result.load_points])
+        _insert_many(session, windows_t, [_window_row(run_id, w) for w in result.windows])
+        if result.trace is not None:
+            _insert_many(session, traces_t, _trace_rows(run_id, result.trace))
+        rows = [_request_row(run_id, r) for r in result.requests]
+        if self.dialect == "postgresql":
+            _copy_requests(session, rows)
+        else:
+            _insert_many(session, requests_t, rows)
+
+    def requests_for(self, run_id: str, load_point: int | None = None) -> list[RequestRecord]:
+        """The run's requests (of one load point if given), ITL arrays unpacked."""
+        stmt = select(requests_t).where(requests_t.c.run_id == run_id)
+        if load_point is not None:
+            stmt = stmt.where(requests_t.c.load_point == load_point)
+        stmt = stmt.order_by(requests_t.c.load_point, requests_t.c.idx)
+        with self._read() as session:
+            return [_request_record(row) for row in session.execute(stmt).mappings()]
+
+    def trace_for(self, run_id: str) -> PowerTrace | None:
+        """The run's power timeline, missing samples as None."""
+        stmt = (select(traces_t).where(traces_t.c.run_id == run_id)
+                .order_by(traces_t.c.gpu_index))
+        with self._read() as session:
+            rows = session.execute(stmt).mappings().all()
+        if not rows:
+            return None
+        first = rows[0]
+        return PowerTrace(
+            sensor=first["sensor"], sample_period_s=first["sample_period_s"],
+            gpu_uuids=[row["gpu_uuid"] for row in rows], t_s=unpack_f64(first["t_s"]),
+            power_w=[unpack_f32(row["power_w"], nan_as_none=True) for row in rows],
+        )
+
+    # ----------------------------------------------------------- reading
+
+    def status_counts(self, sweep_id: str | None = None) -> list[tuple[str, str, int]]:
+        """(sweep name, status, number of runs), by sweep name then lifecycle order."""
+        per_sweep = select(runs_t.c.sweep_id, runs_t.c.status, func.count().label("n"))
+        if sweep_id is not None:
+            per_sweep = per_sweep.where(runs_t.c.sweep_id == sweep_id)
+        per_sweep = per_sweep.group_by(runs_t.c.sweep_id, runs_t.c.status).subquery()
+        # Aggregate first, then name: the join touches one row per (sweep, status).
+        stmt = select(sweeps_t.c.name, per_sweep.c.status, per_sweep.c.n).join(
+            per_sweep, per_sweep.c.sweep_id == sweeps_t.c.id)
+        with self._read() as session:
+            rows = [(row.name, row.status, row.n) for row in session.execute(stmt)]
+        return sorted(rows, key=lambda r: (r[0], _status_order(r[1])))
+
+    def queue_counts(self, sweep_id: str | None = None) -> list[tuple[str, str, int]]:
+        """(queue, status, number of runs), by queue then lifecycle order."""
+        stmt = select(runs_t.c.queue, runs_t.c.status, func.count().label("n"))
+        if sweep_id is not None:
+            stmt = stmt.where(runs_t.c.sweep_id == sweep_id)
+        stmt = stmt.group_by(runs_t.c.queue, runs_t.c.status)
+        with self._read() as session:
+            rows = [(row.queue, row.status, row.n) for row in session.execute(stmt)]
+        return sorted(rows, key=lambda r: (r[0], _status_order(r[1])))
+
+    def result_rows(self, sweep_id: str | None = None) -> list[dict[str, Any]]:
+        """One dict per (run, load point); a run without a result appears once, figures null."""
+        r, s, res, lp = runs_t.c, sweeps_t.c, results_t.c, load_points_t.c
+        stmt = (
+            select(r.id, s.name.label("sweep"), r.repetition, r.model_id, r.backend, r.gpu_model,
+                   r.gpu_count, r.engine_kind, r.scenario_name, r.scenario_kind,
+                   r.input_tokens, r.output_tokens, r.decoding, r.status, r.attempts,
+                   r.worker, r.gpu_uuids, r.simulated, r.error,
+                   res.run_id.label("result_run_id"), res.worker.label("result_worker"),
+                   res.gpus_json, res.simulated.label("result_simulated"), res.energy_sensor,
+                   res.engine_version,
+                   *[c.label(f"lp_{c.name}") for c in load_points_t.c if c.name != "run_id"])
+            .join(sweeps_t, s.id == r.sweep_id)
+            .outerjoin(results_t, res.run_id == r.id)
+            .outerjoin(load_points_t, lp.run_id == r.id)
+            .order_by(s.name, r.model_id, r.gpu_model, r.gpu_count, r.engine_kind,
+                      r.scenario_name, r.input_tokens, r.output_tokens, r.decoding,
+                      r.repetition, r.id, lp.idx)
+        )
+        if sweep_id is not None:
+            stmt = stmt.where(r.sweep_id == sweep_id)
+        with self._read() as session:
+            return [_result_dict(row) for row in session.execute(stmt).mappings()]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (tests and diagnostics)."""
+        with self._read() as session:
+            return {table.__tablename__: session.scalar(
+                        select(func.count()).select_from(table.__table__)) or 0
+                    for table in ALL_TABLES}
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def _sweep_simulated(spec: SweepSpec) -> bool:
+    """True when any of its runs is simulated, so the sweep is never shown as all-measured."""
+    return spec.engine.kind == "sim" or any(
+        split_backend(gpu)[0] == "sim" for gpu in spec.hardware.gpu)
+
+
+def _status_order(status: str) -> int:
+    return RUN_STATUSES.index(status) if status in RUN_STATUSES else len(RUN_STATUSES)
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC (a naive time from a worker is taken as UTC, as the store does)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _start_applies(run: Any, event: RunEvent) -> bool:
+    """Whether a "started" event may move the run to running (times from the workers)."""
+    at = _utc(event.at)
+    if run.status == "queued":
+        return True
+    if run.status == "running":
+        # A start newer than the recorded one (a redelivery), else late or repeated.
+        return run.started_at is None or run.started_at < at
+    if run.status == "failed":
+        # A retry starts after the failure (a retry may count attempts from 1 again).
+        return event.attempt > run.attempts or run.finished_at is None or run.finished_at < at
+
+
+def _replaces(previous: Any, result: RunResult) -> bool:
+    """Whether `result` takes the place of the stored one."""
+    if previous.status == "succeeded":
+        return False  # measured already: never lost, never recorded twice
+    if result.status == "succeeded":
+        return True
+    # Two failures: keep the later one, by attempt or, when a retry counted
+    # attempts from 1 again, by time.
+    return (result.attempt >= previous.attempt
+            or _utc(result.finished_at) > previous.finished_at)
+
+
+def _run_after_result(run: Any, result: RunResult) -> dict[str, Any]:
+    """Columns of `runs` to set once `result` is stored."""
+    values: dict[str, Any] = {"attempts": max(run.attempts, result.attempt)}
+    stale_failure = (result.status == "failed" and run.status == "running"
+                     and run.started_at is not None
+                     and run.started_at > _utc(result.finished_at))
+    if stale_failure:
+        return values  # another attempt started after this one failed: it decides
+    values.update(
+        status=result.status, worker=result.worker.name,
+        gpu_uuids=[gpu.uuid for gpu in result.gpus] or None,
+        started_at=result.started_at, finished_at=result.finished_at,
+        error=f"{result.error.kind}: {result.error.message}" if result.error else None,
+    )
+    if result.status == "failed" and result.error is None:
+        values["error"] = "failed (no error reported)"
+    return values
+
+
+# ------------------------------------------------------------------ writing
+
+
+def _insert_many(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        session.execute(insert(table), rows)
+
+
+def _copy_requests(session: Session, rows: list[dict[str, Any]]) -> None:
+    """COPY into requests over the session's own connection (same transaction)."""
+    if not rows:
+        return
+    dbapi_connection = session.connection().connection.driver_connection
+    statement = f"COPY requests ({', '.join(REQUEST_COLUMNS)}) FROM STDIN"
+    with dbapi_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[column] for column in REQUEST_COLUMNS])
+
+
+def _delete_result(session: Session, run_id: str) -> None:
+    for table in (*CHILD_TABLES, ResultRow):
+        t: Table = table.__table__  # type: ignore[assignment]
+        session.execute(delete(t).where(t.c.run_id == run_id))
+
+
+def _run_row(sweep: str, run_id: str, run: RunSpec, now: datetime) -> dict[str, Any]:
+    return {
+        "id": run_id, "sweep_id": sweep, "repetition": run.repetition, "model_id": run.model.id,
+        "backend": run.hardware.backend, "gpu_model": run.hardware.gpu_model,
+        "gpu_count": run.hardware.gpu_count, "engine_kind": run.engine.kind,
+        "scenario_name": run.scenario.name, "scenario_kind": run.scenario.kind,
+        "input_tokens": run.workload.input_tokens, "output_tokens": run.workload.output_tokens,
+        "decoding": run.workload.decoding.label, "queue": run.hardware.queue,
+        "spec_json": run.canonical_json(), "status": "queued", "attempts": 0, "worker": None,
+        "gpu_uuids": None, "created_at": now, "queued_at": now, "started_at": None,
+        "finished_at": None, "error": None, "simulated": run.simulated,
+    }
+
+
+def steady_energy_j(windows: Iterable[EnergyWindow]) -> float | None:
+    """Sum of the steady windows' energy; None if there is none or any is unmeasured."""
+    values = [w.energy_j for w in windows if w.name == "steady"]
+    if not values or any(v is None for v in values):
+        return None
+    return float(sum(values))  # type: ignore[arg-type]
+
+
+def _result_row(result: RunResult) -> dict[str, Any]:
+    energy_j = steady_energy_j(result.windows)
+    output_tokens = (sum(lp.output_tokens for lp in result.load_points)
+                     if result.load_points else None)
+    per_token = (energy_j / output_tokens
+                 if energy_j is not None and output_tokens else None)
+    error = result.error
+    return {
+        "run_id": result.run_id, "recorded_at": utcnow(), "attempt": result.attempt,
+        "status": result.status, "worker": result.worker.name, "host": result.worker.host,
+        "gpus_json": [gpu.model_dump(mode="json") for gpu in result.gpus],
+        "engine_kind": result.engine.kind, "engine_version": result.engine.version,
+        "simulated": result.simulated or result.engine.simulated or result.measurement.simulated,
+        "energy_sensor": result.measurement.energy_sensor,
+        "power_sensor": result.measurement.power_sensor,
+        "sample_period_s": result.measurement.sample_period_s,
+        "started_at": result.started_at, "finished_at": result.finished_at,
+        "duration_s": result.duration_s, "energy_j": energy_j, "output_tokens": output_tokens,
+        "energy_per_output_token_j": per_token,
+        "error_kind": error.kind if error else None,
+        "error_message": error.message if error else None,
+        "log_tail": list(error.log_tail) if error and error.log_tail else None,
+    }
+
+
+def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "run_id": run_id, "idx": lp.index, "kind": lp.kind, "value": lp.value,
+        "duration_s": lp.duration_s,
+        "num_requests": lp.num_requests, "num_ok": lp.num_ok, "num_failed": lp.num_failed,
+        "input_tokens": lp.input_tokens, "output_tokens": lp.output_tokens,
+        "request_throughput_rps": lp.request_throughput_rps,
+        "output_throughput_tps": lp.output_throughput_tps, "energy_j": lp.energy_j,
+        "energy_per_output_token_j": lp.energy_per_output_token_j,
+        "energy_per_request_j": lp.energy_per_request_j, "avg_power_w": lp.avg_power_w,
+    }
+    for metric in LATENCY_METRICS:
+        stats = getattr(lp, metric)
+        for stat in LATENCY_STATS:
+            row[f"{metric}_{stat}_ms"] = getattr(stats, f"{stat}_ms")
+    return row
+
+
+def _window_row(run_id: str, window: EnergyWindow) -> dict[str, Any]:
+    return {"run_id": run_id, **window.model_dump()}
+
+
+def _trace_rows(run_id: str, trace: PowerTrace) -> list[dict[str, Any]]:
+    if len(trace.power_w) != len(trace.gpu_uuids):
+        raise ValueError(f"run {run_id}: power trace has {len(trace.power_w)} series for "
+                         f"{len(trace.gpu_uuids)} GPUs")
+    t_s = pack_f64(trace.t_s)
+    return [{"run_id": run_id, "gpu_index": index, "gpu_uuid": uuid, "sensor": trace.sensor,
+             "sample_period_s": trace.sample_period_s, "n_samples": len(trace.t_s),
+             "t_s": t_s, "power_w": pack_f32(series)}
+            for index, (uuid, series) in enumerate(zip(trace.gpu_uuids, trace.power_w))]
+
+
+def _request_row(run_id: str, request: RequestRecord) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "load_point": request.load_point, "idx": request.index,
+        "scheduled_s": request.scheduled_s, "sent_s": request.sent_s, "ttft_s": request.ttft_s,
+        "e2e_s": request.e2e_s, "itl_s": pack_f32(request.itl_s),
+        "input_tokens": request.input_tokens, "output_tokens": request.output_tokens,
+        "ok": request.ok, "error": request.error,
+    }
+
+
+# ------------------------------------------------------------------ reading
+
+
+def _request_record(row: Any) -> RequestRecord:
+    return RequestRecord(
+        load_point=row["load_point"], index=row["idx"], scheduled_s=row["scheduled_s"],
+        sent_s=row["sent_s"], ttft_s=row["ttft_s"], e2e_s=row["e2e_s"],
+        itl_s=unpack_f32(row["itl_s"]), input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"], ok=row["ok"], error=row["error"],
+    )
+
+
+def _result_dict(row: Any) -> dict[str, Any]:
+    has_result = row["result_run_id"] is not None
+    gpus = row["gpus_json"] or []
+    return {
+        "run_id": row["id"], "sweep": row["sweep"], "repetition": row["repetition"],
+        "model": row["model_id"], "backend": row["backend"], "gpu_model": row["gpu_model"],
+        "gpu_count": row["gpu_count"], "engine": row["engine_kind"],
+        "engine_version": row["engine_version"], "scenario": row["scenario_name"],
+        "scenario_kind": row["scenario_kind"], "input_tokens": row["input_tokens"],
+        "output_tokens": row["output_tokens"], "decoding": row["decoding"],
+        "status": row["status"], "attempts": row["attempts"],
+        "worker": row["result_worker"] if has_result else row["worker"],
+        "gpu_names": [gpu["name"] for gpu in gpus] or None,
+        "gpu_uuids": [gpu["uuid"] for gpu in gpus] if gpus else row["gpu_uuids"],
+        "simulated": bool(row["simulated"] or row["result_simulated"]),
+        "load_point": row["lp_idx"], "load_kind": row["lp_kind"],
+        "load_value": row["lp_value"],
+        "num_requests": row["lp_num_requests"], "num_ok": row["lp_num_ok"],
+        "num_failed": row["lp_num_failed"],
+        "request_throughput_rps": row["lp_request_throughput_rps"],
+        "output_throughput_tps": row["lp_output_throughput_tps"],
+        **{f"{m}_{p}_ms": row[f"lp_{m}_{p}_ms"]
+           for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90")},
+        "energy_j": row["lp_energy_j"],
+        "energy_per_output_token_j": row["lp_energy_per_output_token_j"],
+        "energy_per_request_j": row["lp_energy_per_request_j"],
+        "avg_power_w": row["lp_avg_power_w"], "energy_sensor": row["energy_sensor"],
+        "error": row["error"],
+    }

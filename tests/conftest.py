@@ -1,0 +1,84 @@
+"""Shared fixtures. Helpers live in tests/dbfixtures.py so other suites reuse them.
+
+PostgreSQL: FARM_TEST_PG_URL if set, else a server on 127.0.0.1:5432, else a
+private cluster started for the session. When none can be had the PostgreSQL
+tests skip, or fail where CI=1 or FARM_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from farm.store import Store
+from tests.dbfixtures import (
+    DEFAULT_PG_URL,
+    PostgresUnavailable,
+    PrivatePostgres,
+    create_database,
+    drop_database,
+    pg_error,
+)
+
+
+def services_required() -> bool:
+    return os.environ.get("CI") == "1" or os.environ.get("FARM_REQUIRE_SERVICES") == "1"
+
+
+def unavailable(reason: str) -> None:
+    if services_required():
+        pytest.fail(f"{reason} (required: CI=1 or FARM_REQUIRE_SERVICES=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a PostgreSQL server the tests may create databases on."""
+    explicit = os.environ.get("FARM_TEST_PG_URL")
+    if explicit:
+        error = pg_error(explicit)
+        if error:
+            unavailable(f"FARM_TEST_PG_URL cannot be reached: {error}")
+        yield explicit
+        return
+    if pg_error(DEFAULT_PG_URL) is None:
+        yield DEFAULT_PG_URL
+        return
+    server = PrivatePostgres()
+    try:
+        url = server.start()
+    except PostgresUnavailable as exc:
+        unavailable(f"no PostgreSQL at {DEFAULT_PG_URL} and none could be started: {exc}")
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_db_url(pg_url: str) -> Iterator[str]:
+    """A fresh, empty database, dropped afterwards."""
+    url = create_database(pg_url)
+    try:
+        yield url
+    finally:
+        drop_database(pg_url, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """An empty database of each kind (no schema yet)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'farm.db'}"
+    return request.getfixturevalue("pg_db_url")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    with Store.open(store_url, upgrade=True) as opened:
+        yield opened
+
+
+# Redis fixtures: added here by the lead (helpers next to the PostgreSQL ones).

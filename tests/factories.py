@@ -1,0 +1,165 @@
+"""Test data: sweeps from small TOML strings, and RunResults built directly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from farm.records import (
+    EnergyWindow,
+    EngineInfo,
+    ErrorInfo,
+    GpuInfo,
+    LatencyStats,
+    LoadPointResult,
+    MeasurementInfo,
+    PowerTrace,
+    RequestRecord,
+    RunEvent,
+    RunResult,
+    WorkerInfo,
+)
+from farm.spec import RunSpec, SweepSpec, parse_sweep
+from farm.sweep import expand
+
+SMALL_SWEEP = """
+name = "small-sim"
+repetitions = 2
+
+[[model]]
+id = "tiny-llama-1B"
+source = "local/tiny"
+
+[hardware]
+gpu = ["sim:H100", "sim:L4"]
+
+[engine]
+kind = "sim"
+
+[[scenario]]
+kind = "server"
+concurrency = [1, 8]
+duration_s = 1.0
+warmup_s = 0.1
+
+[[scenario]]
+kind = "batch"
+num_prompts = 16
+
+[workload]
+input_tokens = [128]
+output_tokens = [64]
+"""
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+
+
+def sweep(toml: str = SMALL_SWEEP) -> tuple[SweepSpec, str, list[RunSpec]]:
+    spec = parse_sweep(toml)
+    return spec, toml, expand(spec)
+
+
+def big_sweep_toml(n_inputs: int = 25, n_outputs: int = 20, repetitions: int = 20) -> str:
+    """A one-scenario sweep of n_inputs × n_outputs × repetitions runs (10,000 by default)."""
+    inputs = ", ".join(str(8 + i) for i in range(n_inputs))
+    outputs = ", ".join(str(4 + i) for i in range(n_outputs))
+    return f"""
+name = "big-sim"
+repetitions = {repetitions}
+[[model]]
+id = "tiny-llama-1B"
+source = "local/tiny"
+[hardware]
+gpu = "sim:H100"
+[engine]
+kind = "sim"
+[[scenario]]
+kind = "batch"
+num_prompts = 4
+[workload]
+input_tokens = [{inputs}]
+output_tokens = [{outputs}]
+"""
+
+
+def worker(name: str = "farm-gpu@node1") -> WorkerInfo:
+    return WorkerInfo(name=name, host=name.split("@")[-1], pid=4242)
+
+
+def gpu(index: int = 0) -> GpuInfo:
+    return GpuInfo(index=index, uuid=f"GPU-sim-{index:04d}", name="Simulated NVIDIA H100 80GB",
+                   model="h100-80gb", backend="sim", memory_mib=81559, power_limit_w=700.0)
+
+
+def event(run_id: str, attempt: int = 1, at: datetime = T0,
+          worker_name: str = "farm-gpu@node1") -> RunEvent:
+    return RunEvent(run_id=run_id, kind="started", attempt=attempt, worker=worker(worker_name),
+                    gpu_uuids=[gpu(0).uuid], at=at)
+
+
+def requests_for(n_points: int, per_point: int) -> list[RequestRecord]:
+    out = []
+    for point in range(n_points):
+        for index in range(per_point):
+            itl = [0.01 + 0.001 * k for k in range(index)]  # the first request has no gaps
+            out.append(RequestRecord(
+                load_point=point, index=index, scheduled_s=None if index else 0.0,
+                sent_s=1.0 + index * 0.1, ttft_s=0.05 if index % 3 else None,
+                e2e_s=0.05 + sum(itl), itl_s=itl, input_tokens=128,
+                output_tokens=len(itl) + 1, ok=index % 3 != 2,
+                error=None if index % 3 != 2 else "timeout",
+            ))
+    return out
+
+
+def load_point(index: int, kind: str = "concurrency", value: float = 1.0,
+               energy_j: float | None = 100.0) -> LoadPointResult:
+    return LoadPointResult(
+        index=index, kind=kind, value=value, duration_s=1.0, num_requests=3, num_ok=2,
+        num_failed=1, input_tokens=384, output_tokens=50, request_throughput_rps=3.0,
+        output_throughput_tps=50.0,
+        ttft=LatencyStats(mean_ms=50.0, p50_ms=50.0, p90_ms=55.0, p99_ms=60.0),
+        tpot=LatencyStats(mean_ms=10.0, p50_ms=10.0, p90_ms=11.0, p99_ms=12.0),
+        e2e=LatencyStats(mean_ms=500.0, p50_ms=480.0, p90_ms=600.0, p99_ms=700.0),
+        energy_j=energy_j, energy_per_output_token_j=None if energy_j is None else energy_j / 50,
+        energy_per_request_j=None if energy_j is None else energy_j / 3, avg_power_w=350.0,
+    )
+
+
+def result(run: RunSpec | str, status: str = "succeeded", attempt: int = 1, *,
+           started_at: datetime = T0, per_point: int = 3, n_gpus: int = 1,
+           steady_energy_j: list[float | None] | None = None,
+           worker_name: str = "farm-gpu@node1") -> RunResult:
+    """A plausible RunResult; load points follow the RunSpec's scenario when given one."""
+    points = (run.scenario.load_points if isinstance(run, RunSpec)
+              else [("concurrency", 1.0), ("concurrency", 8.0)])
+    energies = steady_energy_j if steady_energy_j is not None else [100.0 * (i + 1)
+                                                                   for i in range(len(points))]
+    gpus = [gpu(i) for i in range(n_gpus)]
+    t_s = [0.1 * k for k in range(20)]
+    failed = status == "failed"
+    return RunResult(
+        run_id=run.run_id if isinstance(run, RunSpec) else run, status=status, attempt=attempt,
+        worker=worker(worker_name), gpus=gpus,
+        engine=EngineInfo(kind="sim", version="0.1", simulated=True),
+        measurement=MeasurementInfo(energy_sensor="sim.energy_counter", power_sensor="sim.power",
+                                    sample_period_s=0.1, simulated=True),
+        simulated=True, started_at=started_at, finished_at=started_at + timedelta(seconds=30),
+        duration_s=30.0,
+        load_points=[] if failed else [load_point(i, kind, value, energies[i])
+                                       for i, (kind, value) in enumerate(points)],
+        windows=[
+            EnergyWindow(name="idle", start_s=0.0, duration_s=1.0, energy_j=77.0,
+                         per_gpu_energy_j=[77.0 / n_gpus] * n_gpus),
+            *[EnergyWindow(name="steady", load_point=i, start_s=2.0 + i, duration_s=1.0,
+                           energy_j=e, per_gpu_energy_j=[e] if e is not None else [None],
+                           null_reason=None if e is not None else "counter unavailable")
+              for i, e in enumerate(energies) if not failed],
+        ],
+        trace=PowerTrace(sensor="sim.power", sample_period_s=0.1,
+                         gpu_uuids=[g.uuid for g in gpus], t_s=t_s,
+                         power_w=[[None if k == 3 else 100.0 + k + 50 * g for k in range(20)]
+                                  for g in range(n_gpus)]),
+        requests=[] if failed else requests_for(len(points), per_point),
+        error=ErrorInfo(kind="engine", message="engine died", log_tail=["boom"]) if failed
+        else None,
+    )

@@ -1,0 +1,63 @@
+"""The reaper and run bookkeeping against a real Redis and real kombu consumers."""
+
+from __future__ import annotations
+
+import pytest
+from kombu import Connection
+
+from farm.settings import Settings
+from tasks.app import MEASURE_TASK, create_app
+from tasks.broker_state import BrokerState, redis_client
+
+pytestmark = pytest.mark.integration
+QUEUE = "sim.h100-80gb.x1"
+
+
+def test_reaper_restores_only_messages_nobody_holds(broker_url):
+    app = create_app(Settings(broker_url=broker_url))
+    for task_id in ("run-a", "run-b"):
+        app.send_task(MEASURE_TASK, args=["{}"], task_id=task_id, queue=QUEUE)
+    client = redis_client(broker_url)
+    state = BrokerState(client)
+    with Connection(broker_url) as conn:
+        queue = conn.SimpleQueue(QUEUE)
+        taken = [queue.get(timeout=5), queue.get(timeout=5)]   # delivered, never acked
+        assert client.llen(QUEUE) == 0 and client.hlen("unacked") == 2
+        assert state.claim("run-a", "alive@host", ttl_s=30)
+        assert state.reap_orphans(grace_s=60) == []             # too recent
+        assert state.reap_orphans(grace_s=0) == ["run-b"]       # run-a is claimed
+        assert client.llen(QUEUE) == 1 and client.hlen("unacked") == 1
+        assert state.reap_orphans(grace_s=0) == []              # idempotent
+        restored = queue.get(timeout=5)
+        assert restored.headers["id"] == "run-b"
+        assert restored.headers.get("redelivered") is True
+        for message in taken + [restored]:
+            message.ack()
+        queue.close()
+
+
+def test_claims_are_exclusive_and_expire(broker_url):
+    state = BrokerState(redis_client(broker_url))
+    assert state.claim("r1", "w1", ttl_s=0.3)
+    assert state.claim("r1", "w1", ttl_s=0.3)        # re-entrant for the holder
+    assert not state.claim("r1", "w2", ttl_s=0.3)
+    state.refresh_claim("r1", "w2", ttl_s=10)        # not w2's: no effect
+    import time
+
+    time.sleep(0.5)
+    assert not state.is_claimed("r1")
+    assert state.claim("r1", "w2", ttl_s=5)
+    state.release("r1", "w1")                        # not w1's any more
+    assert state.is_claimed("r1")
+
+
+def test_attempts_done_markers_and_cancellation(broker_url):
+    state = BrokerState(redis_client(broker_url))
+    assert [state.next_attempt("r") for _ in range(3)] == [1, 2, 3]
+    assert not state.is_done("r")
+    state.mark_done("r")
+    assert state.is_done("r")
+    state.cancel_sweep("s1")
+    assert state.is_cancelled("s1") and not state.is_cancelled("s2")
+    state.uncancel_sweep("s1")
+    assert not state.is_cancelled("s1")

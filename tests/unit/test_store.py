@@ -1,0 +1,399 @@
+"""farm.store against SQLite and PostgreSQL (the `store_url` fixture runs each test on both)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+from sqlmodel import SQLModel
+
+from farm.spec import parse_sweep, sweep_id
+from farm.store import SchemaError, Store, make_engine, schema_state, upgrade
+from farm.store.db import normalize_url
+from farm.store.models import ResultRow, RunRow, pack_f32, unpack_f32
+from farm.sweep import expand
+from tests import factories
+from tests.factories import T0
+
+
+@pytest.fixture
+def sweep_in(store: Store):
+    """The small sweep recorded with its runs: (sweep id, runs)."""
+    spec, toml, runs = factories.sweep()
+    sid = store.record_sweep(spec, toml)
+    assert store.add_runs(sid, runs) == runs
+    return sid, runs
+
+
+def child_counts(store: Store) -> dict[str, int]:
+    counts = store.counts()
+    return {k: counts[k] for k in ("results", "load_points", "energy_windows", "requests",
+                                   "power_traces")}
+
+
+# ---------------------------------------------------------------- schema
+
+
+def test_upgrade_produces_exactly_the_models(store_url: str) -> None:
+    assert schema_state(store_url) == "missing"
+    upgrade(store_url)
+    upgrade(store_url)  # a second upgrade is a no-op
+    assert schema_state(store_url) == "current"
+    engine = make_engine(store_url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, SQLModel.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_upgrades_do_not_collide(store_url: str) -> None:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            upgrade(store_url)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert schema_state(store_url) == "current"
+
+
+def test_open_refuses_a_missing_or_outdated_schema(store_url: str) -> None:
+    with pytest.raises(SchemaError, match="farmctl db upgrade"):
+        Store.open(store_url)
+    upgrade(store_url)
+    engine = make_engine(store_url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    engine.dispose()
+    assert schema_state(store_url) == "outdated"
+    with pytest.raises(SchemaError, match="farmctl db upgrade"):
+        Store.open(store_url)
+
+
+def test_postgres_urls_use_psycopg3() -> None:
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalize_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert make_engine("postgresql://u@h/db").dialect.driver == "psycopg"
+
+
+def test_sqlite_pragmas_and_parent_directory(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'deep' / 'dir' / 'farm.db'}")
+    try:
+        with engine.connect() as connection:
+            pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+            assert pragma("journal_mode") == "wal"
+            assert pragma("synchronous") == 1  # NORMAL
+            assert pragma("busy_timeout") == 30000
+            assert pragma("foreign_keys") == 1
+    finally:
+        engine.dispose()
+    assert (tmp_path / "deep" / "dir" / "farm.db").exists()
+
+
+# ---------------------------------------------------------- sweeps, runs
+
+
+def test_record_sweep_upserts_by_name(store: Store) -> None:
+    spec, toml, _ = factories.sweep()
+    sid = store.record_sweep(spec, toml)
+    assert sid == sweep_id(spec.name)
+    assert store.record_sweep(spec, toml + "\n# edited\n") == sid
+    found = store.find_sweep(spec.name)
+    assert found is not None and found.id == sid and found.simulated
+    assert found.spec_toml.endswith("# edited\n")
+    assert found.created_at.tzinfo is not None and found.updated_at >= found.created_at
+    assert store.find_sweep(sid).name == spec.name
+    assert store.find_sweep("nope") is None
+    assert [s.name for s in store.list_sweeps()] == [spec.name]
+
+
+def test_add_runs_inserts_only_new_runs(store: Store) -> None:
+    spec, toml, runs = factories.sweep()
+    sid = store.record_sweep(spec, toml)
+    assert len(runs) == 8
+    assert store.add_runs(sid, runs[:3]) == runs[:3]
+    store.mark_started(factories.event(runs[0].run_id))
+    assert store.add_runs(sid, runs) == runs[3:]
+    assert store.add_runs(sid, runs) == []
+    statuses = store.run_statuses([r.run_id for r in runs])
+    assert statuses[runs[0].run_id] == "running"  # left untouched
+    assert list(statuses.values()).count("queued") == 7
+
+
+def test_add_runs_at_scale(store: Store) -> None:
+    spec = parse_sweep(factories.big_sweep_toml())
+    runs = expand(spec)
+    assert len(runs) == 10_000
+    sid = store.record_sweep(spec, "...")
+    assert len(store.add_runs(sid, runs)) == 10_000
+    assert store.add_runs(sid, runs) == []
+    statuses = store.run_statuses([r.run_id for r in runs] + ["missing"])
+    assert len(statuses) == 10_000 and set(statuses.values()) == {"queued"}
+    assert store.status_counts(sid) == [("big-sim", "queued", 10_000)]
+
+
+def test_status_and_queue_counts(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    store.mark_started(factories.event(runs[0].run_id))
+    store.record_result(factories.result(runs[1]))
+    store.record_result(factories.result(runs[2], status="failed"))
+    assert store.status_counts(sid) == [
+        ("small-sim", "queued", 5), ("small-sim", "running", 1),
+        ("small-sim", "succeeded", 1), ("small-sim", "failed", 1),
+    ]
+    assert store.status_counts(None) == store.status_counts(sid)
+    queues = {(q, status): n for q, status, n in store.queue_counts(sid)}
+    expected: dict[tuple[str, str], int] = {}
+    for run, status in zip(runs, ["running", "succeeded", "failed"] + ["queued"] * 5):
+        key = (run.hardware.queue, status)
+        expected[key] = expected.get(key, 0) + 1
+    assert queues == expected
+    assert store.queue_counts(None) == store.queue_counts(sid)
+
+
+def test_cancel_and_retry(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    store.record_result(factories.result(runs[0]))
+    store.record_result(factories.result(runs[1], status="failed"))
+    store.mark_started(factories.event(runs[2].run_id))
+    cancelled = store.cancel_queued(sid)
+    assert sorted(cancelled) == sorted(r.run_id for r in runs[3:])
+    assert store.cancel_queued(sid) == []
+    retried = store.runs_to_retry(sid)
+    assert sorted(r.run_id for r in retried) == sorted(r.run_id for r in [runs[1], *runs[3:]])
+    assert {r.run_id: r for r in retried}[runs[1].run_id] == runs[1]
+    statuses = store.run_statuses([r.run_id for r in runs])
+    assert statuses[runs[0].run_id] == "succeeded" and statuses[runs[2].run_id] == "running"
+    assert list(statuses.values()).count("queued") == 6
+    row = next(r for r in store.result_rows(sid) if r["run_id"] == runs[1].run_id)
+    assert row["error"] is None
+    assert store.runs_to_retry(sid) == []
+    assert len(store.runs_to_retry(sid, include_queued=True)) == 6
+
+
+# ---------------------------------------------------------------- results
+
+
+def test_record_result_stored_duplicate_unknown(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run = runs[0]  # server scenario: 2 load points
+    first = factories.result(run)
+    assert store.record_result(first) == "stored"
+    after_first = child_counts(store)
+    assert after_first == {"results": 1, "load_points": 2, "energy_windows": 3, "requests": 6,
+                           "power_traces": 1}
+    # A redelivered run measured again: the first measurement stays, nothing doubles.
+    again = factories.result(run, attempt=2, started_at=T0 + timedelta(hours=1))
+    assert store.record_result(again) == "duplicate"
+    assert store.record_result(factories.result(run, status="failed", attempt=3)) == "duplicate"
+    assert child_counts(store) == after_first
+    assert store.run_statuses([run.run_id]) == {run.run_id: "succeeded"}
+    assert store.record_result(factories.result("0" * 24)) == "unknown_run"
+    assert child_counts(store) == after_first
+
+
+def test_concurrent_deliveries_store_one_result(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    outcomes: list[str] = []
+    copies = [factories.result(runs[0], attempt=a) for a in (1, 1, 2, 3)]
+
+    def deliver(result) -> None:
+        outcomes.append(store.record_result(result))
+
+    threads = [threading.Thread(target=deliver, args=(c,)) for c in copies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["duplicate"] * 3 + ["stored"]
+    assert child_counts(store)["results"] == 1 and child_counts(store)["requests"] == 6
+
+
+def test_failed_result_is_replaced_by_a_later_attempt(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run = runs[0]
+    assert store.record_result(factories.result(run, status="failed", attempt=1)) == "stored"
+    assert child_counts(store) == {"results": 1, "load_points": 0, "energy_windows": 1,
+                                   "requests": 0, "power_traces": 1}
+    assert store.run_statuses([run.run_id])[run.run_id] == "failed"
+    # An older failure arriving late changes nothing.
+    late = factories.result(run, status="failed", attempt=0, started_at=T0 - timedelta(hours=1))
+    assert store.record_result(late) == "duplicate"
+    retry = factories.result(run, status="failed", attempt=2, started_at=T0 + timedelta(hours=1))
+    assert store.record_result(retry) == "replaced"
+    success = factories.result(run, attempt=3, started_at=T0 + timedelta(hours=2))
+    assert store.record_result(success) == "replaced"
+    assert child_counts(store) == {"results": 1, "load_points": 2, "energy_windows": 3,
+                                   "requests": 6, "power_traces": 1}
+    rows = [r for r in store.result_rows() if r["run_id"] == run.run_id]
+    assert {r["status"] for r in rows} == {"succeeded"}
+    assert {r["attempts"] for r in rows} == {3} and {r["error"] for r in rows} == {None}
+
+
+def test_failed_retry_counting_attempts_from_one_again_replaces(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run = runs[0]
+    store.record_result(factories.result(run, status="failed", attempt=3))
+    later = factories.result(run, status="failed", attempt=1, started_at=T0 + timedelta(hours=1))
+    assert store.record_result(later) == "replaced"
+
+
+def test_cancelled_run_that_still_delivers_a_result(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    store.cancel_queued(sid)
+    assert store.record_result(factories.result(runs[0])) == "stored"
+    assert store.run_statuses([runs[0].run_id])[runs[0].run_id] == "succeeded"
+    assert store.counts()["requests"] == 6
+
+
+def test_run_level_energy_is_null_propagating(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    store.record_result(factories.result(runs[0], steady_energy_j=[100.0, 300.0]))
+    store.record_result(factories.result(runs[1], steady_energy_j=[100.0, None]))
+    engine = store.engine
+    with engine.connect() as connection:
+        figures = dict(connection.execute(text(
+            "SELECT run_id, energy_j FROM results")).all())
+        per_token = dict(connection.execute(text(
+            "SELECT run_id, energy_per_output_token_j FROM results")).all())
+    assert figures[runs[0].run_id] == pytest.approx(400.0)
+    assert per_token[runs[0].run_id] == pytest.approx(400.0 / 100)  # 2 load points × 50 tokens
+    assert figures[runs[1].run_id] is None and per_token[runs[1].run_id] is None
+
+
+# ------------------------------------------------------------ mark_started
+
+
+def test_mark_started_moves_queued_and_retried_runs(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run_id = runs[0].run_id
+    start = factories.event(run_id, attempt=1)
+    assert store.mark_started(start)
+    assert not store.mark_started(start)  # the same event again changes nothing
+    assert store.run_statuses([run_id])[run_id] == "running"
+    store.record_result(factories.result(runs[0], status="failed", attempt=1))
+    assert not store.mark_started(start)  # late: the attempt that already failed
+    retry = factories.event(run_id, attempt=2, at=T0 + timedelta(minutes=5),
+                            worker_name="farm-gpu@node2")
+    assert store.mark_started(retry)
+    assert store.run_statuses([run_id])[run_id] == "running"
+    row = next(r for r in store.result_rows() if r["run_id"] == run_id)
+    assert row["attempts"] == 2
+    assert not store.mark_started(factories.event("f" * 24))
+
+
+def test_mark_started_never_resurrects_a_succeeded_run(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    done = runs[0].run_id
+    store.record_result(factories.result(runs[0]))
+    for attempt in (1, 2, 5):
+        late = factories.event(done, attempt=attempt, at=T0 + timedelta(days=attempt))
+        assert not store.mark_started(late)
+    store.cancel_queued(sid)
+    assert not store.mark_started(factories.event(runs[1].run_id, at=T0 + timedelta(days=9)))
+    statuses = store.run_statuses([done, runs[1].run_id])
+    assert statuses == {done: "succeeded", runs[1].run_id: "cancelled"}
+
+
+def test_late_failure_does_not_stop_a_later_running_attempt(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run_id = runs[0].run_id
+    store.mark_started(factories.event(run_id, attempt=2, at=T0 + timedelta(hours=1)))
+    # Attempt 1 (lost by its worker, redelivered as attempt 2) reports its failure late.
+    assert store.record_result(factories.result(runs[0], status="failed", attempt=1)) == "stored"
+    assert store.run_statuses([run_id])[run_id] == "running"
+
+
+# ---------------------------------------------------------------- reading
+
+
+def test_result_rows_shape_and_nulls(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    server_run = next(r for r in runs if r.scenario.kind == "server")
+    store.record_result(factories.result(server_run, n_gpus=2))
+    store.mark_started(factories.event(runs[-1].run_id))
+    rows = store.result_rows(sid)
+    measured = [r for r in rows if r["run_id"] == server_run.run_id]
+    others = [r for r in rows if r["run_id"] != server_run.run_id]
+    assert len(measured) == 2 and len(others) == len(runs) - 1
+    assert [r["load_point"] for r in measured] == [0, 1]
+    first = measured[0]
+    assert first["load_kind"] == "concurrency" and first["load_value"] == 1.0
+    assert first["energy_j"] == 100.0 and first["ttft_p50_ms"] == 50.0
+    assert first["gpu_names"] == ["Simulated NVIDIA H100 80GB"] * 2
+    assert first["gpu_uuids"] == ["GPU-sim-0000", "GPU-sim-0001"]
+    assert first["simulated"] is True and first["status"] == "succeeded"
+    assert first["energy_sensor"] == "sim.energy_counter"
+    assert first["model"] == "tiny-llama-1B" and first["sweep"] == "small-sim"
+    figures = ("load_point", "num_requests", "num_ok", "request_throughput_rps",
+               "output_throughput_tps", "ttft_p50_ms", "tpot_p90_ms", "e2e_p90_ms", "energy_j",
+               "energy_per_output_token_j", "energy_per_request_j", "avg_power_w",
+               "energy_sensor", "gpu_names")
+    for row in others:
+        assert set(row) == set(first)
+        for key in figures:
+            assert row[key] is None, key  # null, never 0
+    running = next(r for r in others if r["run_id"] == runs[-1].run_id)
+    assert running["status"] == "running" and running["gpu_uuids"] == ["GPU-sim-0000"]
+    assert running["worker"] == "farm-gpu@node1"
+
+
+def test_requests_and_traces_round_trip(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    sent = factories.result(runs[0], per_point=5, n_gpus=2)
+    store.record_result(sent)
+    got = store.requests_for(runs[0].run_id)
+    assert len(got) == len(sent.requests) == 10
+    for mine, theirs in zip(got, sent.requests):
+        assert mine.model_dump(exclude={"itl_s"}) == theirs.model_dump(exclude={"itl_s"})
+        assert mine.itl_s == pytest.approx(theirs.itl_s, rel=1e-6)
+    assert got[0].itl_s == []  # empty ITL stored as NULL, read back as []
+    assert len(store.requests_for(runs[0].run_id, load_point=1)) == 5
+    trace = store.trace_for(runs[0].run_id)
+    assert trace is not None and sent.trace is not None
+    assert trace.gpu_uuids == sent.trace.gpu_uuids and trace.t_s == sent.trace.t_s
+    assert trace.sensor == "sim.power" and trace.sample_period_s == 0.1
+    for mine_w, theirs_w in zip(trace.power_w, sent.trace.power_w):
+        assert mine_w[3] is None  # a missing sample stays missing
+        assert [w for w in mine_w if w is not None] == pytest.approx(
+            [w for w in theirs_w if w is not None])
+    assert store.trace_for(runs[1].run_id) is None
+    assert store.requests_for(runs[1].run_id) == []
+
+
+def test_packing_is_little_endian_float32() -> None:
+    blob = pack_f32([1.0, None])
+    assert blob is not None and blob[:4] == b"\x00\x00\x80\x3f"
+    assert math.isnan(unpack_f32(blob)[1]) and unpack_f32(blob, nan_as_none=True)[1] is None
+    assert pack_f32([]) is None and unpack_f32(None) == []
+
+
+def test_datetimes_round_trip_as_aware_utc(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    plus_two = timezone(timedelta(hours=2))
+    started = datetime(2026, 6, 1, 14, 0, 0, 250000, tzinfo=plus_two)
+    store.record_result(factories.result(runs[0], started_at=started))
+    with Session(store.engine) as session:
+        stored = session.scalars(select(ResultRow)).one()
+        run = session.get(RunRow, runs[0].run_id)
+    assert stored.started_at == started and stored.started_at.tzinfo is UTC
+    assert stored.started_at.hour == 12
+    assert run is not None and run.finished_at == started + timedelta(seconds=30)
+    assert run.finished_at.tzinfo is UTC and run.queued_at.tzinfo is UTC
+    sweep = store.find_sweep(runs[0].sweep)
+    assert sweep is not None and sweep.created_at.tzinfo is UTC

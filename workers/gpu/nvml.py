@@ -1,0 +1,206 @@
+"""Real NVIDIA GPUs through nvidia-ml-py (import name `pynvml`).
+
+Importing this module loads no driver library: `pynvml` binds libnvidia-ml
+lazily, at `nvmlInit`, so a machine without a GPU can import it and fall back
+to `--sim`. NVML errors are translated in one place, `_nvml`, into the
+worker's own errors: an unsupported reading becomes None (missing data, never
+0), anything else a transient `GpuError`, and a missing driver at start-up a
+permanent `NoGpuError`.
+
+Power timelines use the instantaneous power field (NVML_FI_DEV_POWER_INSTANT,
+a per-100 ms sample) because `nvmlDeviceGetPowerUsage` is a 1 s trailing
+average that under-reads windows starting with a power rise (FIELD_NOTES);
+the average is the fallback only where the field is unsupported, and the
+sensor name says which one a trace came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pynvml
+
+from farm.records import GpuInfo
+from farm.routing import slug_for_device_name
+from workers.errors import GpuError, PermanentError
+from workers.gpu.base import GpuDevice, GpuInventory
+
+T = TypeVar("T")
+
+ENERGY_SENSOR = "nvml.total_energy_counter"
+POWER_INSTANT_SENSOR = "nvml.field.power_instant"
+POWER_AVERAGE_SENSOR = "nvml.power_usage_avg1s"
+
+# A reading the device cannot give: None, not an error.
+_UNSUPPORTED = frozenset({pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
+# At start-up: there is no NVIDIA driver (or library) on this machine at all.
+_NO_DRIVER = frozenset({pynvml.NVML_ERROR_LIBRARY_NOT_FOUND, pynvml.NVML_ERROR_DRIVER_NOT_LOADED})
+
+# Field values are a C union; which member holds the number depends on its type.
+_FIELD_MEMBER = {
+    pynvml.NVML_VALUE_TYPE_DOUBLE: "dVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+    pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
+    pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
+}
+
+
+class NoGpuError(PermanentError):
+    """No NVIDIA driver or GPU on this machine: a real-GPU worker cannot start here."""
+
+    kind = "no_gpu"
+
+
+def _no_gpu(detail: str) -> NoGpuError:
+    return NoGpuError(
+        f"no NVIDIA driver or GPU was found ({detail}); to run the farm on this machine "
+        "without a GPU, start the worker with simulated GPUs, e.g. `--sim H100-80GB`"
+    )
+
+
+def _nvml(fn: Callable[..., T], *args: Any, at_init: bool = False) -> T | None:
+    """Call one NVML function; the one place where NVML errors become the worker's.
+
+    Returns None where the device does not support the call. `at_init` marks the
+    calls that discover whether a driver exists at all.
+    """
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as exc:
+        code = getattr(exc, "value", None)
+        if code in _UNSUPPORTED:
+            return None
+        name = getattr(fn, "__name__", "NVML call")
+        if at_init and code in _NO_DRIVER:
+            raise _no_gpu(f"{name}: {exc}") from exc
+        raise GpuError(f"{name} failed: {exc}") from exc
+
+
+def _required(fn: Callable[..., T], *args: Any, at_init: bool = False) -> T:
+    """An NVML call the inventory cannot do without (count, handle, name, UUID)."""
+    value = _nvml(fn, *args, at_init=at_init)
+    if value is None:
+        raise GpuError(f"{getattr(fn, '__name__', 'NVML call')} is not supported on this system")
+    return value
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _cuda_version(encoded: int | None) -> str | None:
+    """NVML encodes CUDA 12.4 as 12040."""
+    if encoded is None:
+        return None
+    return f"{encoded // 1000}.{(encoded % 1000) // 10}"
+
+
+def _field_number(handle: Any, field_id: int) -> float:
+    """One field value as a number; a per-field failure raises its NVMLError."""
+    value = pynvml.nvmlDeviceGetFieldValues(handle, [field_id])[0]
+    if value.nvmlReturn != pynvml.NVML_SUCCESS:
+        raise pynvml.NVMLError(value.nvmlReturn)
+    return float(getattr(value.value, _FIELD_MEMBER[value.valueType]))
+
+
+def _instant_power_mw(handle: Any) -> float:
+    return _field_number(handle, pynvml.NVML_FI_DEV_POWER_INSTANT)
+
+
+class NvmlGpu(GpuDevice):
+    """One NVIDIA GPU. Readings the device does not support are None."""
+
+    energy_sensor = ENERGY_SENSOR
+
+    def __init__(self, handle: Any, info: GpuInfo):
+        self.handle = handle
+        self.info = info
+        # Probe the instantaneous field once; a GPU that lacks it never gains it.
+        self._instant = _nvml(_instant_power_mw, handle) is not None
+        self.power_sensor = POWER_INSTANT_SENSOR if self._instant else POWER_AVERAGE_SENSOR
+
+    def energy_mj(self) -> float | None:
+        value = _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
+        return None if value is None else float(value)
+
+    def power_w(self) -> float | None:
+        if self._instant:
+            milliwatts = _nvml(_instant_power_mw, self.handle)
+        else:
+            milliwatts = _nvml(pynvml.nvmlDeviceGetPowerUsage, self.handle)
+        return None if milliwatts is None else milliwatts / 1000.0
+
+    def temperature_c(self) -> float | None:
+        value = _nvml(pynvml.nvmlDeviceGetTemperature, self.handle, pynvml.NVML_TEMPERATURE_GPU)
+        return None if value is None else float(value)
+
+    def compute_pids(self) -> list[int]:
+        """Compute processes on this GPU; [] where the driver cannot list them."""
+        processes = _nvml(pynvml.nvmlDeviceGetComputeRunningProcesses, self.handle)
+        return sorted(p.pid for p in processes or [])
+
+
+def _bus_id(handle: Any) -> str:
+    pci = _nvml(pynvml.nvmlDeviceGetPciInfo, handle)
+    return "" if pci is None else _text(pci.busId).lower()
+
+
+def _gpu_info(index: int, handle: Any, driver_version: str | None,
+              cuda_version: str | None) -> GpuInfo:
+    name = _text(_required(pynvml.nvmlDeviceGetName, handle))
+    memory = _nvml(pynvml.nvmlDeviceGetMemoryInfo, handle)
+    limit_mw = _nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
+    return GpuInfo(
+        index=index, uuid=_text(_required(pynvml.nvmlDeviceGetUUID, handle)), name=name,
+        model=slug_for_device_name(name), backend="gpu",
+        memory_mib=None if memory is None else int(memory.total // 2**20),
+        driver_version=driver_version, cuda_version=cuda_version,
+        power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
+    )
+
+
+class NvmlInventory(GpuInventory):
+    """The NVIDIA GPUs of this host, in PCI bus order (as CUDA_DEVICE_ORDER=PCI_BUS_ID).
+
+    `GpuInfo.index` is the NVML index; NVML does not promise that its index
+    order follows the PCI bus, so the devices are sorted by bus id explicitly.
+    """
+
+    backend = "gpu"
+
+    def __init__(self) -> None:
+        _nvml(pynvml.nvmlInit, at_init=True)
+        self._open = True
+        try:
+            self._devices = self._discover()
+        except BaseException:
+            with contextlib.suppress(GpuError):  # keep the discovery error, not this one
+                self.shutdown()
+            raise
+
+    def _discover(self) -> list[NvmlGpu]:
+        count = _required(pynvml.nvmlDeviceGetCount, at_init=True)
+        if count == 0:
+            raise _no_gpu("the driver is loaded but reports no GPU")
+        driver = _nvml(pynvml.nvmlSystemGetDriverVersion)
+        driver_version = None if driver is None else _text(driver)
+        cuda_version = _cuda_version(_nvml(pynvml.nvmlSystemGetCudaDriverVersion))
+        handles = [(i, _required(pynvml.nvmlDeviceGetHandleByIndex, i)) for i in range(count)]
+        handles.sort(key=lambda item: (_bus_id(item[1]), item[0]))
+        return [NvmlGpu(handle, _gpu_info(i, handle, driver_version, cuda_version))
+                for i, handle in handles]
+
+    def devices(self) -> list[GpuDevice]:
+        return list(self._devices)
+
+    def shutdown(self) -> None:
+        """Release NVML once; later calls do nothing."""
+        if self._open:
+            self._open = False
+            _nvml(pynvml.nvmlShutdown)
+
