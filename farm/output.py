@@ -59,8 +59,9 @@ def print_plan(name: str, total: int, per_queue: Counter[str], header: str) -> N
 
 def print_enqueue(name: str, report) -> None:
     skipped = report.total_runs - report.new_runs
-    table = _table(f"{name} (sweep {report.sweep_id}): {report.new_runs} run(s) enqueued, "
-                   f"{skipped} already known")
+    click.echo(f"{name} (sweep {report.sweep_id}): {report.new_runs} run(s) enqueued, "
+               f"{skipped} already known")
+    table = _table()
     table.add_column("queue")
     table.add_column("enqueued now", justify="right")
     table.add_column("in sweep", justify="right")

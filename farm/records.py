@@ -147,6 +147,7 @@ class LoadPointResult(Record):
     num_failed: int
     input_tokens: int
     output_tokens: int
+    steady_output_tokens: int | None = None     # emitted inside the steady window
     request_throughput_rps: float | None
     output_throughput_tps: float | None
     ttft: LatencyStats = LatencyStats()

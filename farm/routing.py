@@ -168,14 +168,17 @@ def parse_host_spec(text: str) -> tuple[str, int]:
     """"H100-80GBx2" / "sim:L4" / "L4x4" → (canonical slug, GPU count)."""
     _, body = split_backend(text)
     body = body.strip()
-    match = re.fullmatch(r"(.+?)(?:\s*[xX×](\d+))?", body)
-    if not body or match is None:
+    if not body:
         raise ValueError(f"cannot read GPU spec {text!r}: expected MODEL or MODELxN, "
                          "e.g. H100-80GB or L4x2")
-    count = int(match.group(2)) if match.group(2) else 1
+    # A whole name first: "RTX4090" is a model, not "RT" times 4090.
+    if _norm(body) in _BY_ALIAS:
+        return resolve_gpu(body).slug, 1
+    match = re.fullmatch(r"(.+?)\s*[xX×](\d+)", body)
+    name, count = (match.group(1), int(match.group(2))) if match else (body, 1)
     if count < 1:
         raise ValueError(f"GPU spec {text!r}: the count must be at least 1")
     try:
-        return resolve_gpu(match.group(1)).slug, count
+        return resolve_gpu(name).slug, count
     except UnknownGpuError as exc:
         raise ValueError(f"GPU spec {text!r}: {exc}") from None

@@ -115,7 +115,8 @@ def load_point(index: int, kind: str = "concurrency", value: float = 1.0,
                energy_j: float | None = 100.0) -> LoadPointResult:
     return LoadPointResult(
         index=index, kind=kind, value=value, duration_s=1.0, num_requests=3, num_ok=2,
-        num_failed=1, input_tokens=384, output_tokens=50, request_throughput_rps=3.0,
+        num_failed=1, input_tokens=384, output_tokens=60, steady_output_tokens=50,
+        request_throughput_rps=3.0,
         output_throughput_tps=50.0,
         ttft=LatencyStats(mean_ms=50.0, p50_ms=50.0, p90_ms=55.0, p99_ms=60.0),
         tpot=LatencyStats(mean_ms=10.0, p50_ms=10.0, p90_ms=11.0, p99_ms=12.0),

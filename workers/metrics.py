@@ -50,7 +50,7 @@ def load_point_result(index: int, kind: str, value: float, duration_s: float,
     return LoadPointResult(
         index=index, kind=kind, value=value, duration_s=round(duration_s, 4),
         num_requests=len(requests), num_ok=len(ok), num_failed=len(requests) - len(ok),
-        input_tokens=in_tokens, output_tokens=out_tokens,
+        input_tokens=in_tokens, output_tokens=out_tokens, steady_output_tokens=steady_tokens,
         request_throughput_rps=_ratio(tps, mean_out),
         output_throughput_tps=tps,
         ttft=LatencyStats.of_seconds([r.ttft_s for r in ok if r.ttft_s is not None]),

@@ -197,6 +197,7 @@ class ResultRow(SQLModel, table=True):
     duration_s: float
     energy_j: float | None = None  # sum of the steady windows; null if any is null
     output_tokens: int | None = None  # sum over load points
+    steady_output_tokens: int | None = None  # emitted inside the steady windows
     energy_per_output_token_j: float | None = None
     error_kind: str | None = None
     error_message: str | None = Field(default=None, sa_type=Text())
@@ -216,6 +217,7 @@ class LoadPointRow(SQLModel, table=True):
     num_failed: int
     input_tokens: int
     output_tokens: int
+    steady_output_tokens: int | None = None
     request_throughput_rps: float | None = None
     output_throughput_tps: float | None = None
     ttft_mean_ms: float | None = None

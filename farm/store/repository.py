@@ -345,7 +345,9 @@ class Store:
                    r.worker, r.gpu_uuids, r.simulated, r.error,
                    res.run_id.label("result_run_id"), res.worker.label("result_worker"),
                    res.gpus_json, res.simulated.label("result_simulated"), res.energy_sensor,
-                   res.engine_version,
+                   res.engine_version, res.started_at.label("result_started_at"),
+                   res.finished_at.label("result_finished_at"),
+                   res.duration_s.label("result_duration_s"),
                    *[c.label(f"lp_{c.name}") for c in load_points_t.c if c.name != "run_id"])
             .join(sweeps_t, s.id == r.sweep_id)
             .outerjoin(results_t, res.run_id == r.id)
@@ -480,8 +482,11 @@ def _result_row(result: RunResult) -> dict[str, Any]:
     energy_j = steady_energy_j(result.windows)
     output_tokens = (sum(lp.output_tokens for lp in result.load_points)
                      if result.load_points else None)
-    per_token = (energy_j / output_tokens
-                 if energy_j is not None and output_tokens else None)
+    # J/token over the same interval as the energy: tokens emitted in the steady windows.
+    steady = [lp.steady_output_tokens for lp in result.load_points]
+    steady_tokens = sum(steady) if steady and None not in steady else None  # type: ignore[arg-type]
+    per_token = (energy_j / steady_tokens
+                 if energy_j is not None and steady_tokens else None)
     error = result.error
     return {
         "run_id": result.run_id, "recorded_at": utcnow(), "attempt": result.attempt,
@@ -494,7 +499,7 @@ def _result_row(result: RunResult) -> dict[str, Any]:
         "sample_period_s": result.measurement.sample_period_s,
         "started_at": result.started_at, "finished_at": result.finished_at,
         "duration_s": result.duration_s, "energy_j": energy_j, "output_tokens": output_tokens,
-        "energy_per_output_token_j": per_token,
+        "steady_output_tokens": steady_tokens, "energy_per_output_token_j": per_token,
         "error_kind": error.kind if error else None,
         "error_message": error.message if error else None,
         "log_tail": list(error.log_tail) if error and error.log_tail else None,
@@ -507,6 +512,7 @@ def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
         "duration_s": lp.duration_s,
         "num_requests": lp.num_requests, "num_ok": lp.num_ok, "num_failed": lp.num_failed,
         "input_tokens": lp.input_tokens, "output_tokens": lp.output_tokens,
+        "steady_output_tokens": lp.steady_output_tokens,
         "request_throughput_rps": lp.request_throughput_rps,
         "output_throughput_tps": lp.output_throughput_tps, "energy_j": lp.energy_j,
         "energy_per_output_token_j": lp.energy_per_output_token_j,
@@ -583,5 +589,6 @@ def _result_dict(row: Any) -> dict[str, Any]:
         "energy_per_output_token_j": row["lp_energy_per_output_token_j"],
         "energy_per_request_j": row["lp_energy_per_request_j"],
         "avg_power_w": row["lp_avg_power_w"], "energy_sensor": row["energy_sensor"],
-        "error": row["error"],
+        "started_at": row["result_started_at"], "finished_at": row["result_finished_at"],
+        "duration_s": row["result_duration_s"], "error": row["error"],
     }

@@ -48,5 +48,7 @@ def test_sim_prefix_and_host_specs():
     assert split_backend("H100") == ("gpu", "H100")
     assert parse_host_spec("H100-80GBx2") == ("h100-80gb", 2)
     assert parse_host_spec("sim:L4") == ("l4", 1)
+    assert parse_host_spec("RTX4090") == ("rtx-4090", 1)
+    assert parse_host_spec("RTX4090x2") == ("rtx-4090", 2)
     with pytest.raises(ValueError, match="count must be at least 1"):
         parse_host_spec("L4x0")

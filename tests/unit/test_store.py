@@ -272,7 +272,8 @@ def test_run_level_energy_is_null_propagating(store: Store, sweep_in) -> None:
         per_token = dict(connection.execute(text(
             "SELECT run_id, energy_per_output_token_j FROM results")).all())
     assert figures[runs[0].run_id] == pytest.approx(400.0)
-    assert per_token[runs[0].run_id] == pytest.approx(400.0 / 100)  # 2 load points × 50 tokens
+    # Steady energy over the tokens emitted in the steady windows (2 × 50), not all 2 × 60.
+    assert per_token[runs[0].run_id] == pytest.approx(400.0 / 100)
     assert figures[runs[1].run_id] is None and per_token[runs[1].run_id] is None
 
 
