@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -28,7 +29,7 @@ from farm.spec import RunSpec, sweep_id
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app
 from tasks.broker_state import BrokerState, redis_client
 from workers.allocator import GpuAllocator
-from workers.errors import RunAborted, TransientError
+from workers.errors import RunAborted, RunTimeout, TransientError
 from workers.gpu.base import GpuInventory
 from workers.gpu.discovery import summarize
 from workers.runner import run_one
@@ -94,6 +95,37 @@ class _Heartbeat:
         self.ctx.state.release(self.run_id, self.ctx.node_name)
 
 
+class _RunGuard:
+    """The abort event of one run: set when the worker shuts down (hand the run
+    back) or when the run exceeds its time limit (fail it)."""
+
+    def __init__(self, worker_abort: threading.Event, limit_s: float):
+        self.abort = threading.Event()
+        self.timed_out = False
+        self._worker_abort = worker_abort
+        self._deadline = time.monotonic() + limit_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="run-guard")
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.2):
+            if self._worker_abort.is_set():
+                self.abort.set()
+                return
+            if time.monotonic() > self._deadline:
+                self.timed_out = True
+                self.abort.set()
+                return
+
+    def __enter__(self) -> "_RunGuard":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
 @app.task(name=MEASURE_TASK, bind=True, acks_late=True, max_retries=TRANSIENT_RETRIES)
 def measure(self, run_json: str) -> str:
     ctx = context()
@@ -109,19 +141,22 @@ def measure(self, run_json: str) -> str:
         # Another live worker runs this very run (a duplicate message): drop ours.
         return "skipped: running elsewhere"
     attempt = ctx.state.next_attempt(run_id)
-    with _Heartbeat(ctx, run_id):
+    with _Heartbeat(ctx, run_id), _RunGuard(ctx.abort, ctx.settings.run_timeout_s) as guard:
         try:
             with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
-                                    holder=run_id, abort=ctx.abort) as gpus:
+                                    holder=run_id, abort=guard.abort) as gpus:
                 _send(EVENT_TASK, RunEvent(
                     run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
                     gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(timezone.utc),
                 ).model_dump_json())
-                result = run_one(run, gpus, ctx.abort, worker=worker_info(), attempt=attempt,
+                result = run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                                  start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
         except RunAborted as exc:
-            log.warning("run %s handed back: %s", run_id, exc)
-            raise Reject(str(exc), requeue=True) from None
+            if not guard.timed_out:
+                log.warning("run %s handed back: %s", run_id, exc)
+                raise Reject(str(exc), requeue=True) from None
+            result = _failed(run, attempt, RunTimeout(
+                f"the run took longer than FARM_RUN_TIMEOUT_S={ctx.settings.run_timeout_s:g} s"))
         except TransientError as exc:
             if self.request.retries < TRANSIENT_RETRIES:
                 raise self.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None

@@ -5,7 +5,8 @@ Lifecycle (DESIGN.md): idle baseline → engine start → warm-up → load point
 window too. The engine is always stopped (`finally`) so the GPUs are left free
 whatever happens; a failure becomes a failed RunResult with the reason and the
 engine's last log lines, never an exception that loses what was measured.
-Only `RunAborted` (worker shutting down) escapes: the run is handed back.
+`RunAborted` (worker shutting down, time limit) and `TransientError` (retry
+later) escape: a half-measured run is never reported as a result.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from farm.records import (
 from farm.spec import RunSpec
 from workers.engines import make_engine
 from workers.engines.base import Engine
-from workers.errors import FarmError, RunAborted
+from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
 from workers.metrics import load_point_result
 from workers.power import Meter, PowerSampler
@@ -99,8 +100,8 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             state.drive(engine, start_deadline_s)
         finally:
             engine.stop()
-    except RunAborted:
-        raise
+    except (RunAborted, TransientError):
+        raise   # hand the run back / retry it: a half-measured run is not a result
     except FarmError as exc:
         error = ErrorInfo(kind=exc.kind, message=str(exc), log_tail=exc.log_tail)
     except Exception as exc:  # a bug: keep the traceback with the failed run

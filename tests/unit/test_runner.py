@@ -1,0 +1,134 @@
+"""run_one's lifecycle on the simulated GPU: windows, figures, failures kept as data."""
+
+from __future__ import annotations
+
+import threading
+import textwrap
+
+import pytest
+
+from farm.records import WorkerInfo
+from farm.spec import parse_sweep
+from farm.sweep import expand
+from workers.engines.base import Engine
+from workers.errors import EngineError, GpuError, RunAborted
+from workers.gpu.sim import SimInventory
+from workers.runner import run_one
+
+WORKER = WorkerInfo(name="w@test", host="test", pid=1)
+
+
+def one_run(scenario: str):
+    text = textwrap.dedent(f"""\
+        name = "runner"
+        [[model]]
+        id = "tiny-1b"
+        source = "org/tiny-1B"
+        [hardware]
+        gpu = ["sim:H100"]
+        [engine]
+        kind = "sim"
+        {scenario}
+        [workload]
+        input_tokens = [32]
+        output_tokens = [16]
+        [measurement]
+        sample_period_s = 0.02
+        idle_baseline_s = 0.1
+        """)
+    return expand(parse_sweep(text))[0]
+
+
+SERVER = '[[scenario]]\nkind = "server"\nconcurrency = [1, 4]\nduration_s = 0.3\nwarmup_s = 0.05'
+BATCH = '[[scenario]]\nkind = "batch"\nnum_prompts = 8\nwarmup_prompts = 1'
+
+
+@pytest.mark.parametrize("scenario,points", [(SERVER, 2), (BATCH, 1)])
+def test_a_run_measures_every_window(scenario, points):
+    run = one_run(scenario)
+    gpus = SimInventory("H100-80GB").devices()
+    result = run_one(run, gpus, threading.Event(), worker=WORKER, attempt=1)
+    assert result.status == "succeeded", result.error
+    assert result.simulated and result.measurement.energy_sensor == "sim.energy_counter"
+    names = [(w.name, w.load_point) for w in result.windows]
+    for expected in [("idle", None), ("load", None), ("warmup", None), ("run", None)]:
+        assert expected in names
+    assert [lp for n, lp in names if n == "steady"] == list(range(points))
+    assert len(result.load_points) == points
+    for lp in result.load_points:
+        assert lp.energy_j > 0 and lp.energy_per_output_token_j > 0
+        assert lp.steady_output_tokens and lp.steady_output_tokens <= lp.output_tokens
+    run_window = result.window("run")
+    assert run_window.energy_j >= sum(w.energy_j for w in result.windows if w.name == "steady")
+    assert result.trace and len(result.trace.t_s) > 5
+    assert {r.load_point for r in result.requests} == set(range(points))
+
+
+class Broken(Engine):
+    kind = "broken"
+    stopped = False
+
+    @property
+    def info(self):
+        from farm.records import EngineInfo
+
+        return EngineInfo(kind="broken", simulated=True)
+
+    def start(self, deadline_s):
+        raise EngineError("model path /nope does not exist", log_tail=["line 1", "line 2"])
+
+    def warmup(self):
+        raise AssertionError("never reached")
+
+    def run_load_point(self, index, kind, value, meter):
+        raise AssertionError("never reached")
+
+    def stop(self):
+        Broken.stopped = True
+
+
+def test_engine_failure_is_a_failed_result_with_the_log_and_gpus_freed():
+    run = one_run(BATCH)
+    gpus = SimInventory("H100-80GB").devices()
+    result = run_one(run, gpus, threading.Event(), worker=WORKER, attempt=2,
+                     engine_factory=Broken)
+    assert result.status == "failed" and result.attempt == 2
+    assert result.error.kind == "engine" and "does not exist" in result.error.message
+    assert result.error.log_tail == ["line 1", "line 2"]
+    assert Broken.stopped
+    assert result.window("idle").energy_j > 0      # what was measured is kept
+
+
+def test_a_bug_becomes_an_internal_failure_not_a_crash():
+    def factory(run, gpus, abort):
+        raise ZeroDivisionError("oops")
+
+    result = run_one(one_run(BATCH), SimInventory("L4").devices(), threading.Event(),
+                     worker=WORKER, attempt=1, engine_factory=factory)
+    assert result.status == "failed" and result.error.kind == "internal"
+    assert "ZeroDivisionError" in result.error.message
+
+
+def test_transient_errors_and_aborts_escape():
+    def gpu_lost(run, gpus, abort):
+        raise GpuError("GPU is lost")
+
+    with pytest.raises(GpuError):
+        run_one(one_run(BATCH), SimInventory("L4").devices(), threading.Event(),
+                worker=WORKER, attempt=1, engine_factory=gpu_lost)
+    abort = threading.Event()
+    abort.set()
+    with pytest.raises(RunAborted):
+        run_one(one_run(SERVER), SimInventory("L4").devices(), abort, worker=WORKER,
+                attempt=1)
+
+
+def test_run_guard_times_out_and_follows_worker_shutdown():
+    from tasks.measure import _RunGuard
+
+    worker_abort = threading.Event()
+    with _RunGuard(worker_abort, limit_s=0.3) as guard:
+        assert guard.abort.wait(2) and guard.timed_out
+    with _RunGuard(worker_abort, limit_s=60) as guard:
+        worker_abort.set()
+        assert guard.abort.wait(2) and not guard.timed_out
