@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     BROKER_ERROR = 4         # Redis unreachable
     NOT_FOUND = 5            # no such sweep
     NO_HARDWARE = 6          # no GPU (and no --sim) for a worker
+    INTERNAL = 70            # a bug or an environment failure (EX_SOFTWARE)
 
 
 class FarmCliError(click.ClickException):
@@ -62,11 +63,14 @@ def _classify(exc: Exception) -> FarmCliError:
     if module.startswith("sqlalchemy") or module.startswith("psycopg"):
         return FarmCliError(f"store unavailable: {str(exc).splitlines()[0]}",
                             ExitCode.STORE_ERROR)
-    if module.startswith(("redis", "kombu")) or name in ("OperationalError",):
+    if name == "BrokerUnavailable":
+        return FarmCliError(str(exc), ExitCode.BROKER_ERROR)
+    if module.startswith(("redis", "kombu")):
         return FarmCliError(f"broker unavailable: {exc}", ExitCode.BROKER_ERROR)
-    if name in ("NoGpuError",):
-        return FarmCliError(str(exc), ExitCode.NO_HARDWARE)
-    return FarmCliError(f"{name}: {exc}", ExitCode.RUNS_FAILED)
+    if name in ("EmbeddedRedisError", "LocalRunError"):
+        return FarmCliError(str(exc), ExitCode.INTERNAL)
+    return FarmCliError(f"unexpected {name}: {exc} (FARM_DEBUG=1 shows the traceback)",
+                        ExitCode.INTERNAL)
 
 
 def _store(upgrade: bool = False):

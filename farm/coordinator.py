@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 from farm.spec import RunSpec, SweepSpec, sweep_id
@@ -17,6 +18,9 @@ from farm.store.repository import Store
 from farm.sweep import expand, plan
 
 ProgressFn = Callable[[int], None]
+# Redis commands per pipeline when sending runs: a message and its task-sent
+# event are two. Larger batches measured no faster (benchmarks/bench_enqueue.py).
+SEND_BATCH = 200
 
 
 @dataclass
@@ -29,15 +33,28 @@ class EnqueueReport:
 
 
 def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
-    """Send each run to its GPU queue with task id = run id, over one connection."""
+    """Send each run to its GPU queue with task id = run id, over one connection.
+
+    Publishes go out in Redis pipelines of SEND_BATCH commands (kombu's
+    `Producer.batch`): one round trip per batch instead of one per message and
+    per task-sent event, about 3x faster for a large sweep. A failed flush
+    raises (kombu's BatchPublishError) without retrying; runs whose messages did
+    not go out stay queued in the store, and `farmctl retry --queued` sends them.
+    """
     from tasks.app import MEASURE_TASK, app  # noqa: PLC0415 — Celery only when sending
 
-    with app.producer_or_acquire() as producer:
+    with app.producer_or_acquire() as producer, _batched(producer):
         for count, run in enumerate(runs, start=1):
             app.send_task(MEASURE_TASK, args=[run.canonical_json()], task_id=run.run_id,
                           queue=run.hardware.queue, producer=producer)
             if progress and count % 500 == 0:
                 progress(count)
+
+
+def _batched(producer) -> AbstractContextManager[object]:
+    """kombu >= 5.7 batches publishes on Redis; older kombu sends one by one."""
+    batch = getattr(producer, "batch", None)
+    return batch(SEND_BATCH) if batch is not None else nullcontext()
 
 
 def broker_state():
@@ -55,10 +72,14 @@ def dry_run(spec: SweepSpec) -> EnqueueReport:
 def enqueue(store: Store, spec: SweepSpec, toml_text: str,
             progress: ProgressFn | None = None) -> EnqueueReport:
     runs = expand(spec)
+    # Reach the broker before recording anything: runs recorded as queued but never
+    # sent would wait for `retry --queued`.
+    state = broker_state()
+    state.ping()
     sid = store.record_sweep(spec, toml_text)
     new = store.add_runs(sid, runs)
     if new:
-        broker_state().uncancel_sweep(sid)
+        state.uncancel_sweep(sid)
         send_runs(new, progress)
     return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new))
 

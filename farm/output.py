@@ -49,7 +49,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def print_plan(name: str, total: int, per_queue: Counter[str], header: str) -> None:
-    table = _table(f"{name}: {header}, {total} run(s)")
+    click.echo(f"{name}: {header}, {total} run(s)")
+    table = _table()
     table.add_column("queue")
     table.add_column("runs", justify="right")
     for queue, count in sorted(per_queue.items()):
@@ -193,7 +194,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
             for row in rows:
                 writer.writerow({k: ("" if v is None else _jsonable(v)) for k, v in row.items()})
         return buffer.getvalue()
-    table = _table(f"{title}: {len(rows)} row(s)", caption=SIM_BANNER if simulated else None)
+    table = _table()
     for _, header in TABLE_COLUMNS:
         table.add_column(header, justify="right" if header[0].isupper() or "/" in header
                          else "left")
@@ -210,4 +211,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
     console = _console()
     with console.capture() as capture:
         console.print(table)
-    return capture.get()
+    head = f"{title}: {len(rows)} row(s)\n"
+    banner = f"{SIM_BANNER}\n" if simulated else ""
+    # The label goes above and below: a long table must not hide what it is.
+    return banner + head + capture.get() + banner

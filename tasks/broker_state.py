@@ -46,9 +46,20 @@ def redis_client(broker_url: str) -> redis.Redis:
     return redis.Redis.from_url(broker_url, socket_timeout=30, socket_connect_timeout=10)
 
 
+class BrokerUnavailable(RuntimeError):
+    """Redis does not answer."""
+
+
 class BrokerState:
     def __init__(self, client: redis.Redis):
         self.r = client
+
+    def ping(self) -> None:
+        """Raise BrokerUnavailable unless Redis answers."""
+        try:
+            self.r.ping()
+        except (redis.RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"broker unavailable: {exc}") from None
 
     # -- claims and heartbeats ----------------------------------------------
     def claim(self, run_id: str, holder: str, ttl_s: float) -> bool:

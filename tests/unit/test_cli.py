@@ -1,0 +1,119 @@
+"""farmctl at the edge: clear errors, named exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from farm.cli import ExitCode
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "farm" / "examples"
+CLOSED_BROKER = "redis://127.0.0.1:9/0"   # discard port: nothing listens
+
+
+def farmctl(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "farm.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def test_validate_prints_the_plan():
+    proc = farmctl("validate", str(EXAMPLES / "study.toml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "648 run(s)" in proc.stdout and "gpu.h100-80gb.x1" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["validate", "enqueue"])
+def test_bad_sweep_file_names_field_and_line_without_traceback(tmp_path, command):
+    bad = tmp_path / "bad.toml"
+    bad.write_text((EXAMPLES / "study.toml").read_text().replace(
+        "duration_s = 120\nwarmup_s = 20", "duration_s = -1\nwarmup_s = 20"))
+    proc = farmctl(command, str(bad), env={"FARM_DB_URL": f"sqlite:///{tmp_path}/f.db"})
+    assert proc.returncode == ExitCode.INVALID_INPUT
+    assert "scenario[0].duration_s" in proc.stderr and "line 26" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "f.db").exists()      # nothing touched
+
+
+def test_toml_syntax_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nrepetitions = \n')
+    proc = farmctl("validate", str(bad))
+    assert proc.returncode == ExitCode.INVALID_INPUT
+    assert "line 2" in proc.stderr and "invalid TOML" in proc.stderr
+
+
+def test_dry_run_touches_neither_redis_nor_the_store(tmp_path):
+    proc = farmctl("enqueue", "--dry-run", str(EXAMPLES / "study.toml"), cwd=tmp_path,
+                   env={"FARM_BROKER_URL": CLOSED_BROKER,
+                        "FARM_DB_URL": f"sqlite:///{tmp_path}/f.db"})
+    assert proc.returncode == 0, proc.stderr
+    assert "dry run, 648 run(s)" in proc.stdout
+    assert "gpu.l4.x1" in proc.stdout and "216" in proc.stdout
+    assert not (tmp_path / "f.db").exists()
+
+
+def test_simulate_flag_relabels_the_plan():
+    proc = farmctl("enqueue", "--dry-run", "--simulate", str(EXAMPLES / "study.toml"))
+    assert "concurrency-vs-energy-sim" in proc.stdout and "sim.h100-80gb.x1" in proc.stdout
+
+
+def test_unreachable_broker_records_nothing(tmp_path):
+    db = f"sqlite:///{tmp_path}/f.db"
+    proc = farmctl("enqueue", str(EXAMPLES / "quickstart.toml"),
+                   env={"FARM_BROKER_URL": CLOSED_BROKER, "FARM_DB_URL": db})
+    assert proc.returncode == ExitCode.BROKER_ERROR, proc.stderr
+    assert "broker unavailable" in proc.stderr and "Traceback" not in proc.stderr
+    assert "0 run" not in proc.stdout
+    status = farmctl("status", env={"FARM_DB_URL": db})
+    assert "no runs in the store yet" in status.stdout
+
+
+def test_store_without_schema_says_how_to_fix(tmp_path):
+    proc = farmctl("status", env={"FARM_DB_URL": f"sqlite:///{tmp_path}/empty.db"})
+    assert proc.returncode == ExitCode.STORE_ERROR
+    assert "farmctl db upgrade" in proc.stderr
+
+
+def test_db_upgrade_then_empty_views(tmp_path):
+    env = {"FARM_DB_URL": f"sqlite:///{tmp_path}/f.db"}
+    assert farmctl("db", "upgrade", env=env).returncode == 0
+    assert "no sweeps" in farmctl("sweeps", env=env).stdout
+    missing = farmctl("results", "nope", env=env)
+    assert missing.returncode == ExitCode.NOT_FOUND and "no sweep named" in missing.stderr
+
+
+def test_worker_without_gpu_says_so(tmp_path):
+    proc = farmctl("worker", "--probe", env={"FARM_BROKER_URL": CLOSED_BROKER})
+    if proc.returncode == 0:
+        pytest.skip("this machine has an NVIDIA GPU")
+    assert proc.returncode == ExitCode.NO_HARDWARE
+    assert "--sim" in proc.stderr
+
+
+def test_worker_probe_with_simulated_gpus():
+    proc = farmctl("worker", "--probe", "--sim", "H100-80GBx2", "--sim", "L4")
+    assert proc.returncode == 0, proc.stderr
+    probe = json.loads(proc.stdout)
+    assert probe["backend"] == "sim"
+    assert probe["queues"] == ["sim.h100-80gb.x1", "sim.h100-80gb.x2", "sim.l4.x1"]
+    assert len({g["uuid"] for g in probe["gpus"]}) == 3
+
+
+def test_bad_sim_spec_is_an_input_error():
+    proc = farmctl("worker", "--probe", "--sim", "Voodoo5")
+    assert proc.returncode == ExitCode.INVALID_INPUT and "Voodoo5" in proc.stderr
+
+
+def test_flower_refuses_to_start_without_auth():
+    proc = farmctl("flower", "--address", "0.0.0.0",
+                   env={"FARM_FLOWER_USER": "", "FARM_FLOWER_PASSWORD": ""})
+    assert proc.returncode == ExitCode.INVALID_INPUT
+    assert "FARM_FLOWER_USER" in proc.stderr
+    proc = farmctl("flower", "--no-auth", "--address", "0.0.0.0")
+    assert proc.returncode == ExitCode.INVALID_INPUT and "loopback" in proc.stderr
