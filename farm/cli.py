@@ -39,7 +39,7 @@ def _friendly_errors(fn):
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from farm.spec import SpecError  # noqa: PLC0415
+        from farm.spec import SpecError
 
         try:
             return fn(*args, **kwargs)
@@ -74,8 +74,8 @@ def _classify(exc: Exception) -> FarmCliError:
 
 
 def _store(upgrade: bool = False):
-    from farm.settings import load_settings  # noqa: PLC0415
-    from farm.store.repository import Store  # noqa: PLC0415
+    from farm.settings import load_settings
+    from farm.store.repository import Store
 
     return Store.open(load_settings().db_url, upgrade=upgrade)
 
@@ -88,7 +88,7 @@ def _sweep(store, name_or_id: str):
 
 
 def _load(path: str, simulate: bool):
-    from farm.spec import load_sweep, simulated_copy  # noqa: PLC0415
+    from farm.spec import load_sweep, simulated_copy
 
     spec, text = load_sweep(path)
     return (simulated_copy(spec), text) if simulate else (spec, text)
@@ -112,7 +112,7 @@ SIMULATE = click.option("--simulate", is_flag=True,
 @_friendly_errors
 def validate(sweep_file: str) -> None:
     """Check a sweep file; print how many runs it makes."""
-    from farm.sweep import expand, plan  # noqa: PLC0415
+    from farm.sweep import expand, plan
 
     spec, _ = _load(sweep_file, simulate=False)
     runs = expand(spec)
@@ -126,7 +126,7 @@ def validate(sweep_file: str) -> None:
 @_friendly_errors
 def enqueue(sweep_file: str, dry_run: bool, simulate: bool) -> None:
     """Expand a sweep into runs and put the new ones on their GPU queues."""
-    from farm import coordinator  # noqa: PLC0415
+    from farm import coordinator
 
     spec, text = _load(sweep_file, simulate)
     if dry_run:
@@ -146,7 +146,7 @@ def enqueue(sweep_file: str, dry_run: bool, simulate: bool) -> None:
 @_friendly_errors
 def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool) -> None:
     """Everything on this machine: private Redis, SQLite store, recorder, workers."""
-    from farm.local import run_locally  # noqa: PLC0415
+    from farm.local import run_locally
 
     spec, text = _load(sweep_file, simulate)
     code = run_locally(spec, text, list(sim_specs), progress=not quiet)
@@ -189,7 +189,7 @@ def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
 @_friendly_errors
 def recorder(name: str | None, loglevel: str) -> None:
     """Write results into the store (the only writer). Also reaps orphaned runs."""
-    from tasks.record import serve  # noqa: PLC0415
+    from tasks.record import serve
 
     serve(name, loglevel)
 
@@ -202,14 +202,14 @@ def recorder(name: str | None, loglevel: str) -> None:
 @_friendly_errors
 def flower(address: str, port: int, no_auth: bool) -> None:
     """Flower on the farm's broker, with basic auth from FARM_FLOWER_USER/PASSWORD."""
-    from farm.flower import flower_argv  # noqa: PLC0415
-    from farm.settings import load_settings  # noqa: PLC0415
+    from farm.flower import flower_argv
+    from farm.settings import load_settings
 
     try:
         argv = flower_argv(load_settings(), address, port, no_auth)
     except ValueError as exc:
         raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
-    from tasks.app import app  # noqa: PLC0415
+    from tasks.app import app
 
     app.start(argv)
 
@@ -223,8 +223,8 @@ def db() -> None:
 @_friendly_errors
 def db_upgrade() -> None:
     """Create or migrate the store's schema to the latest version."""
-    from farm.settings import load_settings, redact  # noqa: PLC0415
-    from farm.store.db import upgrade  # noqa: PLC0415
+    from farm.settings import load_settings, redact
+    from farm.store.db import upgrade
 
     url = load_settings().db_url
     upgrade(url)
@@ -251,7 +251,7 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
 @_friendly_errors
 def workers(as_json: bool) -> None:
     """Live workers, their GPUs and what each GPU is running."""
-    from farm.coordinator import broker_state  # noqa: PLC0415
+    from farm.coordinator import broker_state
 
     output.print_workers(broker_state().workers(), as_json)
 
@@ -292,7 +292,7 @@ def sweeps() -> None:
 @_friendly_errors
 def cancel(sweep: str) -> None:
     """Cancel a sweep's queued runs (running runs finish and are recorded)."""
-    from farm import coordinator  # noqa: PLC0415
+    from farm import coordinator
 
     store = _store(upgrade=True)
     target = _sweep(store, sweep)
@@ -307,7 +307,7 @@ def cancel(sweep: str) -> None:
 @_friendly_errors
 def retry(sweep: str, queued: bool) -> None:
     """Send a sweep's failed and cancelled runs again."""
-    from farm import coordinator  # noqa: PLC0415
+    from farm import coordinator
 
     store = _store(upgrade=True)
     target = _sweep(store, sweep)

@@ -41,7 +41,7 @@ def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
     raises (kombu's BatchPublishError) without retrying; runs whose messages did
     not go out stay queued in the store, and `farmctl retry --queued` sends them.
     """
-    from tasks.app import MEASURE_TASK, app  # noqa: PLC0415 — Celery only when sending
+    from tasks.app import MEASURE_TASK, app
 
     with app.producer_or_acquire() as producer, _batched(producer):
         for count, run in enumerate(runs, start=1):
@@ -58,8 +58,8 @@ def _batched(producer) -> AbstractContextManager[object]:
 
 
 def broker_state():
-    from farm.settings import load_settings  # noqa: PLC0415
-    from tasks.broker_state import BrokerState, redis_client  # noqa: PLC0415
+    from farm.settings import load_settings
+    from tasks.broker_state import BrokerState, redis_client
 
     return BrokerState(redis_client(load_settings().broker_url))
 

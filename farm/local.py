@@ -117,9 +117,9 @@ class Children:
 
 
 def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True):
-    from farm import coordinator, output  # noqa: PLC0415
-    from farm.cli import ExitCode  # noqa: PLC0415
-    from farm.store.repository import Store  # noqa: PLC0415
+    from farm import coordinator, output
+    from farm.cli import ExitCode
+    from farm.store.repository import Store
 
     settings = load_settings()
     runs = expand(spec)
@@ -195,8 +195,13 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
             if all(statuses.get(i) in terminal for i in ids):
                 return
             time.sleep(POLL_S)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
-    from rich.progress import TimeElapsedColumn  # noqa: PLC0415
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())

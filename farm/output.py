@@ -22,14 +22,14 @@ SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not 
 
 
 def _console():
-    from rich.console import Console  # noqa: PLC0415
+    from rich.console import Console
 
     # Piped output (CSV-like use, CI logs) keeps wide tables on one line each.
     return Console(highlight=False, width=None if sys.stdout.isatty() else 220)
 
 
 def _table(title: str | None = None, caption: str | None = None):
-    from rich.table import Table  # noqa: PLC0415
+    from rich.table import Table
 
     return Table(title=title, caption=caption, title_justify="left", caption_justify="left")
 
@@ -105,7 +105,7 @@ def print_status(store, sweep_id: str | None, watch: bool, interval_s: float) ->
         table, _, any_rows = _status_table(store, sweep_id)
         console.print(table if any_rows else "no runs in the store yet")
         return
-    from rich.live import Live  # noqa: PLC0415
+    from rich.live import Live
 
     with Live(console=console, refresh_per_second=4) as live:
         while True:

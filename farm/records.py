@@ -117,7 +117,7 @@ class LatencyStats(Record):
     p99_ms: float | None = None
 
     @classmethod
-    def of_seconds(cls, values: list[float]) -> "LatencyStats":
+    def of_seconds(cls, values: list[float]) -> LatencyStats:
         if not values:
             return cls()
         ms = sorted(v * 1000.0 for v in values)

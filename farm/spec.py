@@ -19,7 +19,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -36,7 +36,7 @@ from farm.routing import UnknownGpuError, queue_for, resolve_gpu, split_backend
 T = TypeVar("T")
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 def _listify(value: Any) -> Any:
@@ -109,7 +109,7 @@ class EngineSpec(BaseModel):
     kind: Literal["vllm", "hf", "sim"]
 
     @model_validator(mode="after")
-    def _check_args(self) -> "EngineSpec":
+    def _check_args(self) -> EngineSpec:
         for key, value in (self.model_extra or {}).items():
             if not _ARG_NAME.match(key):
                 raise ValueError(f"engine argument {key!r} is not a valid argument name")
@@ -151,7 +151,7 @@ class ServerScenario(Strict):
     api: Literal["completions", "chat"] = "completions"
 
     @model_validator(mode="after")
-    def _one_load_kind(self) -> "ServerScenario":
+    def _one_load_kind(self) -> ServerScenario:
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of `concurrency` (closed loop) or "
                              "`request_rate` (open loop)")
@@ -180,7 +180,7 @@ class BatchScenario(Strict):
         return self.name or "batch"
 
 
-Scenario = Annotated[Union[ServerScenario, BatchScenario], Field(discriminator="kind")]
+Scenario = Annotated[ServerScenario | BatchScenario, Field(discriminator="kind")]
 
 
 class Decoding(Strict):
@@ -218,7 +218,7 @@ class WorkloadSpec(Strict):
     seed: Annotated[int, Field(ge=0, strict=True)] = 0
 
     @model_validator(mode="after")
-    def _inputs_known(self) -> "WorkloadSpec":
+    def _inputs_known(self) -> WorkloadSpec:
         if self.dataset == "synthetic" and self.input_tokens is None:
             raise ValueError("a synthetic dataset needs `input_tokens`")
         return self
@@ -274,7 +274,7 @@ class SweepSpec(Strict):
         return rules
 
     @model_validator(mode="after")
-    def _scenarios_fit_engine(self) -> "SweepSpec":
+    def _scenarios_fit_engine(self) -> SweepSpec:
         if self.engine.kind == "hf":
             for scenario in self.scenario:
                 if scenario.kind == "server":
@@ -348,7 +348,7 @@ class RunSpec(Strict):
     model: ModelSpec
     hardware: RunHardware
     engine: RunEngine
-    scenario: Annotated[Union[ServerLoad, BatchLoad], Field(discriminator="kind")]
+    scenario: Annotated[ServerLoad | BatchLoad, Field(discriminator="kind")]
     workload: RunWorkload
     measurement: MeasurementSpec
 
@@ -440,10 +440,9 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
     path: list = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
+        if in_dict or in_list:
             path.append(part)
             node = node[part]
         elif isinstance(node, dict) and isinstance(part, str) and not path_is_tag(part):

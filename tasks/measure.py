@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from celery import signals
 from celery.exceptions import Reject
@@ -85,7 +85,7 @@ class _Heartbeat:
             except Exception:  # a Redis blip must not kill the run
                 log.warning("heartbeat for %s failed", self.run_id, exc_info=True)
 
-    def __enter__(self) -> "_Heartbeat":
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
         return self
 
@@ -117,7 +117,7 @@ class _RunGuard:
                 self.abort.set()
                 return
 
-    def __enter__(self) -> "_RunGuard":
+    def __enter__(self) -> _RunGuard:
         self._thread.start()
         return self
 
@@ -147,7 +147,7 @@ def measure(self, run_json: str) -> str:
                                     holder=run_id, abort=guard.abort) as gpus:
                 _send(EVENT_TASK, RunEvent(
                     run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
-                    gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(timezone.utc),
+                    gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
                 ).model_dump_json())
                 result = run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                                  start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
@@ -170,7 +170,7 @@ def measure(self, run_json: str) -> str:
 def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
     from farm.records import EngineInfo, ErrorInfo, MeasurementInfo
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     return RunResult(
         run_id=run.run_id, status="failed", attempt=attempt, worker=worker_info(), gpus=[],
         engine=EngineInfo(kind=run.engine.kind, simulated=run.simulated),
@@ -186,7 +186,7 @@ def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
 
 def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event) -> None:
     ttl_s = 3 * ctx.settings.heartbeat_s
-    started = datetime.now(timezone.utc).isoformat()
+    started = datetime.now(UTC).isoformat()
     while True:
         try:
             ctx.state.advertise(ctx.node_name, {

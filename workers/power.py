@@ -10,6 +10,7 @@ over the same interval, so the two methods can be compared.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ class PowerSampler:
         if len(points) < 2 or any(v is None for _, vs in points for v in vs):
             return None, None, None
         totals = [(t, sum(vs)) for t, vs in points]  # type: ignore[arg-type]
-        energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(totals, totals[1:]))
+        energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))
         span = totals[-1][0] - totals[0][0]
         # Scale to the full window: the samples cover slightly less than it.
         window = end_s - start_s

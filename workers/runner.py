@@ -15,7 +15,7 @@ import logging
 import threading
 import traceback
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from farm.records import (
     EngineInfo,
@@ -41,7 +41,7 @@ EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class _Run:

@@ -14,3 +14,11 @@ def test_import_contracts_hold():
     proc = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
+    assert ruff, "ruff is a dev dependency: run scripts/setup --dev"
+    proc = subprocess.run([ruff, "check", "farm", "workers", "tasks", "tests", "benchmarks"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

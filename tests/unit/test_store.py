@@ -60,7 +60,7 @@ def test_concurrent_upgrades_do_not_collide(store_url: str) -> None:
     def run() -> None:
         try:
             upgrade(store_url)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
