@@ -152,10 +152,10 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
             if plan.real:
                 children.start("gpu-worker", ["worker", "--name", "farm-gpu@local"])
             sid = store.record_sweep(spec, toml_text)
-            # Runs left queued or failed by an earlier local run lost their messages
-            # with that run's private Redis: send them again, then the new ones.
-            stale = [r for r in store.runs_to_retry(sid, include_queued=True)
-                     if r.hardware.queue in plan.queues]
+            # Runs left queued, running or failed by an earlier, interrupted local run
+            # lost their messages with its private Redis: send them again, then the new.
+            stale = store.runs_to_retry(sid, include_queued=True, include_running=True,
+                                        queues=plan.queues)
             new = store.add_runs(sid, local)
             coordinator.send_runs(stale + new)
             _say(f"  {len(new)} new run(s), {len(stale)} sent again, "

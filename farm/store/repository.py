@@ -9,7 +9,7 @@ second result row, and a measured (succeeded) result is never overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
@@ -232,11 +232,20 @@ class Store:
         with self._write() as session:
             return sorted(session.scalars(stmt))
 
-    def runs_to_retry(self, sweep_id: str, include_queued: bool = False) -> list[RunSpec]:
-        """Failed and cancelled (and queued if asked) runs → queued; returns their specs."""
-        statuses = ["failed", "cancelled"] + (["queued"] if include_queued else [])
+    def runs_to_retry(self, sweep_id: str, include_queued: bool = False,
+                      include_running: bool = False,
+                      queues: Collection[str] | None = None) -> list[RunSpec]:
+        """Failed and cancelled (and queued / running if asked) runs → queued; their specs.
+
+        `include_running` is for a broker known to be gone (`farmctl run` after an
+        interrupted one): nothing can still be running those runs. `queues` limits
+        the retry to runs of those queues.
+        """
+        statuses = (["failed", "cancelled"] + (["queued"] if include_queued else [])
+                    + (["running"] if include_running else []))
         stmt = (update(runs_t)
-                .where(runs_t.c.sweep_id == sweep_id, runs_t.c.status.in_(statuses))
+                .where(runs_t.c.sweep_id == sweep_id, runs_t.c.status.in_(statuses),
+                       *([runs_t.c.queue.in_(list(queues))] if queues is not None else []))
                 .values(status="queued", queued_at=utcnow(), finished_at=None, error=None)
                 .returning(runs_t.c.id, runs_t.c.spec_json))
         with self._write() as session:

@@ -110,3 +110,40 @@ def test_flower_requires_its_credentials(redis_server):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_interrupted_run_is_completed_by_the_next_one(tmp_path):
+    import signal
+
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(SMALL.replace('"sim:H100-80GB", "sim:L4", "A100-40GB"', '"sim:L4"')
+                     .replace("duration_s = 0.3", "duration_s = 1.5"))
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
+           "FARM_HOME": str(tmp_path / ".farm")}
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    db_file = tmp_path / "farm.db"
+
+    def running():
+        if not db_file.exists():
+            return False
+        try:
+            with Store.open(f"sqlite:///{db_file}") as store:
+                return any(s == "running" for s in store.run_statuses(
+                    [r["run_id"] for r in store.result_rows()]).values())
+        except Exception:
+            return False
+
+    deadline = time.monotonic() + 120
+    while not running():
+        assert time.monotonic() < deadline, "no run started"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    finish = farmctl(tmp_path, "run", str(sweep), "--quiet")
+    assert finish.returncode == 0, finish.stderr
+    with Store.open(f"sqlite:///{db_file}") as store:
+        assert store.counts()["results"] == 2
+        rows = store.result_rows()
+        assert {r["status"] for r in rows} == {"succeeded"}

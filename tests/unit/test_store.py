@@ -398,3 +398,15 @@ def test_datetimes_round_trip_as_aware_utc(store: Store, sweep_in) -> None:
     assert run.finished_at.tzinfo is UTC and run.queued_at.tzinfo is UTC
     sweep = store.find_sweep(runs[0].sweep)
     assert sweep is not None and sweep.created_at.tzinfo is UTC
+
+
+def test_retry_of_a_lost_broker_includes_running_runs_of_chosen_queues(store: Store,
+                                                                       sweep_in) -> None:
+    sid, runs = sweep_in
+    store.mark_started(factories.event(runs[0].run_id, attempt=1))
+    queue = runs[0].hardware.queue
+    assert store.runs_to_retry(sid, include_queued=True, queues={"no.such.queue"}) == []
+    again = store.runs_to_retry(sid, include_queued=True, include_running=True,
+                                queues={queue})
+    assert runs[0].run_id in {r.run_id for r in again}
+    assert set(store.run_statuses([r.run_id for r in runs]).values()) == {"queued"}
