@@ -139,7 +139,8 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
         f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     with PrivateRedis() as redis:
-        env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url}
+        env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url,
+               "FARM_SPOOL_DIR": str(log_dir.parent.parent / "spool")}
         os.environ["FARM_BROKER_URL"] = redis.url   # for this process's sends
         children = Children(log_dir, env)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DB_URL = "sqlite:///farm.db"
@@ -36,6 +37,8 @@ class Settings:
     # long after a missed heartbeat the reaper hands the run back to the queue.
     heartbeat_s: float = 5.0
     reaper_grace_s: float = 60.0
+    # Where a worker keeps results it could not send before stopping (sent at restart).
+    spool_dir: str = str(Path.home() / ".farm" / "spool")
     flower_user: str | None = None
     flower_password: str | None = field(default=None, repr=False)
 
@@ -57,6 +60,7 @@ def load_settings() -> Settings:
         run_timeout_s=_float("FARM_RUN_TIMEOUT_S", 4 * 3600.0),
         heartbeat_s=_float("FARM_HEARTBEAT_S", 5.0),
         reaper_grace_s=_float("FARM_REAPER_GRACE_S", 60.0),
+        spool_dir=env.get("FARM_SPOOL_DIR") or str(Path.home() / ".farm" / "spool"),
         flower_user=env.get("FARM_FLOWER_USER") or None,
         flower_password=env.get("FARM_FLOWER_PASSWORD") or None,
     )

@@ -22,14 +22,22 @@ from datetime import UTC, datetime
 from celery import signals
 from celery.exceptions import Reject
 
-from farm.records import RunEvent, RunResult, WorkerInfo
+from farm.records import (
+    EngineInfo,
+    ErrorInfo,
+    MeasurementInfo,
+    RunEvent,
+    RunResult,
+    WorkerInfo,
+)
 from farm.routing import queues_for_host
 from farm.settings import Settings, load_settings
 from farm.spec import RunSpec, sweep_id
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app
 from tasks.broker_state import BrokerState, redis_client
+from tasks.delivery import deliver, drain_spool
 from workers.allocator import GpuAllocator
-from workers.errors import RunAborted, RunTimeout, TransientError
+from workers.errors import FarmError, RunAborted, RunTimeout, TransientError
 from workers.gpu.base import GpuInventory
 from workers.gpu.discovery import summarize
 from workers.runner import run_one
@@ -67,6 +75,10 @@ def worker_info() -> WorkerInfo:
 
 def _send(task: str, payload: str, task_id: str | None = None) -> None:
     app.send_task(task, args=[payload], task_id=task_id)
+
+
+def _send_record(payload: str, task_id: str) -> None:
+    _send(RECORD_TASK, payload, task_id)
 
 
 class _Heartbeat:
@@ -141,35 +153,46 @@ def measure(self, run_json: str) -> str:
         # Another live worker runs this very run (a duplicate message): drop ours.
         return "skipped: running elsewhere"
     attempt = ctx.state.next_attempt(run_id)
+    # The claim stays alive until the result is delivered: until then the run
+    # must not be handed to anyone else.
     with _Heartbeat(ctx, run_id), _RunGuard(ctx.abort, ctx.settings.run_timeout_s) as guard:
-        try:
-            with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
-                                    holder=run_id, abort=guard.abort) as gpus:
-                _send(EVENT_TASK, RunEvent(
-                    run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
-                    gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
-                ).model_dump_json())
-                result = run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
-                                 start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
-        except RunAborted as exc:
-            if not guard.timed_out:
-                log.warning("run %s handed back: %s", run_id, exc)
-                raise Reject(str(exc), requeue=True) from None
-            result = _failed(run, attempt, RunTimeout(
-                f"the run took longer than FARM_RUN_TIMEOUT_S={ctx.settings.run_timeout_s:g} s"))
-        except TransientError as exc:
-            if self.request.retries < TRANSIENT_RETRIES:
-                raise self.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None
-            result = _failed(run, attempt, exc)
-    _send(RECORD_TASK, result.model_dump_json(), task_id=f"record-{run_id}-{attempt}")
+        result = _measure(self, ctx, run, attempt, guard)
+        deliver(_send_record, result.model_dump_json(), f"record-{run_id}-{attempt}",
+                stop=ctx.abort)
     if result.status == "succeeded":
         ctx.state.mark_done(run_id)
     return result.status
 
 
-def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
-    from farm.records import EngineInfo, ErrorInfo, MeasurementInfo
+def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
+             guard: _RunGuard) -> RunResult:
+    """Hold the GPUs, run, and turn every outcome into a result — or hand it back."""
+    run_id = run.run_id
+    try:
+        with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
+                                holder=run_id, abort=guard.abort) as gpus:
+            _send(EVENT_TASK, RunEvent(
+                run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
+                gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
+            ).model_dump_json())
+            return run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
+                           start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
+    except RunAborted as exc:
+        if not guard.timed_out:
+            log.warning("run %s handed back: %s", run_id, exc)
+            raise Reject(str(exc), requeue=True) from None
+        return _failed(run, attempt, RunTimeout(
+            f"the run took longer than FARM_RUN_TIMEOUT_S={ctx.settings.run_timeout_s:g} s"))
+    except TransientError as exc:
+        if task.request.retries < TRANSIENT_RETRIES:
+            raise task.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None
+        return _failed(run, attempt, exc)
+    except FarmError as exc:      # e.g. more GPUs than this host has: fail, don't loop
+        return _failed(run, attempt, exc)
 
+
+def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
+    """A failed result for a run that never reached (or never left) the runner."""
     now = datetime.now(UTC)
     return RunResult(
         run_id=run.run_id, status="failed", attempt=attempt, worker=worker_info(), gpus=[],
@@ -222,6 +245,7 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> No
         stop_advertising.set()
 
     advertiser.start()
+    drain_spool(_send_record)
     log.info("worker %s serves %s", node_name, ", ".join(queues))
     try:
         app.worker_main([

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from farm.records import (
     EngineInfo,
     ErrorInfo,
-    GpuInfo,
     LoadPointResult,
     MeasurementInfo,
     RequestRecord,
@@ -141,6 +140,3 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
 def _one_sensor(names) -> str:
     return "+".join(sorted(set(names))) or "none"
 
-
-def gpu_infos(gpus: list[GpuDevice]) -> list[GpuInfo]:
-    return [g.info for g in gpus]

@@ -38,6 +38,7 @@ class Farm:
             "FARM_HEARTBEAT_S": "0.5",
             "FARM_REAPER_GRACE_S": "3",
             "FARM_HOME": str(tmp / ".farm"),
+            "FARM_SPOOL_DIR": str(tmp / ".farm" / "spool"),
             "PYTHONUNBUFFERED": "1",
             **env_overrides,
         }

@@ -1,0 +1,40 @@
+"""A measured result survives a broker outage: retried in memory, spooled on stop."""
+
+import threading
+
+from tasks.delivery import deliver, drain_spool
+
+
+class FlakyBroker:
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.sent: list[tuple[str, str]] = []
+
+    def __call__(self, payload: str, task_id: str) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("broker down")
+        self.sent.append((payload, task_id))
+
+
+def test_retries_until_the_broker_is_back(tmp_path):
+    broker = FlakyBroker(failures=2)
+    assert deliver(broker, "{}", "record-r-1", threading.Event(), spool=tmp_path,
+                   max_delay_s=0.01)
+    assert broker.sent == [("{}", "record-r-1")]
+    assert not list(tmp_path.iterdir())
+
+
+def test_spooled_when_stopping_and_sent_at_next_start(tmp_path):
+    stop = threading.Event()
+    stop.set()
+    assert not deliver(FlakyBroker(failures=10**6), '{"run_id": "r"}', "record-r-2", stop,
+                       spool=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["record-r-2.json"]
+    still_down = FlakyBroker(failures=1)
+    assert drain_spool(still_down, tmp_path) == 0          # kept for the next start
+    assert (tmp_path / "record-r-2.json").exists()
+    back = FlakyBroker(failures=0)
+    assert drain_spool(back, tmp_path) == 1
+    assert back.sent == [('{"run_id": "r"}', "record-r-2")]
+    assert not list(tmp_path.iterdir())
