@@ -91,9 +91,15 @@ def cancel(store: Store, sid: str) -> list[str]:
 
 
 def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]:
-    """Send failed and cancelled runs (and, if asked, runs stuck queued) again."""
-    runs = store.runs_to_retry(sid, include_queued=include_queued)
+    """Send failed and cancelled runs again; with `include_queued`, also runs stuck
+    queued and runs marked running that no live worker holds."""
     state = broker_state()
+    state.ping()
+    # With --queued (after a broker lost its data), runs marked running that no
+    # live worker holds a claim on are lost too.
+    lost = ([rid for rid in store.lost_running_ids(sid) if not state.is_claimed(rid)]
+            if include_queued else [])
+    runs = store.runs_to_retry(sid, include_queued=include_queued, also_ids=lost)
     state.uncancel_sweep(sid)
     # A failed run has no done marker, but a cancelled one may have finished
     # meanwhile: keep markers, the store's status is what we retry from.

@@ -275,6 +275,14 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _scenarios_fit_engine(self) -> SweepSpec:
+        simulated = {split_backend(g)[0] == "sim" for g in self.hardware.gpu}
+        # One sweep is all simulated or all measured: reports never mix the two.
+        if self.engine.kind == "sim" and simulated != {True}:
+            raise ValueError('the sim engine runs on simulated GPUs only: name them "sim:MODEL"'
+                             " (or use --simulate)")
+        if self.engine.kind != "sim" and True in simulated:
+            raise ValueError(f"the {self.engine.kind} engine needs real GPUs; simulated ones "
+                             '("sim:…") take engine kind "sim"')
         if self.engine.kind == "hf":
             for scenario in self.scenario:
                 if scenario.kind == "server":
@@ -533,11 +541,18 @@ def simulated_copy(spec: SweepSpec) -> SweepSpec:
     The name gets a "-sim" suffix so simulated runs never share a sweep (or a
     report) with measured ones.
     """
-    gpus = [n if split_backend(n)[0] == "sim" else f"sim:{n}" for n in spec.hardware.gpu]
+    def as_sim(name: str) -> str:
+        return name if split_backend(name)[0] == "sim" else f"sim:{name}"
+
+    gpus = [as_sim(n) for n in spec.hardware.gpu]
+    # Exclude rules that name GPUs must keep matching the renamed GPUs.
+    exclude = [{k: ([as_sim(str(x)) for x in v] if isinstance(v, list) else as_sim(str(v)))
+                if k == "gpu" else v for k, v in rule.items()} for rule in spec.exclude]
     name = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
     engine = EngineSpec.model_validate({**spec.engine.model_dump(), "kind": "sim"})
     return spec.model_copy(update={
         "name": name,
         "hardware": spec.hardware.model_copy(update={"gpu": gpus}),
         "engine": engine,
+        "exclude": exclude,
     })

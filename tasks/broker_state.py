@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -33,6 +34,7 @@ DONE = "farm:done:"
 ATTEMPTS = "farm:attempts:"
 CANCELLED = "farm:cancelled"
 WORKER = "farm:worker:"
+UNREADABLE = "farm:unreadable"
 DONE_TTL_S = 90 * 24 * 3600
 # kombu's Redis transport keeps unacknowledged messages in these two keys.
 UNACKED = "unacked"
@@ -44,6 +46,18 @@ def redis_client(broker_url: str) -> redis.Redis:
     if broker_url.startswith("redis+socket://"):
         broker_url = "unix://" + broker_url[len("redis+socket://"):]
     return redis.Redis.from_url(broker_url, socket_timeout=30, socket_connect_timeout=10)
+
+
+def _waits_for_eta(payload: dict, now: float, grace_s: float) -> bool:
+    """A retry scheduled for later is held unacked by a live worker until its ETA."""
+    eta = payload.get("headers", {}).get("eta")
+    if not eta:
+        return False
+    try:
+        due = datetime.fromisoformat(eta).timestamp()
+    except (TypeError, ValueError):
+        return False
+    return now < due + grace_s
 
 
 class BrokerUnavailable(RuntimeError):
@@ -69,10 +83,16 @@ class BrokerState:
             return True
         return self.r.get(CLAIM + run_id) == holder.encode()
 
-    def refresh_claim(self, run_id: str, holder: str, ttl_s: float) -> None:
-        # Refresh only our own claim (a reaped and re-taken run is not ours).
+    def refresh_claim(self, run_id: str, holder: str, ttl_s: float) -> bool:
+        """Keep our claim alive; take it back if it lapsed (e.g. Redis was away).
+
+        Returns False when another worker holds the run now (it was reaped and
+        re-taken): both finish, the recorder keeps one result.
+        """
         if self.r.get(CLAIM + run_id) == holder.encode():
             self.r.pexpire(CLAIM + run_id, int(ttl_s * 1000))
+            return True
+        return bool(self.r.set(CLAIM + run_id, holder, nx=True, px=int(ttl_s * 1000)))
 
     def release(self, run_id: str, holder: str) -> None:
         if self.r.get(CLAIM + run_id) == holder.encode():
@@ -83,7 +103,10 @@ class BrokerState:
 
     # -- run bookkeeping ----------------------------------------------------
     def next_attempt(self, run_id: str) -> int:
-        return int(self.r.incr(ATTEMPTS + run_id))
+        key = ATTEMPTS + run_id
+        with self.r.pipeline() as pipe:
+            attempt, _ = pipe.incr(key).expire(key, DONE_TTL_S).execute()
+        return int(attempt)
 
     def mark_done(self, run_id: str) -> None:
         self.r.set(DONE + run_id, "1", ex=DONE_TTL_S)
@@ -105,6 +128,9 @@ class BrokerState:
 
     def is_cancelled(self, sweep_id: str) -> bool:
         return bool(self.r.sismember(CANCELLED, sweep_id))
+
+    def park_unreadable(self, payload: str) -> None:
+        self.r.rpush(UNREADABLE, payload)
 
     # -- worker advertisements ---------------------------------------------
     def advertise(self, name: str, info: dict[str, Any], ttl_s: float) -> None:
@@ -140,7 +166,7 @@ class BrokerState:
             except (ValueError, KeyError, TypeError):
                 log.warning("reaper: unreadable unacked message %r left alone", tag)
                 continue
-            if self.is_claimed(task_id):
+            if self.is_claimed(task_id) or _waits_for_eta(payload, now, grace_s):
                 continue
             queue = self._queue_for(exchange, routing_key)
             if self._restore(tag, queue):

@@ -115,9 +115,13 @@ class _RunGuard:
         self.abort = threading.Event()
         self.timed_out = False
         self._worker_abort = worker_abort
+        self._limit_s = limit_s
         self._deadline = time.monotonic() + limit_s
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="run-guard")
+
+    def restart_clock(self) -> None:
+        self._deadline = time.monotonic() + self._limit_s
 
     def _watch(self) -> None:
         while not self._done.wait(0.2):
@@ -171,6 +175,7 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
     try:
         with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
                                 holder=run_id, abort=guard.abort) as gpus:
+            guard.restart_clock()   # the time limit is for the run, not the wait for GPUs
             _send(EVENT_TASK, RunEvent(
                 run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
                 gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
@@ -180,6 +185,9 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
     except RunAborted as exc:
         if not guard.timed_out:
             log.warning("run %s handed back: %s", run_id, exc)
+            _send(EVENT_TASK, RunEvent(
+                run_id=run_id, kind="requeued", attempt=attempt, worker=worker_info(),
+                at=datetime.now(UTC), detail=str(exc)).model_dump_json())
             raise Reject(str(exc), requeue=True) from None
         return _failed(run, attempt, RunTimeout(
             f"the run took longer than FARM_RUN_TIMEOUT_S={ctx.settings.run_timeout_s:g} s"))

@@ -2,8 +2,9 @@
 
 Results arrive as messages on the `farm.record` queue and are upserted by run
 id, so a redelivered message or a re-run changes nothing already stored. A
-database outage only delays recording: the task retries with backoff and the
-message stays unacknowledged until the write commits.
+database outage only delays recording: the task is retried with backoff (a new
+message carrying the same result) until the write commits. A message the
+recorder cannot read is parked in Redis (`farm:unreadable`), never dropped.
 
 The recorder process also runs the reaper (tasks.broker_state.reap_orphans),
 which hands back runs whose worker died without acknowledging them.
@@ -22,7 +23,7 @@ from farm.records import RunEvent, RunResult
 from farm.settings import Settings, load_settings
 from farm.store.repository import Store
 from tasks.app import EVENT_TASK, RECORD_TASK, app
-from tasks.broker_state import BrokerState, redis_client
+from tasks.broker_state import UNREADABLE, BrokerState, redis_client
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ def store() -> Store:
     return _store
 
 
+def _park(payload: str, error: Exception) -> None:
+    """Keep a message the recorder cannot read in Redis (farm:unreadable) for a human."""
+    BrokerState(redis_client(load_settings().broker_url)).park_unreadable(payload)
+    log.error("unreadable message parked in %s: %s", UNREADABLE, error)
+
+
 def _backoff_s(retries: int) -> float:
     return min(60.0, 2.0 ** retries)
 
@@ -45,9 +52,9 @@ def record(self, result_json: str) -> str:
     try:
         result = RunResult.model_validate_json(result_json)
     except ValidationError as exc:
-        # Retrying cannot fix a malformed message; keep it in the log, loudly.
-        log.error("dropping an unreadable result: %s", exc)
-        return "invalid"
+        # Retrying cannot fix it (e.g. a newer worker's schema): park it, never drop it.
+        _park(result_json, exc)
+        return "parked"
     try:
         outcome = store().record_result(result)
     except Exception as exc:
@@ -62,10 +69,13 @@ def run_event(self, event_json: str) -> str:
     try:
         event = RunEvent.model_validate_json(event_json)
     except ValidationError as exc:
-        log.error("dropping an unreadable run event: %s", exc)
-        return "invalid"
+        _park(event_json, exc)
+        return "parked"
     try:
-        changed = store().mark_started(event)
+        if event.kind == "started":
+            changed = store().mark_started(event)
+        else:
+            changed = store().mark_requeued(event)
     except Exception as exc:
         raise self.retry(exc=exc, countdown=_backoff_s(self.request.retries)) from None
     return "updated" if changed else "ignored"

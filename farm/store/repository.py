@@ -14,7 +14,19 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
 
-from sqlalchemy import String, Table, any_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -212,6 +224,30 @@ class Store:
             ))
             return True
 
+    def mark_requeued(self, event: RunEvent) -> bool:
+        """A worker handed the run back (planned stop): running → queued.
+
+        Only if the run is still running on that worker and attempt; anything
+        newer (a start elsewhere, a result) wins.
+        """
+        if event.kind != "requeued":
+            raise ValueError(f"mark_requeued() got a {event.kind!r} event")
+        with self._write() as session:
+            changed = session.execute(
+                update(runs_t)
+                .where(runs_t.c.id == event.run_id, runs_t.c.status == "running",
+                       runs_t.c.worker == event.worker.name,
+                       runs_t.c.attempts == event.attempt)
+                .values(status="queued", queued_at=event.at, error=event.detail)
+            ).rowcount
+        return bool(changed)
+
+    def lost_running_ids(self, sweep_id: str) -> list[str]:
+        """Ids of the sweep's runs marked running (the caller checks who really runs them)."""
+        with self._read() as session:
+            return list(session.scalars(select(runs_t.c.id).where(
+                runs_t.c.sweep_id == sweep_id, runs_t.c.status == "running")))
+
     def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
         """Status of each known run among `run_ids` (unknown ids are left out)."""
         statuses: dict[str, str] = {}
@@ -234,17 +270,22 @@ class Store:
 
     def runs_to_retry(self, sweep_id: str, include_queued: bool = False,
                       include_running: bool = False,
-                      queues: Collection[str] | None = None) -> list[RunSpec]:
+                      queues: Collection[str] | None = None,
+                      also_ids: Collection[str] = ()) -> list[RunSpec]:
         """Failed and cancelled (and queued / running if asked) runs → queued; their specs.
 
         `include_running` is for a broker known to be gone (`farmctl run` after an
         interrupted one): nothing can still be running those runs. `queues` limits
-        the retry to runs of those queues.
+        the retry to runs of those queues; `also_ids` adds runs in any status but
+        succeeded (running runs whose worker is known to be gone).
         """
         statuses = (["failed", "cancelled"] + (["queued"] if include_queued else [])
                     + (["running"] if include_running else []))
         stmt = (update(runs_t)
-                .where(runs_t.c.sweep_id == sweep_id, runs_t.c.status.in_(statuses),
+                .where(runs_t.c.sweep_id == sweep_id,
+                       or_(runs_t.c.status.in_(statuses),
+                           and_(runs_t.c.id.in_(list(also_ids)),
+                                runs_t.c.status != "succeeded")),
                        *([runs_t.c.queue.in_(list(queues))] if queues is not None else []))
                 .values(status="queued", queued_at=utcnow(), finished_at=None, error=None)
                 .returning(runs_t.c.id, runs_t.c.spec_json))

@@ -36,6 +36,30 @@ def test_reaper_restores_only_messages_nobody_holds(broker_url):
         queue.close()
 
 
+def test_reaper_leaves_retries_waiting_for_their_eta(broker_url):
+    from datetime import UTC, datetime, timedelta
+
+    app = create_app(Settings(broker_url=broker_url))
+    app.send_task(MEASURE_TASK, args=["{}"], task_id="later", queue=QUEUE,
+                  eta=datetime.now(UTC) + timedelta(seconds=120))
+    state = BrokerState(redis_client(broker_url))
+    with Connection(broker_url) as conn:
+        queue = conn.SimpleQueue(QUEUE)
+        held = queue.get(timeout=5)
+        assert state.reap_orphans(grace_s=0) == []       # a live worker waits for the ETA
+        held.ack()
+        queue.close()
+
+
+def test_a_lapsed_claim_is_taken_back_by_its_holder(broker_url):
+    state = BrokerState(redis_client(broker_url))
+    assert state.claim("r2", "w1", ttl_s=0.2)
+    state.r.delete("farm:claim:r2")                      # e.g. Redis lost it
+    assert state.refresh_claim("r2", "w1", ttl_s=5)
+    assert state.is_claimed("r2")
+    assert not state.refresh_claim("r2", "w2", ttl_s=5)  # w1 holds it now
+
+
 def test_claims_are_exclusive_and_expire(broker_url):
     state = BrokerState(redis_client(broker_url))
     assert state.claim("r1", "w1", ttl_s=0.3)

@@ -187,6 +187,8 @@ def test_sigterm_hands_the_run_back_within_seconds(farm, store):
 
     client = redis_client(farm.broker_url)
     wait_for(lambda: client.llen(runs[0].hardware.queue) == 1, 5, "the run back on its queue")
+    # The store says so too (the worker's "requeued" event), and nothing was recorded.
+    wait_for(lambda: store.run_statuses([run_id])[run_id] == "queued", 10, "status queued")
     assert store.counts()["results"] == 0
 
 

@@ -91,6 +91,13 @@ def test_exclude_rules_drop_combinations():
     assert combos == {("h100-80gb", 128), ("h100-80gb", 2048), ("l4", 128)}
 
 
+def test_simulated_copy_keeps_gpu_exclude_rules():
+    text = VALID.replace('gpu = ["H100"]', 'gpu = ["H100", "L4"]')
+    text += '\n[[exclude]]\ngpu = "L4"\n'
+    runs = expand(simulated_copy(parse_sweep(text)))
+    assert {r.hardware.gpu_model for r in runs} == {"h100-80gb"}
+
+
 def test_simulated_copy_relabels_everything():
     spec = simulated_copy(parse_sweep(VALID))
     assert spec.name == "t-sim"
@@ -131,6 +138,10 @@ BAD = [
      "scenario[0]", "server", 14),
     ("server on hf", VALID.replace('kind = "vllm"', 'kind = "hf"'), "(top level)",
      "batch scenarios only", None),
+    ("sim engine on real GPUs", VALID.replace('kind = "vllm"', 'kind = "sim"'), "(top level)",
+     "simulated GPUs only", None),
+    ("real engine on sim GPUs", VALID.replace('gpu = ["H100"]', 'gpu = ["sim:H100"]'),
+     "(top level)", "needs real GPUs", None),
     ("bad region", VALID + '[measurement]\nregion = "France"\n', "measurement.region",
      "pattern", 23),
     ("bad exclude key", VALID + '[[exclude]]\ncolour = "red"\n', "exclude",

@@ -400,6 +400,20 @@ def test_datetimes_round_trip_as_aware_utc(store: Store, sweep_in) -> None:
     assert sweep is not None and sweep.created_at.tzinfo is UTC
 
 
+def test_requeued_event_returns_a_running_run_to_the_queue(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    run_id = runs[0].run_id
+    start = factories.event(run_id, attempt=1)
+    store.mark_started(start)
+    other = start.model_copy(update={"kind": "requeued", "attempt": 2})
+    assert not store.mark_requeued(other)                 # not the attempt that runs
+    back = start.model_copy(update={"kind": "requeued", "detail": "worker stopping"})
+    assert store.mark_requeued(back)
+    assert store.run_statuses([run_id])[run_id] == "queued"
+    with pytest.raises(ValueError):
+        store.mark_requeued(start)
+
+
 def test_retry_of_a_lost_broker_includes_running_runs_of_chosen_queues(store: Store,
                                                                        sweep_in) -> None:
     sid, runs = sweep_in
