@@ -8,6 +8,8 @@ COPY pyproject.toml README.md ./
 COPY farm ./farm
 COPY workers ./workers
 COPY tasks ./tasks
-RUN pip install .
+RUN pip install . && useradd --system --create-home farm \
+    && mkdir -p /var/lib/farm/spool && chown farm /var/lib/farm/spool
+USER farm
 ENTRYPOINT []
 CMD ["farmctl", "worker"]

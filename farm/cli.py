@@ -58,6 +58,8 @@ def _friendly_errors(fn):
 def _classify(exc: Exception) -> FarmCliError:
     name = type(exc).__name__
     module = type(exc).__module__
+    if name == "SettingsError":
+        return FarmCliError(str(exc), ExitCode.INVALID_INPUT)
     if name == "SchemaError":
         return FarmCliError(str(exc), ExitCode.STORE_ERROR)
     if module.startswith("sqlalchemy") or module.startswith("psycopg"):
@@ -161,7 +163,8 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool
               help="Simulated GPUs instead of NVML, e.g. H100-80GBx2. Repeatable.")
 @click.option("--gpus", default=None, metavar="0,1,…",
               help="Use only these NVML GPU indices.")
-@click.option("--name", default=None, help="Celery node name (default farm-gpu@HOST).")
+@click.option("--name", default=None,
+              help="Celery node name (default farm-gpu-PID@HOST or farm-sim-PID@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--probe", is_flag=True,
               help="Print the GPUs found and the queues this worker would serve, as JSON.")

@@ -180,6 +180,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""                      # missing, never 0
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)       # lists of GPU names/UUIDs stay machine-readable
+    return _jsonable(value)
+
+
 def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
     simulated = any(r.get("simulated") for r in rows)
     if fmt == "json":
@@ -192,7 +200,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
             writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: ("" if v is None else _jsonable(v)) for k, v in row.items()})
+                writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return buffer.getvalue()
     table = _table()
     for _, header in TABLE_COLUMNS:

@@ -21,7 +21,11 @@ def _float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise SystemExit(f"{name}={raw!r} is not a number") from None
+        raise SettingsError(f"{name}={raw!r} is not a number") from None
+
+
+class SettingsError(ValueError):
+    """A FARM_* variable with a value farm cannot use."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.run_timeout_s >= self.visibility_timeout_s:
-            raise SystemExit(
+            raise SettingsError(
                 f"FARM_RUN_TIMEOUT_S ({self.run_timeout_s:g}) must be below "
                 f"FARM_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s:g}): otherwise "
                 "Redis hands a run still in progress to a second worker"

@@ -30,13 +30,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from farm.settings import SettingsError, load_settings
     from workers.errors import PermanentError
     from workers.gpu.discovery import open_inventory, summarize
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        load_settings()
+    except SettingsError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return INVALID_INPUT
+    try:
         indices = [int(i) for i in args.gpus.split(",")] if args.gpus else None
-        inventory = open_inventory(args.sim or None, indices)
+        sim_host = f"{socket.gethostname()}/{args.name}" if args.name else None
+        inventory = open_inventory(args.sim or None, indices, sim_host=sim_host)
     except ValueError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return INVALID_INPUT

@@ -82,3 +82,25 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 # Redis fixtures: added here by the lead (helpers next to the PostgreSQL ones).
+
+
+def _nvidia_gpu_count() -> int:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run only where NVML sees an NVIDIA GPU (never in CI)."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items and _nvidia_gpu_count() == 0:
+        skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none)")
+        for item in gpu_items:
+            item.add_marker(skip)

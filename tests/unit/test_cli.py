@@ -117,3 +117,10 @@ def test_flower_refuses_to_start_without_auth():
     assert "FARM_FLOWER_USER" in proc.stderr
     proc = farmctl("flower", "--no-auth", "--address", "0.0.0.0")
     assert proc.returncode == ExitCode.INVALID_INPUT and "loopback" in proc.stderr
+
+
+def test_bad_setting_is_an_input_error(tmp_path):
+    proc = farmctl("status", env={"FARM_HEARTBEAT_S": "often",
+                                  "FARM_DB_URL": f"sqlite:///{tmp_path}/f.db"})
+    assert proc.returncode == ExitCode.INVALID_INPUT
+    assert "FARM_HEARTBEAT_S='often' is not a number" in proc.stderr

@@ -57,6 +57,15 @@ def test_gpu_worker_reserves_gpus_and_has_no_database_credentials():
     assert worker["stop_signal"] == "SIGTERM"
 
 
+def test_gpu_host_compose_needs_only_the_broker():
+    text = (ROOT / "deploy" / "compose.worker.yml").read_text()
+    worker = yaml.safe_load(text)["services"]["worker"]
+    assert set(re.findall(r"\$\{(FARM_[A-Z_]+):\?", text)) == {"FARM_BROKER_URL"}
+    assert "FARM_DB_URL" not in worker["environment"]
+    assert any("/var/lib/farm/spool" in v for v in worker["volumes"])
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+
+
 def test_flower_uses_auth_and_binds_loopback_on_the_host():
     flower = compose()["services"]["flower"]
     assert "FARM_FLOWER_PASSWORD" in flower["environment"]
@@ -86,7 +95,8 @@ def test_systemd_units_parse_and_start_farmctl():
 
 def test_example_env_files_name_only_known_settings():
     known = set(re.findall(r'"(FARM_[A-Z_]+)"', (ROOT / "farm" / "settings.py").read_text()))
-    known |= {"FARM_REDIS_PASSWORD", "FARM_DB_PASSWORD", "FARM_BROKER_HOST", "FARM_MODELS_DIR"}
+    known |= {"FARM_REDIS_PASSWORD", "FARM_DB_PASSWORD", "FARM_BROKER_HOST", "FARM_MODELS_DIR",
+              "FARM_REDIS_BIND"}
     for name in ("farm.env.example", "worker.env.example"):
         for line in (ROOT / "deploy" / name).read_text().splitlines():
             if line and not line.startswith("#"):

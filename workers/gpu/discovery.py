@@ -44,7 +44,8 @@ def select_devices(devices: list[GpuDevice], indices: list[int]) -> list[GpuDevi
 
 
 def open_inventory(sim_specs: list[str] | None,
-                   gpu_indices: list[int] | None = None) -> GpuInventory:
+                   gpu_indices: list[int] | None = None,
+                   sim_host: str | None = None) -> GpuInventory:
     """Simulated GPUs if `sim_specs` is non-empty, else NVML; optionally only `gpu_indices`.
 
     Raises `workers.gpu.nvml.NoGpuError` on a machine without an NVIDIA driver,
@@ -54,7 +55,8 @@ def open_inventory(sim_specs: list[str] | None,
     if sim_specs:
         from workers.gpu.sim import SimInventory
 
-        inventory = SimInventory(sim_specs)
+        # `sim_host` makes UUIDs distinct for several simulated workers on one host.
+        inventory = SimInventory(sim_specs, host=sim_host)
     else:
         from workers.gpu.nvml import NvmlInventory
 
