@@ -15,7 +15,7 @@ import statistics
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def scratch_db(kind: str, tmp: Path) -> Iterator[str]:
         return
     if kind != "postgresql":
         raise ValueError(f"unknown database kind {kind!r}; known: {', '.join(DB_KINDS)}")
-    from tests.dbfixtures import create_database, drop_database, pg_error  # noqa: PLC0415
+    from tests.dbfixtures import create_database, drop_database, pg_error
 
     problem = pg_error(PG_SERVER_URL)
     if problem:
@@ -62,7 +62,7 @@ def private_redis() -> Iterator[object]:
 
     Set before `tasks.app` is imported: the Celery app reads the URL once.
     """
-    from farm.embedded import PrivateRedis  # noqa: PLC0415
+    from farm.embedded import PrivateRedis
 
     previous = os.environ.get("FARM_BROKER_URL")
     with PrivateRedis() as redis:
@@ -77,7 +77,7 @@ def private_redis() -> Iterator[object]:
 
 
 def redis_client(redis) -> object:
-    import redis as redis_py  # noqa: PLC0415
+    import redis as redis_py
 
     return redis_py.Redis(unix_socket_path=str(redis.socket))
 
@@ -152,7 +152,7 @@ def machine() -> str:
     except OSError:
         pass
     return (f"{os.cpu_count()} CPU(s), {cpu}; Python {platform.python_version()}; "
-            f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
+            f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}")
 
 
 def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

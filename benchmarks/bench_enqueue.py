@@ -41,17 +41,18 @@ def queued_messages(redis, queues: set[str]) -> int:
 
 def in_process(db_url: str, sweep_path: Path, redis) -> dict[str, float]:
     """One enqueue, phase by phase (the same calls as farm.coordinator.enqueue)."""
-    from farm import coordinator  # noqa: PLC0415
-    from farm.spec import load_sweep  # noqa: PLC0415
-    from farm.store.repository import Store  # noqa: PLC0415
-    from farm.sweep import expand  # noqa: PLC0415
+    from farm import coordinator
+    from farm.spec import load_sweep
+    from farm.store.repository import Store
+    from farm.sweep import expand
 
     t = {}
+    cpu = time.process_time()
     start = time.perf_counter()
     store = Store.open(db_url, upgrade=True)
     t["open store (migrate empty db)"] = time.perf_counter() - start
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     spec, text = load_sweep(sweep_path)
     t["parse + validate TOML"] = time.perf_counter() - start
 
@@ -69,6 +70,7 @@ def in_process(db_url: str, sweep_path: Path, redis) -> dict[str, float]:
     coordinator.send_runs(new)
     t["send (Celery → Redis)"] = time.perf_counter() - mark
     t["total (parse → sent)"] = time.perf_counter() - start
+    t["  of which CPU time of this process"] = time.process_time() - cpu
 
     sent = queued_messages(redis, {r.hardware.queue for r in runs})
     store.close()
@@ -96,9 +98,19 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3,
                         help="in-process repetitions, each on a fresh store (default 3)")
+    parser.add_argument("--unbatched", action="store_true",
+                        help="send one Redis round trip per message, as before kombu "
+                             "publish batches were used (in-process phases only)")
     args = parser.parse_args()
+    if args.unbatched:
+        import contextlib
 
-    print(f"bench_enqueue: {args.db}, ~{args.runs} runs — {machine()}")
+        from farm import coordinator
+
+        coordinator._batched = lambda producer: contextlib.nullcontext()
+
+    print(f"bench_enqueue: {args.db}, ~{args.runs} runs"
+          f"{', unbatched sends' if args.unbatched else ''} — {machine()}")
     with temp_dir() as tmp, private_redis() as redis:
         text, count = sweep_toml("bench-enqueue", args.runs)
         sweep_path = tmp / "sweep.toml"
@@ -119,6 +131,8 @@ def main() -> None:
                     "(fresh store and empty Redis each time)",
                     ("phase", "median s", "min s", "max s"), rows))
 
+        if args.unbatched:
+            return
         walls_fresh, walls_again = [], []
         for _ in range(args.repeat):
             client.flushall()

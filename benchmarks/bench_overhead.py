@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -125,15 +126,41 @@ def wait_done(store, run_ids: list[str], poll_s: float, procs: Processes,
 
 
 def result_times(store, run_ids: list[str]) -> dict[str, dict]:
-    from sqlalchemy import select  # noqa: PLC0415
+    from sqlalchemy import select
 
-    from farm.store.repository import results_t  # noqa: PLC0415
+    from farm.store.repository import results_t
 
     c = results_t.c
     stmt = select(c.run_id, c.started_at, c.finished_at, c.recorded_at, c.duration_s).where(
         c.run_id.in_(run_ids))
     with store.engine.connect() as conn:
         return {row.run_id: row._asdict() for row in conn.execute(stmt)}
+
+
+LOG_LINE = re.compile(r"^\[(?P<at>[\d-]+ [\d:,]+): \w+/\w+\] Task (?P<task>[\w.]+)"
+                      r"\[(?P<id>[^\]]+)\] (?P<what>received|succeeded in (?P<s>[\d.e-]+)s)")
+
+
+def celery_log(path: Path) -> dict[tuple[str, str], dict[str, float]]:
+    """(task name, task id) → {"received": t, "start": t, "end": t} from a worker's log.
+
+    Celery logs "received" when the consumer gets the message, and "succeeded in
+    X s" when the task returns (X from the moment the pool started it). Log
+    times are local wall clock with millisecond resolution.
+    """
+    tasks: dict[tuple[str, str], dict[str, float]] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        match = LOG_LINE.match(line)
+        if not match:
+            continue
+        at = datetime.strptime(match["at"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        entry = tasks.setdefault((match["task"], match["id"]), {})
+        if match["what"] == "received":
+            entry["received"] = at
+        else:
+            entry["end"] = at
+            entry["start"] = at - float(match["s"])
+    return tasks
 
 
 def ms(seconds: float) -> float:
@@ -152,10 +179,10 @@ def main() -> None:
     args = parser.parse_args()
     poll_s = args.poll_ms / 1000.0
 
-    from farm import coordinator  # noqa: PLC0415
-    from farm.spec import parse_sweep  # noqa: PLC0415
-    from farm.store.repository import Store  # noqa: PLC0415
-    from farm.sweep import expand  # noqa: PLC0415
+    from farm import coordinator
+    from farm.spec import parse_sweep
+    from farm.store.repository import Store
+    from farm.sweep import expand
 
     print(f"bench_overhead: {args.runs} runs, {args.db}, poll {args.poll_ms:g} ms — {machine()}")
     with temp_dir() as tmp, private_redis() as redis, scratch_db(args.db, tmp) as db_url:
@@ -209,6 +236,32 @@ def main() -> None:
                 s = summary(values)
                 return (label, s["median"], s["p90"], s["min"], s["max"])
 
+            worker_log = celery_log(procs.tmp / "worker.log")
+            recorder_log = celery_log(procs.tmp / "recorder.log")
+            detail: dict[str, list[float]] = {}
+            for run_id, sent_ts, _, _, seen_ts in rows:
+                t = times[run_id]
+                task = worker_log.get(("farm.measure", run_id), {})
+                record = recorder_log.get(("farm.record", f"record-{run_id}-1"), {})
+                if not (len(task) == 3 and len(record) == 3):
+                    continue
+                steps = {
+                    "sent → worker received the message": task["received"] - sent_ts,
+                    "received → task started (thread pool)": task["start"] - task["received"],
+                    "task start → run_one start (claim, GPU hold, event)":
+                        t["started_at"].timestamp() - task["start"],
+                    "run_one end → recorder received the result":
+                        record["received"] - t["finished_at"].timestamp(),
+                    "recorder: received → record task started":
+                        record["start"] - record["received"],
+                    "recorder: record task (store write + commit)": record["end"] - record["start"],
+                    "recorder done → seen by the poller": seen_ts - record["end"],
+                    "(beside the path) run_one end → measure task end":
+                        task["end"] - t["finished_at"].timestamp(),
+                }
+                for label, value in steps.items():
+                    detail.setdefault(label, []).append(ms(value))
+
             print()
             print(table(f"one run at a time, {args.runs} runs (ms)",
                         ("", "median", "p90", "min", "max"),
@@ -219,6 +272,11 @@ def main() -> None:
                          line("  dispatch: sent → run_one start", dispatch),
                          line("  report: run_one end → recorded_at", report),
                          line("  commit + poll: recorded_at → seen", commit)]))
+            if detail:
+                print()
+                print(table("the overhead step by step, from the Celery logs (ms; log times "
+                            "have 1 ms resolution)", ("", "median", "p90", "min", "max"),
+                            [line(label, values) for label, values in detail.items()]))
 
             # --- throughput: all at once
             batch = sweep("bench-throughput", args.runs)

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
 from _common import DB_KINDS, machine, scratch_db, sweep_toml, table, temp_dir
 
@@ -41,9 +40,9 @@ MIXES = (
 
 def fill(db_url: str, runs: int, sweeps: int) -> tuple[list[str], float]:
     """Record the sweeps and their runs; returns (sweep names, seconds)."""
-    from farm.spec import parse_sweep  # noqa: PLC0415
-    from farm.store.repository import Store  # noqa: PLC0415
-    from farm.sweep import expand  # noqa: PLC0415
+    from farm.spec import parse_sweep
+    from farm.store.repository import Store
+    from farm.sweep import expand
 
     start = time.perf_counter()
     names = []
@@ -62,9 +61,9 @@ def fill(db_url: str, runs: int, sweeps: int) -> tuple[list[str], float]:
 
 def set_statuses(store, names: list[str]) -> None:
     """Give each sweep its status mix, by a stable hash bucket of the run id."""
-    from sqlalchemy import text  # noqa: PLC0415
+    from sqlalchemy import text
 
-    from farm.spec import sweep_id  # noqa: PLC0415
+    from farm.spec import sweep_id
 
     postgres = store.dialect == "postgresql"
     # 0..99 from the run id (hex): stable, uniform enough.
@@ -80,13 +79,13 @@ def set_statuses(store, names: list[str]) -> None:
             conn.execute(text(f"UPDATE runs SET status = CASE {' '.join(cases)} "
                               "ELSE 'queued' END WHERE sweep_id = :sid"),
                          {"sid": sweep_id(name)})
-    with store.engine.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("VACUUM ANALYZE runs" if postgres else "ANALYZE")
+    with store.engine.connect() as connection:
+        autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+        autocommit.exec_driver_sql("VACUUM ANALYZE runs" if postgres else "ANALYZE")
 
 
 def time_queries(db_url: str, sweep_name: str, repeat: int) -> list[tuple]:
-    from farm.store.repository import Store  # noqa: PLC0415
+    from farm.store.repository import Store
 
     rows = []
     start = time.perf_counter()
@@ -133,8 +132,8 @@ def importtime(env: dict[str, str], args: list[str]) -> list[tuple[str, float]]:
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, self_us, _cumulative, name = (part.strip() for part in
-                                         line.removeprefix("import time:").split("|"))
+        self_us, _cumulative, name = (part.strip() for part in
+                                      line.removeprefix("import time:").split("|"))
         per_package[name.split(".")[0]] += int(self_us) / 1e6
     return sorted(per_package.items(), key=lambda kv: -kv[1])
 
@@ -152,7 +151,7 @@ def main() -> None:
     print(f"bench_status: {args.runs} runs in {args.sweeps} sweeps, {args.db} — {machine()}")
     with temp_dir() as tmp, scratch_db(args.db, tmp) as db_url:
         names, seconds = fill(db_url, args.runs, args.sweeps)
-        print(f"filled in {seconds:.1f} s")
+        print(f"filled in {seconds:.1f} s (sweeps of 200 × n runs: rounded up per sweep)")
         print()
         print(table(f"(a) store queries, median of {args.repeat * 3} (s)",
                     ("query", "median", "min", "max"),
@@ -168,7 +167,7 @@ def main() -> None:
             ("farmctl status", [*py, "-m", "farm.cli", "status"]),
             (f"farmctl status {names[1]}", [*py, "-m", "farm.cli", "status", names[1]]),
         ):
-            median, low, high, out = wall(argv, env, args.repeat)
+            median, low, high, _ = wall(argv, env, args.repeat)
             rows.append((label, median, low, high))
         print()
         print(table(f"(b) subprocess wall time, median of {args.repeat} (s)",

@@ -19,7 +19,8 @@ from farm.sweep import expand, plan
 
 ProgressFn = Callable[[int], None]
 # Redis commands per pipeline when sending runs: a message and its task-sent
-# event are two. Larger batches measured no faster (benchmarks/bench_enqueue.py).
+# event are two. 1,000 measured at most ~10% faster than 200, within noise
+# (docs/performance.md); a smaller batch leaves less in doubt if Redis fails.
 SEND_BATCH = 200
 
 
