@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -74,13 +74,7 @@ def print_enqueue(name: str, report) -> None:
 STATUS_ORDER = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
-def _status_table(store, sweep_id: str | None):
-    if sweep_id is None:
-        rows = store.status_counts(None)
-        first = "sweep"
-    else:
-        rows = store.queue_counts(sweep_id)
-        first = "queue"
+def _status_table(rows, first: str):
     grid: dict[str, Counter[str]] = {}
     for key, status, count in rows:
         grid.setdefault(key, Counter())[status] += count
@@ -99,17 +93,19 @@ def _status_table(store, sweep_id: str | None):
     return table, unfinished, bool(grid)
 
 
-def print_status(store, sweep_id: str | None, watch: bool, interval_s: float) -> None:
+def print_status(fetch: Callable[[], list[tuple[str, str, int]]], first: str, watch: bool,
+                 interval_s: float) -> None:
+    """Counts by `first` (sweep or queue) and status; `fetch` reads them."""
     console = _console()
     if not watch:
-        table, _, any_rows = _status_table(store, sweep_id)
+        table, _, any_rows = _status_table(fetch(), first)
         console.print(table if any_rows else "no runs in the store yet")
         return
     from rich.live import Live
 
     with Live(console=console, refresh_per_second=4) as live:
         while True:
-            table, unfinished, _ = _status_table(store, sweep_id)
+            table, unfinished, _ = _status_table(fetch(), first)
             live.update(table)
             if unfinished == 0:
                 return

@@ -2,11 +2,31 @@
 
     store = Store.open(url)              # raises SchemaError if not migrated
     store = Store.open(url, upgrade=True)
+
+Names are loaded on first use, so `farm.store.counts` (the driver-only path
+behind `farmctl status`) does not pay for SQLAlchemy and Alembic imports.
 """
 
-from farm.store.db import SchemaError, make_engine, schema_state, upgrade
-from farm.store.models import SweepRow
-from farm.store.repository import RecordOutcome, Store
+from __future__ import annotations
 
-__all__ = ["RecordOutcome", "SchemaError", "Store", "SweepRow", "make_engine", "schema_state",
-           "upgrade"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SchemaError": "farm.store.errors",
+    "make_engine": "farm.store.db",
+    "schema_state": "farm.store.db",
+    "upgrade": "farm.store.db",
+    "SweepRow": "farm.store.models",
+    "RecordOutcome": "farm.store.repository",
+    "Store": "farm.store.repository",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'farm.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -22,9 +22,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from farm.store.errors import UPGRADE_HINT, SchemaError
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SchemaState = Literal["current", "missing", "outdated"]
-UPGRADE_HINT = "run `farmctl db upgrade`"
 # Execution option marking a connection that will write (see _sqlite_begin).
 WRITE_OPTION = "farm_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -32,8 +33,6 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK_KEY = zlib.crc32(b"farm.store.migrations")
 
 
-class SchemaError(RuntimeError):
-    """The database has no schema, or an older one than this code expects."""
 
 
 def normalize_url(url: str) -> str:

@@ -41,7 +41,8 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+from farm.store.counts import RUN_STATUSES  # noqa: E402 — one list for SQL and the fast path
+
 RESULT_STATUSES = ("succeeded", "failed")
 
 
@@ -143,6 +144,7 @@ class RunRow(SQLModel, table=True):
     __table_args__ = (
         Index("ix_runs_sweep_id_status", "sweep_id", "status"),
         Index("ix_runs_status", "status"),
+        Index("ix_runs_sweep_id_queue_status", "sweep_id", "queue", "status"),
         CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
     )
 

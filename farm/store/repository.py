@@ -40,11 +40,10 @@ from farm.records import (
 )
 from farm.routing import split_backend
 from farm.spec import RunSpec, SweepSpec, sweep_id
-from farm.store import db
+from farm.store import counts, db
 from farm.store.models import (
     ALL_TABLES,
     CHILD_TABLES,
-    RUN_STATUSES,
     LoadPointRow,
     RequestRow,
     ResultRow,
@@ -364,26 +363,22 @@ class Store:
 
     def status_counts(self, sweep_id: str | None = None) -> list[tuple[str, str, int]]:
         """(sweep name, status, number of runs), by sweep name then lifecycle order."""
-        per_sweep = select(runs_t.c.sweep_id, runs_t.c.status, func.count().label("n"))
-        if sweep_id is not None:
-            per_sweep = per_sweep.where(runs_t.c.sweep_id == sweep_id)
-        per_sweep = per_sweep.group_by(runs_t.c.sweep_id, runs_t.c.status).subquery()
-        # Aggregate first, then name: the join touches one row per (sweep, status).
-        stmt = select(sweeps_t.c.name, per_sweep.c.status, per_sweep.c.n).join(
-            per_sweep, per_sweep.c.sweep_id == sweeps_t.c.id)
-        with self._read() as session:
-            rows = [(row.name, row.status, row.n) for row in session.execute(stmt)]
-        return sorted(rows, key=lambda r: (r[0], _status_order(r[1])))
+        with self._raw() as connection:
+            return counts.status_counts(connection, sweep_id)
 
     def queue_counts(self, sweep_id: str | None = None) -> list[tuple[str, str, int]]:
         """(queue, status, number of runs), by queue then lifecycle order."""
-        stmt = select(runs_t.c.queue, runs_t.c.status, func.count().label("n"))
-        if sweep_id is not None:
-            stmt = stmt.where(runs_t.c.sweep_id == sweep_id)
-        stmt = stmt.group_by(runs_t.c.queue, runs_t.c.status)
-        with self._read() as session:
-            rows = [(row.queue, row.status, row.n) for row in session.execute(stmt)]
-        return sorted(rows, key=lambda r: (r[0], _status_order(r[1])))
+        with self._raw() as connection:
+            return counts.queue_counts(connection, sweep_id)
+
+    @contextmanager
+    def _raw(self) -> Iterator[Any]:
+        """The DB-API connection under the pool: the same SQL as `farmctl status`."""
+        connection = self.engine.raw_connection()
+        try:
+            yield connection.driver_connection
+        finally:
+            connection.close()
 
     def result_rows(self, sweep_id: str | None = None) -> list[dict[str, Any]]:
         """One dict per (run, load point); a run without a result appears once, figures null."""
@@ -428,8 +423,6 @@ def _sweep_simulated(spec: SweepSpec) -> bool:
         split_backend(gpu)[0] == "sim" for gpu in spec.hardware.gpu)
 
 
-def _status_order(status: str) -> int:
-    return RUN_STATUSES.index(status) if status in RUN_STATUSES else len(RUN_STATUSES)
 
 
 def _utc(value: datetime) -> datetime:

@@ -424,3 +424,25 @@ def test_retry_of_a_lost_broker_includes_running_runs_of_chosen_queues(store: St
                                 queues={queue})
     assert runs[0].run_id in {r.run_id for r in again}
     assert set(store.run_statuses([r.run_id for r in runs]).values()) == {"queued"}
+
+
+def test_fast_status_path_knows_the_newest_migration() -> None:
+    from farm.store import counts, db
+
+    assert db.head_revision() == counts.HEAD_REVISION
+
+
+def test_status_reads_the_store_without_sqlalchemy(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    Store.open(url, upgrade=True).close()
+    code = ("import sys\nfrom farm.cli import main\n"
+            "try:\n    main(['status'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('sqlalchemy', 'alembic', 'sqlmodel', 'celery', 'pydantic')"
+            " if m in sys.modules]\nassert not heavy, heavy\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"FARM_DB_URL": url, "PATH": ""}, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "no runs in the store yet" in proc.stdout
