@@ -72,7 +72,7 @@ class MeasurementInfo(Record):
 class EnergyWindow(Record):
     """Energy over a named interval, summed over the run's GPUs."""
 
-    name: str                        # idle | load | warmup | steady | run
+    name: str                        # idle | idle_ctx | load | warmup | steady | run
     load_point: int | None = None    # index into load_points for steady windows
     start_s: float
     duration_s: float
@@ -82,16 +82,28 @@ class EnergyWindow(Record):
     avg_power_w: float | None = None
     peak_power_w: float | None = None
     null_reason: str | None = None   # why energy_j is None
+    # timeline_energy_j / energy_j; `disagrees` when the window is long enough to
+    # judge and the ratio is outside the sweep's tolerance.
+    agreement: float | None = None
+    disagrees: bool = False
 
 
 class PowerTrace(Record):
-    """Power timeline of each GPU the run held, sampled in the background."""
+    """Timeline of each GPU the run held, sampled in the background.
 
-    sensor: str
+    Every series is [gpu][sample], aligned with `t_s`; a series a GPU cannot
+    report is None (the whole series) or has None samples.
+    """
+
+    sensor: str                      # power source, e.g. "nvml.field.power_instant"
     sample_period_s: float
     gpu_uuids: list[str]
     t_s: list[float]
-    power_w: list[list[float | None]]  # [gpu][sample]
+    power_w: list[list[float | None]]
+    memory_power_w: list[list[float | None]] | None = None
+    temperature_c: list[list[float | None]] | None = None
+    sm_clock_mhz: list[list[float | None]] | None = None
+    throttle_reasons: list[list[int | None]] | None = None   # NVML clocks-event bitmask
 
 
 class RequestRecord(Record):
@@ -154,10 +166,77 @@ class LoadPointResult(Record):
     tpot: LatencyStats = LatencyStats()
     itl: LatencyStats = LatencyStats()
     e2e: LatencyStats = LatencyStats()
-    energy_j: float | None = None               # steady-state window
+    energy_j: float | None = None               # steady-state window, gross
     energy_per_output_token_j: float | None = None
     energy_per_request_j: float | None = None
+    output_tokens_per_j: float | None = None
     avg_power_w: float | None = None
+    peak_power_w: float | None = None
+    # Net of idle: minus the run's context-held idle power over the window.
+    energy_net_j: float | None = None
+    energy_per_output_token_net_j: float | None = None
+    energy_per_request_net_j: float | None = None
+    gco2e_per_1k_tokens: float | None = None
+
+
+class GpuState(Record):
+    """One GPU just before the run (preflight), as the driver reported it."""
+
+    uuid: str
+    temperature_c: float | None = None
+    idle_temperature_c: float | None = None     # the band's reference
+    power_limit_w: float | None = None
+    default_power_limit_w: float | None = None
+    sm_clock_mhz: float | None = None
+    memory_clock_mhz: float | None = None
+    persistence_mode: bool | None = None
+    foreign_pids: list[int] = []
+
+
+class Preflight(Record):
+    gpus: list[GpuState]
+    cooled: bool                     # within the band before the run started
+    waited_s: float
+    note: str | None = None
+
+
+class ValidityCheck(Record):
+    name: str                        # steady_window | power_range | temperature | agreement
+    passed: bool
+    value: float | None
+    threshold: str                   # human-readable bound, e.g. ">= 30 s", "77–700 W"
+    detail: str | None = None
+
+
+class Validity(Record):
+    """The run's checks, with their thresholds: a run failing one is kept and
+    excluded from reports by default."""
+
+    valid: bool
+    checks: list[ValidityCheck]
+
+
+class IdleBaseline(Record):
+    """Idle power of the run's GPUs (summed), measured for this run."""
+
+    idle_power_w: float | None = None          # no CUDA context
+    idle_ctx_power_w: float | None = None      # a CUDA context held, nothing running
+
+
+class HostEnergy(Record):
+    """CPU and RAM energy and emissions over the run (CodeCarbon's offline tracker)."""
+
+    tracker: str                     # e.g. "codecarbon 3.3.2"
+    duration_s: float
+    cpu_energy_j: float | None = None
+    cpu_method: str | None = None    # "measured" (RAPL) | "estimated" (TDP × load) | …
+    ram_energy_j: float | None = None
+    ram_method: str | None = None
+    gpu_energy_j: float | None = None
+    emissions_g: float | None = None            # gCO2e of CPU + RAM + GPU over the run
+    region: str | None = None
+    carbon_intensity_g_per_kwh: float | None = None
+    note: str | None = None
 
 
 class ErrorInfo(Record):
@@ -186,6 +265,10 @@ class RunResult(Record):
     trace: PowerTrace | None = None
     requests: list[RequestRecord] = []
     error: ErrorInfo | None = None
+    preflight: Preflight | None = None
+    idle: IdleBaseline | None = None
+    validity: Validity | None = None
+    host_energy: HostEnergy | None = None
 
     def window(self, name: str, load_point: int | None = None) -> EnergyWindow | None:
         for w in self.windows:

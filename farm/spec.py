@@ -229,7 +229,21 @@ class MeasurementSpec(Strict):
 
     sample_period_s: Annotated[float, Field(ge=0.01, le=10)] = 0.1
     idle_baseline_s: NonNegativeFloat = 10.0
+    # ISO 3166-1 alpha-3 country of the grid, for CodeCarbon's emissions.
     region: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    # Validity: a steady-state window shorter than this fails the run's checks.
+    # Lower it for smoke tests only; the value is stored with every verdict.
+    min_steady_s: NonNegativeFloat = 30.0
+    # Counter vs timeline: windows at least `agreement_min_window_s` long whose two
+    # energy figures differ by more than `agreement_tolerance` are flagged.
+    agreement_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.03
+    agreement_min_window_s: NonNegativeFloat = 5.0
+    # Preflight: wait up to this long for the GPUs to cool to within
+    # `cooldown_band_c` of their idle temperature (then go on, recording it).
+    cooldown_timeout_s: NonNegativeFloat = 300.0
+    cooldown_band_c: PositiveFloat = 5.0
+    # CPU and RAM energy and emissions through CodeCarbon (offline tracker).
+    codecarbon: bool = True
 
 
 EXCLUDE_KEYS = (
