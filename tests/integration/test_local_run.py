@@ -27,7 +27,8 @@ SMALL = textwrap.dedent("""\
     source = "org/tiny-1B"
 
     [hardware]
-    gpu = ["sim:H100-80GB", "sim:L4", "A100-40GB"]
+    gpu = ["sim:H100-80GB", "sim:L4"]
+    gpus_per_run = [1, 2]
 
     [engine]
     kind = "sim"
@@ -45,6 +46,7 @@ SMALL = textwrap.dedent("""\
     [measurement]
     sample_period_s = 0.05
     idle_baseline_s = 0.1
+    min_steady_s = 0.1
     """)
 
 
@@ -59,10 +61,11 @@ def farmctl(tmp_path, *args, timeout_s=300):
 def test_run_does_everything_locally_and_twice_adds_nothing(tmp_path):
     sweep = tmp_path / "small.toml"
     sweep.write_text(SMALL)
-    first = farmctl(tmp_path, "run", str(sweep))
+    first = farmctl(tmp_path, "run", str(sweep), "--sim", "H100-80GB", "--sim", "L4")
     assert first.returncode == 0, first.stdout + first.stderr
-    # The real A100 is not here: its runs are left out, and the user is told.
-    assert "2 run(s) need GPUs this machine lacks (gpu.a100-40gb.x1)" in first.stderr
+    # One GPU of each here: the 2-GPU runs are left out, and the user is told.
+    assert ("4 run(s) need GPUs this machine lacks (sim.h100-80gb.x2, sim.l4.x2)"
+            in first.stderr)
     assert "SIMULATED" in first.stdout
     assert first.stdout.count("succeeded") == 4 * 2      # 4 runs × 2 load points
     with Store.open(f"sqlite:///{tmp_path}/farm.db") as store:
@@ -70,7 +73,7 @@ def test_run_does_everything_locally_and_twice_adds_nothing(tmp_path):
         assert counts["results"] == 4 and counts["runs"] == 4
         assert counts["requests"] > 0 and counts["power_traces"] == 4
     started = time.monotonic()
-    second = farmctl(tmp_path, "run", str(sweep), "--quiet")
+    second = farmctl(tmp_path, "run", str(sweep), "--quiet", "--sim", "H100-80GB", "--sim", "L4")
     assert second.returncode == 0, second.stderr
     assert "0 new run(s), 0 sent again, 4 already done" in second.stderr
     assert time.monotonic() - started < 60
@@ -116,7 +119,8 @@ def test_interrupted_run_is_completed_by_the_next_one(tmp_path):
     import signal
 
     sweep = tmp_path / "slow.toml"
-    sweep.write_text(SMALL.replace('"sim:H100-80GB", "sim:L4", "A100-40GB"', '"sim:L4"')
+    sweep.write_text(SMALL.replace('"sim:H100-80GB", "sim:L4"', '"sim:L4"')
+                     .replace("gpus_per_run = [1, 2]", "gpus_per_run = [1]")
                      .replace("duration_s = 0.3", "duration_s = 1.5"))
     env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
            "FARM_HOME": str(tmp_path / ".farm")}
