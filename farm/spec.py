@@ -292,8 +292,7 @@ class SweepSpec(Strict):
         simulated = {split_backend(g)[0] == "sim" for g in self.hardware.gpu}
         # One sweep is all simulated or all measured: reports never mix the two.
         if self.engine.kind == "sim" and simulated != {True}:
-            raise ValueError('the sim engine runs on simulated GPUs only: name them "sim:MODEL"'
-                             " (or use --simulate)")
+            raise ValueError('the sim engine runs on simulated GPUs only: name them "sim:MODEL"')
         if self.engine.kind != "sim" and True in simulated:
             raise ValueError(f"the {self.engine.kind} engine needs real GPUs; simulated ones "
                              '("sim:…") take engine kind "sim"')
