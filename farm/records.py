@@ -41,7 +41,7 @@ class GpuInfo(Record):
     uuid: str
     name: str                        # as the driver reports it
     model: str                       # canonical slug (farm.routing)
-    backend: Literal["gpu", "sim"]
+    backend: Literal["gpu", "sim", "cpu"]
     memory_mib: int | None = None
     driver_version: str | None = None
     cuda_version: str | None = None

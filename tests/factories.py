@@ -9,13 +9,19 @@ from farm.records import (
     EngineInfo,
     ErrorInfo,
     GpuInfo,
+    GpuState,
+    HostEnergy,
+    IdleBaseline,
     LatencyStats,
     LoadPointResult,
     MeasurementInfo,
     PowerTrace,
+    Preflight,
     RequestRecord,
     RunEvent,
     RunResult,
+    Validity,
+    ValidityCheck,
     WorkerInfo,
 )
 from farm.spec import RunSpec, SweepSpec, parse_sweep
@@ -123,14 +129,58 @@ def load_point(index: int, kind: str = "concurrency", value: float = 1.0,
         e2e=LatencyStats(mean_ms=500.0, p50_ms=480.0, p90_ms=600.0, p99_ms=700.0),
         energy_j=energy_j, energy_per_output_token_j=None if energy_j is None else energy_j / 50,
         energy_per_request_j=None if energy_j is None else energy_j / 3, avg_power_w=350.0,
+        output_tokens_per_j=None if energy_j is None else 50 / energy_j, peak_power_w=410.0,
+        energy_net_j=None if energy_j is None else energy_j - 60.0,
+        energy_per_output_token_net_j=None if energy_j is None else (energy_j - 60.0) / 50,
+        energy_per_request_net_j=None if energy_j is None else (energy_j - 60.0) / 3,
+        gco2e_per_1k_tokens=None if energy_j is None else energy_j / 50 * 1000 / 3.6e6 * 400,
     )
+
+
+def validity(failing: str | None = None) -> Validity:
+    """The four checks, all passing unless `failing` names one."""
+    checks = [
+        ValidityCheck(name="steady_window", passed=True, value=42.0, threshold=">= 30 s"),
+        ValidityCheck(name="power_range", passed=True, value=350.0, threshold="77–700 W"),
+        ValidityCheck(name="temperature", passed=True, value=None, threshold="<= 85 °C",
+                      detail="no temperature reported"),
+        ValidityCheck(name="agreement", passed=True, value=0.98, threshold="0.9–1.1"),
+    ]
+    checks = [c.model_copy(update={"passed": False, "detail": "out of range"})
+              if c.name == failing else c for c in checks]
+    return Validity(valid=failing is None, checks=checks)
+
+
+def preflight(gpus: list[GpuInfo]) -> Preflight:
+    return Preflight(
+        gpus=[GpuState(uuid=g.uuid, temperature_c=38.0 + g.index, idle_temperature_c=36.0,
+                       power_limit_w=700.0, default_power_limit_w=700.0, sm_clock_mhz=345.0,
+                       memory_clock_mhz=None, persistence_mode=True,
+                       foreign_pids=[999] if g.index else [])
+              for g in gpus],
+        cooled=True, waited_s=12.5, note=None,
+    )
+
+
+def host_energy() -> HostEnergy:
+    return HostEnergy(tracker="codecarbon 3.3.2", duration_s=30.0, cpu_energy_j=900.0,
+                      cpu_method="measured", ram_energy_j=150.0, ram_method="estimated",
+                      gpu_energy_j=None, emissions_g=0.12, region="FR",
+                      carbon_intensity_g_per_kwh=56.0, note=None)
 
 
 def result(run: RunSpec | str, status: str = "succeeded", attempt: int = 1, *,
            started_at: datetime = T0, per_point: int = 3, n_gpus: int = 1,
            steady_energy_j: list[float | None] | None = None,
-           worker_name: str = "farm-gpu@node1") -> RunResult:
-    """A plausible RunResult; load points follow the RunSpec's scenario when given one."""
+           worker_name: str = "farm-gpu@node1", failing_check: str | None = None,
+           with_host_energy: bool = True, extra_series: bool = True) -> RunResult:
+    """A plausible RunResult; load points follow the RunSpec's scenario when given one.
+
+    A succeeded run carries preflight, idle baseline, validity (invalid when
+    `failing_check` names one of its checks) and host energy (unless not
+    `with_host_energy`); a failed one has no validity. The power trace has the
+    optional series, with missing samples, unless not `extra_series`.
+    """
     points = (run.scenario.load_points if isinstance(run, RunSpec)
               else [("concurrency", 1.0), ("concurrency", 8.0)])
     energies = steady_energy_j if steady_energy_j is not None else [100.0 * (i + 1)
@@ -138,6 +188,7 @@ def result(run: RunSpec | str, status: str = "succeeded", attempt: int = 1, *,
     gpus = [gpu(i) for i in range(n_gpus)]
     t_s = [0.1 * k for k in range(20)]
     failed = status == "failed"
+    disagreement = 1.3 if failing_check == "agreement" else None
     return RunResult(
         run_id=run.run_id if isinstance(run, RunSpec) else run, status=status, attempt=attempt,
         worker=worker(worker_name), gpus=gpus,
@@ -153,14 +204,34 @@ def result(run: RunSpec | str, status: str = "succeeded", attempt: int = 1, *,
                          per_gpu_energy_j=[77.0 / n_gpus] * n_gpus),
             *[EnergyWindow(name="steady", load_point=i, start_s=2.0 + i, duration_s=1.0,
                            energy_j=e, per_gpu_energy_j=[e] if e is not None else [None],
-                           null_reason=None if e is not None else "counter unavailable")
+                           null_reason=None if e is not None else "counter unavailable",
+                           agreement=None if e is None else disagreement or 0.98,
+                           disagrees=e is not None and disagreement is not None)
               for i, e in enumerate(energies) if not failed],
         ],
         trace=PowerTrace(sensor="sim.power", sample_period_s=0.1,
                          gpu_uuids=[g.uuid for g in gpus], t_s=t_s,
                          power_w=[[None if k == 3 else 100.0 + k + 50 * g for k in range(20)]
-                                  for g in range(n_gpus)]),
+                                  for g in range(n_gpus)],
+                         **(_extra_series(n_gpus, len(t_s)) if extra_series else {})),
         requests=[] if failed else requests_for(len(points), per_point),
         error=ErrorInfo(kind="engine", message="engine died", log_tail=["boom"]) if failed
         else None,
+        preflight=preflight(gpus),
+        idle=IdleBaseline(idle_power_w=60.0 * n_gpus, idle_ctx_power_w=75.0 * n_gpus),
+        validity=None if failed else validity(failing_check),
+        host_energy=host_energy() if with_host_energy else None,
     )
+
+
+def _extra_series(n_gpus: int, n: int) -> dict[str, object]:
+    """memory power, temperature, SM clock (some samples None) and NVML throttle bitmasks."""
+    return {
+        "memory_power_w": [[None if k == 5 else 20.0 + 0.5 * k for k in range(n)]
+                           for _ in range(n_gpus)],
+        "temperature_c": [[40.0 + g + 0.25 * k for k in range(n)] for g in range(n_gpus)],
+        "sm_clock_mhz": [[1980.0 if k % 4 else None for k in range(n)] for _ in range(n_gpus)],
+        # 0x4 = SW power cap; a big bit too, to cover the whole uint64 range.
+        "throttle_reasons": [[None if k == 7 else (0x4 if k % 2 else 0) | (1 << 63) * (k == 9)
+                              for k in range(n)] for _ in range(n_gpus)],
+    }

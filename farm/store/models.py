@@ -2,8 +2,14 @@
 
 Sized for millions of rows: per-request latencies and power timelines are kept,
 but packed (one row per request with its inter-token gaps as a float32 blob; one
-row per run × GPU with the whole timeline as two blobs), never a row per token
-or per sample. Every datetime is stored and read back as timezone-aware UTC.
+row per run × GPU with the whole timeline as a blob per series), never a row per
+token or per sample. Every datetime is stored and read back as timezone-aware UTC.
+
+Blob encodings (all little-endian, no header; the sample count is len / width):
+  pack_f64  float64, no missing values (t_s)
+  pack_f32  float32, NaN = a missing (None) sample (power, clocks, temperatures, ITLs)
+  pack_u64  uint64, U64_NONE (2**64 - 1) = a missing sample (NVML throttle bitmasks;
+            NVML never sets all 64 bits, and packing refuses that value)
 
 Changing a table means writing a migration in migrations/versions/.
 """
@@ -123,6 +129,36 @@ def unpack_f64(blob: bytes | None) -> list[float]:
     return list(_unpack("d", blob))
 
 
+U64_NONE = 2**64 - 1
+"""The uint64 sentinel pack_u64 writes for a missing (None) sample."""
+
+
+def pack_u64(values: Sequence[int | None]) -> bytes | None:
+    """uint64 little-endian; None becomes U64_NONE. An empty list packs to None.
+
+    Raises ValueError for a value outside 0 .. 2**64 - 2 (U64_NONE itself included).
+    """
+    if not values:
+        return None
+    try:
+        try:
+            ints = array("Q", values)  # type: ignore[arg-type]
+            missing = 0
+        except TypeError:  # a None among them: the slow path
+            ints = array("Q", (U64_NONE if v is None else v for v in values))
+            missing = sum(v is None for v in values)
+    except OverflowError:
+        raise ValueError("pack_u64 takes integers in 0 .. 2**64 - 2") from None
+    if ints.count(U64_NONE) != missing:
+        raise ValueError(f"pack_u64 cannot store {U64_NONE}: it is the None sentinel")
+    return _little_endian(ints).tobytes()
+
+
+def unpack_u64(blob: bytes | None) -> list[int | None]:
+    """pack_u64's samples, U64_NONE read back as None."""
+    return [None if v == U64_NONE else v for v in _unpack("Q", blob)]
+
+
 # ------------------------------------------------------------------- tables
 
 
@@ -204,6 +240,28 @@ class ResultRow(SQLModel, table=True):
     error_kind: str | None = None
     error_message: str | None = Field(default=None, sa_type=Text())
     log_tail: list[str] | None = Field(default=None, sa_type=_json())
+    # Validity: null when none was computed (e.g. a failed run), never false by default.
+    valid: bool | None = None
+    validity_json: list[dict[str, Any]] | None = Field(default=None, sa_type=_json())  # checks
+    invalid_reasons: str | None = Field(default=None, sa_type=Text())  # failed checks, a,b
+    # Preflight: the whole record as JSON, `cooled` flat for filtering.
+    preflight_json: dict[str, Any] | None = Field(default=None, sa_type=_json())
+    cooled: bool | None = None
+    # IdleBaseline, summed over the run's GPUs.
+    idle_power_w: float | None = None
+    idle_ctx_power_w: float | None = None
+    # HostEnergy, flat; host_tracker is set exactly when the run reported host energy.
+    host_tracker: str | None = None
+    host_duration_s: float | None = None
+    cpu_energy_j: float | None = None
+    cpu_method: str | None = None
+    ram_energy_j: float | None = None
+    ram_method: str | None = None
+    host_gpu_energy_j: float | None = None
+    emissions_g: float | None = None
+    carbon_intensity_g_per_kwh: float | None = None
+    region: str | None = None
+    host_note: str | None = Field(default=None, sa_type=Text())
 
 
 class LoadPointRow(SQLModel, table=True):
@@ -242,6 +300,12 @@ class LoadPointRow(SQLModel, table=True):
     energy_per_output_token_j: float | None = None
     energy_per_request_j: float | None = None
     avg_power_w: float | None = None
+    output_tokens_per_j: float | None = None
+    peak_power_w: float | None = None
+    energy_net_j: float | None = None  # net of the context-held idle power
+    energy_per_output_token_net_j: float | None = None
+    energy_per_request_net_j: float | None = None
+    gco2e_per_1k_tokens: float | None = None
 
 
 class WindowRow(SQLModel, table=True):
@@ -260,6 +324,9 @@ class WindowRow(SQLModel, table=True):
     avg_power_w: float | None = None
     peak_power_w: float | None = None
     null_reason: str | None = None
+    agreement: float | None = None  # timeline_energy_j / energy_j
+    # '0' is false on both dialects (see migration 0003 for why not an SQL expression).
+    disagrees: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class RequestRow(SQLModel, table=True):
@@ -300,6 +367,12 @@ class TraceRow(SQLModel, table=True):
     n_samples: int
     t_s: bytes | None = Field(default=None, sa_type=LargeBinary())  # pack_f64
     power_w: bytes | None = Field(default=None, sa_type=LargeBinary())  # pack_f32, NaN = missing
+    # The optional series: NULL when the run has no such series at all, b"" when
+    # it has one without samples; pack_f32 (NaN = missing) / pack_u64 (U64_NONE = missing).
+    memory_power_w: bytes | None = Field(default=None, sa_type=LargeBinary())
+    temperature_c: bytes | None = Field(default=None, sa_type=LargeBinary())
+    sm_clock_mhz: bytes | None = Field(default=None, sa_type=LargeBinary())
+    throttle_reasons: bytes | None = Field(default=None, sa_type=LargeBinary())
 
 
 CHILD_TABLES = (RequestRow, TraceRow, WindowRow, LoadPointRow)

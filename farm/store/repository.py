@@ -9,7 +9,7 @@ second result row, and a measured (succeeded) result is never overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Literal, Self, TypeVar
@@ -32,11 +32,18 @@ from sqlalchemy.orm import Session
 
 from farm.records import (
     EnergyWindow,
+    ErrorInfo,
+    GpuInfo,
+    HostEnergy,
+    IdleBaseline,
     LoadPointResult,
     PowerTrace,
+    Preflight,
     RequestRecord,
     RunEvent,
     RunResult,
+    Validity,
+    ValidityCheck,
 )
 from farm.routing import split_backend
 from farm.spec import RunSpec, SweepSpec, sweep_id
@@ -53,8 +60,10 @@ from farm.store.models import (
     WindowRow,
     pack_f32,
     pack_f64,
+    pack_u64,
     unpack_f32,
     unpack_f64,
+    unpack_u64,
     utcnow,
 )
 
@@ -66,6 +75,29 @@ LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
 LATENCY_STATS = ("mean", "p50", "p90", "p99")
 REQUEST_COLUMNS = ("run_id", "load_point", "idx", "scheduled_s", "sent_s", "ttft_s", "e2e_s",
                    "itl_s", "input_tokens", "output_tokens", "ok", "error")
+# LoadPointResult figures stored under their own names.
+LOAD_POINT_FIGURES = ("energy_j", "energy_per_output_token_j", "energy_per_request_j",
+                      "avg_power_w", "output_tokens_per_j", "peak_power_w", "energy_net_j",
+                      "energy_per_output_token_net_j", "energy_per_request_net_j",
+                      "gco2e_per_1k_tokens")
+# PowerTrace's optional series: (field, pack, unpack).
+TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], list[Any]]], ...] = (
+    ("memory_power_w", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),
+    ("temperature_c", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),
+    ("sm_clock_mhz", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),
+    ("throttle_reasons", pack_u64, unpack_u64),
+)
+# Result-level columns result_rows carries under their own names.
+RESULT_ROW_COLUMNS = ("valid", "invalid_reasons", "cooled", "idle_power_w", "idle_ctx_power_w",
+                      "cpu_energy_j", "ram_energy_j", "cpu_method", "ram_method", "emissions_g")
+# HostEnergy field → results column.
+HOST_COLUMNS = {"tracker": "host_tracker", "duration_s": "host_duration_s",
+                "cpu_energy_j": "cpu_energy_j", "cpu_method": "cpu_method",
+                "ram_energy_j": "ram_energy_j", "ram_method": "ram_method",
+                "gpu_energy_j": "host_gpu_energy_j", "emissions_g": "emissions_g",
+                "region": "region",
+                "carbon_intensity_g_per_kwh": "carbon_intensity_g_per_kwh",
+                "note": "host_note"}
 
 T = TypeVar("T")
 runs_t: Table = RunRow.__table__  # type: ignore[assignment]
@@ -345,7 +377,7 @@ class Store:
             return [_request_record(row) for row in session.execute(stmt).mappings()]
 
     def trace_for(self, run_id: str) -> PowerTrace | None:
-        """The run's power timeline, missing samples as None."""
+        """The run's power timeline with every series, missing samples as None."""
         stmt = (select(traces_t).where(traces_t.c.run_id == run_id)
                 .order_by(traces_t.c.gpu_index))
         with self._read() as session:
@@ -353,11 +385,37 @@ class Store:
         if not rows:
             return None
         first = rows[0]
+        series: dict[str, Any] = {}
+        for name, _, unpack in TRACE_SERIES:
+            # NULL on every GPU: the run had no such series (b"" is one without samples).
+            if any(row[name] is not None for row in rows):
+                series[name] = [unpack(row[name]) for row in rows]
         return PowerTrace(
             sensor=first["sensor"], sample_period_s=first["sample_period_s"],
             gpu_uuids=[row["gpu_uuid"] for row in rows], t_s=unpack_f64(first["t_s"]),
             power_w=[unpack_f32(row["power_w"], nan_as_none=True) for row in rows],
+            **series,
         )
+
+    def result_for(self, run_id: str) -> dict[str, Any] | None:
+        """The run's result without its per-request and per-sample data, or None.
+
+        The flat columns of `results` under their own names (JSON columns left
+        out), plus records parsed back: `gpus` (list[GpuInfo]), `error`
+        (ErrorInfo | None), `validity` (Validity | None), `preflight`
+        (Preflight | None), `idle` (IdleBaseline | None: None when neither idle
+        figure was measured), `host_energy` (HostEnergy | None) and `windows`
+        (list[EnergyWindow], in the order the worker sent them).
+        """
+        windows_stmt = (select(windows_t).where(windows_t.c.run_id == run_id)
+                        .order_by(windows_t.c.id))
+        with self._read() as session:
+            row = session.execute(select(results_t).where(results_t.c.run_id == run_id)
+                                  ).mappings().first()
+            if row is None:
+                return None
+            windows = session.execute(windows_stmt).mappings().all()
+        return _result_record(row, windows)
 
     # ----------------------------------------------------------- reading
 
@@ -393,6 +451,7 @@ class Store:
                    res.engine_version, res.started_at.label("result_started_at"),
                    res.finished_at.label("result_finished_at"),
                    res.duration_s.label("result_duration_s"),
+                   *[res[name] for name in RESULT_ROW_COLUMNS],
                    *[c.label(f"lp_{c.name}") for c in load_points_t.c if c.name != "run_id"])
             .join(sweeps_t, s.id == r.sweep_id)
             .outerjoin(results_t, res.run_id == r.id)
@@ -546,7 +605,31 @@ def _result_row(result: RunResult) -> dict[str, Any]:
         "error_kind": error.kind if error else None,
         "error_message": error.message if error else None,
         "log_tail": list(error.log_tail) if error and error.log_tail else None,
+        **_validity_columns(result.validity),
+        "preflight_json": (result.preflight.model_dump(mode="json")
+                           if result.preflight is not None else None),
+        "cooled": result.preflight.cooled if result.preflight is not None else None,
+        "idle_power_w": result.idle.idle_power_w if result.idle is not None else None,
+        "idle_ctx_power_w": result.idle.idle_ctx_power_w if result.idle is not None else None,
+        **_host_columns(result.host_energy),
     }
+
+
+def _validity_columns(validity: Validity | None) -> dict[str, Any]:
+    if validity is None:
+        return {"valid": None, "validity_json": None, "invalid_reasons": None}
+    failed = [check.name for check in validity.checks if not check.passed]
+    return {
+        "valid": validity.valid,
+        "validity_json": [check.model_dump(mode="json") for check in validity.checks],
+        # Null when valid; an invalid run names its failed checks ("" if it names none).
+        "invalid_reasons": None if validity.valid else ",".join(failed),
+    }
+
+
+def _host_columns(host: HostEnergy | None) -> dict[str, Any]:
+    return {column: getattr(host, field) if host is not None else None
+            for field, column in HOST_COLUMNS.items()}
 
 
 def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
@@ -557,9 +640,8 @@ def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
         "input_tokens": lp.input_tokens, "output_tokens": lp.output_tokens,
         "steady_output_tokens": lp.steady_output_tokens,
         "request_throughput_rps": lp.request_throughput_rps,
-        "output_throughput_tps": lp.output_throughput_tps, "energy_j": lp.energy_j,
-        "energy_per_output_token_j": lp.energy_per_output_token_j,
-        "energy_per_request_j": lp.energy_per_request_j, "avg_power_w": lp.avg_power_w,
+        "output_throughput_tps": lp.output_throughput_tps,
+        **{figure: getattr(lp, figure) for figure in LOAD_POINT_FIGURES},
     }
     for metric in LATENCY_METRICS:
         stats = getattr(lp, metric)
@@ -577,10 +659,19 @@ def _trace_rows(run_id: str, trace: PowerTrace) -> list[dict[str, Any]]:
         raise ValueError(f"run {run_id}: power trace has {len(trace.power_w)} series for "
                          f"{len(trace.gpu_uuids)} GPUs")
     t_s = pack_f64(trace.t_s)
-    return [{"run_id": run_id, "gpu_index": index, "gpu_uuid": uuid, "sensor": trace.sensor,
+    rows = [{"run_id": run_id, "gpu_index": index, "gpu_uuid": uuid, "sensor": trace.sensor,
              "sample_period_s": trace.sample_period_s, "n_samples": len(trace.t_s),
              "t_s": t_s, "power_w": pack_f32(series)}
             for index, (uuid, series) in enumerate(zip(trace.gpu_uuids, trace.power_w))]
+    for name, pack, _ in TRACE_SERIES:
+        per_gpu = getattr(trace, name)
+        if per_gpu is not None and len(per_gpu) != len(rows):
+            raise ValueError(f"run {run_id}: power trace has {len(per_gpu)} {name} series "
+                             f"for {len(rows)} GPUs")
+        for index, row in enumerate(rows):
+            # b"" keeps a series without samples apart from no series at all (NULL).
+            row[name] = None if per_gpu is None else pack(per_gpu[index]) or b""
+    return rows
 
 
 def _request_row(run_id: str, request: RequestRecord) -> dict[str, Any]:
@@ -603,6 +694,32 @@ def _request_record(row: Any) -> RequestRecord:
         itl_s=unpack_f32(row["itl_s"]), input_tokens=row["input_tokens"],
         output_tokens=row["output_tokens"], ok=row["ok"], error=row["error"],
     )
+
+
+def _result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
+    """result_for's dict from a `results` row and the run's `energy_windows` rows."""
+    out = {key: value for key, value in row.items()
+           if key not in ("gpus_json", "validity_json", "preflight_json", "log_tail")}
+    out["gpus"] = [GpuInfo.model_validate(gpu) for gpu in row["gpus_json"] or []]
+    out["error"] = (ErrorInfo(kind=row["error_kind"], message=row["error_message"] or "",
+                              log_tail=row["log_tail"] or [])
+                    if row["error_kind"] is not None else None)
+    out["validity"] = (Validity(valid=row["valid"], checks=[
+                           ValidityCheck.model_validate(check)
+                           for check in row["validity_json"] or []])
+                       if row["valid"] is not None else None)
+    out["preflight"] = (Preflight.model_validate(row["preflight_json"])
+                        if row["preflight_json"] is not None else None)
+    idle = (row["idle_power_w"], row["idle_ctx_power_w"])
+    out["idle"] = (IdleBaseline(idle_power_w=idle[0], idle_ctx_power_w=idle[1])
+                   if idle != (None, None) else None)
+    out["host_energy"] = (HostEnergy(**{field: row[column]
+                                        for field, column in HOST_COLUMNS.items()})
+                          if row["host_tracker"] is not None else None)
+    out["windows"] = [EnergyWindow.model_validate(
+                          {k: v for k, v in window.items() if k not in ("id", "run_id")})
+                      for window in windows]
+    return out
 
 
 def _result_dict(row: Any) -> dict[str, Any]:
@@ -628,10 +745,9 @@ def _result_dict(row: Any) -> dict[str, Any]:
         "output_throughput_tps": row["lp_output_throughput_tps"],
         **{f"{m}_{p}_ms": row[f"lp_{m}_{p}_ms"]
            for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90")},
-        "energy_j": row["lp_energy_j"],
-        "energy_per_output_token_j": row["lp_energy_per_output_token_j"],
-        "energy_per_request_j": row["lp_energy_per_request_j"],
-        "avg_power_w": row["lp_avg_power_w"], "energy_sensor": row["energy_sensor"],
+        **{figure: row[f"lp_{figure}"] for figure in LOAD_POINT_FIGURES},
+        "energy_sensor": row["energy_sensor"],
         "started_at": row["result_started_at"], "finished_at": row["result_finished_at"],
         "duration_s": row["result_duration_s"], "error": row["error"],
+        **{name: row[name] for name in RESULT_ROW_COLUMNS},
     }

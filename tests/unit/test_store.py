@@ -13,10 +13,19 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
+from farm.records import PowerTrace
 from farm.spec import parse_sweep, sweep_id
 from farm.store import SchemaError, Store, make_engine, schema_state, upgrade
-from farm.store.db import normalize_url
-from farm.store.models import ResultRow, RunRow, pack_f32, unpack_f32
+from farm.store.db import _alembic_config, normalize_url
+from farm.store.models import (
+    U64_NONE,
+    ResultRow,
+    RunRow,
+    pack_f32,
+    pack_u64,
+    unpack_f32,
+    unpack_u64,
+)
 from farm.sweep import expand
 from tests import factories
 from tests.factories import T0
@@ -382,6 +391,192 @@ def test_packing_is_little_endian_float32() -> None:
     assert blob is not None and blob[:4] == b"\x00\x00\x80\x3f"
     assert math.isnan(unpack_f32(blob)[1]) and unpack_f32(blob, nan_as_none=True)[1] is None
     assert pack_f32([]) is None and unpack_f32(None) == []
+
+
+def test_packing_throttle_reasons_as_uint64() -> None:
+    blob = pack_u64([4, None, 2**63])
+    assert blob is not None and len(blob) == 24
+    assert blob[:8] == b"\x04" + b"\x00" * 7 and blob[8:16] == b"\xff" * 8  # the sentinel
+    assert unpack_u64(blob) == [4, None, 2**63]
+    assert pack_u64([]) is None and unpack_u64(None) == [] and unpack_u64(b"") == []
+    for bad in ([U64_NONE], [1, None, U64_NONE], [-1], [2**64]):
+        with pytest.raises(ValueError):
+            pack_u64(bad)
+
+
+# ------------------------------------------- validity, preflight, host energy
+
+
+LOAD_POINT_FIGURES = ("output_tokens_per_j", "peak_power_w", "energy_net_j",
+                      "energy_per_output_token_net_j", "energy_per_request_net_j",
+                      "gco2e_per_1k_tokens")
+
+
+def test_every_new_field_round_trips(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    server_run = next(r for r in runs if r.scenario.kind == "server")
+    sent = factories.result(server_run, n_gpus=2, failing_check="agreement")
+    assert store.record_result(sent) == "stored"
+    # The trace: every series, None samples and uint64 bitmasks included (all the
+    # factory's values are exact in float32).
+    trace = store.trace_for(server_run.run_id)
+    assert sent.trace is not None and trace == sent.trace
+    assert trace.throttle_reasons is not None and trace.throttle_reasons[0][7] is None
+    assert trace.throttle_reasons[0][9] == 2**63 | 0x4
+    assert trace.sm_clock_mhz is not None and trace.sm_clock_mhz[1][0] is None
+    # Result-level records come back as the records sent.
+    got = store.result_for(server_run.run_id)
+    assert got is not None
+    assert got["validity"] == sent.validity and got["validity"].valid is False
+    assert got["valid"] is False and got["invalid_reasons"] == "agreement"
+    assert got["preflight"] == sent.preflight and got["cooled"] is True
+    assert got["preflight"].gpus[1].foreign_pids == [999]
+    assert got["idle"] == sent.idle and got["idle_ctx_power_w"] == 150.0
+    assert got["host_energy"] == sent.host_energy
+    assert got["cpu_energy_j"] == 900.0 and got["host_gpu_energy_j"] is None
+    assert got["windows"] == sent.windows
+    assert [w.disagrees for w in got["windows"]] == [False, True, True]
+    assert got["windows"][1].agreement == 1.3 and got["windows"][0].agreement is None
+    assert got["gpus"] == sent.gpus and got["error"] is None
+    assert got["status"] == "succeeded" and got["started_at"] == sent.started_at
+    assert store.result_for(runs[1].run_id) is None
+    # Load points: the six new figures.
+    rows = [r for r in store.result_rows() if r["run_id"] == server_run.run_id]
+    assert len(rows) == len(sent.load_points) == 2
+    for row, lp in zip(rows, sent.load_points):
+        for figure in LOAD_POINT_FIGURES:
+            assert row[figure] == pytest.approx(getattr(lp, figure)), figure
+            assert row[figure] is not None
+
+
+def test_missing_trace_series_and_samples_round_trip(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    bare = factories.result(runs[0], n_gpus=2, extra_series=False)
+    store.record_result(bare)
+    trace = store.trace_for(runs[0].run_id)
+    assert trace is not None and trace == bare.trace
+    assert (trace.memory_power_w, trace.temperature_c, trace.sm_clock_mhz,
+            trace.throttle_reasons) == (None, None, None, None)
+    with store.engine.connect() as connection:
+        blobs = connection.execute(text(
+            "SELECT memory_power_w, temperature_c, sm_clock_mhz, throttle_reasons "
+            "FROM power_traces")).all()
+    assert blobs and all(value is None for row in blobs for value in row)
+    # A series without samples stays apart from no series; all-None samples stay None.
+    sparse = factories.result(runs[1]).model_copy(update={"trace": PowerTrace(
+        sensor="nvml.field.power_instant", sample_period_s=0.05, gpu_uuids=["GPU-a", "GPU-b"],
+        t_s=[], power_w=[[], []], memory_power_w=[[], []], temperature_c=None,
+        sm_clock_mhz=None, throttle_reasons=[[], []])})
+    store.record_result(sparse)
+    assert store.trace_for(runs[1].run_id) == sparse.trace
+    nones = factories.result(runs[2]).model_copy(update={"trace": PowerTrace(
+        sensor="sim.power", sample_period_s=0.1, gpu_uuids=["GPU-a"], t_s=[0.0, 0.1],
+        power_w=[[None, None]], memory_power_w=[[None, None]], temperature_c=None,
+        sm_clock_mhz=[[None, 1410.0]], throttle_reasons=[[None, None]])})
+    store.record_result(nones)
+    assert store.trace_for(runs[2].run_id) == nones.trace
+    wrong = factories.result(runs[3]).model_copy(update={"trace": PowerTrace(
+        sensor="sim.power", sample_period_s=0.1, gpu_uuids=["GPU-a"], t_s=[0.0],
+        power_w=[[1.0]], temperature_c=[[40.0], [41.0]])})
+    with pytest.raises(ValueError, match="temperature_c"):
+        store.record_result(wrong)
+
+
+def test_result_rows_carry_validity(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    valid, invalid, failed = runs[0], runs[1], runs[2]
+    store.record_result(factories.result(valid))
+    store.record_result(factories.result(invalid, failing_check="power_range"))
+    store.record_result(factories.result(failed, status="failed"))
+    by_run: dict[str, list[dict]] = {}
+    for row in store.result_rows(sid):
+        by_run.setdefault(row["run_id"], []).append(row)
+    assert {(r["valid"], r["invalid_reasons"]) for r in by_run[valid.run_id]} == {(True, None)}
+    assert {(r["valid"], r["invalid_reasons"])
+            for r in by_run[invalid.run_id]} == {(False, "power_range")}
+    # No validity computed: null, not false.
+    assert [(r["valid"], r["invalid_reasons"]) for r in by_run[failed.run_id]] == [(None, None)]
+    assert [r["valid"] for r in by_run[runs[3].run_id]] == [None]  # no result yet
+    first = by_run[valid.run_id][0]
+    assert first["cooled"] is True and first["idle_power_w"] == 60.0
+    assert first["idle_ctx_power_w"] == 75.0
+    assert (first["cpu_energy_j"], first["ram_energy_j"]) == (900.0, 150.0)
+    assert (first["cpu_method"], first["ram_method"]) == ("measured", "estimated")
+    assert first["emissions_g"] == pytest.approx(0.12)
+    assert first["output_tokens_per_j"] == pytest.approx(0.5)
+    with store.engine.connect() as connection:
+        flagged = connection.execute(text(
+            "SELECT run_id, invalid_reasons FROM results WHERE invalid_reasons IS NOT NULL"
+        )).all()
+    assert [tuple(row) for row in flagged] == [(invalid.run_id, "power_range")]
+    failed_result = store.result_for(failed.run_id)
+    assert failed_result is not None and failed_result["validity"] is None
+    assert failed_result["error"] is not None and failed_result["error"].log_tail == ["boom"]
+    assert failed_result["preflight"] is not None  # the preflight ran before the failure
+
+
+def test_new_figures_are_null_propagating(store: Store, sweep_in) -> None:
+    sid, runs = sweep_in
+    bare = factories.result(runs[0], with_host_energy=False, steady_energy_j=[None, 200.0])
+    bare = bare.model_copy(update={"idle": None, "preflight": None})
+    store.record_result(bare)
+    host_columns = ("cpu_energy_j", "ram_energy_j", "cpu_method", "ram_method", "emissions_g")
+    rows = [r for r in store.result_rows(sid) if r["run_id"] == runs[0].run_id]
+    for row in rows:
+        for key in (*host_columns, "cooled", "idle_power_w", "idle_ctx_power_w"):
+            assert row[key] is None, key  # null, never 0
+    # The first point's energy went unmeasured: every figure drawn from it is null
+    # (its peak power comes from the power timeline and stays).
+    assert [f for f in LOAD_POINT_FIGURES if rows[0][f] is not None] == ["peak_power_w"]
+    assert all(rows[1][figure] is not None for figure in LOAD_POINT_FIGURES)
+    with store.engine.connect() as connection:
+        stored = connection.execute(text(
+            "SELECT host_tracker, host_duration_s, cpu_energy_j, ram_energy_j, "
+            "host_gpu_energy_j, emissions_g, carbon_intensity_g_per_kwh, region, host_note, "
+            "preflight_json, cooled, idle_power_w, idle_ctx_power_w FROM results")).one()
+    assert all(value is None for value in stored)
+    got = store.result_for(runs[0].run_id)
+    assert got is not None
+    assert (got["host_energy"], got["idle"], got["preflight"]) == (None, None, None)
+    assert got["validity"] == bare.validity and got["valid"] is True
+    # A partly measured host: the missing figure stays None.
+    partial = factories.host_energy().model_copy(update={"cpu_energy_j": None,
+                                                        "cpu_method": None})
+    store.record_result(factories.result(runs[1]).model_copy(update={"host_energy": partial}))
+    row = next(r for r in store.result_rows(sid) if r["run_id"] == runs[1].run_id)
+    assert row["cpu_energy_j"] is None and row["cpu_method"] is None
+    assert row["ram_energy_j"] == 150.0
+    got = store.result_for(runs[1].run_id)
+    assert got is not None and got["host_energy"] == partial
+
+
+def test_migration_0003_keeps_older_rows(store_url: str) -> None:
+    """Down to 0002 and up again with a result stored: the rows stay, new columns
+    come back null (disagrees false)."""
+    from alembic import command
+
+    spec, toml, runs = factories.sweep()
+    with Store.open(store_url, upgrade=True) as store:
+        store.record_sweep(spec, toml)
+        store.add_runs(store.record_sweep(spec, toml), runs)
+        store.record_result(factories.result(runs[0]))
+        before = child_counts(store)
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), "0002")
+    finally:
+        engine.dispose()
+    assert schema_state(store_url) == "outdated"
+    with Store.open(store_url, upgrade=True) as store:
+        assert child_counts(store) == before
+        got = store.result_for(runs[0].run_id)
+        assert got is not None
+        assert (got["valid"], got["validity"], got["preflight"], got["host_energy"],
+                got["idle"]) == (None, None, None, None, None)
+        assert all(w.disagrees is False and w.agreement is None for w in got["windows"])
+        trace = store.trace_for(runs[0].run_id)
+        assert trace is not None and trace.temperature_c is None and trace.power_w
 
 
 def test_datetimes_round_trip_as_aware_utc(store: Store, sweep_in) -> None:
