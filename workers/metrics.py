@@ -61,5 +61,37 @@ def load_point_result(index: int, kind: str, value: float, duration_s: float,
         energy_per_output_token_j=j_per_token,
         energy_per_request_j=(j_per_token * mean_out
                               if j_per_token is not None and mean_out else None),
+        output_tokens_per_j=_ratio(steady_tokens, steady.energy_j if steady else None),
         avg_power_w=steady.avg_power_w if steady else None,
+        peak_power_w=steady.peak_power_w if steady else None,
     )
+
+
+J_PER_KWH = 3.6e6
+
+
+def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
+                         idle_power_w: float | None,
+                         carbon_g_per_kwh: float | None) -> LoadPointResult:
+    """Add net-of-idle and emissions figures (each None where an input is None).
+
+    Net of idle = gross steady energy minus the idle power (context held, where
+    measured) over the same window: the energy the work itself added.
+    gCO2e per 1k tokens uses the GPUs' gross steady energy and the grid's
+    carbon intensity for the sweep's region.
+    """
+    net = (lp.energy_j - idle_power_w * steady.duration_s
+           if lp.energy_j is not None and idle_power_w is not None and steady else None)
+    tokens = lp.steady_output_tokens
+    net_per_token = _ratio(net, tokens)
+    mean_out = lp.output_tokens / lp.num_ok if lp.num_ok else None
+    return lp.model_copy(update={
+        "energy_net_j": net,
+        "energy_per_output_token_net_j": net_per_token,
+        "energy_per_request_net_j": (net_per_token * mean_out
+                                     if net_per_token is not None and mean_out else None),
+        "gco2e_per_1k_tokens": (lp.energy_per_output_token_j * 1000 / J_PER_KWH
+                                * carbon_g_per_kwh
+                                if lp.energy_per_output_token_j is not None
+                                and carbon_g_per_kwh is not None else None),
+    })

@@ -1,22 +1,37 @@
-"""Energy windows (hardware counter deltas) and the power timeline sampler.
+"""Energy windows (hardware counter deltas) and the timeline sampler.
 
 Energy of a window is the difference of each GPU's energy counter read at the
-window's edges, summed over the run's GPUs. A counter that went backwards (a
-driver reload or reset) makes the window's energy None with a reason: missing
-data, never negative or zero energy. The timeline is sampled in a background
-thread at the sweep's period; each window also carries the timeline's integral
-over the same interval, so the two methods can be compared.
+window's edges (3–18 ms per read on an H100: edges only, never a loop), summed
+over the run's GPUs. A counter that went backwards is a reset or a wrap: with a
+known wrap point (RAPL) and a plausible single wrap the delta is corrected,
+otherwise the window's energy is None with a reason — missing data, never
+negative or zero energy.
+
+The timeline is sampled in a background thread at the sweep's period: power
+(instantaneous where the device has it), memory power, temperature, SM clock
+and throttle reasons. Each window also carries the timeline's integral over the
+same interval and the ratio of the two, flagged when a window long enough to
+judge disagrees beyond the sweep's tolerance. The same thread watches the GPUs
+for foreign compute processes (isolation).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from farm.records import EnergyWindow, PowerTrace
 from workers.gpu.base import GpuDevice
+
+log = logging.getLogger(__name__)
+
+# Secondary series sampled with power; each a GpuDevice method returning a number or None.
+SERIES = ("memory_power_w", "temperature_c", "sm_clock_mhz", "throttle_reasons")
+PID_CHECK_S = 1.0
 
 
 @dataclass
@@ -25,19 +40,52 @@ class _OpenWindow:
     counters_mj: list[float | None]
 
 
-class PowerSampler:
-    """Samples every GPU's power at a fixed period in a daemon thread."""
+@dataclass
+class Contamination:
+    """A foreign compute process seen on a run's GPU."""
 
-    def __init__(self, gpus: list[GpuDevice], period_s: float, clock=time.monotonic):
+    at_s: float
+    gpu_uuid: str
+    pids: list[int]
+
+
+def _read(gpu: GpuDevice, name: str) -> float | int | None:
+    """One reading; a failing reading is a missing sample, not a failed run."""
+    try:
+        return getattr(gpu, name)()
+    except Exception as exc:  # vendor errors mid-run: keep sampling the rest
+        log.debug("reading %s of %s failed: %s", name, gpu.info.uuid, exc)
+        return None
+
+
+@dataclass
+class _Series:
+    power_w: list[list[float | None]]
+    extra: dict[str, list[list[float | int | None]]] = field(default_factory=dict)
+
+
+class PowerSampler:
+    """Samples every GPU at a fixed period in a daemon thread; watches for tenants."""
+
+    def __init__(self, gpus: list[GpuDevice], period_s: float, clock=time.monotonic,
+                 allowed_pids: Callable[[], set[int]] | None = None):
         self.gpus = gpus
         self.period_s = period_s
         self.clock = clock
         self.origin = clock()
         self.t_s: list[float] = []
-        self.power_w: list[list[float | None]] = [[] for _ in gpus]
+        self._series = _Series(power_w=[[] for _ in gpus],
+                               extra={name: [[] for _ in gpus] for name in SERIES})
+        self.allowed_pids = allowed_pids
+        self.contamination: list[Contamination] = []
+        self._next_pid_check = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="power-sampler", daemon=True)
+
+    @property
+    def power_w(self) -> list[list[float | None]]:
+        return self._series.power_w
 
     def start(self) -> None:
         self._thread.start()
@@ -51,12 +99,36 @@ class PowerSampler:
             self._stop.wait(max(0.0, next_at - self.clock()))
 
     def sample(self) -> None:
-        readings = [gpu.power_w() for gpu in self.gpus]
+        power = [_read(gpu, "power_w") for gpu in self.gpus]
+        extra = {name: [_read(gpu, name) for gpu in self.gpus] for name in SERIES}
         now = self.clock() - self.origin
         with self._lock:
             self.t_s.append(now)
-            for series, value in zip(self.power_w, readings):
+            for series, value in zip(self._series.power_w, power):
                 series.append(value)
+            for name, values in extra.items():
+                for series, value in zip(self._series.extra[name], values):
+                    series.append(value)
+        if self.allowed_pids is not None and now >= self._next_pid_check:
+            self._next_pid_check = now + PID_CHECK_S
+            self.check_tenants(now)
+
+    def check_tenants(self, now_s: float | None = None) -> list[Contamination]:
+        """Record compute processes on the run's GPUs that are not the run's own."""
+        allowed = self.allowed_pids() if self.allowed_pids else set()
+        found = []
+        for gpu in self.gpus:
+            pids = _read(gpu, "compute_pids")
+            foreign = sorted(set(pids or []) - allowed)
+            if foreign:
+                found.append(Contamination(now_s if now_s is not None else self.now_s(),
+                                           gpu.info.uuid, foreign))
+        with self._lock:
+            self.contamination.extend(found)
+        return found
+
+    def now_s(self) -> float:
+        return self.clock() - self.origin
 
     def stop(self) -> None:
         self._stop.set()
@@ -67,48 +139,92 @@ class PowerSampler:
                                                              float | None]:
         """(energy J, average W, peak W) of the summed timeline over [start, end].
 
-        Trapezoidal integral of the samples inside the window; None when fewer than
-        two samples fall inside it or any GPU's reading is missing there.
+        Trapezoidal integral of the samples inside the window, scaled to the full
+        window; None when fewer than two samples fall inside it or any GPU's
+        reading is missing there.
         """
         with self._lock:
             points = [
-                (t, [series[i] for series in self.power_w])
+                (t, [series[i] for series in self._series.power_w])
                 for i, t in enumerate(self.t_s) if start_s <= t <= end_s
             ]
         if len(points) < 2 or any(v is None for _, vs in points for v in vs):
             return None, None, None
         totals = [(t, sum(vs)) for t, vs in points]  # type: ignore[arg-type]
-        energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))
+        energy = sum((t1 - t0) * (p0 + p1) / 2
+                     for (t0, p0), (t1, p1) in itertools.pairwise(totals))
         span = totals[-1][0] - totals[0][0]
-        # Scale to the full window: the samples cover slightly less than it.
-        window = end_s - start_s
-        energy_full = energy * (window / span) if span > 0 else None
-        return energy_full, (energy / span if span > 0 else None), max(p for _, p in totals)
+        if span <= 0:
+            return None, None, None
+        average = energy / span
+        return average * (end_s - start_s), average, max(p for _, p in totals)
+
+    def values_between(self, name: str, start_s: float, end_s: float) -> list[float]:
+        """Every non-missing sample of a series (all GPUs) inside [start, end]."""
+        with self._lock:
+            series = self._series.power_w if name == "power_w" else self._series.extra[name]
+            return [s[i] for s in series for i, t in enumerate(self.t_s)
+                    if start_s <= t <= end_s and s[i] is not None]
 
     def trace(self, sensor: str) -> PowerTrace:
+        def rounded(series, digits):
+            return [[None if v is None else round(v, digits) for v in s] for s in series]
+
+        def present(series):
+            return series if any(v is not None for s in series for v in s) else None
+
         with self._lock:
+            extra = self._series.extra
             return PowerTrace(
                 sensor=sensor, sample_period_s=self.period_s,
                 gpu_uuids=[g.info.uuid for g in self.gpus],
                 t_s=[round(t, 4) for t in self.t_s],
-                power_w=[[None if v is None else round(v, 2) for v in s] for s in self.power_w],
+                power_w=rounded(self._series.power_w, 2),
+                memory_power_w=present(rounded(extra["memory_power_w"], 2)),
+                temperature_c=present(rounded(extra["temperature_c"], 1)),
+                sm_clock_mhz=present(rounded(extra["sm_clock_mhz"], 0)),
+                throttle_reasons=present([[None if v is None else int(v) for v in s]
+                                          for s in extra["throttle_reasons"]]),
             )
+
+
+def counter_delta_j(before_mj: float | None, after_mj: float | None,
+                    wraps_at_mj: float | None) -> tuple[float | None, str | None]:
+    """Energy between two counter reads (J), or None with the reason."""
+    if before_mj is None or after_mj is None:
+        return None, "energy counter unavailable"
+    if after_mj >= before_mj:
+        return (after_mj - before_mj) / 1000.0, None
+    if wraps_at_mj:
+        # One wrap of a counter with a known range (RAPL): the delta is still exact.
+        return (wraps_at_mj - before_mj + after_mj) / 1000.0, None
+    return None, "energy counter went backwards (reset or wrap)"
+
+
+@dataclass
+class AgreementPolicy:
+    """When counter and timeline energy of a window must agree (from the sweep)."""
+
+    tolerance: float = 0.03
+    min_window_s: float = 5.0
 
 
 class Meter:
     """Named energy windows over a run's GPUs, from their energy counters."""
 
-    def __init__(self, gpus: list[GpuDevice], sampler: PowerSampler):
+    def __init__(self, gpus: list[GpuDevice], sampler: PowerSampler,
+                 agreement: AgreementPolicy | None = None):
         self.gpus = gpus
         self.sampler = sampler
+        self.agreement = agreement or AgreementPolicy()
         self.windows: list[EnergyWindow] = []
         self._open: dict[tuple[str, int | None], _OpenWindow] = {}
 
     def now_s(self) -> float:
-        return self.sampler.clock() - self.sampler.origin
+        return self.sampler.now_s()
 
     def _read(self) -> list[float | None]:
-        return [gpu.energy_mj() for gpu in self.gpus]
+        return [_read(gpu, "energy_mj") for gpu in self.gpus]   # type: ignore[misc]
 
     def begin(self, name: str, load_point: int | None = None) -> None:
         self._open[(name, load_point)] = _OpenWindow(self.now_s(), self._read())
@@ -119,24 +235,23 @@ class Meter:
         end_s = self.now_s()
         per_gpu: list[float | None] = []
         reason = None
-        for before, after in zip(opened.counters_mj, counters):
-            if before is None or after is None:
-                per_gpu.append(None)
-                reason = reason or "energy counter unavailable"
-            elif after < before:
-                per_gpu.append(None)
-                reason = reason or "energy counter went backwards (reset or wrap)"
-            else:
-                per_gpu.append((after - before) / 1000.0)
+        for gpu, before, after in zip(self.gpus, opened.counters_mj, counters):
+            delta, why = counter_delta_j(before, after,
+                                         getattr(gpu, "energy_wraps_at_mj", None))
+            per_gpu.append(delta)
+            reason = reason or why
         energy = None if any(e is None for e in per_gpu) else sum(per_gpu)  # type: ignore[arg-type]
         timeline_j, avg_w, peak_w = self.sampler.integral(opened.start_s, end_s)
         duration = end_s - opened.start_s
+        agreement = timeline_j / energy if timeline_j is not None and energy else None
         window = EnergyWindow(
             name=name, load_point=load_point, start_s=round(opened.start_s, 4),
             duration_s=round(duration, 4), energy_j=energy, per_gpu_energy_j=per_gpu,
             timeline_energy_j=timeline_j,
             avg_power_w=(energy / duration if energy is not None and duration > 0 else avg_w),
-            peak_power_w=peak_w, null_reason=reason,
+            peak_power_w=peak_w, null_reason=reason, agreement=agreement,
+            disagrees=(agreement is not None and duration >= self.agreement.min_window_s
+                       and abs(agreement - 1.0) > self.agreement.tolerance),
         )
         self.windows.append(window)
         return window

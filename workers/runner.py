@@ -1,17 +1,22 @@
 """run_one(): one run, start to finish, on GPUs the worker already holds.
 
-Lifecycle (DESIGN.md): idle baseline → engine start → warm-up → load points
-(steady-state windows opened by the engine) → engine stop. The whole run is a
-window too. The engine is always stopped (`finally`) so the GPUs are left free
-whatever happens; a failure becomes a failed RunResult with the reason and the
-engine's last log lines, never an exception that loses what was measured.
-`RunAborted` (worker shutting down, time limit) and `TransientError` (retry
-later) escape: a half-measured run is never reported as a result.
+Lifecycle (DESIGN.md): preflight (no other tenant, cool) → idle baselines (no
+context, context held) → engine start → warm-up → load points (steady-state
+windows opened by the engine) → engine stop → validity checks. The whole run is
+a window too, and a sampler thread records the timeline and watches for
+foreign processes throughout. The engine is always stopped (`finally`) so the
+GPUs are left free whatever happens; a failure becomes a failed RunResult with
+the reason and the engine's last log lines.
+
+`RunAborted` (worker shutting down, time limit) and `TransientError` (GPU busy,
+contaminated by another tenant, driver hiccup: retry later) escape: a
+half-measured or contaminated run is never reported as a result.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -20,23 +25,37 @@ from datetime import UTC, datetime
 from farm.records import (
     EngineInfo,
     ErrorInfo,
+    IdleBaseline,
     LoadPointResult,
     MeasurementInfo,
+    Preflight,
     RequestRecord,
     RunResult,
     WorkerInfo,
 )
 from farm.spec import RunSpec
+from workers.baseline import measure_baselines
 from workers.engines import make_engine
 from workers.engines.base import Engine
 from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
-from workers.metrics import load_point_result
-from workers.power import Meter, PowerSampler
+from workers.hostenergy import HostEnergyMeter
+from workers.metrics import load_point_result, with_idle_and_carbon
+from workers.power import AgreementPolicy, Contamination, Meter, PowerSampler
+from workers.preflight import IdleTemperatures, run_preflight
+from workers.validity import validate
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
+# The worker's memory of each GPU's idle temperature, shared by its runs.
+IDLE_TEMPERATURES = IdleTemperatures()
+
+
+class Contaminated(TransientError):
+    """Another process used the run's GPUs during a measured window: retry the run."""
+
+    kind = "contaminated"
 
 
 def _now() -> datetime:
@@ -50,22 +69,24 @@ class _Run:
         self.run = run
         self.gpus = gpus
         self.abort = abort
-        self.sampler = PowerSampler(gpus, run.measurement.sample_period_s)
-        self.meter = Meter(gpus, self.sampler)
+        spec = run.measurement
+        # Our own processes may use the GPUs: this one, the context holder, the engine's.
+        self.own_pids: set[int] = {os.getpid()}
+        self.engine: Engine | None = None
+        self.sampler = PowerSampler(gpus, spec.sample_period_s, allowed_pids=self.allowed_pids)
+        self.meter = Meter(gpus, self.sampler, AgreementPolicy(spec.agreement_tolerance,
+                                                              spec.agreement_min_window_s))
         self.load_points: list[LoadPointResult] = []
         self.requests: list[RequestRecord] = []
         self.engine_info: EngineInfo | None = None
+        self.preflight: Preflight | None = None
+        self.idle = IdleBaseline()
 
-    def idle_baseline(self) -> None:
-        seconds = self.run.measurement.idle_baseline_s
-        if seconds <= 0:
-            return
-        self.meter.begin("idle")
-        if self.abort.wait(seconds):
-            raise RunAborted("worker shutting down during the idle baseline")
-        self.meter.end("idle")
+    def allowed_pids(self) -> set[int]:
+        return self.own_pids | (self.engine.pids() if self.engine else set())
 
     def drive(self, engine: Engine, start_deadline_s: float) -> None:
+        self.engine = engine
         self.engine_info = engine.info
         self.meter.begin("load")
         engine.start(start_deadline_s)
@@ -82,23 +103,47 @@ class _Run:
                 index, kind, value, outcome.duration_s, outcome.requests,
                 self.meter.window("steady", index)))
 
+    def check_isolation(self) -> None:
+        found = self.sampler.check_tenants()
+        contamination: list[Contamination] = self.sampler.contamination + found
+        if contamination:
+            first = contamination[0]
+            raise Contaminated(
+                f"foreign compute process(es) {first.pids} on {first.gpu_uuid} at "
+                f"{first.at_s:.1f} s into the run ({len(contamination)} sighting(s))")
+
+    def derive(self, carbon_g_per_kwh: float | None) -> None:
+        idle_w = self.idle.idle_ctx_power_w or self.idle.idle_power_w
+        self.load_points = [
+            with_idle_and_carbon(lp, self.meter.window("steady", lp.index), idle_w,
+                                 carbon_g_per_kwh)
+            for lp in self.load_points]
+
 
 def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             worker: WorkerInfo, attempt: int, start_deadline_s: float = 900.0,
-            engine_factory: EngineFactory = make_engine) -> RunResult:
+            engine_factory: EngineFactory = make_engine,
+            idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES) -> RunResult:
     """Measure `run` on `gpus`. Returns a succeeded or failed RunResult."""
     started_at = _now()
     state = _Run(run, gpus, abort)
+    spec = run.measurement
+    state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
+    host = HostEnergyMeter(spec.region, [g.info.index for g in gpus if g.info.backend == "gpu"],
+                           enabled=spec.codecarbon)
     error: ErrorInfo | None = None
     state.sampler.start()
     state.meter.begin("run")
+    host.start()
     try:
-        state.idle_baseline()
+        state.idle = measure_baselines(state.meter, gpus, spec.idle_baseline_s, abort,
+                                       state.own_pids)
         engine = engine_factory(run, gpus, abort)
         try:
             state.drive(engine, start_deadline_s)
         finally:
             engine.stop()
+        state.check_isolation()
     except (RunAborted, TransientError):
         raise   # hand the run back / retry it: a half-measured run is not a result
     except FarmError as exc:
@@ -108,10 +153,15 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         error = ErrorInfo(kind="internal", message=f"{type(exc).__name__}: {exc}",
                           log_tail=traceback.format_exc().splitlines()[-20:])
     finally:
+        host_energy = host.stop()
         state.meter.end("run")
         state.sampler.stop()
+    state.derive(host_energy.carbon_intensity_g_per_kwh if host_energy else None)
     finished_at = _now()
     simulated = run.simulated or any(g.info.backend == "sim" for g in gpus)
+    run_window = state.meter.window("run")
+    tdp_w = sum(g.info.power_limit_w or 0 for g in gpus) or None
+    sensor = _one_sensor(g.power_sensor for g in gpus)
     return RunResult(
         run_id=run.run_id,
         status="failed" if error else "succeeded",
@@ -121,8 +171,8 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         engine=state.engine_info or EngineInfo(kind=run.engine.kind, simulated=simulated),
         measurement=MeasurementInfo(
             energy_sensor=_one_sensor(g.energy_sensor for g in gpus),
-            power_sensor=_one_sensor(g.power_sensor for g in gpus),
-            sample_period_s=run.measurement.sample_period_s,
+            power_sensor=sensor,
+            sample_period_s=spec.sample_period_s,
             simulated=simulated,
         ),
         simulated=simulated,
@@ -131,12 +181,20 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         duration_s=(finished_at - started_at).total_seconds(),
         load_points=state.load_points,
         windows=state.meter.windows,
-        trace=state.sampler.trace(_one_sensor(g.power_sensor for g in gpus)),
+        trace=state.sampler.trace(sensor),
         requests=state.requests,
         error=error,
+        preflight=state.preflight,
+        idle=state.idle,
+        validity=None if error else validate(
+            state.meter.windows, state.idle, tdp_w,
+            state.sampler.values_between("temperature_c", 0.0,
+                                         run_window.start_s + run_window.duration_s
+                                         if run_window else float("inf")),
+            spec),
+        host_energy=host_energy,
     )
 
 
 def _one_sensor(names) -> str:
     return "+".join(sorted(set(names))) or "none"
-

@@ -49,6 +49,7 @@ def sweep_toml(name: str, gpus: str, gpus_per_run: str = "[1]", duration_s: floa
         [measurement]
         sample_period_s = 0.05
         idle_baseline_s = 0.1
+        min_steady_s = 0.1
         """)
 
 

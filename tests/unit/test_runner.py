@@ -35,6 +35,7 @@ def one_run(scenario: str):
         [measurement]
         sample_period_s = 0.02
         idle_baseline_s = 0.1
+        min_steady_s = 0.1
         """)
     return expand(parse_sweep(text))[0]
 
@@ -132,3 +133,48 @@ def test_run_guard_times_out_and_follows_worker_shutdown():
     with _RunGuard(worker_abort, limit_s=60) as guard:
         worker_abort.set()
         assert guard.abort.wait(2) and not guard.timed_out
+
+
+def test_both_idle_baselines_preflight_and_validity_are_recorded():
+    run = one_run(SERVER)
+    result = run_one(run, SimInventory("H100-80GB").devices(), threading.Event(),
+                     worker=WORKER, attempt=1)
+    assert result.preflight and result.preflight.cooled
+    assert result.preflight.gpus[0].power_limit_w == 700.0
+    idle, idle_ctx = result.window("idle"), result.window("idle_ctx")
+    assert idle.energy_j > 0 and idle_ctx.energy_j > 0
+    # The H100's measured idle: ~77 W without a CUDA context, ~124 W with one.
+    assert result.idle.idle_power_w == pytest.approx(77, rel=0.1)
+    assert result.idle.idle_ctx_power_w == pytest.approx(124, rel=0.1)
+    assert result.validity and result.validity.valid, result.validity
+    names = {c.name for c in result.validity.checks}
+    assert names == {"steady_window", "power_range", "temperature", "agreement"}
+    lp = result.load_points[0]
+    assert lp.energy_net_j < lp.energy_j
+    assert lp.energy_per_output_token_net_j < lp.energy_per_output_token_j
+    assert lp.output_tokens_per_j == pytest.approx(1 / lp.energy_per_output_token_j)
+    trace = result.trace
+    assert trace.temperature_c and trace.sm_clock_mhz and trace.memory_power_w
+
+
+def test_a_foreign_process_during_the_run_contaminates_it():
+    from workers.runner import Contaminated
+
+    gpus = SimInventory("L4").devices()
+    intruder = threading.Timer(0.3, lambda: gpus[0].add_compute_pid(999_999))
+    intruder.start()
+    try:
+        with pytest.raises(Contaminated, match="999999"):
+            run_one(one_run(SERVER), gpus, threading.Event(), worker=WORKER, attempt=1)
+    finally:
+        intruder.cancel()
+        gpus[0].remove_compute_pid(999_999)
+
+
+def test_a_busy_gpu_is_retried_not_run():
+    from workers.preflight import GpuBusy
+
+    gpus = SimInventory("L4").devices()
+    gpus[0].add_compute_pid(424_242)
+    with pytest.raises(GpuBusy):
+        run_one(one_run(BATCH), gpus, threading.Event(), worker=WORKER, attempt=1)

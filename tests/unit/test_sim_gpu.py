@@ -7,9 +7,11 @@ import time
 
 import pytest
 
+from farm.records import GpuState
 from workers.gpu.discovery import open_inventory, summarize
 from workers.gpu.sim import (
     IDLE_POWER_W,
+    SW_POWER_CAP,
     THERMAL_TIME_CONSTANT_S,
     SimGpu,
     SimInventory,
@@ -158,3 +160,88 @@ def test_open_inventory_restricts_to_the_requested_indices():
         open_inventory(["L4x3"], [5])
     with pytest.raises(ValueError, match="selects no GPU"):
         open_inventory(["L4x3"], [])
+
+
+def test_average_power_lags_a_step_change_by_one_second():
+    clock = FakeClock()
+    gpu = SimGpu("h100-80gb", 0, host="h", clock=clock)
+    gpu.set_power_w(100.0)
+    clock.advance(5.0)
+    assert gpu.power_avg_w() == pytest.approx(100.0)
+    gpu.set_power_w(500.0)
+    assert gpu.power_w() == pytest.approx(500.0, rel=0.011)       # the instant reading jumps
+    assert gpu.power_avg_w() == pytest.approx(100.0)              # the average has not moved
+    clock.advance(0.25)
+    assert gpu.power_avg_w() == pytest.approx(200.0)
+    clock.advance(0.5)
+    assert gpu.power_avg_w() == pytest.approx(400.0)
+    clock.advance(0.25)
+    assert gpu.power_avg_w() == pytest.approx(500.0)              # caught up after 1 s
+    clock.advance(3.0)
+    assert gpu.power_avg_w() == pytest.approx(500.0)
+
+
+def test_average_power_of_short_pulses_and_of_the_time_before_the_first_change():
+    clock = FakeClock()
+    gpu = SimGpu("h100-80gb", 0, host="h", clock=clock)
+    assert gpu.power_avg_w() == pytest.approx(77.0)              # idle since ever
+    for _ in range(10):                                           # 0.1 s at 700 W, 0.1 s idle
+        gpu.set_power_w(700.0)
+        clock.advance(0.1)
+        gpu.set_power_w(None)
+        clock.advance(0.1)
+    assert gpu.power_avg_w() == pytest.approx((700.0 + 77.0) / 2)
+
+
+def test_memory_power_is_a_documented_share_of_the_average_board_power():
+    clock = FakeClock()
+    gpu = SimGpu("h100-80gb", 0, host="h", clock=clock)
+    assert gpu.memory_power_w() == pytest.approx(32.0, abs=0.1)   # FIELD_NOTES: 32–48 W
+    gpu.set_power_w(700.0)
+    assert gpu.memory_power_w() == pytest.approx(32.0, abs=0.1)   # follows the average, lags
+    clock.advance(2.0)
+    assert gpu.memory_power_w() == pytest.approx(48.0, abs=0.1)
+    small = SimGpu("l4", 0, host="h", clock=clock)
+    assert 0 < small.memory_power_w() < small.power_avg_w()
+
+
+def test_sm_clock_boosts_with_headroom_and_falls_near_the_power_cap():
+    gpu = SimGpu("h100-80gb", 0, host="h")
+    assert gpu.sm_clock_mhz() == 1980.0                           # idle: boost
+    gpu.set_power_w(400.0)
+    assert gpu.sm_clock_mhz() == 1980.0                           # headroom: boost
+    gpu.set_power_w(600.0)
+    mid_mhz = gpu.sm_clock_mhz()
+    gpu.set_power_w(700.0)
+    assert 1365.0 < mid_mhz < 1980.0
+    assert gpu.sm_clock_mhz() == pytest.approx(1365.0)           # FIELD_NOTES at the cap
+    assert gpu.memory_clock_mhz() == 2619.0
+    l4 = SimGpu("l4", 0, host="h")
+    l4.set_power_w(72.0)
+    assert l4.sm_clock_mhz() == pytest.approx(2040.0 * 1365.0 / 1980.0)
+    assert SimGpu("l40", 0, host="h").sm_clock_mhz() == 1980.0  # uncatalogued clocks: H100's
+
+
+def test_throttle_bit_is_the_sw_power_cap_only_near_the_limit():
+    gpu = SimGpu("h100-80gb", 0, host="h")
+    assert SW_POWER_CAP == 0x4
+    assert gpu.throttle_reasons() == 0
+    gpu.set_power_w(0.96 * 700.0)
+    assert gpu.throttle_reasons() == 0
+    gpu.set_power_w(0.975 * 700.0)
+    assert gpu.throttle_reasons() == SW_POWER_CAP
+    gpu.set_power_w(None)
+    assert gpu.throttle_reasons() == 0
+
+
+def test_limits_persistence_and_state():
+    clock = FakeClock()
+    gpu = SimGpu("h100-80gb", 0, host="h", clock=clock)
+    gpu.set_power_w(700.0)
+    assert gpu.power_source == "sim" and gpu.energy_wraps_at_mj is None
+    state = gpu.state()
+    assert state.sm_clock_mhz == pytest.approx(1365.0)
+    assert state == GpuState(
+        uuid=gpu.info.uuid, temperature_c=gpu.temperature_c(), power_limit_w=700.0,
+        default_power_limit_w=700.0, sm_clock_mhz=state.sm_clock_mhz, memory_clock_mhz=2619.0,
+        persistence_mode=True, foreign_pids=[])

@@ -70,6 +70,10 @@ class Engine(ABC):
         """Run one load point, calling meter.begin/end("steady", index) around its
         steady state."""
 
+    def pids(self) -> set[int]:
+        """Processes of this engine that may use the GPUs (not foreign tenants)."""
+        return set()
+
     @abstractmethod
     def stop(self) -> None:
         """Free the GPUs. Must be safe to call after a failed or partial start."""

@@ -1,62 +1,145 @@
-"""The GPU device seam: what the measurement path needs from a GPU.
+"""The device seam: what the measurement path needs from an accelerator.
 
-Implementations: `nvml.NvmlGpu` (real NVIDIA GPUs through nvidia-ml-py) and
-`sim.SimGpu` (a labelled simulated GPU). Readings that a device cannot provide
-are None, never 0. Errors are the project's own (`workers.errors`).
+Implementations: `nvml.NvmlGpu` (real NVIDIA GPUs through nvidia-ml-py),
+`sim.SimGpu` (a labelled simulated GPU) and `cpu.CpuDevice` (the host CPU, for
+engines that run on it, energy from RAPL). Readings that a device cannot
+provide are None, never 0. Errors are the project's own (`workers.errors`).
+
+The abstract methods are what every device must answer (possibly with None);
+the other readings default to None so that a device only implements what it
+has. Per-sample readings (`power_w`, `memory_power_w`, `temperature_c`,
+`sm_clock_mhz`, `throttle_reasons`) must stay cheap: the timeline sampler calls
+them at ~10 Hz.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from farm.records import GpuInfo
+from farm.records import GpuInfo, GpuState
 
 
 class GpuDevice(ABC):
-    """One GPU.
+    """One GPU (or the CPU standing in for one).
 
     Attributes:
         info: identity (UUID, model slug, memory, driver), fixed for the process.
-        energy_sensor: name of the energy source, stored with every figure.
+        energy_sensor: name of the energy source, stored with every figure;
+            "none" where the device has no energy counter.
         power_sensor: name of the power source used for timelines.
+        power_source: which power reading `power_w` returns, in short:
+            "instant" (NVML per-100 ms field), "average_1s" (NVML 1 s trailing
+            average), "sim", "rapl" (energy-counter deltas) or "none".
+        energy_wraps_at_mj: value at which `energy_mj` wraps back to 0 (mJ), or
+            None where the counter never wraps in practice (NVML's 64-bit mJ
+            counter). Lets the energy window correct a backwards counter when
+            exactly one wrap is plausible.
     """
 
     info: GpuInfo
     energy_sensor: str
     power_sensor: str
+    power_source: str = "none"
+    energy_wraps_at_mj: float | None = None
 
     @abstractmethod
     def energy_mj(self) -> float | None:
         """Total energy counter since an arbitrary origin. Units: mJ.
 
-        Monotonic while the driver stays loaded; a decrease means a reset.
+        Monotonic while the driver stays loaded, except for a wrap at
+        `energy_wraps_at_mj`; any other decrease means a reset.
         Costly on real hardware (3–18 ms): read at window edges only.
         """
 
     @abstractmethod
     def power_w(self) -> float | None:
-        """Instantaneous board power. Units: W. Cheap; sampled in a loop."""
+        """Board power, as fresh as the device gives it. Units: W. Cheap; sampled in a loop.
+
+        `power_source` says which reading this is.
+        """
 
     @abstractmethod
     def temperature_c(self) -> float | None:
         """GPU core temperature. Units: °C."""
 
     @abstractmethod
-    def compute_pids(self) -> list[int]:
-        """PIDs of compute processes on this GPU (to spot foreign tenants)."""
+    def compute_pids(self) -> list[int] | None:
+        """PIDs of compute processes on this GPU (to spot foreign tenants), sorted.
+
+        None means "unknown": the driver cannot list processes here. That is not
+        the same as [] (listed, and there are none): a caller checking for
+        tenants must not read None as "free".
+        """
+
+    def power_avg_w(self) -> float | None:
+        """Board power averaged over the last second. Units: W.
+
+        NVML: `nvmlDeviceGetPowerUsage`, a 1 s trailing average on H100 (it
+        under-reads a window that starts with a power rise).
+        """
+        return None
+
+    def memory_power_w(self) -> float | None:
+        """Power of the memory subsystem (HBM), averaged. Units: W.
+
+        NVML: field NVML_FI_DEV_POWER_AVERAGE with scope "memory" (32–48 W on H100).
+        """
+        return None
+
+    def sm_clock_mhz(self) -> float | None:
+        """Current SM (graphics) clock. Units: MHz."""
+        return None
+
+    def memory_clock_mhz(self) -> float | None:
+        """Current memory clock. Units: MHz."""
+        return None
+
+    def throttle_reasons(self) -> int | None:
+        """Why clocks are below their maximum now, as NVML's clocks-event bitmask.
+
+        0 = not held back; 0x4 = software power cap, 0x1 = idle, 0x20/0x40 =
+        thermal (see `nvmlClocksEventReason*` in pynvml). Units: bitmask.
+        """
+        return None
+
+    def power_limit_w(self) -> float | None:
+        """Power limit the driver enforces now. Units: W."""
+        return None
+
+    def default_power_limit_w(self) -> float | None:
+        """Power limit at default settings (what the limit is reset to). Units: W."""
+        return None
+
+    def persistence_mode(self) -> bool | None:
+        """Whether the driver stays loaded with no client (persistence mode on)."""
+        return None
+
+    def state(self) -> GpuState:
+        """The device's settings and condition now, for a run's preflight record.
+
+        `foreign_pids` is left empty and `idle_temperature_c` unset: the caller,
+        which knows the run's own processes and the idle reference, fills them.
+        """
+        return GpuState(
+            uuid=self.info.uuid, temperature_c=self.temperature_c(),
+            power_limit_w=self.power_limit_w(),
+            default_power_limit_w=self.default_power_limit_w(),
+            sm_clock_mhz=self.sm_clock_mhz(), memory_clock_mhz=self.memory_clock_mhz(),
+            persistence_mode=self.persistence_mode(),
+        )
 
     def close(self) -> None:
         """Release what the device holds (nothing by default)."""
 
 
 class GpuInventory(ABC):
-    """The GPUs of one host."""
+    """The devices of one host."""
 
-    backend: str  # "gpu" | "sim"
+    backend: str  # "gpu" | "sim" | "cpu"
 
     @abstractmethod
     def devices(self) -> list[GpuDevice]:
-        """Every GPU on this host, in index order."""
+        """Every device on this host, in index order."""
 
     def shutdown(self) -> None:
         """Release the vendor library."""

@@ -1,4 +1,5 @@
-"""Which GPUs this worker serves: simulated ones when asked, else the host's NVIDIA GPUs.
+"""Which GPUs this worker serves: simulated ones or the CPU when asked, else the host's
+NVIDIA GPUs.
 
 The worker advertises what `summarize` returns (model slug → count) and
 subscribes to the matching queues (`farm.routing.queues_for_host`).
@@ -45,14 +46,23 @@ def select_devices(devices: list[GpuDevice], indices: list[int]) -> list[GpuDevi
 
 def open_inventory(sim_specs: list[str] | None,
                    gpu_indices: list[int] | None = None,
-                   sim_host: str | None = None) -> GpuInventory:
-    """Simulated GPUs if `sim_specs` is non-empty, else NVML; optionally only `gpu_indices`.
+                   sim_host: str | None = None,
+                   cpu: bool = False) -> GpuInventory:
+    """Simulated GPUs if `sim_specs` is non-empty, the CPU if `cpu`, else NVML;
+    optionally only `gpu_indices` (the CPU is index 0).
 
     Raises `workers.gpu.nvml.NoGpuError` on a machine without an NVIDIA driver,
-    ValueError for a bad sim spec or an index the host does not have.
+    ValueError for a bad sim spec, an index the host does not have, or both
+    `sim_specs` and `cpu`.
     """
     inventory: GpuInventory
-    if sim_specs:
+    if sim_specs and cpu:
+        raise ValueError("choose simulated GPUs or the CPU, not both")
+    if cpu:
+        from workers.gpu.cpu import CpuInventory
+
+        inventory = CpuInventory()
+    elif sim_specs:
         from workers.gpu.sim import SimInventory
 
         # `sim_host` makes UUIDs distinct for several simulated workers on one host.

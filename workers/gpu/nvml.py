@@ -11,7 +11,9 @@ Power timelines use the instantaneous power field (NVML_FI_DEV_POWER_INSTANT,
 a per-100 ms sample) because `nvmlDeviceGetPowerUsage` is a 1 s trailing
 average that under-reads windows starting with a power rise (FIELD_NOTES);
 the average is the fallback only where the field is unsupported, and the
-sensor name says which one a trace came from.
+sensor name says which one a trace came from. The average stays available as
+`power_avg_w`. Readings for the preflight record (clocks, limits, persistence)
+are plain NVML getters, each translated through `_nvml` like the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ T = TypeVar("T")
 ENERGY_SENSOR = "nvml.total_energy_counter"
 POWER_INSTANT_SENSOR = "nvml.field.power_instant"
 POWER_AVERAGE_SENSOR = "nvml.power_usage_avg1s"
+
+# NVML_POWER_SCOPE_MEMORY; spelled out for bindings that predate the constant.
+POWER_SCOPE_MEMORY = getattr(pynvml, "NVML_POWER_SCOPE_MEMORY", 2)
+MEMORY_POWER_FIELD = (pynvml.NVML_FI_DEV_POWER_AVERAGE, POWER_SCOPE_MEMORY)
+# Clocks-event reasons: the current name first, the deprecated one (same bitmask)
+# for bindings or drivers that lack it.
+_THROTTLE_FUNCTIONS = ("nvmlDeviceGetCurrentClocksEventReasons",
+                       "nvmlDeviceGetCurrentClocksThrottleReasons")
 
 # A reading the device cannot give: None, not an error.
 _UNSUPPORTED = frozenset({pynvml.NVML_ERROR_NOT_SUPPORTED, pynvml.NVML_ERROR_FUNCTION_NOT_FOUND})
@@ -100,9 +110,20 @@ def _cuda_version(encoded: int | None) -> str | None:
     return f"{encoded // 1000}.{(encoded % 1000) // 10}"
 
 
-def _field_number(handle: Any, field_id: int) -> float:
-    """One field value as a number; a per-field failure raises its NVMLError."""
-    value = pynvml.nvmlDeviceGetFieldValues(handle, [field_id])[0]
+def _field_number(handle: Any, field: int | tuple[int, int]) -> float:
+    """One field value as a number; a per-field failure raises its NVMLError.
+
+    `field` is a field id, or (field id, scope id) for scoped fields such as
+    memory power: nvidia-ml-py copies such a pair into the request's
+    `c_nvmlFieldValue_t.fieldId`/`.scopeId`.
+    """
+    try:
+        value = pynvml.nvmlDeviceGetFieldValues(handle, [field])[0]
+    except TypeError as exc:
+        if not isinstance(field, tuple):
+            raise
+        # A binding too old to take (field, scope) pairs: the reading is unavailable.
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_FUNCTION_NOT_FOUND) from exc
     if value.nvmlReturn != pynvml.NVML_SUCCESS:
         raise pynvml.NVMLError(value.nvmlReturn)
     return float(getattr(value.value, _FIELD_MEMBER[value.valueType]))
@@ -110,6 +131,14 @@ def _field_number(handle: Any, field_id: int) -> float:
 
 def _instant_power_mw(handle: Any) -> float:
     return _field_number(handle, pynvml.NVML_FI_DEV_POWER_INSTANT)
+
+
+def _memory_power_mw(handle: Any) -> float:
+    return _field_number(handle, MEMORY_POWER_FIELD)
+
+
+def _watts(milliwatts: float | None) -> float | None:
+    return None if milliwatts is None else milliwatts / 1000.0
 
 
 class NvmlGpu(GpuDevice):
@@ -123,26 +152,59 @@ class NvmlGpu(GpuDevice):
         # Probe the instantaneous field once; a GPU that lacks it never gains it.
         self._instant = _nvml(_instant_power_mw, handle) is not None
         self.power_sensor = POWER_INSTANT_SENSOR if self._instant else POWER_AVERAGE_SENSOR
+        self.power_source = "instant" if self._instant else "average_1s"
 
     def energy_mj(self) -> float | None:
         value = _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
         return None if value is None else float(value)
 
     def power_w(self) -> float | None:
+        """The per-100 ms instantaneous field (~7 µs), else the 1 s average."""
         if self._instant:
-            milliwatts = _nvml(_instant_power_mw, self.handle)
-        else:
-            milliwatts = _nvml(pynvml.nvmlDeviceGetPowerUsage, self.handle)
-        return None if milliwatts is None else milliwatts / 1000.0
+            return _watts(_nvml(_instant_power_mw, self.handle))
+        return self.power_avg_w()
+
+    def power_avg_w(self) -> float | None:
+        return _watts(_nvml(pynvml.nvmlDeviceGetPowerUsage, self.handle))
+
+    def memory_power_w(self) -> float | None:
+        return _watts(_nvml(_memory_power_mw, self.handle))
 
     def temperature_c(self) -> float | None:
         value = _nvml(pynvml.nvmlDeviceGetTemperature, self.handle, pynvml.NVML_TEMPERATURE_GPU)
         return None if value is None else float(value)
 
-    def compute_pids(self) -> list[int]:
-        """Compute processes on this GPU; [] where the driver cannot list them."""
+    def sm_clock_mhz(self) -> float | None:
+        value = _nvml(pynvml.nvmlDeviceGetClockInfo, self.handle, pynvml.NVML_CLOCK_SM)
+        return None if value is None else float(value)
+
+    def memory_clock_mhz(self) -> float | None:
+        value = _nvml(pynvml.nvmlDeviceGetClockInfo, self.handle, pynvml.NVML_CLOCK_MEM)
+        return None if value is None else float(value)
+
+    def throttle_reasons(self) -> int | None:
+        """Clocks-event bitmask; falls back to the deprecated "throttle reasons" call
+        (same bits) where the binding or the driver lacks the new one."""
+        for name in _THROTTLE_FUNCTIONS:
+            fn = getattr(pynvml, name, None)
+            if fn is not None and (value := _nvml(fn, self.handle)) is not None:
+                return int(value)
+        return None
+
+    def power_limit_w(self) -> float | None:
+        return _watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
+
+    def default_power_limit_w(self) -> float | None:
+        return _watts(_nvml(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, self.handle))
+
+    def persistence_mode(self) -> bool | None:
+        value = _nvml(pynvml.nvmlDeviceGetPersistenceMode, self.handle)
+        return None if value is None else value == pynvml.NVML_FEATURE_ENABLED
+
+    def compute_pids(self) -> list[int] | None:
+        """Compute processes on this GPU; None where the driver cannot list them."""
         processes = _nvml(pynvml.nvmlDeviceGetComputeRunningProcesses, self.handle)
-        return sorted(p.pid for p in processes or [])
+        return None if processes is None else sorted(p.pid for p in processes)
 
 
 def _bus_id(handle: Any) -> str:
@@ -154,13 +216,12 @@ def _gpu_info(index: int, handle: Any, driver_version: str | None,
               cuda_version: str | None) -> GpuInfo:
     name = _text(_required(pynvml.nvmlDeviceGetName, handle))
     memory = _nvml(pynvml.nvmlDeviceGetMemoryInfo, handle)
-    limit_mw = _nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)
     return GpuInfo(
         index=index, uuid=_text(_required(pynvml.nvmlDeviceGetUUID, handle)), name=name,
         model=slug_for_device_name(name), backend="gpu",
         memory_mib=None if memory is None else int(memory.total // 2**20),
         driver_version=driver_version, cuda_version=cuda_version,
-        power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
+        power_limit_w=_watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)),
     )
 
 

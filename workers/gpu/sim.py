@@ -10,6 +10,13 @@ depending on whether a CUDA context is held (`set_context`).
 Every identity string says "sim": UUIDs start with ``SIM-``, names with
 "Simulated", the backend is "sim", so a simulated figure can never pass for a
 measured one.
+
+The secondary readings are simple models, honest about what NVML reports
+rather than precise: `power_avg_w` is a true 1 s trailing average of the level
+(as `nvmlDeviceGetPowerUsage` is on an H100, so it lags a step by a second);
+memory power is an affine share of that average; the SM clock holds its boost
+with power headroom and falls towards the measured capped clock at the limit,
+where the "SW power cap" reason bit is set.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from farm.records import GpuInfo
@@ -52,6 +60,47 @@ RISE_AT_TDP_C = 36.0
 THERMAL_TIME_CONSTANT_S = 20.0
 RIPPLE_FRACTION = 0.01
 
+# `power_avg_w` averages the level over this trailing window, as NVML's
+# nvmlDeviceGetPowerUsage does on an H100 (FIELD_NOTES).
+POWER_AVERAGE_WINDOW_S = 1.0
+
+# Memory (HBM) power, from the 1 s average board power P:
+#   memory_w = MEMORY_FLOOR_FRACTION_OF_TDP × TDP + MEMORY_SHARE_OF_POWER × P.
+# Fitted to the one measurement there is (FIELD_NOTES: 32–48 W on an H100)
+# under an assumption the notes do not state: 32 W at idle (77 W board) and
+# 48 W at the 700 W cap, i.e. a 30 W static floor plus 2.57% of board power.
+# Other models keep the H100's floor-to-TDP ratio; an assumption, not a measurement.
+MEMORY_FLOOR_FRACTION_OF_TDP = 30.0 / 700.0
+MEMORY_SHARE_OF_POWER = 16.0 / 623.0
+
+# Clocks per model (MHz): (maximum SM boost clock, memory clock). Spec-sheet
+# values as nvidia-smi reports them, not measured here; uncatalogued models use
+# the H100's. The memory clock is constant (HBM/GDDR run at one clock under load).
+CLOCKS_MHZ: dict[str, tuple[float, float]] = {
+    "h100-80gb": (1980.0, 2619.0),
+    "h100-pcie": (1755.0, 1593.0),
+    "h100-nvl": (1785.0, 2619.0),
+    "h200-141gb": (1980.0, 3201.0),
+    "gh200": (1980.0, 2619.0),
+    "a100-40gb": (1410.0, 1215.0),
+    "a100-80gb": (1410.0, 1593.0),
+    "l40s": (2520.0, 9001.0),
+    "l4": (2040.0, 6251.0),
+    "t4": (1590.0, 5001.0),
+}
+DEFAULT_CLOCKS_MHZ = CLOCKS_MHZ["h100-80gb"]
+# SM clock model: the boost clock while power is below CLOCK_KNEE_FRACTION of
+# the limit, then falling linearly to CAPPED_CLOCK_FRACTION × boost at the limit.
+# The H100 measured ~1365 MHz at its 700 W cap under a full bf16 matmul
+# (FIELD_NOTES), 1365/1980 of its boost; other models are assumed to scale
+# alike. The knee is an assumption (inference at a fraction of TDP runs at boost).
+CAPPED_CLOCK_FRACTION = 1365.0 / 1980.0
+CLOCK_KNEE_FRACTION = 0.7
+# Above this fraction of the limit the driver is holding the power cap.
+POWER_CAP_FRACTION = 0.97
+# nvmlClocksEventReasonSwPowerCap: the bit NVML reports for "SW power cap".
+SW_POWER_CAP = 0x4
+
 
 def idle_power_w(slug: str, context_held: bool) -> float:
     """Idle board power of one GPU of model `slug`, with or without a CUDA context."""
@@ -83,6 +132,7 @@ class SimGpu(GpuDevice):
 
     energy_sensor = "sim.energy_counter"
     power_sensor = "sim.power"
+    power_source = "sim"
 
     def __init__(self, slug: str, index: int, host: str | None = None,
                  clock: Callable[[], float] = time.monotonic):
@@ -96,6 +146,7 @@ class SimGpu(GpuDevice):
             power_limit_w=float(model.tdp_w),
         )
         self._limit_w = float(model.tdp_w)
+        self._boost_mhz, self._memory_mhz = CLOCKS_MHZ.get(slug, DEFAULT_CLOCKS_MHZ)
         self._clock = clock
         self._lock = threading.Lock()
         self._ripple = random.Random(uuid)
@@ -105,6 +156,9 @@ class SimGpu(GpuDevice):
         self._since_s = clock()
         self._energy_mj = 0.0
         self._temperature_c = self._steady_temperature_c(self._level_w())
+        # (since, level) of each level change within the averaging window; the
+        # oldest also stands for all time before it.
+        self._levels: deque[tuple[float, float]] = deque([(self._since_s, self._level_w())])
 
     # ------------------------------------------------------------ engine side
 
@@ -116,12 +170,14 @@ class SimGpu(GpuDevice):
         with self._lock:
             self._advance()
             self._load_w = None if watts is None else min(max(watts, 0.0), self._limit_w)
+            self._level_changed()
 
     def set_context(self, held: bool) -> None:
         """Whether a CUDA context is open: selects which idle level applies."""
         with self._lock:
             self._advance()
             self._context_held = held
+            self._level_changed()
 
     def add_compute_pid(self, pid: int) -> None:
         with self._lock:
@@ -149,9 +205,46 @@ class SimGpu(GpuDevice):
             self._advance()
             return self._temperature_c
 
-    def compute_pids(self) -> list[int]:
+    def compute_pids(self) -> list[int] | None:
         with self._lock:
             return sorted(self._pids)
+
+    def power_avg_w(self) -> float | None:
+        """The level averaged over the last second: lags a step change by 1 s, as NVML's."""
+        with self._lock:
+            return self._average_w(self._clock())
+
+    def memory_power_w(self) -> float | None:
+        """An affine share of the 1 s average (see MEMORY_SHARE_OF_POWER): a model."""
+        with self._lock:
+            average_w = self._average_w(self._clock())
+        return MEMORY_FLOOR_FRACTION_OF_TDP * self._limit_w + MEMORY_SHARE_OF_POWER * average_w
+
+    def sm_clock_mhz(self) -> float | None:
+        """Boost clock with power headroom, falling to the capped clock at the limit."""
+        with self._lock:
+            fraction = self._level_w() / self._limit_w
+        capped_mhz = self._boost_mhz * CAPPED_CLOCK_FRACTION
+        over = (fraction - CLOCK_KNEE_FRACTION) / (1.0 - CLOCK_KNEE_FRACTION)
+        return self._boost_mhz - (self._boost_mhz - capped_mhz) * min(max(over, 0.0), 1.0)
+
+    def memory_clock_mhz(self) -> float | None:
+        return self._memory_mhz
+
+    def throttle_reasons(self) -> int | None:
+        """0, or the "SW power cap" bit when the level is within 3% of the limit."""
+        with self._lock:
+            capped = self._level_w() >= POWER_CAP_FRACTION * self._limit_w
+        return SW_POWER_CAP if capped else 0
+
+    def power_limit_w(self) -> float | None:
+        return self._limit_w
+
+    def default_power_limit_w(self) -> float | None:
+        return self._limit_w
+
+    def persistence_mode(self) -> bool | None:
+        return True
 
     # --------------------------------------------------------------- internals
 
@@ -159,6 +252,25 @@ class SimGpu(GpuDevice):
         if self._load_w is not None:
             return self._load_w
         return idle_power_w(self.info.model, self._context_held)
+
+    def _level_changed(self) -> None:
+        """Record the new level for the trailing average; forget what left the window."""
+        now_s = self._clock()
+        self._levels.append((now_s, self._level_w()))
+        while len(self._levels) > 1 and self._levels[1][0] <= now_s - POWER_AVERAGE_WINDOW_S:
+            self._levels.popleft()
+
+    def _average_w(self, now_s: float) -> float:
+        """Mean of the piecewise-constant level over [now - window, now]."""
+        start_s = now_s - POWER_AVERAGE_WINDOW_S
+        levels = list(self._levels)
+        energy_j = 0.0
+        for i, (since_s, level_w) in enumerate(levels):
+            until_s = levels[i + 1][0] if i + 1 < len(levels) else now_s
+            energy_j += level_w * max(0.0, min(until_s, now_s) - max(since_s, start_s))
+        # The oldest level also held before it was recorded (the GPU sat at it).
+        energy_j += levels[0][1] * max(0.0, min(levels[0][0], now_s) - start_s)
+        return energy_j / POWER_AVERAGE_WINDOW_S
 
     def _steady_temperature_c(self, power_w: float) -> float:
         return AMBIENT_C + RISE_AT_TDP_C * power_w / self._limit_w

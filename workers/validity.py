@@ -1,0 +1,96 @@
+"""Validity checks of a measured run, with their thresholds stored beside the verdict.
+
+In the spirit of the ML.ENERGY benchmark's validator: a run that fails a check
+is kept, with its reasons, and reports leave it out by default. A check that
+has nothing to judge (no temperature sensor, say) passes with a note; it never
+invents a number.
+"""
+
+from __future__ import annotations
+
+from farm.records import EnergyWindow, IdleBaseline, Validity, ValidityCheck
+from farm.spec import MeasurementSpec
+
+TEMPERATURE_RANGE_C = (20.0, 95.0)
+# Steady power may dip a little below the idle baseline measured minutes
+# earlier (sensor noise, clocks settling): allow this margin before failing.
+IDLE_MARGIN = 0.95
+TDP_MARGIN = 1.02
+
+
+def _steady(windows: list[EnergyWindow]) -> list[EnergyWindow]:
+    return [w for w in windows if w.name == "steady"]
+
+
+def check_steady_length(windows: list[EnergyWindow], min_s: float) -> ValidityCheck:
+    steady = _steady(windows)
+    if not steady:
+        return ValidityCheck(name="steady_window", passed=False, value=None,
+                             threshold=f">= {min_s:g} s", detail="no steady-state window")
+    shortest = min(w.duration_s for w in steady)
+    return ValidityCheck(name="steady_window", passed=shortest >= min_s,
+                         value=round(shortest, 3), threshold=f">= {min_s:g} s",
+                         detail=None if shortest >= min_s else
+                         "shortest steady window too short to trust its energy")
+
+
+def check_power_range(windows: list[EnergyWindow], idle: IdleBaseline,
+                      tdp_w: float | None) -> ValidityCheck:
+    powers = [w.avg_power_w for w in _steady(windows) if w.avg_power_w is not None]
+    low = idle.idle_power_w
+    threshold = f"{_w(low)}–{_w(tdp_w)} W"
+    if not powers:
+        return ValidityCheck(name="power_range", passed=True, value=None, threshold=threshold,
+                             detail="no steady power measured")
+    outside = [p for p in powers if (low is not None and p < low * IDLE_MARGIN)
+               or (tdp_w is not None and p > tdp_w * TDP_MARGIN)]
+    worst = max(outside or powers, key=lambda p: abs(p - (low or 0)))
+    return ValidityCheck(name="power_range", passed=not outside, value=round(worst, 2),
+                         threshold=threshold,
+                         detail="steady power outside idle…TDP" if outside else None)
+
+
+def _w(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0f}"
+
+
+def check_temperature(temperatures_c: list[float]) -> ValidityCheck:
+    low, high = TEMPERATURE_RANGE_C
+    threshold = f"{low:g}–{high:g} °C"
+    if not temperatures_c:
+        return ValidityCheck(name="temperature", passed=True, value=None, threshold=threshold,
+                             detail="no temperature readings")
+    hottest, coolest = max(temperatures_c), min(temperatures_c)
+    passed = low <= coolest and hottest <= high
+    return ValidityCheck(name="temperature", passed=passed,
+                         value=hottest if hottest > high or passed else coolest,
+                         threshold=threshold, detail=None if passed else "outside range")
+
+
+def check_agreement(windows: list[EnergyWindow], spec: MeasurementSpec) -> ValidityCheck:
+    threshold = (f"|timeline/counter − 1| <= {spec.agreement_tolerance:.0%} "
+                 f"on windows >= {spec.agreement_min_window_s:g} s")
+    judged = [w for w in windows if w.agreement is not None
+              and w.duration_s >= spec.agreement_min_window_s]
+    if not judged:
+        return ValidityCheck(name="agreement", passed=True, value=None, threshold=threshold,
+                             detail="no window long enough to compare")
+    worst = max(judged, key=lambda w: abs(w.agreement - 1.0))  # type: ignore[operator]
+    bad = [w for w in judged if w.disagrees]
+    return ValidityCheck(
+        name="agreement", passed=not bad, value=round(worst.agreement, 4),  # type: ignore[arg-type]
+        threshold=threshold,
+        detail=("disagree: " + ", ".join(
+            w.name + (f"[{w.load_point}]" if w.load_point is not None else "") for w in bad))
+        if bad else None)
+
+
+def validate(windows: list[EnergyWindow], idle: IdleBaseline, tdp_w: float | None,
+             temperatures_c: list[float], spec: MeasurementSpec) -> Validity:
+    checks = [
+        check_steady_length(windows, spec.min_steady_s),
+        check_power_range(windows, idle, tdp_w),
+        check_temperature(temperatures_c),
+        check_agreement(windows, spec),
+    ]
+    return Validity(valid=all(c.passed for c in checks), checks=checks)
