@@ -129,12 +129,14 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     state = _Run(run, gpus, abort)
     spec = run.measurement
     state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
+    # CPU/RAM energy of the host means nothing for a simulated run: the host did
+    # not do the modelled work.
     host = HostEnergyMeter(spec.region, [g.info.index for g in gpus if g.info.backend == "gpu"],
-                           enabled=spec.codecarbon)
+                           enabled=spec.codecarbon and not run.simulated)
     error: ErrorInfo | None = None
+    host.start()             # before the run window: its first start takes ~1.6 s
     state.sampler.start()
     state.meter.begin("run")
-    host.start()
     try:
         state.idle = measure_baselines(state.meter, gpus, spec.idle_baseline_s, abort,
                                        state.own_pids)
