@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workers.gpu.nvml import NvmlInventory  # noqa: E402
+from workers.gpu.nvml import NvmlInventory
 
 READINGS = ("energy_mj", "power_w", "power_avg_w", "memory_power_w", "temperature_c",
             "sm_clock_mhz", "memory_clock_mhz", "throttle_reasons", "power_limit_w",
@@ -47,7 +47,7 @@ def main() -> None:
           f"CUDA {gpu.info.cuda_version}; power source {gpu.power_source}")
     print(f"{'reading':<22} {'value':>16} {'median ms':>10} {'p99 ms':>8}")
     for name, row in rows.items():
-        print(f"{name:<22} {str(row['value']):>16} {row['median_ms']:>10.4f} "
+        print(f"{name:<22} {row['value']!s:>16} {row['median_ms']:>10.4f} "
               f"{row['p99_ms']:>8.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"gpu": gpu.info.model_dump(),
