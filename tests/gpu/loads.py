@@ -55,7 +55,8 @@ def pulses(seconds: float, on_s: float, off_s: float, size: int) -> None:
     say("END pulses", cycles)
 
 
-def generate(batches: list[int], new_tokens: int, prompt_tokens: int) -> None:
+def generate(batches: list[int], new_tokens: int, prompt_tokens: int,
+             min_window_s: float) -> None:
     """HF transformers generate on a random-weight ~0.85B Llama built here (no hub)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -75,10 +76,15 @@ def generate(batches: list[int], new_tokens: int, prompt_tokens: int) -> None:
         with torch.inference_mode():
             model.generate(ids, **kwargs)          # the first full-length run per shape is slow
             torch.cuda.synchronize()
+            # Repeat whole generations until the window is long enough to judge
+            # (windows under ~3 s from a lower power read low with either method).
             say(f"BEGIN generate-b{batch}")
-            out = model.generate(ids, **kwargs)
-            torch.cuda.synchronize()
-        say(f"END generate-b{batch}", int((out.shape[1] - prompt_tokens) * batch))
+            started, tokens = time.monotonic(), 0
+            while time.monotonic() - started < min_window_s:
+                out = model.generate(ids, **kwargs)
+                torch.cuda.synchronize()
+                tokens += int((out.shape[1] - prompt_tokens) * batch)
+        say(f"END generate-b{batch}", tokens)
 
 
 def main(argv: list[str]) -> None:
@@ -91,6 +97,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prompt-tokens", type=int, default=128)
+    parser.add_argument("--min-window-s", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.kind == "matmul":
         matmul(args.seconds, args.size)
@@ -98,7 +105,7 @@ def main(argv: list[str]) -> None:
         pulses(args.seconds, args.on, args.off, args.size)
     else:
         generate([int(b) for b in args.batches.split(",")], args.new_tokens,
-                 args.prompt_tokens)
+                 args.prompt_tokens, args.min_window_s)
 
 
 if __name__ == "__main__":
