@@ -224,7 +224,9 @@ class Meter:
         return self.sampler.now_s()
 
     def _read(self) -> list[float | None]:
-        return [_read(gpu, "energy_mj") for gpu in self.gpus]   # type: ignore[misc]
+        # Not swallowed: a GPU lost at a window edge fails the run (retried), while
+        # an unsupported counter is None and makes the window null.
+        return [gpu.energy_mj() for gpu in self.gpus]
 
     def begin(self, name: str, load_point: int | None = None) -> None:
         self._open[(name, load_point)] = _OpenWindow(self.now_s(), self._read())
@@ -235,14 +237,19 @@ class Meter:
         end_s = self.now_s()
         per_gpu: list[float | None] = []
         reason = None
+        duration = end_s - opened.start_s
         for gpu, before, after in zip(self.gpus, opened.counters_mj, counters):
             delta, why = counter_delta_j(before, after,
                                          getattr(gpu, "energy_wraps_at_mj", None))
+            if delta is not None and duration < 2 * getattr(gpu, "counter_update_s", 0.0):
+                # A 10 ms window on a counter that moves every 100 ms reads 0 J or a
+                # whole tick: neither is the window's energy.
+                delta, why = None, (f"window ({duration * 1000:.0f} ms) shorter than twice "
+                                    f"the counter's update period")
             per_gpu.append(delta)
             reason = reason or why
         energy = None if any(e is None for e in per_gpu) else sum(per_gpu)  # type: ignore[arg-type]
         timeline_j, avg_w, peak_w = self.sampler.integral(opened.start_s, end_s)
-        duration = end_s - opened.start_s
         agreement = timeline_j / energy if timeline_j is not None and energy else None
         window = EnergyWindow(
             name=name, load_point=load_point, start_s=round(opened.start_s, 4),

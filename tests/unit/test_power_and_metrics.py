@@ -114,3 +114,16 @@ def test_figures_are_null_without_energy():
     assert lp.num_failed == 1
     no_window = load_point_result(0, "batch", 8, 1.0, reqs, None)
     assert no_window.energy_j is None and no_window.output_throughput_tps is None
+
+
+def test_window_shorter_than_the_counter_update_is_null_not_zero():
+    gpu = ScriptedGpu()
+    gpu.counter_update_s = 0.1
+    meter, sampler = meter_for(gpu)
+    meter.begin("load")
+    window = meter.end("load")
+    sampler.stop()
+    assert window.energy_j is None and "update period" in window.null_reason
+    meter.begin("steady", 0)
+    time.sleep(0.25)
+    assert meter.end("steady", 0).energy_j > 0

@@ -41,6 +41,9 @@ class GpuDevice(ABC):
     power_sensor: str
     power_source: str = "none"
     energy_wraps_at_mj: float | None = None
+    # How often the energy counter moves (s): a window shorter than twice this
+    # cannot be measured by counter deltas (NVML updates every ~100 ms).
+    counter_update_s: float = 0.0
 
     @abstractmethod
     def energy_mj(self) -> float | None:
