@@ -272,8 +272,10 @@ def workers(as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to a file.")
+@click.option("--valid-only", is_flag=True,
+              help="Leave out runs that failed a validity check (and runs without results).")
 @_friendly_errors
-def results(sweep: str | None, fmt: str, out: str | None) -> None:
+def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> None:
     """Per-run, per-load-point figures of a sweep (the latest sweep if none given)."""
     store = _store()
     if sweep:
@@ -284,6 +286,8 @@ def results(sweep: str | None, fmt: str, out: str | None) -> None:
     if target is None:
         raise FarmCliError("the store has no sweeps yet", ExitCode.NOT_FOUND)
     rows = store.result_rows(target.id)
+    if valid_only:
+        rows = [r for r in rows if r.get("valid")]
     text = output.format_results(rows, fmt, title=target.name)
     if out:
         Path(out).write_text(text)

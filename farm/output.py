@@ -155,7 +155,8 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("status", "status"), ("request_throughput_rps", "req/s"),
     ("output_throughput_tps", "tok/s"), ("ttft_p50_ms", "TTFT p50 ms"),
     ("tpot_p50_ms", "TPOT p50 ms"), ("energy_per_output_token_j", "J/token"),
-    ("energy_per_request_j", "J/request"), ("avg_power_w", "W"),
+    ("energy_per_request_j", "J/request"), ("energy_per_output_token_net_j", "net J/token"),
+    ("avg_power_w", "W"), ("valid", "valid"),
 )
 
 
@@ -209,6 +210,8 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
                 values.append(_load_label(row))
             elif key == "gpu_model" and row.get("simulated"):
                 values.append(f"{row.get(key)} (sim)")
+            elif key == "valid" and row.get("valid") is False:
+                values.append(f"no: {row.get('invalid_reasons')}")
             else:
                 values.append(_fmt(row.get(key)))
         table.add_row(*values)

@@ -101,3 +101,10 @@ def test_gives_up_cooling_after_the_timeout_and_says_so():
     pre = run_preflight([FakeGpu(temps=(70.0,))], spec, set(), temps, threading.Event(),
                         clock=clock)
     assert not pre.cooled and "70 °C (idle 35 °C)" in pre.note
+
+
+def test_a_disagreeing_whole_run_window_stays_flagged_but_not_invalid():
+    run = EnergyWindow(name="run", start_s=0.0, duration_s=60.0, energy_j=1000.0,
+                       agreement=1.05, disagrees=True)
+    v = validate([steady(), run], IdleBaseline(idle_power_w=77.0), 700.0, [40.0], SPEC)
+    assert v.valid and run.disagrees
