@@ -16,8 +16,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from farm.records import RunEvent, RunResult
 from farm.settings import Settings, load_settings
@@ -26,6 +28,7 @@ from tasks.app import EVENT_TASK, RECORD_TASK, app
 from tasks.broker_state import UNREADABLE, BrokerState, redis_client
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=BaseModel)
 
 _store: Store | None = None
 
@@ -47,38 +50,40 @@ def _backoff_s(retries: int) -> float:
     return min(60.0, 2.0 ** retries)
 
 
-@app.task(name=RECORD_TASK, bind=True, acks_late=True, max_retries=None)
-def record(self, result_json: str) -> str:
+def _apply(task, model: type[T], payload: str, write: Callable[[T], str]) -> str:
+    """Decode `payload` as `model` and write it to the store; park what cannot be read
+    (retrying cannot fix a newer worker's schema), retry while the store is down."""
     try:
-        result = RunResult.model_validate_json(result_json)
+        message = model.model_validate_json(payload)
     except ValidationError as exc:
-        # Retrying cannot fix it (e.g. a newer worker's schema): park it, never drop it.
-        _park(result_json, exc)
+        _park(payload, exc)
         return "parked"
     try:
-        outcome = store().record_result(result)
+        return write(message)
     except Exception as exc:
-        log.warning("store unavailable, result %s kept in the queue: %s", result.run_id, exc)
-        raise self.retry(exc=exc, countdown=_backoff_s(self.request.retries)) from None
+        log.warning("store unavailable, %s kept for a retry: %s", model.__name__, exc)
+        raise task.retry(exc=exc, countdown=_backoff_s(task.request.retries)) from None
+
+
+def _record_result(result: RunResult) -> str:
+    outcome = store().record_result(result)
     log.info("result %s attempt %d: %s", result.run_id, result.attempt, outcome)
     return outcome
 
 
+def _apply_event(event: RunEvent) -> str:
+    write = store().mark_started if event.kind == "started" else store().mark_requeued
+    return "updated" if write(event) else "ignored"
+
+
+@app.task(name=RECORD_TASK, bind=True, acks_late=True, max_retries=None)
+def record(self, result_json: str) -> str:
+    return _apply(self, RunResult, result_json, _record_result)
+
+
 @app.task(name=EVENT_TASK, bind=True, acks_late=True, max_retries=None)
 def run_event(self, event_json: str) -> str:
-    try:
-        event = RunEvent.model_validate_json(event_json)
-    except ValidationError as exc:
-        _park(event_json, exc)
-        return "parked"
-    try:
-        if event.kind == "started":
-            changed = store().mark_started(event)
-        else:
-            changed = store().mark_requeued(event)
-    except Exception as exc:
-        raise self.retry(exc=exc, countdown=_backoff_s(self.request.retries)) from None
-    return "updated" if changed else "ignored"
+    return _apply(self, RunEvent, event_json, _apply_event)
 
 
 def _reaper_loop(settings: Settings, stop: threading.Event) -> None:

@@ -1,0 +1,42 @@
+"""The recorder's task bodies: unreadable messages are parked, a store outage retries."""
+
+from __future__ import annotations
+
+import pytest
+
+import tasks.record as record
+from farm.records import RunEvent
+
+
+class Retry(Exception):
+    pass
+
+
+class FakeTask:
+    class request:
+        retries = 3
+
+    def retry(self, exc, countdown):
+        self.countdown = countdown
+        return Retry(exc)
+
+
+def test_an_unreadable_message_is_parked_never_dropped(monkeypatch):
+    parked = []
+    monkeypatch.setattr(record, "_park", lambda payload, error: parked.append(payload))
+    assert record._apply(FakeTask(), RunEvent, '{"run_id": 1', lambda e: "x") == "parked"
+    assert parked == ['{"run_id": 1']
+
+
+def test_a_store_outage_retries_with_backoff():
+    task = FakeTask()
+
+    def down(_event):
+        raise ConnectionError("database is down")
+
+    payload = ('{"run_id": "r", "kind": "started", "attempt": 1, "at": "2026-11-22T00:00:00Z",'
+               ' "worker": {"name": "w", "host": "h", "pid": 1}}')
+    with pytest.raises(Retry):
+        record._apply(task, RunEvent, payload, down)
+    assert task.countdown == 8.0            # 2 ** retries, capped at 60 s
+    assert record._apply(task, RunEvent, payload, lambda e: f"wrote {e.run_id}") == "wrote r"
