@@ -176,7 +176,10 @@ class LoadPointResult(Record):
     energy_net_j: float | None = None
     energy_per_output_token_net_j: float | None = None
     energy_per_request_net_j: float | None = None
+    output_tokens_per_j_net: float | None = None
+    avg_power_net_w: float | None = None
     gco2e_per_1k_tokens: float | None = None
+    gco2e_per_1k_tokens_net: float | None = None
 
 
 class GpuState(Record):

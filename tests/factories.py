@@ -133,7 +133,11 @@ def load_point(index: int, kind: str = "concurrency", value: float = 1.0,
         energy_net_j=None if energy_j is None else energy_j - 60.0,
         energy_per_output_token_net_j=None if energy_j is None else (energy_j - 60.0) / 50,
         energy_per_request_net_j=None if energy_j is None else (energy_j - 60.0) / 3,
+        output_tokens_per_j_net=None if energy_j is None else 50 / (energy_j - 60.0),
+        avg_power_net_w=350.0 - 60.0,
         gco2e_per_1k_tokens=None if energy_j is None else energy_j / 50 * 1000 / 3.6e6 * 400,
+        gco2e_per_1k_tokens_net=(None if energy_j is None
+                                 else (energy_j - 60.0) / 50 * 1000 / 3.6e6 * 400),
     )
 
 

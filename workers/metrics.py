@@ -90,8 +90,15 @@ def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
         "energy_per_output_token_net_j": net_per_token,
         "energy_per_request_net_j": (net_per_token * mean_out
                                      if net_per_token is not None and mean_out else None),
-        "gco2e_per_1k_tokens": (lp.energy_per_output_token_j * 1000 / J_PER_KWH
-                                * carbon_g_per_kwh
-                                if lp.energy_per_output_token_j is not None
-                                and carbon_g_per_kwh is not None else None),
+        "output_tokens_per_j_net": _ratio(tokens, net),
+        "avg_power_net_w": (lp.avg_power_w - idle_power_w
+                            if lp.avg_power_w is not None and idle_power_w is not None else None),
+        "gco2e_per_1k_tokens": _grams_per_1k(lp.energy_per_output_token_j, carbon_g_per_kwh),
+        "gco2e_per_1k_tokens_net": _grams_per_1k(net_per_token, carbon_g_per_kwh),
     })
+
+
+def _grams_per_1k(j_per_token: float | None, g_per_kwh: float | None) -> float | None:
+    if j_per_token is None or g_per_kwh is None:
+        return None
+    return j_per_token * 1000 / J_PER_KWH * g_per_kwh

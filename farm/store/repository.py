@@ -79,7 +79,8 @@ REQUEST_COLUMNS = ("run_id", "load_point", "idx", "scheduled_s", "sent_s", "ttft
 LOAD_POINT_FIGURES = ("energy_j", "energy_per_output_token_j", "energy_per_request_j",
                       "avg_power_w", "output_tokens_per_j", "peak_power_w", "energy_net_j",
                       "energy_per_output_token_net_j", "energy_per_request_net_j",
-                      "gco2e_per_1k_tokens")
+                      "output_tokens_per_j_net", "avg_power_net_w", "gco2e_per_1k_tokens",
+                      "gco2e_per_1k_tokens_net")
 # PowerTrace's optional series: (field, pack, unpack).
 TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], list[Any]]], ...] = (
     ("memory_power_w", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),

@@ -127,3 +127,23 @@ def test_window_shorter_than_the_counter_update_is_null_not_zero():
     meter.begin("steady", 0)
     time.sleep(0.25)
     assert meter.end("steady", 0).energy_j > 0
+
+
+def test_net_of_idle_and_emissions_figures():
+    from workers.metrics import with_idle_and_carbon
+
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)]
+    steady = EnergyWindow(name="steady", load_point=0, start_s=0.0, duration_s=1.0,
+                          energy_j=300.0, avg_power_w=300.0)
+    lp = with_idle_and_carbon(load_point_result(0, "concurrency", 4, 1.0, reqs, steady),
+                              steady, idle_power_w=100.0, carbon_g_per_kwh=360.0)
+    assert lp.energy_net_j == pytest.approx(200.0)
+    assert lp.energy_per_output_token_net_j == pytest.approx(5.0)      # 200 J / 40 tokens
+    assert lp.energy_per_request_net_j == pytest.approx(50.0)
+    assert lp.output_tokens_per_j_net == pytest.approx(0.2)
+    assert lp.avg_power_net_w == pytest.approx(200.0)
+    # 7.5 J/token × 1000 tokens = 7.5 kJ = 1/480 kWh → 0.75 g at 360 g/kWh
+    assert lp.gco2e_per_1k_tokens == pytest.approx(0.75)
+    assert lp.gco2e_per_1k_tokens_net == pytest.approx(0.5)
+    unknown = with_idle_and_carbon(lp, steady, idle_power_w=None, carbon_g_per_kwh=None)
+    assert unknown.energy_net_j is None and unknown.gco2e_per_1k_tokens is None

@@ -63,7 +63,10 @@ def _columns() -> dict[str, list[sa.Column]]:
             _float("energy_net_j"),
             _float("energy_per_output_token_net_j"),
             _float("energy_per_request_net_j"),
+            _float("output_tokens_per_j_net"),
+            _float("avg_power_net_w"),
             _float("gco2e_per_1k_tokens"),
+            _float("gco2e_per_1k_tokens_net"),
         ],
         "energy_windows": [
             _float("agreement"),
