@@ -286,9 +286,10 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> N
     if target is None:
         raise FarmCliError("the store has no sweeps yet", ExitCode.NOT_FOUND)
     rows = store.result_rows(target.id)
+    simulated = target.simulated        # the label holds even when --valid-only drops rows
     if valid_only:
         rows = [r for r in rows if r.get("valid")]
-    text = output.format_results(rows, fmt, title=target.name)
+    text = output.format_results(rows, fmt, title=target.name, simulated=simulated)
     if out:
         Path(out).write_text(text)
     else:

@@ -185,8 +185,11 @@ def _csv_cell(value: Any) -> Any:
     return _jsonable(value)
 
 
-def format_results(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
-    simulated = any(r.get("simulated") for r in rows)
+def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
+                   simulated: bool | None = None) -> str:
+    """`simulated` labels the output; by default, whether any row is simulated."""
+    if simulated is None:
+        simulated = any(r.get("simulated") for r in rows)
     if fmt == "json":
         return json.dumps({"sweep": title, "simulated": simulated,
                            "rows": [{k: _jsonable(v) for k, v in r.items()} for r in rows]},

@@ -213,7 +213,7 @@ class ValidityCheck(Record):
 
 class Validity(Record):
     """The run's checks, with their thresholds: a run failing one is kept and
-    excluded from reports by default."""
+    marked invalid: `farmctl results` shows the verdict (`--valid-only` drops it)."""
 
     valid: bool
     checks: list[ValidityCheck]

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from celery import signals
 from celery.exceptions import Reject
+from pydantic import ValidationError
 
 from farm.records import (
     EngineInfo,
@@ -145,7 +146,13 @@ class _RunGuard:
 @app.task(name=MEASURE_TASK, bind=True, acks_late=True, max_retries=TRANSIENT_RETRIES)
 def measure(self, run_json: str) -> str:
     ctx = context()
-    run = RunSpec.model_validate_json(run_json)
+    try:
+        run = RunSpec.model_validate_json(run_json)
+    except ValidationError as exc:
+        # A newer coordinator's run: fail it with the reason instead of losing it.
+        deliver(_send_record, _unreadable(self.request.id, exc).model_dump_json(),
+                f"record-{self.request.id}-unreadable", stop=ctx.abort)
+        return "failed: unreadable run"
     run_id = run.run_id
     if run_id != self.request.id:
         log.warning("task id %s does not match run id %s", self.request.id, run_id)
@@ -197,6 +204,21 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
         return _failed(run, attempt, exc)
     except FarmError as exc:      # e.g. more GPUs than this host has: fail, don't loop
         return _failed(run, attempt, exc)
+
+
+def _unreadable(run_id: str, exc: ValidationError) -> RunResult:
+    now = datetime.now(UTC)
+    return RunResult(
+        run_id=run_id, status="failed", attempt=0, worker=worker_info(), gpus=[],
+        engine=EngineInfo(kind="unknown", simulated=False),
+        measurement=MeasurementInfo(energy_sensor="none", power_sensor=None,
+                                    sample_period_s=None, simulated=False),
+        simulated=False, started_at=now, finished_at=now, duration_s=0.0,
+        error=ErrorInfo(kind="incompatible", message=(
+            "this worker cannot read the run (is it older than the coordinator? upgrade it, "
+            f"then `farmctl retry`): {exc.error_count()} problem(s), first: "
+            f"{exc.errors()[0]['loc']} {exc.errors()[0]['msg']}")),
+    )
 
 
 def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:

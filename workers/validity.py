@@ -1,7 +1,8 @@
 """Validity checks of a measured run, with their thresholds stored beside the verdict.
 
 In the spirit of the ML.ENERGY benchmark's validator: a run that fails a check
-is kept, with its reasons, and reports leave it out by default. A check that
+is kept, with its reasons, and marked invalid (`farmctl results --valid-only`
+leaves it out). A check that
 has nothing to judge (no temperature sensor, say) passes with a note; it never
 invents a number.
 """

@@ -226,3 +226,22 @@ def test_status_and_workers_views(farm, store):
     overall = farm.cli("status").stdout
     assert "views" in overall
     assert sweep_id("views") in farm.cli("sweeps").stdout
+
+
+def test_a_run_the_worker_cannot_read_fails_with_the_reason(farm, store):
+    from farm.settings import Settings
+    from tasks.app import MEASURE_TASK, create_app
+    from tasks.broker_state import redis_client
+
+    text = sweep_toml("unreadable", '["sim:L4"]', duration_s=0.2)
+    run = expand(parse_sweep(text))[0]
+    farm.recorder()
+    farm.cli("enqueue", str(write(farm, "unreadable", text)))   # no worker yet
+    redis_client(farm.broker_url).delete(run.hardware.queue)    # as if a newer coordinator
+    newer = json.loads(run.canonical_json()) | {"schema_version": 2, "new_field": True}
+    create_app(Settings(broker_url=farm.broker_url)).send_task(
+        MEASURE_TASK, args=[json.dumps(newer)], task_id=run.run_id, queue=run.hardware.queue)
+    farm.worker("l4", "L4")
+    wait_for(lambda: store.run_statuses([run.run_id])[run.run_id] == "failed", 60, "failure")
+    row = results_json(farm, "unreadable")[0]
+    assert "cannot read the run" in row["error"]
