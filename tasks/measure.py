@@ -192,18 +192,24 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
     except RunAborted as exc:
         if not guard.timed_out:
             log.warning("run %s handed back: %s", run_id, exc)
-            _send(EVENT_TASK, RunEvent(
-                run_id=run_id, kind="requeued", attempt=attempt, worker=worker_info(),
-                at=datetime.now(UTC), detail=str(exc)).model_dump_json())
+            _requeued(run_id, attempt, str(exc))
             raise Reject(str(exc), requeue=True) from None
         return _failed(run, attempt, RunTimeout(
             f"the run took longer than FARM_RUN_TIMEOUT_S={ctx.settings.run_timeout_s:g} s"))
     except TransientError as exc:
         if task.request.retries < TRANSIENT_RETRIES:
+            _requeued(run_id, attempt, f"retry in {TRANSIENT_DELAY_S} s: {exc}")
             raise task.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None
         return _failed(run, attempt, exc)
     except FarmError as exc:      # e.g. more GPUs than this host has: fail, don't loop
         return _failed(run, attempt, exc)
+
+
+def _requeued(run_id: str, attempt: int, why: str) -> None:
+    """Tell the store the run is waiting again (a handed-back or retried run)."""
+    _send(EVENT_TASK, RunEvent(run_id=run_id, kind="requeued", attempt=attempt,
+                               worker=worker_info(), at=datetime.now(UTC),
+                               detail=why).model_dump_json())
 
 
 def _unreadable(run_id: str, exc: ValidationError) -> RunResult:
