@@ -8,7 +8,7 @@ COPY pyproject.toml README.md ./
 COPY farm ./farm
 COPY workers ./workers
 COPY tasks ./tasks
-RUN pip install '.[codecarbon]' && useradd --system --create-home farm \
+RUN pip install '.[codecarbon,engines]' && useradd --system --create-home farm \
     && mkdir -p /var/lib/farm/spool && chown farm /var/lib/farm/spool
 USER farm
 ENTRYPOINT []
