@@ -167,7 +167,15 @@ def test_a_run_on_nvml_measures_windows_idle_and_validity(live):
 
 def test_a_counter_reset_makes_the_window_null_not_negative(live):
     _, gpus = live
-    WattsEngine.during_steady = lambda nvml: nvml.energy.__setitem__(0, 0.0)
+    resets = []
+
+    def reset_once(nvml):          # a driver reload during the first steady window only
+        if not resets:
+            resets.append(True)
+            with nvml.lock:        # the sampler thread advances the counter too
+                nvml.energy[0] = 0.0
+
+    WattsEngine.during_steady = reset_once
     result = measure(gpus)
     steady = result.window("steady", 0)
     assert steady.energy_j is None and "backwards" in steady.null_reason
