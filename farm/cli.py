@@ -164,11 +164,14 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool
 @click.option("--name", default=None,
               help="Celery node name (default farm-gpu-PID@HOST or farm-sim-PID@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--cpu", is_flag=True,
+              help="Serve runs on the host CPU (sweeps naming gpu = [\"cpu\"]; energy from "
+                   "RAPL where readable, else null).")
 @click.option("--probe", is_flag=True,
               help="Print the GPUs found and the queues this worker would serve, as JSON.")
 @_friendly_errors
 def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
-           loglevel: str, probe: bool) -> None:
+           loglevel: str, cpu: bool, probe: bool) -> None:
     """Serve the runs meant for this host's GPUs (discovered through NVML)."""
     # Exec the worker program: this CLI process never loads NVML or engine code.
     args = ["--loglevel", loglevel]
@@ -178,6 +181,8 @@ def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
         args += ["--gpus", gpus]
     if name:
         args += ["--name", name]
+    if cpu:
+        args.append("--cpu")
     if probe:
         args.append("--probe")
     sys.stdout.flush()

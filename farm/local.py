@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from farm.embedded import PrivateRedis
-from farm.routing import parse_host_spec, queues_for_host
+from farm.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
 from farm.settings import load_settings, redact
 from farm.spec import RunSpec, SweepSpec
 from farm.sweep import expand
@@ -40,6 +40,7 @@ class LocalRunError(RuntimeError):
 class WorkerPlan:
     sim_specs: list[str] = field(default_factory=list)   # for one sim worker
     real: bool = False                                   # start an NVML worker
+    cpu: bool = False                                    # start a CPU worker
     queues: set[str] = field(default_factory=set)
 
 
@@ -68,6 +69,9 @@ def _probe_real_gpus() -> set[str]:
 
 def plan_workers(runs: list[RunSpec], sim_specs: list[str]) -> WorkerPlan:
     plan = WorkerPlan(sim_specs=sim_specs or _sim_specs_for(runs))
+    plan.cpu = any(run.hardware.backend == "cpu" for run in runs)
+    if plan.cpu:
+        plan.queues.add(queue_for("cpu", CPU_SLUG, 1))
     counts: Counter[str] = Counter()
     for spec in plan.sim_specs:
         slug, count = parse_host_spec(spec)
@@ -152,6 +156,8 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
                 children.start("sim-worker", args)
             if plan.real:
                 children.start("gpu-worker", ["worker", "--name", "farm-gpu@local"])
+            if plan.cpu:
+                children.start("cpu-worker", ["worker", "--cpu", "--name", "farm-cpu@local"])
             sid = store.record_sweep(spec, toml_text)
             # Runs left queued, running or failed by an earlier, interrupted local run
             # lost their messages with its private Redis: send them again, then the new.

@@ -18,8 +18,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-Backend = Literal["gpu", "sim"]
-BACKENDS: tuple[str, ...] = ("gpu", "sim")
+Backend = Literal["gpu", "sim", "cpu"]
+BACKENDS: tuple[str, ...] = ("gpu", "sim", "cpu")
+# The host's CPU as the device of engines built for it (vLLM's CPU build): named
+# "cpu" in a sweep, one per host, energy from RAPL where readable.
+CPU_SLUG = "cpu"
 SIM_PREFIX = "sim:"
 
 
@@ -85,6 +88,8 @@ CATALOG: tuple[GpuModel, ...] = (
              ("RTX-4090", "RTX4090", "4090", "NVIDIA GeForce RTX 4090")),
     GpuModel("rtx-3090", "NVIDIA GeForce RTX 3090 24GB", 24, 350,
              ("RTX-3090", "RTX3090", "3090", "NVIDIA GeForce RTX 3090")),
+    # Not a GPU: the host CPU for CPU-built engines (memory and TDP vary per host).
+    GpuModel(CPU_SLUG, "Host CPU", 0, 0, ("CPU",)),
 )
 
 
@@ -137,9 +142,11 @@ def gpu_model(slug: str) -> GpuModel | None:
 
 
 def split_backend(name: str) -> tuple[Backend, str]:
-    """"sim:H100" → ("sim", "H100"); "H100" → ("gpu", "H100")."""
+    """"sim:H100" → ("sim", "H100"); "H100" → ("gpu", "H100"); "cpu" → ("cpu", "cpu")."""
     if name.strip().lower().startswith(SIM_PREFIX):
         return "sim", name.strip()[len(SIM_PREFIX):]
+    if name.strip().lower() == CPU_SLUG:
+        return "cpu", CPU_SLUG
     return "gpu", name
 
 

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm.routing import UnknownGpuError, queue_for, resolve_gpu, split_backend
+from farm.routing import CPU_SLUG, UnknownGpuError, queue_for, resolve_gpu, split_backend
 
 T = TypeVar("T")
 
@@ -89,7 +89,16 @@ class HardwareSpec(Strict):
                 raise ValueError(str(exc)) from None
         if len({_canonical_gpu(n) for n in names}) != len(names):
             raise ValueError("the same GPU model is listed twice")
+        if ("sim", CPU_SLUG) in {_canonical_gpu(n) for n in names}:
+            raise ValueError("the CPU cannot be simulated: name it \"cpu\"")
         return names
+
+    @model_validator(mode="after")
+    def _one_cpu_per_host(self) -> HardwareSpec:
+        if any(split_backend(n)[0] == "cpu" for n in self.gpu) and max(self.gpus_per_run) > 1:
+            raise ValueError('"cpu" is one device per host: gpus_per_run must be [1] '
+                             "(put multi-GPU runs in a sweep of their own)")
+        return self
 
 
 def _canonical_gpu(name: str) -> tuple[str, str]:
@@ -307,7 +316,7 @@ class SweepSpec(Strict):
 
 
 class RunHardware(Strict):
-    backend: Literal["gpu", "sim"]
+    backend: Literal["gpu", "sim", "cpu"]
     gpu_model: str
     gpu_count: PositiveInt
 

@@ -26,6 +26,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--name", default=None)
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--probe", action="store_true")
+    parser.add_argument("--cpu", action="store_true")
     return parser.parse_args(argv)
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         indices = [int(i) for i in args.gpus.split(",")] if args.gpus else None
         sim_host = f"{socket.gethostname()}/{args.name}" if args.name else None
-        inventory = open_inventory(args.sim or None, indices, sim_host=sim_host)
+        inventory = open_inventory(args.sim or None, indices, sim_host=sim_host, cpu=args.cpu)
     except ValueError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return INVALID_INPUT
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from tasks.measure import serve
 
-    kind = "sim" if args.sim else "gpu"
+    kind = "sim" if args.sim else ("cpu" if args.cpu else "gpu")
     serve(inventory, args.name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}",
           args.loglevel)
     return 0

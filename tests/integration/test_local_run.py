@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -151,3 +152,19 @@ def test_interrupted_run_is_completed_by_the_next_one(tmp_path):
         assert store.counts()["results"] == 2
         rows = store.result_rows()
         assert {r["status"] for r in rows} == {"succeeded"}
+
+
+def test_a_cpu_sweep_reaches_the_cpu_worker(tmp_path):
+    """The host CPU as a device: `farmctl run` starts a CPU worker for it. Until a
+    CPU engine is registered the run fails there, with the engine's reason."""
+    sweep = tmp_path / "cpu.toml"
+    sweep.write_text(SMALL.replace('gpu = ["sim:H100-80GB", "sim:L4"]\ngpus_per_run = [1, 2]',
+                                   'gpu = ["cpu"]').replace('kind = "sim"', 'kind = "vllm"')
+                     .replace("repetitions = 2", "repetitions = 1"))
+    proc = farmctl(tmp_path, "run", str(sweep), "--quiet")
+    assert proc.returncode == 1, proc.stdout + proc.stderr       # ExitCode.RUNS_FAILED
+    rows = json.loads(farmctl(tmp_path, "results", "local-small", "--format", "json").stdout)
+    row = rows["rows"][0]
+    assert row["gpu_model"] == "cpu" and row["backend"] == "cpu" and row["status"] == "failed"
+    assert "engine kind 'vllm' is not available" in row["error"]
+    assert row["worker"] == "farm-cpu@local"

@@ -124,3 +124,11 @@ def test_bad_setting_is_an_input_error(tmp_path):
                                   "FARM_DB_URL": f"sqlite:///{tmp_path}/f.db"})
     assert proc.returncode == ExitCode.INVALID_INPUT
     assert "FARM_HEARTBEAT_S='often' is not a number" in proc.stderr
+
+
+def test_worker_probe_on_the_cpu():
+    proc = farmctl("worker", "--probe", "--cpu")
+    assert proc.returncode == 0, proc.stderr
+    probe = json.loads(proc.stdout)
+    assert probe["backend"] == "cpu" and probe["queues"] == ["cpu.cpu.x1"]
+    assert probe["gpus"][0]["backend"] == "cpu" and probe["gpus"][0]["uuid"].startswith("CPU-")

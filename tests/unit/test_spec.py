@@ -173,3 +173,13 @@ def test_toml_syntax_error_has_line():
 def test_unreadable_file(tmp_path):
     with pytest.raises(SpecError, match="cannot read"):
         load_sweep(tmp_path / "missing.toml")
+
+
+def test_the_host_cpu_is_a_device_of_its_own():
+    runs = expand(parse_sweep(VALID.replace('gpu = ["H100"]', 'gpu = ["cpu", "H100"]')))
+    assert {r.hardware.queue for r in runs} == {"cpu.cpu.x1", "gpu.h100-80gb.x1"}
+    assert not any(r.simulated for r in runs)
+    with pytest.raises(SpecError, match="CPU cannot be simulated"):
+        parse_sweep(VALID.replace('gpu = ["H100"]', 'gpu = ["sim:cpu"]'))
+    with pytest.raises(SpecError, match="one device per host"):
+        parse_sweep(VALID.replace('gpu = ["H100"]', 'gpu = ["cpu"]\ngpus_per_run = [1, 2]'))

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from farm.records import GpuInfo
-from farm.routing import gpu_model, parse_host_spec
+from farm.routing import CPU_SLUG, gpu_model, parse_host_spec
 from workers.gpu.base import GpuDevice, GpuInventory
 
 # Idle board power per GPU: (no CUDA context, CUDA context held), watts.
@@ -120,7 +120,10 @@ def parse_sim_spec(text: str) -> tuple[str, int]:
     so a worker's `--sim` and the queues it serves can never disagree. Raises
     ValueError naming the bad text.
     """
-    return parse_host_spec(text)
+    slug, count = parse_host_spec(text)
+    if slug == CPU_SLUG:
+        raise ValueError(f"{text!r}: the CPU is not simulated; a CPU worker is `--cpu`")
+    return slug, count
 
 
 def _host_hash(host: str) -> str:
