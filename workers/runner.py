@@ -161,7 +161,6 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     state.derive(host_energy.carbon_intensity_g_per_kwh if host_energy else None)
     finished_at = _now()
     simulated = run.simulated or any(g.info.backend == "sim" for g in gpus)
-    run_window = state.meter.window("run")
     tdp_w = sum(g.info.power_limit_w or 0 for g in gpus) or None
     sensor = _one_sensor(g.power_sensor for g in gpus)
     return RunResult(
@@ -190,9 +189,8 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         idle=state.idle,
         validity=None if error else validate(
             state.meter.windows, state.idle, tdp_w,
-            state.sampler.values_between("temperature_c", 0.0,
-                                         run_window.start_s + run_window.duration_s
-                                         if run_window else float("inf")),
+            # The sampler has stopped: every sample it holds lies inside the run.
+            state.sampler.values_between("temperature_c", 0.0, float("inf")),
             spec),
         host_energy=host_energy,
     )
