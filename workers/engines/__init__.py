@@ -1,4 +1,4 @@
-"""Engine registry: a run's `engine.kind` picks its runner class.
+"""Engine registry: a run's `engine.kind` and scenario kind pick its class.
 
 Imports are lazy so a worker only loads the engine it uses (vLLM imports take
 10+ seconds and pull CUDA).
@@ -14,19 +14,22 @@ from workers.engines.base import Engine
 from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
 
-# kind → "module:Class"; engines not listed here are not available in this build.
-ENGINES: dict[str, str] = {
-    "sim": "workers.engines.sim:SimEngine",
+# (engine kind, scenario kind) → "module:Class"; None matches any scenario.
+ENGINES: dict[tuple[str, str | None], str] = {
+    ("sim", None): "workers.engines.sim:SimEngine",
+    ("vllm", "batch"): "workers.engines.vllm_offline:VllmOfflineEngine",
+    ("vllm", "server"): "workers.engines.vllm_server:VllmServerEngine",
+    ("hf", "batch"): "workers.engines.hf:HfEngine",
 }
 
 
 def make_engine(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event) -> Engine:
-    target = ENGINES.get(run.engine.kind)
+    kind, scenario = run.engine.kind, run.scenario.kind
+    target = ENGINES.get((kind, scenario)) or ENGINES.get((kind, None))
     if target is None:
-        raise EngineError(
-            f"engine kind {run.engine.kind!r} is not available on this worker; "
-            f"available: {', '.join(sorted(ENGINES))}"
-        )
+        available = sorted(f"{k} ({s or 'any'} scenario)" for k, s in ENGINES)
+        raise EngineError(f"engine kind {kind!r} with a {scenario} scenario is not "
+                          f"available on this worker; available: {', '.join(available)}")
     module_name, class_name = target.split(":")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,69 @@
+"""Hugging Face transformers `generate`: the batch scenario, for framework comparisons.
+
+Same workloads as vLLM (exact input lengths, fixed output length with EOS
+ignored through `min_new_tokens`, the same decoding settings). Engine
+arguments:
+
+- `batch_size` (default: all `num_prompts` at once): prompts per `generate`
+  call; later batches wait for earlier ones, and that wait counts in their
+  TTFT as it does in vLLM's batch;
+- `attn_implementation` (e.g. "sdpa", "eager"): passed to `from_pretrained`.
+
+Warm-up is one full-length `generate` per batch shape the load points use: the
+first call of a shape is 3–5× slower (kernel selection, allocator growth).
+transformers seeds one generator per batch, not per request: sampled runs are
+repeatable per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workers.engines.launch import device_backend, model_settings
+from workers.engines.offline import OfflineEngine
+from workers.errors import EngineError
+
+
+class HfEngineArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    batch_size: int | None = Field(default=None, gt=0)
+    attn_implementation: str | None = None
+
+
+class HfEngine(OfflineEngine):
+    kind = "hf"
+    backend = "hf"
+    display_name = "transformers"
+
+    def engine_settings(self) -> dict[str, Any]:
+        try:
+            args = HfEngineArgs.model_validate(self.run.engine.args)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in exc.errors())
+            raise EngineError(f"hf engine arguments: {problems}; known: "
+                              f"{', '.join(HfEngineArgs.model_fields)}") from None
+        if len(self.gpus) != 1:
+            raise EngineError(f"the hf engine runs on one GPU, this run has {len(self.gpus)}")
+        settings = model_settings(self.run)
+        settings["device"] = "cuda" if device_backend(self.gpus) == "gpu" else "cpu"
+        settings.update(args.model_dump(exclude_none=True))
+        return settings
+
+    def batch_size(self) -> int | None:
+        return self.settings.get("batch_size")
+
+    def warmup_batches(self) -> list[int]:
+        n = self.scenario.num_prompts
+        size = self.batch_size() or n
+        shapes = {min(size, n)}
+        if n % size:
+            shapes.add(n % size)
+        return sorted(shapes, reverse=True)
+
+    @property
+    def in_process_engine(self) -> bool:
+        return False

@@ -1,0 +1,88 @@
+"""What every real engine process starts with: its environment and its settings.
+
+Device pinning is done with the environment, never inside the engine: the
+child sees exactly the run's GPUs (by NVML index: `CUDA_DEVICE_ORDER=PCI_BUS_ID`
+makes CUDA count them the same way), or none at all on the CPU device.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from farm.spec import RunSpec
+from workers.gpu.base import GpuDevice
+
+
+def device_backend(gpus: list[GpuDevice]) -> str:
+    """"gpu" or "cpu" (a real engine never runs on simulated GPUs)."""
+    backends = {g.info.backend for g in gpus}
+    if backends == {"cpu"}:
+        return "cpu"
+    if backends == {"gpu"}:
+        return "gpu"
+    from workers.errors import EngineError
+    raise EngineError(f"a real engine needs real GPUs or the CPU device, got "
+                      f"{', '.join(sorted(backends)) or 'no device'}")
+
+
+def engine_env(gpus: list[GpuDevice], *, in_process_engine: bool = False,
+               base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of an engine process pinned to `gpus`.
+
+    `in_process_engine` (CPU device only) keeps vLLM's engine core in the engine
+    process: on the CPU a separate core process costs 25–35 s more start-up and
+    another 1 GB (../shared/VLLM_CPU.md), and there is no GPU work to overlap.
+    """
+    env = dict(os.environ if base is None else base)
+    env["PYTHONUNBUFFERED"] = "1"
+    # vLLM's internal sockets bind the host's address unless told otherwise.
+    env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    if device_backend(gpus) == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        if in_process_engine:
+            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    else:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g.info.index) for g in gpus)
+    return env
+
+
+def model_settings(run: RunSpec) -> dict[str, Any]:
+    """Model source, revision, tokenizer and dtype, named as vLLM names them."""
+    model = run.model
+    settings: dict[str, Any] = {"model": model.source}
+    if model.revision:
+        settings["revision"] = model.revision
+    if model.tokenizer:
+        settings["tokenizer"] = model.tokenizer
+    if model.dtype != "auto":
+        settings["dtype"] = model.dtype
+    return settings
+
+
+def vllm_settings(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, Any]:
+    """vLLM engine arguments: the model's, tensor parallelism over the run's GPUs,
+    the workload seed, then the sweep's `[engine]` arguments (which win)."""
+    settings = model_settings(run)
+    if device_backend(gpus) == "gpu":
+        settings["tensor_parallel_size"] = len(gpus)
+    settings["seed"] = run.workload.seed
+    settings.update(run.engine.args)
+    return settings
+
+
+def cli_flags(settings: Mapping[str, Any]) -> list[str]:
+    """Engine arguments as vLLM command-line flags: `max_num_seqs=8` →
+    `--max-num-seqs 8`; True → `--flag`, False → `--no-flag`."""
+    argv: list[str] = []
+    for key, value in settings.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            argv.append(flag)
+        elif value is False:
+            argv.append("--no-" + key.replace("_", "-"))
+        elif value is not None:
+            argv += [flag, str(value)]
+    return argv

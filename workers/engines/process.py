@@ -1,0 +1,215 @@
+"""An engine's own process tree: started in its own session, stopped as a group.
+
+Real engines never run inside the worker process. vLLM and transformers load
+CUDA, spawn helper processes (vLLM's engine core, tensor-parallel workers) and
+can crash, hang or run out of memory; in a child process group each of those
+is the engine's failure, not the worker's: the group is killed, the GPUs are
+free again and the worker takes its next run.
+
+- `start_new_session=True`: the child leads a new process group, so one
+  `killpg` reaches everything it spawned (vLLM's engine core included), and a
+  Ctrl-C aimed at the worker's terminal does not reach it half-way.
+- Output goes to a log file, never a pipe nobody reads (a full pipe blocks the
+  engine); `tail()` gives the last lines for the failed run's record.
+- `pids()` lists the group's processes: they may use the run's GPUs and are
+  not foreign tenants for the isolation watch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from workers.errors import EngineError, RunAborted
+
+LOG_TAIL_LINES = 40
+STOP_GRACE_S = 20.0        # SIGTERM → SIGKILL (vLLM needs ~1 s on the CPU)
+PIDS_CACHE_S = 0.5         # /proc scans for the isolation watch, at most this often
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
+    pids: set[int] = set()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        # pid (comm) state ppid pgrp …; comm may hold spaces and parentheses
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            pids.add(int(entry))
+    return pids
+
+
+class EngineProcess:
+    """One engine command, its log file and its process group."""
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], name: str,
+                 log_dir: str | Path | None = None, stdin_pipe: bool = False,
+                 stdout_pipe: bool = False):
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.name = name
+        fd, path = tempfile.mkstemp(prefix=f"farm-{name}-", suffix=".log",
+                                    dir=str(log_dir) if log_dir else None)
+        os.close(fd)
+        self.log_path = Path(path)
+        self._stdin_pipe = stdin_pipe
+        self._stdout_pipe = stdout_pipe
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._pids_at = 0.0
+        self._pids: set[int] = set()
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, env=self.env, start_new_session=True,
+                    stdin=subprocess.PIPE if self._stdin_pipe else subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if self._stdout_pipe else log,
+                    stderr=log, close_fds=True)
+            except OSError as exc:
+                raise EngineError(f"cannot start the {self.name} engine "
+                                  f"({self.argv[0]}): {exc}") from None
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def exit_code(self) -> int | None:
+        """None while running (or never started)."""
+        return self.proc.poll() if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def pids(self) -> set[int]:
+        """The engine's processes (the leader and everything in its group)."""
+        if self.proc is None:
+            return set()
+        now = time.monotonic()
+        with self._lock:
+            if now - self._pids_at >= PIDS_CACHE_S:
+                self._pids = group_pids(self.proc.pid)
+                if self.proc.poll() is None:
+                    self._pids.add(self.proc.pid)
+                self._pids_at = now
+            return set(self._pids)
+
+    def tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
+        """The last lines of the engine's output (stderr, and stdout unless piped)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 64 * 1024))
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return []
+        return [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+
+    def failure(self, message: str) -> EngineError:
+        """An EngineError carrying the engine's last log lines."""
+        return EngineError(message, log_tail=self.tail())
+
+    def exited_error(self, while_doing: str) -> EngineError:
+        code = self.exit_code()
+        how = (f"was killed by signal {-code}" if code is not None and code < 0
+               else f"exited with code {code}")
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if code == -9 else ""
+        last = self._last_error_line()
+        return self.failure(f"the {self.name} engine {how} {while_doing}{hint}"
+                            + (f": {last}" if last else ""))
+
+    def _last_error_line(self) -> str | None:
+        """The engine's own message: the last line that names an error."""
+        for line in reversed(self.tail(200)):
+            if "Error" in line or "error:" in line or "Exception" in line:
+                return line.strip()[:500]
+        return None
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM the group, SIGKILL it after `grace_s`; safe to call twice.
+
+        The group is signalled again after the leader exits: helpers it
+        spawned (vLLM's engine core) must not outlive it.
+        """
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            self._signal(pgid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self._signal(pgid, signal.SIGKILL)
+                self.proc.wait(10)
+        deadline = time.monotonic() + grace_s
+        while group_pids(pgid) and time.monotonic() < deadline:
+            self._signal(pgid, signal.SIGTERM)
+            time.sleep(0.1)
+        if group_pids(pgid):
+            self._signal(pgid, signal.SIGKILL)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        return self.proc.returncode
+
+    @staticmethod
+    def _signal(pgid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    def remove_log(self) -> None:
+        with contextlib.suppress(OSError):
+            self.log_path.unlink()
+
+
+def wait_until(ready, *, deadline_s: float, process: EngineProcess, abort: threading.Event,
+               what: str, poll_s: float = 0.25) -> None:
+    """Poll `ready()` until it is true; fail if the engine exits, the deadline
+    passes (the engine is then stopped) or the worker aborts."""
+    end = time.monotonic() + deadline_s
+    while True:
+        if ready():
+            return
+        if not process.running():
+            raise process.exited_error(f"before {what}")
+        if time.monotonic() >= end:
+            error = process.failure(f"the {process.name} engine was not {what} within "
+                                    f"{deadline_s:g} s")
+            process.stop()
+            raise error
+        if abort.wait(poll_s):
+            process.stop()
+            raise RunAborted(f"the worker is shutting down while the {process.name} engine "
+                             "was starting")

@@ -1,0 +1,29 @@
+"""vLLM batch scenario: offline generation of `num_prompts` prompts.
+
+`vllm.LLM` is loaded in the engine child (`workers.engines.child`) and driven
+step by step, so every token of every request gets its own time. The sweep's
+`[engine]` arguments are vLLM's own engine arguments (`max_num_seqs`,
+`gpu_memory_utilization`, `enforce_eager`, `kv_cache_memory_bytes`, …) and go
+to `LLM(...)` unchanged; see `workers.engines.launch.vllm_settings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.engines.launch import device_backend, vllm_settings
+from workers.engines.offline import OfflineEngine
+
+
+class VllmOfflineEngine(OfflineEngine):
+    kind = "vllm"
+    backend = "vllm"
+    display_name = "vLLM"
+
+    def engine_settings(self) -> dict[str, Any]:
+        return vllm_settings(self.run, self.gpus)
+
+    @property
+    def in_process_engine(self) -> bool:
+        # On the CPU, vLLM's engine core stays in the child (see launch.engine_env).
+        return device_backend(self.gpus) == "cpu"
