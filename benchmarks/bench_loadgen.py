@@ -35,7 +35,8 @@ import aiohttp
 from _common import ROOT, machine, table
 
 from workers import loadgen
-from workers.loadgen import PromptRequest, run_load_point
+from workers.loadgen import run_load_point
+from workers.workload import PromptRequest
 
 CONCURRENCY = (1, 16, 64, 256)
 OUTPUT_TOKENS = (16, 128)

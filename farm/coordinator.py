@@ -46,7 +46,7 @@ def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
 
     with app.producer_or_acquire() as producer, _batched(producer):
         for count, run in enumerate(runs, start=1):
-            app.send_task(MEASURE_TASK, args=[run.canonical_json()], task_id=run.run_id,
+            app.send_task(MEASURE_TASK, args=[run.to_json()], task_id=run.run_id,
                           queue=run.hardware.queue, producer=producer)
             if progress and count % 500 == 0:
                 progress(count)

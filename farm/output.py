@@ -158,6 +158,27 @@ TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("energy_per_request_j", "J/request"), ("energy_per_output_token_net_j", "net J/token"),
     ("avg_power_w", "W"), ("valid", "valid"),
 )
+# Server load points' goodput under the scenario's SLO, shown after "TPOT p50 ms"
+# when any row has one (a batch-only sweep keeps the narrower table).
+GOODPUT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("goodput_rps", "good req/s"), ("slo_attainment", "SLO %"),
+)
+
+
+def _table_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
+    if not any(r.get(key) is not None for r in rows for key, _ in GOODPUT_COLUMNS):
+        return TABLE_COLUMNS
+    at = [key for key, _ in TABLE_COLUMNS].index("tpot_p50_ms") + 1
+    return TABLE_COLUMNS[:at] + GOODPUT_COLUMNS + TABLE_COLUMNS[at:]
+
+
+def _percent(fraction: Any) -> str:
+    """0.973 → "97.3"; never "100.0" unless every request was good."""
+    if fraction is None:
+        return "—"
+    percent = 100.0 * fraction
+    text = f"{percent:.1f}"
+    return "99.9" if text == "100.0" and fraction < 1 else text
 
 
 def _load_label(row: Mapping[str, Any]) -> str:
@@ -203,13 +224,16 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
                 writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return buffer.getvalue()
     table = _table()
-    for _, header in TABLE_COLUMNS:
+    columns = _table_columns(rows)
+    for _, header in columns:
         table.add_column(header, justify="right" if header[0].isupper() or "/" in header
                          else "left")
     for row in rows:
         values = []
-        for key, _ in TABLE_COLUMNS:
-            if key == "load":
+        for key, _ in columns:
+            if key == "slo_attainment":
+                values.append(_percent(row.get(key)))
+            elif key == "load":
                 values.append(_load_label(row))
             elif key == "gpu_model" and row.get("simulated"):
                 values.append(f"{row.get(key)} (sim)")

@@ -180,6 +180,19 @@ class LoadPointResult(Record):
     avg_power_net_w: float | None = None
     gco2e_per_1k_tokens: float | None = None
     gco2e_per_1k_tokens_net: float | None = None
+    # Goodput: the requests that met both latency limits (SLO) of the sweep's
+    # server scenario; None for batch load points (no SLO applies).
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    good_requests: int | None = None
+    slo_attainment: float | None = None         # good / sent (a failed request is not good)
+    goodput_rps: float | None = None            # good / duration_s
+    slo_p99_met: bool | None = None             # p99 TTFT and p99 TPOT of the ok requests
+    # What only the load generator knows (None / empty for other engines).
+    lateness: LatencyStats = LatencyStats()     # open loop: sent − scheduled
+    unsent_requests: int | None = None          # open loop: arrivals still waiting for a slot
+    max_in_flight: int | None = None            # requests in flight at once, as the client saw
+    notes: list[str] = []                       # the engine's remarks on this load point
 
 
 class GpuState(Record):

@@ -141,12 +141,20 @@ class EngineSpec(BaseModel):
         }
 
 
+# Goodput limits: MLPerf Inference's Llama-2-70B server scenario (v4.0 onwards).
+DEFAULT_SLO_TTFT_MS = 2000.0
+DEFAULT_SLO_TPOT_MS = 200.0
+
+
 class ServerScenario(Strict):
     """OpenAI-compatible server under load.
 
     Closed loop: `concurrency` = simultaneous requests kept in flight. Open loop:
     `request_rate` (requests/s) with gamma arrivals of shape `burstiness`
-    (1.0 = Poisson), optionally capped at `max_concurrency`.
+    (1.0 = Poisson), optionally capped at `max_concurrency`. `slo_ttft_ms` /
+    `slo_tpot_ms` are the per-request latency limits goodput is counted against
+    (MLPerf Inference's Llama-2-70B server limits by default); they are not part
+    of the run id (see `RunSpec.canonical_json`).
     """
 
     kind: Literal["server"]
@@ -158,6 +166,8 @@ class ServerScenario(Strict):
     duration_s: PositiveFloat
     warmup_s: NonNegativeFloat = 10.0
     api: Literal["completions", "chat"] = "completions"
+    slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
+    slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
 
     @model_validator(mode="after")
     def _one_load_kind(self) -> ServerScenario:
@@ -331,7 +341,11 @@ class RunEngine(Strict):
 
 
 class ServerLoad(Strict):
-    """A server scenario with its load points, all measured against one engine start."""
+    """A server scenario with its load points, all measured against one engine start.
+
+    The SLO limits say how goodput is counted, not what is measured: they are
+    left out of the run id (`RunSpec.canonical_json`).
+    """
 
     kind: Literal["server"]
     name: str
@@ -342,6 +356,8 @@ class ServerLoad(Strict):
     duration_s: float
     warmup_s: float
     api: Literal["completions", "chat"] = "completions"
+    slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
+    slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
 
     @property
     def load_points(self) -> list[tuple[str, float]]:
@@ -369,6 +385,16 @@ class RunWorkload(Strict):
     seed: int
 
 
+# Fields of a RunSpec left out of its run id: goodput can be recounted from the
+# per-request records under any SLO, so changing the limits measures nothing new
+# (and run ids from before the SLO existed stay the same).
+NOT_IN_RUN_ID: dict[str, Any] = {"scenario": {"slo_ttft_ms", "slo_tpot_ms"}}
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
 class RunSpec(Strict):
     """One measurement, fully concrete. `run_id` is its identity."""
 
@@ -383,7 +409,14 @@ class RunSpec(Strict):
     measurement: MeasurementSpec
 
     def canonical_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """The run's identity: every field but those in `NOT_IN_RUN_ID` (which say how
+        the results are read, not what is measured), sorted keys, no spaces."""
+        return _compact(self.model_dump(mode="json", exclude=NOT_IN_RUN_ID))
+
+    def to_json(self) -> str:
+        """Everything, as sent to a worker and kept in the store (`canonical_json`
+        plus the fields left out of the id)."""
+        return _compact(self.model_dump(mode="json"))
 
     @property
     def run_id(self) -> str:

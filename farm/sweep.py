@@ -41,6 +41,7 @@ def _scenario_variants(scenario: ServerScenario | BatchScenario) -> list[ServerL
                     else (1.0 if scenario.request_rate else None)),
         max_concurrency=scenario.max_concurrency, duration_s=scenario.duration_s,
         warmup_s=scenario.warmup_s, api=scenario.api,
+        slo_ttft_ms=scenario.slo_ttft_ms, slo_tpot_ms=scenario.slo_tpot_ms,
     )]
 
 

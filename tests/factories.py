@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from farm.records import (
     EnergyWindow,
@@ -138,7 +139,21 @@ def load_point(index: int, kind: str = "concurrency", value: float = 1.0,
         gco2e_per_1k_tokens=None if energy_j is None else energy_j / 50 * 1000 / 3.6e6 * 400,
         gco2e_per_1k_tokens_net=(None if energy_j is None
                                  else (energy_j - 60.0) / 50 * 1000 / 3.6e6 * 400),
+        **(goodput_figures(index, kind, value) if kind != "batch" else {}),
     )
+
+
+def goodput_figures(index: int, kind: str, value: float) -> dict[str, Any]:
+    """A server load point's goodput and load-generator figures (2 of 3 requests good;
+    the p99s met on the first point only; lateness and unsent arrivals in the open loop)."""
+    figures: dict[str, Any] = dict(
+        slo_ttft_ms=2000.0, slo_tpot_ms=200.0, good_requests=2, slo_attainment=2 / 3,
+        goodput_rps=2.0, slo_p99_met=index == 0, max_in_flight=int(value) + 1,
+        unsent_requests=0, notes=[f"note {index}", "1 of 3 request(s) failed (timeout ×1)"])
+    if kind == "request_rate":
+        figures.update(lateness=LatencyStats(mean_ms=1.25, p50_ms=1.0, p90_ms=2.5, p99_ms=4.75),
+                       unsent_requests=5)
+    return figures
 
 
 def validity(failing: str | None = None) -> Validity:

@@ -56,9 +56,10 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from farm.records import LatencyStats, RequestRecord, percentile
+from farm.records import LatencyStats, RequestRecord
 from farm.spec import ServerLoad
 from workers.engines.base import LoadPointOutcome, WindowMeter
+from workers.metrics import Goodput, Slo, goodput_of  # pure, shared; still importable here
 
 try:  # optional: the same results, less CPU per chunk
     from orjson import loads as _loads
@@ -72,6 +73,7 @@ ENDPOINTS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat
 ERROR_HEAD_CHARS = 200          # of an HTTP error's body, kept in the record
 USER_AGENT = "farm-loadgen/1"
 ABORT_POLL_S = 0.05
+DEFAULT_SLO = Slo()
 
 
 # ------------------------------------------------------------------ inputs
@@ -90,22 +92,6 @@ class Prompt(Protocol):
     top_k: int | None
     seed: int | None
     ignore_eos: bool
-
-
-
-
-@dataclass(frozen=True)
-class Slo:
-    """Per-request latency limits for goodput.
-
-    Defaults: MLPerf Inference's Llama-2-70B server scenario (v4.0 onwards),
-    TTFT ≤ 2 s and TPOT ≤ 200 ms. MLPerf applies them to the p99 of a run
-    (`Goodput.p99_met`); goodput counts the requests that meet both, as
-    `vllm bench serve --goodput ttft:2000 tpot:200` does.
-    """
-
-    ttft_s: float = 2.0
-    tpot_s: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -197,18 +183,6 @@ def point_args(scenario: ServerLoad, kind: str, value: float) -> dict[str, Any]:
 # ------------------------------------------------------------------ outputs
 
 
-@dataclass(frozen=True)
-class Goodput:
-    """Requests that succeeded within the SLO limits (see `Slo`)."""
-
-    ttft_limit_s: float
-    tpot_limit_s: float
-    good_requests: int
-    attainment: float | None        # good / sent
-    goodput_rps: float | None       # good / load point duration (vllm bench's definition)
-    p99_met: bool | None            # p99 TTFT and p99 TPOT of the ok requests within limits
-
-
 @dataclass(repr=False)
 class LoadgenOutcome(LoadPointOutcome):
     """A `LoadPointOutcome` with what only the load generator knows.
@@ -234,32 +208,6 @@ class LoadgenOutcome(LoadPointOutcome):
         return (f"LoadgenOutcome({len(self.requests)} requests, {ok} ok, "
                 f"duration_s={self.duration_s:.3f}, steady=({self.steady_start_s}, "
                 f"{self.steady_end_s}), aborted={self.aborted})")
-
-
-def goodput_of(records: Sequence[RequestRecord], duration_s: float,
-               slo: Slo = Slo()) -> Goodput:
-    """Goodput of a load point under `slo` (TPOT as `workers.metrics` defines it)."""
-    good = 0
-    ttfts: list[float] = []
-    tpots: list[float] = []
-    for r in records:
-        if not r.ok or r.ttft_s is None or r.e2e_s is None:
-            continue
-        ttfts.append(r.ttft_s)
-        tpot = ((r.e2e_s - r.ttft_s) / (r.output_tokens - 1)
-                if r.output_tokens and r.output_tokens > 1 else None)
-        if tpot is not None:
-            tpots.append(tpot)
-        if r.ttft_s <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s):
-            good += 1
-    p99_met = None
-    if ttfts:
-        p99_met = (percentile(sorted(ttfts), 99) <= slo.ttft_s
-                   and (not tpots or percentile(sorted(tpots), 99) <= slo.tpot_s))
-    return Goodput(
-        ttft_limit_s=slo.ttft_s, tpot_limit_s=slo.tpot_s, good_requests=good,
-        attainment=good / len(records) if records else None,
-        goodput_rps=good / duration_s if duration_s > 0 else None, p99_met=p99_met)
 
 
 # ------------------------------------------------------------------ the load point
@@ -573,7 +521,7 @@ async def run_load_point(
     clock: Callable[[], float] | None = None,
     meter: WindowMeter | None = None,
     load_point_index: int = 0,
-    slo: Slo = Slo(),
+    slo: Slo = DEFAULT_SLO,
     options: ClientOptions = ClientOptions(),
     abort: threading.Event | None = None,
 ) -> LoadgenOutcome:

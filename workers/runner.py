@@ -40,7 +40,7 @@ from workers.engines.base import Engine
 from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
 from workers.hostenergy import HostEnergyMeter
-from workers.metrics import load_point_result, with_idle_and_carbon
+from workers.metrics import load_point_result, slo_for, with_idle_and_carbon
 from workers.power import AgreementPolicy, Contamination, Meter, PowerSampler
 from workers.preflight import IdleTemperatures, run_preflight
 from workers.validity import validate
@@ -91,17 +91,19 @@ class _Run:
         self.meter.begin("load")
         engine.start(start_deadline_s)
         self.meter.end("load")
+        self.engine_info = engine.info      # a real engine knows its version once loaded
         self.meter.begin("warmup")
         engine.warmup()
         self.meter.end("warmup")
+        # Goodput under the server scenario's SLO; batch load points have none.
+        slo = slo_for(self.run.scenario)
         for index, (kind, value) in enumerate(self.run.scenario.load_points):
             if self.abort.is_set():
                 raise RunAborted("worker shutting down between load points")
             outcome = engine.run_load_point(index, kind, value, self.meter)
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(
-                index, kind, value, outcome.duration_s, outcome.requests,
-                self.meter.window("steady", index)))
+                index, kind, value, outcome, self.meter.window("steady", index), slo))
 
     def check_isolation(self) -> None:
         found = self.sampler.check_tenants()

@@ -198,7 +198,7 @@ class RunRow(SQLModel, table=True):
     output_tokens: int
     decoding: str  # Decoding.label
     queue: str
-    spec_json: str = Field(sa_type=Text())  # RunSpec.canonical_json()
+    spec_json: str = Field(sa_type=Text())  # RunSpec.to_json()
     status: str
     attempts: int = 0
     worker: str | None = None
@@ -309,6 +309,21 @@ class LoadPointRow(SQLModel, table=True):
     avg_power_net_w: float | None = None
     gco2e_per_1k_tokens: float | None = None
     gco2e_per_1k_tokens_net: float | None = None
+    # Goodput under the scenario's SLO (null for batch load points), migration 0004.
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    good_requests: int | None = None
+    slo_attainment: float | None = None  # good / sent
+    goodput_rps: float | None = None
+    slo_p99_met: bool | None = None
+    # Load generator figures: lateness = sent − scheduled (open loop).
+    lateness_mean_ms: float | None = None
+    lateness_p50_ms: float | None = None
+    lateness_p90_ms: float | None = None
+    lateness_p99_ms: float | None = None
+    unsent_requests: int | None = None
+    max_in_flight: int | None = None
+    notes: list[str] | None = Field(default=None, sa_type=_json())  # NULL = no notes
 
 
 class WindowRow(SQLModel, table=True):

@@ -36,6 +36,7 @@ from farm.records import (
     GpuInfo,
     HostEnergy,
     IdleBaseline,
+    LatencyStats,
     LoadPointResult,
     PowerTrace,
     Preflight,
@@ -71,7 +72,8 @@ RecordOutcome = Literal["stored", "replaced", "duplicate", "unknown_run"]
 
 # Ids per IN (...) list: below SQLite's oldest bound-parameter limit (999).
 CHUNK = 900
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e")
+# LatencyStats fields of LoadPointResult, stored as {metric}_{stat}_ms columns.
+LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "lateness")
 LATENCY_STATS = ("mean", "p50", "p90", "p99")
 REQUEST_COLUMNS = ("run_id", "load_point", "idx", "scheduled_s", "sent_s", "ttft_s", "e2e_s",
                    "itl_s", "input_tokens", "output_tokens", "ok", "error")
@@ -81,6 +83,15 @@ LOAD_POINT_FIGURES = ("energy_j", "energy_per_output_token_j", "energy_per_reque
                       "energy_per_output_token_net_j", "energy_per_request_net_j",
                       "output_tokens_per_j_net", "avg_power_net_w", "gco2e_per_1k_tokens",
                       "gco2e_per_1k_tokens_net")
+# Goodput and load generator figures of LoadPointResult, stored under their own names
+# (migration 0004); null where not measured (batch load points, older rows).
+LOAD_POINT_GOODPUT = ("slo_ttft_ms", "slo_tpot_ms", "good_requests", "slo_attainment",
+                      "goodput_rps", "slo_p99_met", "unsent_requests", "max_in_flight")
+# LoadPointResult fields stored in load_points columns of the same name.
+LOAD_POINT_COLUMNS = ("kind", "value", "duration_s", "num_requests", "num_ok", "num_failed",
+                      "input_tokens", "output_tokens", "steady_output_tokens",
+                      "request_throughput_rps", "output_throughput_tps",
+                      *LOAD_POINT_FIGURES, *LOAD_POINT_GOODPUT)
 # PowerTrace's optional series: (field, pack, unpack).
 TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], list[Any]]], ...] = (
     ("memory_power_w", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),
@@ -377,6 +388,13 @@ class Store:
         with self._read() as session:
             return [_request_record(row) for row in session.execute(stmt).mappings()]
 
+    def load_points_for(self, run_id: str) -> list[LoadPointResult]:
+        """The run's load points as the worker sent them (empty without a result)."""
+        stmt = (select(load_points_t).where(load_points_t.c.run_id == run_id)
+                .order_by(load_points_t.c.idx))
+        with self._read() as session:
+            return [_load_point_record(row) for row in session.execute(stmt).mappings()]
+
     def trace_for(self, run_id: str) -> PowerTrace | None:
         """The run's power timeline with every series, missing samples as None."""
         stmt = (select(traces_t).where(traces_t.c.run_id == run_id)
@@ -567,7 +585,7 @@ def _run_row(sweep: str, run_id: str, run: RunSpec, now: datetime) -> dict[str, 
         "scenario_name": run.scenario.name, "scenario_kind": run.scenario.kind,
         "input_tokens": run.workload.input_tokens, "output_tokens": run.workload.output_tokens,
         "decoding": run.workload.decoding.label, "queue": run.hardware.queue,
-        "spec_json": run.canonical_json(), "status": "queued", "attempts": 0, "worker": None,
+        "spec_json": run.to_json(), "status": "queued", "attempts": 0, "worker": None,
         "gpu_uuids": None, "created_at": now, "queued_at": now, "started_at": None,
         "finished_at": None, "error": None, "simulated": run.simulated,
     }
@@ -635,14 +653,9 @@ def _host_columns(host: HostEnergy | None) -> dict[str, Any]:
 
 def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "run_id": run_id, "idx": lp.index, "kind": lp.kind, "value": lp.value,
-        "duration_s": lp.duration_s,
-        "num_requests": lp.num_requests, "num_ok": lp.num_ok, "num_failed": lp.num_failed,
-        "input_tokens": lp.input_tokens, "output_tokens": lp.output_tokens,
-        "steady_output_tokens": lp.steady_output_tokens,
-        "request_throughput_rps": lp.request_throughput_rps,
-        "output_throughput_tps": lp.output_throughput_tps,
-        **{figure: getattr(lp, figure) for figure in LOAD_POINT_FIGURES},
+        "run_id": run_id, "idx": lp.index,
+        **{column: getattr(lp, column) for column in LOAD_POINT_COLUMNS},
+        "notes": list(lp.notes) or None,
     }
     for metric in LATENCY_METRICS:
         stats = getattr(lp, metric)
@@ -697,6 +710,17 @@ def _request_record(row: Any) -> RequestRecord:
     )
 
 
+def _load_point_record(row: Any) -> LoadPointResult:
+    """A `load_points` row back into the LoadPointResult it was made from."""
+    return LoadPointResult(
+        index=row["idx"], **{column: row[column] for column in LOAD_POINT_COLUMNS},
+        **{metric: LatencyStats(**{f"{stat}_ms": row[f"{metric}_{stat}_ms"]
+                                   for stat in LATENCY_STATS})
+           for metric in LATENCY_METRICS},
+        notes=row["notes"] or [],
+    )
+
+
 def _result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
     """result_for's dict from a `results` row and the run's `energy_windows` rows."""
     out = {key: value for key, value in row.items()
@@ -747,6 +771,10 @@ def _result_dict(row: Any) -> dict[str, Any]:
         **{f"{m}_{p}_ms": row[f"lp_{m}_{p}_ms"]
            for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90")},
         **{figure: row[f"lp_{figure}"] for figure in LOAD_POINT_FIGURES},
+        **{figure: row[f"lp_{figure}"] for figure in LOAD_POINT_GOODPUT},
+        "lateness_p50_ms": row["lp_lateness_p50_ms"],
+        "lateness_p99_ms": row["lp_lateness_p99_ms"],
+        "notes": row["lp_notes"],
         "energy_sensor": row["energy_sensor"],
         "started_at": row["result_started_at"], "finished_at": row["result_finished_at"],
         "duration_s": row["result_duration_s"], "error": row["error"],

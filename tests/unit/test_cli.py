@@ -132,3 +132,26 @@ def test_worker_probe_on_the_cpu():
     probe = json.loads(proc.stdout)
     assert probe["backend"] == "cpu" and probe["queues"] == ["cpu.cpu.x1"]
     assert probe["gpus"][0]["backend"] == "cpu" and probe["gpus"][0]["uuid"].startswith("CPU-")
+
+
+def test_results_table_shows_goodput_and_slo_attainment_only_when_measured():
+    from farm.output import format_results
+
+    server = {"model": "m", "gpu_model": "l4", "gpu_count": 1, "scenario": "s",
+              "load_kind": "request_rate", "load_value": 4.0, "status": "succeeded",
+              "goodput_rps": 3.25, "slo_attainment": 0.9996, "valid": True}
+    batch = {**server, "scenario": "b", "load_kind": "batch", "load_value": 8.0,
+             "goodput_rps": None, "slo_attainment": None}
+    table = format_results([server, batch], "table", "t", simulated=False)
+    header = next(line for line in table.splitlines() if "model" in line)
+    assert header.index("TPOT p50 ms") < header.index("good req/s") < header.index("SLO %") \
+        < header.index("J/token")
+    server_line = next(line for line in table.splitlines() if "4 req/s" in line)
+    assert "3.25" in server_line
+    assert "99.9" in server_line and "100.0" not in server_line  # not all were good
+    batch_line = next(line for line in table.splitlines() if "batch 8" in line)
+    assert batch_line.count("—") >= 2
+    # A sweep without any goodput keeps the narrower table.
+    assert "SLO %" not in format_results([batch], "table", "t", simulated=False)
+    rows = json.loads(format_results([server], "json", "t"))["rows"]
+    assert rows[0]["goodput_rps"] == 3.25 and rows[0]["slo_attainment"] == 0.9996

@@ -220,7 +220,7 @@ def test_a_seeded_failure_rate_fails_the_drawn_requests(mock):
     expected = [draws.random() < 0.25 for _ in out.requests]
     assert len(out.requests) > 20
     assert [not r.ok for r in out.requests] == expected
-    lp = load_point_result(0, "concurrency", 1, out.duration_s, out.requests, None)
+    lp = load_point_result(0, "concurrency", 1, out, None)
     assert lp.num_failed == sum(expected) > 0 and lp.num_ok == len(expected) - sum(expected)
 
 
@@ -277,7 +277,7 @@ def test_closed_loop_steady_window_opens_when_the_batch_is_full_and_closes_at_dr
     # tokens inside the window, counted from the records, on the same clock
     steady = type("W", (), {"start_s": begin, "duration_s": end - begin, "energy_j": None,
                             "avg_power_w": None, "peak_power_w": None})()
-    lp = load_point_result(3, "concurrency", 4, out.duration_s, out.requests, steady)
+    lp = load_point_result(3, "concurrency", 4, out, steady)
     # 4 clients, each 4 tokens per request of 50 + 3·10 ms
     assert lp.steady_output_tokens == pytest.approx(4 * (end - begin) * 4 / 0.08, rel=0.15)
 

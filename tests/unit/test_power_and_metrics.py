@@ -4,9 +4,11 @@ import time
 
 import pytest
 
-from farm.records import EnergyWindow, GpuInfo, RequestRecord
+from farm.records import EnergyWindow, GpuInfo, LatencyStats, RequestRecord
+from farm.spec import BatchLoad, ServerLoad
+from workers.engines.base import LoadPointOutcome
 from workers.gpu.base import GpuDevice
-from workers.metrics import load_point_result, tokens_in
+from workers.metrics import Slo, goodput_of, load_point_result, slo_for, tokens_in
 from workers.power import Meter, PowerSampler
 
 
@@ -87,6 +89,10 @@ def request(i, sent, ttft, gaps, ok=True):
                          output_tokens=len(gaps) + 1, ok=ok)
 
 
+def outcome(reqs, duration_s=1.0, notes=()):
+    return LoadPointOutcome(requests=reqs, duration_s=duration_s, notes=list(notes))
+
+
 def test_tokens_counted_inside_the_steady_window_only():
     reqs = [request(0, 0.0, 0.1, [0.1] * 9)]   # tokens at 0.1, 0.2, … 1.0
     assert tokens_in(reqs, 0.0, 2.0) == 10
@@ -97,7 +103,7 @@ def test_load_point_figures_from_steady_window():
     reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)]
     steady = EnergyWindow(name="steady", load_point=0, start_s=0.0, duration_s=1.0,
                           energy_j=80.0, avg_power_w=80.0)
-    lp = load_point_result(0, "concurrency", 4, 1.2, reqs, steady)
+    lp = load_point_result(0, "concurrency", 4, outcome(reqs, 1.2), steady)
     assert lp.output_tokens == 40 and lp.num_ok == 4
     assert lp.energy_per_output_token_j == pytest.approx(2.0)
     assert lp.energy_per_request_j == pytest.approx(20.0)
@@ -109,10 +115,10 @@ def test_load_point_figures_from_steady_window():
 def test_figures_are_null_without_energy():
     reqs = [request(0, 0.0, 0.1, [0.1] * 3), request(1, 0.0, None, [], ok=False)]
     steady = EnergyWindow(name="steady", load_point=0, start_s=0, duration_s=1.0, energy_j=None)
-    lp = load_point_result(0, "concurrency", 1, 1.0, reqs, steady)
+    lp = load_point_result(0, "concurrency", 1, outcome(reqs), steady)
     assert lp.energy_per_output_token_j is None and lp.energy_per_request_j is None
     assert lp.num_failed == 1
-    no_window = load_point_result(0, "batch", 8, 1.0, reqs, None)
+    no_window = load_point_result(0, "batch", 8, outcome(reqs), None)
     assert no_window.energy_j is None and no_window.output_throughput_tps is None
 
 
@@ -135,7 +141,7 @@ def test_net_of_idle_and_emissions_figures():
     reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)]
     steady = EnergyWindow(name="steady", load_point=0, start_s=0.0, duration_s=1.0,
                           energy_j=300.0, avg_power_w=300.0)
-    lp = with_idle_and_carbon(load_point_result(0, "concurrency", 4, 1.0, reqs, steady),
+    lp = with_idle_and_carbon(load_point_result(0, "concurrency", 4, outcome(reqs), steady),
                               steady, idle_power_w=100.0, carbon_g_per_kwh=360.0)
     assert lp.energy_net_j == pytest.approx(200.0)
     assert lp.energy_per_output_token_net_j == pytest.approx(5.0)      # 200 J / 40 tokens
@@ -147,3 +153,90 @@ def test_net_of_idle_and_emissions_figures():
     assert lp.gco2e_per_1k_tokens_net == pytest.approx(0.5)
     unknown = with_idle_and_carbon(lp, steady, idle_power_w=None, carbon_g_per_kwh=None)
     assert unknown.energy_net_j is None and unknown.gco2e_per_1k_tokens is None
+
+
+# ------------------------------------------------------------------ goodput
+
+
+def test_a_request_over_the_ttft_limit_is_not_good():
+    # 10 tokens each: TTFT 0.1 s, TPOT 0.1 s; the last one waited 2.5 s for its first token
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(3)] + [request(3, 0.0, 2.5, [0.1] * 9)]
+    good = goodput_of(reqs, 2.0, Slo(ttft_s=2.0, tpot_s=0.2))
+    assert good.good_requests == 3
+    assert good.attainment == pytest.approx(0.75)
+    assert good.goodput_rps == pytest.approx(1.5)           # 3 good in 2 s
+    assert good.p99_met is False                            # p99 TTFT ≈ 2.5 s > 2 s
+    loose = goodput_of(reqs, 2.0, Slo(ttft_s=3.0, tpot_s=0.2))
+    assert loose.good_requests == 4 and loose.p99_met is True
+
+
+def test_a_request_over_the_tpot_limit_is_not_good():
+    reqs = [request(0, 0.0, 0.1, [0.1] * 9), request(1, 0.0, 0.1, [0.3] * 9)]
+    good = goodput_of(reqs, 1.0, Slo(ttft_s=2.0, tpot_s=0.2))
+    assert good.good_requests == 1 and good.p99_met is False
+    # one output token: no TPOT, only the TTFT counts
+    assert goodput_of([request(0, 0.0, 0.1, [])], 1.0).good_requests == 1
+
+
+def test_a_failed_request_lowers_attainment():
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)] + [
+        request(4, 0.0, None, [], ok=False)]
+    good = goodput_of(reqs, 1.0, Slo())
+    assert good.good_requests == 4 and good.attainment == pytest.approx(0.8)
+    assert good.p99_met is True                             # the p99s are of the ok requests
+    none_ok = goodput_of([request(0, 0.0, None, [], ok=False)], 1.0)
+    assert (none_ok.good_requests, none_ok.attainment, none_ok.p99_met) == (0, 0.0, None)
+    nothing = goodput_of([], 1.0)
+    assert (nothing.attainment, nothing.p99_met) == (None, None)
+
+
+def test_p99_met_follows_the_99th_percentile_not_the_worst_request():
+    fast = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(98)]
+    slow = [request(98 + i, 0.0, 5.0, [0.1] * 9) for i in range(2)]
+    one_slow = [*fast, fast[0], slow[0]]           # 100 requests, 1 over: p99 ≈ 0.15 s
+    good = goodput_of(one_slow, 10.0, Slo())
+    assert good.good_requests == 99 and good.p99_met is True
+    two_slow = [*fast, *slow]                      # 2 over: p99 ≈ 5 s
+    assert goodput_of(two_slow, 10.0, Slo()).p99_met is False
+
+
+def test_load_point_goodput_under_the_scenario_slo():
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(3)] + [
+        request(3, 0.0, 0.6, [0.1] * 9), request(4, 0.0, None, [], ok=False)]
+    strict = ServerLoad(kind="server", name="s", concurrency=[4], duration_s=1, warmup_s=0,
+                        slo_ttft_ms=500, slo_tpot_ms=150)
+    slo = slo_for(strict)
+    assert slo == Slo(ttft_s=0.5, tpot_s=0.15)
+    lp = load_point_result(0, "concurrency", 4, outcome(reqs, 2.0), None, slo)
+    assert (lp.slo_ttft_ms, lp.slo_tpot_ms) == (500.0, 150.0)
+    assert lp.good_requests == 3 and lp.slo_attainment == pytest.approx(0.6)
+    assert lp.goodput_rps == pytest.approx(1.5) and lp.slo_p99_met is False
+    default = slo_for(ServerLoad(kind="server", name="s", concurrency=[4], duration_s=1,
+                                 warmup_s=0))
+    assert default == Slo(ttft_s=2.0, tpot_s=0.2)
+    lp = load_point_result(0, "concurrency", 4, outcome(reqs, 2.0), None, default)
+    assert (lp.slo_ttft_ms, lp.slo_tpot_ms, lp.good_requests) == (2000.0, 200.0, 4)
+    # A batch load point has no SLO: its goodput figures are not measured, not 0.
+    assert slo_for(BatchLoad(kind="batch", name="b", num_prompts=8, warmup_prompts=0)) is None
+    batch = load_point_result(0, "batch", 8, outcome(reqs), None, None)
+    assert (batch.slo_ttft_ms, batch.good_requests, batch.slo_attainment, batch.goodput_rps,
+            batch.slo_p99_met) == (None, None, None, None, None)
+
+
+def test_load_point_result_copies_what_the_load_generator_knows():
+    from workers.loadgen import LoadgenOutcome
+
+    reqs = [request(i, 0.0, 0.1, [0.1] * 9) for i in range(4)]
+    lateness = LatencyStats(mean_ms=1.5, p50_ms=1.0, p90_ms=3.0, p99_ms=4.0)
+    out = LoadgenOutcome(requests=reqs, duration_s=2.0, notes=["3 scheduled arrival(s) ..."],
+                         unsent=3, max_in_flight=7, lateness=lateness)
+    lp = load_point_result(1, "request_rate", 2.0, out, None, Slo())
+    assert lp.lateness == lateness
+    assert (lp.unsent_requests, lp.max_in_flight) == (3, 7)
+    assert lp.notes == ["3 scheduled arrival(s) ..."]
+    assert lp.good_requests == 4 and lp.goodput_rps == pytest.approx(2.0)
+    # Any other engine's outcome: those figures are not measured (None), notes kept.
+    plain = load_point_result(1, "concurrency", 4, outcome(reqs, notes=["a note"]), None, Slo())
+    assert plain.lateness == LatencyStats() and plain.lateness.p99_ms is None
+    assert (plain.unsent_requests, plain.max_in_flight) == (None, None)
+    assert plain.notes == ["a note"] and plain.good_requests == 4

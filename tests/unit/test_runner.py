@@ -63,6 +63,18 @@ def test_a_run_measures_every_window(scenario, points):
     assert run_window.energy_j >= sum(w.energy_j for w in result.windows if w.name == "steady")
     assert result.trace and len(result.trace.t_s) > 5
     assert {r.load_point for r in result.requests} == set(range(points))
+    # Goodput under the scenario's SLO (MLPerf defaults); a batch has none.
+    for lp in result.load_points:
+        if run.scenario.kind == "server":
+            assert (lp.slo_ttft_ms, lp.slo_tpot_ms) == (2000.0, 200.0)
+            assert lp.good_requests is not None and 0 < lp.good_requests <= lp.num_ok
+            assert lp.slo_attainment == pytest.approx(lp.good_requests / lp.num_requests)
+            assert lp.goodput_rps == pytest.approx(lp.good_requests / lp.duration_s, rel=1e-3)
+            assert lp.slo_p99_met is not None
+        else:
+            assert (lp.slo_ttft_ms, lp.good_requests, lp.goodput_rps) == (None, None, None)
+        # the sim engine is no load generator: those figures are not measured
+        assert (lp.unsent_requests, lp.max_in_flight, lp.lateness.p99_ms) == (None, None, None)
 
 
 class Broken(Engine):

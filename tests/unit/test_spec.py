@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import SpecError, load_sweep, parse_sweep, simulated_copy
+from farm.spec import RunSpec, SpecError, load_sweep, parse_sweep, simulated_copy
 from farm.sweep import expand, plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "farm" / "examples"
@@ -60,6 +60,40 @@ def test_run_ids_are_stable_and_depend_on_content():
     assert [r.run_id for r in a] == [r.run_id for r in b]
     c = expand(parse_sweep(VALID.replace("output_tokens = [64]", "output_tokens = [65]")))
     assert {r.run_id for r in a}.isdisjoint({r.run_id for r in c})
+
+
+def test_server_scenarios_carry_an_slo_with_mlperf_defaults():
+    run = expand(parse_sweep(VALID))[0]
+    assert (run.scenario.slo_ttft_ms, run.scenario.slo_tpot_ms) == (2000.0, 200.0)
+    text = VALID.replace("duration_s = 10", "duration_s = 10\nslo_ttft_ms = 450\nslo_tpot_ms = 40")
+    run = expand(parse_sweep(text))[0]
+    assert (run.scenario.slo_ttft_ms, run.scenario.slo_tpot_ms) == (450.0, 40.0)
+    with pytest.raises(SpecError, match=r"slo_tpot_ms.*greater than 0"):
+        parse_sweep(VALID.replace("duration_s = 10", "duration_s = 10\nslo_tpot_ms = 0"))
+
+
+# Pinned before the SLO keys existed: adding them kept every run id.
+PINNED_IDS = {"closed": "8acb83901a69229cfdd52567", "open": "ca654da492e4f3b1a54ddc80"}
+OPEN = VALID.replace("concurrency = [1, 8]", "request_rate = [2.5]\nmax_concurrency = 16")
+
+
+def test_the_slo_is_not_part_of_the_run_id():
+    for name, text in (("closed", VALID), ("open", OPEN)):
+        base = expand(parse_sweep(text))[0]
+        assert base.run_id == PINNED_IDS[name]
+        strict = expand(parse_sweep(text.replace(
+            "duration_s = 10", "duration_s = 10\nslo_ttft_ms = 450.0\nslo_tpot_ms = 40.0")))[0]
+        assert strict.scenario.slo_ttft_ms == 450.0
+        assert strict.run_id == base.run_id
+        assert strict.canonical_json() == base.canonical_json()
+        assert "slo_" not in base.canonical_json()
+        # What travels to the worker and into the store keeps the limits.
+        assert RunSpec.model_validate_json(strict.to_json()) == strict
+        assert RunSpec.model_validate_json(strict.to_json()).run_id == base.run_id
+    # A RunSpec written before the SLO existed reads with the defaults, same id.
+    old = expand(parse_sweep(VALID))[0].canonical_json()
+    assert RunSpec.model_validate_json(old).scenario.slo_ttft_ms == 2000.0
+    assert RunSpec.model_validate_json(old).run_id == PINNED_IDS["closed"]
 
 
 def test_repetitions_make_distinct_runs():

@@ -449,6 +449,96 @@ def test_every_new_field_round_trips(store: Store, sweep_in) -> None:
             assert row[figure] is not None
 
 
+def test_load_points_round_trip_with_goodput_and_loadgen_figures(store: Store,
+                                                                 sweep_in) -> None:
+    sid, runs = sweep_in
+    server_run = next(r for r in runs if r.scenario.kind == "server")
+    batch_run = next(r for r in runs if r.scenario.kind == "batch")
+    sent = factories.result(server_run)
+    # An open-loop point too: lateness and unsent arrivals (the store does not check kinds).
+    sent = sent.model_copy(update={"load_points": [
+        *sent.load_points, factories.load_point(2, "request_rate", 4.0)]})
+    store.record_result(sent)
+    store.record_result(batch := factories.result(batch_run))
+    got = store.load_points_for(server_run.run_id)
+    assert got == sent.load_points                       # every field, exactly
+    assert got[0].slo_p99_met is True and got[1].slo_p99_met is False
+    assert got[2].lateness.p99_ms == 4.75 and got[2].unsent_requests == 5
+    assert got[0].lateness.p99_ms is None and got[0].max_in_flight == 2
+    assert got[1].notes == ["note 1", "1 of 3 request(s) failed (timeout ×1)"]
+    # A batch point: no SLO, no load generator: null columns, read back as None / [].
+    (batch_lp,) = store.load_points_for(batch_run.run_id)
+    assert batch_lp == batch.load_points[0]
+    assert (batch_lp.slo_ttft_ms, batch_lp.good_requests, batch_lp.slo_p99_met,
+            batch_lp.unsent_requests, batch_lp.notes) == (None, None, None, None, [])
+    assert store.load_points_for(runs[-1].run_id) == []
+    with store.engine.connect() as connection:
+        stored = connection.execute(text(
+            "SELECT good_requests, slo_attainment, goodput_rps, slo_p99_met, "
+            "lateness_p99_ms, unsent_requests, notes FROM load_points "
+            f"WHERE run_id = '{batch_run.run_id}'")).one()
+    assert all(value is None for value in stored)      # null, never 0 or '[]'
+    # result_rows carries them for `farmctl results` / CSV / JSON.
+    rows = {(r["run_id"], r["load_point"]): r for r in store.result_rows(sid)}
+    first = rows[(server_run.run_id, 0)]
+    assert (first["slo_ttft_ms"], first["slo_tpot_ms"], first["good_requests"]) == (
+        2000.0, 200.0, 2)
+    assert first["slo_attainment"] == pytest.approx(2 / 3) and first["goodput_rps"] == 2.0
+    assert first["slo_p99_met"] is True and first["notes"] == sent.load_points[0].notes
+    assert rows[(server_run.run_id, 2)]["lateness_p99_ms"] == 4.75
+    batch_row = rows[(batch_run.run_id, 0)]
+    assert (batch_row["goodput_rps"], batch_row["slo_attainment"], batch_row["notes"]) == (
+        None, None, None)
+
+
+def test_migration_0004_keeps_older_load_points(store_url: str) -> None:
+    """Down to 0003 and up again: load points stay, their goodput columns come back null."""
+    from alembic import command
+
+    spec, toml, runs = factories.sweep()
+    server_run = next(r for r in runs if r.scenario.kind == "server")
+    with Store.open(store_url, upgrade=True) as store:
+        store.add_runs(store.record_sweep(spec, toml), runs)
+        store.record_result(sent := factories.result(server_run))
+        before = child_counts(store)
+    engine = make_engine(store_url)
+    try:
+        with engine.begin() as connection:
+            command.downgrade(_alembic_config(connection), "0003")
+    finally:
+        engine.dispose()
+    assert schema_state(store_url) == "outdated"
+    with Store.open(store_url, upgrade=True) as store:
+        assert child_counts(store) == before
+        got = store.load_points_for(server_run.run_id)
+    assert len(got) == 2
+    for mine, theirs in zip(got, sent.load_points):
+        assert (mine.good_requests, mine.goodput_rps, mine.slo_ttft_ms, mine.max_in_flight,
+                mine.notes) == (None, None, None, None, [])
+        assert mine.model_dump(exclude=GOODPUT_FIELDS) == theirs.model_dump(
+            exclude=GOODPUT_FIELDS)
+
+
+GOODPUT_FIELDS = {"slo_ttft_ms", "slo_tpot_ms", "good_requests", "slo_attainment",
+                  "goodput_rps", "slo_p99_met", "lateness", "unsent_requests", "max_in_flight",
+                  "notes"}
+
+
+def test_runs_keep_their_slo_in_the_store(store: Store) -> None:
+    """The SLO is not in the run id but travels with the run: a retry sends it again."""
+    toml = factories.SMALL_SWEEP.replace("warmup_s = 0.1",
+                                         "warmup_s = 0.1\nslo_ttft_ms = 450\nslo_tpot_ms = 40")
+    spec, _, runs = factories.sweep(toml)
+    sid = store.record_sweep(spec, toml)
+    store.add_runs(sid, runs)
+    default_ids = {r.run_id for r in factories.sweep()[2]}
+    assert {r.run_id for r in runs} == default_ids
+    back = store.runs_to_retry(sid, include_queued=True)
+    server = [r for r in back if r.scenario.kind == "server"]
+    assert server and all((r.scenario.slo_ttft_ms, r.scenario.slo_tpot_ms) == (450.0, 40.0)
+                          for r in server)
+
+
 def test_missing_trace_series_and_samples_round_trip(store: Store, sweep_in) -> None:
     _, runs = sweep_in
     bare = factories.result(runs[0], n_gpus=2, extra_series=False)
