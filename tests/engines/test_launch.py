@@ -72,3 +72,21 @@ def test_hf_engine_arguments_are_checked_by_name():
     run = runs("/m", BATCH, engine="hf", engine_args="batch_sise = 4")[0]
     with pytest.raises(EngineError, match="batch_sise.*known: batch_size"):
         make_engine(run, [_Dev("cpu")], threading.Event())
+
+
+def test_decoding_reaches_vllms_sampling_params():
+    from tests.engines.conftest import vllm_installed
+
+    if not vllm_installed():
+        pytest.skip("vLLM is not installed")
+    from workers.engines.child import VllmBackend
+    from workers.engines.offline import _request_json
+    from workers.workload import PromptRequest
+
+    greedy = VllmBackend._params(None, _request_json(PromptRequest(prompt="x", max_tokens=9,
+                                                                   min_tokens=9)))
+    assert (greedy.temperature, greedy.max_tokens, greedy.min_tokens) == (0.0, 9, 9)
+    assert greedy.ignore_eos
+    sampled = VllmBackend._params(None, _request_json(PromptRequest(
+        prompt="x", max_tokens=9, min_tokens=9, temperature=0.8, top_p=0.9, top_k=40, seed=7)))
+    assert (sampled.temperature, sampled.top_p, sampled.top_k, sampled.seed) == (0.8, 0.9, 40, 7)
