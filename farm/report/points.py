@@ -1,0 +1,131 @@
+"""A sweep's measured figures as run points: one per (run, load point).
+
+A *run point* is one load point of one run. Run points that differ only in
+their repetition form one *configuration point* (`config_key`): the unit
+reports average over, with a confidence interval from the repetitions.
+
+Figures are copied from the store as they are: None stays None (not
+measured), and every point keeps its run's status, validity verdict and
+reasons, so a report can say what it leaves out and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.spec import Scalar
+from farm.store import Store
+
+# Figures a run point carries (units in the names), straight from the store's rows.
+FIGURES = (
+    "num_requests", "num_ok", "num_failed",
+    "request_throughput_rps", "output_throughput_tps",
+    "ttft_p50_ms", "ttft_p90_ms", "tpot_p50_ms", "tpot_p90_ms", "e2e_p50_ms", "e2e_p90_ms",
+    "energy_j", "energy_per_output_token_j", "energy_per_request_j", "output_tokens_per_j",
+    "avg_power_w", "peak_power_w",
+    "energy_net_j", "energy_per_output_token_net_j", "energy_per_request_net_j",
+    "output_tokens_per_j_net", "avg_power_net_w",
+    "gco2e_per_1k_tokens", "gco2e_per_1k_tokens_net",
+    "slo_ttft_ms", "slo_tpot_ms", "good_requests", "slo_attainment", "goodput_rps",
+    "slo_p99_met", "idle_power_w", "idle_ctx_power_w",
+)
+
+
+class SweepNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    run_id: str
+    sweep: str
+    repetition: int
+    model: str
+    backend: str
+    gpu_model: str
+    gpu_count: int
+    engine: str
+    engine_version: str | None
+    engine_args: tuple[tuple[str, Scalar], ...]
+    scenario: str
+    scenario_kind: str
+    load_kind: str | None            # concurrency | request_rate | batch; None: no result
+    load_value: float | None
+    input_tokens: int | None
+    output_tokens: int
+    decoding: str
+    status: str
+    simulated: bool
+    valid: bool | None               # None: no verdict (failed or not run)
+    invalid_reasons: str | None
+    error: str | None
+    figures: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def get(self, figure: str) -> Any:
+        return self.figures.get(figure)
+
+    @property
+    def measured(self) -> bool:
+        """Succeeded and has a load point: its figures can be plotted."""
+        return self.status == "succeeded" and self.load_kind is not None
+
+    @property
+    def usable(self) -> bool:
+        """Measured and passed its validity checks."""
+        return self.measured and self.valid is True
+
+    @property
+    def config_key(self) -> tuple:
+        """Everything that defines the point except the repetition."""
+        return (self.model, self.backend, self.gpu_model, self.gpu_count, self.engine,
+                self.engine_args, self.scenario, self.load_kind, self.load_value,
+                self.input_tokens, self.output_tokens, self.decoding)
+
+    @property
+    def gpu_label(self) -> str:
+        return self.gpu_model if self.gpu_count == 1 else f"{self.gpu_count}× {self.gpu_model}"
+
+    @property
+    def args_label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.engine_args)
+
+    @property
+    def load_label(self) -> str:
+        if self.load_kind == "concurrency":
+            return f"c={self.load_value:g}"
+        if self.load_kind == "request_rate":
+            return f"{self.load_value:g} req/s"
+        if self.load_kind == "batch":
+            return f"batch {self.load_value:g}"
+        return "—"
+
+
+def points_from_rows(rows: Iterable[dict[str, Any]],
+                     engine_args: dict[str, dict[str, Scalar]]) -> list[RunPoint]:
+    points = []
+    for row in rows:
+        args = tuple(sorted((engine_args.get(row["run_id"]) or {}).items()))
+        points.append(RunPoint(
+            run_id=row["run_id"], sweep=row["sweep"], repetition=row["repetition"],
+            model=row["model"], backend=row["backend"], gpu_model=row["gpu_model"],
+            gpu_count=row["gpu_count"], engine=row["engine"],
+            engine_version=row["engine_version"], engine_args=args,
+            scenario=row["scenario"], scenario_kind=row["scenario_kind"],
+            load_kind=row["load_kind"], load_value=row["load_value"],
+            input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
+            decoding=row["decoding"], status=row["status"], simulated=row["simulated"],
+            valid=row["valid"], invalid_reasons=row["invalid_reasons"], error=row["error"],
+            figures={name: row.get(name) for name in FIGURES}))
+    return points
+
+
+def load_run_points(store: Store, sweep: str) -> tuple[str, list[RunPoint]]:
+    """(sweep name, its run points) for a sweep given by name or id."""
+    row = store.find_sweep(sweep)
+    if row is None:
+        raise SweepNotFound(f"no sweep named {sweep!r} in the store")
+    specs = store.run_specs(row.id)
+    engine_args = {run_id: dict(spec.engine.args) for run_id, spec in specs.items()}
+    return row.name, points_from_rows(store.result_rows(row.id), engine_args)
