@@ -104,3 +104,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none)")
         for item in gpu_items:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def report_store(tmp_path_factory):
+    """(SQLite URL, sweep name) of a store filled by the farm's own simulated runs
+    (tests/reportdata.py: 40 runs, ~20 s, once per session). Read it; don't write."""
+    from tests.reportdata import fill_store
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('report-store') / 'farm.db'}"
+    with Store.open(url, upgrade=True) as store:
+        name = fill_store(store)
+    return url, name
