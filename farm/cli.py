@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     BROKER_ERROR = 4         # Redis unreachable
     NOT_FOUND = 5            # no such sweep
     NO_HARDWARE = 6          # no GPU (and no --sim) for a worker
+    NO_MATCH = 7             # recommend: nothing meets the limit; compare: no point matches
     INTERNAL = 70            # a bug or an environment failure (EX_SOFTWARE)
 
 
@@ -335,6 +336,173 @@ def retry(sweep: str, queued: bool) -> None:
     runs = coordinator.retry(store, target.id, include_queued=queued)
     click.echo(f"{target.name}: {len(runs)} run(s) sent again")
 
+
+# ---------------------------------------------------------------------- report
+
+
+@main.command()
+@click.argument("sweep")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory to write (default farm-report-SWEEP/).")
+@click.option("--runs", "runs", multiple=True, metavar="RUN_ID[,RUN_ID…]",
+              help="Runs whose power timelines to draw (ids or unique prefixes; repeatable or "
+                   "comma-separated). Default: per GPU, the run with the most load points.")
+@click.option("--net", is_flag=True,
+              help="Plot energy net of idle instead of gross (the table shows both).")
+@_friendly_errors
+def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> None:
+    """A self-contained HTML report of a sweep, with its figures as PNG files."""
+    from farm.report.report import NoMeasuredPoints, write_report
+    from farm.report.timeline import UnknownRun
+
+    store = _store()
+    target = _sweep(store, sweep)
+    wanted = [r.strip() for value in runs for r in value.split(",") if r.strip()]
+    try:
+        done = write_report(store, target.id, Path(out) if out else None, wanted, net)
+    except NoMeasuredPoints as exc:
+        raise FarmCliError(str(exc), ExitCode.NOT_FOUND) from None
+    except UnknownRun as exc:
+        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    if done.simulated:
+        click.echo("SIMULATED — figures come from the farm's performance model, not from "
+                   "hardware")
+    click.echo(f"{done.sweep}: report of {done.points} run point(s) written to {done.index} "
+               f"({len(done.figures)} figure(s) in {done.index.parent / 'figures'}/)")
+
+
+# ------------------------------------------------------- recommend and compare
+
+
+@main.command()
+@click.argument("sweep")
+@click.option("--model", default=None, metavar="ID",
+              help="The model to serve (default: the sweep's only model).")
+@click.option("--ttft-ms", type=float, default=None,
+              help="Limit on the p90 TTFT, ms (default: the sweep's SLO, else 2000).")
+@click.option("--tpot-ms", type=float, default=None,
+              help="Limit on the p90 TPOT, ms (default: the sweep's SLO, else 200).")
+@click.option("--rate", type=float, default=None, metavar="REQ/S",
+              help="Arrival rate: amortise idle power over replicas serving it.")
+@click.option("--input-tokens", type=int, default=None, help="Rank this input bin only.")
+@click.option("--output-tokens", type=int, default=None, help="Rank this output bin only.")
+@click.option("--draws", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Bootstrap resamples of the repetitions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_friendly_errors
+def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: float | None,
+              rate: float | None, input_tokens: int | None, output_tokens: int | None,
+              draws: int, seed: int, fmt: str) -> None:
+    """Rank GPUs and configurations that meet a latency limit by energy per good request."""
+    from farm.report import recommend as rec_module
+    from farm.report.points import load_run_points
+
+    store = _store()
+    target = _sweep(store, sweep)
+    _, points = load_run_points(store, target.id)
+    try:
+        rec = rec_module.recommend(
+            points, sweep=target.name, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
+            rate_rps=rate, input_tokens=input_tokens, output_tokens=output_tokens,
+            simulated=target.simulated, attainment=rec_module.StoredAttainment(store),
+            draws=draws, seed=seed)
+    except rec_module.RecommendError as exc:
+        raise FarmCliError(str(exc), ExitCode.NOT_FOUND if exc.not_found
+                           else ExitCode.INVALID_INPUT) from None
+    click.echo(rec_module.format_recommendation(rec, fmt), nl=False)
+    if not rec.met:
+        raise FarmCliError(rec.nothing_met_message(), ExitCode.NO_MATCH)
+
+
+@main.command()
+@click.argument("sweep_a")
+@click.argument("sweep_b")
+@click.option("--ignore-arg", "ignore_args", multiple=True, metavar="NAME",
+              help="Match points regardless of this engine argument. Repeatable.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_friendly_errors
+def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str) -> None:
+    """Deltas of J/token (with 95% CIs), TTFT and throughput at the points two sweeps share."""
+    from farm.report import compare as cmp_module
+    from farm.report.points import load_run_points
+
+    store = _store()
+    a, b = _sweep(store, sweep_a), _sweep(store, sweep_b)
+    _, points_a = load_run_points(store, a.id)
+    _, points_b = load_run_points(store, b.id)
+    try:
+        result = cmp_module.compare(points_a, points_b, sweep_a=a.name, sweep_b=b.name,
+                                    simulated_a=a.simulated, simulated_b=b.simulated,
+                                    ignore_args=ignore_args)
+    except cmp_module.CompareError as exc:
+        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    click.echo(cmp_module.format_comparison(result, fmt), nl=False)
+    if not result.matched:
+        raise FarmCliError(f"no configuration point of {a.name} matches one of {b.name} "
+                           f"({result.only_a} only in A, {result.only_b} only in B)",
+                           ExitCode.NO_MATCH)
+
+
+# ------------------------------------------------------ dataset export/import
+
+
+@main.command()
+@click.argument("sweep")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "jsonl"]),
+              default="parquet", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Directory to write (default farm-export-SWEEP-FORMAT/).")
+@click.option("--force", is_flag=True, help="Overwrite an export already in --out.")
+@_friendly_errors
+def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
+    """A sweep as an open dataset: runs, run points, requests, timelines, windows."""
+    from farm.report.dataset import DatasetError, DependencyError
+    from farm.report.export import export_sweep
+
+    store = _store()
+    target = _sweep(store, sweep)
+    try:
+        done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
+    except DatasetError as exc:
+        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    except DependencyError as exc:
+        raise FarmCliError(str(exc), ExitCode.INTERNAL) from None
+    label = " (SIMULATED: every row is marked simulated)" if done.simulated else ""
+    rows = done.rows
+    click.echo(f"{done.sweep}{label}: {rows['runs']} run(s), {rows['run_points']} run "
+               f"point(s), {rows['requests']} request(s), {rows['timelines']} timeline "
+               f"sample(s), {rows['windows']} window(s) written as {done.fmt} to "
+               f"{done.out_dir}/ in {done.seconds:.1f} s")
+
+
+@main.command("import")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_friendly_errors
+def import_(directory: str) -> None:
+    """Merge an export (any format) into the store; what it has already is kept."""
+    from farm.report.dataset import DatasetError, DependencyError
+    from farm.report.importer import import_dataset, read_manifest
+
+    try:
+        read_manifest(Path(directory))      # a bad directory fails before the store opens
+        done = import_dataset(_store(upgrade=True), Path(directory))
+    except DatasetError as exc:
+        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    except DependencyError as exc:
+        raise FarmCliError(str(exc), ExitCode.INTERNAL) from None
+    label = " (SIMULATED)" if done.simulated else ""
+    sweep_note = "sweep recorded" if done.sweep_recorded else "sweep already in the store"
+    click.echo(f"{done.sweep}{label} from {directory} ({done.fmt}): {sweep_note}; "
+               f"{done.runs_added} run(s) added, {done.results_imported} result(s) imported"
+               + (f" ({done.failures_replaced} replacing a stored failure)"
+                  if done.failures_replaced else "")
+               + f", {done.duplicates} duplicate(s) skipped"
+               + (f", {done.runs_without_result} run(s) without a result not imported"
+                  if done.runs_without_result else "")
+               + f" in {done.seconds:.1f} s")
 
 if __name__ == "__main__":
     main()

@@ -32,12 +32,14 @@ from sqlalchemy.orm import Session
 
 from farm.records import (
     EnergyWindow,
+    EngineInfo,
     ErrorInfo,
     GpuInfo,
     HostEnergy,
     IdleBaseline,
     LatencyStats,
     LoadPointResult,
+    MeasurementInfo,
     PowerTrace,
     Preflight,
     RequestRecord,
@@ -45,6 +47,7 @@ from farm.records import (
     RunResult,
     Validity,
     ValidityCheck,
+    WorkerInfo,
 )
 from farm.routing import split_backend
 from farm.spec import RunSpec, SweepSpec, sweep_id
@@ -435,6 +438,75 @@ class Store:
                 return None
             windows = session.execute(windows_stmt).mappings().all()
         return _result_record(row, windows)
+
+    # ------------------------------------------- whole runs (dataset export)
+
+    def run_result(self, run_id: str, requests: bool = True,
+                   trace: bool = True) -> RunResult | None:
+        """The run's RunResult rebuilt from the store, or None without a result.
+
+        Recording it again (in another store) gives the same rows. What the store
+        does not keep reads back as: `worker.pid` 0; `engine.simulated` and
+        `measurement.simulated` the result's `simulated`; `schema_version` the
+        current one. `requests` / `trace` False leave them empty / None.
+        """
+        row = self.result_for(run_id)
+        if row is None:
+            return None
+        simulated = bool(row["simulated"])
+        return RunResult(
+            run_id=run_id, status=row["status"], attempt=row["attempt"],
+            worker=WorkerInfo(name=row["worker"], host=row["host"], pid=0),
+            gpus=row["gpus"],
+            engine=EngineInfo(kind=row["engine_kind"], version=row["engine_version"],
+                              simulated=simulated),
+            measurement=MeasurementInfo(energy_sensor=row["energy_sensor"],
+                                        power_sensor=row["power_sensor"],
+                                        sample_period_s=row["sample_period_s"],
+                                        simulated=simulated),
+            simulated=simulated, started_at=row["started_at"],
+            finished_at=row["finished_at"], duration_s=row["duration_s"],
+            load_points=self.load_points_for(run_id), windows=row["windows"],
+            trace=self.trace_for(run_id) if trace else None,
+            requests=self.requests_for(run_id) if requests else [],
+            error=row["error"], preflight=row["preflight"], idle=row["idle"],
+            validity=row["validity"], host_energy=row["host_energy"],
+        )
+
+    def runs_of(self, sweep_id: str) -> list[dict[str, Any]]:
+        """Every `runs` row of a sweep (all columns), in `result_rows`' order."""
+        r = runs_t.c
+        stmt = (select(runs_t).where(r.sweep_id == sweep_id)
+                .order_by(r.model_id, r.gpu_model, r.gpu_count, r.engine_kind,
+                          r.scenario_name, r.input_tokens, r.output_tokens, r.decoding,
+                          r.repetition, r.id))
+        with self._read() as session:
+            return [dict(row) for row in session.execute(stmt).mappings()]
+
+    def request_columns(self, run_id: str) -> dict[str, list[Any]]:
+        """The run's requests column by column (by load point, then index), as stored:
+        `itl_s` stays packed (models.pack_f32: float32 little-endian, None = none).
+        For bulk readers that would rather not build a RequestRecord per request."""
+        names = [name for name in REQUEST_COLUMNS if name != "run_id"]
+        stmt = (select(*[requests_t.c[name] for name in names])
+                .where(requests_t.c.run_id == run_id)
+                .order_by(requests_t.c.load_point, requests_t.c.idx))
+        with self._read() as session:
+            rows = session.execute(stmt).all()
+        columns = list(zip(*rows)) if rows else [()] * len(names)
+        return {name: list(values) for name, values in zip(names, columns)}
+
+    def result_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Status of the stored result of each run among `run_ids` that has one."""
+        statuses: dict[str, str] = {}
+        if not run_ids:
+            return statuses
+        with self._read() as session:
+            for where in self._id_filters(results_t.c.run_id, list(run_ids)):
+                rows = session.execute(select(results_t.c.run_id, results_t.c.status)
+                                       .where(where))
+                statuses.update({row.run_id: row.status for row in rows})
+        return statuses
 
     # ----------------------------------------------------------- reading
 

@@ -1,0 +1,381 @@
+"""Two sweeps side by side (`farmctl compare A B`): the change in J/token at
+every configuration point they share, with its confidence.
+
+Points are matched on what defines the workload and the hardware (model,
+backend, GPU model and count, scenario kind and name, load kind and value,
+token bin, decoding) and on the engine's kind, version and arguments — except
+those that differ between the two sweeps, which are what is being compared:
+an engine argument whose set of values differs (or that one sweep lacks), the
+engine version, the engine kind, and any argument named with `ignore_args`.
+They are reported as "what differs".
+
+Each side of a matched point is its usable repetitions (succeeded and valid).
+Δ = mean(B) − mean(A) with a Welch 95% interval on the raw repetitions, shown
+relative to A's mean (A's own uncertainty is not propagated into the
+denominator). Simulated and measured sweeps are never compared.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from farm.report.points import RunPoint
+from farm.report.stats import Estimate, estimate, group_by, welch_difference
+
+# Dimensions every match shares.
+MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "scenario",
+              "load_kind", "load_value", "input_tokens", "output_tokens", "decoding")
+# Engine dimensions that are matched on unless they differ between the sweeps.
+ENGINE_DIMS = ("engine", "engine_version")
+# Figures compared (J/token first: the headline), with how they print.
+FIGURES = (("energy_per_output_token_j", "J/token"), ("ttft_p90_ms", "TTFT p90 ms"),
+           ("output_throughput_tps", "tok/s"))
+
+LOWER, HIGHER, NO_CLEAR, NO_CI, NO_FIGURE = (
+    "lower", "higher", "no clear change", "no CI (n=1)", "no figure")
+
+_ABSENT = "(unset)"
+
+
+class CompareError(ValueError):
+    """The two sweeps cannot be compared (simulated vs measured, bad option)."""
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A dimension whose values differ between the sweeps."""
+
+    name: str
+    a: tuple[str, ...]
+    b: tuple[str, ...]
+    forced: bool = False        # named by --ignore-arg, values may not differ
+
+    @property
+    def label(self) -> str:
+        def side(values: tuple[str, ...]) -> str:
+            return values[0] if len(values) == 1 else "{" + ", ".join(values) + "}"
+
+        return f"{self.name} {side(self.a)} → {side(self.b)}" + (
+            " (ignored)" if self.forced else "")
+
+
+@dataclass(frozen=True)
+class Delta:
+    figure: str
+    a: Estimate | None
+    b: Estimate | None
+    diff: Estimate | None       # B − A, absolute
+
+    @property
+    def pct(self) -> float | None:
+        if self.diff is None or not self.a or self.a.mean == 0:
+            return None
+        return 100.0 * self.diff.mean / self.a.mean
+
+    @property
+    def pct_ci(self) -> tuple[float, float] | None:
+        if self.diff is None or self.diff.low is None or not self.a or self.a.mean == 0:
+            return None
+        return (100.0 * self.diff.low / self.a.mean, 100.0 * self.diff.high / self.a.mean)
+
+    @property
+    def verdict(self) -> str:
+        if self.diff is None:
+            return NO_FIGURE
+        if self.diff.low is None:
+            return NO_CI
+        if self.diff.high < 0:
+            return LOWER
+        if self.diff.low > 0:
+            return HIGHER
+        return NO_CLEAR
+
+    def to_json(self) -> dict[str, Any]:
+        ci = self.pct_ci
+        return {
+            "a": _est(self.a), "b": _est(self.b),
+            "delta": None if self.diff is None else self.diff.mean,
+            "delta_ci95": (None if self.diff is None or self.diff.low is None
+                           else [self.diff.low, self.diff.high]),
+            "delta_pct": self.pct, "delta_pct_ci95": None if ci is None else list(ci),
+            "verdict": self.verdict,
+        }
+
+
+def _est(e: Estimate | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"mean": e.mean, "n": e.n,
+            "ci95": None if e.low is None else [e.low, e.high]}
+
+
+@dataclass
+class Matched:
+    a: list[RunPoint]
+    b: list[RunPoint]
+    deltas: dict[str, Delta]
+
+    @property
+    def head(self) -> RunPoint:
+        return self.a[0]
+
+    @property
+    def energy(self) -> Delta:
+        return self.deltas["energy_per_output_token_j"]
+
+    def to_json(self) -> dict[str, Any]:
+        p, q = self.head, self.b[0]
+        return {
+            "model": p.model, "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
+            "scenario": p.scenario, "scenario_kind": p.scenario_kind,
+            "load_kind": p.load_kind, "load_value": p.load_value,
+            "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
+            "decoding": p.decoding,
+            "a": {"engine": p.engine, "engine_version": p.engine_version,
+                  "engine_args": dict(p.engine_args), "run_ids": [x.run_id for x in self.a]},
+            "b": {"engine": q.engine, "engine_version": q.engine_version,
+                  "engine_args": dict(q.engine_args), "run_ids": [x.run_id for x in self.b]},
+            **{figure: delta.to_json() for figure, delta in self.deltas.items()},
+        }
+
+
+@dataclass
+class Comparison:
+    sweep_a: str
+    sweep_b: str
+    simulated: bool
+    differences: list[Difference]
+    matched: list[Matched]
+    only_a: int                 # configuration points with usable repetitions in A only
+    only_b: int
+    ambiguous: int              # match keys with several configurations on one side
+    unusable_a: int             # configuration points without a usable repetition
+    unusable_b: int
+    failed_runs_a: int          # runs without figures
+    failed_runs_b: int
+
+    def verdicts(self) -> Counter[str]:
+        return Counter(m.energy.verdict for m in self.matched)
+
+    def median_pct(self) -> float | None:
+        pcts = sorted(m.energy.pct for m in self.matched if m.energy.pct is not None)
+        if not pcts:
+            return None
+        mid = len(pcts) // 2
+        return pcts[mid] if len(pcts) % 2 else (pcts[mid - 1] + pcts[mid]) / 2
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep_a": self.sweep_a, "sweep_b": self.sweep_b, "simulated": self.simulated,
+            "what_differs": [{"name": d.name, "a": list(d.a), "b": list(d.b),
+                              "forced": d.forced} for d in self.differences],
+            "delta_basis": ("B − A; 95% CI by Welch on the repetitions' values, "
+                            "relative to A's mean"),
+            "matched": len(self.matched),
+            "unmatched": {"only_in_a": self.only_a, "only_in_b": self.only_b,
+                          "ambiguous": self.ambiguous},
+            "left_out": {"a": {"unusable_points": self.unusable_a,
+                               "failed_runs": self.failed_runs_a},
+                         "b": {"unusable_points": self.unusable_b,
+                               "failed_runs": self.failed_runs_b}},
+            "energy_verdicts": dict(self.verdicts()),
+            "median_energy_delta_pct": self.median_pct(),
+            "points": [m.to_json() for m in self.matched],
+        }
+
+
+# ------------------------------------------------------------------ matching
+
+
+def _text(value: Any) -> str:
+    return _ABSENT if value is None else str(value)
+
+
+def _args_values(points: Iterable[RunPoint]) -> dict[str, set[str]]:
+    """Every engine argument's set of values over the points (absent = "(unset)")."""
+    points = list(points)
+    names = {k for p in points for k, _ in p.engine_args}
+    values: dict[str, set[str]] = {name: set() for name in names}
+    for p in points:
+        args = dict(p.engine_args)
+        for name in names:
+            values[name].add(_text(args.get(name)))
+    return values
+
+
+def differences(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint],
+                ignore_args: Iterable[str] = ()) -> list[Difference]:
+    """The engine dimensions and arguments whose values differ between the sweeps
+    (over their measured points), plus the arguments forced by `ignore_args`."""
+    a = [p for p in points_a if p.measured]
+    b = [p for p in points_b if p.measured]
+    out = []
+    for dim in ENGINE_DIMS:
+        va = {_text(getattr(p, dim)) for p in a}
+        vb = {_text(getattr(p, dim)) for p in b}
+        if va and vb and va != vb:
+            out.append(Difference(dim, tuple(sorted(va)), tuple(sorted(vb))))
+    args_a, args_b = _args_values(a), _args_values(b)
+    ignore = set(ignore_args)
+    known = set(args_a) | set(args_b)
+    unknown = ignore - known
+    if unknown:
+        raise CompareError(f"--ignore-arg {', '.join(sorted(unknown))}: no such engine "
+                           f"argument in either sweep (they have: "
+                           f"{', '.join(sorted(known)) or 'none'})")
+    for name in sorted(known):
+        va = args_a.get(name, {_ABSENT} if a else set())
+        vb = args_b.get(name, {_ABSENT} if b else set())
+        if va != vb or name in ignore:
+            out.append(Difference(name, tuple(sorted(va)), tuple(sorted(vb)),
+                                  forced=name in ignore and va == vb))
+    return out
+
+
+def _match_key(p: RunPoint, differing: set[str]) -> tuple:
+    engine = tuple((dim, getattr(p, dim)) for dim in ENGINE_DIMS if dim not in differing)
+    args = tuple((k, v) for k, v in p.engine_args if k not in differing)
+    return tuple(getattr(p, dim) for dim in MATCH_DIMS) + engine + (args,)
+
+
+def _config(p: RunPoint) -> tuple:
+    """A configuration point as it stands in its sweep (engine version included)."""
+    return p.config_key + (p.engine_version,)
+
+
+def _delta(figure: str, a: list[RunPoint], b: list[RunPoint]) -> Delta:
+    va = [p.get(figure) for p in a if p.get(figure) is not None]
+    vb = [p.get(figure) for p in b if p.get(figure) is not None]
+    return Delta(figure, estimate(va), estimate(vb),
+                 welch_difference(va, vb) if va and vb else None)
+
+
+def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
+            sweep_a: str, sweep_b: str, simulated_a: bool | None = None,
+            simulated_b: bool | None = None,
+            ignore_args: Iterable[str] = ()) -> Comparison:
+    """Match the configuration points of two sweeps and compare their figures.
+
+    `simulated_a`/`_b` are the sweeps' labels (default: whether any point is
+    simulated); a simulated sweep is never compared with a measured one."""
+    sim_a = any(p.simulated for p in points_a) if simulated_a is None else simulated_a
+    sim_b = any(p.simulated for p in points_b) if simulated_b is None else simulated_b
+    if sim_a != sim_b:
+        sim, real = (sweep_a, sweep_b) if sim_a else (sweep_b, sweep_a)
+        raise CompareError(
+            f"refusing to compare {sim} (SIMULATED) with {real} (measured): simulated "
+            "figures come from a performance model and never share a comparison with "
+            "measurements")
+    diffs = differences(points_a, points_b, ignore_args)
+    differing = {d.name for d in diffs}
+
+    def side(points: Sequence[RunPoint]) -> tuple[dict[tuple, list[RunPoint]], int, int, set]:
+        measured = [p for p in points if p.measured and p.simulated == sim_a]
+        failed = len({p.run_id for p in points if not p.measured})
+        usable_by_config = group_by((p for p in measured if p.usable), _config)
+        unusable = len({_config(p) for p in measured} - set(usable_by_config))
+        by_key: dict[tuple, list[RunPoint]] = {}
+        configs_of: dict[tuple, set] = {}
+        for config, group in usable_by_config.items():
+            key = _match_key(group[0], differing)
+            by_key.setdefault(key, []).extend(group)
+            configs_of.setdefault(key, set()).add(config)
+        ambiguous = {k for k, configs in configs_of.items() if len(configs) > 1}
+        return by_key, failed, unusable, ambiguous
+
+    a, failed_a, unusable_a, amb_a = side(points_a)
+    b, failed_b, unusable_b, amb_b = side(points_b)
+    ambiguous = (amb_a | amb_b) & (set(a) | set(b))
+    matched = []
+    for key in set(a) & set(b) - ambiguous:
+        ra = sorted(a[key], key=lambda p: p.repetition)
+        rb = sorted(b[key], key=lambda p: p.repetition)
+        matched.append(Matched(ra, rb, {f: _delta(f, ra, rb) for f, _ in FIGURES}))
+    matched.sort(key=lambda m: _order(m.head))
+    return Comparison(
+        sweep_a=sweep_a, sweep_b=sweep_b, simulated=sim_a, differences=diffs, matched=matched,
+        only_a=len(set(a) - set(b) - ambiguous), only_b=len(set(b) - set(a) - ambiguous),
+        ambiguous=len(ambiguous), unusable_a=unusable_a, unusable_b=unusable_b,
+        failed_runs_a=failed_a, failed_runs_b=failed_b)
+
+
+def _order(p: RunPoint) -> tuple:
+    return (p.model, p.gpu_model, p.gpu_count, p.engine_args, p.scenario, p.load_kind or "",
+            p.load_value or 0.0, p.input_tokens or 0, p.output_tokens, p.decoding)
+
+
+# -------------------------------------------------------------------- output
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.1f}%"
+
+
+def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(cmp.to_json(), indent=2) + "\n"
+    from farm.output import SIM_BANNER, _console, _fmt, _table
+
+    what = ("; ".join(d.label for d in cmp.differences) if cmp.differences else
+            "nothing in the run specs (a difference outside them: power limit, driver, host…)")
+    models = sorted({m.head.model for m in cmp.matched})
+    head = [f"A = {cmp.sweep_a}, B = {cmp.sweep_b}; what differs: {what}"
+            + (f"; model {models[0]}" if len(models) == 1 else ""),
+            f"{len(cmp.matched)} matched point(s); unmatched: {cmp.only_a} only in A, "
+            f"{cmp.only_b} only in B"
+            + (f", {cmp.ambiguous} ambiguous (several configurations on one side)"
+               if cmp.ambiguous else "")]
+    left = []
+    for name, unusable, failed in (("A", cmp.unusable_a, cmp.failed_runs_a),
+                                   ("B", cmp.unusable_b, cmp.failed_runs_b)):
+        if unusable or failed:
+            left.append(f"{name}: {unusable} point(s) without a valid repetition, "
+                        f"{failed} failed run(s)")
+    if left:
+        head.append("left out: " + "; ".join(left))
+    models = len({m.head.model for m in cmp.matched}) > 1
+    table = _table()
+    text_columns = ("model", "GPU", "scenario", "load", "decoding", "verdict")
+    for col in (("model",) if models else ()) + (
+            "GPU", "scenario", "load", "in", "out", "decoding", "n A/B", "J/token A",
+            "J/token B", "Δ J/token", "95% CI", "verdict", "Δ TTFT p90", "Δ tok/s"):
+        table.add_column(col, justify="left" if col in text_columns else "right")
+    for m in cmp.matched:
+        p, e = m.head, m.energy
+        ci = e.pct_ci
+        table.add_row(
+            *((p.model,) if models else ()),
+            f"{p.gpu_label} (sim)" if p.simulated else p.gpu_label, p.scenario,
+            p.load_label, _fmt(p.input_tokens), _fmt(p.output_tokens), p.decoding,
+            f"{len(m.a)}/{len(m.b)}", _mean_ci(e.a, _fmt), _mean_ci(e.b, _fmt), _pct(e.pct),
+            "—" if ci is None else f"{ci[0]:+.1f}…{ci[1]:+.1f}%", e.verdict,
+            _pct(m.deltas["ttft_p90_ms"].pct), _pct(m.deltas["output_throughput_tps"].pct))
+    verdicts = cmp.verdicts()
+    median = cmp.median_pct()
+    tail = []
+    if cmp.matched:
+        tail.append(f"J/token, B vs A: {verdicts.get(LOWER, 0)} lower, "
+                    f"{verdicts.get(HIGHER, 0)} higher, {verdicts.get(NO_CLEAR, 0)} no clear "
+                    f"change, {verdicts.get(NO_CI, 0)} without a CI (n=1)"
+                    + (f"; median Δ {median:+.1f}%" if median is not None else ""))
+    tail.append("Δ = (B − A) ÷ mean A; 95% CI: Welch on the repetitions, relative to A's "
+                "mean; verdict 'no clear change' when the CI includes 0")
+    console = _console()
+    with console.capture() as capture:
+        if cmp.matched:
+            console.print(table)
+    banner = f"{SIM_BANNER}\n" if cmp.simulated else ""
+    return (banner + "\n".join(head) + "\n" + capture.get() + "\n".join(tail) + "\n"
+            + banner)
+
+
+def _mean_ci(e: Estimate | None, fmt) -> str:
+    if e is None:
+        return "—"
+    if e.half_width is None:
+        return fmt(e.mean)
+    return f"{fmt(e.mean)} ± {fmt(e.half_width, 2)}"

@@ -1,0 +1,414 @@
+"""The open dataset's schema: one definition for the export, the import, the
+manifest and docs/dataset.md (a test checks that the document shows exactly
+these tables).
+
+A dataset is one sweep: five tables (`runs`, `run_points`, `requests`,
+`timelines`, `windows`), one file each in Parquet, CSV or JSON Lines, plus
+`manifest.json`. Every column names its unit in its name (`_s`, `_ms`, `_j`,
+`_w`, `_c`, `_mhz`, `_rps`, `_tps`, `_mib`, …) and null means "not measured",
+never 0.
+
+Versioning: `SCHEMA_VERSION` is "MAJOR.MINOR". A minor version only adds
+columns (readers ignore columns they do not know); anything else is a new major
+version, which `farmctl import` of an older farm refuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = "1.0"
+DATASET_KIND = "farm-sweep-export"
+MANIFEST = "manifest.json"
+FORMATS = ("parquet", "csv", "jsonl")
+
+# Column types (Parquet / Arrow type; CSV and JSON Lines spelling in docs/dataset.md).
+TYPES = ("string", "json", "bool", "int64", "uint64", "float32", "float64", "timestamp",
+         "list<string>", "list<int64>", "list<float32>", "list<float64>")
+
+# Physical units and the token each column name carrying them must contain.
+UNIT_TOKENS = {
+    "s": "s", "ms": "ms", "J": "j", "W": "w", "°C": "c", "MHz": "mhz", "MiB": "mib",
+    "req/s": "rps", "tokens/s": "tps", "tokens/J": "j", "g": "g", "g/kWh": "kwh",
+    "gCO2e/1k tokens": "gco2e",
+}
+# Units that are counts or ratios: no suffix needed (the name says what is counted).
+PLAIN_UNITS = ("1", "tokens", "requests", "count", "bitmask", "UTC")
+
+
+class DatasetError(ValueError):
+    """An export that cannot be written or read: the message says what and where."""
+
+
+class DependencyError(RuntimeError):
+    """pyarrow (the `report` extra) is not installed."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    unit: str | None          # None: not a quantity (ids, names, flags, text)
+    description: str
+    nullable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.type not in TYPES:
+            raise ValueError(f"column {self.name}: unknown type {self.type!r}")
+
+    def as_manifest(self) -> dict[str, object]:
+        return {"name": self.name, "type": self.type, "unit": self.unit,
+                "nullable": self.nullable, "description": self.description}
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    row: str                  # what one row is
+    description: str
+    columns: tuple[Column, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+
+def _c(name: str, type_: str, unit: str | None, description: str,
+       nullable: bool = True) -> Column:
+    return Column(name, type_, unit, description, nullable)
+
+
+def _latency(prefix: str, what: str) -> tuple[Column, ...]:
+    return tuple(_c(f"{prefix}_{stat}_ms", "float64", "ms", f"{what}, {label}")
+                 for stat, label in (("mean", "mean"), ("p50", "median"),
+                                     ("p90", "90th percentile"), ("p99", "99th percentile")))
+
+
+# Identity and dimensions a run point repeats from its run (for convenience).
+_RUN_DIMS = (
+    _c("sweep", "string", None, "sweep name", False),
+    _c("repetition", "int64", "count", "repetition index (part of the run id)", False),
+    _c("model_id", "string", None, "model id of the sweep file", False),
+    _c("backend", "string", None, "`gpu`, `cpu` or `sim` (simulated)", False),
+    _c("gpu_model", "string", None, "GPU model slug asked for (e.g. `h100-80gb`)", False),
+    _c("gpu_count", "int64", "count", "GPUs per run", False),
+    _c("engine_kind", "string", None, "`vllm`, `hf` or `sim`", False),
+    _c("engine_version", "string", None, "engine version the worker reported"),
+    _c("engine_args_json", "json", None,
+       "engine arguments of the run, a JSON object with sorted keys", False),
+    _c("scenario_name", "string", None, "scenario label (e.g. `server-closed`, `batch`)", False),
+    _c("scenario_kind", "string", None, "`server` or `batch`", False),
+    _c("input_tokens", "int64", "tokens",
+       "input length bin: prompt tokens per request (null for a dataset workload)"),
+    _c("output_tokens", "int64", "tokens", "output length bin: tokens generated per request",
+       False),
+    _c("decoding", "string", None, "decoding label (`greedy`, `t0.8-p0.95`, …)", False),
+)
+
+_DIM = {c.name: c for c in _RUN_DIMS}
+
+
+def _dims(*names: str) -> tuple[Column, ...]:
+    return tuple(_DIM[name] for name in names)
+
+
+RUNS = Table(
+    "runs", "run of the sweep (with or without a result)",
+    "Identity, the RunSpec's dimensions, provenance (hardware, engine, measurement "
+    "method), status, validity and run-level figures of every run; `spec_json` and "
+    "`result_json` make the export lossless (`farmctl import` reads them).",
+    (
+        _c("run_id", "string", None, "hash of the canonical RunSpec (the run's identity)", False),
+        *_dims("sweep"),
+        _c("sweep_id", "string", None, "hash of the sweep name", False),
+        *_dims("repetition", "model_id"),
+        _c("model_source", "string", None, "hub id or local path of the model", False),
+        _c("model_dtype", "string", None, "weights dtype asked for", False),
+        _c("model_revision", "string", None, "model revision asked for"),
+        *_dims("backend", "gpu_model", "gpu_count"),
+        _c("queue", "string", None, "queue the run was sent to (e.g. `gpu.h100-80gb.x1`)",
+           False),
+        *_dims("engine_kind", "engine_version", "engine_args_json", "scenario_name",
+               "scenario_kind"),
+        _c("scenario_api", "string", None, "server: `completions` or `chat`"),
+        _c("scenario_duration_s", "float64", "s", "server: length of each load point"),
+        _c("scenario_warmup_s", "float64", "s", "server: warm-up before the load points"),
+        _c("concurrency_levels", "list<int64>", "requests",
+           "closed-loop server: the concurrencies measured (one load point each)"),
+        _c("request_rates_rps", "list<float64>", "req/s",
+           "open-loop server: the request rates measured (one load point each)"),
+        _c("burstiness", "float64", "1", "open loop: gamma shape of arrivals (1 = Poisson)"),
+        _c("max_concurrency", "int64", "requests", "open loop: cap on requests in flight"),
+        _c("num_prompts", "int64", "count", "batch: prompts in the batch"),
+        _c("warmup_prompts", "int64", "count", "batch: warm-up prompts"),
+        _c("slo_ttft_ms", "float64", "ms", "server: TTFT limit goodput is counted against"),
+        _c("slo_tpot_ms", "float64", "ms", "server: TPOT limit goodput is counted against"),
+        *_dims("input_tokens", "output_tokens", "decoding"),
+        _c("temperature", "float64", "1", "sampling temperature (0 = greedy)", False),
+        _c("top_p", "float64", "1", "nucleus sampling mass", False),
+        _c("top_k", "int64", "count", "top-k sampling (null: off)"),
+        _c("dataset", "string", None, "prompt source (`synthetic` or a dataset)", False),
+        _c("seed", "int64", None, "workload seed", False),
+        _c("simulated", "bool", None,
+           "simulated GPU or engine: never to be mixed with measured figures", False),
+        _c("status", "string", None, "`queued`, `running`, `succeeded`, `failed`, `cancelled`",
+           False),
+        _c("attempts", "int64", "count", "attempts the store counted", False),
+        _c("worker", "string", None, "worker (Celery node) that ran it"),
+        _c("host", "string", None, "host of that worker"),
+        _c("started_at", "timestamp", "UTC", "start of the measured attempt"),
+        _c("finished_at", "timestamp", "UTC", "end of the measured attempt"),
+        _c("duration_s", "float64", "s", "length of the measured attempt"),
+        _c("error", "string", None, "why the run failed or was handed back (`kind: message`)"),
+        _c("error_kind", "string", None, "failure kind (`engine`, `oom`, `timeout`, …)"),
+        _c("error_message", "string", None, "failure message"),
+        _c("gpu_backend", "string", None, "backend of the GPUs that ran it"),
+        _c("gpu_names", "list<string>", None, "GPU names as the driver reported them"),
+        _c("gpu_uuids", "list<string>", None, "GPU UUIDs, in the run's GPU order"),
+        _c("gpu_memory_mib", "list<int64>", "MiB", "memory of each GPU"),
+        _c("gpu_power_limits_w", "list<float64>", "W", "power limit of each GPU"),
+        _c("gpu_driver_version", "string", None, "driver version (first GPU; one host)"),
+        _c("gpu_cuda_version", "string", None, "CUDA driver API version (first GPU)"),
+        _c("energy_sensor", "string", None,
+           "energy source of the windows (e.g. `nvml.total_energy_counter`)"),
+        _c("power_sensor", "string", None,
+           "power source of the timeline (e.g. `nvml.field.power_instant`)"),
+        _c("sample_period_s", "float64", "s", "timeline sampling period the worker used"),
+        _c("idle_baseline_s", "float64", "s", "length of each idle window asked for", False),
+        _c("min_steady_s", "float64", "s", "validity: shortest steady window accepted", False),
+        _c("agreement_tolerance", "float64", "1",
+           "validity: largest |timeline ÷ counter − 1| accepted", False),
+        _c("agreement_min_window_s", "float64", "s",
+           "validity: shortest window whose agreement is judged", False),
+        _c("cooldown_timeout_s", "float64", "s", "preflight: longest wait for cool GPUs", False),
+        _c("cooldown_band_c", "float64", "°C", "preflight: band above idle temperature", False),
+        _c("codecarbon", "bool", None, "host energy and emissions asked for (CodeCarbon)",
+           False),
+        _c("grid_region", "string", None, "grid region asked for (ISO 3166-1 alpha-3)"),
+        _c("valid", "bool", None, "validity verdict (null: none computed, e.g. failed)"),
+        _c("invalid_reasons", "string", None, "failed checks, comma-separated (null if valid)"),
+        _c("validity_checks_json", "json", None,
+           "every check with its value, threshold and detail (JSON list)"),
+        _c("cooled", "bool", None, "GPUs within the cool-down band before the run"),
+        _c("preflight_waited_s", "float64", "s", "time waited for the GPUs to cool"),
+        _c("preflight_json", "json", None, "GPU state before the run (JSON object)"),
+        _c("idle_power_w", "float64", "W", "idle power of the run's GPUs, no CUDA context"),
+        _c("idle_ctx_power_w", "float64", "W", "idle power with a CUDA context held"),
+        _c("run_energy_j", "float64", "J", "energy of the whole `run` window"),
+        _c("steady_energy_j", "float64", "J",
+           "sum of the steady windows' energy (null if any is null)"),
+        _c("total_output_tokens", "int64", "tokens", "output tokens over all load points"),
+        _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady windows"),
+        _c("energy_per_output_token_j", "float64", "J",
+           "steady_energy_j ÷ steady_output_tokens"),
+        _c("host_tracker", "string", None, "host energy tracker (null: no host energy)"),
+        _c("host_duration_s", "float64", "s", "host energy: tracked duration"),
+        _c("cpu_energy_j", "float64", "J", "host CPU energy over the run"),
+        _c("cpu_method", "string", None, "`measured` (RAPL) or `estimated`"),
+        _c("ram_energy_j", "float64", "J", "host RAM energy over the run"),
+        _c("ram_method", "string", None, "how RAM energy was obtained"),
+        _c("host_gpu_energy_j", "float64", "J", "GPU energy as CodeCarbon saw it"),
+        _c("emissions_g", "float64", "g", "gCO2e of CPU + RAM + GPU over the run"),
+        _c("carbon_intensity_g_per_kwh", "float64", "g/kWh", "grid carbon intensity used"),
+        _c("host_region", "string", None, "region CodeCarbon used"),
+        _c("host_note", "string", None, "host energy remark"),
+        _c("num_requests", "int64", "requests", "rows of this run in `requests`", False),
+        _c("num_timeline_samples", "int64", "count",
+           "rows of this run in `timelines` (samples × GPUs)", False),
+        _c("spec_schema_version", "int64", None, "RunSpec schema version", False),
+        _c("result_schema_version", "int64", None, "RunResult (wire contract) schema version"),
+        _c("spec_json", "json", None, "the full RunSpec (`RunSpec.to_json()`)", False),
+        _c("result_json", "json", None,
+           "the RunResult without `requests` and `trace` (null: no result); `worker.pid` "
+           "is not stored and reads 0"),
+        _c("trace_json", "json", None,
+           "the power trace's header: sensor, sample_period_s, gpu_uuids, n_samples and "
+           "the series it has (null: no trace)"),
+    ),
+)
+
+RUN_POINTS = Table(
+    "run_points", "load point of a run with a result",
+    "Every LoadPointResult figure, flat, with the run's dimensions repeated.",
+    (
+        _c("run_id", "string", None, "the run", False),
+        _c("load_point", "int64", None, "index of the load point in its run", False),
+        *_RUN_DIMS,
+        _c("simulated", "bool", None, "simulated run", False),
+        _c("status", "string", None, "the run's status", False),
+        _c("valid", "bool", None, "the run's validity verdict"),
+        _c("invalid_reasons", "string", None, "the run's failed checks"),
+        _c("load_kind", "string", None, "`concurrency`, `request_rate` or `batch`", False),
+        _c("load_value", "float64", "requests, req/s or prompts",
+           "the load: concurrency (requests), request rate (req/s) or batch size "
+           "(prompts), by `load_kind`", False),
+        _c("concurrency", "int64", "requests", "closed loop: requests kept in flight"),
+        _c("request_rate_rps", "float64", "req/s", "open loop: arrival rate"),
+        _c("batch_prompts", "int64", "count", "batch: prompts in the batch"),
+        _c("duration_s", "float64", "s", "length of the load point", False),
+        _c("num_requests", "int64", "requests", "requests sent", False),
+        _c("num_ok", "int64", "requests", "requests that succeeded", False),
+        _c("num_failed", "int64", "requests", "requests that failed", False),
+        _c("total_input_tokens", "int64", "tokens", "prompt tokens over the load point", False),
+        _c("total_output_tokens", "int64", "tokens", "output tokens over the load point",
+           False),
+        _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady window"),
+        _c("request_throughput_rps", "float64", "req/s", "requests completed per second"),
+        _c("output_throughput_tps", "float64", "tokens/s",
+           "steady_output_tokens ÷ steady window length"),
+        *_latency("ttft", "time to first token"),
+        *_latency("tpot", "time per output token after the first"),
+        *_latency("itl", "inter-token latency"),
+        *_latency("e2e", "end-to-end request latency"),
+        _c("energy_j", "float64", "J", "GPU energy of the steady window (gross)"),
+        _c("energy_per_output_token_j", "float64", "J", "energy_j ÷ steady_output_tokens"),
+        _c("energy_per_request_j", "float64", "J",
+           "energy_per_output_token_j × mean output tokens per request"),
+        _c("avg_power_w", "float64", "W", "energy_j ÷ window length"),
+        _c("output_tokens_per_j", "float64", "tokens/J", "steady_output_tokens ÷ energy_j"),
+        _c("peak_power_w", "float64", "W", "highest sample of the GPUs' summed timeline"),
+        _c("energy_net_j", "float64", "J",
+           "energy_j − idle power (context held) × window length"),
+        _c("energy_per_output_token_net_j", "float64", "J", "net J per output token"),
+        _c("energy_per_request_net_j", "float64", "J", "net J per request"),
+        _c("output_tokens_per_j_net", "float64", "tokens/J", "output tokens per net J"),
+        _c("avg_power_net_w", "float64", "W", "avg_power_w − idle power"),
+        _c("gco2e_per_1k_tokens", "float64", "gCO2e/1k tokens",
+           "emissions per 1,000 output tokens (gross)"),
+        _c("gco2e_per_1k_tokens_net", "float64", "gCO2e/1k tokens",
+           "emissions per 1,000 output tokens (net of idle)"),
+        _c("slo_ttft_ms", "float64", "ms", "server: TTFT limit of goodput"),
+        _c("slo_tpot_ms", "float64", "ms", "server: TPOT limit of goodput"),
+        _c("good_requests", "int64", "requests", "requests within both limits"),
+        _c("slo_attainment", "float64", "1", "good_requests ÷ requests sent"),
+        _c("goodput_rps", "float64", "req/s", "good_requests ÷ duration_s"),
+        _c("slo_p99_met", "bool", None, "p99 TTFT and p99 TPOT within the limits"),
+        *_latency("lateness", "open loop: sent − scheduled"),
+        _c("unsent_requests", "int64", "requests", "open loop: arrivals still waiting at the end"),
+        _c("max_in_flight", "int64", "requests", "most requests in flight at once"),
+        _c("notes", "list<string>", None, "the engine's remarks on this load point"),
+    ),
+)
+
+REQUESTS = Table(
+    "requests", "request",
+    "Every request as the load generator (or batch engine) saw it. Times are seconds "
+    "since the run's own monotonic origin (the same clock as `timelines.t_s` and "
+    "`windows.start_s`).",
+    (
+        _c("run_id", "string", None, "the run", False),
+        _c("load_point", "int64", None, "index of its load point", False),
+        _c("index", "int64", None, "index of the request in its load point", False),
+        _c("scheduled_s", "float64", "s", "open loop: when it was due"),
+        _c("sent_s", "float64", "s", "when it was sent", False),
+        _c("ttft_s", "float64", "s", "time to first token"),
+        _c("e2e_s", "float64", "s", "end-to-end latency"),
+        _c("itl_s", "list<float32>", "s", "every inter-token gap (stored as float32)", False),
+        _c("input_tokens", "int64", "tokens", "prompt tokens"),
+        _c("output_tokens", "int64", "tokens", "tokens generated"),
+        _c("ok", "bool", None, "succeeded", False),
+        _c("error", "string", None, "why it failed"),
+    ),
+)
+
+TIMELINES = Table(
+    "timelines", "sample of one GPU's timeline (long format)",
+    "The power timeline of every GPU of a run, sampled in the background at "
+    "`runs.sample_period_s`; a missing sample is null.",
+    (
+        _c("run_id", "string", None, "the run", False),
+        _c("gpu_index", "int64", None, "position of the GPU in the run's GPUs", False),
+        _c("gpu_uuid", "string", None, "the GPU", False),
+        _c("sample", "int64", None, "index of the sample", False),
+        _c("t_s", "float64", "s", "time of the sample since the run's origin", False),
+        _c("power_w", "float32", "W", "instantaneous power"),
+        _c("memory_power_w", "float32", "W", "memory power (where the GPU reports it)"),
+        _c("temperature_c", "float32", "°C", "GPU temperature"),
+        _c("sm_clock_mhz", "float32", "MHz", "SM clock"),
+        _c("throttle_reasons", "uint64", "bitmask", "NVML clocks-event reasons bitmask"),
+    ),
+)
+
+WINDOWS = Table(
+    "windows", "energy window of a run",
+    "Every energy window: `run`, `idle`, `idle_ctx`, `load`, `warmup`, and one "
+    "`steady` window per load point; energy summed over the run's GPUs.",
+    (
+        _c("run_id", "string", None, "the run", False),
+        _c("window_index", "int64", None, "position of the window in its run", False),
+        _c("name", "string", None, "`run`, `idle`, `idle_ctx`, `load`, `warmup` or `steady`",
+           False),
+        _c("load_point", "int64", None, "steady windows: index of the load point"),
+        _c("start_s", "float64", "s", "start since the run's origin", False),
+        _c("duration_s", "float64", "s", "length", False),
+        _c("energy_j", "float64", "J", "energy counter delta at the edges"),
+        _c("per_gpu_energy_j", "list<float64>", "J", "the same per GPU"),
+        _c("timeline_energy_j", "float64", "J", "integral of the power timeline"),
+        _c("avg_power_w", "float64", "W", "energy_j ÷ duration_s"),
+        _c("peak_power_w", "float64", "W", "highest timeline sample in the window"),
+        _c("null_reason", "string", None, "why energy_j is null"),
+        _c("agreement", "float64", "1", "timeline_energy_j ÷ energy_j"),
+        _c("disagrees", "bool", None,
+           "long enough to judge and off by more than the tolerance", False),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (RUNS, RUN_POINTS, REQUESTS, TIMELINES, WINDOWS)}
+
+
+def file_name(table: str, fmt: str) -> str:
+    return f"{table}.{fmt}"
+
+
+def schema_major(version: str) -> int:
+    """The major number of "MAJOR.MINOR"; DatasetError for anything else."""
+    try:
+        major, _minor = str(version).split(".")
+        return int(major)
+    except ValueError:
+        raise DatasetError(f"unreadable dataset schema version {version!r}") from None
+
+
+def markdown_columns(table: Table) -> str:
+    """The column table of docs/dataset.md for `table` (the test compares them)."""
+    lines = ["| column | type | unit | null | description |", "|---|---|---|---|---|"]
+    for c in table.columns:
+        lines.append(f"| `{c.name}` | {c.type} | {c.unit or ''} | "
+                     f"{'yes' if c.nullable else 'no'} | {c.description} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ Arrow types
+# pyarrow is imported on first use: it is the `report` extra, not a core dependency.
+
+
+def pyarrow_module():
+    """pyarrow, or a DatasetError saying how to install it."""
+    try:
+        import pyarrow
+    except ImportError:
+        raise DependencyError("the dataset export and import need pyarrow: "
+                              "pip install 'farm[report]'") from None
+    return pyarrow
+
+
+def arrow_type(type_: str):
+    pa = pyarrow_module()
+    scalar = {"string": pa.string(), "json": pa.string(), "bool": pa.bool_(),
+              "int64": pa.int64(), "uint64": pa.uint64(), "float32": pa.float32(),
+              "float64": pa.float64(), "timestamp": pa.timestamp("us", tz="UTC")}
+    if type_.startswith("list<"):
+        return pa.list_(scalar[type_[5:-1]])
+    return scalar[type_]
+
+
+def arrow_schema(table: Table):
+    pa = pyarrow_module()
+    return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=c.nullable)
+                      for c in table.columns])

@@ -1,0 +1,505 @@
+"""`farmctl export`: one sweep as an open, versioned dataset (docs/dataset.md).
+
+Five tables — runs, run_points, requests, timelines, windows — written as one
+file each in Parquet, CSV or JSON Lines, then `manifest.json` (schema version,
+provenance, row counts, checksums and every column with its unit). The schema
+is `farm.report.dataset`; this module only fills it.
+
+Streaming: runs are read and written one at a time, and each table is written
+in batches of about `BATCH_ROWS` rows, so a sweep of a million requests never
+sits in memory as Python objects at once (one run's requests at most). The
+manifest is written last: a directory without one is an unfinished export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from farm.records import RESULT_SCHEMA_VERSION, PowerTrace, RunResult
+from farm.report.dataset import (
+    DATASET_KIND,
+    FORMATS,
+    MANIFEST,
+    REQUESTS,
+    RUN_POINTS,
+    SCHEMA_VERSION,
+    TABLES,
+    TIMELINES,
+    DatasetError,
+    Table,
+    arrow_schema,
+    file_name,
+    pyarrow_module,
+)
+from farm.report.points import SweepNotFound
+from farm.spec import RunSpec
+from farm.store import Store
+from farm.store.models import unpack_f32
+
+BATCH_ROWS = 65_536
+TRACE_SERIES = ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz",
+                "throttle_reasons")
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    sweep: str
+    sweep_id: str
+    fmt: str
+    out_dir: Path
+    simulated: bool
+    rows: dict[str, int]
+    seconds: float
+
+
+def default_out_dir(sweep: str, fmt: str) -> Path:
+    return Path(f"farm-export-{sweep}-{fmt}")
+
+
+def farm_version() -> str:
+    try:
+        return metadata.version("farm")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def export_sweep(store: Store, sweep: str, fmt: str, out_dir: Path | None = None,
+                 force: bool = False) -> ExportSummary:
+    """Write the sweep (name or id) as a dataset in `out_dir`; returns what was written."""
+    if fmt not in FORMATS:
+        raise DatasetError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    started = time.perf_counter()
+    row = store.find_sweep(sweep)
+    if row is None:
+        raise SweepNotFound(f"no sweep named or with id {sweep!r} in the store")
+    out = Path(out_dir) if out_dir is not None else default_out_dir(row.name, fmt)
+    _prepare(out, force)
+    writers = {name: TableWriter(table, out / file_name(name, fmt), fmt)
+               for name, table in TABLES.items()}
+    try:
+        for run in store.runs_of(row.id):
+            _export_run(store, row.name, run, writers)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    files = {name: {"file": writer.path.name, "rows": writer.rows,
+                    "bytes": writer.path.stat().st_size, "sha256": sha256(writer.path)}
+             for name, writer in writers.items()}
+    manifest = {
+        "dataset": DATASET_KIND,
+        "dataset_schema_version": SCHEMA_VERSION,
+        "farm_version": farm_version(),
+        "result_schema_version": RESULT_SCHEMA_VERSION,
+        "exported_at": _iso(datetime.now(UTC)),
+        "format": fmt,
+        "simulated": bool(row.simulated),
+        "sweep": {"name": row.name, "id": row.id, "simulated": bool(row.simulated),
+                  "created_at": _iso(row.created_at), "updated_at": _iso(row.updated_at),
+                  "spec_toml": row.spec_toml},
+        "tables": {name: {**files[name], "row": table.row, "description": table.description,
+                          "columns": [c.as_manifest() for c in table.columns]}
+                   for name, table in TABLES.items()},
+    }
+    temp = out / (MANIFEST + ".tmp")
+    temp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    temp.replace(out / MANIFEST)
+    return ExportSummary(sweep=row.name, sweep_id=row.id, fmt=fmt, out_dir=out,
+                         simulated=bool(row.simulated),
+                         rows={name: writer.rows for name, writer in writers.items()},
+                         seconds=time.perf_counter() - started)
+
+
+def _prepare(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out} exists and is not a directory")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise DatasetError(f"{out} exists and is not empty (--force overwrites an export)")
+        # Only what an export writes: the manifest first, so no stale one survives.
+        for name in [MANIFEST, MANIFEST + ".tmp",
+                     *(file_name(t, f) for t in TABLES for f in FORMATS)]:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ------------------------------------------------------------------ one run
+
+
+def _export_run(store: Store, sweep: str, run: dict[str, Any],
+                writers: dict[str, TableWriter]) -> None:
+    run_id = run["id"]
+    spec = RunSpec.model_validate_json(run["spec_json"])
+    result = store.run_result(run_id, requests=False, trace=True)
+    flat = store.result_for(run_id) if result is not None else None
+    requests = store.request_columns(run_id)
+    trace = result.trace if result is not None else None
+    n_samples = len(trace.t_s) * len(trace.gpu_uuids) if trace is not None else 0
+    runs_row = _runs_row(sweep, run, spec, result, flat, len(requests["sent_s"]), n_samples)
+    writers["runs"].add_rows([runs_row])
+    if result is None:
+        return
+    dims = {c.name: runs_row[c.name] for c in RUN_POINTS.columns if c.name in _POINT_DIMS}
+    writers["run_points"].add_rows([_point_row(run_id, dims, lp)
+                                    for lp in result.load_points])
+    writers["windows"].add_rows([_window_row(run_id, i, w)
+                                 for i, w in enumerate(result.windows)])
+    if trace is not None and n_samples:
+        writers["timelines"].add_columns(_timeline_columns(run_id, trace))
+    if requests["sent_s"]:
+        writers["requests"].add_columns(_request_columns(run_id, requests))
+
+
+def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult | None,
+              flat: dict[str, Any] | None, n_requests: int, n_samples: int) -> dict[str, Any]:
+    scenario, measurement, workload = spec.scenario, spec.measurement, spec.workload
+    server = scenario.kind == "server"
+    gpus = result.gpus if result is not None else []
+    host = result.host_energy if result is not None else None
+    preflight = result.preflight if result is not None else None
+    validity = result.validity if result is not None else None
+    run_window = result.window("run") if result is not None else None
+    error = result.error if result is not None else None
+    trace = result.trace if result is not None else None
+    figures = flat or {}
+    return {
+        "run_id": run["id"], "sweep": sweep, "sweep_id": run["sweep_id"],
+        "repetition": spec.repetition, "model_id": spec.model.id,
+        "model_source": spec.model.source, "model_dtype": spec.model.dtype,
+        "model_revision": spec.model.revision,
+        "backend": spec.hardware.backend, "gpu_model": spec.hardware.gpu_model,
+        "gpu_count": spec.hardware.gpu_count, "queue": spec.hardware.queue,
+        "engine_kind": spec.engine.kind,
+        "engine_version": result.engine.version if result is not None else None,
+        "engine_args_json": _json(spec.engine.args),
+        "scenario_name": scenario.name, "scenario_kind": scenario.kind,
+        "scenario_api": scenario.api if server else None,
+        "scenario_duration_s": scenario.duration_s if server else None,
+        "scenario_warmup_s": scenario.warmup_s if server else None,
+        "concurrency_levels": scenario.concurrency if server else None,
+        "request_rates_rps": scenario.request_rate if server else None,
+        "burstiness": scenario.burstiness if server else None,
+        "max_concurrency": scenario.max_concurrency if server else None,
+        "num_prompts": None if server else scenario.num_prompts,
+        "warmup_prompts": None if server else scenario.warmup_prompts,
+        "slo_ttft_ms": scenario.slo_ttft_ms if server else None,
+        "slo_tpot_ms": scenario.slo_tpot_ms if server else None,
+        "input_tokens": workload.input_tokens, "output_tokens": workload.output_tokens,
+        "decoding": workload.decoding.label, "temperature": workload.decoding.temperature,
+        "top_p": workload.decoding.top_p, "top_k": workload.decoding.top_k,
+        "dataset": workload.dataset, "seed": workload.seed,
+        "simulated": bool(run["simulated"] or (result is not None and result.simulated)),
+        "status": run["status"], "attempts": run["attempts"], "worker": run["worker"],
+        "host": result.worker.host if result is not None else None,
+        "started_at": run["started_at"], "finished_at": run["finished_at"],
+        "duration_s": result.duration_s if result is not None else None,
+        "error": run["error"],
+        "error_kind": error.kind if error else None,
+        "error_message": error.message if error else None,
+        "gpu_backend": gpus[0].backend if gpus else None,
+        "gpu_names": [g.name for g in gpus] or None,
+        "gpu_uuids": [g.uuid for g in gpus] or run["gpu_uuids"],
+        "gpu_memory_mib": [g.memory_mib for g in gpus] or None,
+        "gpu_power_limits_w": [g.power_limit_w for g in gpus] or None,
+        "gpu_driver_version": gpus[0].driver_version if gpus else None,
+        "gpu_cuda_version": gpus[0].cuda_version if gpus else None,
+        "energy_sensor": result.measurement.energy_sensor if result is not None else None,
+        "power_sensor": result.measurement.power_sensor if result is not None else None,
+        "sample_period_s": result.measurement.sample_period_s if result is not None else None,
+        "idle_baseline_s": measurement.idle_baseline_s,
+        "min_steady_s": measurement.min_steady_s,
+        "agreement_tolerance": measurement.agreement_tolerance,
+        "agreement_min_window_s": measurement.agreement_min_window_s,
+        "cooldown_timeout_s": measurement.cooldown_timeout_s,
+        "cooldown_band_c": measurement.cooldown_band_c,
+        "codecarbon": measurement.codecarbon, "grid_region": measurement.region,
+        "valid": validity.valid if validity is not None else None,
+        "invalid_reasons": figures.get("invalid_reasons"),
+        "validity_checks_json": (_json([c.model_dump(mode="json") for c in validity.checks])
+                                 if validity is not None else None),
+        "cooled": preflight.cooled if preflight is not None else None,
+        "preflight_waited_s": preflight.waited_s if preflight is not None else None,
+        "preflight_json": preflight.model_dump_json() if preflight is not None else None,
+        "idle_power_w": figures.get("idle_power_w"),
+        "idle_ctx_power_w": figures.get("idle_ctx_power_w"),
+        "run_energy_j": run_window.energy_j if run_window is not None else None,
+        "steady_energy_j": figures.get("energy_j"),
+        "total_output_tokens": figures.get("output_tokens"),
+        "steady_output_tokens": figures.get("steady_output_tokens"),
+        "energy_per_output_token_j": figures.get("energy_per_output_token_j"),
+        "host_tracker": host.tracker if host else None,
+        "host_duration_s": host.duration_s if host else None,
+        "cpu_energy_j": host.cpu_energy_j if host else None,
+        "cpu_method": host.cpu_method if host else None,
+        "ram_energy_j": host.ram_energy_j if host else None,
+        "ram_method": host.ram_method if host else None,
+        "host_gpu_energy_j": host.gpu_energy_j if host else None,
+        "emissions_g": host.emissions_g if host else None,
+        "carbon_intensity_g_per_kwh": host.carbon_intensity_g_per_kwh if host else None,
+        "host_region": host.region if host else None,
+        "host_note": host.note if host else None,
+        "num_requests": n_requests, "num_timeline_samples": n_samples,
+        "spec_schema_version": spec.schema_version,
+        "result_schema_version": result.schema_version if result is not None else None,
+        "spec_json": run["spec_json"],
+        "result_json": (result.model_dump_json(exclude={"requests", "trace"})
+                        if result is not None else None),
+        "trace_json": _json(_trace_header(trace)) if trace is not None else None,
+    }
+
+
+def _trace_header(trace: PowerTrace) -> dict[str, Any]:
+    return {"sensor": trace.sensor, "sample_period_s": trace.sample_period_s,
+            "gpu_uuids": trace.gpu_uuids, "n_samples": len(trace.t_s),
+            "series": [name for name in TRACE_SERIES if getattr(trace, name) is not None]}
+
+
+_POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_count",
+               "engine_kind", "engine_version", "engine_args_json", "scenario_name",
+               "scenario_kind", "input_tokens", "output_tokens", "decoding", "simulated",
+               "status", "valid", "invalid_reasons")
+_LP_SAME = ("duration_s", "num_requests", "num_ok", "num_failed", "steady_output_tokens",
+            "request_throughput_rps", "output_throughput_tps", "energy_j",
+            "energy_per_output_token_j", "energy_per_request_j", "avg_power_w",
+            "output_tokens_per_j", "peak_power_w", "energy_net_j",
+            "energy_per_output_token_net_j", "energy_per_request_net_j",
+            "output_tokens_per_j_net", "avg_power_net_w", "gco2e_per_1k_tokens",
+            "gco2e_per_1k_tokens_net", "slo_ttft_ms", "slo_tpot_ms", "good_requests",
+            "slo_attainment", "goodput_rps", "slo_p99_met", "unsent_requests",
+            "max_in_flight")
+
+
+def _point_row(run_id: str, dims: dict[str, Any], lp: Any) -> dict[str, Any]:
+    row = {"run_id": run_id, "load_point": lp.index, **dims,
+           "load_kind": lp.kind, "load_value": lp.value,
+           "concurrency": round(lp.value) if lp.kind == "concurrency" else None,
+           "request_rate_rps": lp.value if lp.kind == "request_rate" else None,
+           "batch_prompts": round(lp.value) if lp.kind == "batch" else None,
+           "total_input_tokens": lp.input_tokens, "total_output_tokens": lp.output_tokens,
+           **{name: getattr(lp, name) for name in _LP_SAME},
+           "notes": list(lp.notes) or None}
+    for metric in ("ttft", "tpot", "itl", "e2e", "lateness"):
+        stats = getattr(lp, metric)
+        for stat in ("mean", "p50", "p90", "p99"):
+            row[f"{metric}_{stat}_ms"] = getattr(stats, f"{stat}_ms")
+    return row
+
+
+def _window_row(run_id: str, index: int, window: Any) -> dict[str, Any]:
+    return {"run_id": run_id, "window_index": index, **window.model_dump(),
+            "per_gpu_energy_j": list(window.per_gpu_energy_j) or None}
+
+
+def _timeline_columns(run_id: str, trace: PowerTrace) -> dict[str, Any]:
+    n = len(trace.t_s)
+    columns: dict[str, list[Any]] = {name: [] for name in TIMELINES.names}
+    for index, uuid in enumerate(trace.gpu_uuids):
+        columns["run_id"] += [run_id] * n
+        columns["gpu_index"] += [index] * n
+        columns["gpu_uuid"] += [uuid] * n
+        columns["sample"] += range(n)
+        columns["t_s"] += trace.t_s
+        for name in TRACE_SERIES:
+            series = getattr(trace, name)
+            values = series[index] if series is not None else []
+            # A series shorter than the timeline (or none at all): the rest is missing.
+            columns[name] += list(values[:n]) + [None] * (n - len(values[:n]))
+    return columns
+
+
+def _request_columns(run_id: str, stored: dict[str, list[Any]]) -> dict[str, Any]:
+    n = len(stored["sent_s"])
+    columns = {name: stored[name] for name in REQUESTS.names
+               if name in stored and name != "itl_s"}
+    columns.update(run_id=[run_id] * n, index=stored["idx"], itl_s=_itl_array(stored["itl_s"]))
+    return columns
+
+
+def _itl_array(blobs: list[bytes | None]) -> Any:
+    """list<float32> straight from the stored float32 blobs (no Python float per token)."""
+    pa = pyarrow_module()
+    if sys.byteorder != "little":
+        return pa.array([unpack_f32(b) for b in blobs], pa.list_(pa.float32()))
+    offsets = [0]
+    for blob in blobs:
+        offsets.append(offsets[-1] + (len(blob) // 4 if blob else 0))
+    if offsets[-1] >= 2**31:
+        raise DatasetError("a run with 2**31 inter-token gaps or more cannot be exported")
+    values = pa.Array.from_buffers(pa.float32(), offsets[-1],
+                                   [None, pa.py_buffer(b"".join(b for b in blobs if b))])
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
+
+
+# ------------------------------------------------------------------ writing
+
+
+class TableWriter:
+    """One table's file: rows come in per run, go out in batches of ~BATCH_ROWS."""
+
+    def __init__(self, table: Table, path: Path, fmt: str):
+        self.pa = pyarrow_module()
+        self.table, self.path, self.fmt = table, path, fmt
+        self.schema = arrow_schema(table)
+        self.rows = 0
+        self._pending: list[Any] = []
+        self._pending_rows = 0
+        self._sink: Any = None
+        self._names = set(table.names)
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        for row in rows:
+            if row.keys() != self._names:
+                raise RuntimeError(f"{self.table.name}: row columns differ from the schema: "
+                                   f"{sorted(row.keys() ^ self._names)}")
+        self._add(self.pa.RecordBatch.from_pylist(rows, schema=self.schema))
+
+    def add_columns(self, columns: dict[str, Any]) -> None:
+        if columns.keys() != self._names:
+            raise RuntimeError(f"{self.table.name}: columns differ from the schema: "
+                               f"{sorted(columns.keys() ^ self._names)}")
+        arrays = [columns[f.name] if isinstance(columns[f.name], self.pa.Array)
+                  else self.pa.array(columns[f.name], type=f.type) for f in self.schema]
+        self._add(self.pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def _add(self, batch: Any) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        table = self.pa.Table.from_batches(self._pending, schema=self.schema)
+        self._pending, self._pending_rows = [], 0
+        self._write(table)
+
+    def close(self) -> None:
+        if self._pending or self._sink is None:
+            self._flush()       # an empty table still gets its file (and header)
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def _write(self, table: Any) -> None:
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            if self._sink is None:
+                self._sink = pq.ParquetWriter(self.path, self.schema, compression="zstd")
+            self._sink.write_table(table)   # one row group per batch
+        elif self.fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            text = csv_table(self.table, table)
+            if self._sink is None:
+                self._sink = pcsv.CSVWriter(self.path, text.schema)
+            self._sink.write_table(text)
+        else:
+            if self._sink is None:
+                self._sink = self.path.open("w", encoding="utf-8", newline="\n")
+            write_jsonl(self._sink, self.table, table)
+
+
+# ------------------------------------------------------------- text formats
+# CSV and JSON Lines: float32 values are written as the shortest decimal that
+# reads back as the same float32; timestamps as ISO 8601 UTC ("…Z"); in CSV a
+# list is a JSON array in one field, and null is an empty unquoted field.
+
+
+def _text_column(type_: str, array: Any, pa: Any) -> Any:
+    if type_ == "float32":
+        return array.cast(pa.string()).cast(pa.float64())
+    if type_ == "timestamp":
+        return pa.array([_iso(v) for v in array.to_pylist()], pa.string())
+    return array
+
+
+def _text_table(table: Table, data: Any) -> dict[str, Any]:
+    pa = pyarrow_module()
+    return {c.name: _text_column(c.type, data.column(c.name).combine_chunks(), pa)
+            for c in table.columns}
+
+
+def _json_list_text(type_: str, array: Any) -> list[str | None]:
+    """Each list as the text of a JSON array (None for null). Lists of finite numbers
+    with no null item are formatted by Arrow (shortest round-trip decimals), not per
+    value in Python: a million requests' inter-token gaps take seconds, not minutes."""
+    pa = pyarrow_module()
+    import pyarrow.compute as pc
+
+    values = array.values
+    if type_ != "list<string>" and values.null_count == 0 and (
+            type_ == "list<int64>" or pc.all(pc.is_finite(values)).as_py() is not False):
+        strings = values.cast(pa.string())
+        joined = pc.binary_join(
+            pa.ListArray.from_arrays(array.offsets, strings, mask=array.is_null()), ",")
+        return pc.binary_join_element_wise("[", joined, "]", "").to_pylist()
+    if type_ == "list<float32>":        # the shortest decimal of each float32
+        values = array.values.cast(pa.string()).cast(pa.float64())
+        array = pa.ListArray.from_arrays(array.offsets, values, mask=array.is_null())
+    return [None if v is None else json.dumps(v, separators=(",", ":"), ensure_ascii=False)
+            for v in array.to_pylist()]
+
+
+def csv_table(table: Table, data: Any) -> Any:
+    pa = pyarrow_module()
+    columns = _text_table(table, data)
+    for c in table.columns:
+        if c.type.startswith("list<"):
+            columns[c.name] = pa.array(_json_list_text(c.type, columns[c.name]), pa.string())
+    return pa.table(columns)
+
+
+def write_jsonl(sink: Any, table: Table, data: Any) -> None:
+    """One JSON object per row; list columns are spliced in as ready JSON text."""
+    pa = pyarrow_module()
+    columns = _text_table(table, data)
+    lists = {c.name: _json_list_text(c.type, columns[c.name])
+             for c in table.columns if c.type.startswith("list<")}
+    rows = pa.table({n: a for n, a in columns.items() if n not in lists}).to_pylist()
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    # A placeholder per list column, replaced by the list's text; a row where a
+    # placeholder is not found exactly once (a value equal to one) is encoded whole.
+    marks = {name: f"\x00farm-list-{i}\x00" for i, name in enumerate(lists)}
+    encoded = {name: encode(mark) for name, mark in marks.items()}
+    names = table.names
+    out = []
+    for i, row in enumerate(rows):
+        line = encode({n: marks[n] if n in lists else row[n] for n in names})
+        if all(line.count(encoded[name]) == 1 for name in lists):
+            for name, texts in lists.items():
+                line = line.replace(encoded[name], texts[i] or "null", 1)
+        else:
+            line = encode({n: json.loads(lists[n][i] or "null") if n in lists else row[n]
+                           for n in names})
+        out.append(line + "\n")
+    sink.writelines(out)

@@ -1,0 +1,162 @@
+"""The report's one HTML page: self-contained (figures as data: URIs, inline CSS, no
+script, no external reference), readable offline and printable.
+
+A simulated report carries the SIMULATED banner at the top (sticky while
+scrolling), at the bottom, in the page title and on every figure.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from html import escape
+from typing import TYPE_CHECKING
+
+from farm.report.labels import SIM_BANNER, fmt, short_label, tokens_label
+from farm.report.pareto import ParetoFigure
+from farm.report.plots import FigureSpec
+from farm.report.stats import Estimate
+from farm.report.table import HEADERS, rows
+
+if TYPE_CHECKING:
+    from farm.report.report import ReportData
+
+SECTIONS = (
+    ("energy_load", "Energy vs load",
+     "Energy per request and per output token against concurrency (closed loop), request "
+     "rate (open loop) or batch size, one line per GPU (and engine variant) and one row per "
+     "input/output token length. Markers are means over repetitions; bars are 95% "
+     "confidence intervals. A dotted vertical line marks a plateau: the load after which "
+     "every further doubling saves less than 10% energy per request."),
+    ("pareto", "Energy vs latency",
+     "Every configuration of a model (mean over its repetitions), across GPU models, against "
+     "TTFT p90 and TPOT p90. The black step line is the Pareto front: configurations that no "
+     "other is both faster and cheaper than. Its points are listed below each figure."),
+    ("heatmap", "Token-length grid",
+     "J/request by input × output token-length bin (Fernandez et al.: bins centred on powers "
+     "of two, a bin b holds lengths in (b/√2, b·√2]), per GPU and load value, on one colour "
+     "scale per figure. Each cell is the mean over the valid points in that bin; \"—\" marks "
+     "an empty cell."),
+    ("timeline", "Power timelines",
+     "Board power of chosen runs over time, with the energy windows shaded: idle without and "
+     "with a CUDA context, engine load, warm-up, and each load point's steady state (the "
+     "window every energy figure is taken over). Dashed lines: the run window."),
+)
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 2rem 2rem;
+       color: #222; line-height: 1.4; }
+h1 { margin-top: 1rem; }
+.banner { position: sticky; top: 0; z-index: 10; background: #b00020; color: #fff;
+          font-weight: bold; padding: .5rem 1rem; margin: 0 -2rem; text-align: center; }
+.meta { color: #555; }
+figure { margin: 1.5rem 0; border: 1px solid #ddd; padding: .5rem; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { font-size: .9rem; margin-top: .4rem; }
+.note { font-size: .9rem; color: #444; }
+table { border-collapse: collapse; font-size: .8rem; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; vertical-align: top; }
+th { background: #f2f2f2; position: sticky; top: 0; }
+body.sim th { top: 2.2rem; }
+td.t, th.t { text-align: left; }
+tr.invalid td { background: #fff4e5; }
+tr.failed td { background: #fde8e8; }
+tr.none td { background: #f3f3f3; color: #666; }
+.summary td:first-child { text-align: left; }
+"""
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
+    title = f"{'SIMULATED — ' if data.simulated else ''}farm report: {data.sweep}"
+    banner = f'<div class="banner">{escape(SIM_BANNER)}</div>' if data.simulated else ""
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>",
+           '<body class="sim">' if data.simulated else "<body>",
+           banner, f"<h1>{escape(title)}</h1>",
+           f'<p class="meta">Sweep <b>{escape(data.sweep)}</b>, generated '
+           f"{data.generated_at.strftime('%Y-%m-%d %H:%M UTC')} by <code>farmctl report"
+           f"</code>. Energy basis of the plots: <b>{'net of idle' if data.net else 'gross'}"
+           "</b>.</p>", _toc(data)]
+    out += ['<h2 id="summary">Summary</h2>', _summary(data.summary)]
+    out += ['<h2 id="measurement">How energy was measured</h2>']
+    out += [f"<p>{escape(text)}</p>" for text in data.measurement]
+    for section, heading, intro in SECTIONS:
+        specs = [s for s in data.figures if s.section == section]
+        out += [f'<h2 id="{section}">{escape(heading)}</h2>', f"<p>{escape(intro)}</p>"]
+        out += [f'<p class="note">{escape(n)}</p>' for n in data.section_notes.get(section, [])]
+        for spec in specs:
+            out.append(_figure(spec, pngs.get(spec.slug, b"")))
+            if section == "pareto":
+                out.append(_front_tables(spec.data))
+    out += ['<h2 id="points">Every run point</h2>',
+            "<p>One row per run and load point (a run without a result: one row). "
+            "Figures are per load point over its steady-state window; \"—\" means not "
+            "measured (null), never 0. Valid rows are plain; invalid rows (orange) name the "
+            "checks they failed; failed runs (red) give their error.</p>",
+            _points_table(data), banner, "</body>", "</html>"]
+    return "\n".join(part for part in out if part)
+
+
+def _toc(data: ReportData) -> str:
+    items = [("summary", "Summary"), ("measurement", "How energy was measured"),
+             *((s, h) for s, h, _ in SECTIONS), ("points", "Every run point")]
+    return "<p>" + " · ".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in items) + "</p>"
+
+
+def _summary(items: Sequence[tuple[str, str]]) -> str:
+    body = "".join(f"<tr><td>{escape(k)}</td><td class=\"t\">{escape(v)}</td></tr>"
+                   for k, v in items)
+    return f'<table class="summary">{body}</table>'
+
+
+def _figure(spec: FigureSpec, png: bytes) -> str:
+    notes = "".join(f'<br><span class="note">{escape(n)}</span>' for n in spec.notes)
+    return (f'<figure id="{escape(spec.slug)}"><img src="{data_uri(png)}" '
+            f'alt="{escape(spec.title)}"><figcaption><b>{escape(spec.title)}</b> '
+            f'(<a href="figures/{escape(spec.slug)}.png">PNG</a>){notes}</figcaption></figure>')
+
+
+def _estimate(e: Estimate, unit: str) -> str:
+    hw = e.half_width
+    ci = f" ± {fmt(hw)}" if hw is not None else " (n = 1)"
+    return f"{fmt(e.mean)}{ci} {unit}"
+
+
+def _front_tables(fig: ParetoFigure) -> str:
+    out = []
+    for panel in fig.panels:
+        if not panel.front:
+            continue
+        head = ("<tr><th class=\"t\">GPU</th><th class=\"t\">scenario</th><th class=\"t\">"
+                "load</th><th class=\"t\">tokens</th>"
+                f"<th>{escape(short_label(panel.latency))}</th>"
+                f"<th>{escape(short_label(panel.energy))}</th><th>n</th></tr>")
+        body = "".join(
+            f"<tr><td class=\"t\">{escape(p.label)}</td><td class=\"t\">{escape(p.scenario)}"
+            f"</td><td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
+            f"{escape(tokens_label(p.input_tokens, p.output_tokens))}</td>"
+            f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
+            f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
+            for p in panel.front_points)
+        out.append(f'<p class="note">{escape(fig.model)}: Pareto front of '
+                   f"{escape(short_label(panel.energy))} vs {escape(short_label(panel.latency))}"
+                   f" ({len(panel.front)} of {len(panel.points)} configurations; ± is the 95% "
+                   f"CI half-width)</p><table>{head}{body}</table>")
+    return "".join(out)
+
+
+def _points_table(data: ReportData) -> str:
+    text_columns = {0, 1, 2, 3, 4, 7, 9, len(HEADERS) - 2, len(HEADERS) - 1}
+    head = "".join(f'<th{" class=t" if i in text_columns else ""}>{escape(h)}</th>'
+                   for i, h in enumerate(HEADERS))
+    body = []
+    for cells, verdict in rows(data.points):
+        tds = "".join(f'<td{" class=t" if i in text_columns else ""}>{escape(c)}</td>'
+                      for i, c in enumerate(cells))
+        cls = "" if verdict.kind == "valid" else f' class="{verdict.kind}"'
+        body.append(f"<tr{cls}>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"

@@ -1,0 +1,100 @@
+"""Names, units and number formatting shared by the report's figures and tables.
+
+Every number the report prints keeps its unit; a missing figure prints as "—",
+never 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from farm.report.points import RunPoint
+
+SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
+DASH = "—"
+
+# figure → (axis label with unit, short name)
+FIGURE_LABELS: dict[str, tuple[str, str]] = {
+    "energy_per_request_j": ("energy per request (J)", "J/request"),
+    "energy_per_output_token_j": ("energy per output token (J)", "J/output token"),
+    "energy_per_request_net_j": ("energy per request, net of idle (J)", "net J/request"),
+    "energy_per_output_token_net_j": ("energy per output token, net of idle (J)",
+                                      "net J/output token"),
+    "ttft_p90_ms": ("TTFT p90 (ms)", "TTFT p90"),
+    "tpot_p90_ms": ("TPOT p90 (ms)", "TPOT p90"),
+}
+
+LOAD_AXIS = {
+    "concurrency": "concurrency (simultaneous requests)",
+    "request_rate": "request rate (requests/s, open loop)",
+    "batch": "batch size (prompts)",
+}
+
+
+def axis_label(figure: str) -> str:
+    return FIGURE_LABELS.get(figure, (figure, figure))[0]
+
+
+def short_label(figure: str) -> str:
+    return FIGURE_LABELS.get(figure, (figure, figure))[1]
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """3 significant digits, thousands separated above 100; None → "—"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_unit(value: Any, unit: str, digits: int = 3) -> str:
+    text = fmt(value, digits)
+    return text if text == DASH else f"{text} {unit}"
+
+
+def tokens_label(input_tokens: int | None, output_tokens: int | None) -> str:
+    return f"in {fmt(input_tokens)} / out {fmt(output_tokens)} tokens"
+
+
+class Variants:
+    """Labels for what sets configurations apart beyond model, GPU, load and lengths.
+
+    Only the dimensions that vary within the report are named (engine, its
+    arguments, decoding, scenario), so a one-engine sweep labels its lines by
+    GPU alone.
+    """
+
+    def __init__(self, points: Iterable[RunPoint]):
+        seen: dict[str, set[Any]] = {"engine": set(), "args": set(), "decoding": set(),
+                                     "scenario": set()}
+        for p in points:
+            seen["engine"].add(p.engine)
+            seen["args"].add(p.engine_args)
+            seen["decoding"].add(p.decoding)
+            seen["scenario"].add(p.scenario)
+        self.varies = {name for name, values in seen.items() if len(values) > 1}
+
+    def variant(self, p: RunPoint, scenario: bool = True) -> str:
+        parts = []
+        if "engine" in self.varies:
+            parts.append(p.engine)
+        if "args" in self.varies:
+            parts.append(p.args_label or "default args")
+        if "decoding" in self.varies:
+            parts.append(p.decoding)
+        if scenario and "scenario" in self.varies:
+            parts.append(p.scenario)
+        return " · ".join(parts)
+
+    def label(self, p: RunPoint, scenario: bool = True) -> str:
+        variant = self.variant(p, scenario)
+        return f"{p.gpu_label} · {variant}" if variant else p.gpu_label

@@ -1,0 +1,129 @@
+"""Energy vs latency: every configuration of a model as one point (means over its
+repetitions), across GPU models, and the Pareto front of those points.
+
+Both axes are "lower is better". A point *dominates* another when it is no
+worse on both axes and better on one; the front is the set of points no other
+point dominates: for each front point, nothing is both faster and cheaper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from farm.report.labels import Variants, short_label
+from farm.report.points import RunPoint
+from farm.report.selection import Selection, select
+from farm.report.series import PER_REQUEST, PER_TOKEN
+from farm.report.stats import Estimate, estimate, group_by
+
+LATENCIES = ("ttft_p90_ms", "tpot_p90_ms")
+ENERGIES = (PER_REQUEST, PER_TOKEN)
+
+
+def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
+
+
+def pareto_front(xy: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the non-dominated points (minimising both), by ascending x.
+
+    O(n log n): sweep by x then y, keep a point if its y beats every y before
+    it (points equal to a front point are on the front too).
+    """
+    order = sorted(range(len(xy)), key=lambda i: (xy[i][0], xy[i][1]))
+    front: list[int] = []
+    best_y = float("inf")
+    for i in order:
+        x, y = xy[i]
+        if y < best_y:
+            front.append(i)
+            best_y = y
+        elif front and xy[front[-1]] == (x, y):
+            front.append(i)
+    return front
+
+
+@dataclass(frozen=True)
+class ConfigPoint:
+    """One configuration (all repetitions) of a model: latency and energy means."""
+
+    latency: Estimate
+    energy: Estimate
+    label: str
+    gpu_label: str
+    scenario: str
+    scenario_kind: str
+    load_label: str
+    input_tokens: int | None
+    output_tokens: int
+    run_ids: tuple[str, ...]
+
+    @property
+    def xy(self) -> tuple[float, float]:
+        return (self.latency.mean, self.energy.mean)
+
+
+@dataclass(frozen=True)
+class ParetoPanel:
+    latency: str
+    energy: str
+    points: list[ConfigPoint]
+    front: list[int]             # indices into points, by ascending latency
+    selection: Selection
+
+    @property
+    def front_points(self) -> list[ConfigPoint]:
+        return [self.points[i] for i in self.front]
+
+
+@dataclass(frozen=True)
+class ParetoFigure:
+    model: str
+    panels: list[ParetoPanel]    # rows: energies, columns: latencies
+
+    def notes(self) -> list[str]:
+        notes = {p.selection.note() for p in self.panels}
+        if len(notes) == 1:
+            return list(notes)
+        return [f"{short_label(p.energy)} vs {short_label(p.latency)}: {p.selection.note()}"
+                for p in self.panels]
+
+
+def config_points(points: Sequence[RunPoint], latency: str, energy: str,
+                  variants: Variants) -> list[ConfigPoint]:
+    """Selected points averaged over repetitions, one ConfigPoint per configuration."""
+    out = []
+    for group in group_by(points, lambda p: p.config_key).values():
+        first = group[0]
+        lat = estimate(p.get(latency) for p in group)
+        en = estimate(p.get(energy) for p in group)
+        if lat is None or en is None:
+            continue
+        out.append(ConfigPoint(lat, en, variants.label(first, scenario=False), first.gpu_label,
+                               first.scenario, first.scenario_kind, first.load_label,
+                               first.input_tokens, first.output_tokens,
+                               tuple(p.run_id for p in group)))
+    return out
+
+
+def pareto_panel(scope: Sequence[RunPoint], latency: str, energy: str,
+                 variants: Variants | None = None, simulated: bool | None = None) -> ParetoPanel:
+    selection = select(scope, (energy, latency), simulated)
+    pts = config_points(selection.points, latency, energy, variants or Variants(scope))
+    return ParetoPanel(latency, energy, pts, pareto_front([p.xy for p in pts]), selection)
+
+
+def pareto_figures(points: Sequence[RunPoint], energies: Sequence[str] = ENERGIES,
+                   latencies: Sequence[str] = LATENCIES,
+                   simulated: bool | None = None) -> list[ParetoFigure]:
+    """Per model: one panel per (energy, latency) pair over all its configurations."""
+    variants = Variants(points)
+    out = []
+    for model in sorted({p.model for p in points}):
+        scope = [p for p in points if p.model == model]
+        panels = [pareto_panel(scope, lat, en, variants, simulated)
+                  for en in energies for lat in latencies]
+        if any(panel.points for panel in panels):
+            out.append(ParetoFigure(model, panels))
+    return out

@@ -1,0 +1,360 @@
+"""Draw the report's figure data (series, pareto, heatmap, timeline) as PNG bytes.
+
+Drawing only: every number comes from the pure functions of `series.py`,
+`pareto.py`, `heatmap.py` and `timeline.py`. matplotlib is imported inside the
+functions (farmctl's other commands never pay for it) and used without pyplot,
+through the Agg canvas: no display, no global state.
+
+A simulated report's figures say so twice: "SIMULATED — " leads the title, and
+a watermark crosses the figure. The title is also stored in the PNG's "Title"
+text chunk.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.report.heatmap import HeatmapFigure
+from farm.report.labels import DASH, LOAD_AXIS, axis_label, fmt, short_label, tokens_label
+from farm.report.pareto import ParetoFigure
+from farm.report.series import LoadFigure
+from farm.report.timeline import WINDOW_KINDS, WINDOW_NAMES, Timeline
+
+DPI = 100
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#7f7f7f")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.")
+WINDOW_COLOURS = {"idle": "#bdbdbd", "idle_ctx": "#9ecae1", "load": "#fdd0a2",
+                  "warmup": "#fdae6b", "steady": "#a1d99b"}
+SCENARIO_MARKERS = {"server": "o", "batch": "s"}
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of the report: what to draw and how to name it."""
+
+    slug: str                    # file name under figures/, without ".png"
+    section: str                 # energy_load | pareto | heatmap | timeline
+    title: str                   # the full title ("SIMULATED — " included where simulated)
+    data: Any                    # LoadFigure | ParetoFigure | HeatmapFigure | Timeline
+    notes: list[str] = field(default_factory=list)
+    simulated: bool = False
+    colours: dict[str, str] = field(default_factory=dict)   # GPU label → colour
+
+
+def colours_for(gpu_labels: Sequence[str]) -> dict[str, str]:
+    """One colour per GPU label, the same in every figure."""
+    return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(sorted(set(gpu_labels)))}
+
+
+def render(spec: FigureSpec) -> bytes:
+    """The figure as PNG bytes."""
+    draw = {"energy_load": _draw_load, "pareto": _draw_pareto, "heatmap": _draw_heatmap,
+            "timeline": _draw_timeline}[spec.section]
+    fig = draw(spec)
+    return _finish(fig, spec)
+
+
+# ------------------------------------------------------------------ common
+
+
+def _grid(nrows: int, ncols: int, panel_w: float, panel_h: float, *, left: float = 0.85,
+          right: float = 0.3, top: float = 0.75, bottom: float = 1.0, hspace: float = 0.8,
+          wspace: float = 0.85) -> tuple[Any, Any]:
+    """A figure of nrows × ncols panels of a fixed size with fixed margins (inches).
+
+    No layout engine: constrained layout measured every label of every panel
+    and took most of the drawing time of the big figures.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    width = left + right + ncols * panel_w + (ncols - 1) * wspace
+    height = top + bottom + nrows * panel_h + (nrows - 1) * hspace
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={
+        "left": left / width, "right": 1 - right / width, "top": 1 - top / height,
+        "bottom": bottom / height, "hspace": hspace / panel_h, "wspace": wspace / panel_w})
+    return fig, axes
+
+
+def _legend_height(entries: int, ncols: int, title: bool = True) -> float:
+    """Inches below the panels for the x label and a legend of `entries` in `ncols`."""
+    rows = -(-entries // max(1, ncols)) + (1 if title else 0)
+    return 0.55 + 0.2 * rows + 0.15
+
+
+def _legend(fig: Any, handles: Sequence[Any], labels: Sequence[str], ncols: int,
+            title: str | None = None) -> None:
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 0.005), ncols=ncols,
+               fontsize=8, title=title, title_fontsize=8, frameon=False)
+
+
+def _finish(fig: Any, spec: FigureSpec) -> bytes:
+    height = fig.get_figheight()
+    fig.suptitle(spec.title, y=1 - 0.12 / height, va="top", fontsize=11, fontweight="bold",
+                 color="#b00020" if spec.simulated else "black")
+    if spec.simulated:
+        fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="#b00020", alpha=0.10,
+                 ha="center", va="center", rotation=30, zorder=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI,
+                metadata={"Title": spec.title, "Software": "farm report"})
+    return buffer.getvalue()
+
+
+def _log_scale(values: Sequence[float], ratio: float = 8.0) -> bool:
+    positive = [v for v in values if v is not None and v > 0]
+    return (bool(positive) and len(positive) == len(values)
+            and max(positive) / min(positive) >= ratio)
+
+
+def _empty(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666666")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ------------------------------------------------------------ energy vs load
+
+
+def _draw_load(spec: FigureSpec) -> Any:
+    from matplotlib.collections import LineCollection
+
+    data: LoadFigure = spec.data
+    pairs = data.token_pairs
+    labels = list(dict.fromkeys(s.label for ss in data.series.values() for s in ss))
+    ncols_legend = min(4, max(1, len(labels)))
+    fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.5,
+                      bottom=_legend_height(len(labels), ncols_legend))
+    styles: dict[str, tuple[str, str]] = {}
+    handles: dict[str, Any] = {}
+    for col, figure in enumerate(data.figures):
+        for row, pair in enumerate(pairs):
+            ax = axes[row][col]
+            series = [s for s in data.series[figure] if (s.input_tokens, s.output_tokens) == pair]
+            if not series:
+                _empty(ax, f"no valid points ({DASH})")
+                continue
+            xs = [x for s in series for x in s.xs]
+            means = [m for s in series for m in s.means]
+            segments, seg_colours = [], []
+            for s in series:
+                colour = spec.colours.get(s.gpu_label, "black")
+                if s.label not in styles:
+                    same_gpu = sum(1 for st in styles.values() if st[0] == colour)
+                    styles[s.label] = (colour, LINESTYLES[same_gpu % len(LINESTYLES)])
+                colour, style = styles[s.label]
+                line, = ax.plot(s.xs, s.means, color=colour, linestyle=style, marker="o",
+                                markersize=4, linewidth=1.4)
+                handles.setdefault(s.label, line)
+                for p in s.points:
+                    if p.estimate.low is not None and p.estimate.high is not None:
+                        segments.append([(p.x, max(p.estimate.low, 0.0)),
+                                         (p.x, p.estimate.high)])
+                        seg_colours.append(colour)
+                if s.plateau is not None:
+                    at = s.xs.index(s.plateau.at)
+                    ax.axvline(s.plateau.at, color=colour, linestyle=":", linewidth=1)
+                    ax.annotate(f"plateau ≥ {s.plateau.at:g}", (s.plateau.at, s.means[at]),
+                                xytext=(4, 6), textcoords="offset points", fontsize=7,
+                                color=colour)
+            if segments:
+                # One collection for every interval of the panel: 95% CI of the mean.
+                ax.add_collection(LineCollection(segments, colors=seg_colours, linewidths=1.1,
+                                                 alpha=0.7), autolim=False)
+            if _log_scale(xs, 4):
+                ax.set_xscale("log", base=2)
+                ax.xaxis.set_major_formatter(_plain_formatter())
+            ax.set_xticks(sorted(set(xs)))
+            _energy_axis(ax, means, series)
+            ax.grid(True, which="major", alpha=0.3)
+            ax.set_title(f"{short_label(figure)} · {tokens_label(*pair)}", fontsize=9)
+            ax.set_xlabel(LOAD_AXIS.get(data.load_kind, data.load_kind), fontsize=8)
+            ax.set_ylabel(axis_label(figure), fontsize=8)
+            ax.tick_params(labelsize=7)
+    _legend(fig, list(handles.values()), list(handles.keys()), ncols_legend,
+            "lines: mean over repetitions; bars: 95% CI (none with n = 1)")
+    return fig
+
+
+def _energy_axis(ax: Any, means: Sequence[float], series: Sequence[Any]) -> None:
+    """Log scale where the means span 10× or more; the axis fits the means and their
+    intervals, cut at zero (an interval of two repetitions can reach below it)."""
+    highs = [p.estimate.high for s in series for p in s.points if p.estimate.high is not None]
+    top = max([*means, *highs])
+    if _log_scale(means, 10):
+        lows = [p.estimate.low for s in series for p in s.points
+                if p.estimate.low is not None and p.estimate.low > 0]
+        ax.set_yscale("log")
+        ax.set_ylim(min([*means, *lows]) / 1.3, top * 1.3)
+    else:
+        ax.set_ylim(0, top * 1.08 if top > 0 else 1)
+
+
+def _plain_formatter() -> Any:
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v:g}")
+
+
+# ---------------------------------------------------------------- pareto
+
+
+def _draw_pareto(spec: FigureSpec) -> Any:
+    data: ParetoFigure = spec.data
+    energies = list(dict.fromkeys(p.energy for p in data.panels))
+    latencies = list(dict.fromkeys(p.latency for p in data.panels))
+    kinds = {(p.gpu_label, p.scenario_kind) for panel in data.panels for p in panel.points}
+    ncols_legend = min(4, len(kinds) + 1)
+    fig, axes = _grid(len(energies), len(latencies), 4.8, 3.0,
+                      bottom=_legend_height(len(kinds) + 1, ncols_legend))
+    handles: dict[str, Any] = {}
+    for panel in data.panels:
+        ax = axes[energies.index(panel.energy)][latencies.index(panel.latency)]
+        if not panel.points:
+            _empty(ax, "no valid points")
+            continue
+        groups: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for point in panel.points:
+            groups.setdefault((point.gpu_label, point.scenario_kind), []).append(point.xy)
+        for (gpu_label, scenario_kind), xy in sorted(groups.items()):
+            handle = ax.scatter([x for x, _ in xy], [y for _, y in xy],
+                                color=spec.colours.get(gpu_label, "black"),
+                                marker=SCENARIO_MARKERS.get(scenario_kind, "D"), s=22,
+                                alpha=0.75, linewidths=0)
+            handles.setdefault(f"{gpu_label} · {scenario_kind}", handle)
+        front = panel.front_points
+        fx = [p.xy[0] for p in front]
+        fy = [p.xy[1] for p in front]
+        line, = ax.plot(fx, fy, color="black", linewidth=1.2, drawstyle="steps-post", zorder=3,
+                        marker="o", markersize=8, markerfacecolor="none")
+        handles.setdefault("Pareto front", line)
+        xs = [p.xy[0] for p in panel.points]
+        ys = [p.xy[1] for p in panel.points]
+        if _log_scale(xs, 10):
+            ax.set_xscale("log")
+        if _log_scale(ys, 10):
+            ax.set_yscale("log")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.set_xlabel(axis_label(panel.latency), fontsize=8)
+        ax.set_ylabel(axis_label(panel.energy), fontsize=8)
+        ax.set_title(f"{short_label(panel.energy)} vs {short_label(panel.latency)}: "
+                     f"{len(panel.points)} configurations, {len(front)} on the front",
+                     fontsize=9)
+        ax.tick_params(labelsize=7)
+    _legend(fig, list(handles.values()), list(handles.keys()), ncols_legend,
+            "one point per configuration (mean over repetitions); lower left is better")
+    return fig
+
+
+# ---------------------------------------------------------------- heat map
+
+
+def _draw_heatmap(spec: FigureSpec) -> Any:
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm, Normalize
+
+    data: HeatmapFigure = spec.data
+    nrows, ncols = len(data.rows), len(data.columns)
+    ni, no = len(data.inputs), len(data.outputs)
+    fig, axes = _grid(nrows, ncols, max(1.8, 0.5 * ni + 0.3), max(1.3, 0.36 * no + 0.3),
+                      left=0.8, right=1.3, bottom=0.6, hspace=0.5, wspace=0.55)
+    values = data.values
+    norm = (LogNorm(min(values), max(values)) if _log_scale(values, 4)
+            else Normalize(min(values), max(values)))
+    cmap = colormaps["viridis"].with_extremes(bad="#eeeeee")
+    image = None
+    for r, row in enumerate(data.rows):
+        for c, (value, load_label) in enumerate(data.columns):
+            ax = axes[r][c]
+            grid = data.grids.get((row, value))
+            matrix = np.full((no, ni), np.nan)
+            if grid is not None:
+                for oi, (_, oname) in enumerate(data.outputs):
+                    for ii, (_, iname) in enumerate(data.inputs):
+                        v = grid.value(iname, oname)
+                        if v is not None:
+                            matrix[oi, ii] = v
+            image = ax.imshow(matrix, origin="lower", cmap=cmap, norm=norm, aspect="auto")
+            for oi in range(no):
+                for ii in range(ni):
+                    v = matrix[oi, ii]
+                    text = DASH if math.isnan(v) else fmt(float(v))
+                    light = not math.isnan(v) and norm(v) < 0.6
+                    ax.text(ii, oi, text, ha="center", va="center", fontsize=7,
+                            color="white" if light else "black")
+            ax.set_xticks(range(ni), [name for _, name in data.inputs], fontsize=7)
+            ax.set_yticks(range(no), [name for _, name in data.outputs], fontsize=7)
+            ax.set_title(f"{row} · {load_label}", fontsize=8)
+            if r == nrows - 1:
+                ax.set_xlabel("input tokens (bin)", fontsize=8)
+            if c == 0:
+                ax.set_ylabel("output tokens (bin)", fontsize=8)
+    if image is not None:
+        width, height = fig.get_figwidth(), fig.get_figheight()
+        cax = fig.add_axes((1 - 1.0 / width, 0.6 / height, 0.15 / width,
+                            1 - 1.35 / height))
+        fig.colorbar(image, cax=cax).set_label(f"{axis_label(data.figure)}, mean", fontsize=8)
+    return fig
+
+
+# ---------------------------------------------------------------- timeline
+
+
+def _draw_timeline(spec: FigureSpec) -> Any:
+    from matplotlib.patches import Patch
+
+    tl: Timeline = spec.data
+    fig, axes = _grid(1, 1, 10.5, 2.8, bottom=_legend_height(9, 5, title=False))
+    ax = axes[0][0]
+    ax.set_title(tl.title, fontsize=9)
+    kinds_seen = []
+    for span in tl.spans:
+        ax.axvspan(span.start_s, span.end_s, color=WINDOW_COLOURS[span.kind], alpha=0.55,
+                   linewidth=0, zorder=0)
+        if span.kind not in kinds_seen:
+            kinds_seen.append(span.kind)
+        if span.kind == "steady":
+            ax.text((span.start_s + span.end_s) / 2, 0.98, span.label.split(", ", 1)[-1],
+                    transform=ax.get_xaxis_transform(), rotation=90, ha="center", va="top",
+                    fontsize=7, color="#225522")
+    if tl.run_window is not None:
+        for edge in tl.run_window:
+            ax.axvline(edge, color="#555555", linestyle="--", linewidth=0.8, zorder=1)
+    handles: list[Any] = []
+    if tl.t_s:
+        for i, series in enumerate(tl.power_w):
+            ys = [math.nan if v is None else v for v in series]
+            line, = ax.plot(tl.t_s, ys, linewidth=1.0, color=PALETTE[i % len(PALETTE)],
+                            label=tl.gpu_labels[i] if i < len(tl.gpu_labels) else f"GPU {i}")
+            handles.append(line)
+        total = tl.total_w
+        if total is not None:
+            line, = ax.plot(tl.t_s, [math.nan if v is None else v for v in total],
+                            color="black", linewidth=1.2, label="all GPUs")
+            handles.append(line)
+        ax.set_ylim(bottom=0)
+    else:
+        _empty(ax, "no power timeline stored for this run")
+    period = f", every {tl.sample_period_s:g} s" if tl.sample_period_s else ""
+    ax.set_xlabel("time since the run started (s)", fontsize=8)
+    ax.set_ylabel(f"board power (W){' — ' + tl.sensor if tl.sensor else ''}{period}",
+                  fontsize=8)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=7)
+    handles += [Patch(color=WINDOW_COLOURS[k], alpha=0.55, label=WINDOW_NAMES[k])
+                for k in WINDOW_KINDS if k in kinds_seen]
+    if tl.run_window is not None:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="#555555", linestyle="--", label="run window"))
+    _legend(fig, handles, [h.get_label() for h in handles], 5)
+    return fig

@@ -1,0 +1,733 @@
+"""Which GPU and configuration serve a model within a latency limit for the
+least energy per good request (`farmctl recommend`): the GPU-choice question of
+Watt Counts, answered from one sweep's measurements.
+
+A *configuration* is one configuration point of a server scenario: GPU model ×
+count × engine (kind, version, arguments) × scenario × load point, for one
+workload (input/output token bin and decoding). It **meets the limit** when
+the mean over its usable repetitions of its load point's p90 TTFT and p90 TPOT
+are within the limits. Configurations that meet it are ranked by **energy per
+good request**: J/request ÷ SLO attainment, at the load point itself or, with
+an arrival rate R, idle-amortised at R (`amortised_energy_per_request`). How
+certain the ranking is comes from a bootstrap over each configuration's
+repetitions: P(best) and a 95% interval per configuration.
+
+docs/analysis.md states the model and its assumptions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.report.points import RunPoint
+from farm.report.stats import estimate, group_by
+
+# MLPerf's server limits (and farm.spec's ServerScenario defaults).
+DEFAULT_TTFT_MS = 2000.0
+DEFAULT_TPOT_MS = 200.0
+DEFAULT_DRAWS = 2000
+DEFAULT_SEED = 0
+
+LATENCY_BASIS = "p90 TTFT and p90 TPOT of each load point, mean over its usable repetitions"
+
+# Why a configuration is not ranked (JSON keys and table wording).
+EXCLUDED_SIM_LABEL = "simulated label differs from the sweep's"
+EXCLUDED_INVALID = "invalid (every repetition failed a validity check)"
+EXCLUDED_NO_FIGURES = "no latency or energy figure"
+EXCLUDED_LATENCY = "latency over the limit"
+EXCLUDED_NO_GOOD = "no good request (SLO attainment 0)"
+EXCLUDED_NO_CAPACITY = "no throughput or power figure to amortise"
+EXCLUDED_NO_IDLE = "no idle power to amortise"
+EXCLUDED_BATCH = "batch scenario (not a served configuration)"
+
+
+class RecommendError(ValueError):
+    """The question cannot be asked of this sweep (unknown model, empty bin, bad
+    argument). `not_found`: the data is not there, rather than the input wrong."""
+
+    def __init__(self, message: str, not_found: bool = False):
+        super().__init__(message)
+        self.not_found = not_found
+
+
+# ----------------------------------------------------------------- the model
+
+
+def amortised_energy_per_request(rate_rps: float, capacity_rps: float, load_power_w: float,
+                                 idle_power_w: float) -> tuple[float, int, float]:
+    """(J per request, replicas n, utilisation u) of serving `rate_rps` with
+    replicas of a configuration that serves `capacity_rps` at `load_power_w`
+    and idles at `idle_power_w` (both for all of a replica's GPUs).
+
+    n = ⌈R / C⌉ replicas, each busy u = R / (n·C) of the time, drawing
+    u·P_load + (1 − u)·P_idle on average: n·(u·P_load + (1 − u)·P_idle) / R
+    joules per request. At u = 1 this is P_load / C, the load point's own
+    J/request.
+    """
+    if rate_rps <= 0 or capacity_rps <= 0:
+        raise ValueError("rate and capacity must be > 0")
+    # A ratio a rounding error above a whole number does not need one more replica.
+    replicas = max(1, math.ceil(rate_rps / capacity_rps - 1e-9))
+    utilisation = min(1.0, rate_rps / (replicas * capacity_rps))
+    power = utilisation * load_power_w + (1.0 - utilisation) * idle_power_w
+    return replicas * power / rate_rps, replicas, utilisation
+
+
+def attainment_of(records: Sequence[Any], ttft_ms: float, tpot_ms: float) -> float | None:
+    """Share of the requests sent that were good under the limits: succeeded,
+    TTFT ≤ ttft_ms and TPOT = (E2E − TTFT)/(output tokens − 1) ≤ tpot_ms (a
+    one-token request has no TPOT: only its TTFT counts). The rule of
+    `workers.metrics.goodput_of`, which the farm side may not import; a test
+    checks that the two agree on stored runs. None without records."""
+    if not records:
+        return None
+    good = 0
+    for r in records:
+        if not r.ok or r.ttft_s is None or r.e2e_s is None:
+            continue
+        tpot_s = ((r.e2e_s - r.ttft_s) / (r.output_tokens - 1)
+                  if r.output_tokens and r.output_tokens >= 2 else None)
+        if r.ttft_s * 1000.0 <= ttft_ms and (tpot_s is None or tpot_s * 1000.0 <= tpot_ms):
+            good += 1
+    return good / len(records)
+
+
+# (run point, TTFT limit ms, TPOT limit ms) -> its SLO attainment under those limits
+Recount = Callable[[RunPoint, float, float], "float | None"]
+
+
+class StoredAttainment:
+    """SLO attainment of a run point recounted under other limits from the run's
+    stored per-request records (`Store.requests_for`), cached per run."""
+
+    def __init__(self, store: Any):
+        self.store = store
+        self._indices: dict[str, list[tuple[str, float, int]]] = {}
+
+    def _index(self, point: RunPoint) -> int | None:
+        if point.run_id not in self._indices:
+            self._indices[point.run_id] = [
+                (lp.kind, lp.value, lp.index) for lp in self.store.load_points_for(point.run_id)]
+        for kind, value, index in self._indices[point.run_id]:
+            if kind == point.load_kind and point.load_value is not None \
+                    and math.isclose(value, point.load_value):
+                return index
+        return None
+
+    def __call__(self, point: RunPoint, ttft_ms: float, tpot_ms: float) -> float | None:
+        index = self._index(point)
+        if index is None:
+            return None
+        return attainment_of(self.store.requests_for(point.run_id, index), ttft_ms, tpot_ms)
+
+
+# -------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Limits:
+    ttft_ms: float
+    tpot_ms: float
+    source: str              # where each limit came from, in words
+
+
+@dataclass
+class Ranked:
+    """One configuration that meets the limit, with the figures behind its rank."""
+
+    rank: int
+    points: list[RunPoint]               # its usable repetitions
+    values: list[float]                  # energy per good request of each repetition
+    ttft_p90_ms: float
+    tpot_p90_ms: float
+    capacity_rps: float | None
+    slo_attainment: float | None
+    attainment_source: str               # stored | recounted | unknown
+    load_power_w: float | None
+    idle_power_w: float | None
+    idle_source: str | None              # context held | no context | None (no rate)
+    replicas: tuple[int, ...]            # per repetition (with a rate)
+    utilisation: float | None
+    energy_per_request_j: float          # before dividing by the attainment
+    energy_per_good_request_j: float     # the ranked figure (mean over repetitions)
+    ci_low: float | None = None          # bootstrap 95% percentile interval
+    ci_high: float | None = None
+    t_ci_low: float | None = None        # Student-t 95% interval of the mean
+    t_ci_high: float | None = None
+    p_best: float | None = None
+    vs_best_pct: float = 0.0
+    repetitions_expected: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def head(self) -> RunPoint:
+        return self.points[0]
+
+    @property
+    def label(self) -> str:
+        p = self.head
+        args = f" ({p.args_label})" if p.engine_args else ""
+        return f"{p.gpu_label} {p.scenario} {p.load_label}{args}"
+
+    def to_json(self) -> dict[str, Any]:
+        p = self.head
+        return {
+            "rank": self.rank, "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
+            "backend": p.backend, "engine": p.engine, "engine_version": p.engine_version,
+            "engine_args": dict(p.engine_args), "scenario": p.scenario,
+            "load_kind": p.load_kind, "load_value": p.load_value,
+            "repetitions": len(self.points), "repetitions_expected": self.repetitions_expected,
+            "run_ids": [q.run_id for q in self.points],
+            "ttft_p90_ms": self.ttft_p90_ms, "tpot_p90_ms": self.tpot_p90_ms,
+            "capacity_rps": self.capacity_rps, "slo_attainment": self.slo_attainment,
+            "attainment_source": self.attainment_source,
+            "load_power_w": self.load_power_w, "idle_power_w": self.idle_power_w,
+            "idle_source": self.idle_source,
+            "replicas": list(self.replicas) or None, "utilisation": self.utilisation,
+            "energy_per_request_j": self.energy_per_request_j,
+            "energy_per_good_request_j": self.energy_per_good_request_j,
+            "energy_per_good_request_j_per_repetition": self.values,
+            "ci95_bootstrap": _pair(self.ci_low, self.ci_high),
+            "ci95_t": _pair(self.t_ci_low, self.t_ci_high),
+            "p_best": self.p_best, "vs_best_pct": self.vs_best_pct, "notes": self.notes,
+        }
+
+
+@dataclass
+class Excluded:
+    label: str
+    reason: str
+    ttft_p90_ms: float | None = None
+    tpot_p90_ms: float | None = None
+
+
+@dataclass
+class Workload:
+    """The ranking within one token bin and decoding."""
+
+    input_tokens: int | None
+    output_tokens: int
+    decoding: str
+    ranking: list[Ranked]
+    excluded: list[Excluded]
+    failed_runs: int
+    closest: Excluded | None             # nearest to the limit when nothing meets it
+    uncertainty: bool                    # False: every configuration has one repetition
+
+    @property
+    def label(self) -> str:
+        return f"in {self.input_tokens} / out {self.output_tokens} tokens, {self.decoding}"
+
+    def excluded_counts(self) -> dict[str, int]:
+        return dict(Counter(e.reason for e in self.excluded))
+
+    def best_per_gpu(self) -> list[Ranked]:
+        best: dict[tuple[str, int], Ranked] = {}
+        for r in self.ranking:
+            best.setdefault((r.head.gpu_model, r.head.gpu_count), r)
+        return list(best.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "decoding": self.decoding, "uncertainty": self.uncertainty,
+            "ranking": [r.to_json() for r in self.ranking],
+            "best_per_gpu": [{"gpu_model": r.head.gpu_model, "gpu_count": r.head.gpu_count,
+                              "rank": r.rank,
+                              "energy_per_good_request_j": r.energy_per_good_request_j,
+                              "vs_best_pct": r.vs_best_pct} for r in self.best_per_gpu()],
+            "excluded": self.excluded_counts(),
+            "excluded_configurations": [
+                {"configuration": e.label, "reason": e.reason, "ttft_p90_ms": e.ttft_p90_ms,
+                 "tpot_p90_ms": e.tpot_p90_ms} for e in self.excluded],
+            "failed_runs": self.failed_runs,
+            "closest": None if self.closest is None else {
+                "configuration": self.closest.label, "ttft_p90_ms": self.closest.ttft_p90_ms,
+                "tpot_p90_ms": self.closest.tpot_p90_ms},
+        }
+
+
+@dataclass
+class Recommendation:
+    sweep: str
+    model: str
+    simulated: bool
+    limits: Limits
+    rate_rps: float | None
+    draws: int
+    seed: int
+    workloads: list[Workload]
+    notes: list[str]
+
+    @property
+    def met(self) -> bool:
+        """Some configuration meets the limit in some workload."""
+        return any(w.ranking for w in self.workloads)
+
+    def nothing_met_message(self) -> str:
+        lim = (f"TTFT p90 ≤ {_num(self.limits.ttft_ms)} ms and "
+               f"TPOT p90 ≤ {_num(self.limits.tpot_ms)} ms")
+        parts = []
+        for w in self.workloads:
+            if w.closest is not None:
+                c = w.closest
+                parts.append(f"{w.label}: closest is {c.label} at TTFT p90 "
+                             f"{_num(c.ttft_p90_ms)} ms, TPOT p90 {_num(c.tpot_p90_ms)} ms")
+            else:
+                parts.append(f"{w.label}: no usable configuration with latency figures")
+        return (f"no configuration of {self.model} in {self.sweep} meets {lim}; "
+                + "; ".join(parts))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep, "simulated": self.simulated, "model": self.model,
+            "limits": {"ttft_p90_ms": self.limits.ttft_ms, "tpot_p90_ms": self.limits.tpot_ms,
+                       "source": self.limits.source},
+            "latency_basis": LATENCY_BASIS,
+            "energy_basis": ("energy per good request = J/request ÷ SLO attainment, "
+                             + ("idle-amortised at the arrival rate"
+                                if self.rate_rps else "at the load point itself")),
+            "rate_rps": self.rate_rps,
+            "bootstrap": {"draws": self.draws, "seed": self.seed},
+            "met": self.met, "workloads": [w.to_json() for w in self.workloads],
+            "notes": self.notes,
+        }
+
+
+def _pair(low: float | None, high: float | None) -> list[float] | None:
+    return None if low is None or high is None else [low, high]
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+# ------------------------------------------------------------------- ranking
+
+
+def limits_for(points: Sequence[RunPoint], ttft_ms: float | None,
+               tpot_ms: float | None) -> Limits:
+    """The limits asked for; where one is not given, the sweep's SLO (the
+    strictest of its server scenarios'), else MLPerf's 2000 ms / 200 ms."""
+    sources = []
+    resolved = []
+    for given, figure, default, name in ((ttft_ms, "slo_ttft_ms", DEFAULT_TTFT_MS, "TTFT"),
+                                         (tpot_ms, "slo_tpot_ms", DEFAULT_TPOT_MS, "TPOT")):
+        if given is not None:
+            if given <= 0:
+                raise RecommendError(f"the {name} limit must be > 0 ms, got {given:g}")
+            resolved.append(float(given))
+            sources.append(f"{name} given")
+            continue
+        stored = {p.get(figure) for p in points if p.get(figure) is not None}
+        if stored:
+            resolved.append(min(stored))
+            sources.append(f"{name} the sweep's SLO"
+                           + (" (strictest of its scenarios)" if len(stored) > 1 else ""))
+        else:
+            resolved.append(default)
+            sources.append(f"{name} MLPerf's default (the sweep has no SLO)")
+    if sources[0][5:] == sources[1][5:]:
+        return Limits(resolved[0], resolved[1], f"both {sources[0][5:]}")
+    return Limits(resolved[0], resolved[1], "; ".join(sources))
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _same(stored: float | None, limit: float) -> bool:
+    return stored is not None and math.isclose(stored, limit, rel_tol=1e-9)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if len(sorted_values) == 1:
+        return sorted_values[0]
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int
+              ) -> tuple[list[float], list[tuple[float, float]]]:
+    """(P(best), 95% percentile interval of the mean) of each configuration, by
+    resampling each configuration's repetitions with replacement `draws` times
+    and taking the lowest mean as best (ties share the win)."""
+    rng = random.Random(seed)
+    wins = [0.0] * len(values)
+    means: list[list[float]] = [[] for _ in values]
+    for _ in range(draws):
+        draw = []
+        for i, xs in enumerate(values):
+            m = xs[0] if len(xs) == 1 else sum(rng.choices(xs, k=len(xs))) / len(xs)
+            means[i].append(m)
+            draw.append(m)
+        best = min(draw)
+        winners = [i for i, m in enumerate(draw) if m == best]
+        for i in winners:
+            wins[i] += 1.0 / len(winners)
+    intervals = []
+    for ms in means:
+        ms.sort()
+        intervals.append((_percentile(ms, 0.025), _percentile(ms, 0.975)))
+    return [w / draws for w in wins], intervals
+
+
+def _run_key(p: RunPoint) -> tuple:
+    """A run's configuration without its load point and repetition."""
+    return (p.model, p.backend, p.gpu_model, p.gpu_count, p.engine, p.engine_args,
+            p.scenario, p.input_tokens, p.output_tokens, p.decoding)
+
+
+def _config_label(p: RunPoint) -> str:
+    args = f" ({p.args_label})" if p.engine_args else ""
+    return f"{p.gpu_label} {p.scenario} {p.load_label}{args}"
+
+
+def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
+                   simulated: bool, attainment: Recount | None,
+                   draws: int, seed: int) -> Workload:
+    head = points[0]
+    excluded: list[Excluded] = []
+    # Repetitions a configuration should have: its run's repetitions, failed ones included.
+    expected = {key: len({p.repetition for p in group})
+                for key, group in group_by(points, _run_key).items()}
+    failed_runs = len({p.run_id for p in points if not p.measured})
+    candidates: list[Ranked] = []
+    latency_misses: list[Excluded] = []
+    measured = [p for p in points if p.measured]
+    for _, group in group_by(measured, lambda p: p.config_key).items():
+        label = _config_label(group[0])
+        if group[0].scenario_kind != "server":
+            excluded.append(Excluded(label, EXCLUDED_BATCH))
+            continue
+        if all(p.simulated != simulated for p in group):
+            excluded.append(Excluded(label, EXCLUDED_SIM_LABEL))
+            continue
+        usable = sorted((p for p in group if p.usable and p.simulated == simulated),
+                        key=lambda p: p.repetition)
+        if not usable:
+            excluded.append(Excluded(label, EXCLUDED_INVALID))
+            continue
+        ranked = _candidate(usable, limits, rate, attainment)
+        if isinstance(ranked, Excluded):
+            excluded.append(ranked)
+            if ranked.reason == EXCLUDED_LATENCY:
+                latency_misses.append(ranked)
+            continue
+        ranked.repetitions_expected = expected[_run_key(usable[0])]
+        dropped = ranked.repetitions_expected - len(usable)
+        if dropped:
+            ranked.notes.append(f"{dropped} of {ranked.repetitions_expected} repetitions "
+                                "left out (failed or invalid)")
+        candidates.append(ranked)
+
+    candidates.sort(key=lambda r: (r.energy_per_good_request_j, r.label))
+    uncertainty = any(len(r.values) > 1 for r in candidates)
+    if candidates and uncertainty:
+        p_best, intervals = bootstrap([r.values for r in candidates], draws, seed)
+        for r, p, (low, high) in zip(candidates, p_best, intervals, strict=True):
+            r.p_best, r.ci_low, r.ci_high = p, low, high
+    best = candidates[0].energy_per_good_request_j if candidates else None
+    for i, r in enumerate(candidates, start=1):
+        r.rank = i
+        est = estimate(r.values)
+        if est is not None:
+            r.t_ci_low, r.t_ci_high = est.low, est.high
+        if best:
+            r.vs_best_pct = 100.0 * (r.energy_per_good_request_j / best - 1.0)
+    closest = None
+    if not candidates and latency_misses:
+        closest = min(latency_misses, key=lambda e: max(e.ttft_p90_ms / limits.ttft_ms,
+                                                        e.tpot_p90_ms / limits.tpot_ms))
+    return Workload(head.input_tokens, head.output_tokens, head.decoding, candidates,
+                    excluded, failed_runs, closest, uncertainty)
+
+
+def _candidate(usable: list[RunPoint], limits: Limits, rate: float | None,
+               attainment: Recount | None) -> Ranked | Excluded:
+    """The ranked figures of a configuration from its usable repetitions, or why
+    it is not ranked."""
+    label = _config_label(usable[0])
+    ttft = _mean([p.get("ttft_p90_ms") for p in usable])
+    tpot = _mean([p.get("tpot_p90_ms") for p in usable])
+    if ttft is None or tpot is None \
+            or any(p.get("energy_per_request_j") is None for p in usable):
+        return Excluded(label, EXCLUDED_NO_FIGURES, ttft, tpot)
+    if ttft > limits.ttft_ms or tpot > limits.tpot_ms:
+        return Excluded(label, EXCLUDED_LATENCY, ttft, tpot)
+    notes: list[str] = []
+    over = [p.repetition for p in usable
+            if (p.get("ttft_p90_ms") or 0) > limits.ttft_ms
+            or (p.get("tpot_p90_ms") or 0) > limits.tpot_ms]
+    if over:
+        notes.append(f"rep {', '.join(map(str, over))} alone over the limit")
+
+    # SLO attainment of each repetition under the limits asked for.
+    attainments: list[float | None] = []
+    sources = set()
+    for p in usable:
+        if _same(p.get("slo_ttft_ms"), limits.ttft_ms) \
+                and _same(p.get("slo_tpot_ms"), limits.tpot_ms) \
+                and p.get("slo_attainment") is not None:
+            attainments.append(p.get("slo_attainment"))
+            sources.add("stored")
+        elif attainment is not None \
+                and (a := attainment(p, limits.ttft_ms, limits.tpot_ms)) is not None:
+            attainments.append(a)
+            sources.add("recounted")
+        else:
+            attainments.append(None)
+            sources.add("unknown")
+    if any(a == 0 for a in attainments):
+        return Excluded(label, EXCLUDED_NO_GOOD, ttft, tpot)
+    if "unknown" in sources:
+        notes.append("SLO attainment under these limits unknown: energy per request, "
+                     "not per good request")
+    source = "unknown" if "unknown" in sources else \
+        ("recounted" if "recounted" in sources else "stored")
+
+    values: list[float] = []
+    per_request: list[float] = []
+    replicas: list[int] = []
+    utilisations: list[float] = []
+    idles: list[float] = []
+    idle_sources = set()
+    for p, a in zip(usable, attainments, strict=True):
+        if rate is None:
+            e = p.get("energy_per_request_j")
+        else:
+            capacity, load_w = p.get("request_throughput_rps"), p.get("avg_power_w")
+            if not capacity or load_w is None:
+                return Excluded(label, EXCLUDED_NO_CAPACITY, ttft, tpot)
+            idle_w = p.get("idle_ctx_power_w")
+            if idle_w is not None:
+                idle_sources.add("context held")
+            else:
+                idle_w = p.get("idle_power_w")
+                if idle_w is None:
+                    return Excluded(label, EXCLUDED_NO_IDLE, ttft, tpot)
+                idle_sources.add("no context")
+            e, n, u = amortised_energy_per_request(rate, capacity, load_w, idle_w)
+            replicas.append(n)
+            utilisations.append(u)
+            idles.append(idle_w)
+        per_request.append(e)
+        values.append(e / a if a is not None else e)
+    if "no context" in idle_sources:
+        notes.append("idle power without a CUDA context (no context-held idle measured)")
+    return Ranked(
+        rank=0, points=usable, values=values, ttft_p90_ms=ttft, tpot_p90_ms=tpot,
+        capacity_rps=_mean([p.get("request_throughput_rps") for p in usable]),
+        slo_attainment=_mean(attainments), attainment_source=source,
+        load_power_w=_mean([p.get("avg_power_w") for p in usable]),
+        idle_power_w=_mean(idles) if idles else None,
+        idle_source=(" and ".join(sorted(idle_sources)) if idle_sources else None),
+        replicas=tuple(replicas), utilisation=_mean(utilisations) if utilisations else None,
+        energy_per_request_j=sum(per_request) / len(per_request),
+        energy_per_good_request_j=sum(values) / len(values), notes=notes)
+
+
+def recommend(points: Sequence[RunPoint], *, sweep: str, model: str | None = None,
+              ttft_ms: float | None = None, tpot_ms: float | None = None,
+              rate_rps: float | None = None, input_tokens: int | None = None,
+              output_tokens: int | None = None, simulated: bool | None = None,
+              attainment: Recount | None = None,
+              draws: int = DEFAULT_DRAWS, seed: int = DEFAULT_SEED) -> Recommendation:
+    """Rank a model's server configurations of one sweep that meet the latency
+    limits, per workload (token bin and decoding) unless filtered to one.
+
+    `simulated` is the sweep's label (default: whether any point is simulated);
+    `attainment` recounts a point's SLO attainment under the limits where they
+    differ from the SLO it was measured under (`StoredAttainment`); without it
+    such points count energy per request and say so.
+    """
+    if rate_rps is not None and rate_rps <= 0:
+        raise RecommendError(f"--rate must be > 0 requests/s, got {rate_rps:g}")
+    if draws < 1:
+        raise RecommendError("the bootstrap needs at least one draw")
+    models = sorted({p.model for p in points})
+    if model is None:
+        if len(models) != 1:
+            raise RecommendError(f"{sweep} has {len(models)} models; pick one with --model: "
+                                 + ", ".join(models), not_found=not models)
+        model = models[0]
+    if model not in models:
+        raise RecommendError(f"no model {model!r} in {sweep}; its models: "
+                             + (", ".join(models) or "none"), not_found=True)
+    mine = [p for p in points if p.model == model]
+    if simulated is None:
+        simulated = any(p.simulated for p in mine)
+    server = [p for p in mine if p.scenario_kind == "server"]
+    if not server:
+        raise RecommendError(f"{model} has no server scenario in {sweep}: recommend ranks "
+                             "served configurations (batch runs have no latency limit)",
+                             not_found=True)
+    bins = sorted({(p.input_tokens, p.output_tokens) for p in server},
+                  key=lambda b: (b[0] or 0, b[1]))
+    chosen = [p for p in mine
+              if (input_tokens is None or p.input_tokens == input_tokens)
+              and (output_tokens is None or p.output_tokens == output_tokens)]
+    if not any(p.scenario_kind == "server" for p in chosen):
+        wanted = " and ".join(f"{name}={value}" for name, value in (
+            ("input_tokens", input_tokens), ("output_tokens", output_tokens))
+            if value is not None)
+        raise RecommendError(
+            f"no server load point of {model} in {sweep} with {wanted}; its token bins "
+            "(input/output): "
+            + ", ".join(f"{i}/{o}" for i, o in bins), not_found=True)
+    limits = limits_for([p for p in chosen if p.scenario_kind == "server"], ttft_ms, tpot_ms)
+    workloads = []
+    for _, group in sorted(group_by(chosen, lambda p: (p.input_tokens, p.output_tokens,
+                                                        p.decoding)).items(),
+                           key=lambda kv: (kv[0][0] or 0, kv[0][1], kv[0][2])):
+        if not any(p.scenario_kind == "server" for p in group):
+            continue
+        workloads.append(_rank_workload(group, limits, rate_rps, simulated, attainment,
+                                        draws, seed))
+    notes = [f"latency: {LATENCY_BASIS}"]
+    if len(workloads) > 1:
+        notes.append(f"{len(workloads)} workloads, each ranked on its own "
+                     "(--input-tokens/--output-tokens pick one)")
+    if rate_rps is not None:
+        notes.append(f"idle-amortised at {rate_rps:g} req/s: n = ⌈R/C⌉ replicas, each "
+                     "busy u = R/(n·C), n·(u·P_load + (1−u)·P_idle)/R J per request "
+                     "(P_idle: idle with a CUDA context held)")
+    else:
+        notes.append("energy per good request at each load point itself (no arrival rate "
+                     "given: --rate R amortises idle time)")
+    if simulated:
+        notes.append("SIMULATED: figures come from the farm's performance model")
+    return Recommendation(sweep, model, simulated, limits, rate_rps, draws, seed,
+                          workloads, notes)
+
+
+# ------------------------------------------------------------------- output
+
+
+def format_recommendation(rec: Recommendation, fmt: str = "table") -> str:
+    if fmt == "json":
+        return json.dumps(rec.to_json(), indent=2) + "\n"
+    from farm.output import SIM_BANNER, _console, _fmt, _table
+
+    console = _console()
+    rated = rec.rate_rps is not None
+    lines = [f"{rec.sweep}: {rec.model}, TTFT p90 ≤ {_num(rec.limits.ttft_ms)} ms, "
+             f"TPOT p90 ≤ {_num(rec.limits.tpot_ms)} ms ({rec.limits.source})"
+             + (f", arrival rate {rec.rate_rps:g} req/s" if rated else "")]
+    with console.capture() as capture:
+        for w in rec.workloads:
+            if w.ranking:
+                console.print(_workload_table(w, rec, rated, _table, _fmt))
+            else:
+                console.print(f"{w.label}: no configuration meets the limit")
+            console.print(_workload_caption(w, rec))
+    body = capture.get()
+    notes = "".join(f"• {n}\n" for n in rec.notes)
+    banner = f"{SIM_BANNER}\n" if rec.simulated else ""
+    return banner + "\n".join(lines) + "\n" + body + notes + banner
+
+
+def _workload_table(w: Workload, rec: Recommendation, rated: bool, make_table, fmt):
+    engines = {(r.head.engine, r.head.engine_version) for r in w.ranking}
+    args = {r.head.engine_args for r in w.ranking}
+    common = ""
+    if len(engines) == 1 and w.ranking:
+        engine, version = next(iter(engines))
+        common = f"; engine {engine} {version or ''}".rstrip()
+        if len(args) == 1 and w.ranking[0].head.engine_args:
+            common += f" ({w.ranking[0].head.args_label})"
+    table = make_table(title=f"{w.label}: {len(w.ranking)} configuration(s) meet the limit"
+                             + common)
+    columns = ["#", "GPU"]
+    if len(engines) > 1:
+        columns.append("engine")
+    if len(args) > 1:
+        columns.append("args")
+    columns += ["scenario", "load", "reps", "TTFT p90 ms", "TPOT p90 ms",
+                "cap. req/s", "SLO %"]
+    if rated:
+        columns += ["replicas", "busy %", "W load", "W idle"]
+    columns += ["J/request", "J/good req", "95% CI", "vs #1", "P(best)", "notes"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("GPU", "engine", "args", "scenario",
+                                                        "load", "notes") else "right")
+    for r in w.ranking:
+        p = r.head
+        row = [str(r.rank), f"{p.gpu_label} (sim)" if p.simulated else p.gpu_label]
+        if len(engines) > 1:
+            row.append(f"{p.engine} {p.engine_version or ''}".strip())
+        if len(args) > 1:
+            row.append(p.args_label or "—")
+        row += [p.scenario, p.load_label,
+                f"{len(r.points)}/{r.repetitions_expected}", fmt(r.ttft_p90_ms),
+                fmt(r.tpot_p90_ms), fmt(r.capacity_rps),
+                "—" if r.slo_attainment is None else _percent(r.slo_attainment)]
+        if rated:
+            reps = sorted(set(r.replicas))
+            row += ["–".join(map(str, [reps[0], reps[-1]] if len(reps) > 1 else reps)),
+                    "—" if r.utilisation is None else f"{100 * r.utilisation:.0f}",
+                    fmt(r.load_power_w), fmt(r.idle_power_w)]
+        ci = "—" if r.ci_low is None else f"{fmt(r.ci_low)}–{fmt(r.ci_high)}"
+        row += [fmt(r.energy_per_request_j), fmt(r.energy_per_good_request_j), ci,
+                "best" if r.rank == 1 else f"+{r.vs_best_pct:.0f}%",
+                "—" if r.p_best is None else f"{r.p_best:.2f}", "; ".join(r.notes)]
+        table.add_row(*row)
+    return table
+
+
+def _overlap(a: Ranked, b: Ranked) -> bool:
+    if None in (a.t_ci_low, a.t_ci_high, b.t_ci_low, b.t_ci_high):
+        return False
+    return a.t_ci_high >= b.t_ci_low and b.t_ci_high >= a.t_ci_low
+
+
+def _percent(fraction: float) -> str:
+    text = f"{100.0 * fraction:.1f}"
+    return "99.9" if text == "100.0" and fraction < 1 else text
+
+
+def _workload_caption(w: Workload, rec: Recommendation) -> str:
+    lines = []
+    if w.ranking:
+        best = w.best_per_gpu()
+        if len(best) > 1:
+            lines.append("best per GPU: " + "; ".join(
+                f"{r.head.gpu_label} #{r.rank} {_num(r.energy_per_good_request_j)} J"
+                + ("" if r.rank == 1 else f" (+{r.vs_best_pct:.0f}%)") for r in best))
+        if w.uncertainty:
+            top = w.ranking[0]
+            lines.append(f"certainty: #1 is best in {100 * (top.p_best or 0):.0f}% of "
+                         f"{rec.draws:,} bootstrap resamples of the repetitions (seed "
+                         f"{rec.seed}); 95% CI = percentile interval of the resampled mean"
+                         + ("; a configuration with one repetition counts as exact"
+                            if any(len(r.values) == 1 for r in w.ranking) else ""))
+        else:
+            lines.append("certainty: one repetition per configuration — the ranking has no "
+                         "uncertainty estimate")
+        if len(w.ranking) > 1 and _overlap(w.ranking[0], w.ranking[1]):
+            lines.append("caution: the Student-t 95% intervals of #1 and #2 overlap — more "
+                         "repetitions would tell them apart")
+    elif w.closest is not None:
+        c = w.closest
+        lines.append(f"nothing meets the limit; closest: {c.label} at TTFT p90 "
+                     f"{_num(c.ttft_p90_ms)} ms, TPOT p90 {_num(c.tpot_p90_ms)} ms")
+    else:
+        lines.append("nothing meets the limit and no usable configuration has latency figures")
+    counts = w.excluded_counts()
+    parts = [f"{reason}: {n}" for reason, n in counts.items()]
+    if w.failed_runs:
+        parts.append(f"failed runs (no figures): {w.failed_runs}")
+    lines.append("excluded: " + ("; ".join(parts) if parts else "none"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,188 @@
+"""Energy vs load: the series behind the "energy vs concurrency / request rate" figures.
+
+One `Series` per configuration without its load (model, GPU, engine and its
+arguments, scenario, token lengths, decoding), one point per load value: the
+mean over the repetitions with its 95% confidence interval (`stats.estimate`).
+Pure data; `plots.py` draws it.
+
+The plateau: energy per request falls as concurrency rises, then stops
+falling (the LLM Efficiency Benchmark saw it near 100 simultaneous requests).
+`find_plateau` names the first load after which every further step saves less
+than `threshold` (10%) per doubling of the load.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from farm.report.labels import Variants, short_label
+from farm.report.points import RunPoint
+from farm.report.selection import Selection, reason_left_out, select
+from farm.report.stats import Estimate, estimate, group_by
+
+PER_REQUEST = "energy_per_request_j"
+PER_TOKEN = "energy_per_output_token_j"
+PLATEAU_SAVING = 0.10
+LOAD_KINDS = ("concurrency", "request_rate", "batch")
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    x: float
+    estimate: Estimate
+    run_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """From `at` on, each doubling of the load saves less than `threshold` of the energy."""
+
+    at: float
+    next: float
+    saving_per_doubling: float   # of the step at → next; negative when energy rose
+    threshold: float = PLATEAU_SAVING
+
+    def note(self, what: str = "energy per request", unit: str = "concurrency") -> str:
+        change = -self.saving_per_doubling
+        return (f"{what} stops falling at {unit} {self.at:g}: every further doubling saves "
+                f"< {self.threshold:.0%} ({self.at:g} → {self.next:g}: {what} "
+                f"{change:+.1%} per doubling)")
+
+
+@dataclass(frozen=True)
+class Series:
+    model: str
+    load_kind: str
+    figure: str
+    label: str                   # GPU, plus what else sets it apart (Variants)
+    gpu_label: str
+    input_tokens: int | None
+    output_tokens: int
+    points: tuple[SeriesPoint, ...]
+    plateau: Plateau | None = None
+
+    @property
+    def xs(self) -> list[float]:
+        return [p.x for p in self.points]
+
+    @property
+    def means(self) -> list[float]:
+        return [p.estimate.mean for p in self.points]
+
+
+def saving_per_doubling(x0: float, y0: float, x1: float, y1: float) -> float:
+    """Fraction of y saved per doubling of x from (x0, y0) to (x1, y1), x1 > x0 > 0."""
+    doublings = math.log2(x1 / x0)
+    if y0 <= 0 or doublings <= 0:
+        return 0.0
+    return 1.0 - (y1 / y0) ** (1.0 / doublings) if y1 > 0 else 1.0
+
+
+def find_plateau(xy: Sequence[tuple[float, float]],
+                 threshold: float = PLATEAU_SAVING) -> Plateau | None:
+    """The first x after which every step saves < threshold per doubling; None if the
+    energy still falls faster than that at the last step (or there are < 2 points)."""
+    pts = sorted((x, y) for x, y in xy if x > 0)
+    savings = [saving_per_doubling(*pts[i], *pts[i + 1]) for i in range(len(pts) - 1)]
+    for i in range(len(savings)):
+        if all(s < threshold for s in savings[i:]):
+            return Plateau(at=pts[i][0], next=pts[i + 1][0],
+                           saving_per_doubling=savings[i], threshold=threshold)
+    return None
+
+
+def series_key(p: RunPoint) -> tuple:
+    """A configuration without its load value: what one line of the figure joins."""
+    return (p.model, p.load_kind, p.gpu_model, p.gpu_count, p.engine, p.engine_args,
+            p.scenario, p.input_tokens, p.output_tokens, p.decoding)
+
+
+def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER_REQUEST,
+                   variants: Variants | None = None) -> list[Series]:
+    """One series per configuration of `load_kind`: load values ascending, each the mean
+    (and 95% CI) of `figure` over the repetitions. Uses valid measured points only."""
+    usable = [p for p in points
+              if p.load_kind == load_kind and reason_left_out(p, (figure,)) is None]
+    variants = variants or Variants(usable)
+    out = []
+    for group in group_by(usable, series_key).values():
+        first = group[0]
+        by_x = group_by(group, lambda p: float(p.load_value))
+        spoints = []
+        for x in sorted(by_x):
+            est = estimate(p.get(figure) for p in by_x[x])
+            assert est is not None  # every point has the figure
+            spoints.append(SeriesPoint(x, est, tuple(p.run_id for p in by_x[x])))
+        plateau = (find_plateau([(sp.x, sp.estimate.mean) for sp in spoints])
+                   if load_kind == "concurrency" else None)
+        out.append(Series(model=first.model, load_kind=load_kind, figure=figure,
+                          label=variants.label(first), gpu_label=first.gpu_label,
+                          input_tokens=first.input_tokens, output_tokens=first.output_tokens,
+                          points=tuple(spoints), plateau=plateau))
+    out.sort(key=lambda s: (s.input_tokens or 0, s.output_tokens, s.gpu_label, s.label))
+    return out
+
+
+@dataclass(frozen=True)
+class LoadFigure:
+    """The data of one "energy vs load" figure: a model and a load kind; rows are the
+    token-length pairs, columns the figures (J/request, J/output token)."""
+
+    model: str
+    load_kind: str
+    figures: tuple[str, ...]
+    series: dict[str, list[Series]]
+    selection: Selection
+
+    @property
+    def token_pairs(self) -> list[tuple[int | None, int]]:
+        pairs = {(s.input_tokens, s.output_tokens) for ss in self.series.values() for s in ss}
+        return sorted(pairs, key=lambda t: (t[0] or 0, t[1]))
+
+    def split(self, max_rows: int) -> list[LoadFigure]:
+        """The figure as parts of at most `max_rows` token-length pairs each (one
+        selection: the note counts the whole figure's scope)."""
+        pairs = self.token_pairs
+        if len(pairs) <= max_rows:
+            return [self]
+        parts = []
+        for start in range(0, len(pairs), max_rows):
+            chunk = set(pairs[start:start + max_rows])
+            parts.append(LoadFigure(self.model, self.load_kind, self.figures,
+                                    {f: [s for s in ss if (s.input_tokens, s.output_tokens)
+                                         in chunk] for f, ss in self.series.items()},
+                                    self.selection))
+        return parts
+
+    def plateau_notes(self) -> list[str]:
+        """One line per series of the first figure with a plateau."""
+        notes = []
+        for s in self.series.get(self.figures[0], []):
+            if s.plateau is not None:
+                notes.append(f"{s.label}, in {s.input_tokens} / out {s.output_tokens} tokens: "
+                             + s.plateau.note(short_label(s.figure)))
+        return notes
+
+
+def load_figures(points: Sequence[RunPoint], figures: tuple[str, ...] = (PER_REQUEST, PER_TOKEN),
+                 simulated: bool | None = None) -> list[LoadFigure]:
+    """One LoadFigure per (model, load kind) where some configuration has ≥ 2 load values.
+
+    A figure's scope is the model's points in the scenarios of that load kind,
+    including their failed and invalid runs, which its selection counts as left out.
+    """
+    kinds_of_scenario = {p.scenario: p.load_kind for p in points if p.load_kind is not None}
+    out = []
+    for model in sorted({p.model for p in points}):
+        for kind in LOAD_KINDS:
+            scenarios = {s for s, k in kinds_of_scenario.items() if k == kind}
+            scope = [p for p in points if p.model == model and p.scenario in scenarios]
+            selection = select(scope, figures, simulated)
+            variants = Variants(selection.points)
+            series = {f: energy_vs_load(selection.points, kind, f, variants) for f in figures}
+            if not any(len(s.points) >= 2 for s in series[figures[0]]):
+                continue
+            out.append(LoadFigure(model, kind, figures, series, selection))
+    return out

@@ -1,0 +1,62 @@
+"""The report's table of every run point: its figures and its verdict.
+
+Every run point of the sweep is a row — valid, invalid, failed or without a
+result — so nothing the plots leave out disappears from the report. A null
+figure is "—", never 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from farm.report.labels import fmt
+from farm.report.points import RunPoint
+
+# (header with unit, figure) of the table's figure columns.
+FIGURE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("J/request", "energy_per_request_j"),
+    ("J/output token", "energy_per_output_token_j"),
+    ("net J/request", "energy_per_request_net_j"),
+    ("net J/output token", "energy_per_output_token_net_j"),
+    ("TTFT p90 (ms)", "ttft_p90_ms"),
+    ("TPOT p90 (ms)", "tpot_p90_ms"),
+    ("requests/s", "request_throughput_rps"),
+    ("output tokens/s", "output_throughput_tps"),
+    ("goodput (requests/s)", "goodput_rps"),
+    ("mean power (W)", "avg_power_w"),
+)
+HEADERS: tuple[str, ...] = ("model", "GPU", "engine", "scenario", "load", "in tokens",
+                            "out tokens", "decoding", "rep", "status",
+                            *(h for h, _ in FIGURE_COLUMNS), "verdict", "run")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str                    # valid | invalid | failed | none
+    text: str
+
+
+def verdict(p: RunPoint) -> Verdict:
+    if p.status == "failed":
+        return Verdict("failed", f"run failed: {p.error or 'no error recorded'}")
+    if p.status != "succeeded":
+        return Verdict("none", f"no result ({p.status})")
+    if p.valid is None:
+        return Verdict("none", "no validity verdict")
+    if not p.valid:
+        return Verdict("invalid", f"invalid: {p.invalid_reasons or 'unnamed check'}")
+    return Verdict("valid", "valid")
+
+
+def row(p: RunPoint) -> tuple[list[str], Verdict]:
+    engine = p.engine + (f" ({p.args_label})" if p.engine_args else "")
+    cells = [p.model, p.gpu_label + (" (sim)" if p.simulated else ""), engine, p.scenario,
+             p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
+             str(p.repetition), p.status, *(fmt(p.get(f)) for _, f in FIGURE_COLUMNS)]
+    v = verdict(p)
+    return [*cells, v.text, p.run_id], v
+
+
+def rows(points: Sequence[RunPoint]) -> list[tuple[list[str], Verdict]]:
+    return [row(p) for p in points]
