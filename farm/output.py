@@ -34,8 +34,9 @@ def _table(title: str | None = None, caption: str | None = None):
     return Table(title=title, caption=caption, title_justify="left", caption_justify="left")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
+def fmt_value(value: Any, digits: int = 3) -> str:
+    """3 significant digits, thousands separated above 100; None (or NaN) → "—", never 0."""
+    if value is None or (isinstance(value, float) and value != value):
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -127,8 +128,8 @@ def print_workers(workers: Sequence[Mapping[str, Any]], as_json: bool) -> None:
         for gpu in w.get("gpus", []):
             backend = w.get("backend")
             table.add_row(w["name"], "SIMULATED" if backend == "sim" else backend,
-                          str(gpu["index"]), gpu["model"], _fmt(gpu.get("memory_mib")),
-                          _fmt(gpu.get("driver_version")), gpu["uuid"],
+                          str(gpu["index"]), gpu["model"], fmt_value(gpu.get("memory_mib")),
+                          fmt_value(gpu.get("driver_version")), gpu["uuid"],
                           busy.get(gpu["uuid"], "idle"))
     _console().print(table)
 
@@ -240,7 +241,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
             elif key == "valid" and row.get("valid") is False:
                 values.append(f"no: {row.get('invalid_reasons')}")
             else:
-                values.append(_fmt(row.get(key)))
+                values.append(fmt_value(row.get(key)))
         table.add_row(*values)
     console = _console()
     with console.capture() as capture:

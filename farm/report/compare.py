@@ -318,7 +318,8 @@ def _pct(value: float | None) -> str:
 def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(cmp.to_json(), indent=2) + "\n"
-    from farm.output import SIM_BANNER, _console, _fmt, _table
+    from farm.output import SIM_BANNER, _console, _table
+    from farm.output import fmt_value as fmt
 
     what = ("; ".join(d.label for d in cmp.differences) if cmp.differences else
             "nothing in the run specs (a difference outside them: power limit, driver, host…)")
@@ -350,8 +351,8 @@ def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
         table.add_row(
             *((p.model,) if models else ()),
             f"{p.gpu_label} (sim)" if p.simulated else p.gpu_label, p.scenario,
-            p.load_label, _fmt(p.input_tokens), _fmt(p.output_tokens), p.decoding,
-            f"{len(m.a)}/{len(m.b)}", _mean_ci(e.a, _fmt), _mean_ci(e.b, _fmt), _pct(e.pct),
+            p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
+            f"{len(m.a)}/{len(m.b)}", _mean_ci(e.a, fmt), _mean_ci(e.b, fmt), _pct(e.pct),
             "—" if ci is None else f"{ci[0]:+.1f}…{ci[1]:+.1f}%", e.verdict,
             _pct(m.deltas["ttft_p90_ms"].pct), _pct(m.deltas["output_throughput_tps"].pct))
     verdicts = cmp.verdicts()

@@ -6,10 +6,10 @@ never 0.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
+from farm.output import fmt_value as fmt
 from farm.report.points import RunPoint
 
 SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
@@ -39,21 +39,6 @@ def axis_label(figure: str) -> str:
 
 def short_label(figure: str) -> str:
     return FIGURE_LABELS.get(figure, (figure, figure))[1]
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """3 significant digits, thousands separated above 100; None → "—"."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return DASH
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def fmt_unit(value: Any, unit: str, digits: int = 3) -> str:

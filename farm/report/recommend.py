@@ -619,7 +619,8 @@ def recommend(points: Sequence[RunPoint], *, sweep: str, model: str | None = Non
 def format_recommendation(rec: Recommendation, fmt: str = "table") -> str:
     if fmt == "json":
         return json.dumps(rec.to_json(), indent=2) + "\n"
-    from farm.output import SIM_BANNER, _console, _fmt, _table
+    from farm.output import SIM_BANNER, _console, _table
+    from farm.output import fmt_value as fmt
 
     console = _console()
     rated = rec.rate_rps is not None
@@ -629,7 +630,7 @@ def format_recommendation(rec: Recommendation, fmt: str = "table") -> str:
     with console.capture() as capture:
         for w in rec.workloads:
             if w.ranking:
-                console.print(_workload_table(w, rec, rated, _table, _fmt))
+                console.print(_workload_table(w, rec, rated, _table, fmt))
             else:
                 console.print(f"{w.label}: no configuration meets the limit")
             console.print(_workload_caption(w, rec))

@@ -16,12 +16,31 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from farm.records import EngineInfo, RequestRecord
 from farm.spec import RunSpec
+from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
+
+ArgsModel = TypeVar("ArgsModel", bound=BaseModel)
+
+
+def parse_engine_args(model: type[ArgsModel], args: Mapping[str, Any],
+                      engine: str) -> ArgsModel:
+    """A sweep's engine arguments checked by name and type; an EngineError naming
+    each bad argument and the known ones otherwise."""
+    try:
+        return model.model_validate(dict(args))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
+        raise EngineError(f"{engine} engine arguments: {problems}; known: "
+                          f"{', '.join(model.model_fields)}") from None
 
 
 class WindowMeter(Protocol):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from workers.engines.base import parse_engine_args
 from workers.engines.launch import device_backend, model_settings
 from workers.engines.offline import OfflineEngine
 from workers.errors import EngineError
@@ -39,13 +40,7 @@ class HfEngine(OfflineEngine):
     display_name = "transformers"
 
     def engine_settings(self) -> dict[str, Any]:
-        try:
-            args = HfEngineArgs.model_validate(self.run.engine.args)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                 for e in exc.errors())
-            raise EngineError(f"hf engine arguments: {problems}; known: "
-                              f"{', '.join(HfEngineArgs.model_fields)}") from None
+        args = parse_engine_args(HfEngineArgs, self.run.engine.args, "hf")
         if len(self.gpus) != 1:
             raise EngineError(f"the hf engine runs on one GPU, this run has {len(self.gpus)}")
         settings = model_settings(self.run)

@@ -19,12 +19,12 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from farm.records import EngineInfo, RequestRecord
 from farm.spec import BatchLoad, RunSpec, ServerLoad
 from workers.engines import perfmodel
-from workers.engines.base import Engine, LoadPointOutcome, WindowMeter
+from workers.engines.base import Engine, LoadPointOutcome, WindowMeter, parse_engine_args
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
 from workers.gpu.sim import SimGpu
@@ -178,13 +178,7 @@ class SimEngine(Engine):
         return gpus
 
     def _build_deployment(self, slug: str, gpu_count: int) -> perfmodel.Deployment:
-        try:
-            args = SimEngineArgs.model_validate(self.run.engine.args)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                 for e in exc.errors())
-            raise EngineError(f"sim engine arguments: {problems}; known: "
-                              f"{', '.join(SimEngineArgs.model_fields)}") from None
+        args = parse_engine_args(SimEngineArgs, self.run.engine.args, "sim")
         model = self.run.model
         return perfmodel.deployment(
             model.id, perfmodel.params_b_of(model), model.dtype, slug, gpu_count,
