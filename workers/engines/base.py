@@ -29,6 +29,13 @@ from workers.gpu.base import GpuDevice
 
 ArgsModel = TypeVar("ArgsModel", bound=BaseModel)
 
+# Which workload requests a real engine sends: request `i` of load point `k` is
+# request k·REQUESTS_PER_POINT + i, warm-up requests start at WARMUP_START. No
+# prompt is sent twice in a run, so no load point profits from a prefix cached
+# by an earlier one.
+REQUESTS_PER_POINT = 1_000_000
+WARMUP_START = 1_000_000_000
+
 
 def parse_engine_args(model: type[ArgsModel], args: Mapping[str, Any],
                       engine: str) -> ArgsModel:

@@ -23,15 +23,19 @@ from typing import Any
 
 from farm.records import EngineInfo, RequestRecord
 from farm.spec import BatchLoad, RunSpec
-from workers.engines.base import Engine, LoadPointOutcome, WindowMeter
+from workers.engines.base import (
+    REQUESTS_PER_POINT,
+    WARMUP_START,
+    Engine,
+    LoadPointOutcome,
+    WindowMeter,
+)
 from workers.engines.launch import engine_env
 from workers.engines.process import EngineProcess
 from workers.errors import EngineError, OutOfMemoryError, RunAborted
 from workers.gpu.base import GpuDevice
 from workers.workload import PromptRequest, Workload
 
-REQUESTS_PER_POINT = 1_000_000
-WARMUP_START = 1_000_000_000
 # A generate command may take long (a big batch on a slow device); the run's own
 # time limit (tasks.measure) bounds it. This only stops a wait on a dead pipe.
 POLL_S = 0.2
@@ -170,7 +174,8 @@ class OfflineEngine(Engine):
                     raise error from None
                 continue
             if message is None:
-                self.process.proc.wait(10) if self.process.proc else None
+                if self.process.proc is not None:
+                    self.process.proc.wait(10)
                 raise self.process.exited_error(f"while {what}")
             if message.get("event") == "error":
                 cls = OutOfMemoryError if message.get("kind") == "oom" else EngineError

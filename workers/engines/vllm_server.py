@@ -23,7 +23,13 @@ from typing import Any
 
 from farm.records import EngineInfo
 from farm.spec import RunSpec, ServerLoad
-from workers.engines.base import Engine, LoadPointOutcome, WindowMeter
+from workers.engines.base import (
+    REQUESTS_PER_POINT,
+    WARMUP_START,
+    Engine,
+    LoadPointOutcome,
+    WindowMeter,
+)
 from workers.engines.launch import cli_flags, device_backend, engine_env, vllm_settings
 from workers.engines.process import EngineProcess, free_loopback_port, wait_until
 from workers.errors import EngineError, RunAborted
@@ -34,8 +40,6 @@ from workers.workload import PromptRequest, Workload
 HEALTH_TIMEOUT_S = 2.0
 # Loopback only: never through an http_proxy from the environment.
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-WARMUP_START = 1_000_000_000
-REQUESTS_PER_POINT = 1_000_000
 # Distinct prompts per closed-loop load point (cycled beyond that); open loop
 # gets one per scheduled arrival up to this.
 MAX_PROMPTS_PER_POINT = 4096
