@@ -252,8 +252,8 @@ class Meter:
         timeline_j, avg_w, peak_w = self.sampler.integral(opened.start_s, end_s)
         agreement = timeline_j / energy if timeline_j is not None and energy else None
         window = EnergyWindow(
-            name=name, load_point=load_point, start_s=round(opened.start_s, 4),
-            duration_s=round(duration, 4), energy_j=energy, per_gpu_energy_j=per_gpu,
+            name=name, load_point=load_point, start_s=round(opened.start_s, 6),
+            duration_s=round(duration, 6), energy_j=energy, per_gpu_energy_j=per_gpu,
             timeline_energy_j=timeline_j,
             avg_power_w=(energy / duration if energy is not None and duration > 0 else avg_w),
             peak_power_w=peak_w, null_reason=reason, agreement=agreement,

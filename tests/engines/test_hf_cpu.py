@@ -54,3 +54,39 @@ def test_hf_refuses_a_server_scenario_at_validation():
 
     with pytest.raises(SpecError, match="hf engine runs batch scenarios only"):
         runs("/m", SERVER_CLOSED, engine="hf", engine_args="")
+
+
+class _SlowEdgeMeter:
+    """A meter whose window edges take 0.3 s, like a slow energy-counter read."""
+
+    def __init__(self):
+        self.edges: dict[str, float] = {}
+
+    def now_s(self) -> float:
+        import time
+        return time.monotonic()
+
+    def begin(self, name, load_point=None):
+        import time
+        self.edges["start"] = self.now_s()
+        time.sleep(0.3)
+
+    def end(self, name, load_point=None):
+        self.edges["end"] = self.now_s()
+
+
+def test_every_token_lies_inside_a_batch_window_that_opens_slowly(tiny_model):
+    # CI once saw a 70 ms batch finish before the worker had opened its window
+    # (0 tokens inside): the child must hold generation until the window is open.
+    run = runs(tiny_model, BATCH, engine="hf", engine_args="batch_size = 12")[0]
+    engine = make_engine(run, [CpuDevice()], threading.Event())
+    meter = _SlowEdgeMeter()
+    try:
+        engine.start(120)
+        outcome = engine.run_load_point(0, "batch", 12, meter)
+    finally:
+        engine.stop()
+    assert len(outcome.requests) == 12
+    first = min(r.sent_s + r.ttft_s for r in outcome.requests)
+    last = max(r.sent_s + r.e2e_s for r in outcome.requests)
+    assert meter.edges["start"] + 0.3 <= first and last <= meter.edges["end"]

@@ -11,7 +11,8 @@ log file) so that whatever the libraries print cannot corrupt it.
 
     → {"event": "ready", "version": ..., "load_s": ...}             after loading
     ← {"op": "generate", "requests": [...], "batch_size": B|null}
-    → {"event": "started", "t": mono}                               generation begins
+    → {"event": "armed"}                                            about to generate
+    ← {"op": "go"}                                                  energy window open
     → {"event": "finished", "t": mono}                              last token out
     → {"event": "result", "requests": [{"sent", "first", "gaps", "input_tokens",
                                          "output_tokens"}, ...]}
@@ -20,9 +21,11 @@ log file) so that whatever the libraries print cannot corrupt it.
 
 Times are `time.monotonic()` (CLOCK_MONOTONIC: the same clock in every process
 of the machine, and the worker's meter clock), so the parent places each
-token on the run clock without a round trip. "started"/"finished" go out
-before the (possibly large) result, so the parent's energy window tracks
-generation itself.
+token on the run clock without a round trip. The child waits for "go" before
+its first request, so the parent's energy window is open before the first
+token however late the parent reads "armed" (a loaded host, a slow counter
+read); "finished" goes out before the (possibly large) result, so the window
+closes when generation does.
 
 Only the standard library is imported at the top: the backends import vLLM or
 torch/transformers when the config names them.
@@ -55,6 +58,19 @@ class _Protocol:
         for line in sys.stdin:
             if line.strip():
                 yield json.loads(line)
+
+    def arm(self) -> None:
+        """Say generation is about to begin and wait until the parent says go."""
+        self.send(event="armed")
+        while True:
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError("the worker closed the command pipe before 'go'")
+            if line.strip():
+                op = json.loads(line).get("op")
+                if op == "go":
+                    return
+                raise RuntimeError(f"expected the command 'go', got {op!r}")
 
 
 def _gaps(times: list[float]) -> list[float]:
@@ -90,7 +106,7 @@ class VllmBackend:
         ids: list[str] = []
         sent: list[float] = []
         params = [self._params(r) for r in requests]
-        proto.send(event="started", t=time.monotonic())
+        proto.arm()
         for r, p in zip(requests, params):
             request_id = f"farm-{self._next_id}"
             self._next_id += 1
@@ -174,7 +190,7 @@ class HfBackend:
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool,
                                    device=input_ids.device)
 
-        proto.send(event="started", t=time.monotonic())
+        proto.arm()
         t0 = time.monotonic()
         for start in range(0, len(requests), size):
             chunk = requests[start:start + size]

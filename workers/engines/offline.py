@@ -3,9 +3,11 @@
 The model runs in `workers.engines.child`, a process of its own (see
 `workers.engines.process` for why). This side builds the prompts (exact
 token lengths, `workers.workload`), sends them, opens the steady window when
-the child says generation started and closes it when the last token is out:
-the batch scenario's energy window covers generation only; loading and
-warm-up are measured in their own windows by the runner.
+the child is about to generate, tells it to go, and closes the window when
+the last token is out: the child holds its first request until the window is
+open, so the batch scenario's energy window covers all of generation and
+nothing else; loading and warm-up are measured in their own windows by the
+runner.
 
 Request `i` of load point `k` is workload request `k * REQUESTS_PER_POINT + i`
 and warm-up requests come from their own range: no prompt is sent twice in
@@ -203,9 +205,10 @@ class OfflineEngine(Engine):
         clock) offset. With a meter, the steady window spans generation."""
         self._send({"op": "generate", "batch_size": self.batch_size(),
                     "requests": [_request_json(p) for p in prompts]})
-        self._expect("started", None, "generating")
+        self._expect("armed", None, "preparing to generate")
         if meter is not None:
             meter.begin("steady", index)
+        self._send({"op": "go"})    # the child holds its first request until the window is open
         self._expect("finished", None, "generating")
         if meter is not None:
             meter.end("steady", index)
