@@ -82,7 +82,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -90,6 +89,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import farm
+from farm.lengthbins import INPUT_BINS, bin_name, length_bin
 from farm.spec import Decoding, RunSpec, RunWorkload
 from workers.errors import PermanentError
 
@@ -98,9 +98,6 @@ Policy = Literal["truncate", "bin"]
 
 EXAMPLES_DIR = Path(farm.__file__).resolve().parent / "examples"
 SAMPLE_DATASET = EXAMPLES_DIR / "prompts-sample.jsonl"
-
-INPUT_BINS: tuple[int, ...] = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-OUTPUT_BINS: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512)
 
 # Plain English words for synthetic prompts: common, ASCII, lower case.
 _WORDS = """
@@ -140,34 +137,6 @@ SYNTHETIC_WORDS: tuple[str, ...] = tuple(_WORDS.split())
 
 # Endings tried when one more character adds two tokens (step 3 of the exact method).
 _FILLERS = (" a", ".", ",", " I", " ", "a", "s", "e", ";", "!", "?", " the", " and", "-")
-
-
-# ------------------------------------------------------------------------ bins
-
-
-def length_bin(length: int, kind: Literal["input", "output"] = "input") -> int | None:
-    """The Fernandez et al. bin of a token length: b with b/√2 < length ≤ b·√2.
-
-    None when the length lies outside the bins' range (below 23 or above 11,585
-    input tokens; below 6 or above 724 output tokens).
-    """
-    bins = INPUT_BINS if kind == "input" else OUTPUT_BINS
-    if length <= 0:
-        return None
-    for b in bins:
-        if b / math.sqrt(2) < length <= b * math.sqrt(2):
-            return b
-    return None
-
-
-def bin_name(length: int, kind: Literal["input", "output"] = "input") -> str:
-    """A name for the bin of a length: "I128", "O64"; "I<32" / "I>8192" outside the range."""
-    prefix = "I" if kind == "input" else "O"
-    bins = INPUT_BINS if kind == "input" else OUTPUT_BINS
-    b = length_bin(length, kind)
-    if b is not None:
-        return f"{prefix}{b}"
-    return f"{prefix}<{bins[0]}" if length <= bins[0] else f"{prefix}>{bins[-1]}"
 
 
 # ---------------------------------------------------------------------- errors

@@ -2,7 +2,7 @@
 
 A grid holds the valid measured points of one model, GPU (and engine
 variant), scenario and load value; each cell is the mean (95% CI) over every
-point whose lengths fall in that cell's bins (`bins.py`, Fernandez et al.) —
+point whose lengths fall in that cell's bins (`farm.lengthbins`, Fernandez et al.) —
 repetitions and, where several lengths share a bin, those lengths too.
 Grids of one (model, scenario) make one figure: GPUs as rows, load values as
 columns, one colour scale.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from farm.report.bins import bin_key
+from farm.lengthbins import bin_key
 from farm.report.labels import Variants
 from farm.report.points import RunPoint
 from farm.report.selection import Selection, reason_left_out, select

@@ -7,6 +7,7 @@ input 64/256 × output 16/64, 2 repetitions); unit cases build RunPoints directl
 
 from __future__ import annotations
 
+import math
 import struct
 import subprocess
 import sys
@@ -17,8 +18,8 @@ from statistics import mean
 
 import pytest
 
+from farm import lengthbins
 from farm.cli import ExitCode
-from farm.report import bins
 from farm.report.heatmap import heatmap_figures, heatmap_grid
 from farm.report.pareto import dominates, pareto_figures, pareto_front
 from farm.report.points import RunPoint, load_run_points
@@ -247,15 +248,18 @@ def test_pareto_fronts_are_non_dominated_and_dominate_the_rest(points):
 # ---------------------------------------------------------------- heat map
 
 
-def test_bins_are_the_workers_bins():
+def test_heat_map_bins_are_the_workers_bins():
+    from farm.report import heatmap
     from workers import workload
 
-    assert bins.INPUT_BINS == workload.INPUT_BINS
-    assert bins.OUTPUT_BINS == workload.OUTPUT_BINS
-    for n in range(1, 12000, 7):
-        assert bins.length_bin(n, "input") == workload.length_bin(n, "input")
-        assert bins.length_bin(n, "output") == workload.length_bin(n, "output")
-        assert bins.bin_key(n, "input")[1] == workload.bin_name(n, "input")
+    # one definition (farm.lengthbins) for the workers' prompts and the report's cells
+    assert heatmap.bin_key is lengthbins.bin_key
+    assert workload.length_bin is lengthbins.length_bin
+    assert workload.bin_name is lengthbins.bin_name
+    for kind in ("input", "output"):
+        keys = [lengthbins.bin_key(n, kind)[0] for n in range(1, 12000, 7)]
+        assert keys == sorted(keys)     # cells sort by length, open-ended ones at the ends
+    assert lengthbins.bin_key(None) == (-math.inf, "I?")
 
 
 def test_heat_map_cells_are_the_mean_of_their_bin(points):

@@ -13,20 +13,17 @@ import pytest
 pytest.importorskip("tokenizers", reason="the engines extra (tokenizers) is not installed")
 pytest.importorskip("transformers", reason="the engines extra (transformers) is not installed")
 
+from farm.lengthbins import INPUT_BINS, OUTPUT_BINS, bin_name, length_bin
 from farm.spec import Decoding, RunWorkload, parse_sweep
 from farm.sweep import expand
 from workers import tinymodel
 from workers.errors import PermanentError
 from workers.workload import (
-    INPUT_BINS,
-    OUTPUT_BINS,
     SAMPLE_DATASET,
     DatasetError,
     PromptRequest,
     Workload,
     WorkloadError,
-    bin_name,
-    length_bin,
     load_dataset,
     load_tokenizer,
     request_seed,
