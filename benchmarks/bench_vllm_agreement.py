@@ -28,6 +28,9 @@ Three parts:
 3. Mock: the same clients against workers.mock_openai, whose every token is due
    at arrival + TTFT + k·ITL: a server with known true figures.
 
+--api chat runs it all on /v1/chat/completions (vllm bench: --backend
+openai-chat), a 32-token text in one user message for both clients.
+
 Every run gets prompts of its own (farm: a fresh index range of its synthetic
 workload; vllm bench: its own --seed).
 
@@ -49,8 +52,14 @@ the throughput by as much. Per round the benchmark therefore takes the first
 farm seed whose N-th arrival lies within 0.5% of (N−1)/R, and the duration
 that sends exactly N. The arrival law is farm's own.
 
-Both clients run on the server's machine: on a 2-core VM their CPU competes
-with the server's, which keeps ~1.8 cores busy. Reported per run: the client's
+Both clients run on the server's machine. Unpinned, on a 2-core VM their CPU
+competes with the server's, which keeps ~1.8 cores busy: every thread hop of a
+client then waits behind the server, and the server's speed drifts between
+runs. So by default the server (and the mock) runs on all CPUs but the last
+(`taskset`, and vLLM's OpenMP threads bound there by VLLM_CPU_OMP_THREADS_BIND)
+and both clients on the last one (--server-cpus, --client-cpus; --no-pin to
+share them all), as a load generator runs on a host of its own or on cores the
+server leaves free. Reported per run: the client's
 CPU (vllm bench: between its "Starting main benchmark run" and result lines)
 and the rest of the machine's ("other": neither server nor client). Before
 each run pair the benchmark waits (up to --quiet-wait-s) for other processes
@@ -60,11 +69,13 @@ JSON).
 
     .venv/bin/python benchmarks/bench_vllm_agreement.py [--model DIR] [--rounds 3]
         [--closed-seconds 12] [--rate 20] [--open-requests 240] [--side-rounds 2]
+        [--server-cpus 0 --client-cpus 1 | --no-pin] [--api completions|chat]
         [--json docs/data/vllm-agreement.json]
 
 PASS/FAIL (mean TTFT, req/s, output tok/s within 10%) is printed for each
-comparison; the exit status is that of the side-by-side comparison with vllm
-bench's trust_env off. docs/loadgen.md has results and their reading.
+comparison; the exit status is 0 when the alternating comparison and the
+side-by-side one with vllm bench's trust_env off pass. docs/loadgen.md has
+results and their reading.
 """
 
 from __future__ import annotations
@@ -94,7 +105,7 @@ from workers import loadgen
 from workers.engines.launch import engine_env
 from workers.engines.process import EngineProcess, free_loopback_port, wait_until
 from workers.engines.vllm_server import CLIENT, HEALTH_TIMEOUT_S
-from workers.loadgen import ClientOptions, arrival_schedule, run_load_point
+from workers.loadgen import ENDPOINTS, Api, ClientOptions, arrival_schedule, run_load_point
 from workers.workload import Workload
 
 SERVED = "tiny"
@@ -164,13 +175,39 @@ def vllm_version() -> str:
     raise SystemExit("vLLM is not installed in this environment (see ../shared/VLLM_CPU.md)")
 
 
-def server_env() -> dict[str, str]:
+def server_env(cpus: str = "") -> dict[str, str]:
     """farm's engine environment on the CPU device (VLLM_HOST_IP, no CUDA device, the
-    engine core in-process where vLLM allows it), offline."""
+    engine core in-process where vLLM allows it), offline; `cpus`: vLLM's OpenMP
+    threads bound to these CPUs (otherwise vLLM picks them itself)."""
     cpu = SimpleNamespace(info=SimpleNamespace(backend="cpu"))
     env = engine_env([cpu], in_process_engine=True)  # type: ignore[list-item]
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if cpus:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpus
     return env
+
+
+def pinned(argv: list[str], cpus: str) -> list[str]:
+    """argv run on these CPUs only (taskset), or as it is when `cpus` is empty."""
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def default_pinning() -> tuple[str, str]:
+    """(server CPUs, client CPUs): the last CPU this process may use for the clients,
+    the others for the server; nothing pinned on a single CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "", ""
+    return ",".join(map(str, cpus[:-1])), str(cpus[-1])
+
+
+def parse_cpus(text: str) -> set[int]:
+    """A taskset CPU list ("0", "0,2", "0-3") as a set."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def server_argv(model: Path, port: int) -> list[str]:
@@ -334,7 +371,7 @@ def windowed(reqs: list[Req], lo: float, hi: float) -> dict:
 
 class Bench:
     def __init__(self, model: Path, url: str, server, workdir: Path,
-                 options: ClientOptions, metrics: bool = True):
+                 options: ClientOptions, metrics: bool = True, api: Api = "completions"):
         self.model = model
         self.url = url
         self.server = server            # EngineProcess or Mock: pids(), running()
@@ -342,12 +379,15 @@ class Bench:
         self.server_pids = server.pids()
         self.workdir = workdir
         self.options = options
+        self.api: Api = api
         self.last_farm: list[Req] = []
         self.last_vllm: list[Req] = []
         self.block = 0
         self.workload = Workload.from_dir(
             RunWorkload(input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS,
-                        decoding=Decoding(), dataset="synthetic", seed=0), model)
+                        decoding=Decoding(), dataset="synthetic", seed=0), model,
+            # chat: INPUT_TOKENS of text, the template on top (as vllm bench's prompts)
+            api=api, count_template=api == "completions")
 
     def prompts(self, n: int):
         """n farm prompts no other run sends (a fresh range of request indices)."""
@@ -360,6 +400,7 @@ class Bench:
         m0 = server_metrics(self.url) if scrape else {}
         s0 = Sample.take(time.process_time(), self.server_pids)
         out = asyncio.run(run_load_point(self.url, SERVED, prompts, options=self.options,
+                                         api=self.api,
                                          **load))
         s1 = Sample.take(time.process_time(), self.server_pids)
         m1 = server_metrics(self.url) if scrape else {}
@@ -385,7 +426,9 @@ class Bench:
     def _vllm_argv(self, name: str, num_prompts: int, seed: int, load_args: list[str],
                    trust_env: bool) -> tuple[list[str], list[str]]:
         cli = VLLM_CLI if trust_env else NO_TRUST_ENV + VLLM_CLI
-        args = ["bench", "serve", "--backend", "vllm",
+        backend = (["--backend", "vllm"] if self.api == "completions" else
+                   ["--backend", "openai-chat", "--endpoint", ENDPOINTS["chat"]])
+        args = ["bench", "serve", *backend,
                 "--base-url", self.url, "--model", SERVED, "--tokenizer", str(self.model),
                 "--dataset-name", "random", "--random-input-len", str(INPUT_TOKENS),
                 "--random-output-len", str(OUTPUT_TOKENS), "--random-range-ratio", "0",
@@ -502,10 +545,10 @@ class Mock:
     token is due at arrival + TTFT + k·ITL, so both clients' figures have a known
     true value."""
 
-    def __init__(self, ttft_s: float, itl_s: float):
+    def __init__(self, ttft_s: float, itl_s: float, cpus: str = ""):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.mock_openai", "--port", "0", "--ttft-s",
-             str(ttft_s), "--itl-s", str(itl_s), "--model", SERVED],
+            pinned([sys.executable, "-m", "workers.mock_openai", "--port", "0", "--ttft-s",
+                    str(ttft_s), "--itl-s", str(itl_s), "--model", SERVED], cpus),
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -696,14 +739,35 @@ def main() -> int:
     parser.add_argument("--quiet-wait-s", type=float, default=60.0,
                         help="before each run pair, wait at most this long for other "
                              "processes to leave the machine alone")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="raw results")
+    parser.add_argument("--api", choices=("completions", "chat"), default="completions",
+                        help="the endpoint both clients use (vllm bench: --backend vllm, "
+                             "or openai-chat)")
+    parser.add_argument("--json", type=Path, help=f"raw results (default "
+                        f"{DEFAULT_JSON.relative_to(ROOT)}, -chat for the chat API)")
+    auto_server, auto_client = default_pinning()
+    parser.add_argument("--server-cpus", default=auto_server,
+                        help=f"CPUs of the server (taskset list; default {auto_server or 'none'})")
+    parser.add_argument("--client-cpus", default=auto_client,
+                        help=f"CPUs of both clients (default {auto_client or 'none'})")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="server and clients share all CPUs")
     args = parser.parse_args()
+    if args.json is None:
+        args.json = DEFAULT_JSON if args.api == "completions" else DEFAULT_JSON.with_name(
+            f"{DEFAULT_JSON.stem}-chat.json")
+    server_cpus, client_cpus = ("", "") if args.no_pin else (args.server_cpus,
+                                                             args.client_cpus)
+    if client_cpus:
+        # vllm bench, started from here, inherits it
+        os.sched_setaffinity(0, parse_cpus(client_cpus))
 
     version = vllm_version()
     t_start = time.perf_counter()
     print(machine())
     print(f"{version}; farm loadgen (aiohttp, JSON parser {loadgen.JSON_PARSER}, "
-          f"continuous_usage={CLIENT.continuous_usage}); {args.rounds} rounds\n")
+          f"continuous_usage={CLIENT.continuous_usage}); {args.rounds} rounds; "
+          f"{args.api} API ({ENDPOINTS[args.api]})")
+    print(f"CPUs: server {server_cpus or 'any'}, clients {client_cpus or 'any'}\n")
     closed_args = ["--max-concurrency", str(CONCURRENCY)]
     rate_args = ["--request-rate", f"{args.rate:g}", "--burstiness", "1.0"]
     half = CONCURRENCY // 2
@@ -724,14 +788,15 @@ def main() -> int:
         model = model.resolve()
         port = free_loopback_port()
         url = f"http://127.0.0.1:{port}"
-        server = EngineProcess(server_argv(model, port), env=server_env(), name="vLLM server",
+        server = EngineProcess(pinned(server_argv(model, port), server_cpus),
+                               env=server_env(server_cpus), name="vLLM server",
                                log_dir=workdir)
         server.start()
         try:
             t0 = time.perf_counter()
             # farm's prompts for the first attempts are built while the server starts
             # (~5 ms each, CPU only); repeats build theirs when they need them
-            bench = Bench(model, url, server, workdir, CLIENT)
+            bench = Bench(model, url, server, workdir, CLIENT, api=args.api)
             closed_n = int(args.closed_seconds * 75) + 64       # above what farm sends
             ready = {(rnd, "closed"): bench.prompts(closed_n) for rnd in range(1, rounds + 1)}
             ready |= {(rnd, "open"): bench.prompts(args.open_requests + 8)
@@ -883,9 +948,10 @@ def main() -> int:
         if not args.no_mock:
             # the same clients against a server whose every token time is known
             print(f"\nmock server: TTFT {MOCK_TTFT_S * 1e3:g} ms, ITL {MOCK_ITL_S * 1e3:g} ms")
-            mock = Mock(MOCK_TTFT_S, MOCK_ITL_S)
+            mock = Mock(MOCK_TTFT_S, MOCK_ITL_S, server_cpus)
             try:
-                mbench = Bench(model, mock.url, mock, workdir, CLIENT, metrics=False)
+                mbench = Bench(model, mock.url, mock, workdir, CLIENT, metrics=False,
+                               api=args.api)
                 mbench.farm(mbench.prompts(200), concurrency=CONCURRENCY, duration_s=2.0)
                 farm_run = mbench.farm(mbench.prompts(closed_n), concurrency=CONCURRENCY,
                                        duration_s=args.mock_seconds)
@@ -941,7 +1007,9 @@ def main() -> int:
             "settings": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
                          "concurrency": CONCURRENCY, "closed_seconds": args.closed_seconds,
                          "rate_rps": args.rate, "open_requests": args.open_requests,
-                         "rounds": args.rounds,
+                         "rounds": args.rounds, "api": args.api,
+                         "server_cpus": server_cpus or None,
+                         "client_cpus": client_cpus or None,
                          "farm_continuous_usage": CLIENT.continuous_usage,
                          "tolerance": TOLERANCE},
             "warmup": warmup, "runs": runs, "side_by_side": pairs, "mock": mock_runs,
@@ -950,10 +1018,10 @@ def main() -> int:
             "pass": passed, "elapsed_s": elapsed, "server_log_tail": server_tail,
         }, indent=1, default=str) + "\n")
         print(f"raw results: {args.json}")
-    # exit status: the like-for-like comparison (side by side, vllm bench's
-    # per-request environment lookup off); the others are printed above
+    # exit status: the issue's comparison (alternating) and the like-for-like one
+    # (side by side, vllm bench's per-request environment lookup off)
     fair = passed.get(f"side by side, {VLLM_NO_ENV}")
-    return 0 if fair is not False else 1
+    return 0 if passed["alternating"] and fair is not False else 1
 
 
 if __name__ == "__main__":
