@@ -150,7 +150,7 @@ def print_sweeps(sweeps) -> None:
 # -------------------------------------------------------------------- results
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("model", "model"), ("gpu_model", "GPU"), ("gpu_count", "×"),
+    ("model", "model"), ("gpu_model", "GPU"), ("gpu_count", "×"), ("engine", "engine"),
     ("scenario", "scenario"), ("load", "load"), ("input_tokens", "in"),
     ("output_tokens", "out"), ("decoding", "decoding"), ("repetition", "rep"),
     ("status", "status"), ("request_throughput_rps", "req/s"),
@@ -193,6 +193,25 @@ def _load_label(row: Mapping[str, Any]) -> str:
     return f"batch {value:g}"
 
 
+def _varying_engine_args(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Engine arguments whose value differs between rows (the others say nothing)."""
+    values: dict[str, set[str]] = {}
+    for row in rows:
+        for key, value in (row.get("engine_args") or {}).items():
+            values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
+    names = {key for row in rows for key in (row.get("engine_args") or {})}
+    return sorted(key for key in names if len(values[key]) > 1 or any(
+        key not in (row.get("engine_args") or {}) for row in rows))
+
+
+def _engine_label(row: Mapping[str, Any], varying: Sequence[str]) -> str:
+    """"hf batch_size=8": the engine and those of its arguments that vary in the table."""
+    args = row.get("engine_args") or {}
+    shown = [f"{key}={json.dumps(args[key]) if not isinstance(args[key], str) else args[key]}"
+             for key in varying if key in args]
+    return " ".join([str(row.get("engine") or "—"), *shown])
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -226,6 +245,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
         return buffer.getvalue()
     table = _table()
     columns = _table_columns(rows)
+    varying = _varying_engine_args(rows)
     for _, header in columns:
         table.add_column(header, justify="right" if header[0].isupper() or "/" in header
                          else "left")
@@ -236,6 +256,8 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
                 values.append(_percent(row.get(key)))
             elif key == "load":
                 values.append(_load_label(row))
+            elif key == "engine":
+                values.append(_engine_label(row, varying))
             elif key == "gpu_model" and row.get("simulated"):
                 values.append(f"{row.get(key)} (sim)")
             elif key == "valid" and row.get("valid") is False:

@@ -9,6 +9,7 @@ second result row, and a measured (succeeded) result is never overwritten.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -536,7 +537,7 @@ class Store:
             select(r.id, s.name.label("sweep"), r.repetition, r.model_id, r.backend, r.gpu_model,
                    r.gpu_count, r.engine_kind, r.scenario_name, r.scenario_kind,
                    r.input_tokens, r.output_tokens, r.decoding, r.status, r.attempts,
-                   r.worker, r.gpu_uuids, r.simulated, r.error,
+                   r.worker, r.gpu_uuids, r.simulated, r.error, r.spec_json,
                    res.run_id.label("result_run_id"), res.worker.label("result_worker"),
                    res.gpus_json, res.simulated.label("result_simulated"), res.energy_sensor,
                    res.engine_version, res.started_at.label("result_started_at"),
@@ -833,7 +834,11 @@ def _result_dict(row: Any) -> dict[str, Any]:
         "run_id": row["id"], "sweep": row["sweep"], "repetition": row["repetition"],
         "model": row["model_id"], "backend": row["backend"], "gpu_model": row["gpu_model"],
         "gpu_count": row["gpu_count"], "engine": row["engine_kind"],
-        "engine_version": row["engine_version"], "scenario": row["scenario_name"],
+        "engine_version": row["engine_version"],
+        # the engine's own arguments (batch_size, max_num_seqs...): what tells apart
+        # runs that differ only there
+        "engine_args": json.loads(row["spec_json"])["engine"]["args"],
+        "scenario": row["scenario_name"],
         "scenario_kind": row["scenario_kind"], "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"], "decoding": row["decoding"],
         "status": row["status"], "attempts": row["attempts"],

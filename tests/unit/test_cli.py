@@ -155,3 +155,20 @@ def test_results_table_shows_goodput_and_slo_attainment_only_when_measured():
     assert "SLO %" not in format_results([batch], "table", "t", simulated=False)
     rows = json.loads(format_results([server], "json", "t"))["rows"]
     assert rows[0]["goodput_rps"] == 3.25 and rows[0]["slo_attainment"] == 0.9996
+
+
+def test_results_table_names_the_engine_arguments_that_tell_rows_apart():
+    from farm.output import format_results
+
+    row = {"model": "m", "gpu_model": "h100-80gb", "gpu_count": 1, "engine": "hf",
+           "scenario": "b", "load_kind": "batch", "load_value": 32.0, "status": "succeeded",
+           "valid": True}
+    rows = [{**row, "engine_args": {"batch_size": b, "attn_implementation": "sdpa"},
+             "load_value": n} for b, n in ((1, 32.0), (64, 1024.0))]
+    table = format_results(rows, "table", "t", simulated=False)
+    assert "hf batch_size=1 " in table and "hf batch_size=64" in table
+    assert "sdpa" not in table              # the same in every row: says nothing
+    lone = format_results(rows[:1], "table", "t", simulated=False)
+    assert "batch_size" not in lone and "│ hf " in lone
+    assert json.loads(format_results(rows, "json", "t"))["rows"][1]["engine_args"] == {
+        "batch_size": 64, "attn_implementation": "sdpa"}

@@ -119,8 +119,8 @@ class OfflineEngine(Engine):
             requests=[self._record(index, i, r, prompts[i], offset)
                       for i, r in enumerate(results)],
             duration_s=duration_s,
-            notes=[f"{self.display_name} {self._version}: {len(prompts)} prompts, batch "
-                   f"size {self.batch_size() or len(prompts)}; steady window = generation"])
+            notes=[f"{self.run.engine.kind} engine ({self._version}): {len(prompts)} prompts, "
+                   f"batch size {self.batch_size() or len(prompts)}; steady window = generation"])
 
     def pids(self) -> set[int]:
         return self.process.pids() if self.process else set()
