@@ -54,6 +54,16 @@ def test_quickstart_is_simulated():
     assert all(r.simulated and r.hardware.queue.startswith("sim.") for r in expand(spec))
 
 
+def test_hf_gpu_example_is_one_prompt_count_per_batch_size_on_real_gpus():
+    spec, _ = load_sweep(EXAMPLES / "hf-gpu.toml")
+    runs = expand(spec)
+    shapes = {(r.hardware.queue, r.engine.args["batch_size"], r.scenario.num_prompts)
+              for r in runs}
+    assert shapes == {(q, b, n) for q in ("gpu.h100-80gb.x1", "gpu.h200-141gb.x1")
+                      for b, n in ((1, 32), (8, 256), (64, 1024))}
+    assert not any(r.simulated for r in runs) and {r.engine.kind for r in runs} == {"hf"}
+
+
 def test_run_ids_are_stable_and_depend_on_content():
     a = expand(parse_sweep(VALID))
     b = expand(parse_sweep(VALID))
