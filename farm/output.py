@@ -194,14 +194,12 @@ def _load_label(row: Mapping[str, Any]) -> str:
 
 
 def _varying_engine_args(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Engine arguments whose value differs between rows (the others say nothing)."""
-    values: dict[str, set[str]] = {}
-    for row in rows:
-        for key, value in (row.get("engine_args") or {}).items():
-            values.setdefault(key, set()).add(json.dumps(value, sort_keys=True))
-    names = {key for row in rows for key in (row.get("engine_args") or {})}
-    return sorted(key for key in names if len(values[key]) > 1 or any(
-        key not in (row.get("engine_args") or {}) for row in rows))
+    """Engine arguments whose value (or absence) differs between rows; the others
+    say nothing about a row."""
+    args = [row.get("engine_args") or {} for row in rows]
+    names = {key for a in args for key in a}
+    return sorted(key for key in names if len(
+        {json.dumps(a[key], sort_keys=True) if key in a else None for a in args}) > 1)
 
 
 def _engine_label(row: Mapping[str, Any], varying: Sequence[str]) -> str:

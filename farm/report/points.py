@@ -102,11 +102,10 @@ class RunPoint:
         return "—"
 
 
-def points_from_rows(rows: Iterable[dict[str, Any]],
-                     engine_args: dict[str, dict[str, Scalar]]) -> list[RunPoint]:
+def points_from_rows(rows: Iterable[dict[str, Any]]) -> list[RunPoint]:
     points = []
     for row in rows:
-        args = tuple(sorted((engine_args.get(row["run_id"]) or {}).items()))
+        args = tuple(sorted((row["engine_args"] or {}).items()))
         points.append(RunPoint(
             run_id=row["run_id"], sweep=row["sweep"], repetition=row["repetition"],
             model=row["model"], backend=row["backend"], gpu_model=row["gpu_model"],
@@ -126,6 +125,4 @@ def load_run_points(store: Store, sweep: str) -> tuple[str, list[RunPoint]]:
     row = store.find_sweep(sweep)
     if row is None:
         raise SweepNotFound(f"no sweep named {sweep!r} in the store")
-    specs = store.run_specs(row.id)
-    engine_args = {run_id: dict(spec.engine.args) for run_id, spec in specs.items()}
-    return row.name, points_from_rows(store.result_rows(row.id), engine_args)
+    return row.name, points_from_rows(store.result_rows(row.id))

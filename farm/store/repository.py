@@ -557,13 +557,6 @@ class Store:
         with self._read() as session:
             return [_result_dict(row) for row in session.execute(stmt).mappings()]
 
-    def run_specs(self, sweep_id: str) -> dict[str, RunSpec]:
-        """Every run of a sweep as its RunSpec (engine arguments and all), by run id."""
-        stmt = select(runs_t.c.id, runs_t.c.spec_json).where(runs_t.c.sweep_id == sweep_id)
-        with self._read() as session:
-            return {row.id: RunSpec.model_validate_json(row.spec_json)
-                    for row in session.execute(stmt)}
-
     def counts(self) -> dict[str, int]:
         """Rows per table (tests and diagnostics)."""
         with self._read() as session:

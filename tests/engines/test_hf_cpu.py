@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -63,11 +64,9 @@ class _SlowEdgeMeter:
         self.edges: dict[str, float] = {}
 
     def now_s(self) -> float:
-        import time
         return time.monotonic()
 
     def begin(self, name, load_point=None):
-        import time
         self.edges["start"] = self.now_s()
         time.sleep(0.3)
 

@@ -62,15 +62,11 @@ class _Protocol:
     def arm(self) -> None:
         """Say generation is about to begin and wait until the parent says go."""
         self.send(event="armed")
-        while True:
-            line = sys.stdin.readline()
-            if not line:
-                raise EOFError("the worker closed the command pipe before 'go'")
-            if line.strip():
-                op = json.loads(line).get("op")
-                if op == "go":
-                    return
-                raise RuntimeError(f"expected the command 'go', got {op!r}")
+        command = next(self.commands(), None)
+        if command is None:
+            raise EOFError("the worker closed the command pipe before 'go'")
+        if command.get("op") != "go":
+            raise RuntimeError(f"expected the command 'go', got {command.get('op')!r}")
 
 
 def _gaps(times: list[float]) -> list[float]:
