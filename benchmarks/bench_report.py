@@ -92,7 +92,7 @@ sample_period_s = 0.1
 
 def synthetic_result(run, requests_per_run: int, rng: random.Random, failed: bool = False):
     """A plausible RunResult of `run` (figures, windows, trace, requests)."""
-    from farm.records import (
+    from farm_contract.records import (
         EnergyWindow,
         EngineInfo,
         ErrorInfo,

@@ -63,7 +63,7 @@ def set_statuses(store, names: list[str]) -> None:
     """Give each sweep its status mix, by a stable hash bucket of the run id."""
     from sqlalchemy import text
 
-    from farm.spec import sweep_id
+    from farm_contract.runspec import sweep_id
 
     postgres = store.dialect == "postgresql"
     # 0..99 from the run id (hex): stable, uniform enough.

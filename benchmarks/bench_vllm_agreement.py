@@ -99,8 +99,8 @@ from types import SimpleNamespace
 
 from _common import ROOT, machine, table
 
-from farm.records import percentile
-from farm.spec import Decoding, RunWorkload
+from farm_contract.rules import percentile
+from farm_contract.runspec import Decoding, RunWorkload
 from workers import loadgen
 from workers.engines.launch import engine_env
 from workers.engines.process import EngineProcess, free_loopback_port, wait_until

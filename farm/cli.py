@@ -75,8 +75,8 @@ def _classify(exc: Exception) -> FarmCliError:
 
 
 def _store(upgrade: bool = False):
-    from farm.settings import load_settings
     from farm.store.repository import Store
+    from farm_contract.settings import load_settings
 
     return Store.open(load_settings().db_url, upgrade=upgrade)
 
@@ -210,7 +210,7 @@ def recorder(name: str | None, loglevel: str) -> None:
 def flower(address: str, port: int, no_auth: bool) -> None:
     """Flower on the farm's broker, with basic auth from FARM_FLOWER_USER/PASSWORD."""
     from farm.flower import flower_argv
-    from farm.settings import load_settings
+    from farm_contract.settings import load_settings
 
     try:
         argv = flower_argv(load_settings(), address, port, no_auth)
@@ -230,8 +230,8 @@ def db() -> None:
 @_friendly_errors
 def db_upgrade() -> None:
     """Create or migrate the store's schema to the latest version."""
-    from farm.settings import load_settings, redact
     from farm.store.db import upgrade
+    from farm_contract.settings import load_settings, redact
 
     url = load_settings().db_url
     upgrade(url)
@@ -248,8 +248,8 @@ def db_upgrade() -> None:
 @_friendly_errors
 def status(sweep: str | None, watch: bool, interval: float) -> None:
     """Runs per status (per sweep, or per queue for one SWEEP)."""
-    from farm.settings import load_settings
     from farm.store import counts  # driver only: status must start fast
+    from farm_contract.settings import load_settings
 
     with counts.connect(load_settings().db_url) as connection:
         if sweep is None:

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from farm.spec import RunSpec, SweepSpec, sweep_id
+from farm.spec import SweepSpec
 from farm.store.repository import Store
 from farm.sweep import expand, plan
+from farm_contract.runspec import RunSpec, sweep_id
 
 ProgressFn = Callable[[int], None]
 # Redis commands per pipeline when sending runs: a message and its task-sent
@@ -59,7 +60,7 @@ def _batched(producer) -> AbstractContextManager[object]:
 
 
 def broker_state():
-    from farm.settings import load_settings
+    from farm_contract.settings import load_settings
     from tasks.broker_state import BrokerState, redis_client
 
     return BrokerState(redis_client(load_settings().broker_url))

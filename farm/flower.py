@@ -6,7 +6,7 @@ Flower's basic auth guards the UI and API but not `/metrics` and `/healthcheck`
 
 from __future__ import annotations
 
-from farm.settings import Settings
+from farm_contract.settings import Settings
 
 # Runs last minutes to hours: Flower's default runtime buckets stop at 10 s.
 RUNTIME_BUCKETS_S = "1,5,10,30,60,120,300,600,1200,1800,3600,7200,14400"

@@ -23,10 +23,11 @@ from datetime import datetime
 from pathlib import Path
 
 from farm.embedded import PrivateRedis
-from farm.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
-from farm.settings import load_settings, redact
-from farm.spec import RunSpec, SweepSpec
+from farm.spec import SweepSpec
 from farm.sweep import expand
+from farm_contract.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
+from farm_contract.runspec import RunSpec
+from farm_contract.settings import load_settings, redact
 
 POLL_S = 0.25
 STOP_TIMEOUT_S = 40.0

@@ -13,17 +13,15 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from farm.routing import resolve_gpu, split_backend
-from farm.spec import (
+from farm.spec import BatchScenario, ServerScenario, SweepSpec
+from farm_contract.routing import resolve_gpu, split_backend
+from farm_contract.runspec import (
     BatchLoad,
-    BatchScenario,
     RunEngine,
     RunHardware,
     RunSpec,
     RunWorkload,
     ServerLoad,
-    ServerScenario,
-    SweepSpec,
 )
 
 

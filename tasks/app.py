@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from celery import Celery
 
-from farm.routing import RECORD_QUEUE
-from farm.settings import Settings, load_settings
+from farm_contract.routing import RECORD_QUEUE
+from farm_contract.settings import Settings, load_settings
 
 MEASURE_TASK = "farm.measure"
 RECORD_TASK = "farm.record"

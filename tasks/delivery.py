@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.settings import load_settings
+from farm_contract.settings import load_settings
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from celery import signals
 from celery.exceptions import Reject
 from pydantic import ValidationError
 
-from farm.records import (
+from farm_contract.records import (
     EngineInfo,
     ErrorInfo,
     MeasurementInfo,
@@ -31,9 +31,9 @@ from farm.records import (
     RunResult,
     WorkerInfo,
 )
-from farm.routing import queues_for_host
-from farm.settings import Settings, load_settings
-from farm.spec import RunSpec, sweep_id
+from farm_contract.routing import queues_for_host
+from farm_contract.runspec import RunSpec, sweep_id
+from farm_contract.settings import Settings, load_settings
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool

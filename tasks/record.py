@@ -21,9 +21,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from farm.records import RunEvent, RunResult
-from farm.settings import Settings, load_settings
 from farm.store.repository import Store
+from farm_contract.records import RunEvent, RunResult
+from farm_contract.settings import Settings, load_settings
 from tasks.app import EVENT_TASK, RECORD_TASK, app
 from tasks.broker_state import UNREADABLE, BrokerState, redis_client
 

@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 
-from farm.routing import queues_for_host
+from farm_contract.routing import queues_for_host
 
 NO_HARDWARE = 6        # farm.cli.ExitCode.NO_HARDWARE
 INVALID_INPUT = 2
@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from farm.settings import SettingsError, load_settings
+    from farm_contract.settings import SettingsError, load_settings
     from workers.errors import PermanentError
     from workers.gpu.discovery import open_inventory, summarize
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from farm.records import (
+from farm.spec import SweepSpec, parse_sweep
+from farm.sweep import expand
+from farm_contract.records import (
     EnergyWindow,
     EngineInfo,
     ErrorInfo,
@@ -25,8 +27,7 @@ from farm.records import (
     ValidityCheck,
     WorkerInfo,
 )
-from farm.spec import RunSpec, SweepSpec, parse_sweep
-from farm.sweep import expand
+from farm_contract.runspec import RunSpec
 
 SMALL_SWEEP = """
 name = "small-sim"

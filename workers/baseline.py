@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from farm.records import EnergyWindow, IdleBaseline
+from farm_contract.records import EnergyWindow, IdleBaseline
 from workers.errors import RunAborted
 from workers.gpu.base import GpuDevice
 from workers.power import Meter

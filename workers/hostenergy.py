@@ -48,7 +48,7 @@ import tempfile
 import threading
 from typing import Any
 
-from farm.records import HostEnergy
+from farm_contract.records import HostEnergy
 
 log = logging.getLogger(__name__)
 

@@ -56,10 +56,10 @@ from typing import Any, Literal, Protocol
 
 import aiohttp
 
-from farm.records import LatencyStats, RequestRecord
-from farm.spec import ServerLoad
+from farm_contract.records import LatencyStats, RequestRecord
+from farm_contract.rules import Goodput, Slo, goodput_of  # pure, shared; still importable here
+from farm_contract.runspec import ServerLoad
 from workers.engines.base import LoadPointOutcome, WindowMeter
-from workers.metrics import Goodput, Slo, goodput_of  # pure, shared; still importable here
 
 try:  # optional: the same results, less CPU per chunk
     from orjson import loads as _loads

@@ -5,7 +5,7 @@ drain). Tokens counted there are the tokens actually emitted inside the window,
 reconstructed from each request's send time, TTFT and inter-token gaps. A
 figure whose input is missing is None, never 0.
 
-Goodput (`Slo`, `goodput_of`) is counted here from the request records, so it
+Goodput (`farm_contract.rules`) is counted here from the request records, so it
 is the same for every engine (simulated included) and can be recounted later
 under other limits. A server scenario carries its SLO (`slo_ttft_ms`,
 `slo_tpot_ms`; `slo_for`); a batch load point has none and its goodput figures
@@ -15,92 +15,21 @@ construction and a latency limit on it would say nothing about the engine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from farm.records import (
-    EnergyWindow,
-    LatencyStats,
-    LoadPointResult,
-    RequestRecord,
-    percentile,
-)
-from farm.spec import BatchLoad, ServerLoad
+from farm_contract.records import EnergyWindow, LatencyStats, LoadPointResult, RequestRecord
+from farm_contract.rules import Slo, goodput_of, tpot_s
+from farm_contract.runspec import BatchLoad, ServerLoad
 
 if TYPE_CHECKING:
     from workers.engines.base import LoadPointOutcome
 
 
-@dataclass(frozen=True)
-class Slo:
-    """Per-request latency limits for goodput.
-
-    Defaults: MLPerf Inference's Llama-2-70B server scenario (v4.0 onwards),
-    TTFT ≤ 2 s and TPOT ≤ 200 ms (as `farm.spec.ServerScenario`'s defaults).
-    MLPerf applies them to the p99 of a run (`Goodput.p99_met`); goodput counts
-    the requests that meet both, as `vllm bench serve --goodput ttft:2000
-    tpot:200` does.
-    """
-
-    ttft_s: float = 2.0
-    tpot_s: float = 0.2
-
-
 def slo_for(scenario: ServerLoad | BatchLoad) -> Slo | None:
     """The limits of a run's scenario: a server scenario's SLO; None for batch."""
     if isinstance(scenario, ServerLoad):
-        return Slo(ttft_s=scenario.slo_ttft_ms / 1000.0, tpot_s=scenario.slo_tpot_ms / 1000.0)
+        return Slo.from_ms(scenario.slo_ttft_ms, scenario.slo_tpot_ms)
     return None
-
-
-@dataclass(frozen=True)
-class Goodput:
-    """Requests that succeeded within the SLO limits (see `Slo`)."""
-
-    ttft_limit_s: float
-    tpot_limit_s: float
-    good_requests: int
-    attainment: float | None        # good / sent
-    goodput_rps: float | None       # good / load point duration (vllm bench's definition)
-    p99_met: bool | None            # p99 TTFT and p99 TPOT of the ok requests within limits
-
-
-def _tpot_s(r: RequestRecord) -> float | None:
-    """Time per output token after the first: (E2E − TTFT) ÷ (output tokens − 1)."""
-    if r.e2e_s is None or r.ttft_s is None or not r.output_tokens or r.output_tokens < 2:
-        return None
-    return (r.e2e_s - r.ttft_s) / (r.output_tokens - 1)
-
-
-def goodput_of(records: Sequence[RequestRecord], duration_s: float,
-               slo: Slo = Slo()) -> Goodput:
-    """Goodput of a load point under `slo`.
-
-    A request is good when it succeeded, its TTFT is within the limit and so is
-    its TPOT (a request with one output token has no TPOT: only TTFT counts).
-    A failed request is never good but counts as sent.
-    """
-    good = 0
-    ttfts: list[float] = []
-    tpots: list[float] = []
-    for r in records:
-        if not r.ok or r.ttft_s is None or r.e2e_s is None:
-            continue
-        ttfts.append(r.ttft_s)
-        tpot = _tpot_s(r)
-        if tpot is not None:
-            tpots.append(tpot)
-        if r.ttft_s <= slo.ttft_s and (tpot is None or tpot <= slo.tpot_s):
-            good += 1
-    p99_met = None
-    if ttfts:
-        p99_met = (percentile(sorted(ttfts), 99) <= slo.ttft_s
-                   and (not tpots or percentile(sorted(tpots), 99) <= slo.tpot_s))
-    return Goodput(
-        ttft_limit_s=slo.ttft_s, tpot_limit_s=slo.tpot_s, good_requests=good,
-        attainment=good / len(records) if records else None,
-        goodput_rps=good / duration_s if duration_s > 0 else None, p99_met=p99_met)
 
 
 def token_times_s(req: RequestRecord) -> list[float]:
@@ -142,7 +71,7 @@ def load_point_result(index: int, kind: str, value: float, outcome: LoadPointOut
     in_tokens = sum(r.input_tokens or 0 for r in ok)
     mean_out = out_tokens / len(ok) if ok else None
 
-    tpot = [t for t in map(_tpot_s, ok) if t is not None]
+    tpot = [t for t in map(tpot_s, ok) if t is not None]
     steady_tokens = (tokens_in(requests, steady.start_s, steady.start_s + steady.duration_s)
                      if steady else None)
     tps = _ratio(steady_tokens, steady.duration_s if steady else None)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from farm.records import EnergyWindow, PowerTrace
+from farm_contract.records import EnergyWindow, PowerTrace
 from workers.gpu.base import GpuDevice
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import threading
 import time
 
-from farm.records import GpuState, Preflight
-from farm.spec import MeasurementSpec
+from farm_contract.records import GpuState, Preflight
+from farm_contract.runspec import MeasurementSpec
 from workers.errors import RunAborted, TransientError
 from workers.gpu.base import GpuDevice
 

@@ -22,7 +22,7 @@ import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from farm.records import (
+from farm_contract.records import (
     EngineInfo,
     ErrorInfo,
     IdleBaseline,
@@ -33,7 +33,7 @@ from farm.records import (
     RunResult,
     WorkerInfo,
 )
-from farm.spec import RunSpec
+from farm_contract.runspec import RunSpec
 from workers.baseline import measure_baselines
 from workers.engines import make_engine
 from workers.engines.base import Engine

@@ -9,8 +9,8 @@ invents a number.
 
 from __future__ import annotations
 
-from farm.records import EnergyWindow, IdleBaseline, Validity, ValidityCheck
-from farm.spec import MeasurementSpec
+from farm_contract.records import EnergyWindow, IdleBaseline, Validity, ValidityCheck
+from farm_contract.runspec import MeasurementSpec
 
 TEMPERATURE_RANGE_C = (20.0, 95.0)
 # Steady power may dip a little below the idle baseline measured minutes

@@ -49,7 +49,7 @@ Datasets
 `dataset` is "synthetic" or a JSONL file: one object per line with "prompt" (a
 string) or "messages" (a chat: a list of {"role", "content"}); other keys are
 ignored, blank lines skipped. A relative path is resolved on the worker (see
-`resolve_dataset`); the shipped sample is farm/examples/prompts-sample.jsonl.
+`resolve_dataset`); the shipped sample is workers/datasets/prompts-sample.jsonl.
 Entries are taken in a seeded shuffled order and cycled when a run needs more
 requests than the file has (repeats can hit an engine's prefix cache).
 
@@ -88,16 +88,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import farm
-from farm.lengthbins import INPUT_BINS, bin_name, length_bin
-from farm.spec import Decoding, RunSpec, RunWorkload
+from farm_contract.lengthbins import INPUT_BINS, bin_name, length_bin
+from farm_contract.runspec import Decoding, RunSpec, RunWorkload
 from workers.errors import PermanentError
 
 Api = Literal["completions", "chat"]
 Policy = Literal["truncate", "bin"]
 
-EXAMPLES_DIR = Path(farm.__file__).resolve().parent / "examples"
-SAMPLE_DATASET = EXAMPLES_DIR / "prompts-sample.jsonl"
+# Datasets shipped with the worker (package data), found by their bare name.
+DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
+SAMPLE_DATASET = DATASETS_DIR / "prompts-sample.jsonl"
 
 # Plain English words for synthetic prompts: common, ASCII, lower case.
 _WORDS = """
@@ -224,15 +224,15 @@ def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = ()) ->
     """The file a sweep's `dataset` names, looked up on this worker.
 
     An absolute path is taken as is. A relative one is looked for under each
-    of `search_dirs`, then the current directory, then the shipped examples
-    (farm/examples: "prompts-sample.jsonl"), then the directory holding the
-    `farm` package ("farm/examples/prompts-sample.jsonl" from a checkout).
+    of `search_dirs`, then the current directory, then the shipped datasets
+    (workers/datasets: "prompts-sample.jsonl"), then the directory holding the
+    `workers` package ("workers/datasets/prompts-sample.jsonl" from a checkout).
     """
     path = Path(name).expanduser()
     if path.is_absolute():
         candidates = [path]
     else:
-        roots = [*(Path(d) for d in search_dirs), Path.cwd(), EXAMPLES_DIR, EXAMPLES_DIR.parents[1]]
+        roots = [*(Path(d) for d in search_dirs), Path.cwd(), DATASETS_DIR, DATASETS_DIR.parents[1]]
         candidates = [root / path for root in roots]
     for candidate in candidates:
         if candidate.is_file():

@@ -23,7 +23,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from farm.records import RESULT_SCHEMA_VERSION, PowerTrace, RunResult
 from farm.report.dataset import (
     DATASET_KIND,
     FORMATS,
@@ -40,9 +39,10 @@ from farm.report.dataset import (
     pyarrow_module,
 )
 from farm.report.points import SweepNotFound
-from farm.spec import RunSpec
 from farm.store import Store
 from farm.store.models import unpack_f32
+from farm_contract.records import RESULT_SCHEMA_VERSION, PowerTrace, RunResult
+from farm_contract.runspec import RunSpec
 
 BATCH_ROWS = 65_536
 TRACE_SERIES = ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz",

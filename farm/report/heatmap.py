@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from farm.lengthbins import bin_key
 from farm.report.labels import Variants
 from farm.report.points import RunPoint
 from farm.report.selection import Selection, reason_left_out, select
 from farm.report.series import PER_REQUEST
 from farm.report.stats import Estimate, estimate, group_by
+from farm_contract.lengthbins import bin_key
 
 Bin = tuple[float, str]
 

@@ -37,7 +37,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from farm.records import PowerTrace, RequestRecord, RunResult
 from farm.report.dataset import (
     DATASET_KIND,
     FORMATS,
@@ -51,8 +50,10 @@ from farm.report.dataset import (
     schema_major,
 )
 from farm.report.export import TRACE_SERIES, sha256
-from farm.spec import RunSpec, SpecError, parse_sweep, simulated_copy, sweep_id
+from farm.spec import SpecError, parse_sweep, simulated_copy
 from farm.store import Store
+from farm_contract.records import PowerTrace, RequestRecord, RunResult
+from farm_contract.runspec import RunSpec, sweep_id
 
 READ_BATCH = 65_536
 # The columns the import reads; the other tables (run_points, windows) and

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.spec import Scalar
 from farm.store import Store
+from farm_contract.runspec import Scalar
 
 # Figures a run point carries (units in the names), straight from the store's rows.
 FIGURES = (

@@ -31,27 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from farm.records import (
-    EnergyWindow,
-    EngineInfo,
-    ErrorInfo,
-    GpuInfo,
-    HostEnergy,
-    IdleBaseline,
-    LatencyStats,
-    LoadPointResult,
-    MeasurementInfo,
-    PowerTrace,
-    Preflight,
-    RequestRecord,
-    RunEvent,
-    RunResult,
-    Validity,
-    ValidityCheck,
-    WorkerInfo,
-)
-from farm.routing import split_backend
-from farm.spec import RunSpec, SweepSpec, sweep_id
+from farm.spec import SweepSpec
 from farm.store import counts, db
 from farm.store.models import (
     ALL_TABLES,
@@ -71,6 +51,27 @@ from farm.store.models import (
     unpack_u64,
     utcnow,
 )
+from farm_contract.records import (
+    EnergyWindow,
+    EngineInfo,
+    ErrorInfo,
+    GpuInfo,
+    HostEnergy,
+    IdleBaseline,
+    LatencyStats,
+    LoadPointResult,
+    MeasurementInfo,
+    PowerTrace,
+    Preflight,
+    RequestRecord,
+    RunEvent,
+    RunResult,
+    Validity,
+    ValidityCheck,
+    WorkerInfo,
+)
+from farm_contract.routing import split_backend
+from farm_contract.runspec import RunSpec, sweep_id
 
 RecordOutcome = Literal["stored", "replaced", "duplicate", "unknown_run"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.records import WorkerInfo
-from farm.spec import RunSpec, parse_sweep
+from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.records import WorkerInfo
+from farm_contract.runspec import RunSpec
 
 # vLLM on this CPU needs an explicit KV cache and eager mode (../shared/VLLM_CPU.md).
 VLLM_CPU_ARGS = """enforce_eager = true

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from farm.records import GpuInfo
+from farm_contract.records import GpuInfo
 from tests.engines.sweeps import BATCH, runs
 from workers.engines import make_engine
 from workers.engines.launch import cli_flags, engine_env, vllm_settings

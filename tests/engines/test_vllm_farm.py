@@ -17,7 +17,7 @@ from tests.integration.test_local_run import farmctl
 
 pytestmark = [needs_vllm, pytest.mark.integration, pytest.mark.timeout(600)]
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "farm" / "examples" / "vllm-cpu.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vllm-cpu.toml"
 
 
 def test_the_vllm_cpu_example_runs_both_scenarios_through_the_farm(tmp_path, tiny_model):

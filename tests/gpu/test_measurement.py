@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from farm.records import EngineInfo, RequestRecord, WorkerInfo
 from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.records import EngineInfo, RequestRecord, WorkerInfo
 from workers.baseline import cuda_context
 from workers.engines.base import Engine, LoadPointOutcome
 from workers.power import AgreementPolicy, Meter, PowerSampler

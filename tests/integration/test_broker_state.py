@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kombu import Connection
 
-from farm.settings import Settings
+from farm_contract.settings import Settings
 from tasks.app import MEASURE_TASK, create_app
 from tasks.broker_state import BrokerState, redis_client
 

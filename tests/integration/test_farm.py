@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from farm.spec import parse_sweep, sweep_id
+from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.runspec import sweep_id
 from tests.integration.farmproc import wait_for
 
 pytestmark = pytest.mark.integration
@@ -229,7 +230,7 @@ def test_status_and_workers_views(farm, store):
 
 
 def test_a_run_the_worker_cannot_read_fails_with_the_reason(farm, store):
-    from farm.settings import Settings
+    from farm_contract.settings import Settings
     from tasks.app import MEASURE_TASK, create_app
     from tasks.broker_state import redis_client
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from farm.records import GpuInfo
+from farm_contract.records import GpuInfo
 from workers.allocator import GpuAllocator
 from workers.errors import PermanentError, RunAborted
 

@@ -11,7 +11,7 @@ import pytest
 
 from farm.cli import ExitCode
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "farm" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CLOSED_BROKER = "redis://127.0.0.1:9/0"   # discard port: nothing listens
 
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from farm.cli import main
-from farm.settings import load_settings
+from farm_contract.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,10 +34,10 @@ def test_redis_keeps_an_append_only_file_and_requires_a_password():
 def test_every_farm_variable_in_compose_is_a_known_setting():
     text = (ROOT / "docker-compose.yml").read_text()
     used = set(re.findall(r"^\s+(FARM_[A-Z_]+):", text, re.MULTILINE))
-    settings_source = (ROOT / "farm" / "settings.py").read_text()
+    settings_source = (ROOT / "farm_contract" / "settings.py").read_text()
     deployment_only = {"FARM_REDIS_PASSWORD", "FARM_DB_PASSWORD"}
     for name in used - deployment_only:
-        assert f'"{name}"' in settings_source, f"{name} is not read by farm.settings"
+        assert f'"{name}"' in settings_source, f"{name} is not read by farm_contract.settings"
 
 
 def test_broker_and_store_urls_carry_their_passwords_from_the_environment():
@@ -94,7 +94,8 @@ def test_systemd_units_parse_and_start_farmctl():
 
 
 def test_example_env_files_name_only_known_settings():
-    known = set(re.findall(r'"(FARM_[A-Z_]+)"', (ROOT / "farm" / "settings.py").read_text()))
+    settings_source = (ROOT / "farm_contract" / "settings.py").read_text()
+    known = set(re.findall(r'"(FARM_[A-Z_]+)"', settings_source))
     known |= {"FARM_REDIS_PASSWORD", "FARM_DB_PASSWORD", "FARM_BROKER_HOST", "FARM_MODELS_DIR",
               "FARM_REDIS_BIND"}
     for name in ("farm.env.example", "worker.env.example"):

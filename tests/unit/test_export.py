@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from farm.cli import ExitCode
-from farm.records import PowerTrace, RequestRecord
 from farm.report import dataset, export
 from farm.report.dataset import (
     PLAIN_UNITS,
@@ -31,6 +30,7 @@ from farm.report.dataset import (
 from farm.report.export import export_sweep
 from farm.report.importer import import_dataset
 from farm.store import Store
+from farm_contract.records import PowerTrace, RequestRecord
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]

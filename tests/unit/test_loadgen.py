@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import ServerLoad
+from farm_contract.runspec import ServerLoad
 from workers.loadgen import (
     ClientOptions,
     Slo,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pynvml
 import pytest
 
-from farm.records import GpuInfo, GpuState
+from farm_contract.records import GpuInfo, GpuState
 from tests.fake_nvml import FakeNvml, patched
 from workers.errors import GpuError, PermanentError
 from workers.gpu.discovery import open_inventory, summarize

@@ -13,9 +13,9 @@ import time
 import pynvml
 import pytest
 
-from farm.records import EngineInfo, RequestRecord, WorkerInfo
 from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.records import EngineInfo, RequestRecord, WorkerInfo
 from tests.fake_nvml import FakeNvml, patched
 from workers.engines.base import Engine, LoadPointOutcome
 from workers.errors import GpuError

@@ -4,11 +4,12 @@ import time
 
 import pytest
 
-from farm.records import EnergyWindow, GpuInfo, LatencyStats, RequestRecord
-from farm.spec import BatchLoad, ServerLoad
+from farm_contract.records import EnergyWindow, GpuInfo, LatencyStats, RequestRecord
+from farm_contract.rules import Slo, goodput_of
+from farm_contract.runspec import BatchLoad, ServerLoad
 from workers.engines.base import LoadPointOutcome
 from workers.gpu.base import GpuDevice
-from workers.metrics import Slo, goodput_of, load_point_result, slo_for, tokens_in
+from workers.metrics import load_point_result, slo_for, tokens_in
 from workers.power import Meter, PowerSampler
 
 

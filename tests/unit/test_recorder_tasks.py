@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import tasks.record as record
-from farm.records import RunEvent
+from farm_contract.records import RunEvent
 
 
 class Retry(Exception):

@@ -18,7 +18,6 @@ from statistics import mean
 
 import pytest
 
-from farm import lengthbins
 from farm.cli import ExitCode
 from farm.report.heatmap import heatmap_figures, heatmap_grid
 from farm.report.pareto import dominates, pareto_figures, pareto_front
@@ -40,6 +39,7 @@ from farm.report.timeline import (
     resolve_runs,
 )
 from farm.store import Store
+from farm_contract import lengthbins
 
 GPUS = {"h100-80gb", "l4"}
 PAIRS = {(64, 16), (64, 64), (256, 16), (256, 64)}

@@ -1,6 +1,6 @@
 import pytest
 
-from farm.routing import (
+from farm_contract.routing import (
     parse_host_spec,
     queue_for,
     queues_for_host,

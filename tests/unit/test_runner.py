@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from farm.records import WorkerInfo
 from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.records import WorkerInfo
 from workers.engines.base import Engine
 from workers.errors import EngineError, GpuError, RunAborted
 from workers.gpu.sim import SimInventory
@@ -83,7 +83,7 @@ class Broken(Engine):
 
     @property
     def info(self):
-        from farm.records import EngineInfo
+        from farm_contract.records import EngineInfo
 
         return EngineInfo(kind="broken", simulated=True)
 

@@ -10,9 +10,10 @@ from itertools import pairwise
 
 import pytest
 
-from farm.records import GpuInfo
-from farm.spec import ModelSpec, RunSpec, parse_sweep
+from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.records import GpuInfo
+from farm_contract.runspec import ModelSpec, RunSpec
 from workers.engines import perfmodel
 from workers.engines.perfmodel import (
     batch_waves,

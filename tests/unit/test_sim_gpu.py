@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from farm.records import GpuState
+from farm_contract.records import GpuState
 from workers.gpu.discovery import open_inventory, summarize
 from workers.gpu.sim import (
     IDLE_POWER_W,

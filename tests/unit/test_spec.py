@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import RunSpec, SpecError, load_sweep, parse_sweep, simulated_copy
+from farm.spec import SpecError, load_sweep, parse_sweep, simulated_copy
 from farm.sweep import expand, plan
+from farm_contract.runspec import RunSpec
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "farm" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 VALID = textwrap.dedent("""\
     name = "t"

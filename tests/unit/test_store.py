@@ -13,8 +13,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
-from farm.records import PowerTrace
-from farm.spec import parse_sweep, sweep_id
+from farm.spec import parse_sweep
 from farm.store import SchemaError, Store, make_engine, schema_state, upgrade
 from farm.store.db import _alembic_config, normalize_url
 from farm.store.models import (
@@ -27,6 +26,8 @@ from farm.store.models import (
     unpack_u64,
 )
 from farm.sweep import expand
+from farm_contract.records import PowerTrace
+from farm_contract.runspec import sweep_id
 from tests import factories
 from tests.factories import T0
 

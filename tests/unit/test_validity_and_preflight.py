@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from farm.records import EnergyWindow, IdleBaseline
-from farm.spec import MeasurementSpec
+from farm_contract.records import EnergyWindow, IdleBaseline
+from farm_contract.runspec import MeasurementSpec
 from workers.preflight import GpuBusy, IdleTemperatures, run_preflight
 from workers.validity import validate
 
@@ -62,7 +62,7 @@ def test_no_steady_window_fails():
 
 class FakeGpu:
     def __init__(self, uuid="GPU-1", temps=(40.0,), pids=()):
-        from farm.records import GpuInfo
+        from farm_contract.records import GpuInfo
 
         self.info = GpuInfo(index=0, uuid=uuid, name="t", model="h100-80gb", backend="gpu",
                             power_limit_w=700.0)

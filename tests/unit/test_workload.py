@@ -13,9 +13,10 @@ import pytest
 pytest.importorskip("tokenizers", reason="the engines extra (tokenizers) is not installed")
 pytest.importorskip("transformers", reason="the engines extra (transformers) is not installed")
 
-from farm.lengthbins import INPUT_BINS, OUTPUT_BINS, bin_name, length_bin
-from farm.spec import Decoding, RunWorkload, parse_sweep
+from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm_contract.lengthbins import INPUT_BINS, OUTPUT_BINS, bin_name, length_bin
+from farm_contract.runspec import Decoding, RunWorkload
 from workers import tinymodel
 from workers.errors import PermanentError
 from workers.workload import (
@@ -355,7 +356,7 @@ def test_dataset_paths_are_resolved_on_the_worker(tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert resolve_dataset("mine.jsonl") == tmp_path / "mine.jsonl"
     assert resolve_dataset("prompts-sample.jsonl") == SAMPLE_DATASET
-    assert resolve_dataset("farm/examples/prompts-sample.jsonl").samefile(SAMPLE_DATASET)
+    assert resolve_dataset("workers/datasets/prompts-sample.jsonl").samefile(SAMPLE_DATASET)
     with pytest.raises(DatasetError, match="not found on this worker") as info:
         resolve_dataset("nowhere.jsonl")
     assert info.value.path == "nowhere.jsonl"
@@ -464,8 +465,8 @@ def test_sample_is_packaged():
     import tomllib
 
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "examples/*.jsonl" in data["tool"]["setuptools"]["package-data"]["farm"]
-    assert SAMPLE_DATASET.parent == ROOT / "farm" / "examples"
+    assert "datasets/*.jsonl" in data["tool"]["setuptools"]["package-data"]["workers"]
+    assert SAMPLE_DATASET.parent == ROOT / "workers" / "datasets"
 
 
 # -------------------------------------------------------------------------- bins

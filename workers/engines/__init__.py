@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 
-from farm.spec import RunSpec
+from farm_contract.runspec import RunSpec
 from workers.engines.base import Engine
 from workers.errors import EngineError
 from workers.gpu.base import GpuDevice

@@ -22,8 +22,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from farm.records import EngineInfo, RequestRecord
-from farm.spec import RunSpec
+from farm_contract.records import EngineInfo, RequestRecord
+from farm_contract.runspec import RunSpec
 from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from farm.spec import RunSpec
+from farm_contract.runspec import RunSpec
 from workers.gpu.base import GpuDevice
 
 

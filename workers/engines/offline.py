@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any
 
-from farm.records import EngineInfo, RequestRecord
-from farm.spec import BatchLoad, RunSpec
+from farm_contract.records import EngineInfo, RequestRecord
+from farm_contract.runspec import BatchLoad, RunSpec
 from workers.engines.base import (
     REQUESTS_PER_POINT,
     WARMUP_START,

@@ -42,8 +42,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from farm.routing import gpu_model
-from farm.spec import ModelSpec
+from farm_contract.routing import gpu_model
+from farm_contract.runspec import ModelSpec
 from workers.errors import EngineError, OutOfMemoryError
 from workers.gpu.sim import idle_power_w
 

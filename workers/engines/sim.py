@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from farm.records import EngineInfo, RequestRecord
-from farm.spec import BatchLoad, RunSpec, ServerLoad
+from farm_contract.records import EngineInfo, RequestRecord
+from farm_contract.runspec import BatchLoad, RunSpec, ServerLoad
 from workers.engines import perfmodel
 from workers.engines.base import Engine, LoadPointOutcome, WindowMeter, parse_engine_args
 from workers.errors import EngineError, RunAborted

@@ -21,8 +21,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from farm.records import EngineInfo
-from farm.spec import RunSpec, ServerLoad
+from farm_contract.records import EngineInfo
+from farm_contract.runspec import RunSpec, ServerLoad
 from workers.engines.base import (
     REQUESTS_PER_POINT,
     WARMUP_START,

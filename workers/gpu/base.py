@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from farm.records import GpuInfo, GpuState
+from farm_contract.records import GpuInfo, GpuState
 
 
 class GpuDevice(ABC):

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.records import GpuInfo
+from farm_contract.records import GpuInfo
 from workers.gpu.base import GpuDevice, GpuInventory
 
 POWERCAP_ROOT = Path("/sys/class/powercap")

@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import pynvml
 
-from farm.records import GpuInfo
-from farm.routing import slug_for_device_name
+from farm_contract.records import GpuInfo
+from farm_contract.routing import slug_for_device_name
 from workers.errors import GpuError, PermanentError
 from workers.gpu.base import GpuDevice, GpuInventory
 

@@ -30,8 +30,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from farm.records import GpuInfo
-from farm.routing import CPU_SLUG, gpu_model, parse_host_spec
+from farm_contract.records import GpuInfo
+from farm_contract.routing import CPU_SLUG, gpu_model, parse_host_spec
 from workers.gpu.base import GpuDevice, GpuInventory
 
 # Idle board power per GPU: (no CUDA context, CUDA context held), watts.

@@ -8,12 +8,13 @@ the run's own monotonic origin; wall-clock instants are UTC datetimes.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from farm_contract.rules import percentile
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -40,7 +41,7 @@ class GpuInfo(Record):
     index: int                       # NVML index on its host
     uuid: str
     name: str                        # as the driver reports it
-    model: str                       # canonical slug (farm.routing)
+    model: str                       # canonical slug (farm_contract.routing)
     backend: Literal["gpu", "sim", "cpu"]
     memory_mib: int | None = None
     driver_version: str | None = None
@@ -135,16 +136,6 @@ class LatencyStats(Record):
         ms = sorted(v * 1000.0 for v in values)
         return cls(mean_ms=sum(ms) / len(ms), p50_ms=percentile(ms, 50),
                    p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99))
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear-interpolated percentile of already sorted values (numpy's default)."""
-    if not sorted_values:
-        raise ValueError("percentile of nothing")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    low = math.floor(pos)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (pos - low)
 
 
 class LoadPointResult(Record):

@@ -1,0 +1,216 @@
+"""The run specification: one measurement, fully concrete, as it travels to a worker.
+
+Part of the contract between the coordinator and the workers (standard library
+and pydantic only). A run's identity is the hash of its canonical JSON
+(`RunSpec.run_id`), so the same sweep enqueued twice gives the same ids and
+nothing twice. The sweep file that expands into these lives on the coordinator
+(`farm.spec`); the parts a sweep names verbatim (`ModelSpec`, `Decoding`,
+`MeasurementSpec`) are defined here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from farm_contract.routing import queue_for
+from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
+
+T = TypeVar("T")
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+Scalar = bool | int | float | str
+
+
+def _listify(value: Any) -> Any:
+    """Accept a scalar where a list is expected: `gpus_per_run = 1` means [1]."""
+    if value is None or isinstance(value, list):
+        return value
+    return [value]
+
+
+# A non-empty list that also accepts a single value.
+OneOrMany = Annotated[list[T], BeforeValidator(_listify), Field(min_length=1)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must fail here, not hours later on a GPU node."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """A model under test. `source` is a hub id or a local path, resolved on the worker."""
+
+    id: Annotated[str, Field(pattern=NAME_PATTERN)]
+    source: Annotated[str, Field(min_length=1)]
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    revision: str | None = None
+    tokenizer: str | None = None
+    # Parameter count in billions. Only the simulated engine needs it, and only
+    # when the id or source does not say it (as "…-8B" does).
+    params_b: PositiveFloat | None = None
+
+
+class Decoding(Strict):
+    """Decoding strategy. temperature 0 is greedy."""
+
+    temperature: NonNegativeFloat = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
+    top_k: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_word(cls, value: Any) -> Any:
+        if value == "greedy":
+            return {"temperature": 0.0}
+        if isinstance(value, str):
+            raise ValueError(f'unknown decoding {value!r}: use "greedy" or a table like '
+                             "{ temperature = 0.8, top_p = 0.95 }")
+        return value
+
+    @property
+    def label(self) -> str:
+        if self.temperature == 0:
+            return "greedy"
+        label = f"t{self.temperature:g}-p{self.top_p:g}"
+        return label + (f"-k{self.top_k}" if self.top_k else "")
+
+
+class MeasurementSpec(Strict):
+    """How energy is measured; stored with every result."""
+
+    sample_period_s: Annotated[float, Field(ge=0.01, le=10)] = 0.1
+    idle_baseline_s: NonNegativeFloat = 10.0
+    # ISO 3166-1 alpha-3 country of the grid, for CodeCarbon's emissions.
+    region: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
+    # Validity: a steady-state window shorter than this fails the run's checks.
+    # Lower it for smoke tests only; the value is stored with every verdict.
+    min_steady_s: NonNegativeFloat = 30.0
+    # Counter vs timeline: windows at least `agreement_min_window_s` long whose two
+    # energy figures differ by more than `agreement_tolerance` are flagged.
+    agreement_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.03
+    agreement_min_window_s: NonNegativeFloat = 5.0
+    # Preflight: wait up to this long for the GPUs to cool to within
+    # `cooldown_band_c` of their idle temperature (then go on, recording it).
+    cooldown_timeout_s: NonNegativeFloat = 300.0
+    cooldown_band_c: PositiveFloat = 5.0
+    # CPU and RAM energy and emissions through CodeCarbon (offline tracker).
+    codecarbon: bool = True
+
+
+# ---------------------------------------------------------------- concrete runs
+
+
+class RunHardware(Strict):
+    backend: Literal["gpu", "sim", "cpu"]
+    gpu_model: str
+    gpu_count: PositiveInt
+
+    @property
+    def queue(self) -> str:
+        return queue_for(self.backend, self.gpu_model, self.gpu_count)
+
+
+class RunEngine(Strict):
+    kind: Literal["vllm", "hf", "sim"]
+    args: dict[str, Scalar] = {}
+
+
+class ServerLoad(Strict):
+    """A server scenario with its load points, all measured against one engine start.
+
+    The SLO limits say how goodput is counted, not what is measured: they are
+    left out of the run id (`RunSpec.canonical_json`).
+    """
+
+    kind: Literal["server"]
+    name: str
+    concurrency: list[int] | None = None
+    request_rate: list[float] | None = None
+    burstiness: float | None = None
+    max_concurrency: int | None = None
+    duration_s: float
+    warmup_s: float
+    api: Literal["completions", "chat"] = "completions"
+    slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
+    slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
+
+    @property
+    def load_points(self) -> list[tuple[str, float]]:
+        if self.concurrency is not None:
+            return [("concurrency", float(c)) for c in self.concurrency]
+        return [("request_rate", r) for r in self.request_rate or []]
+
+
+class BatchLoad(Strict):
+    kind: Literal["batch"]
+    name: str
+    num_prompts: int
+    warmup_prompts: int
+
+    @property
+    def load_points(self) -> list[tuple[str, float]]:
+        return [("batch", float(self.num_prompts))]
+
+
+class RunWorkload(Strict):
+    input_tokens: int | None
+    output_tokens: int
+    decoding: Decoding
+    dataset: str
+    seed: int
+
+
+# Fields of a RunSpec left out of its run id: goodput can be recounted from the
+# per-request records under any SLO, so changing the limits measures nothing new
+# (and run ids from before the SLO existed stay the same).
+NOT_IN_RUN_ID: dict[str, Any] = {"scenario": {"slo_ttft_ms", "slo_tpot_ms"}}
+
+
+def _compact(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+class RunSpec(Strict):
+    """One measurement, fully concrete. `run_id` is its identity."""
+
+    schema_version: Literal[1] = 1
+    sweep: str
+    repetition: int
+    model: ModelSpec
+    hardware: RunHardware
+    engine: RunEngine
+    scenario: Annotated[ServerLoad | BatchLoad, Field(discriminator="kind")]
+    workload: RunWorkload
+    measurement: MeasurementSpec
+
+    def canonical_json(self) -> str:
+        """The run's identity: every field but those in `NOT_IN_RUN_ID` (which say how
+        the results are read, not what is measured), sorted keys, no spaces."""
+        return _compact(self.model_dump(mode="json", exclude=NOT_IN_RUN_ID))
+
+    def to_json(self) -> str:
+        """Everything, as sent to a worker and kept in the store (`canonical_json`
+        plus the fields left out of the id)."""
+        return _compact(self.model_dump(mode="json"))
+
+    @property
+    def run_id(self) -> str:
+        """Stable hash of the canonical content (which includes the repetition index)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:24]
+
+    @property
+    def simulated(self) -> bool:
+        return self.hardware.backend == "sim" or self.engine.kind == "sim"
+
+
+def sweep_id(name: str) -> str:
+    """A sweep is identified by its name: re-enqueueing a file extends the same sweep."""
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
