@@ -349,10 +349,6 @@ class LoadPrediction:
     def energy_per_output_token_j(self) -> float:
         return self.energy_per_request_j / self.output_tokens
 
-    @property
-    def mean_e2e_s(self) -> float:
-        return self.queue_s + self.serving.e2e_s
-
 
 def closed_loop(d: Deployment, concurrency: int, input_tokens: int,
                 output_tokens: int) -> LoadPrediction:
