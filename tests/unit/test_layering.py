@@ -23,3 +23,26 @@ def test_ruff_is_clean():
                            "benchmarks"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_allowlist_contract_follows_indirect_chains(tmp_path):
+    """A module reached only through an allowed one is still checked, and named
+    with the chain that reaches it."""
+    (tmp_path / "front").mkdir()
+    (tmp_path / "front" / "__init__.py").write_text("import middle.helper\n")
+    (tmp_path / "middle").mkdir()
+    (tmp_path / "middle" / "__init__.py").write_text("")
+    (tmp_path / "middle" / "helper.py").write_text("import json\nimport yaml\n")
+    (tmp_path / ".importlinter").write_text(
+        "[importlinter]\nroot_packages =\n    front\n    middle\n"
+        "include_external_packages = True\n"
+        "contract_types =\n    allowlist: tests.allowlist_contract.AllowListContract\n\n"
+        "[importlinter:contract:only-middle]\nname = front reaches only middle\n"
+        "type = allowlist\nsource_modules =\n    front\nallowed_modules =\n    middle\n")
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": str(Path(sys.executable).parent)}
+    proc = subprocess.run([lint, "--no-cache", "--config", ".importlinter"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "yaml is not allowed: front -> middle.helper -> yaml" in proc.stdout
+    assert "json" not in proc.stdout.split("Broken contracts")[-1]
