@@ -1,35 +1,29 @@
 """`farmctl`: the command line. Thin: parse, call one function, print, exit.
 
-Exit codes are named in `ExitCode`; errors print one clear message, never a
-traceback (FARM_DEBUG=1 shows it).
+Exit codes are named in `ExitCode` (farm/errors.py). Every coordinator error
+derives from `farm.errors.FarmError` and carries its exit code; one handler
+(`_friendly_errors`) prints its message on one line, never a traceback
+(FARM_DEBUG=1 shows it), and exits with that code.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from enum import IntEnum
 from functools import wraps
 from pathlib import Path
 
 import click
 
 from farm import output
+from farm.errors import ExitCode, FarmError, InvalidInput, NoMatch, NotFound
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    RUNS_FAILED = 1          # everything ran, some runs failed
-    INVALID_INPUT = 2        # bad sweep file or arguments (click uses 2 too)
-    STORE_ERROR = 3          # database unreachable or schema missing
-    BROKER_ERROR = 4         # Redis unreachable
-    NOT_FOUND = 5            # no such sweep
-    NO_HARDWARE = 6          # no GPU (and no --sim) for a worker
-    NO_MATCH = 7             # recommend: nothing meets the limit; compare: no point matches
-    INTERNAL = 70            # a bug or an environment failure (EX_SOFTWARE)
+__all__ = ["ExitCode", "main"]
 
 
 class FarmCliError(click.ClickException):
+    """A failure as click prints it: `Error: <message>` on stderr, then the exit code."""
+
     def __init__(self, message: str, code: ExitCode):
         super().__init__(message)
         self.exit_code = int(code)
@@ -47,31 +41,45 @@ def _friendly_errors(fn):
         except Exception as exc:
             if os.environ.get("FARM_DEBUG"):
                 raise
-            raise _classify(exc) from None
+            raise FarmCliError(*_describe(exc)) from None
 
     return wrapper
 
 
-def _classify(exc: Exception) -> FarmCliError:
-    name = type(exc).__name__
-    module = type(exc).__module__
-    if name == "SpecError":        # by name: importing farm.spec would slow every command
-        return FarmCliError(exc.render(), ExitCode.INVALID_INPUT)
-    if name == "SettingsError":
-        return FarmCliError(str(exc), ExitCode.INVALID_INPUT)
-    if name == "SchemaError":
-        return FarmCliError(str(exc), ExitCode.STORE_ERROR)
-    if module.startswith(("sqlalchemy", "psycopg", "sqlite3")):
-        return FarmCliError(f"store unavailable: {str(exc).splitlines()[0]}",
-                            ExitCode.STORE_ERROR)
-    if name == "BrokerUnavailable":
-        return FarmCliError(str(exc), ExitCode.BROKER_ERROR)
-    if module.startswith(("redis", "kombu")):
-        return FarmCliError(f"broker unavailable: {exc}", ExitCode.BROKER_ERROR)
-    if name in ("EmbeddedRedisError", "LocalRunError"):
-        return FarmCliError(str(exc), ExitCode.INTERNAL)
-    return FarmCliError(f"unexpected {name}: {exc} (FARM_DEBUG=1 shows the traceback)",
-                        ExitCode.INTERNAL)
+def _outside_root() -> tuple[type[Exception], ...]:
+    """Errors with an `exit_code` that cannot derive from FarmError: the contract's
+    (it imports nothing of the project) and the worker side of tasks' (it imports
+    only the contract). Each sets its own `exit_code`."""
+    from farm_contract.routing import UnknownGpuError
+    from farm_contract.settings import SettingsError
+    from tasks.broker_state import BrokerUnavailable
+
+    return SettingsError, UnknownGpuError, BrokerUnavailable
+
+
+def _library_errors(*modules: tuple[str, str]) -> tuple[type[Exception], ...]:
+    """The base error classes of the named libraries that are loaded: an error
+    of a library never imported cannot have been raised, and importing it here
+    would only slow the failure down."""
+    found: list[type[Exception]] = []
+    for module, name in modules:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
+
+
+def _describe(exc: Exception) -> tuple[str, ExitCode]:
+    """The one-line message and exit code of an error a command raised."""
+    if isinstance(exc, (FarmError, *_outside_root())):
+        return str(exc), ExitCode(exc.exit_code)
+    if isinstance(exc, _library_errors(("sqlalchemy.exc", "SQLAlchemyError"),
+                                       ("psycopg", "Error"), ("sqlite3", "Error"))):
+        return f"store unavailable: {str(exc).splitlines()[0]}", ExitCode.STORE_ERROR
+    if isinstance(exc, _library_errors(("redis.exceptions", "RedisError"),
+                                       ("kombu.exceptions", "KombuError"))):
+        return f"broker unavailable: {exc}", ExitCode.BROKER_ERROR
+    return (f"unexpected {type(exc).__name__}: {exc} (FARM_DEBUG=1 shows the traceback)",
+            ExitCode.INTERNAL)
 
 
 def _store(upgrade: bool = False):
@@ -84,7 +92,7 @@ def _store(upgrade: bool = False):
 def _sweep(store, name_or_id: str):
     sweep = store.find_sweep(name_or_id)
     if sweep is None:
-        raise FarmCliError(f"no sweep named or with id {name_or_id!r}", ExitCode.NOT_FOUND)
+        raise NotFound(f"no sweep named or with id {name_or_id!r}")
     return sweep
 
 
@@ -214,8 +222,8 @@ def flower(address: str, port: int, no_auth: bool) -> None:
 
     try:
         argv = flower_argv(load_settings(), address, port, no_auth)
-    except ValueError as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    except ValueError as exc:          # farm.flower's refusals are plain ValueErrors
+        raise InvalidInput(str(exc)) from None
     from tasks.app import app
 
     app.start(argv)
@@ -258,7 +266,7 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
             return
         sid = counts.find_sweep_id(connection, sweep)
         if sid is None:
-            raise FarmCliError(f"no sweep named or with id {sweep!r}", ExitCode.NOT_FOUND)
+            raise NotFound(f"no sweep named or with id {sweep!r}")
         output.print_status(lambda: counts.queue_counts(connection, sid), "queue",
                             watch=watch, interval_s=interval)
 
@@ -290,7 +298,7 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> N
         known = store.list_sweeps()
         target = max(known, key=lambda s: s.updated_at) if known else None
     if target is None:
-        raise FarmCliError("the store has no sweeps yet", ExitCode.NOT_FOUND)
+        raise NotFound("the store has no sweeps yet")
     rows = store.result_rows(target.id)
     simulated = target.simulated        # the label holds even when --valid-only drops rows
     if valid_only:
@@ -352,18 +360,12 @@ def retry(sweep: str, queued: bool) -> None:
 @_friendly_errors
 def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> None:
     """A self-contained HTML report of a sweep, with its figures as PNG files."""
-    from farm.report.report import NoMeasuredPoints, write_report
-    from farm.report.timeline import UnknownRun
+    from farm.report.report import write_report
 
     store = _store()
     target = _sweep(store, sweep)
     wanted = [r.strip() for value in runs for r in value.split(",") if r.strip()]
-    try:
-        done = write_report(store, target.id, Path(out) if out else None, wanted, net)
-    except NoMeasuredPoints as exc:
-        raise FarmCliError(str(exc), ExitCode.NOT_FOUND) from None
-    except UnknownRun as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    done = write_report(store, target.id, Path(out) if out else None, wanted, net)
     if done.simulated:
         click.echo("SIMULATED — figures come from the farm's performance model, not from "
                    "hardware")
@@ -402,18 +404,14 @@ def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: flo
     store = _store()
     target = _sweep(store, sweep)
     _, points = load_run_points(store, target.id)
-    try:
-        rec = rec_module.recommend(
-            points, sweep=target.name, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
-            rate_rps=rate, input_tokens=input_tokens, output_tokens=output_tokens,
-            simulated=target.simulated, attainment=rec_module.StoredAttainment(store),
-            draws=draws, seed=seed)
-    except rec_module.RecommendError as exc:
-        raise FarmCliError(str(exc), ExitCode.NOT_FOUND if exc.not_found
-                           else ExitCode.INVALID_INPUT) from None
+    rec = rec_module.recommend(
+        points, sweep=target.name, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
+        rate_rps=rate, input_tokens=input_tokens, output_tokens=output_tokens,
+        simulated=target.simulated, attainment=rec_module.StoredAttainment(store),
+        draws=draws, seed=seed)
     click.echo(rec_module.format_recommendation(rec, fmt), nl=False)
     if not rec.met:
-        raise FarmCliError(rec.nothing_met_message(), ExitCode.NO_MATCH)
+        raise NoMatch(rec.nothing_met_message())
 
 
 @main.command()
@@ -433,17 +431,13 @@ def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str) 
     a, b = _sweep(store, sweep_a), _sweep(store, sweep_b)
     _, points_a = load_run_points(store, a.id)
     _, points_b = load_run_points(store, b.id)
-    try:
-        result = cmp_module.compare(points_a, points_b, sweep_a=a.name, sweep_b=b.name,
-                                    simulated_a=a.simulated, simulated_b=b.simulated,
-                                    ignore_args=ignore_args)
-    except cmp_module.CompareError as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
+    result = cmp_module.compare(points_a, points_b, sweep_a=a.name, sweep_b=b.name,
+                                simulated_a=a.simulated, simulated_b=b.simulated,
+                                ignore_args=ignore_args)
     click.echo(cmp_module.format_comparison(result, fmt), nl=False)
     if not result.matched:
-        raise FarmCliError(f"no configuration point of {a.name} matches one of {b.name} "
-                           f"({result.only_a} only in A, {result.only_b} only in B)",
-                           ExitCode.NO_MATCH)
+        raise NoMatch(f"no configuration point of {a.name} matches one of {b.name} "
+                      f"({result.only_a} only in A, {result.only_b} only in B)")
 
 
 # ------------------------------------------------------ dataset export/import
@@ -459,17 +453,11 @@ def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str) 
 @_friendly_errors
 def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
     """A sweep as an open dataset: runs, run points, requests, timelines, windows."""
-    from farm.report.dataset import DatasetError, DependencyError
     from farm.report.export import export_sweep
 
     store = _store()
     target = _sweep(store, sweep)
-    try:
-        done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
-    except DatasetError as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
-    except DependencyError as exc:
-        raise FarmCliError(str(exc), ExitCode.INTERNAL) from None
+    done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
     label = " (SIMULATED: every row is marked simulated)" if done.simulated else ""
     rows = done.rows
     click.echo(f"{done.sweep}{label}: {rows['runs']} run(s), {rows['run_points']} run "
@@ -483,16 +471,10 @@ def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
 @_friendly_errors
 def import_(directory: str) -> None:
     """Merge an export (any format) into the store; what it has already is kept."""
-    from farm.report.dataset import DatasetError, DependencyError
     from farm.report.importer import import_dataset, read_manifest
 
-    try:
-        read_manifest(Path(directory))      # a bad directory fails before the store opens
-        done = import_dataset(_store(upgrade=True), Path(directory))
-    except DatasetError as exc:
-        raise FarmCliError(str(exc), ExitCode.INVALID_INPUT) from None
-    except DependencyError as exc:
-        raise FarmCliError(str(exc), ExitCode.INTERNAL) from None
+    read_manifest(Path(directory))      # a bad directory fails before the store opens
+    done = import_dataset(_store(upgrade=True), Path(directory))
     label = " (SIMULATED)" if done.simulated else ""
     sweep_note = "sweep recorded" if done.sweep_recorded else "sweep already in the store"
     click.echo(f"{done.sweep}{label} from {directory} ({done.fmt}): {sweep_note}; "

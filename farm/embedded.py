@@ -15,9 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from farm.errors import ExitCode, FarmError
 
-class EmbeddedRedisError(RuntimeError):
-    pass
+
+class EmbeddedRedisError(FarmError, RuntimeError):
+    """The private Redis could not be found or started (an environment failure)."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 def find_redis_server() -> str | None:

@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 
 from farm.embedded import PrivateRedis
+from farm.errors import ExitCode, FarmError
 from farm.spec import SweepSpec
 from farm.sweep import expand
 from farm_contract.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
@@ -33,8 +34,10 @@ POLL_S = 0.25
 STOP_TIMEOUT_S = 40.0
 
 
-class LocalRunError(RuntimeError):
-    pass
+class LocalRunError(FarmError, RuntimeError):
+    """A child process of `farmctl run` died (an environment failure)."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 @dataclass
@@ -123,7 +126,6 @@ class Children:
 
 def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True):
     from farm import coordinator, output
-    from farm.cli import ExitCode
     from farm.store.repository import Store
 
     settings = load_settings()

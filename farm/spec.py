@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from farm.errors import ExitCode, FarmError
 from farm_contract.routing import CPU_SLUG, UnknownGpuError, resolve_gpu, split_backend
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
@@ -252,8 +253,10 @@ class Problem:
     line: int | None = None
 
 
-class SpecError(ValueError):
+class SpecError(FarmError, ValueError):
     """A sweep file that cannot be used; every problem names its field and line."""
+
+    exit_code = ExitCode.INVALID_INPUT
 
     def __init__(self, source: str, problems: list[Problem]):
         self.source = source

@@ -29,6 +29,10 @@ SIM_PREFIX = "sim:"
 class UnknownGpuError(ValueError):
     """A GPU name that matches no known model."""
 
+    # farmctl's INVALID_INPUT (farm.errors.ExitCode): the contract imports nothing
+    # of the project, so the code is set here and farm/cli.py maps the class.
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class GpuModel:

@@ -27,6 +27,10 @@ def _float(name: str, default: float) -> float:
 class SettingsError(ValueError):
     """A FARM_* variable with a value farm cannot use."""
 
+    # farmctl's INVALID_INPUT (farm.errors.ExitCode): the contract imports nothing
+    # of the project, so the code is set here and farm/cli.py maps the class.
+    exit_code = 2
+
 
 @dataclass(frozen=True)
 class Settings:

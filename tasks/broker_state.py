@@ -63,6 +63,10 @@ def _waits_for_eta(payload: dict, now: float, grace_s: float) -> bool:
 class BrokerUnavailable(RuntimeError):
     """Redis does not answer."""
 
+    # farmctl's BROKER_ERROR (farm.errors.ExitCode): the worker side of tasks imports
+    # only the contract, so the code is set here and farm/cli.py maps the class.
+    exit_code = 4
+
 
 class BrokerState:
     def __init__(self, client: redis.Redis):
@@ -113,12 +117,6 @@ class BrokerState:
 
     def is_done(self, run_id: str) -> bool:
         return bool(self.r.exists(DONE + run_id))
-
-    def forget_done(self, run_ids: list[str]) -> None:
-        for start in range(0, len(run_ids), 1000):
-            chunk = run_ids[start:start + 1000]
-            if chunk:
-                self.r.delete(*[DONE + rid for rid in chunk])
 
     def cancel_sweep(self, sweep_id: str) -> None:
         self.r.sadd(CANCELLED, sweep_id)

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from farm.errors import ExitCode, FarmError
 from farm.report.points import RunPoint
 from farm.report.stats import Estimate, estimate, group_by, welch_difference
 
@@ -41,8 +42,10 @@ LOWER, HIGHER, NO_CLEAR, NO_CI, NO_FIGURE = (
 _ABSENT = "(unset)"
 
 
-class CompareError(ValueError):
+class CompareError(FarmError, ValueError):
     """The two sweeps cannot be compared (simulated vs measured, bad option)."""
+
+    exit_code = ExitCode.INVALID_INPUT
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from farm.errors import ExitCode, FarmError
+
 SCHEMA_VERSION = "1.0"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
@@ -36,12 +38,16 @@ UNIT_TOKENS = {
 PLAIN_UNITS = ("1", "tokens", "requests", "count", "bitmask", "UTC")
 
 
-class DatasetError(ValueError):
+class DatasetError(FarmError, ValueError):
     """An export that cannot be written or read: the message says what and where."""
 
+    exit_code = ExitCode.INVALID_INPUT
 
-class DependencyError(RuntimeError):
+
+class DependencyError(FarmError, RuntimeError):
     """pyarrow (the `report` extra) is not installed."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 @dataclass(frozen=True)

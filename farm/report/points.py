@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.errors import ExitCode, FarmError
 from farm.store import Store
 from farm_contract.runspec import Scalar
 
@@ -33,8 +34,10 @@ FIGURES = (
 )
 
 
-class SweepNotFound(LookupError):
-    pass
+class SweepNotFound(FarmError, LookupError):
+    """No sweep of that name or id in the store (exit 5)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 @dataclass(frozen=True)

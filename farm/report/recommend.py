@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.errors import ExitCode, FarmError
 from farm.report.points import RunPoint
 from farm.report.stats import estimate, group_by
 
@@ -47,12 +48,14 @@ EXCLUDED_NO_IDLE = "no idle power to amortise"
 EXCLUDED_BATCH = "batch scenario (not a served configuration)"
 
 
-class RecommendError(ValueError):
+class RecommendError(FarmError, ValueError):
     """The question cannot be asked of this sweep (unknown model, empty bin, bad
-    argument). `not_found`: the data is not there, rather than the input wrong."""
+    argument). `not_found`: the data is not there (exit 5), rather than the input
+    wrong (exit 2)."""
 
     def __init__(self, message: str, not_found: bool = False):
-        super().__init__(message)
+        super().__init__(message, exit_code=ExitCode.NOT_FOUND if not_found
+                         else ExitCode.INVALID_INPUT)
         self.not_found = not_found
 
 

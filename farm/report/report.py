@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from farm.errors import ExitCode, FarmError
 from farm.report import html
 from farm.report.heatmap import heatmap_figures
 from farm.report.pareto import ParetoFigure, pareto_figures
@@ -36,8 +37,10 @@ KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
                "batch": "batch size"}
 
 
-class NoMeasuredPoints(LookupError):
-    pass
+class NoMeasuredPoints(FarmError, LookupError):
+    """A sweep without a single measured point: nothing to draw (exit 5)."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 @dataclass

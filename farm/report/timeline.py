@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.errors import ExitCode, FarmError
 from farm.report.labels import fmt_unit, tokens_label
 from farm.report.points import RunPoint
 from farm.report.stats import group_by
@@ -21,8 +22,10 @@ WINDOW_NAMES = {"idle": "idle (no CUDA context)", "idle_ctx": "idle (CUDA contex
                 "load": "engine load", "warmup": "warm-up", "steady": "steady state"}
 
 
-class UnknownRun(LookupError):
-    pass
+class UnknownRun(FarmError, LookupError):
+    """A `--runs` id that is no run of the sweep, or a prefix of several (exit 2)."""
+
+    exit_code = ExitCode.INVALID_INPUT
 
 
 def resolve_runs(points: Sequence[RunPoint], requested: Sequence[str], sweep: str) -> list[str]:

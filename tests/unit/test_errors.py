@@ -1,0 +1,95 @@
+"""One root for the coordinator's errors, each with its exit code; one handler in farmctl."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from farm.cli import _describe
+from farm.embedded import EmbeddedRedisError
+from farm.errors import ExitCode, FarmError, NoMatch, NotFound
+from farm.local import LocalRunError
+from farm.report.compare import CompareError
+from farm.report.dataset import DatasetError, DependencyError
+from farm.report.points import SweepNotFound
+from farm.report.recommend import RecommendError
+from farm.report.report import NoMeasuredPoints
+from farm.report.timeline import UnknownRun
+from farm.spec import Problem, SpecError
+from farm.store.errors import SchemaError
+from farm_contract.routing import UnknownGpuError
+from farm_contract.settings import SettingsError
+from tasks.broker_state import BrokerUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (SpecError("sweep.toml", [Problem(field="name", message="missing", line=1)]),
+     ExitCode.INVALID_INPUT),
+    (SchemaError("no schema"), ExitCode.STORE_ERROR),
+    (EmbeddedRedisError("no redis-server"), ExitCode.INTERNAL),
+    (LocalRunError("the recorder exited"), ExitCode.INTERNAL),
+    (DatasetError("no manifest.json"), ExitCode.INVALID_INPUT),
+    (DependencyError("no pyarrow"), ExitCode.INTERNAL),
+    (NoMeasuredPoints("nothing measured"), ExitCode.NOT_FOUND),
+    (CompareError("simulated vs measured"), ExitCode.INVALID_INPUT),
+    (RecommendError("no such model", not_found=True), ExitCode.NOT_FOUND),
+    (RecommendError("bad --rate"), ExitCode.INVALID_INPUT),
+    (UnknownRun("no run abc"), ExitCode.INVALID_INPUT),
+    (SweepNotFound("no sweep x"), ExitCode.NOT_FOUND),
+    (NotFound("no sweep y"), ExitCode.NOT_FOUND),
+    (NoMatch("nothing meets"), ExitCode.NO_MATCH),
+])
+def test_coordinator_errors_share_one_root_with_their_exit_code(error, code):
+    assert isinstance(error, FarmError)
+    assert error.exit_code == code
+    assert _describe(error) == (str(error), code)
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (SettingsError("FARM_X='y' is not a number"), ExitCode.INVALID_INPUT),
+    (UnknownGpuError("Voodoo5"), ExitCode.INVALID_INPUT),
+    (BrokerUnavailable("broker unavailable: refused"), ExitCode.BROKER_ERROR),
+])
+def test_errors_outside_farm_carry_the_same_codes(error, code):
+    assert not isinstance(error, FarmError)      # contract and tasks import no farm
+    assert _describe(error) == (str(error), code)
+
+
+def test_library_and_unexpected_errors():
+    import sqlite3
+
+    import redis
+
+    assert _describe(sqlite3.OperationalError("unable to open\nmore")) == (
+        "store unavailable: unable to open", ExitCode.STORE_ERROR)
+    assert _describe(redis.ConnectionError("refused")) == (
+        "broker unavailable: refused", ExitCode.BROKER_ERROR)
+    message, code = _describe(KeyError("x"))
+    assert code == ExitCode.INTERNAL and "FARM_DEBUG=1" in message
+
+
+def test_the_cli_matches_no_class_names():
+    tree = ast.parse((ROOT / "farm" / "cli.py").read_text())
+    names = [node for node in ast.walk(tree)
+             if isinstance(node, ast.Attribute) and node.attr in ("__name__", "__module__")
+             and isinstance(node.value, ast.Call)]
+    # type(exc).__name__ only in the message of an unexpected error, never compared
+    compared = [node for node in ast.walk(tree) if isinstance(node, ast.Compare)
+                and any(isinstance(side, ast.Attribute) and side.attr in ("__name__",
+                                                                         "__module__")
+                        for side in [node.left, *node.comparators])]
+    assert not compared and len(names) <= 1
+
+
+def test_exit_code_lives_in_the_dependency_free_module():
+    source = (ROOT / "farm" / "errors.py").read_text()
+    imports = [node for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.Import | ast.ImportFrom)]
+    modules = {(node.module if isinstance(node, ast.ImportFrom) else node.names[0].name)
+               for node in imports}
+    assert modules <= {"__future__", "enum"}
+    assert "from farm.cli" not in (ROOT / "farm" / "local.py").read_text()
