@@ -128,16 +128,24 @@ def resolve_gpu(name: str) -> GpuModel:
     return model
 
 
-def slug_for_device_name(nvml_name: str) -> str:
+def slug_for_device_name(device_name: str, vendor_prefixes: tuple[str, ...] = ()) -> str:
     """Canonical slug of a GPU reported by the driver.
 
-    A GPU missing from the catalogue still gets a stable slug derived from its
-    name, so a new model can serve sweeps that name it by that slug.
+    `vendor_prefixes` (upper case, e.g. ("AMD INSTINCT ",)) are stripped first:
+    each GPU vendor's driver decorates model names its own way (NVIDIA's
+    "NVIDIA "/"Tesla " prefixes are always stripped). A GPU missing from the
+    catalogue still gets a stable slug derived from its name, so a new model
+    can serve sweeps that name it by that slug.
     """
+    name = device_name.strip()
+    for prefix in vendor_prefixes:
+        if name.upper().startswith(prefix):
+            name = name[len(prefix):]
+            break
     try:
-        return resolve_gpu(nvml_name).slug
+        return resolve_gpu(name).slug
     except UnknownGpuError:
-        return re.sub(r"[^a-z0-9]+", "-", _norm(nvml_name).lower()).strip("-")
+        return re.sub(r"[^a-z0-9]+", "-", _norm(name).lower()).strip("-")
 
 
 def gpu_model(slug: str) -> GpuModel | None:

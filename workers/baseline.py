@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from farm_contract.records import EnergyWindow, IdleBaseline
 from workers.errors import RunAborted
 from workers.gpu.base import GpuDevice
+from workers.gpu.vendors import pinning_env
 from workers.power import Meter
 
 CONTEXT_READY_TIMEOUT_S = 120.0
@@ -52,8 +53,7 @@ def cuda_context(gpus: list[GpuDevice], pids: set[int]) -> Iterator[None]:
         return
     if backend != {"gpu"}:
         raise ContextUnavailable("no CUDA context on this device kind")
-    env = {**os.environ, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-           "CUDA_VISIBLE_DEVICES": ",".join(g.info.uuid for g in gpus)}
+    env = {**os.environ, **pinning_env(gpus, use_uuids=True)}
     proc = subprocess.Popen([sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
                             start_new_session=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 from farm_contract.runspec import RunSpec
 from workers.gpu.base import GpuDevice
+from workers.gpu.vendors import pinning_env
 
 
 def device_backend(gpus: list[GpuDevice]) -> str:
@@ -39,13 +40,11 @@ def engine_env(gpus: list[GpuDevice], *, in_process_engine: bool = False,
     env["PYTHONUNBUFFERED"] = "1"
     # vLLM's internal sockets bind the host's address unless told otherwise.
     env.setdefault("VLLM_HOST_IP", "127.0.0.1")
-    if device_backend(gpus) == "cpu":
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        if in_process_engine:
-            env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    else:
-        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g.info.index) for g in gpus)
+    on_cpu = device_backend(gpus) == "cpu"
+    # The devices' vendor pins them (CUDA_VISIBLE_DEVICES …; the CPU hides every GPU).
+    env.update(pinning_env(gpus))
+    if on_cpu and in_process_engine:
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     return env
 
 

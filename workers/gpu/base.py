@@ -2,7 +2,8 @@
 
 Implementations: `nvml.NvmlGpu` (real NVIDIA GPUs through nvidia-ml-py),
 `sim.SimGpu` (a labelled simulated GPU) and `cpu.CpuDevice` (the host CPU, for
-engines that run on it, energy from RAPL). Readings that a device cannot
+engines that run on it, energy from RAPL). How each real kind is discovered,
+named and pinned is its vendor's (`workers.gpu.vendors`). Readings that a device cannot
 provide are None, never 0. Errors are the project's own (`workers.errors`).
 
 The abstract methods are what every device must answer (possibly with None);
@@ -34,9 +35,13 @@ class GpuDevice(ABC):
             None where the counter never wraps in practice (NVML's 64-bit mJ
             counter). Lets the energy window correct a backwards counter when
             exactly one wrap is plausible.
+        vendor: the registry name of the device's vendor (`workers.gpu.vendors`:
+            "nvml", "cpu"), which pins child processes to it; None for
+            simulated devices.
     """
 
     info: GpuInfo
+    vendor: str | None = None
     energy_sensor: str
     power_sensor: str
     power_source: str = "none"

@@ -250,6 +250,8 @@ class CpuDevice(GpuDevice):
     (compute_pids None = "cannot list", not "free").
     """
 
+    vendor = "cpu"
+
     def __init__(self, powercap_root: Path = POWERCAP_ROOT, host: str | None = None,
                  cpuinfo: Path = CPUINFO, clock: Callable[[], float] = time.monotonic):
         self.rapl = RaplCounter(powercap_root, clock)

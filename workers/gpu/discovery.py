@@ -1,5 +1,5 @@
 """Which GPUs this worker serves: simulated ones or the CPU when asked, else the host's
-NVIDIA GPUs.
+GPUs of the first vendor that finds any (`workers.gpu.vendors`: NVML today).
 
 The worker advertises what `summarize` returns (model slug → count) and
 subscribes to the matching queues (`farm.routing.queues_for_host`).
@@ -47,30 +47,31 @@ def select_devices(devices: list[GpuDevice], indices: list[int]) -> list[GpuDevi
 def open_inventory(sim_specs: list[str] | None,
                    gpu_indices: list[int] | None = None,
                    sim_host: str | None = None,
-                   cpu: bool = False) -> GpuInventory:
-    """Simulated GPUs if `sim_specs` is non-empty, the CPU if `cpu`, else NVML;
+                   cpu: bool = False,
+                   vendor: str | None = None) -> GpuInventory:
+    """Simulated GPUs if `sim_specs` is non-empty, the CPU if `cpu`, the GPUs of
+    `vendor` if named, else those of the first vendor that finds any (NVML);
     optionally only `gpu_indices` (the CPU is index 0).
 
-    Raises `workers.gpu.nvml.NoGpuError` on a machine without an NVIDIA driver,
-    ValueError for a bad sim spec, an index the host does not have, or both
-    `sim_specs` and `cpu`.
+    Raises `workers.gpu.vendors.NoGpuError` on a machine without a GPU driver,
+    ValueError for a bad sim spec, an unknown vendor, an index the host does not
+    have, or more than one of `sim_specs`, `cpu` and `vendor`.
     """
     inventory: GpuInventory
-    if sim_specs and cpu:
-        raise ValueError("choose simulated GPUs or the CPU, not both")
-    if cpu:
-        from workers.gpu.cpu import CpuInventory
-
-        inventory = CpuInventory()
-    elif sim_specs:
+    chosen = [what for what, asked in (("simulated GPUs", bool(sim_specs)), ("the CPU", cpu),
+                                       (f"vendor {vendor}", vendor is not None)) if asked]
+    if len(chosen) > 1:
+        raise ValueError(f"choose {' or '.join(chosen)}, not "
+                         f"{'both' if len(chosen) == 2 else 'all three'}")
+    if sim_specs:
         from workers.gpu.sim import SimInventory
 
         # `sim_host` makes UUIDs distinct for several simulated workers on one host.
         inventory = SimInventory(sim_specs, host=sim_host)
     else:
-        from workers.gpu.nvml import NvmlInventory
+        from workers.gpu.vendors import open_vendor_inventory
 
-        inventory = NvmlInventory()
+        inventory = open_vendor_inventory("cpu" if cpu else vendor)
     if gpu_indices is None:
         return inventory
     try:

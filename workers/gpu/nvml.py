@@ -26,14 +26,18 @@ import pynvml
 
 from farm_contract.records import GpuInfo
 from farm_contract.routing import slug_for_device_name
-from workers.errors import GpuError, PermanentError
+from workers.errors import GpuError
 from workers.gpu.base import GpuDevice, GpuInventory
+from workers.gpu.vendors import NoGpuError  # re-exported: the NVML vendor raises it
 
 T = TypeVar("T")
 
 ENERGY_SENSOR = "nvml.total_energy_counter"
 POWER_INSTANT_SENSOR = "nvml.field.power_instant"
 POWER_AVERAGE_SENSOR = "nvml.power_usage_avg1s"
+# How the driver decorates model names ("NVIDIA H100 80GB HBM3"); routing strips
+# these for every name anyway, listed so the vendor seam says it (vendors/nvml.py).
+NAME_PREFIXES = ("NVIDIA ", "TESLA ", "GEFORCE ")
 
 # NVML_POWER_SCOPE_MEMORY; spelled out for bindings that predate the constant.
 POWER_SCOPE_MEMORY = getattr(pynvml, "NVML_POWER_SCOPE_MEMORY", 2)
@@ -58,12 +62,6 @@ _FIELD_MEMBER = {
     pynvml.NVML_VALUE_TYPE_SIGNED_INT: "siVal",
     pynvml.NVML_VALUE_TYPE_UNSIGNED_SHORT: "usVal",
 }
-
-
-class NoGpuError(PermanentError):
-    """No NVIDIA driver or GPU on this machine: a real-GPU worker cannot start here."""
-
-    kind = "no_gpu"
 
 
 def _no_gpu(detail: str) -> NoGpuError:
@@ -144,6 +142,7 @@ def _watts(milliwatts: float | None) -> float | None:
 class NvmlGpu(GpuDevice):
     """One NVIDIA GPU. Readings the device does not support are None."""
 
+    vendor = "nvml"
     energy_sensor = ENERGY_SENSOR
     counter_update_s = 0.1   # FIELD_NOTES: all readings update every ~100 ms (H100)
 
@@ -219,7 +218,7 @@ def _gpu_info(index: int, handle: Any, driver_version: str | None,
     memory = _nvml(pynvml.nvmlDeviceGetMemoryInfo, handle)
     return GpuInfo(
         index=index, uuid=_text(_required(pynvml.nvmlDeviceGetUUID, handle)), name=name,
-        model=slug_for_device_name(name), backend="gpu",
+        model=slug_for_device_name(name, vendor_prefixes=NAME_PREFIXES), backend="gpu",
         memory_mib=None if memory is None else int(memory.total // 2**20),
         driver_version=driver_version, cuda_version=cuda_version,
         power_limit_w=_watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, handle)),
