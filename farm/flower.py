@@ -13,6 +13,11 @@ RUNTIME_BUCKETS_S = "1,5,10,30,60,120,300,600,1200,1800,3600,7200,14400"
 
 
 def flower_argv(settings: Settings, address: str, port: int, no_auth: bool) -> list[str]:
+    """Flower's command line, with basic auth from the settings.
+
+    Raises `ValueError` when no user and password are set, unless `no_auth` is
+    given on a loopback address.
+    """
     argv = ["flower", f"--address={address}", f"--port={port}",
             f"--task_runtime_metric_buckets={RUNTIME_BUCKETS_S}", "--purge_offline_workers=600"]
     if settings.flower_user and settings.flower_password:

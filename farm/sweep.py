@@ -118,6 +118,7 @@ def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
+    """Every run of the sweep, as a list (`iter_runs`, same order)."""
     return list(iter_runs(spec))
 
 

@@ -77,6 +77,7 @@ class Decoding(Strict):
 
     @property
     def label(self) -> str:
+        """A short name for the strategy: "greedy", or e.g. "t0.8-p0.95-k50"."""
         if self.temperature == 0:
             return "greedy"
         label = f"t{self.temperature:g}-p{self.top_p:g}"
@@ -109,16 +110,21 @@ class MeasurementSpec(Strict):
 
 
 class RunHardware(Strict):
+    """The GPUs a run needs: `gpu_count` of model `gpu_model` (a slug) on `backend`."""
+
     backend: Literal["gpu", "sim", "cpu"]
     gpu_model: str
     gpu_count: PositiveInt
 
     @property
     def queue(self) -> str:
+        """The queue name for this hardware, e.g. "gpu.h100-80gb.x2"."""
         return queue_for(self.backend, self.gpu_model, self.gpu_count)
 
 
 class RunEngine(Strict):
+    """The engine kind that serves the run, with the arguments passed to it."""
+
     kind: Literal["vllm", "hf", "sim"]
     args: dict[str, Scalar] = {}
 
@@ -144,12 +150,15 @@ class ServerLoad(Strict):
 
     @property
     def load_points(self) -> list[tuple[str, float]]:
+        """The (axis, value) of each load point: by concurrency if given, else by request rate."""
         if self.concurrency is not None:
             return [("concurrency", float(c)) for c in self.concurrency]
         return [("request_rate", r) for r in self.request_rate or []]
 
 
 class BatchLoad(Strict):
+    """An offline batch scenario: `num_prompts` prompts after `warmup_prompts` unmeasured ones."""
+
     kind: Literal["batch"]
     name: str
     num_prompts: int
@@ -157,10 +166,17 @@ class BatchLoad(Strict):
 
     @property
     def load_points(self) -> list[tuple[str, float]]:
+        """The batch's single load point: ("batch", the number of prompts)."""
         return [("batch", float(self.num_prompts))]
 
 
 class RunWorkload(Strict):
+    """What one run sends: its token lengths, decoding strategy and prompt source.
+
+    `input_tokens` None means the dataset's prompts at their own lengths (a
+    synthetic dataset needs it); `seed` fixes the prompt order and sampling seeds.
+    """
+
     input_tokens: int | None
     output_tokens: int
     decoding: Decoding
@@ -208,6 +224,7 @@ class RunSpec(Strict):
 
     @property
     def simulated(self) -> bool:
+        """Whether the run's GPUs or its engine are simulated (its figures are not measurements)."""
         return self.hardware.backend == "sim" or self.engine.kind == "sim"
 
 

@@ -19,6 +19,7 @@ EVENT_TASK = "farm.run_event"
 
 
 def configure(app: Celery, settings: Settings) -> None:
+    """Set `app`'s broker, serialization, acknowledgement and routing configuration."""
     transport = {
         "visibility_timeout": settings.visibility_timeout_s,
         # Restore visible messages via our heartbeat reaper, not a 100 s scan.
@@ -59,6 +60,7 @@ def configure(app: Celery, settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None) -> Celery:
+    """A configured Celery app "farm" (settings from the environment unless given)."""
     app = Celery("farm", set_as_current=True)
     configure(app, settings or load_settings())
     return app

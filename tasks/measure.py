@@ -65,12 +65,14 @@ _ctx: WorkerContext | None = None
 
 
 def context() -> WorkerContext:
+    """The running worker process's context; raises outside `farmctl worker`."""
     if _ctx is None:
         raise RuntimeError("farm.measure runs only inside `farmctl worker`")
     return _ctx
 
 
 def worker_info() -> WorkerInfo:
+    """This worker's name, host and pid, as recorded with results and events."""
     return WorkerInfo(name=context().node_name, host=socket.gethostname(), pid=os.getpid())
 
 
@@ -145,6 +147,11 @@ class _RunGuard:
 
 @app.task(name=MEASURE_TASK, bind=True, acks_late=True, max_retries=TRANSIENT_RETRIES)
 def measure(self, run_json: str) -> str:
+    """Measure one run (a `RunSpec` as JSON) and send its result to the recorder.
+
+    Returns the result's status, or why the run was skipped (already measured,
+    sweep cancelled, running elsewhere) or failed unread.
+    """
     ctx = context()
     try:
         run = RunSpec.model_validate_json(run_json)

@@ -34,6 +34,7 @@ _store: Store | None = None
 
 
 def store() -> Store:
+    """The recorder's store, opened on first use (without a schema upgrade)."""
     global _store
     if _store is None:
         _store = Store.open(load_settings().db_url, upgrade=False)
@@ -78,11 +79,13 @@ def _apply_event(event: RunEvent) -> str:
 
 @app.task(name=RECORD_TASK, bind=True, acks_late=True, max_retries=None)
 def record(self, result_json: str) -> str:
+    """The `farm.record` task: store one `RunResult` (JSON); returns the store's outcome."""
     return _apply(self, RunResult, result_json, _record_result)
 
 
 @app.task(name=EVENT_TASK, bind=True, acks_late=True, max_retries=None)
 def run_event(self, event_json: str) -> str:
+    """The `farm.run_event` task: mark a run started or requeued ("updated" or "ignored")."""
     return _apply(self, RunEvent, event_json, _apply_event)
 
 

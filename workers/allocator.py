@@ -19,6 +19,8 @@ from workers.gpu.base import GpuDevice
 
 
 class GpuAllocator:
+    """Hands N free GPUs of a model to a run, first come first served per model."""
+
     def __init__(self, devices: list[GpuDevice]):
         self._devices = list(devices)
         self._busy: dict[str, str] = {}          # uuid → holder
@@ -34,9 +36,11 @@ class GpuAllocator:
         return next((t for t in self._waiting if t[1] == model), None)
 
     def total(self, model: str) -> int:
+        """How many GPUs of `model` this host has, busy or not."""
         return sum(1 for d in self._devices if d.info.model == model)
 
     def busy(self) -> dict[str, str]:
+        """The GPUs held now: a copy of uuid → holder."""
         with self._cond:
             return dict(self._busy)
 

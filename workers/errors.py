@@ -27,14 +27,20 @@ class PermanentError(FarmError):
 
 
 class EngineError(PermanentError):
+    """The engine could not start or serve the run (bad arguments, crash); carries its log tail."""
+
     kind = "engine"
 
 
 class OutOfMemoryError(PermanentError):
+    """The model, or its KV cache, does not fit in the run's GPU memory."""
+
     kind = "oom"
 
 
 class GpuError(TransientError):
+    """A GPU reading or driver call failed (e.g. an NVML error): retry the run later."""
+
     kind = "gpu"
 
 
@@ -45,4 +51,6 @@ class RunAborted(FarmError):
 
 
 class RunTimeout(PermanentError):
+    """The run took longer than the worker's time limit (`FARM_RUN_TIMEOUT_S`)."""
+
     kind = "timeout"

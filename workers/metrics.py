@@ -45,6 +45,7 @@ def token_times_s(req: RequestRecord) -> list[float]:
 
 
 def tokens_in(requests: list[RequestRecord], start_s: float, end_s: float) -> int:
+    """How many output tokens were emitted between `start_s` and `end_s` (run clock, inclusive)."""
     return sum(1 for r in requests for t in token_times_s(r) if start_s <= t <= end_s)
 
 

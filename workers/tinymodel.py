@@ -89,6 +89,7 @@ def torch_available() -> bool:
 
 
 def training_corpus() -> list[str]:
+    """The sentences the tokenizer is trained on (a fresh list each call)."""
     return list(_SENTENCES)
 
 
@@ -188,6 +189,7 @@ def build_tiny_llama(directory: str | Path, *, hidden: int = 128, layers: int = 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m workers.tinymodel DIR`: build the tiny model in DIR; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m workers.tinymodel",
                                      description="Build a tiny random-weight Llama offline.")
     parser.add_argument("directory", type=Path)

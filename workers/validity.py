@@ -24,6 +24,7 @@ def _steady(windows: list[EnergyWindow]) -> list[EnergyWindow]:
 
 
 def check_steady_length(windows: list[EnergyWindow], min_s: float) -> ValidityCheck:
+    """Pass if the shortest steady-state window lasts at least `min_s` seconds; fail if none."""
     steady = _steady(windows)
     if not steady:
         return ValidityCheck(name="steady_window", passed=False, value=None,
@@ -37,6 +38,11 @@ def check_steady_length(windows: list[EnergyWindow], min_s: float) -> ValidityCh
 
 def check_power_range(windows: list[EnergyWindow], idle: IdleBaseline,
                       tdp_w: float | None) -> ValidityCheck:
+    """Pass if every steady window's average power lies between idle and TDP (in W).
+
+    The margins `IDLE_MARGIN` and `TDP_MARGIN` apply; an unknown bound is not
+    checked. The value is the steady power farthest from idle.
+    """
     powers = [w.avg_power_w for w in _steady(windows) if w.avg_power_w is not None]
     low = idle.idle_power_w
     threshold = f"{_w(low)}–{_w(tdp_w)} W"
@@ -56,6 +62,7 @@ def _w(value: float | None) -> str:
 
 
 def check_temperature(temperatures_c: list[float]) -> ValidityCheck:
+    """Pass if every GPU temperature reading (°C) lies within `TEMPERATURE_RANGE_C`."""
     low, high = TEMPERATURE_RANGE_C
     threshold = f"{low:g}–{high:g} °C"
     if not temperatures_c:
@@ -75,6 +82,11 @@ FIGURE_WINDOWS = ("steady", "idle", "idle_ctx")
 
 
 def check_agreement(windows: list[EnergyWindow], spec: MeasurementSpec) -> ValidityCheck:
+    """Pass unless timeline and counter energy disagree on a steady or idle window.
+
+    Only windows at least `agreement_min_window_s` long are judged. The value is
+    the agreement (timeline ÷ counter) farthest from 1.
+    """
     threshold = (f"|timeline/counter − 1| <= {spec.agreement_tolerance:.0%} "
                  f"on steady and idle windows >= {spec.agreement_min_window_s:g} s")
     judged = [w for w in windows if w.name in FIGURE_WINDOWS and w.agreement is not None
@@ -94,6 +106,7 @@ def check_agreement(windows: list[EnergyWindow], spec: MeasurementSpec) -> Valid
 
 def validate(windows: list[EnergyWindow], idle: IdleBaseline, tdp_w: float | None,
              temperatures_c: list[float], spec: MeasurementSpec) -> Validity:
+    """The run's verdict: every check with its threshold; valid only if all pass."""
     checks = [
         check_steady_length(windows, spec.min_steady_s),
         check_power_range(windows, idle, tdp_w),

@@ -215,6 +215,8 @@ def sampling_params(decoding: Decoding) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """One prompt of a JSONL dataset, with its 1-based line: a `prompt` or chat `messages`."""
+
     line: int
     prompt: str | None = None
     messages: tuple[tuple[str, str], ...] | None = None   # (role, content) pairs
@@ -404,10 +406,12 @@ class Workload:
     @classmethod
     def from_dir(cls, workload: RunWorkload, tokenizer_dir: str | Path,
                  **kwargs: Any) -> Workload:
+        """The workload with the tokenizer saved in `tokenizer_dir` (a tiny model's, say)."""
         return cls(workload, load_tokenizer(tokenizer_dir), **kwargs)
 
     @property
     def synthetic(self) -> bool:
+        """Whether prompts are generated text (dataset "synthetic") rather than read from a file."""
         return self.spec.dataset == "synthetic"
 
     @property
