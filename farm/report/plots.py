@@ -27,7 +27,6 @@ from farm.report.timeline import WINDOW_KINDS, WINDOW_NAMES, Timeline
 DPI = 100
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#7f7f7f")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
 WINDOW_COLOURS = {"idle": "#bdbdbd", "idle_ctx": "#9ecae1", "load": "#fdd0a2",
                   "warmup": "#fdae6b", "steady": "#a1d99b"}

@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from farm.errors import ExitCode, FarmError
 from farm.report.points import RunPoint
 from farm.report.stats import estimate, group_by
+from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
 
-# MLPerf's server limits (and farm.spec's ServerScenario defaults).
-DEFAULT_TTFT_MS = 2000.0
-DEFAULT_TPOT_MS = 200.0
 DEFAULT_DRAWS = 2000
 DEFAULT_SEED = 0
 
@@ -83,22 +82,10 @@ def amortised_energy_per_request(rate_rps: float, capacity_rps: float, load_powe
 
 
 def attainment_of(records: Sequence[Any], ttft_ms: float, tpot_ms: float) -> float | None:
-    """Share of the requests sent that were good under the limits: succeeded,
-    TTFT ≤ ttft_ms and TPOT = (E2E − TTFT)/(output tokens − 1) ≤ tpot_ms (a
-    one-token request has no TPOT: only its TTFT counts). The rule of
-    `workers.metrics.goodput_of`, which the farm side may not import; a test
-    checks that the two agree on stored runs. None without records."""
-    if not records:
-        return None
-    good = 0
-    for r in records:
-        if not r.ok or r.ttft_s is None or r.e2e_s is None:
-            continue
-        tpot_s = ((r.e2e_s - r.ttft_s) / (r.output_tokens - 1)
-                  if r.output_tokens and r.output_tokens >= 2 else None)
-        if r.ttft_s * 1000.0 <= ttft_ms and (tpot_s is None or tpot_s * 1000.0 <= tpot_ms):
-            good += 1
-    return good / len(records)
+    """Share of the requests sent that were good under the limits (ms): the
+    contract's goodput rule (`farm_contract.rules.goodput_of`), the one the
+    workers apply. None without records."""
+    return goodput_of(records, 1.0, Slo.from_ms(ttft_ms, tpot_ms)).attainment
 
 
 # (run point, TTFT limit ms, TPOT limit ms) -> its SLO attainment under those limits
@@ -322,8 +309,9 @@ def limits_for(points: Sequence[RunPoint], ttft_ms: float | None,
     strictest of its server scenarios'), else MLPerf's 2000 ms / 200 ms."""
     sources = []
     resolved = []
-    for given, figure, default, name in ((ttft_ms, "slo_ttft_ms", DEFAULT_TTFT_MS, "TTFT"),
-                                         (tpot_ms, "slo_tpot_ms", DEFAULT_TPOT_MS, "TPOT")):
+    for given, figure, default, name in (
+            (ttft_ms, "slo_ttft_ms", DEFAULT_SLO_TTFT_MS, "TTFT"),
+            (tpot_ms, "slo_tpot_ms", DEFAULT_SLO_TPOT_MS, "TPOT")):
         if given is not None:
             if given <= 0:
                 raise RecommendError(f"the {name} limit must be > 0 ms, got {given:g}")
@@ -352,39 +340,28 @@ def _same(stored: float | None, limit: float) -> bool:
     return stored is not None and math.isclose(stored, limit, rel_tol=1e-9)
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    pos = q * (len(sorted_values) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int
               ) -> tuple[list[float], list[tuple[float, float]]]:
     """(P(best), 95% percentile interval of the mean) of each configuration, by
     resampling each configuration's repetitions with replacement `draws` times
-    and taking the lowest mean as best (ties share the win)."""
-    rng = random.Random(seed)
-    wins = [0.0] * len(values)
-    means: list[list[float]] = [[] for _ in values]
-    for _ in range(draws):
-        draw = []
-        for i, xs in enumerate(values):
-            m = xs[0] if len(xs) == 1 else sum(rng.choices(xs, k=len(xs))) / len(xs)
-            means[i].append(m)
-            draw.append(m)
-        best = min(draw)
-        winners = [i for i, m in enumerate(draw) if m == best]
-        for i in winners:
-            wins[i] += 1.0 / len(winners)
-    intervals = []
-    for ms in means:
-        ms.sort()
-        intervals.append((_percentile(ms, 0.025), _percentile(ms, 0.975)))
-    return [w / draws for w in wins], intervals
+    and taking the lowest mean as best (ties share the win). Seeded: the same
+    values, draws and seed give the same answer."""
+    if not values:
+        return [], []
+    rng = np.random.default_rng(seed)
+    means = np.empty((len(values), draws))
+    for i, xs in enumerate(values):
+        sample = np.asarray(xs, dtype=float)
+        if sample.size == 1:
+            means[i] = sample[0]
+        else:
+            picks = rng.integers(0, sample.size, size=(draws, sample.size))
+            means[i] = sample[picks].mean(axis=1)
+    winners = means == means.min(axis=0)            # per draw, every configuration at the min
+    wins = (winners / winners.sum(axis=0)).sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5], axis=1)   # linear interpolation
+    return ([float(w) / draws for w in wins],
+            [(float(lo), float(hi)) for lo, hi in zip(low, high)])
 
 
 def _run_key(p: RunPoint) -> tuple:

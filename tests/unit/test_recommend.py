@@ -15,8 +15,6 @@ import pytest
 from farm.cli import ExitCode
 from farm.report.points import RunPoint, load_run_points
 from farm.report.recommend import (
-    DEFAULT_TPOT_MS,
-    DEFAULT_TTFT_MS,
     EXCLUDED_BATCH,
     EXCLUDED_INVALID,
     EXCLUDED_LATENCY,
@@ -32,6 +30,7 @@ from farm.report.recommend import (
     recommend,
 )
 from farm.store import Store
+from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
 _ids = count()
 
@@ -101,7 +100,7 @@ def test_limits_given_from_the_sweep_or_mlperf():
     lim = limits_for(pts, 100.0, None)
     assert (lim.ttft_ms, lim.tpot_ms) == (100.0, 40.0) and "TTFT given" in lim.source
     lim = limits_for([point(kind="batch")], None, None)
-    assert (lim.ttft_ms, lim.tpot_ms) == (DEFAULT_TTFT_MS, DEFAULT_TPOT_MS)
+    assert (lim.ttft_ms, lim.tpot_ms) == (DEFAULT_SLO_TTFT_MS, DEFAULT_SLO_TPOT_MS)
     assert "MLPerf" in lim.source
     with pytest.raises(RecommendError):
         limits_for(pts, -1.0, None)

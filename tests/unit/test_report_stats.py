@@ -9,10 +9,11 @@ import pytest
 from farm.report.stats import estimate, group_by, t975, welch_difference
 
 
-def test_t_quantiles_match_the_table_and_the_expansion():
-    assert t975(1) == 12.706 and t975(30) == 2.042
-    assert t975(40) == pytest.approx(2.021, abs=0.001)
-    assert t975(120) == pytest.approx(1.980, abs=0.001)
+def test_t_quantiles_match_the_printed_table():
+    # Student's t tables to 3 decimals (scipy.stats.t gives the exact quantiles).
+    for df, printed in ((1, 12.706), (2, 4.303), (10, 2.228), (30, 2.042), (40, 2.021),
+                        (120, 1.980)):
+        assert t975(df) == pytest.approx(printed, abs=0.0005)
     with pytest.raises(ValueError):
         t975(0)
 
@@ -20,7 +21,7 @@ def test_t_quantiles_match_the_table_and_the_expansion():
 def test_estimate_of_repetitions():
     e = estimate([10.0, 12.0, 11.0, None])
     assert e.n == 3 and e.mean == 11.0 and e.sd == 1.0
-    assert e.high - e.mean == pytest.approx(4.303 / math.sqrt(3))
+    assert e.high - e.mean == pytest.approx(4.303 / math.sqrt(3), abs=0.0005)
     assert e.low == pytest.approx(2 * 11.0 - e.high)
 
 
