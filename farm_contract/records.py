@@ -12,8 +12,9 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from farm_contract.figures import FlatColumn, figure, flat_columns
 from farm_contract.rules import percentile
 
 RESULT_SCHEMA_VERSION = 1
@@ -124,10 +125,12 @@ class RequestRecord(Record):
 
 
 class LatencyStats(Record):
-    mean_ms: float | None = None
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    p99_ms: float | None = None
+    """A latency's mean and percentiles, in milliseconds."""
+
+    mean_ms: float | None = figure("mean", "ms", None)
+    p50_ms: float | None = figure("median", "ms", None)
+    p90_ms: float | None = figure("90th percentile", "ms", None)
+    p99_ms: float | None = figure("99th percentile", "ms", None)
 
     @classmethod
     def of_seconds(cls, values: list[float]) -> LatencyStats:
@@ -139,51 +142,82 @@ class LatencyStats(Record):
 
 
 class LoadPointResult(Record):
-    """One load point of a run: a concurrency, a request rate, or the batch."""
+    """One load point of a run: a concurrency, a request rate, or the batch.
 
-    index: int
-    kind: Literal["concurrency", "request_rate", "batch"]
-    value: float
-    duration_s: float
-    num_requests: int
-    num_ok: int
-    num_failed: int
-    input_tokens: int
-    output_tokens: int
-    steady_output_tokens: int | None = None     # emitted inside the steady window
-    request_throughput_rps: float | None
-    output_throughput_tps: float | None
-    ttft: LatencyStats = LatencyStats()
-    tpot: LatencyStats = LatencyStats()
-    itl: LatencyStats = LatencyStats()
-    e2e: LatencyStats = LatencyStats()
-    energy_j: float | None = None               # steady-state window, gross
-    energy_per_output_token_j: float | None = None
-    energy_per_request_j: float | None = None
-    output_tokens_per_j: float | None = None
-    avg_power_w: float | None = None
-    peak_power_w: float | None = None
+    Every field but `index` and `notes` is a figure: its unit and description
+    are declared here once (`figure`), and the store's `load_points` columns,
+    the result rows and the dataset's `run_points` table are derived from them
+    (`load_point_columns`). A new figure is a field here plus one migration.
+    """
+
+    index: int = Field(description="index of the load point in its run")
+    kind: Literal["concurrency", "request_rate", "batch"] = figure(
+        "`concurrency`, `request_rate` or `batch`")
+    value: float = figure("the load: concurrency (requests), request rate (req/s) or batch "
+                          "size (prompts), by `load_kind`", "requests, req/s or prompts")
+    duration_s: float = figure("length of the load point", "s")
+    num_requests: int = figure("requests sent", "requests")
+    num_ok: int = figure("requests that succeeded", "requests")
+    num_failed: int = figure("requests that failed", "requests")
+    input_tokens: int = figure("prompt tokens over the load point", "tokens")
+    output_tokens: int = figure("output tokens over the load point", "tokens")
+    steady_output_tokens: int | None = figure(   # the divisor of J/token
+        "output tokens inside the steady window", "tokens", None)
+    request_throughput_rps: float | None = figure("requests completed per second", "req/s")
+    output_throughput_tps: float | None = figure(
+        "steady_output_tokens ÷ steady window length", "tokens/s")
+    ttft: LatencyStats = figure("time to first token", "ms", LatencyStats())
+    tpot: LatencyStats = figure("time per output token after the first", "ms", LatencyStats())
+    itl: LatencyStats = figure("inter-token latency", "ms", LatencyStats())
+    e2e: LatencyStats = figure("end-to-end request latency", "ms", LatencyStats())
+    energy_j: float | None = figure("GPU energy of the steady window (gross)", "J", None)
+    energy_per_output_token_j: float | None = figure(
+        "energy_j ÷ steady_output_tokens", "J", None)
+    energy_per_request_j: float | None = figure(
+        "energy_per_output_token_j × mean output tokens per request", "J", None)
+    avg_power_w: float | None = figure("energy_j ÷ window length", "W", None)
+    output_tokens_per_j: float | None = figure(
+        "steady_output_tokens ÷ energy_j", "tokens/J", None)
+    peak_power_w: float | None = figure(
+        "highest sample of the GPUs' summed timeline", "W", None)
     # Net of idle: minus the run's context-held idle power over the window.
-    energy_net_j: float | None = None
-    energy_per_output_token_net_j: float | None = None
-    energy_per_request_net_j: float | None = None
-    output_tokens_per_j_net: float | None = None
-    avg_power_net_w: float | None = None
-    gco2e_per_1k_tokens: float | None = None
-    gco2e_per_1k_tokens_net: float | None = None
+    energy_net_j: float | None = figure(
+        "energy_j − idle power (context held) × window length", "J", None)
+    energy_per_output_token_net_j: float | None = figure("net J per output token", "J", None)
+    energy_per_request_net_j: float | None = figure("net J per request", "J", None)
+    output_tokens_per_j_net: float | None = figure("output tokens per net J", "tokens/J", None)
+    avg_power_net_w: float | None = figure("avg_power_w − idle power", "W", None)
+    gco2e_per_1k_tokens: float | None = figure(
+        "emissions per 1,000 output tokens (gross)", "gCO2e/1k tokens", None)
+    gco2e_per_1k_tokens_net: float | None = figure(
+        "emissions per 1,000 output tokens (net of idle)", "gCO2e/1k tokens", None)
     # Goodput: the requests that met both latency limits (SLO) of the sweep's
     # server scenario; None for batch load points (no SLO applies).
-    slo_ttft_ms: float | None = None
-    slo_tpot_ms: float | None = None
-    good_requests: int | None = None
-    slo_attainment: float | None = None         # good / sent (a failed request is not good)
-    goodput_rps: float | None = None            # good / duration_s
-    slo_p99_met: bool | None = None             # p99 TTFT and p99 TPOT of the ok requests
+    slo_ttft_ms: float | None = figure("server: TTFT limit of goodput", "ms", None)
+    slo_tpot_ms: float | None = figure("server: TPOT limit of goodput", "ms", None)
+    good_requests: int | None = figure("requests within both limits", "requests", None)
+    # a failed request is not good
+    slo_attainment: float | None = figure("good_requests ÷ requests sent", "1", None)
+    goodput_rps: float | None = figure("good_requests ÷ duration_s", "req/s", None)
+    slo_p99_met: bool | None = figure(   # of the ok requests
+        "p99 TTFT and p99 TPOT within the limits", None, None)
     # What only the load generator knows (None / empty for other engines).
-    lateness: LatencyStats = LatencyStats()     # open loop: sent − scheduled
-    unsent_requests: int | None = None          # open loop: arrivals still waiting for a slot
-    max_in_flight: int | None = None            # requests in flight at once, as the client saw
-    notes: list[str] = []                       # the engine's remarks on this load point
+    lateness: LatencyStats = figure("open loop: sent − scheduled", "ms", LatencyStats())
+    unsent_requests: int | None = figure(   # waiting for a slot
+        "open loop: arrivals still waiting at the end", "requests", None)
+    max_in_flight: int | None = figure(    # as the client saw
+        "most requests in flight at once", "requests", None)
+    notes: list[str] = Field([], description="the engine's remarks on this load point")
+
+
+def load_point_columns() -> tuple[FlatColumn, ...]:
+    """The flat figure columns of a load point, as the store's `load_points` table
+    names them (every LoadPointResult field but `index` and `notes`; LatencyStats
+    expanded to `ttft_mean_ms` … `lateness_p99_ms`), in field order."""
+    return LOAD_POINT_COLUMNS
+
+
+LOAD_POINT_COLUMNS = flat_columns(LoadPointResult, exclude=("index", "notes"))
 
 
 class GpuState(Record):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from farm.errors import ExitCode, FarmError
+from farm_contract.records import LoadPointResult, load_point_columns
 
 SCHEMA_VERSION = "1.0"
 DATASET_KIND = "farm-sweep-export"
@@ -239,66 +240,47 @@ RUNS = Table(
     ),
 )
 
+# run_points takes every flat figure of LoadPointResult (farm_contract.records
+# .load_point_columns) with the record's type, unit, description and nullability;
+# these are named apart from the run's own columns of the same name.
+POINT_COLUMN_NAMES = {"kind": "load_kind", "value": "load_value",
+                      "input_tokens": "total_input_tokens",
+                      "output_tokens": "total_output_tokens"}
+_SCALAR_TYPES = {int: "int64", float: "float64", bool: "bool", str: "string"}
+# The load split by its kind, after load_value (export.py fills them from it).
+_LOAD_BY_KIND = (
+    _c("concurrency", "int64", "requests", "closed loop: requests kept in flight"),
+    _c("request_rate_rps", "float64", "req/s", "open loop: arrival rate"),
+    _c("batch_prompts", "int64", "count", "batch: prompts in the batch"),
+)
+
+
+def _point_figures() -> tuple[Column, ...]:
+    """The run_points columns of a load point's figures, from the record's metadata."""
+    columns: list[Column] = []
+    for figure in load_point_columns():
+        columns.append(Column(POINT_COLUMN_NAMES.get(figure.name, figure.name),
+                              _SCALAR_TYPES[figure.type], figure.unit, figure.description,
+                              figure.nullable))
+        if figure.name == "value":
+            columns.extend(_LOAD_BY_KIND)
+    return tuple(columns)
+
+
 RUN_POINTS = Table(
     "run_points", "load point of a run with a result",
     "Every LoadPointResult figure, flat, with the run's dimensions repeated.",
     (
         _c("run_id", "string", None, "the run", False),
-        _c("load_point", "int64", None, "index of the load point in its run", False),
+        _c("load_point", "int64", None, LoadPointResult.model_fields["index"].description,
+           False),
         *_RUN_DIMS,
         _c("simulated", "bool", None, "simulated run", False),
         _c("status", "string", None, "the run's status", False),
         _c("valid", "bool", None, "the run's validity verdict"),
         _c("invalid_reasons", "string", None, "the run's failed checks"),
-        _c("load_kind", "string", None, "`concurrency`, `request_rate` or `batch`", False),
-        _c("load_value", "float64", "requests, req/s or prompts",
-           "the load: concurrency (requests), request rate (req/s) or batch size "
-           "(prompts), by `load_kind`", False),
-        _c("concurrency", "int64", "requests", "closed loop: requests kept in flight"),
-        _c("request_rate_rps", "float64", "req/s", "open loop: arrival rate"),
-        _c("batch_prompts", "int64", "count", "batch: prompts in the batch"),
-        _c("duration_s", "float64", "s", "length of the load point", False),
-        _c("num_requests", "int64", "requests", "requests sent", False),
-        _c("num_ok", "int64", "requests", "requests that succeeded", False),
-        _c("num_failed", "int64", "requests", "requests that failed", False),
-        _c("total_input_tokens", "int64", "tokens", "prompt tokens over the load point", False),
-        _c("total_output_tokens", "int64", "tokens", "output tokens over the load point",
-           False),
-        _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady window"),
-        _c("request_throughput_rps", "float64", "req/s", "requests completed per second"),
-        _c("output_throughput_tps", "float64", "tokens/s",
-           "steady_output_tokens ÷ steady window length"),
-        *_latency("ttft", "time to first token"),
-        *_latency("tpot", "time per output token after the first"),
-        *_latency("itl", "inter-token latency"),
-        *_latency("e2e", "end-to-end request latency"),
-        _c("energy_j", "float64", "J", "GPU energy of the steady window (gross)"),
-        _c("energy_per_output_token_j", "float64", "J", "energy_j ÷ steady_output_tokens"),
-        _c("energy_per_request_j", "float64", "J",
-           "energy_per_output_token_j × mean output tokens per request"),
-        _c("avg_power_w", "float64", "W", "energy_j ÷ window length"),
-        _c("output_tokens_per_j", "float64", "tokens/J", "steady_output_tokens ÷ energy_j"),
-        _c("peak_power_w", "float64", "W", "highest sample of the GPUs' summed timeline"),
-        _c("energy_net_j", "float64", "J",
-           "energy_j − idle power (context held) × window length"),
-        _c("energy_per_output_token_net_j", "float64", "J", "net J per output token"),
-        _c("energy_per_request_net_j", "float64", "J", "net J per request"),
-        _c("output_tokens_per_j_net", "float64", "tokens/J", "output tokens per net J"),
-        _c("avg_power_net_w", "float64", "W", "avg_power_w − idle power"),
-        _c("gco2e_per_1k_tokens", "float64", "gCO2e/1k tokens",
-           "emissions per 1,000 output tokens (gross)"),
-        _c("gco2e_per_1k_tokens_net", "float64", "gCO2e/1k tokens",
-           "emissions per 1,000 output tokens (net of idle)"),
-        _c("slo_ttft_ms", "float64", "ms", "server: TTFT limit of goodput"),
-        _c("slo_tpot_ms", "float64", "ms", "server: TPOT limit of goodput"),
-        _c("good_requests", "int64", "requests", "requests within both limits"),
-        _c("slo_attainment", "float64", "1", "good_requests ÷ requests sent"),
-        _c("goodput_rps", "float64", "req/s", "good_requests ÷ duration_s"),
-        _c("slo_p99_met", "bool", None, "p99 TTFT and p99 TPOT within the limits"),
-        *_latency("lateness", "open loop: sent − scheduled"),
-        _c("unsent_requests", "int64", "requests", "open loop: arrivals still waiting at the end"),
-        _c("max_in_flight", "int64", "requests", "most requests in flight at once"),
-        _c("notes", "list<string>", None, "the engine's remarks on this load point"),
+        *_point_figures(),
+        _c("notes", "list<string>", None, LoadPointResult.model_fields["notes"].description),
     ),
 )
 

@@ -27,6 +27,7 @@ from farm.report.dataset import (
     DATASET_KIND,
     FORMATS,
     MANIFEST,
+    POINT_COLUMN_NAMES,
     REQUESTS,
     RUN_POINTS,
     SCHEMA_VERSION,
@@ -41,7 +42,14 @@ from farm.report.dataset import (
 from farm.report.points import SweepNotFound
 from farm.store import Store
 from farm.store.models import unpack_f32
-from farm_contract.records import RESULT_SCHEMA_VERSION, PowerTrace, RunResult
+from farm_contract.figures import flat_values
+from farm_contract.records import (
+    RESULT_SCHEMA_VERSION,
+    LoadPointResult,
+    PowerTrace,
+    RunResult,
+    load_point_columns,
+)
 from farm_contract.runspec import RunSpec
 
 BATCH_ROWS = 65_536
@@ -285,31 +293,19 @@ _POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_c
                "engine_kind", "engine_version", "engine_args_json", "scenario_name",
                "scenario_kind", "input_tokens", "output_tokens", "decoding", "simulated",
                "status", "valid", "invalid_reasons")
-_LP_SAME = ("duration_s", "num_requests", "num_ok", "num_failed", "steady_output_tokens",
-            "request_throughput_rps", "output_throughput_tps", "energy_j",
-            "energy_per_output_token_j", "energy_per_request_j", "avg_power_w",
-            "output_tokens_per_j", "peak_power_w", "energy_net_j",
-            "energy_per_output_token_net_j", "energy_per_request_net_j",
-            "output_tokens_per_j_net", "avg_power_net_w", "gco2e_per_1k_tokens",
-            "gco2e_per_1k_tokens_net", "slo_ttft_ms", "slo_tpot_ms", "good_requests",
-            "slo_attainment", "goodput_rps", "slo_p99_met", "unsent_requests",
-            "max_in_flight")
+_POINT_FIGURES = load_point_columns()
 
 
-def _point_row(run_id: str, dims: dict[str, Any], lp: Any) -> dict[str, Any]:
-    row = {"run_id": run_id, "load_point": lp.index, **dims,
-           "load_kind": lp.kind, "load_value": lp.value,
-           "concurrency": round(lp.value) if lp.kind == "concurrency" else None,
-           "request_rate_rps": lp.value if lp.kind == "request_rate" else None,
-           "batch_prompts": round(lp.value) if lp.kind == "batch" else None,
-           "total_input_tokens": lp.input_tokens, "total_output_tokens": lp.output_tokens,
-           **{name: getattr(lp, name) for name in _LP_SAME},
-           "notes": list(lp.notes) or None}
-    for metric in ("ttft", "tpot", "itl", "e2e", "lateness"):
-        stats = getattr(lp, metric)
-        for stat in ("mean", "p50", "p90", "p99"):
-            row[f"{metric}_{stat}_ms"] = getattr(stats, f"{stat}_ms")
-    return row
+def _point_row(run_id: str, dims: dict[str, Any], lp: LoadPointResult) -> dict[str, Any]:
+    """The run_points row of a load point: every flat figure of the record (named
+    as dataset.POINT_COLUMN_NAMES says), the load split by kind, the notes."""
+    figures = {POINT_COLUMN_NAMES.get(name, name): value
+               for name, value in flat_values(lp, _POINT_FIGURES).items()}
+    return {"run_id": run_id, "load_point": lp.index, **dims, **figures,
+            "concurrency": round(lp.value) if lp.kind == "concurrency" else None,
+            "request_rate_rps": lp.value if lp.kind == "request_rate" else None,
+            "batch_prompts": round(lp.value) if lp.kind == "batch" else None,
+            "notes": list(lp.notes) or None}
 
 
 def _window_row(run_id: str, index: int, window: Any) -> dict[str, Any]:

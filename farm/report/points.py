@@ -17,21 +17,13 @@ from typing import Any
 
 from farm.errors import ExitCode, FarmError
 from farm.store import Store
+from farm.store.repository import RESULT_POINT_FIGURES
 from farm_contract.runspec import Scalar
 
-# Figures a run point carries (units in the names), straight from the store's rows.
-FIGURES = (
-    "num_requests", "num_ok", "num_failed",
-    "request_throughput_rps", "output_throughput_tps",
-    "ttft_p50_ms", "ttft_p90_ms", "tpot_p50_ms", "tpot_p90_ms", "e2e_p50_ms", "e2e_p90_ms",
-    "energy_j", "energy_per_output_token_j", "energy_per_request_j", "output_tokens_per_j",
-    "avg_power_w", "peak_power_w",
-    "energy_net_j", "energy_per_output_token_net_j", "energy_per_request_net_j",
-    "output_tokens_per_j_net", "avg_power_net_w",
-    "gco2e_per_1k_tokens", "gco2e_per_1k_tokens_net",
-    "slo_ttft_ms", "slo_tpot_ms", "good_requests", "slo_attainment", "goodput_rps",
-    "slo_p99_met", "idle_power_w", "idle_ctx_power_w",
-)
+# Figures a run point carries (units in the names), straight from the store's rows:
+# every load point figure result_rows carries (derived from LoadPointResult's
+# fields) and the run's idle power.
+FIGURES = (*RESULT_POINT_FIGURES, "idle_power_w", "idle_ctx_power_w")
 
 
 class SweepNotFound(FarmError, LookupError):

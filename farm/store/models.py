@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+import types
 from array import array
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -48,6 +49,7 @@ SQLModel.metadata.naming_convention = {
 }
 
 from farm.store.counts import RUN_STATUSES  # noqa: E402 — one list for SQL and the fast path
+from farm_contract.records import load_point_columns  # noqa: E402
 
 RESULT_STATUSES = ("succeeded", "failed")
 
@@ -264,66 +266,32 @@ class ResultRow(SQLModel, table=True):
     host_note: str | None = Field(default=None, sa_type=Text())
 
 
-class LoadPointRow(SQLModel, table=True):
-    __tablename__ = "load_points"
+def _load_point_table(namespace: dict[str, Any]) -> None:
+    """The class body of LoadPointRow: its keys, one column per flat figure of
+    LoadPointResult (farm_contract.records.load_point_columns, same names, None
+    where the record allows None) and the JSON notes."""
+    annotations: dict[str, Any] = {"run_id": str, "idx": int}
+    namespace.update(
+        __module__=__name__, __qualname__="LoadPointRow", __tablename__="load_points",
+        __doc__="One load point of a result: the LoadPointResult's figures, flat.",
+        run_id=Field(primary_key=True, foreign_key="results.run_id", ondelete="CASCADE"),
+        idx=Field(primary_key=True),
+    )
+    for column in load_point_columns():
+        if column.nullable:
+            annotations[column.name] = column.type | None
+            namespace[column.name] = None
+        else:
+            annotations[column.name] = column.type
+    annotations["notes"] = list[str] | None
+    namespace["notes"] = Field(default=None, sa_type=_json())  # NULL = no notes
+    namespace["__annotations__"] = annotations
 
-    run_id: str = Field(primary_key=True, foreign_key="results.run_id", ondelete="CASCADE")
-    idx: int = Field(primary_key=True)
-    kind: str  # concurrency | request_rate | batch
-    value: float
-    duration_s: float
-    num_requests: int
-    num_ok: int
-    num_failed: int
-    input_tokens: int
-    output_tokens: int
-    steady_output_tokens: int | None = None
-    request_throughput_rps: float | None = None
-    output_throughput_tps: float | None = None
-    ttft_mean_ms: float | None = None
-    ttft_p50_ms: float | None = None
-    ttft_p90_ms: float | None = None
-    ttft_p99_ms: float | None = None
-    tpot_mean_ms: float | None = None
-    tpot_p50_ms: float | None = None
-    tpot_p90_ms: float | None = None
-    tpot_p99_ms: float | None = None
-    itl_mean_ms: float | None = None
-    itl_p50_ms: float | None = None
-    itl_p90_ms: float | None = None
-    itl_p99_ms: float | None = None
-    e2e_mean_ms: float | None = None
-    e2e_p50_ms: float | None = None
-    e2e_p90_ms: float | None = None
-    e2e_p99_ms: float | None = None
-    energy_j: float | None = None
-    energy_per_output_token_j: float | None = None
-    energy_per_request_j: float | None = None
-    avg_power_w: float | None = None
-    output_tokens_per_j: float | None = None
-    peak_power_w: float | None = None
-    energy_net_j: float | None = None  # net of the context-held idle power
-    energy_per_output_token_net_j: float | None = None
-    energy_per_request_net_j: float | None = None
-    output_tokens_per_j_net: float | None = None
-    avg_power_net_w: float | None = None
-    gco2e_per_1k_tokens: float | None = None
-    gco2e_per_1k_tokens_net: float | None = None
-    # Goodput under the scenario's SLO (null for batch load points), migration 0004.
-    slo_ttft_ms: float | None = None
-    slo_tpot_ms: float | None = None
-    good_requests: int | None = None
-    slo_attainment: float | None = None  # good / sent
-    goodput_rps: float | None = None
-    slo_p99_met: bool | None = None
-    # Load generator figures: lateness = sent − scheduled (open loop).
-    lateness_mean_ms: float | None = None
-    lateness_p50_ms: float | None = None
-    lateness_p90_ms: float | None = None
-    lateness_p99_ms: float | None = None
-    unsent_requests: int | None = None
-    max_in_flight: int | None = None
-    notes: list[str] | None = Field(default=None, sa_type=_json())  # NULL = no notes
+
+# Generated from the record, so a new LoadPointResult figure is a new column here
+# without an edit (its migration is still written by hand; a test compares them).
+LoadPointRow: Any = types.new_class("LoadPointRow", (SQLModel,), {"table": True},
+                                    _load_point_table)
 
 
 class WindowRow(SQLModel, table=True):

@@ -51,6 +51,7 @@ from farm.store.models import (
     unpack_u64,
     utcnow,
 )
+from farm_contract.figures import flat_values, nested_values
 from farm_contract.records import (
     EnergyWindow,
     EngineInfo,
@@ -58,7 +59,6 @@ from farm_contract.records import (
     GpuInfo,
     HostEnergy,
     IdleBaseline,
-    LatencyStats,
     LoadPointResult,
     MeasurementInfo,
     PowerTrace,
@@ -69,6 +69,7 @@ from farm_contract.records import (
     Validity,
     ValidityCheck,
     WorkerInfo,
+    load_point_columns,
 )
 from farm_contract.routing import split_backend
 from farm_contract.runspec import RunSpec, sweep_id
@@ -77,26 +78,23 @@ RecordOutcome = Literal["stored", "replaced", "duplicate", "unknown_run"]
 
 # Ids per IN (...) list: below SQLite's oldest bound-parameter limit (999).
 CHUNK = 900
-# LatencyStats fields of LoadPointResult, stored as {metric}_{stat}_ms columns.
-LATENCY_METRICS = ("ttft", "tpot", "itl", "e2e", "lateness")
-LATENCY_STATS = ("mean", "p50", "p90", "p99")
 REQUEST_COLUMNS = ("run_id", "load_point", "idx", "scheduled_s", "sent_s", "ttft_s", "e2e_s",
                    "itl_s", "input_tokens", "output_tokens", "ok", "error")
-# LoadPointResult figures stored under their own names.
-LOAD_POINT_FIGURES = ("energy_j", "energy_per_output_token_j", "energy_per_request_j",
-                      "avg_power_w", "output_tokens_per_j", "peak_power_w", "energy_net_j",
-                      "energy_per_output_token_net_j", "energy_per_request_net_j",
-                      "output_tokens_per_j_net", "avg_power_net_w", "gco2e_per_1k_tokens",
-                      "gco2e_per_1k_tokens_net")
-# Goodput and load generator figures of LoadPointResult, stored under their own names
-# (migration 0004); null where not measured (batch load points, older rows).
-LOAD_POINT_GOODPUT = ("slo_ttft_ms", "slo_tpot_ms", "good_requests", "slo_attainment",
-                      "goodput_rps", "slo_p99_met", "unsent_requests", "max_in_flight")
-# LoadPointResult fields stored in load_points columns of the same name.
-LOAD_POINT_COLUMNS = ("kind", "value", "duration_s", "num_requests", "num_ok", "num_failed",
-                      "input_tokens", "output_tokens", "steady_output_tokens",
-                      "request_throughput_rps", "output_throughput_tps",
-                      *LOAD_POINT_FIGURES, *LOAD_POINT_GOODPUT)
+# LoadPointResult's flat figures: load_points columns of the same names (LatencyStats
+# as {metric}_{stat}_ms), from the record's own field list (farm_contract.figures).
+LOAD_POINT_COLUMNS = load_point_columns()
+# What result_rows carries of a load point, as lp_{name} of the query: every figure
+# but those under another name (kind → load_kind, value → load_value), those whose
+# names the run's own columns take (duration_s, the token counts) and the latency
+# statistics outside RESULT_LATENCY_STATS; a new figure is carried without an edit.
+RESULT_LATENCY_STATS = {"ttft": ("p50_ms", "p90_ms"), "tpot": ("p50_ms", "p90_ms"),
+                        "e2e": ("p50_ms", "p90_ms"), "lateness": ("p50_ms", "p99_ms")}
+_RESULT_OMITS = ("kind", "value", "duration_s", "input_tokens", "output_tokens",
+                 "steady_output_tokens")
+RESULT_POINT_FIGURES = tuple(
+    column.name for column in LOAD_POINT_COLUMNS
+    if (column.path[1] in RESULT_LATENCY_STATS.get(column.path[0], ())
+        if len(column.path) == 2 else column.name not in _RESULT_OMITS))
 # PowerTrace's optional series: (field, pack, unpack).
 TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], list[Any]]], ...] = (
     ("memory_power_w", pack_f32, lambda blob: unpack_f32(blob, nan_as_none=True)),
@@ -726,16 +724,8 @@ def _host_columns(host: HostEnergy | None) -> dict[str, Any]:
 
 
 def _load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "run_id": run_id, "idx": lp.index,
-        **{column: getattr(lp, column) for column in LOAD_POINT_COLUMNS},
-        "notes": list(lp.notes) or None,
-    }
-    for metric in LATENCY_METRICS:
-        stats = getattr(lp, metric)
-        for stat in LATENCY_STATS:
-            row[f"{metric}_{stat}_ms"] = getattr(stats, f"{stat}_ms")
-    return row
+    return {"run_id": run_id, "idx": lp.index, **flat_values(lp, LOAD_POINT_COLUMNS),
+            "notes": list(lp.notes) or None}
 
 
 def _window_row(run_id: str, window: EnergyWindow) -> dict[str, Any]:
@@ -786,13 +776,8 @@ def _request_record(row: Any) -> RequestRecord:
 
 def _load_point_record(row: Any) -> LoadPointResult:
     """A `load_points` row back into the LoadPointResult it was made from."""
-    return LoadPointResult(
-        index=row["idx"], **{column: row[column] for column in LOAD_POINT_COLUMNS},
-        **{metric: LatencyStats(**{f"{stat}_ms": row[f"{metric}_{stat}_ms"]
-                                   for stat in LATENCY_STATS})
-           for metric in LATENCY_METRICS},
-        notes=row["notes"] or [],
-    )
+    return LoadPointResult(index=row["idx"], **nested_values(row, LOAD_POINT_COLUMNS),
+                           notes=row["notes"] or [])
 
 
 def _result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
@@ -842,16 +827,7 @@ def _result_dict(row: Any) -> dict[str, Any]:
         "simulated": bool(row["simulated"] or row["result_simulated"]),
         "load_point": row["lp_idx"], "load_kind": row["lp_kind"],
         "load_value": row["lp_value"],
-        "num_requests": row["lp_num_requests"], "num_ok": row["lp_num_ok"],
-        "num_failed": row["lp_num_failed"],
-        "request_throughput_rps": row["lp_request_throughput_rps"],
-        "output_throughput_tps": row["lp_output_throughput_tps"],
-        **{f"{m}_{p}_ms": row[f"lp_{m}_{p}_ms"]
-           for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90")},
-        **{figure: row[f"lp_{figure}"] for figure in LOAD_POINT_FIGURES},
-        **{figure: row[f"lp_{figure}"] for figure in LOAD_POINT_GOODPUT},
-        "lateness_p50_ms": row["lp_lateness_p50_ms"],
-        "lateness_p99_ms": row["lp_lateness_p99_ms"],
+        **{figure: row[f"lp_{figure}"] for figure in RESULT_POINT_FIGURES},
         "notes": row["lp_notes"],
         "energy_sensor": row["energy_sensor"],
         "started_at": row["result_started_at"], "finished_at": row["result_finished_at"],
