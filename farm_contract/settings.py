@@ -1,27 +1,27 @@
-"""Every FARM_* setting, read from the environment in one place.
+"""Every FARM_* setting, read from the environment in one place (pydantic-settings).
 
 Credentials (broker password, database password, Flower auth) come from the
-environment only, never from sweep files or the command line history.
+environment only, never from sweep files or the command line history. An
+empty variable means its default. A value farm cannot use raises
+`SettingsError`, whose message names the variable and shows a good value.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DB_URL = "sqlite:///farm.db"
 
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
+# URL schemes farm can open: the store's SQLAlchemy dialects (farm/store/db.py and
+# counts.py: SQLite, PostgreSQL through psycopg) and the broker's Redis transports.
+DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
 
 
 class SettingsError(ValueError):
@@ -32,46 +32,109 @@ class SettingsError(ValueError):
     exit_code = 2
 
 
-@dataclass(frozen=True)
-class Settings:
-    broker_url: str = DEFAULT_BROKER_URL
-    db_url: str = DEFAULT_DB_URL
+# Each field's variable and an example of a good value, for the messages.
+EXAMPLES = {
+    "FARM_BROKER_URL": DEFAULT_BROKER_URL,
+    "FARM_DB_URL": f"{DEFAULT_DB_URL} or postgresql+psycopg://farm:PASSWORD@db-host/farm",
+    "FARM_VISIBILITY_TIMEOUT_S": "21600",
+    "FARM_RUN_TIMEOUT_S": "14400",
+    "FARM_HEARTBEAT_S": "5",
+    "FARM_REAPER_GRACE_S": "60",
+    "FARM_SPOOL_DIR": "/var/lib/farm/spool",
+    "FARM_FLOWER_USER": "admin",
+    "FARM_FLOWER_PASSWORD": "a-long-random-secret",
+}
+
+
+class Settings(BaseSettings):
+    """The farm's settings. `load_settings()` reads them from FARM_* variables;
+    `Settings(field=value, …)` gives some explicitly (the rest from the
+    environment, else defaults). Immutable."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      populate_by_name=True, extra="ignore")
+
+    broker_url: str = Field(DEFAULT_BROKER_URL, validation_alias="FARM_BROKER_URL")
+    db_url: str = Field(DEFAULT_DB_URL, validation_alias="FARM_DB_URL")
     # Redis hands an unacked run to another worker after this long (FIELD_NOTES):
     # it must exceed the longest run plus retry delays.
-    visibility_timeout_s: float = 6 * 3600.0
+    visibility_timeout_s: float = Field(6 * 3600.0, gt=0,
+                                        validation_alias="FARM_VISIBILITY_TIMEOUT_S")
     # A run taking longer than this is stopped and failed.
-    run_timeout_s: float = 4 * 3600.0
+    run_timeout_s: float = Field(4 * 3600.0, gt=0, validation_alias="FARM_RUN_TIMEOUT_S")
     # How often a busy worker refreshes the heartbeat of the run it holds, and how
     # long after a missed heartbeat the reaper hands the run back to the queue.
-    heartbeat_s: float = 5.0
-    reaper_grace_s: float = 60.0
+    heartbeat_s: float = Field(5.0, gt=0, validation_alias="FARM_HEARTBEAT_S")
+    reaper_grace_s: float = Field(60.0, ge=0, validation_alias="FARM_REAPER_GRACE_S")
     # Where a worker keeps results it could not send before stopping (sent at restart).
-    spool_dir: str = str(Path.home() / ".farm" / "spool")
-    flower_user: str | None = None
-    flower_password: str | None = field(default=None, repr=False)
+    spool_dir: str = Field(default_factory=lambda: str(Path.home() / ".farm" / "spool"),
+                           validation_alias="FARM_SPOOL_DIR")
+    flower_user: str | None = Field(None, validation_alias="FARM_FLOWER_USER")
+    flower_password: str | None = Field(None, repr=False,
+                                        validation_alias="FARM_FLOWER_PASSWORD")
 
-    def __post_init__(self) -> None:
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_message(exc)) from None
+
+    @field_validator("db_url")
+    @classmethod
+    def _known_database(cls, url: str) -> str:
+        _check_scheme(url, DB_SCHEMES, "a database URL")
+        return url
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        _check_scheme(url, BROKER_SCHEMES, "a Redis URL")
+        return url
+
+    @model_validator(mode="after")
+    def _run_ends_before_redeliver(self) -> Settings:
         if self.run_timeout_s >= self.visibility_timeout_s:
-            raise SettingsError(
+            raise ValueError(
                 f"FARM_RUN_TIMEOUT_S ({self.run_timeout_s:g}) must be below "
                 f"FARM_VISIBILITY_TIMEOUT_S ({self.visibility_timeout_s:g}): otherwise "
-                "Redis hands a run still in progress to a second worker"
-            )
+                "Redis hands a run still in progress to a second worker (e.g. "
+                "FARM_RUN_TIMEOUT_S=14400 with FARM_VISIBILITY_TIMEOUT_S=21600, the defaults)")
+        return self
+
+
+def _check_scheme(url: str, schemes: tuple[str, ...], what: str) -> None:
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme.lower() not in schemes:
+        found = f"scheme {scheme}://" if scheme else "no scheme"
+        accepted = ", ".join(f"{s}://" for s in schemes)
+        raise ValueError(f"is not {what} farm can open ({found}; accepted: {accepted})")
+
+
+def _message(exc: ValidationError) -> str:
+    """The problems of a ValidationError, one line each, in the variables' words."""
+    lines = []
+    for error in exc.errors():
+        if not error["loc"]:           # the cross-check: its message names both variables
+            lines.append(str(error["ctx"]["error"]) if "ctx" in error else error["msg"])
+            continue
+        where = str(error["loc"][0])            # the variable, or the field given by name
+        field = Settings.model_fields.get(where)
+        name = field.validation_alias if field is not None else where
+        raw = error.get("input")
+        shown = redact(raw) if isinstance(raw, str) else raw
+        if error["type"] in ("float_parsing", "float_type"):
+            problem = "is not a number"
+        elif error["type"] == "value_error":
+            problem = str(error["ctx"]["error"])
+        else:
+            problem = error["msg"].replace("Input should be", "must be")
+        lines.append(f"{name}={shown!r} {problem} (e.g. {name}={EXAMPLES.get(name, '…')})")
+    return "; ".join(lines)
 
 
 def load_settings() -> Settings:
-    env = os.environ
-    return Settings(
-        broker_url=env.get("FARM_BROKER_URL") or DEFAULT_BROKER_URL,
-        db_url=env.get("FARM_DB_URL") or DEFAULT_DB_URL,
-        visibility_timeout_s=_float("FARM_VISIBILITY_TIMEOUT_S", 6 * 3600.0),
-        run_timeout_s=_float("FARM_RUN_TIMEOUT_S", 4 * 3600.0),
-        heartbeat_s=_float("FARM_HEARTBEAT_S", 5.0),
-        reaper_grace_s=_float("FARM_REAPER_GRACE_S", 60.0),
-        spool_dir=env.get("FARM_SPOOL_DIR") or str(Path.home() / ".farm" / "spool"),
-        flower_user=env.get("FARM_FLOWER_USER") or None,
-        flower_password=env.get("FARM_FLOWER_PASSWORD") or None,
-    )
+    """The settings from the FARM_* environment variables (defaults for unset or empty)."""
+    return Settings()
 
 
 def redact(url: str) -> str:
