@@ -206,7 +206,10 @@ def recorder(name: str | None, loglevel: str) -> None:
     """Write results into the store (the only writer). Also reaps orphaned runs."""
     from tasks.record import serve
 
-    serve(name, loglevel)
+    code = serve(name, loglevel)
+    if code:
+        # Celery stopped on an error: say so to systemd/compose (Restart=on-failure).
+        sys.exit(code)
 
 
 @main.command()
@@ -263,12 +266,28 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
         if sweep is None:
             output.print_status(lambda: counts.status_counts(connection), "sweep",
                                 watch=watch, interval_s=interval)
+            _report_parked()
             return
         sid = counts.find_sweep_id(connection, sweep)
         if sid is None:
             raise NotFound(f"no sweep named or with id {sweep!r}")
         output.print_status(lambda: counts.queue_counts(connection, sid), "queue",
                             watch=watch, interval_s=interval)
+    _report_parked()
+
+
+def _report_parked() -> None:
+    """Say how many messages are parked as unreadable; stay quiet without a broker."""
+    from farm.coordinator import broker_state
+
+    try:
+        parked = broker_state().unreadable_count()
+    except Exception:   # status reads the store; a broker outage must not fail it
+        click.echo("note: the broker is unreachable: unreadable messages not counted", err=True)
+        return
+    if parked:
+        click.echo(f"{parked} unreadable message(s) parked in farm:unreadable "
+                   "(redis-cli LRANGE farm:unreadable 0 -1 shows queue, reason and text)")
 
 
 @main.command()

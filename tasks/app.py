@@ -57,6 +57,41 @@ def configure(app: Celery, settings: Settings) -> None:
     )
     # Celery 5.5+: retry a run whose pool child died, bounded by max_retries.
     app.conf["task_retry_on_worker_lost"] = True
+    scheme = settings.broker_url.split("://", 1)[0]
+    if scheme in ("redis", "rediss"):
+        # kombu's Redis transport, but an entry it cannot read is parked, not fatal.
+        app.conf.broker_transport = PARKING_TRANSPORT
+    elif scheme == "redis+socket":
+        # kombu takes the transport from a "name+" prefix, overriding broker_transport.
+        register_parking_transport()
+        app.conf.broker_url = PARKING_ALIAS + settings.broker_url[len("redis"):]
+
+
+PARKING_TRANSPORT = "tasks.transport:Transport"
+PARKING_ALIAS = "farm-redis"
+
+
+def register_parking_transport() -> None:
+    """Make "farm-redis+socket://" name the parking transport (`tasks.transport`)."""
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES.setdefault(PARKING_ALIAS, PARKING_TRANSPORT)
+
+
+def run_worker(app: Celery, *, hostname: str, queues: list[str], pool: str,
+               concurrency: int = 1, loglevel: str = "INFO") -> int:
+    """Consume `queues` until Celery stops; return the worker's exit status.
+
+    `app.worker_main` drops the status (Celery's `start()` swallows it), so a
+    worker stopped by an unrecoverable error would exit 0 and a unit with
+    `Restart=on-failure` would never restart it. This builds the worker the way
+    `celery worker` does and hands its `exitcode` back instead.
+    """
+    worker = app.Worker(
+        hostname=hostname, queues=queues, pool_cls=pool, concurrency=concurrency,
+        loglevel=loglevel, send_events=True, without_gossip=True, without_mingle=True)
+    worker.start()
+    return int(worker.exitcode or 0)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

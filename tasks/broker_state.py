@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -127,8 +127,17 @@ class BrokerState:
     def is_cancelled(self, sweep_id: str) -> bool:
         return bool(self.r.sismember(CANCELLED, sweep_id))
 
-    def park_unreadable(self, payload: str) -> None:
-        self.r.rpush(UNREADABLE, payload)
+    def park_unreadable(self, payload: str, queue: str | None = None,
+                        reason: str | None = None) -> None:
+        """Keep a message no one could read, for a human: its text, the queue it
+        came from, why it was unreadable and when (one JSON entry of farm:unreadable)."""
+        self.r.rpush(UNREADABLE, json.dumps({
+            "queue": queue, "reason": reason, "payload": payload,
+            "parked_at": datetime.now(UTC).isoformat(timespec="seconds")}))
+
+    def unreadable_count(self) -> int:
+        """How many messages are parked in farm:unreadable."""
+        return int(self.r.llen(UNREADABLE))
 
     # -- worker advertisements ---------------------------------------------
     def advertise(self, name: str, info: dict[str, Any], ttl_s: float) -> None:

@@ -11,6 +11,7 @@ allocator keeps runs from sharing GPUs.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -34,7 +35,7 @@ from farm_contract.records import (
 from farm_contract.routing import queues_for_host
 from farm_contract.runspec import RunSpec, sweep_id
 from farm_contract.settings import Settings, load_settings
-from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app
+from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
 from workers.allocator import GpuAllocator
@@ -153,10 +154,21 @@ def measure(self, run_json: str) -> str:
     sweep cancelled, running elsewhere) or failed unread.
     """
     ctx = context()
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    if not isinstance(run_json, str | bytes):
+        ctx.state.park_unreadable(json.dumps(run_json, default=repr), queue=queue,
+                                  reason=f"farm.measure argument is a {type(run_json).__name__},"
+                                         " not a RunSpec JSON string")
+        return "parked: not a run"
     try:
         run = RunSpec.model_validate_json(run_json)
     except ValidationError as exc:
-        # A newer coordinator's run: fail it with the reason instead of losing it.
+        # A newer coordinator's run: fail it with the reason instead of losing it,
+        # and keep the message itself (the store may not know the run at all).
+        text = run_json if isinstance(run_json, str) else run_json.decode(errors="replace")
+        first = exc.errors()[0]
+        ctx.state.park_unreadable(text, queue=queue, reason="not a RunSpec this worker can "
+                                  f"read: {first['loc']} {first['msg']}")
         deliver(_send_record, _unreadable(self.request.id, exc).model_dump_json(),
                 f"record-{self.request.id}-unreadable", stop=ctx.abort)
         return "failed: unreadable run"
@@ -268,8 +280,9 @@ def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event
     ctx.state.withdraw(ctx.node_name)
 
 
-def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> None:
-    """Run a GPU worker: one task thread per GPU, subscribed to this host's queues."""
+def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> int:
+    """Run a GPU worker: one task thread per GPU, subscribed to this host's queues.
+    Returns Celery's exit status (non-zero when it stopped on an error)."""
     global _ctx
     settings = load_settings()
     devices = inventory.devices()
@@ -291,12 +304,8 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> No
     drain_spool(_send_record)
     log.info("worker %s serves %s", node_name, ", ".join(queues))
     try:
-        app.worker_main([
-            "worker", "--pool=threads", f"--concurrency={len(devices)}",
-            f"--queues={','.join(queues)}", f"--hostname={node_name}",
-            "--task-events", "--without-gossip", "--without-mingle",
-            f"--loglevel={loglevel}",
-        ])
+        return run_worker(app, hostname=node_name, queues=queues, pool="threads",
+                          concurrency=len(devices), loglevel=loglevel)
     finally:
         stop_advertising.set()
         advertiser.join(timeout=5)

@@ -12,6 +12,7 @@ which hands back runs whose worker died without acknowledging them.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -23,8 +24,9 @@ from pydantic import BaseModel, ValidationError
 
 from farm.store.repository import Store
 from farm_contract.records import RunEvent, RunResult
+from farm_contract.routing import RECORD_QUEUE
 from farm_contract.settings import Settings, load_settings
-from tasks.app import EVENT_TASK, RECORD_TASK, app
+from tasks.app import EVENT_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import UNREADABLE, BrokerState, redis_client
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,13 @@ def store() -> Store:
     return _store
 
 
-def _park(payload: str, error: Exception) -> None:
-    """Keep a message the recorder cannot read in Redis (farm:unreadable) for a human."""
-    BrokerState(redis_client(load_settings().broker_url)).park_unreadable(payload)
+def _park(payload: object, error: Exception | str) -> None:
+    """Keep a message the recorder cannot use in Redis (farm:unreadable) for a human,
+    with the reason; a payload of the wrong type is kept as its JSON (or repr)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    BrokerState(redis_client(load_settings().broker_url)).park_unreadable(
+        text, queue=RECORD_QUEUE, reason=reason)
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 
@@ -55,8 +61,11 @@ def _apply(task, model: type[T], payload: str, write: Callable[[T], str]) -> str
     """Decode `payload` as `model` and write it to the store; park what cannot be read
     (retrying cannot fix a newer worker's schema), retry while the store is down."""
     try:
+        if not isinstance(payload, str | bytes):
+            raise TypeError(f"{model.__name__} argument is a {type(payload).__name__}, "
+                            "not a JSON string")
         message = model.model_validate_json(payload)
-    except ValidationError as exc:
+    except (ValidationError, TypeError) as exc:
         _park(payload, exc)
         return "parked"
     try:
@@ -69,6 +78,10 @@ def _apply(task, model: type[T], payload: str, write: Callable[[T], str]) -> str
 def _record_result(result: RunResult) -> str:
     outcome = store().record_result(result)
     log.info("result %s attempt %d: %s", result.run_id, result.attempt, outcome)
+    if outcome == "unknown_run":
+        # Not this store's run (another farm's broker, a deleted sweep): keep it.
+        _park(result.model_dump_json(), f"result for run {result.run_id}, "
+                                        "which this store does not know")
     return outcome
 
 
@@ -99,8 +112,9 @@ def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
             log.warning("reaper pass failed", exc_info=True)
 
 
-def serve(node_name: str | None = None, loglevel: str = "INFO") -> None:
-    """Run the recorder: upgrade the schema, start the reaper, consume `farm.record`."""
+def serve(node_name: str | None = None, loglevel: str = "INFO") -> int:
+    """Run the recorder: upgrade the schema, start the reaper, consume `farm.record`.
+    Returns Celery's exit status (non-zero when it stopped on an error)."""
     global _store
     settings = load_settings()
     _store = Store.open(settings.db_url, upgrade=True)
@@ -110,10 +124,7 @@ def serve(node_name: str | None = None, loglevel: str = "INFO") -> None:
     reaper.start()
     name = node_name or f"farm-recorder-{os.getpid()}@{socket.gethostname()}"
     try:
-        app.worker_main([
-            "worker", "--pool=solo", "--queues=farm.record", f"--hostname={name}",
-            "--task-events", "--without-gossip", "--without-mingle",
-            f"--loglevel={loglevel}",
-        ])
+        return run_worker(app, hostname=name, queues=[RECORD_QUEUE], pool="solo",
+                          loglevel=loglevel)
     finally:
         stop.set()

@@ -60,9 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.measure import serve
 
     kind = "sim" if args.sim else ("cpu" if args.cpu else "gpu")
-    serve(inventory, args.name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}",
-          args.loglevel)
-    return 0
+    return serve(inventory, args.name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}",
+                 args.loglevel)
 
 
 if __name__ == "__main__":

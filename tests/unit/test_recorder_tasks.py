@@ -40,3 +40,29 @@ def test_a_store_outage_retries_with_backoff():
         record._apply(task, RunEvent, payload, down)
     assert task.countdown == 8.0            # 2 ** retries, capped at 60 s
     assert record._apply(task, RunEvent, payload, lambda e: f"wrote {e.run_id}") == "wrote r"
+
+
+def test_an_argument_that_is_not_a_string_is_parked_with_the_reason(monkeypatch):
+    parked = []
+    monkeypatch.setattr(record, "_park", lambda payload, error: parked.append((payload, error)))
+    assert record._apply(FakeTask(), RunEvent, {"run_id": "r"}, lambda e: "x") == "parked"
+    (payload, error), = parked
+    assert payload == {"run_id": "r"}
+    assert "RunEvent argument is a dict, not a JSON string" in str(error)
+
+
+def test_a_result_for_a_run_the_store_does_not_know_is_parked(monkeypatch):
+    parked = []
+    monkeypatch.setattr(record, "_park", lambda payload, error: parked.append((payload, error)))
+
+    class Store:
+        def record_result(self, result):
+            return "unknown_run"
+
+    monkeypatch.setattr(record, "store", Store)
+    from tests.factories import result as make_result  # a complete RunResult
+
+    result = make_result("deadbeef")
+    assert record._record_result(result) == "unknown_run"
+    (payload, error), = parked
+    assert '"run_id":"deadbeef"' in payload and "does not know" in error
