@@ -15,10 +15,12 @@ tokens, a seeded failure rate with the kind of failure (an HTTP error status,
 a connection dropped mid-stream, or no answer at all), and the model name.
 `MockStats` counts requests, what is in flight and its maximum.
 
-It is a plain asyncio protocol speaking HTTP/1.1 (keep-alive, Content-Length
-request bodies, chunked responses) so it costs the machine as little as
-possible: with zero delays a whole streamed response is one write. It binds
-127.0.0.1 only.
+HTTP is aiohttp.web's (keep-alive, request bodies up to 64 MiB, chunked
+streamed responses). The mock keeps its own cost small: every event of a
+stream is built from per-request templates, and with zero delays a whole
+streamed response is one body written at once. It binds 127.0.0.1 only.
+With `api_key` set, every `/v1` request must carry `Authorization: Bearer
+<key>` (401 otherwise); `/health` and `/version` stay open.
 
 In-process (tests), in a background thread:
 
@@ -34,19 +36,24 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from aiohttp import web
+
 HOST = "127.0.0.1"
 TOKEN_TEXT = " tok"
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16   # the OpenAI completions API's default
-MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024
+SHUTDOWN_TIMEOUT_S = 1.0              # stop(): what is still streaming is dropped after this
+VERSION = "farm-mock"                 # what GET /version reports
 
 FailureKind = Literal["http", "disconnect", "hang"]
 
@@ -75,6 +82,8 @@ class MockConfig:
     seed: int = 0
     # Keep every request's JSON body in MockStats.payloads (tests); off for benchmarks.
     record_payloads: bool = False
+    # Require "Authorization: Bearer <api_key>" on every /v1 request (401 otherwise).
+    api_key: str | None = None
 
 
 @dataclass
@@ -87,24 +96,12 @@ class MockStats:
     in_flight: int = 0
     max_in_flight: int = 0
     output_tokens: int = 0
-    connections: int = 0                # TCP connections accepted
+    connections: int = 0                # TCP connections that sent a request
     statuses: dict[int, int] = field(default_factory=dict)
     payloads: list[dict[str, Any]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------ HTTP bits
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            411: "Length Required", 413: "Payload Too Large", 429: "Too Many Requests",
-            500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-def _response(status: int, body: bytes, content_type: str = "application/json",
-              close: bool = False) -> bytes:
-    head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-            f"content-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-            + ("connection: close\r\n" if close else "") + "\r\n")
-    return head.encode("latin-1") + body
 
 
 def _error_body(status: int, message: str, kind: str = "BadRequestError") -> bytes:
@@ -113,15 +110,19 @@ def _error_body(status: int, message: str, kind: str = "BadRequestError") -> byt
                        "param": None, "code": status}).encode()
 
 
-_SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-             b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n")
-_SSE_DONE = b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"   # the last event, then the chunked end
+def _error(status: int, message: str, kind: str = "BadRequestError") -> web.Response:
+    return web.Response(status=status, body=_error_body(status, message, kind),
+                        content_type="application/json")
+
+
+_SSE_TYPE = "text/event-stream"
+_SSE_HEADERS = {"Cache-Control": "no-cache"}
+_SSE_DONE = b"data: [DONE]\n\n"
 
 
 def _sse(payload: str) -> bytes:
-    """One SSE event as one HTTP chunk."""
-    event = b"data: " + payload.encode() + b"\n\n"
-    return b"%x\r\n%b\r\n" % (len(event), event)
+    """One SSE event."""
+    return b"data: " + payload.encode() + b"\n\n"
 
 
 def _words(value: Any) -> int:
@@ -228,18 +229,19 @@ class _Chunks:
         return self._role + event if k == 0 else event
 
     def tail(self) -> bytes:
-        """The usage event (when asked for), `data: [DONE]` and the end of the body."""
+        """The usage event (when asked for) and `data: [DONE]`."""
         usage = (_sse(self._usage_head + ',"usage":' + self._usage(self.gen.output_tokens) + "}")
                  if self.gen.usage else b"")
         return usage + _SSE_DONE
 
     def whole(self) -> bytes:
+        """Every event of the stream, for an answer without delays."""
         n = self.gen.output_tokens
         if self._middle is not None and n > 1:
             body = self._role + self._middle * (n - 1) + self.token(n - 1)
         else:
             body = b"".join(self.token(k) for k in range(n))
-        return _SSE_HEAD + body + self.tail()
+        return body + self.tail()
 
 
 def _completion_json(gen: _Generation, model: str, created: int) -> bytes:
@@ -259,110 +261,84 @@ def _completion_json(gen: _Generation, model: str, created: int) -> bytes:
     }).encode()
 
 
-# ------------------------------------------------------------------ protocol
+# ------------------------------------------------------------------ handlers
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection: HTTP/1.1 requests one after the other (keep-alive)."""
+class _Handlers:
+    """aiohttp.web request handlers over one server's config and stats."""
 
     def __init__(self, server: MockOpenAIServer):
         self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.busy = False           # a generation is being streamed on this connection
-        self.task: asyncio.Task | None = None
-        self.counted = False        # this connection's current request is in `in_flight`
+        self._seen: weakref.WeakSet[Any] = weakref.WeakSet()    # connections (transports)
 
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.server.stats.connections += 1
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/health", self.health)
+        app.router.add_route("*", "/ping", self.health)
+        app.router.add_route("GET", "/version", self.version)
+        app.router.add_route("*", "/v1/models", self.models)
+        app.router.add_route("*", "/v1/completions", self.completions)
+        app.router.add_route("*", "/v1/chat/completions", self.chat)
+        app.router.add_route("*", "/{path:.*}", self.not_found)
 
-    def connection_lost(self, exc) -> None:
-        self.transport = None
-        if self.task is not None:
-            self.task.cancel()
-        self._done()
+    def _count_connection(self, request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None and transport not in self._seen:
+            self._seen.add(transport)
+            self.server.stats.connections += 1
 
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if not self.busy:
-            self._next_request()
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        key = self.server.config.api_key
+        if key is None or request.headers.get("Authorization") == f"Bearer {key}":
+            return None
+        return _error(401, "missing or wrong API key", "AuthenticationError")
 
-    def _done(self) -> None:
-        if self.counted:
-            self.counted = False
-            self.server.stats.in_flight -= 1
+    async def health(self, request: web.Request) -> web.Response:
+        self._count_connection(request)
+        return web.Response(status=200)
 
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
+    async def version(self, request: web.Request) -> web.Response:
+        self._count_connection(request)
+        return web.json_response({"version": VERSION})
 
-    def _next_request(self) -> None:
-        """Parse and answer the buffered requests until one needs time (or none is whole)."""
-        while not self.busy and self.transport is not None:
-            end = self.buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buffer) > MAX_HEADER_BYTES:
-                    self._fail_connection(413, "request headers too large")
-                return
-            lines = bytes(self.buffer[:end]).decode("latin-1").split("\r\n")
-            try:
-                method, target, version = lines[0].split(" ", 2)
-            except ValueError:
-                self._fail_connection(400, "malformed request line")
-                return
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                self._fail_connection(411, "chunked request bodies are not supported")
-                return
-            try:
-                length = int(headers.get("content-length", "0"))
-            except ValueError:
-                self._fail_connection(400, "bad content-length")
-                return
-            if length > MAX_BODY_BYTES:
-                self._fail_connection(413, "request body too large")
-                return
-            if len(self.buffer) < end + 4 + length:
-                return
-            body = bytes(self.buffer[end + 4:end + 4 + length])
-            del self.buffer[:end + 4 + length]
-            close = (headers.get("connection", "").lower() == "close"
-                     or version == "HTTP/1.0")
-            self._route(method, target.split("?", 1)[0], body, close)
+    async def models(self, request: web.Request) -> web.Response:
+        self._count_connection(request)
+        return self._unauthorized(request) or web.Response(
+            body=self.server.models_body, content_type="application/json")
 
-    def _fail_connection(self, status: int, message: str) -> None:
-        self._write(_response(status, _error_body(status, message), close=True))
-        if self.transport is not None:
-            self.transport.close()
+    async def not_found(self, request: web.Request) -> web.Response:
+        self._count_connection(request)
+        return _error(404, f"no route {request.path}", "NotFoundError")
 
-    def _send(self, status: int, body: bytes, close: bool,
-              content_type: str = "application/json") -> None:
-        self._write(_response(status, body, content_type, close))
-        if close and self.transport is not None:
-            self.transport.close()
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
 
-    def _route(self, method: str, path: str, body: bytes, close: bool) -> None:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    # -------------------------------------------------------------- generation
+
+    def _failed(self, status: int, message: str, kind: str = "BadRequestError") -> web.Response:
+        stats = self.server.stats
+        stats.failed += 1
+        stats.statuses[status] = stats.statuses.get(status, 0) + 1
+        return _error(status, message, kind)
+
+    def _finished(self, gen: _Generation) -> None:
+        stats = self.server.stats
+        stats.completed += 1
+        stats.output_tokens += gen.output_tokens
+        stats.statuses[200] = stats.statuses.get(200, 0) + 1
+
+    async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        self._count_connection(request)
+        if request.method != "POST":
+            return _error(405, f"{request.method} not allowed")
+        refused = self._unauthorized(request)
+        if refused is not None:
+            return refused
+        raw = await request.read()
         server = self.server
-        if path in ("/health", "/ping"):
-            self._send(200, b"", close)
-        elif path == "/v1/models":
-            self._send(200, server.models_body, close)
-        elif path in ("/v1/completions", "/v1/chat/completions"):
-            if method != "POST":
-                self._send(405, _error_body(405, f"{method} not allowed"), close)
-                return
-            self._generate(path == "/v1/chat/completions", body, close)
-        else:
-            self._send(404, _error_body(404, f"no route {path}", "NotFoundError"), close)
-
-    def _generate(self, chat: bool, raw: bytes, close: bool) -> None:
-        server = self.server
-        stats = server.stats
-        config = server.config
+        stats, config = server.stats, server.config
         stats.requests += 1
         try:
             body = json.loads(raw)
@@ -372,85 +348,70 @@ class _Connection(asyncio.Protocol):
                 stats.payloads.append(body)
             gen = _plan(config, chat, body, stats.requests)
         except ValueError as exc:   # json.JSONDecodeError is a ValueError
-            self._answer_error(400, str(exc), close)
-            return
+            return self._failed(400, str(exc))
         failing = config.failure_rate > 0 and server.rng.random() < config.failure_rate
         if failing and config.failure == "http":
-            self._answer_error(config.error_status, "mock failure", close, "MockError")
-            return
+            return self._failed(config.error_status, "mock failure", "MockError")
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
-        self.counted = True
-        instant = config.ttft_s <= 0 and config.itl_s <= 0
-        if not failing and instant:
-            self._write(self._whole(gen))
-            self._finish(gen, close)
-            return
-        self.busy = True
-        self.task = asyncio.get_running_loop().create_task(
-            self._stream(gen, config, failing, close))
+        try:
+            if not failing and config.ttft_s <= 0 and config.itl_s <= 0:
+                response = self._whole(gen)
+                self._finished(gen)
+                return response
+            return await self._timed(request, gen, config, failing)
+        finally:
+            stats.in_flight -= 1
 
-    def _whole(self, gen: _Generation) -> bytes:
+    def _whole(self, gen: _Generation) -> web.Response:
+        """The answer without delays: one body, written at once."""
         created = int(time.time())
         if gen.stream:
-            return _Chunks(gen, self.server.model_json, created).whole()
-        return _response(200, _completion_json(gen, self.server.config.model, created))
+            return web.Response(body=_Chunks(gen, self.server.model_json, created).whole(),
+                                content_type=_SSE_TYPE, charset="utf-8",
+                                headers=_SSE_HEADERS)
+        return web.Response(body=_completion_json(gen, self.server.config.model, created),
+                            content_type="application/json")
 
-    def _answer_error(self, status: int, message: str, close: bool,
-                      kind: str = "BadRequestError") -> None:
-        stats = self.server.stats
-        stats.failed += 1
-        stats.statuses[status] = stats.statuses.get(status, 0) + 1
-        self._send(status, _error_body(status, message, kind), close)
-
-    def _finish(self, gen: _Generation, close: bool) -> None:
-        stats = self.server.stats
-        stats.completed += 1
-        stats.output_tokens += gen.output_tokens
-        stats.statuses[200] = stats.statuses.get(200, 0) + 1
-        self._done()
-        if close and self.transport is not None:
-            self.transport.close()
-
-    async def _stream(self, gen: _Generation, config: MockConfig, failing: bool,
-                      close: bool) -> None:
+    async def _timed(self, request: web.Request, gen: _Generation, config: MockConfig,
+                     failing: bool) -> web.StreamResponse:
         """Answer on a timeline: token k is due at start + ttft + k·itl (no drift)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         stats = self.server.stats
+        if failing and config.failure == "hang":
+            stats.failed += 1
+            await asyncio.Future()      # until the client gives up (the handler is cancelled)
+        if not gen.stream:
+            await asyncio.sleep(config.ttft_s + config.itl_s * (gen.output_tokens - 1))
+            response = self._whole(gen)
+            self._finished(gen)
+            return response
+        chunks = _Chunks(gen, self.server.model_json, int(time.time()))
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        response.content_type = _SSE_TYPE
+        response.charset = "utf-8"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        sent = (min(max(0, config.disconnect_after_tokens), gen.output_tokens) if failing
+                else gen.output_tokens)
         try:
-            if failing and config.failure == "hang":
-                stats.failed += 1
-                await asyncio.Future()      # until the client gives up and disconnects
-            if not gen.stream:
-                await asyncio.sleep(config.ttft_s + config.itl_s * (gen.output_tokens - 1))
-                self._write(self._whole(gen))
-                self._finish(gen, close)
-                return
-            chunks = _Chunks(gen, self.server.model_json, int(time.time()))
-            self._write(_SSE_HEAD)
-            sent = (min(max(0, config.disconnect_after_tokens), gen.output_tokens) if failing
-                    else gen.output_tokens)
             for k in range(sent):
                 delay = start + config.ttft_s + k * config.itl_s - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                self._write(chunks.token(k))
+                await response.write(chunks.token(k))
             if failing:                     # a connection dropped mid-stream
                 stats.failed += 1
-                if self.transport is not None:
-                    self.transport.abort()
-                return
-            self._write(chunks.tail())
-            self._finish(gen, close)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self.task = None
-            self._done()
-            self.busy = False
-            if self.buffer and self.transport is not None:
-                loop.call_soon(self._next_request)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await response.write(chunks.tail())
+            await response.write_eof()
+        except ConnectionError:
+            return response                 # the client went away
+        self._finished(gen)
+        return response
 
 
 # ------------------------------------------------------------------ server
@@ -466,7 +427,7 @@ class MockOpenAIServer:
         self.rng = random.Random(self.config.seed)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
+        self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._set_model()
@@ -490,9 +451,6 @@ class MockOpenAIServer:
         self.config = replace(self.config, **changes)
         self.rng = random.Random(self.config.seed)
         self._set_model()
-
-    def reset_stats(self) -> None:
-        self._call(lambda _: setattr(self, "stats", MockStats()), None)
 
     def _call(self, fn: Callable[[Any], None], arg: Any) -> None:
         """Run `fn(arg)` on the server's loop (so it never races a request)."""
@@ -519,15 +477,29 @@ class MockOpenAIServer:
             await self.close()
 
     async def listen(self) -> None:
+        """Bind 127.0.0.1:`port` (0: a free one, then `port` says which) and serve."""
         self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
-            lambda: _Connection(self), HOST, self.port, backlog=4096, reuse_address=True)
-        self.port = self._server.sockets[0].getsockname()[1]
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        _Handlers(self).routes(app)
+        # Cancel a handler when its client disconnects (a hung request ends there);
+        # no access log: it would cost the mock a log line per request.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                               shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, self.port, backlog=4096, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Stop listening and drop what is still being answered."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     # -- background thread
 
@@ -580,6 +552,7 @@ class MockOpenAIServer:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m workers.mock_openai`: serve until SIGINT or SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m workers.mock_openai",
         description="A fake OpenAI-compatible server on 127.0.0.1 (no model, no text).")
@@ -592,10 +565,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--failure", choices=["http", "disconnect", "hang"], default="http")
     parser.add_argument("--error-status", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--api-key-env", metavar="NAME", default=None,
+                        help="require the API key held by this environment variable")
     args = parser.parse_args(argv)
+    api_key = None
+    if args.api_key_env is not None:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            parser.error(f"the environment variable {args.api_key_env} is not set")
     config = MockConfig(ttft_s=args.ttft_s, itl_s=args.itl_s, model=args.model,
                         eos_after=args.eos_after, failure_rate=args.failure_rate,
-                        failure=args.failure, error_status=args.error_status, seed=args.seed)
+                        failure=args.failure, error_status=args.error_status, seed=args.seed,
+                        api_key=api_key)
     server = MockOpenAIServer(config, port=args.port)
 
     async def run() -> None:
