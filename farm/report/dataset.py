@@ -372,6 +372,41 @@ def markdown_columns(table: Table) -> str:
     return "\n".join(lines)
 
 
+def with_current_tables(doc: str) -> str:
+    """`doc` (docs/dataset.md's text) with each table's column table replaced by
+    `markdown_columns`: the first column table after its `### name` heading."""
+    for table in TABLES.values():
+        heading = doc.index(f"\n### {table.name}\n")
+        start = doc.index("\n| column | type | unit | null | description |\n", heading) + 1
+        end = start
+        while end < len(doc) and doc.startswith("|", end):
+            end = doc.find("\n", end) + 1 or len(doc)
+        doc = doc[:start] + markdown_columns(table) + "\n" + doc[end:]
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m farm.report.dataset [--check] DOC`: rewrite DOC's column tables
+    from the schema (after a new figure), or with --check exit 1 if they differ."""
+    import sys
+    from pathlib import Path
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    path = Path(next((a for a in args if a != "--check"), "docs/dataset.md"))
+    text = path.read_text(encoding="utf-8")
+    current = with_current_tables(text)
+    if check:
+        print(f"{path}: {'up to date' if current == text else 'column tables differ'}")
+        return 0 if current == text else 1
+    path.write_text(current, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
 # ------------------------------------------------------------------ Arrow types
 # pyarrow is imported on first use: it is the `report` extra, not a core dependency.
 

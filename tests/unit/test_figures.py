@@ -106,3 +106,14 @@ def test_a_new_figure_is_one_field() -> None:
     with pytest.raises(TypeError):
         flat_columns(Listy)
     assert flat_columns(Listy, exclude=("items",)) == ()
+
+
+def test_docs_dataset_tables_are_generated_from_the_schema() -> None:
+    from farm.report.dataset import main, with_current_tables
+
+    doc = (ROOT / "docs" / "dataset.md").read_text()
+    assert with_current_tables(doc) == doc
+    stale = doc.replace("| `energy_j` | float64 | J | yes | GPU energy of the steady window "
+                        "(gross) |\n", "", 1)
+    assert stale != doc and with_current_tables(stale) == doc
+    assert main(["--check", str(ROOT / "docs" / "dataset.md")]) == 0
