@@ -3,6 +3,10 @@ script, no external reference), readable offline and printable.
 
 A simulated report carries the SIMULATED banner at the top (sticky while
 scrolling), at the bottom, in the page title and on every figure.
+
+Its figure sections are the registered kinds of figure (farm/report/figures/),
+in their order: heading, introduction, notes, then each figure with its
+caption (and what the kind puts under it, e.g. the Pareto front tables).
 """
 
 from __future__ import annotations
@@ -12,36 +16,13 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
-from farm.report.labels import SIM_BANNER, fmt, short_label, tokens_label
-from farm.report.pareto import ParetoFigure
+from farm.report.figures import kinds
+from farm.report.labels import SIM_BANNER
 from farm.report.plots import FigureSpec
-from farm.report.stats import Estimate
 from farm.report.table import HEADERS, rows
 
 if TYPE_CHECKING:
     from farm.report.report import ReportData
-
-SECTIONS = (
-    ("energy_load", "Energy vs load",
-     "Energy per request and per output token against concurrency (closed loop), request "
-     "rate (open loop) or batch size, one line per GPU (and engine variant) and one row per "
-     "input/output token length. Markers are means over repetitions; bars are 95% "
-     "confidence intervals. A dotted vertical line marks a plateau: the load after which "
-     "every further doubling saves less than 10% energy per request."),
-    ("pareto", "Energy vs latency",
-     "Every configuration of a model (mean over its repetitions), across GPU models, against "
-     "TTFT p90 and TPOT p90. The black step line is the Pareto front: configurations that no "
-     "other is both faster and cheaper than. Its points are listed below each figure."),
-    ("heatmap", "Token-length grid",
-     "J/request by input × output token-length bin (Fernandez et al.: bins centred on powers "
-     "of two, a bin b holds lengths in (b/√2, b·√2]), per GPU and load value, on one colour "
-     "scale per figure. Each cell is the mean over the valid points in that bin; \"—\" marks "
-     "an empty cell."),
-    ("timeline", "Power timelines",
-     "Board power of chosen runs over time, with the energy windows shaded: idle without and "
-     "with a CUDA context, engine load, warm-up, and each load point's steady state (the "
-     "window every energy figure is taken over). Dashed lines: the run window."),
-)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 2rem 2rem;
@@ -84,14 +65,16 @@ def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
     out += ['<h2 id="summary">Summary</h2>', _summary(data.summary)]
     out += ['<h2 id="measurement">How energy was measured</h2>']
     out += [f"<p>{escape(text)}</p>" for text in data.measurement]
-    for section, heading, intro in SECTIONS:
-        specs = [s for s in data.figures if s.section == section]
-        out += [f'<h2 id="{section}">{escape(heading)}</h2>', f"<p>{escape(intro)}</p>"]
-        out += [f'<p class="note">{escape(n)}</p>' for n in data.section_notes.get(section, [])]
+    for kind in kinds():
+        specs = [s for s in data.figures if s.section == kind.name]
+        out += [f'<h2 id="{kind.name}">{escape(kind.heading)}</h2>',
+                f"<p>{escape(kind.intro)}</p>"]
+        out += [f'<p class="note">{escape(n)}</p>'
+                for n in data.section_notes.get(kind.name, [])]
         for spec in specs:
             out.append(_figure(spec, pngs.get(spec.slug, b"")))
-            if section == "pareto":
-                out.append(_front_tables(spec.data))
+            if kind.html_after is not None:
+                out.append(kind.html_after(spec))
     out += ['<h2 id="points">Every run point</h2>',
             "<p>One row per run and load point (a run without a result: one row). "
             "Figures are per load point over its steady-state window; \"—\" means not "
@@ -103,7 +86,7 @@ def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
 
 def _toc(data: ReportData) -> str:
     items = [("summary", "Summary"), ("measurement", "How energy was measured"),
-             *((s, h) for s, h, _ in SECTIONS), ("points", "Every run point")]
+             *((k.name, k.heading) for k in kinds()), ("points", "Every run point")]
     return "<p>" + " · ".join(f'<a href="#{a}">{escape(t)}</a>' for a, t in items) + "</p>"
 
 
@@ -118,35 +101,6 @@ def _figure(spec: FigureSpec, png: bytes) -> str:
     return (f'<figure id="{escape(spec.slug)}"><img src="{data_uri(png)}" '
             f'alt="{escape(spec.title)}"><figcaption><b>{escape(spec.title)}</b> '
             f'(<a href="figures/{escape(spec.slug)}.png">PNG</a>){notes}</figcaption></figure>')
-
-
-def _estimate(e: Estimate, unit: str) -> str:
-    hw = e.half_width
-    ci = f" ± {fmt(hw)}" if hw is not None else " (n = 1)"
-    return f"{fmt(e.mean)}{ci} {unit}"
-
-
-def _front_tables(fig: ParetoFigure) -> str:
-    out = []
-    for panel in fig.panels:
-        if not panel.front:
-            continue
-        head = ("<tr><th class=\"t\">GPU</th><th class=\"t\">scenario</th><th class=\"t\">"
-                "load</th><th class=\"t\">tokens</th>"
-                f"<th>{escape(short_label(panel.latency))}</th>"
-                f"<th>{escape(short_label(panel.energy))}</th><th>n</th></tr>")
-        body = "".join(
-            f"<tr><td class=\"t\">{escape(p.label)}</td><td class=\"t\">{escape(p.scenario)}"
-            f"</td><td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
-            f"{escape(tokens_label(p.input_tokens, p.output_tokens))}</td>"
-            f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
-            f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
-            for p in panel.front_points)
-        out.append(f'<p class="note">{escape(fig.model)}: Pareto front of '
-                   f"{escape(short_label(panel.energy))} vs {escape(short_label(panel.latency))}"
-                   f" ({len(panel.front)} of {len(panel.points)} configurations; ± is the 95% "
-                   f"CI half-width)</p><table>{head}{body}</table>")
-    return "".join(out)
 
 
 def _points_table(data: ReportData) -> str:

@@ -24,6 +24,8 @@ FIGURE_LABELS: dict[str, tuple[str, str]] = {
                                       "net J/output token"),
     "ttft_p90_ms": ("TTFT p90 (ms)", "TTFT p90"),
     "tpot_p90_ms": ("TPOT p90 (ms)", "TPOT p90"),
+    "avg_power_w": ("mean GPU power, steady window (W)", "GPU power"),
+    "avg_power_net_w": ("mean GPU power, net of idle (W)", "net GPU power"),
 }
 
 LOAD_AXIS = {

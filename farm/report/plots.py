@@ -3,7 +3,10 @@
 Drawing only: every number comes from the pure functions of `series.py`,
 `pareto.py`, `heatmap.py` and `timeline.py`. matplotlib is imported inside the
 functions (farmctl's other commands never pay for it) and used without pyplot,
-through the Agg canvas: no display, no global state.
+through the Agg canvas: no display, no global state. `render` draws a figure
+through the draw function its kind registered (farm/report/figures/); the
+draw functions here (`draw_load`, `draw_pareto`, `draw_heatmap`,
+`draw_timeline`) and the helpers are what kinds of figure use.
 
 A simulated report's figures say so twice: "SIMULATED — " leads the title, and
 a watermark crosses the figure. The title is also stored in the PNG's "Title"
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from farm.report.figures import kind
 from farm.report.heatmap import HeatmapFigure
 from farm.report.labels import DASH, LOAD_AXIS, axis_label, fmt, short_label, tokens_label
 from farm.report.pareto import ParetoFigure
@@ -38,9 +42,9 @@ class FigureSpec:
     """One figure of the report: what to draw and how to name it."""
 
     slug: str                    # file name under figures/, without ".png"
-    section: str                 # energy_load | pareto | heatmap | timeline
+    section: str                 # the name of its kind of figure (farm/report/figures/)
     title: str                   # the full title ("SIMULATED — " included where simulated)
-    data: Any                    # LoadFigure | ParetoFigure | HeatmapFigure | Timeline
+    data: Any                    # what its kind planned: LoadFigure, ParetoFigure, …
     notes: list[str] = field(default_factory=list)
     simulated: bool = False
     colours: dict[str, str] = field(default_factory=dict)   # GPU label → colour
@@ -52,11 +56,9 @@ def colours_for(gpu_labels: Sequence[str]) -> dict[str, str]:
 
 
 def render(spec: FigureSpec) -> bytes:
-    """The figure as PNG bytes."""
-    draw = {"energy_load": _draw_load, "pareto": _draw_pareto, "heatmap": _draw_heatmap,
-            "timeline": _draw_timeline}[spec.section]
-    fig = draw(spec)
-    return _finish(fig, spec)
+    """The figure as PNG bytes, drawn by its kind's draw function, titled and (when
+    simulated) watermarked here."""
+    return _finish(kind(spec.section).draw(spec), spec)
 
 
 # ------------------------------------------------------------------ common
@@ -123,7 +125,9 @@ def _empty(ax: Any, text: str) -> None:
 # ------------------------------------------------------------ energy vs load
 
 
-def _draw_load(spec: FigureSpec) -> Any:
+def draw_load(spec: FigureSpec) -> Any:
+    """A LoadFigure: a panel per token-length pair (rows) and figure (columns), one
+    line per series with its CIs and plateau."""
     from matplotlib.collections import LineCollection
 
     data: LoadFigure = spec.data
@@ -206,7 +210,9 @@ def _plain_formatter() -> Any:
 # ---------------------------------------------------------------- pareto
 
 
-def _draw_pareto(spec: FigureSpec) -> Any:
+def draw_pareto(spec: FigureSpec) -> Any:
+    """A ParetoFigure: a panel per energy × latency pair, points per GPU and
+    scenario kind, the front as a step line."""
     data: ParetoFigure = spec.data
     energies = list(dict.fromkeys(p.energy for p in data.panels))
     latencies = list(dict.fromkeys(p.latency for p in data.panels))
@@ -256,7 +262,8 @@ def _draw_pareto(spec: FigureSpec) -> Any:
 # ---------------------------------------------------------------- heat map
 
 
-def _draw_heatmap(spec: FigureSpec) -> Any:
+def draw_heatmap(spec: FigureSpec) -> Any:
+    """A HeatmapFigure: a grid per row and load value on one colour scale."""
     import numpy as np
     from matplotlib import colormaps
     from matplotlib.colors import LogNorm, Normalize
@@ -308,7 +315,8 @@ def _draw_heatmap(spec: FigureSpec) -> Any:
 # ---------------------------------------------------------------- timeline
 
 
-def _draw_timeline(spec: FigureSpec) -> Any:
+def draw_timeline(spec: FigureSpec) -> Any:
+    """A Timeline: power per GPU (and their sum) against time, windows shaded."""
     from matplotlib.patches import Patch
 
     tl: Timeline = spec.data

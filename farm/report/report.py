@@ -1,6 +1,8 @@
 """`farmctl report SWEEP`: a self-contained HTML report plus its figures as PNG files.
 
-    collect(store, sweep)     → ReportData: every figure's data, notes and tables (no drawing)
+    collect(store, sweep)     → ReportData: every figure's data, notes and tables (no drawing):
+                                each registered kind of figure (farm/report/figures/) in
+                                page order
     write_report(store, ...)  → draws the figures (plots.py), writes DIR/figures/*.png and
                                 DIR/index.html (html.py), returns a WrittenReport
 
@@ -21,20 +23,15 @@ from typing import Any
 
 from farm.errors import ExitCode, FarmError
 from farm.report import html
-from farm.report.heatmap import heatmap_figures
-from farm.report.pareto import ParetoFigure, pareto_figures
+from farm.report.figures import FigureInputs, Reads, kinds
 from farm.report.plots import FigureSpec, colours_for, render
 from farm.report.points import RunPoint, load_run_points
 from farm.report.selection import reason_left_out
-from farm.report.series import PER_REQUEST, PER_TOKEN, load_figures
-from farm.report.stats import group_by
-from farm.report.timeline import build_timeline, representative_runs, resolve_runs
+from farm.report.series import PER_REQUEST, PER_TOKEN
+from farm.report.timeline import representative_runs
 
 GROSS = (PER_REQUEST, PER_TOKEN)
 NET = ("energy_per_request_net_j", "energy_per_output_token_net_j")
-MAX_TOKEN_ROWS = 8        # token-length pairs per energy-vs-load figure (more: parts)
-KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
-               "batch": "batch size"}
 
 
 class NoMeasuredPoints(FarmError, LookupError):
@@ -54,7 +51,6 @@ class ReportData:
     figures: list[FigureSpec]
     measurement: list[str]               # how energy was measured, one paragraph each
     summary: list[tuple[str, str]]       # (what, how many)
-    pareto: list[ParetoFigure] = field(default_factory=list)
     section_notes: dict[str, list[str]] = field(default_factory=dict)
     net: bool = False
 
@@ -91,66 +87,30 @@ def collect(store: Any, sweep: str, runs: Sequence[str] = (), net: bool = False)
     simulated = bool(getattr(sweep_row, "simulated", False)) or any(p.simulated for p in points)
     prefix = "SIMULATED — " if simulated else ""
     colours = colours_for([p.gpu_label for p in points])
-    energies = NET if net else GROSS
-    basis = "net of idle" if net else "gross"
     figures: list[FigureSpec] = []
     notes: dict[str, list[str]] = {}
+    cache: dict[tuple[str, str], Any] = {}       # store reads shared by the kinds
+    for kind in kinds():
+        inputs = FigureInputs(name, points, simulated, net, NET if net else GROSS, runs,
+                              Reads(store, kind.name, kind.needs, cache))
+        section = kind.build(inputs)
+        for planned in section.figures:
+            slug, taken = _slug(planned.slug), {f.slug for f in figures}
+            unique = next(s for n in range(1, len(taken) + 2)
+                          if (s := slug if n == 1 else f"{slug}-{n}") not in taken)
+            figures.append(FigureSpec(unique, kind.name, prefix + planned.title, planned.data,
+                                      list(planned.notes), simulated, colours))
+        if section.notes:
+            notes[kind.name] = list(section.notes)
 
-    def spec(slug: str, section: str, title: str, data: Any, fig_notes: list[str]) -> None:
-        slug, taken = _slug(slug), {f.slug for f in figures}
-        unique = next(s for n in range(1, len(taken) + 2)
-                      if (s := slug if n == 1 else f"{slug}-{n}") not in taken)
-        figures.append(FigureSpec(unique, section, prefix + title, data, fig_notes,
-                                  simulated, colours))
-
-    for whole in load_figures(points, energies, simulated):
-        parts = whole.split(MAX_TOKEN_ROWS)
-        for n, lf in enumerate(parts, 1):
-            part = f" (part {n} of {len(parts)})" if len(parts) > 1 else ""
-            spec(f"energy-vs-{lf.load_kind}-{lf.model}{part and f'-{n}'}", "energy_load",
-                 f"{lf.model}: energy ({basis}) vs {KIND_TITLES[lf.load_kind]}{part}", lf,
-                 [lf.selection.note(), *lf.plateau_notes()])
-    if not any(f.section == "energy_load" for f in figures):
-        notes["energy_load"] = ["No configuration has two or more load values with valid "
-                                "measured points: no energy-vs-load figure."]
-
-    pareto = pareto_figures(points, energies, simulated=simulated)
-    for pf in pareto:
-        spec(f"pareto-{pf.model}", "pareto",
-             f"{pf.model}: energy ({basis}) vs latency, Pareto fronts across GPU models", pf,
-             pf.notes())
-
-    if not pareto:
-        notes["pareto"] = ["No valid measured point has both an energy and a latency figure: "
-                           "no Pareto front."]
-
-    heatmaps = heatmap_figures(points, energies[0], simulated)
-    for hf in heatmaps:
-        spec(f"heatmap-{hf.model}-{hf.scenario}", "heatmap",
-             f"{hf.model}, {hf.scenario}: energy ({basis}) per request by input × output "
-             "token-length bin", hf, [hf.selection.note()])
-    covered = {(hf.model, hf.scenario) for hf in heatmaps}
-    single = sorted({(p.model, p.scenario) for p in points if p.measured} - covered)
-    if single:
-        notes["heatmap"] = [f"{m}, {s}: its valid points span one token-length cell only "
-                            "(or none): no heat map." for m, s in single]
-
-    timeline_runs = resolve_runs(points, runs, name) if runs else representative_runs(points)
-    by_run = group_by(points, lambda p: p.run_id)
-    results: dict[str, dict[str, Any] | None] = {}
-    for run_id in dict.fromkeys([*timeline_runs, *representative_runs(points)]):
-        results[run_id] = store.result_for(run_id)
-    for run_id in timeline_runs:
-        tl = build_timeline(by_run[run_id], store.trace_for(run_id), results[run_id])
-        spec(f"timeline-{run_id[:12]}", "timeline", f"power timeline of run {run_id[:12]}", tl,
-             tl.notes)
-    if not runs:
-        notes["timeline"] = ["Runs shown: per GPU, the succeeded run with the most load points "
-                             "(valid runs first). Choose others with --runs RUN_ID."]
-
+    # How energy was measured: from the results the kinds read (the timeline runs),
+    # then those of one run per GPU.
+    results = {run_id: r for (need, run_id), r in cache.items() if need == "results"}
+    for run_id in representative_runs(points):
+        if run_id not in results:
+            results[run_id] = store.result_for(run_id)
     return ReportData(name, simulated, datetime.now(UTC), points, figures,
-                      measurement_notes(points, results, net), summary(points), pareto, notes,
-                      net)
+                      measurement_notes(points, results, net), summary(points), notes, net)
 
 
 def summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:

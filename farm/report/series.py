@@ -3,7 +3,8 @@
 One `Series` per configuration without its load (model, GPU, engine and its
 arguments, scenario, token lengths, decoding), one point per load value: the
 mean over the repetitions with its 95% confidence interval (`stats.estimate`).
-Pure data; `plots.py` draws it.
+Pure data; `plots.py` draws it. The figure kinds "energy_load" and "power_load"
+(farm/report/figures/) use it.
 
 The plateau: energy per request falls as concurrency rises, then stops
 falling (the LLM Efficiency Benchmark saw it near 100 simultaneous requests).
@@ -100,9 +101,11 @@ def series_key(p: RunPoint) -> tuple:
 
 
 def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER_REQUEST,
-                   variants: Variants | None = None) -> list[Series]:
+                   variants: Variants | None = None, plateau: bool = True) -> list[Series]:
     """One series per configuration of `load_kind`: load values ascending, each the mean
-    (and 95% CI) of `figure` over the repetitions. Uses valid measured points only."""
+    (and 95% CI) of `figure` over the repetitions. Uses valid measured points only.
+    `plateau`: look for the concurrency where the figure stops falling (energy
+    figures; not for figures that rise with the load, such as power)."""
     usable = [p for p in points
               if p.load_kind == load_kind and reason_left_out(p, (figure,)) is None]
     variants = variants or Variants(usable)
@@ -115,12 +118,12 @@ def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER
             est = estimate(p.get(figure) for p in by_x[x])
             assert est is not None  # every point has the figure
             spoints.append(SeriesPoint(x, est, tuple(p.run_id for p in by_x[x])))
-        plateau = (find_plateau([(sp.x, sp.estimate.mean) for sp in spoints])
-                   if load_kind == "concurrency" else None)
+        found = (find_plateau([(sp.x, sp.estimate.mean) for sp in spoints])
+                 if plateau and load_kind == "concurrency" else None)
         out.append(Series(model=first.model, load_kind=load_kind, figure=figure,
                           label=variants.label(first), gpu_label=first.gpu_label,
                           input_tokens=first.input_tokens, output_tokens=first.output_tokens,
-                          points=tuple(spoints), plateau=plateau))
+                          points=tuple(spoints), plateau=found))
     out.sort(key=lambda s: (s.input_tokens or 0, s.output_tokens, s.gpu_label, s.label))
     return out
 
@@ -167,11 +170,12 @@ class LoadFigure:
 
 
 def load_figures(points: Sequence[RunPoint], figures: tuple[str, ...] = (PER_REQUEST, PER_TOKEN),
-                 simulated: bool | None = None) -> list[LoadFigure]:
+                 simulated: bool | None = None, plateau: bool = True) -> list[LoadFigure]:
     """One LoadFigure per (model, load kind) where some configuration has ≥ 2 load values.
 
     A figure's scope is the model's points in the scenarios of that load kind,
     including their failed and invalid runs, which its selection counts as left out.
+    `plateau`: as for `energy_vs_load`.
     """
     kinds_of_scenario = {p.scenario: p.load_kind for p in points if p.load_kind is not None}
     out = []
@@ -181,7 +185,8 @@ def load_figures(points: Sequence[RunPoint], figures: tuple[str, ...] = (PER_REQ
             scope = [p for p in points if p.model == model and p.scenario in scenarios]
             selection = select(scope, figures, simulated)
             variants = Variants(selection.points)
-            series = {f: energy_vs_load(selection.points, kind, f, variants) for f in figures}
+            series = {f: energy_vs_load(selection.points, kind, f, variants, plateau)
+                      for f in figures}
             if not any(len(s.points) >= 2 for s in series[figures[0]]):
                 continue
             out.append(LoadFigure(model, kind, figures, series, selection))

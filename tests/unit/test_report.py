@@ -376,9 +376,9 @@ def test_report_is_self_contained_and_labelled_simulated(written, points):
     for link in links:
         if link.startswith("figures/"):
             assert (done.out_dir / link).is_file()
-    assert len(images) == len(done.figures) == 7
-    assert {f.name.split("-")[0] for f in done.figures} == {"energy", "pareto", "heatmap",
-                                                             "timeline"}
+    assert len(images) == len(done.figures) == 9
+    assert {f.name.split("-")[0] for f in done.figures} == {"energy", "power", "pareto",
+                                                             "heatmap", "timeline"}
     for path in done.figures:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -426,7 +426,7 @@ def test_farmctl_report_writes_the_default_directory(report_store, tmp_path):
     proc = farmctl("report", name, env={"FARM_DB_URL": url}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / f"farm-report-{name}"
-    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 7
+    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 9
     assert proc.stdout.startswith("SIMULATED")
     assert f"written to farm-report-{name}/index.html" in proc.stdout
 
@@ -469,3 +469,83 @@ def test_plots_draw_without_a_display(monkeypatch):
     (figure,) = load_figures([pt(f"r{c}", load=c) for c in (1, 2, 4)])
     png = render(FigureSpec("x", "energy_load", "measured", figure))
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and png_texts(png)["Title"] == "measured"
+
+
+# ------------------------------------------------------- figure registry
+
+
+def test_every_section_is_a_registered_kind_in_page_order():
+    from farm.report.figures import NEEDS, kinds
+
+    names = [k.name for k in kinds()]
+    assert names == ["energy_load", "power_load", "pareto", "heatmap", "timeline"]
+    assert all(k.needs <= set(NEEDS) and "points" in k.needs for k in kinds())
+    assert {k.name for k in kinds() if "traces" in k.needs} == {"timeline"}
+
+
+def test_a_kind_reads_only_what_it_declares():
+    from farm.report.figures import Reads
+
+    class FakeStore:
+        def result_for(self, run_id):
+            return {"run_id": run_id}
+
+        def trace_for(self, run_id):
+            raise AssertionError("not declared: never read")
+
+    reads = Reads(FakeStore(), "power_load", frozenset({"points", "results"}), {})
+    assert reads.result_for("r1") == {"run_id": "r1"}
+    with pytest.raises(RuntimeError, match="'power_load' reads traces but does not declare"):
+        reads.trace_for("r1")
+
+
+def test_a_registered_figure_appears_on_the_page(report_store, tmp_path, monkeypatch):
+    """One decorated function is all a new figure takes: it is built, drawn, written
+    and labelled SIMULATED like the others."""
+    from farm.report import figures
+    from farm.report.plots import draw_load
+
+    figures.kinds()                                   # the shipped kinds, loaded
+    monkeypatch.setattr(figures, "_KINDS", dict(figures._KINDS))
+
+    @figures.figure("tokens_load", heading="Throughput vs load", intro="Output tokens/s.",
+                    draw=draw_load, order=25)
+    def tokens_vs_load(inputs):
+        return figures.Section([figures.Planned(f"tokens-{lf.model}", f"{lf.model}: tokens/s",
+                                                lf, [lf.selection.note()])
+                                for lf in load_figures(inputs.points, ("output_throughput_tps",),
+                                                       inputs.simulated, plateau=False)][:1])
+
+    url, name = report_store
+    with Store.open(url) as store:
+        done = write_report(store, name, tmp_path / "out")
+    page = done.index.read_text(encoding="utf-8")
+    assert (tmp_path / "out" / "figures" / "tokens-llama-3.1-8b.png").is_file()
+    assert '<h2 id="tokens_load">Throughput vs load</h2>' in page
+    assert "<b>SIMULATED — llama-3.1-8b: tokens/s</b>" in page
+    assert page.index('id="power_load"') < page.index('id="tokens_load"') < page.index(
+        'id="pareto"')
+
+
+def test_power_vs_load_is_the_mean_window_power_of_the_repetitions(report_store, points):
+    url, name = report_store
+    with Store.open(url) as store:
+        data = collect(store, name)
+    power = [s for s in data.figures if s.section == "power_load"]
+    assert {s.data.load_kind for s in power} == {"concurrency", "request_rate"}
+    assert all(s.title.startswith("SIMULATED — ") and "GPU power (gross)" in s.title
+               for s in power)
+    closed = next(s.data for s in power if s.data.load_kind == "concurrency")
+    assert closed.figures == ("avg_power_w",)
+    series = closed.series["avg_power_w"]
+    assert series and all(s.plateau is None for s in series)   # power rises: no plateau
+    for s in series:
+        for sp in s.points:
+            values = [p.get("avg_power_w") for p in points if p.run_id in sp.run_ids
+                      and p.load_value == sp.x and p.input_tokens == s.input_tokens
+                      and p.output_tokens == s.output_tokens]
+            assert sp.estimate.mean == pytest.approx(mean(values))
+    with Store.open(url) as store:
+        net = collect(store, name, net=True)
+    assert all(s.data.figures == ("avg_power_net_w",) and "(net of idle)" in s.title
+               for s in net.figures if s.section == "power_load")

@@ -1,0 +1,63 @@
+"""Energy vs latency: per model, every configuration against TTFT p90 and TPOT p90
+with the Pareto fronts (pareto.py), each front also as a table."""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+from farm.report.figures import FigureInputs, Planned, Section, figure
+from farm.report.labels import fmt, short_label, tokens_label
+from farm.report.pareto import ParetoFigure, pareto_figures
+from farm.report.plots import draw_pareto
+from farm.report.stats import Estimate
+
+
+def _estimate(e: Estimate, unit: str) -> str:
+    hw = e.half_width
+    ci = f" ± {fmt(hw)}" if hw is not None else " (n = 1)"
+    return f"{fmt(e.mean)}{ci} {unit}"
+
+
+def front_tables(spec: Any) -> str:
+    """HTML: one table per panel listing the Pareto front's configurations."""
+    fig: ParetoFigure = spec.data
+    out = []
+    for panel in fig.panels:
+        if not panel.front:
+            continue
+        head = ("<tr><th class=\"t\">GPU</th><th class=\"t\">scenario</th><th class=\"t\">"
+                "load</th><th class=\"t\">tokens</th>"
+                f"<th>{escape(short_label(panel.latency))}</th>"
+                f"<th>{escape(short_label(panel.energy))}</th><th>n</th></tr>")
+        body = "".join(
+            f"<tr><td class=\"t\">{escape(p.label)}</td><td class=\"t\">{escape(p.scenario)}"
+            f"</td><td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
+            f"{escape(tokens_label(p.input_tokens, p.output_tokens))}</td>"
+            f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
+            f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
+            for p in panel.front_points)
+        out.append(f'<p class="note">{escape(fig.model)}: Pareto front of '
+                   f"{escape(short_label(panel.energy))} vs {escape(short_label(panel.latency))}"
+                   f" ({len(panel.front)} of {len(panel.points)} configurations; ± is the 95% "
+                   f"CI half-width)</p><table>{head}{body}</table>")
+    return "".join(out)
+
+
+@figure("pareto", heading="Energy vs latency", order=30, draw=draw_pareto,
+        html_after=front_tables, intro=(
+            "Every configuration of a model (mean over its repetitions), across GPU models, "
+            "against TTFT p90 and TPOT p90. The black step line is the Pareto front: "
+            "configurations that no other is both faster and cheaper than. Its points are "
+            "listed below each figure."))
+def energy_vs_latency(inputs: FigureInputs) -> Section:
+    """One figure per model: its configurations and Pareto fronts."""
+    planned = [Planned(f"pareto-{pf.model}",
+                       f"{pf.model}: energy ({inputs.basis}) vs latency, Pareto fronts across "
+                       "GPU models", pf, pf.notes())
+               for pf in pareto_figures(inputs.points, inputs.energies,
+                                        simulated=inputs.simulated)]
+    if planned:
+        return Section(planned)
+    return Section(notes=["No valid measured point has both an energy and a latency figure: "
+                          "no Pareto front."])

@@ -1,0 +1,36 @@
+"""Energy vs load: per model and load kind, J/request and J/output token against
+concurrency, request rate or batch size, with 95% CIs and plateaus (series.py)."""
+
+from __future__ import annotations
+
+from farm.report.figures import FigureInputs, Planned, Section, figure
+from farm.report.plots import draw_load
+from farm.report.series import load_figures
+
+MAX_TOKEN_ROWS = 8        # token-length pairs per figure (more: parts)
+KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
+               "batch": "batch size"}
+
+
+@figure("energy_load", heading="Energy vs load", order=10, draw=draw_load, intro=(
+    "Energy per request and per output token against concurrency (closed loop), request "
+    "rate (open loop) or batch size, one line per GPU (and engine variant) and one row per "
+    "input/output token length. Markers are means over repetitions; bars are 95% "
+    "confidence intervals. A dotted vertical line marks a plateau: the load after which "
+    "every further doubling saves less than 10% energy per request."))
+def energy_vs_load(inputs: FigureInputs) -> Section:
+    """One figure per model and load kind with two or more load values (split into
+    parts of at most MAX_TOKEN_ROWS token-length pairs)."""
+    planned = []
+    for whole in load_figures(inputs.points, inputs.energies, inputs.simulated):
+        parts = whole.split(MAX_TOKEN_ROWS)
+        for n, lf in enumerate(parts, 1):
+            part = f" (part {n} of {len(parts)})" if len(parts) > 1 else ""
+            planned.append(Planned(
+                f"energy-vs-{lf.load_kind}-{lf.model}{part and f'-{n}'}",
+                f"{lf.model}: energy ({inputs.basis}) vs {KIND_TITLES[lf.load_kind]}{part}", lf,
+                [lf.selection.note(), *lf.plateau_notes()]))
+    if planned:
+        return Section(planned)
+    return Section(notes=["No configuration has two or more load values with valid measured "
+                          "points: no energy-vs-load figure."])
