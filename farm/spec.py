@@ -88,7 +88,7 @@ class EngineSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    kind: Literal["vllm", "hf", "sim"]
+    kind: Literal["vllm", "hf", "sim", "openai"]
 
     @model_validator(mode="after")
     def _check_args(self) -> EngineSpec:
@@ -240,7 +240,22 @@ class SweepSpec(Strict):
             for scenario in self.scenario:
                 if scenario.kind == "server":
                     raise ValueError("the hf engine runs batch scenarios only")
+        if self.engine.kind == "openai":
+            _check_openai_engine(self)
         return self
+
+
+def _check_openai_engine(spec: SweepSpec) -> None:
+    """An endpoint that is already running: server scenarios, a base_url, no key."""
+    args = spec.engine.model_extra or {}
+    if any(scenario.kind != "server" for scenario in spec.scenario):
+        raise ValueError("the openai engine runs server scenarios only")
+    if "base_url" not in args:
+        raise ValueError('the openai engine needs base_url (e.g. "http://127.0.0.1:8000")')
+    if "api_key" in args:
+        raise ValueError("an API key is never written in a sweep (it would be stored with "
+                         "every run): name the worker's environment variable that holds it "
+                         "with api_key_env")
 
 
 # ------------------------------------------------------------- parsing + errors
@@ -416,7 +431,13 @@ def simulated_copy(spec: SweepSpec) -> SweepSpec:
     exclude = [{k: ([as_sim(str(x)) for x in v] if isinstance(v, list) else as_sim(str(v)))
                 if k == "gpu" else v for k, v in rule.items()} for rule in spec.exclude]
     name = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
-    engine = EngineSpec.model_validate({**spec.engine.model_dump(), "kind": "sim"})
+    engine_args = spec.engine.model_dump()
+    if spec.engine.kind == "openai":
+        # An endpoint's arguments (URL, key variable, processes) describe nothing the
+        # sim engine models: the copy runs the sim defaults, without rules naming them.
+        engine_args = {}
+        exclude = [r for r in exclude if not any(k.startswith("engine.") for k in r)]
+    engine = EngineSpec.model_validate({**engine_args, "kind": "sim"})
     return spec.model_copy(update={
         "name": name,
         "hardware": spec.hardware.model_copy(update={"gpu": gpus}),

@@ -125,7 +125,7 @@ class RunHardware(Strict):
 class RunEngine(Strict):
     """The engine kind that serves the run, with the arguments passed to it."""
 
-    kind: Literal["vllm", "hf", "sim"]
+    kind: Literal["vllm", "hf", "sim", "openai"]
     args: dict[str, Scalar] = {}
 
 

@@ -100,6 +100,13 @@ class Engine(ABC):
         """Processes of this engine that may use the GPUs (not foreign tenants)."""
         return set()
 
+    @classmethod
+    def resident_pids(cls, run: RunSpec) -> set[int]:
+        """Processes of this run's engine already on the GPUs before the engine is
+        made (an endpoint the farm does not start): allowed from the preflight on.
+        None for an engine the farm starts itself."""
+        return set()
+
     @abstractmethod
     def stop(self) -> None:
         """Free the GPUs. Must be safe to call after a failed or partial start."""

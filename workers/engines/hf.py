@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.engines import register
 from workers.engines.base import parse_engine_args
 from workers.engines.launch import device_backend, model_settings
 from workers.engines.offline import OfflineEngine
@@ -34,8 +35,8 @@ class HfEngineArgs(BaseModel):
     attn_implementation: str | None = None
 
 
+@register("hf", "batch")
 class HfEngine(OfflineEngine):
-    kind = "hf"
     backend = "hf"
     display_name = "transformers"
 

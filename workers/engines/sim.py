@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from farm_contract.records import EngineInfo, RequestRecord
 from farm_contract.runspec import BatchLoad, RunSpec, ServerLoad
-from workers.engines import perfmodel
+from workers.engines import perfmodel, register
 from workers.engines.base import Engine, LoadPointOutcome, WindowMeter, parse_engine_args
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
@@ -90,6 +90,7 @@ def _jitter(rng: random.Random, spread: float) -> float:
     return 1.0 + max(-3.0 * spread, min(3.0 * spread, rng.gauss(0.0, spread)))
 
 
+@register(ENGINE_KIND)
 class SimEngine(Engine):
     """A labelled simulated engine (kind "sim") over `SimGpu`s."""
 

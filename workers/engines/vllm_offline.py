@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.engines import register
 from workers.engines.launch import device_backend, vllm_settings
 from workers.engines.offline import OfflineEngine
 
 
+@register("vllm", "batch")
 class VllmOfflineEngine(OfflineEngine):
-    kind = "vllm"
     backend = "vllm"
     display_name = "vLLM"
 
