@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -445,3 +447,37 @@ def test_the_mock_runs_as_a_process_on_loopback():
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                    timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_mock_process_takes_its_api_key_from_the_environment():
+    env = {**os.environ, "FARM_MOCK_TEST_KEY": "k-123"}
+    proc = subprocess.Popen([sys.executable, "-m", "workers.mock_openai", "--port", "0",
+                             "--api-key-env", "FARM_MOCK_TEST_KEY"],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        url = proc.stdout.readline().split()[-1]
+        assert _status(url + "/health") == 200
+        with urllib.request.urlopen(url + "/version", timeout=5) as resp:
+            assert json.load(resp) == {"version": "farm-mock"}
+        assert _status(url + "/v1/models") == 401
+        assert _status(url + "/v1/models", {"Authorization": "Bearer nope"}) == 401
+        assert _status(url + "/v1/models", {"Authorization": "Bearer k-123"}) == 200
+        assert _status(url + "/v1/nothing-here", {"Authorization": "Bearer k-123"}) == 404
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        proc.stdout.close()
+    unset = subprocess.run([sys.executable, "-m", "workers.mock_openai", "--api-key-env",
+                            "FARM_MOCK_UNSET_KEY"], cwd=ROOT, capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items()
+                                if k != "FARM_MOCK_UNSET_KEY"}, timeout=30)
+    assert unset.returncode == 2 and "FARM_MOCK_UNSET_KEY is not set" in unset.stderr
