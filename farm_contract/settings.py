@@ -19,9 +19,11 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DB_URL = "sqlite:///farm.db"
 
 # URL schemes farm can open: the store's SQLAlchemy dialects (farm/store/db.py and
-# counts.py: SQLite, PostgreSQL through psycopg) and the broker's Redis transports.
+# counts.py: SQLite, PostgreSQL through psycopg) and kombu's Redis transports (a
+# unix socket is redis+socket:///path/redis.sock; redis-py's unix:// is no kombu
+# transport, so Celery could not connect with it).
 DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
-BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "unix")
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 
 
 class SettingsError(ValueError):
@@ -34,7 +36,7 @@ class SettingsError(ValueError):
 
 # Each field's variable and an example of a good value, for the messages.
 EXAMPLES = {
-    "FARM_BROKER_URL": DEFAULT_BROKER_URL,
+    "FARM_BROKER_URL": f"{DEFAULT_BROKER_URL} or redis+socket:///run/redis/redis.sock",
     "FARM_DB_URL": f"{DEFAULT_DB_URL} or postgresql+psycopg://farm:PASSWORD@db-host/farm",
     "FARM_VISIBILITY_TIMEOUT_S": "21600",
     "FARM_RUN_TIMEOUT_S": "14400",

@@ -3,7 +3,8 @@
 Results arrive as messages on the `farm.record` queue and are upserted by run
 id, so a redelivered message or a re-run changes nothing already stored. A
 database outage only delays recording: the task is retried with backoff (a new
-message carrying the same result) until the write commits. A message the
+message carrying the same result) until the write commits (Celery's autoretry,
+`STORE_RETRY`). A message the
 recorder cannot read is parked in Redis (`farm:unreadable`), never dropped.
 
 The recorder process also runs the reaper (tasks.broker_state.reap_orphans),
@@ -53,13 +54,18 @@ def _park(payload: object, error: Exception | str) -> None:
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 
-def _backoff_s(retries: int) -> float:
-    return min(60.0, 2.0 ** retries)
+# A store outage only delays recording: Celery retries the task (a new message with
+# the same payload) after 1, 2, 4 … 60 s (autoretry_for + retry_backoff, no jitter)
+# for as long as it takes (max_retries=None). What cannot be read is parked, never
+# raised, so it is never retried.
+STORE_RETRY = {"autoretry_for": (Exception,), "retry_backoff": 1, "retry_backoff_max": 60,
+               "retry_jitter": False, "max_retries": None}
 
 
-def _apply(task, model: type[T], payload: str, write: Callable[[T], str]) -> str:
+def _apply(model: type[T], payload: str, write: Callable[[T], str]) -> str:
     """Decode `payload` as `model` and write it to the store; park what cannot be read
-    (retrying cannot fix a newer worker's schema), retry while the store is down."""
+    (retrying cannot fix a newer worker's schema); a failed write raises, and the
+    task retries it (STORE_RETRY)."""
     try:
         if not isinstance(payload, str | bytes):
             raise TypeError(f"{model.__name__} argument is a {type(payload).__name__}, "
@@ -72,7 +78,7 @@ def _apply(task, model: type[T], payload: str, write: Callable[[T], str]) -> str
         return write(message)
     except Exception as exc:
         log.warning("store unavailable, %s kept for a retry: %s", model.__name__, exc)
-        raise task.retry(exc=exc, countdown=_backoff_s(task.request.retries)) from None
+        raise
 
 
 def _record_result(result: RunResult) -> str:
@@ -90,16 +96,16 @@ def _apply_event(event: RunEvent) -> str:
     return "updated" if write(event) else "ignored"
 
 
-@app.task(name=RECORD_TASK, bind=True, acks_late=True, max_retries=None)
-def record(self, result_json: str) -> str:
+@app.task(name=RECORD_TASK, acks_late=True, **STORE_RETRY)
+def record(result_json: str) -> str:
     """The `farm.record` task: store one `RunResult` (JSON); returns the store's outcome."""
-    return _apply(self, RunResult, result_json, _record_result)
+    return _apply(RunResult, result_json, _record_result)
 
 
-@app.task(name=EVENT_TASK, bind=True, acks_late=True, max_retries=None)
-def run_event(self, event_json: str) -> str:
+@app.task(name=EVENT_TASK, acks_late=True, **STORE_RETRY)
+def run_event(event_json: str) -> str:
     """The `farm.run_event` task: mark a run started or requeued ("updated" or "ignored")."""
-    return _apply(self, RunEvent, event_json, _apply_event)
+    return _apply(RunEvent, event_json, _apply_event)
 
 
 def _reaper_loop(settings: Settings, stop: threading.Event) -> None:

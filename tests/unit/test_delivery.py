@@ -38,3 +38,34 @@ def test_spooled_when_stopping_and_sent_at_next_start(tmp_path):
     assert drain_spool(back, tmp_path) == 1
     assert back.sent == [('{"run_id": "r"}', "record-r-2")]
     assert not list(tmp_path.iterdir())
+
+
+def test_backoff_doubles_up_to_the_limit(tmp_path, monkeypatch):
+    import kombu.utils.functional as functional
+
+    slept: list[float] = []
+    monkeypatch.setattr(functional, "sleep", slept.append)
+    broker = FlakyBroker(failures=6)
+    assert deliver(broker, "{}", "record-r-3", threading.Event(), spool=tmp_path,
+                   max_delay_s=4.0)
+    # 0.5 s, then 1, 2, 4, 4, 4 s: each wait slept one second at a time (the stop
+    # event is looked at every second), the remainder last.
+    waits, current = [], 0.0
+    for s in slept:
+        current += s
+        if s != 1.0:
+            waits.append(current)
+            current = 0.0
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_a_stop_during_the_wait_spools_within_a_second(tmp_path):
+    import time
+
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+    assert not deliver(FlakyBroker(failures=10**6), "{}", "record-r-4", stop, spool=tmp_path,
+                       max_delay_s=60.0)
+    assert time.monotonic() - started < 2.5
+    assert [p.name for p in tmp_path.iterdir()] == ["record-r-4.json"]

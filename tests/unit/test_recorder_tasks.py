@@ -8,44 +8,47 @@ import tasks.record as record
 from farm_contract.records import RunEvent
 
 
-class Retry(Exception):
-    pass
-
-
-class FakeTask:
-    class request:
-        retries = 3
-
-    def retry(self, exc, countdown):
-        self.countdown = countdown
-        return Retry(exc)
-
-
 def test_an_unreadable_message_is_parked_never_dropped(monkeypatch):
     parked = []
     monkeypatch.setattr(record, "_park", lambda payload, error: parked.append(payload))
-    assert record._apply(FakeTask(), RunEvent, '{"run_id": 1', lambda e: "x") == "parked"
+    assert record._apply(RunEvent, '{"run_id": 1', lambda e: "x") == "parked"
     assert parked == ['{"run_id": 1']
 
 
-def test_a_store_outage_retries_with_backoff():
-    task = FakeTask()
+@pytest.mark.parametrize(("retries", "countdown"), [(0, 1), (3, 8), (5, 32), (6, 60), (20, 60)])
+def test_a_store_outage_retries_with_backoff(monkeypatch, retries, countdown):
+    """Celery's autoretry (STORE_RETRY): 2 ** retries s, capped at 60 s, no jitter."""
+    from celery.exceptions import Retry
 
-    def down(_event):
-        raise ConnectionError("database is down")
+    class DownStore:
+        def mark_started(self, _event):
+            raise ConnectionError("database is down")
 
+    asked = {}
+
+    def retry(exc=None, countdown=None, **_):
+        asked.update(exc=exc, countdown=countdown)
+        return Retry(exc=exc, when=countdown)
+
+    monkeypatch.setattr(record, "store", DownStore)
+    monkeypatch.setattr(record.run_event, "retry", retry)
     payload = ('{"run_id": "r", "kind": "started", "attempt": 1, "at": "2026-11-22T00:00:00Z",'
                ' "worker": {"name": "w", "host": "h", "pid": 1}}')
-    with pytest.raises(Retry):
-        record._apply(task, RunEvent, payload, down)
-    assert task.countdown == 8.0            # 2 ** retries, capped at 60 s
-    assert record._apply(task, RunEvent, payload, lambda e: f"wrote {e.run_id}") == "wrote r"
+    record.run_event.push_request(retries=retries)
+    try:
+        with pytest.raises(Retry):
+            record.run_event(payload)
+    finally:
+        record.run_event.pop_request()
+    assert asked["countdown"] == countdown and isinstance(asked["exc"], ConnectionError)
+    assert record.run_event.max_retries is None and record.record.max_retries is None
+    assert record._apply(RunEvent, payload, lambda e: f"wrote {e.run_id}") == "wrote r"
 
 
 def test_an_argument_that_is_not_a_string_is_parked_with_the_reason(monkeypatch):
     parked = []
     monkeypatch.setattr(record, "_park", lambda payload, error: parked.append((payload, error)))
-    assert record._apply(FakeTask(), RunEvent, {"run_id": "r"}, lambda e: "x") == "parked"
+    assert record._apply(RunEvent, {"run_id": "r"}, lambda e: "x") == "parked"
     (payload, error), = parked
     assert payload == {"run_id": "r"}
     assert "RunEvent argument is a dict, not a JSON string" in str(error)

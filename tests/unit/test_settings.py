@@ -68,6 +68,8 @@ def test_lower_case_variables_are_not_settings(env):
     ("FARM_BROKER_URL", "amqp://guest@h//", "FARM_BROKER_URL='amqp://guest@h//' is not a "
                                             "Redis URL"),
     ("FARM_BROKER_URL", "127.0.0.1:6379", "FARM_BROKER_URL='127.0.0.1:6379' is not a Redis URL"),
+    ("FARM_BROKER_URL", "unix:///tmp/r.sock", "(scheme unix://; accepted: redis://, rediss://, "
+                                              "redis+socket://)"),
 ])
 def test_a_bad_value_names_its_variable_and_a_good_value(env, name, value, says):
     env.setenv(name, value)
@@ -86,7 +88,7 @@ def test_accepted_database_urls(env, url):
 
 
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/0", "rediss://:p@h:6380/0",
-                                 "redis+socket:///tmp/redis.sock", "unix:///tmp/redis.sock"])
+                                 "redis+socket:///tmp/redis.sock"])
 def test_accepted_broker_urls(env, url):
     env.setenv("FARM_BROKER_URL", url)
     assert load_settings().broker_url == url
