@@ -305,6 +305,11 @@ def test_sweep_rules_for_the_openai_kind(tiny_model):
     assert len(sims) == 1 and sims[0].engine.args == {} and sims[0].simulated
 
 
-def test_endpoint_pids_of_an_engine_the_farm_starts_are_none():
+def test_resident_pids_are_none_for_engines_the_farm_starts_and_never_raise():
     assert resident_pids(runs("/m", SERVER_CLOSED)[0]) == set()
     assert os.getpid() not in resident_pids(runs("/m", BATCH, engine="hf", engine_args="")[0])
+    bad = runs("/m", SERVER_CLOSED, engine="openai",
+               engine_args='base_url = "http://h"\nendpoint_pids = "12 x"')[0]
+    assert resident_pids(bad) == set()
+    with pytest.raises(EngineError, match="endpoint_pids: '12 x' is not a list of process ids"):
+        make_engine(bad, [CpuDevice()], threading.Event())

@@ -86,8 +86,15 @@ def engine_class(run: RunSpec) -> type[Engine]:
 
 def resident_pids(run: RunSpec) -> set[int]:
     """Processes of `run`'s engine already on its devices before the run (see
-    `Engine.resident_pids`); the preflight and the idle windows allow them."""
-    return engine_class(run).resident_pids(run)
+    `Engine.resident_pids`); the preflight and the idle windows allow them.
+
+    Never raises: an unknown engine or bad engine arguments give no pids here,
+    and fail the run where the engine is made, with the engine's own message.
+    """
+    try:
+        return engine_class(run).resident_pids(run)
+    except EngineError:
+        return set()
 
 
 def make_engine(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event) -> Engine:
