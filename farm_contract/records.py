@@ -62,6 +62,22 @@ class EngineInfo(Record):
     simulated: bool
 
 
+class EnergySourceInfo(Record):
+    """An energy source read beside the GPUs' counters (host RAPL, a PDU outlet).
+
+    Its energy over each window is in `EnergyWindow.sources[name]`. It measures
+    what it is wired to (`scope`), which may hold more than the run's GPUs: a
+    host meter counts the CPUs and every GPU of the host, busy or not.
+    """
+
+    name: str                        # key in EnergyWindow.sources, e.g. "host_rapl", "pdu"
+    kind: str                        # source kind: "rapl", "http"
+    sensor: str                      # e.g. "rapl.package+dram", "http.energy_counter"
+    scope: str = "host"              # what it measures: "host", "outlet", "rack"…
+    update_s: float | None = None    # how often its reading moves (s)
+    detail: str | None = None        # where it is read (URL without credentials, field)
+
+
 class MeasurementInfo(Record):
     """How the energy figures of this run were obtained."""
 
@@ -69,6 +85,14 @@ class MeasurementInfo(Record):
     power_sensor: str | None         # e.g. "nvml.field.power_instant", "sim.power"
     sample_period_s: float | None
     simulated: bool
+    energy_sources: list[EnergySourceInfo] = []   # read beside the GPUs, per window
+
+
+class SourceEnergy(Record):
+    """One extra energy source's energy over a window; None with the reason, never 0."""
+
+    energy_j: float | None
+    null_reason: str | None = None
 
 
 class EnergyWindow(Record):
@@ -88,6 +112,9 @@ class EnergyWindow(Record):
     # judge and the ratio is outside the sweep's tolerance.
     agreement: float | None = None
     disagrees: bool = False
+    # Energy of each extra source (MeasurementInfo.energy_sources, by name) over
+    # the same interval; never part of energy_j.
+    sources: dict[str, SourceEnergy] = {}
 
 
 class PowerTrace(Record):

@@ -27,6 +27,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--loglevel", default="INFO")
     parser.add_argument("--probe", action="store_true")
     parser.add_argument("--cpu", action="store_true")
+    # Extra energy sources read beside the GPUs (workers.energy); else FARM_ENERGY_SOURCES.
+    parser.add_argument("--energy-source", action="append", default=[], dest="energy_sources")
     return parser.parse_args(argv)
 
 
@@ -39,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_settings()
     except SettingsError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return INVALID_INPUT
+    from workers.energy import (
+        SourceSpecError,
+        configure_sources,
+        configured_sources,
+        parse_source_specs,
+    )
+    try:
+        if args.energy_sources:
+            configure_sources(parse_source_specs(args.energy_sources))
+        sources = configured_sources()
+    except SourceSpecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return INVALID_INPUT
     try:
@@ -54,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     queues = queues_for_host(inventory.backend, summarize(inventory))
     if args.probe:
         print(json.dumps({"backend": inventory.backend, "queues": queues,
-                          "gpus": [d.info.model_dump() for d in inventory.devices()]}))
+                          "gpus": [d.info.model_dump() for d in inventory.devices()],
+                          "energy_sources": [s.info().model_dump() for s in sources]}))
         inventory.shutdown()
         return 0
     from tasks.measure import serve

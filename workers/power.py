@@ -22,9 +22,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from farm_contract.records import EnergyWindow, PowerTrace
+from farm_contract.records import EnergyWindow, PowerTrace, SourceEnergy
+from workers.energy import EnergySource, SourceReading, read_all
 from workers.gpu.base import GpuDevice
 
 log = logging.getLogger(__name__)
@@ -32,12 +34,16 @@ log = logging.getLogger(__name__)
 # Secondary series sampled with power; each a GpuDevice method returning a number or None.
 SERIES = ("memory_power_w", "temperature_c", "sm_clock_mhz", "throttle_reasons")
 PID_CHECK_S = 1.0
+# Reads the extra energy sources while the GPUs' counters are read (window edges).
+_EDGE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="meter-edge")
 
 
 @dataclass
 class _OpenWindow:
     start_s: float
     counters_mj: list[float | None]
+    # The extra sources' readings at the opening edge, resolved when the window closes.
+    sources: Future[list[SourceReading]] | None = None
 
 
 @dataclass
@@ -209,14 +215,42 @@ class AgreementPolicy:
     min_window_s: float = 5.0
 
 
+def source_energy(source: EnergySource, before: SourceReading, after: SourceReading,
+                  duration_s: float) -> SourceEnergy:
+    """An extra source's energy between two reads at a window's edges.
+
+    The rules of the GPUs' counters (`counter_delta_j`: missing, backwards,
+    one known wrap; too short a window), plus one of its own: reads of two
+    epochs (the source's readings broke in between) bound nothing.
+    """
+    if before.energy_j is None or after.energy_j is None:
+        return SourceEnergy(energy_j=None, null_reason=(before.reason or after.reason
+                                                        or "energy reading unavailable"))
+    if before.epoch != after.epoch:
+        return SourceEnergy(energy_j=None,
+                            null_reason="readings were interrupted inside the window")
+    wraps_mj = None if source.wraps_at_j is None else source.wraps_at_j * 1000.0
+    delta_j, why = counter_delta_j(before.energy_j * 1000.0, after.energy_j * 1000.0, wraps_mj)
+    if delta_j is not None and duration_s < 2 * source.update_s:
+        delta_j, why = None, (f"window ({duration_s * 1000:.0f} ms) shorter than twice the "
+                              f"source's update period ({source.update_s:g} s)")
+    return SourceEnergy(energy_j=delta_j, null_reason=why)
+
+
 class Meter:
-    """Named energy windows over a run's GPUs, from their energy counters."""
+    """Named energy windows over a run's GPUs, from their energy counters.
+
+    `sources` (`workers.energy`) are read at the same edges; each window carries
+    their energies beside the GPUs' (`EnergyWindow.sources`).
+    """
 
     def __init__(self, gpus: list[GpuDevice], sampler: PowerSampler,
-                 agreement: AgreementPolicy | None = None):
+                 agreement: AgreementPolicy | None = None,
+                 sources: list[EnergySource] | None = None):
         self.gpus = gpus
         self.sampler = sampler
         self.agreement = agreement or AgreementPolicy()
+        self.sources = list(sources or [])
         self.windows: list[EnergyWindow] = []
         self._open: dict[tuple[str, int | None], _OpenWindow] = {}
 
@@ -228,13 +262,33 @@ class Meter:
         # an unsupported counter is None and makes the window null.
         return [gpu.energy_mj() for gpu in self.gpus]
 
+    def _read_edge(self) -> tuple[list[float | None], float, Future[list[SourceReading]] | None]:
+        """The GPUs' counters, the time right after them, and the sources' readings in
+        flight meanwhile (a slow meter neither delays nor stretches the GPUs' window)."""
+        pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+        counters = self._read()
+        return counters, self.now_s(), pending
+
+    def settle(self) -> None:
+        """Wait until the sources' readings at every open window's opening edge are in.
+
+        `begin` does not wait for them (a slow meter never delays the engine);
+        `end` does. Tests use this to change a source only after it was read.
+        """
+        for opened in list(self._open.values()):
+            if opened.sources is not None:
+                opened.sources.result()
+
     def begin(self, name: str, load_point: int | None = None) -> None:
-        self._open[(name, load_point)] = _OpenWindow(self.now_s(), self._read())
+        start_s = self.now_s()
+        counters, _, pending = self._read_edge()
+        self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending)
 
     def end(self, name: str, load_point: int | None = None) -> EnergyWindow:
         opened = self._open.pop((name, load_point))
-        counters = self._read()
-        end_s = self.now_s()
+        counters, end_s, pending = self._read_edge()
+        sources = pending.result() if pending else []
+        opening = opened.sources.result() if opened.sources else []
         per_gpu: list[float | None] = []
         reason = None
         duration = end_s - opened.start_s
@@ -259,6 +313,8 @@ class Meter:
             peak_power_w=peak_w, null_reason=reason, agreement=agreement,
             disagrees=(agreement is not None and duration >= self.agreement.min_window_s
                        and abs(agreement - 1.0) > self.agreement.tolerance),
+            sources={source.name: source_energy(source, before_r, after_r, duration)
+                     for source, before_r, after_r in zip(self.sources, opening, sources)},
         )
         self.windows.append(window)
         return window

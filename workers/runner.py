@@ -35,6 +35,7 @@ from farm_contract.records import (
 )
 from farm_contract.runspec import RunSpec
 from workers.baseline import measure_baselines
+from workers.energy import EnergySource, configured_sources
 from workers.engines import make_engine
 from workers.engines.base import Engine
 from workers.errors import FarmError, RunAborted, TransientError
@@ -65,7 +66,8 @@ def _now() -> datetime:
 class _Run:
     """State of one run in progress; kept small so run_one reads as the lifecycle."""
 
-    def __init__(self, run: RunSpec, gpus: list[GpuDevice], abort: threading.Event):
+    def __init__(self, run: RunSpec, gpus: list[GpuDevice], abort: threading.Event,
+                 sources: list[EnergySource] | None = None):
         self.run = run
         self.gpus = gpus
         self.abort = abort
@@ -75,7 +77,8 @@ class _Run:
         self.engine: Engine | None = None
         self.sampler = PowerSampler(gpus, spec.sample_period_s, allowed_pids=self.allowed_pids)
         self.meter = Meter(gpus, self.sampler, AgreementPolicy(spec.agreement_tolerance,
-                                                              spec.agreement_min_window_s))
+                                                              spec.agreement_min_window_s),
+                           sources=sources)
         self.load_points: list[LoadPointResult] = []
         self.requests: list[RequestRecord] = []
         self.engine_info: EngineInfo | None = None
@@ -125,10 +128,17 @@ class _Run:
 def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             worker: WorkerInfo, attempt: int, start_deadline_s: float = 900.0,
             engine_factory: EngineFactory = make_engine,
-            idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES) -> RunResult:
-    """Measure `run` on `gpus`. Returns a succeeded or failed RunResult."""
+            idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES,
+            energy_sources: list[EnergySource] | None = None) -> RunResult:
+    """Measure `run` on `gpus`. Returns a succeeded or failed RunResult.
+
+    `energy_sources` are read beside the GPUs at every window edge (default: the
+    worker's, `workers.energy.configured_sources`); none for a simulated run, whose
+    host did not do the modelled work.
+    """
     started_at = _now()
-    state = _Run(run, gpus, abort)
+    sources = _sources_for(run, gpus, energy_sources)
+    state = _Run(run, gpus, abort, sources)
     spec = run.measurement
     state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
     # CPU/RAM energy of the host means nothing for a simulated run: the host did
@@ -177,6 +187,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             power_sensor=sensor,
             sample_period_s=spec.sample_period_s,
             simulated=simulated,
+            energy_sources=[source.info() for source in sources],
         ),
         simulated=simulated,
         started_at=started_at,
@@ -196,6 +207,15 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             spec),
         host_energy=host_energy,
     )
+
+
+def _sources_for(run: RunSpec, gpus: list[GpuDevice],
+                 sources: list[EnergySource] | None) -> list[EnergySource]:
+    """The extra sources a run reads: none when simulated, none its devices already are."""
+    if run.simulated or any(g.info.backend == "sim" for g in gpus):
+        return []
+    chosen = configured_sources() if sources is None else sources
+    return [source for source in chosen if not source.redundant_with(gpus)]
 
 
 def _one_sensor(names) -> str:

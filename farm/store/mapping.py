@@ -31,6 +31,7 @@ from farm.store.models import (
 )
 from farm_contract.figures import flat_values, nested_values
 from farm_contract.records import (
+    EnergySourceInfo,
     EnergyWindow,
     ErrorInfo,
     GpuInfo,
@@ -156,6 +157,8 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "idle_power_w": result.idle.idle_power_w if result.idle is not None else None,
         "idle_ctx_power_w": result.idle.idle_ctx_power_w if result.idle is not None else None,
         **host_columns(result.host_energy),
+        "energy_sources_json": [source.model_dump(mode="json") for source
+                                in result.measurement.energy_sources] or None,
     }
 
 
@@ -186,7 +189,9 @@ def load_point_row(run_id: str, lp: LoadPointResult) -> dict[str, Any]:
 
 def window_row(run_id: str, window: EnergyWindow) -> dict[str, Any]:
     """The `energy_windows` row of an EnergyWindow."""
-    return {"run_id": run_id, **window.model_dump()}
+    row = {"run_id": run_id, **window.model_dump()}
+    row["sources"] = row["sources"] or None      # NULL: the run read no extra source
+    return row
 
 
 def trace_rows(run_id: str, trace: PowerTrace) -> list[dict[str, Any]]:
@@ -260,7 +265,10 @@ def trace_record(rows: Sequence[Any]) -> PowerTrace:
 def result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
     """result_for's dict from a `results` row and the run's `energy_windows` rows."""
     out = {key: value for key, value in row.items()
-           if key not in ("gpus_json", "validity_json", "preflight_json", "log_tail")}
+           if key not in ("gpus_json", "validity_json", "preflight_json", "log_tail",
+                          "energy_sources_json")}
+    out["energy_sources"] = [EnergySourceInfo.model_validate(source)
+                             for source in row["energy_sources_json"] or []]
     out["gpus"] = [GpuInfo.model_validate(gpu) for gpu in row["gpus_json"] or []]
     out["error"] = (ErrorInfo(kind=row["error_kind"], message=row["error_message"] or "",
                               log_tail=row["log_tail"] or [])
@@ -278,7 +286,8 @@ def result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
                                         for field, column in HOST_COLUMNS.items()})
                           if row["host_tracker"] is not None else None)
     out["windows"] = [EnergyWindow.model_validate(
-                          {k: v for k, v in window.items() if k not in ("id", "run_id")})
+                          {**{k: v for k, v in window.items() if k not in ("id", "run_id")},
+                           "sources": window["sources"] or {}})     # NULL: none read
                       for window in windows]
     return out
 

@@ -264,6 +264,9 @@ class ResultRow(SQLModel, table=True):
     carbon_intensity_g_per_kwh: float | None = None
     region: str | None = None
     host_note: str | None = Field(default=None, sa_type=Text())
+    # MeasurementInfo.energy_sources (migration 0005): the extra sources read beside
+    # the GPUs, as EnergySourceInfo dicts; NULL when there were none.
+    energy_sources_json: list[dict[str, Any]] | None = Field(default=None, sa_type=_json())
 
 
 def _load_point_table(namespace: dict[str, Any]) -> None:
@@ -313,6 +316,9 @@ class WindowRow(SQLModel, table=True):
     agreement: float | None = None  # timeline_energy_j / energy_j
     # '0' is false on both dialects (see migration 0003 for why not an SQL expression).
     disagrees: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    # EnergyWindow.sources (migration 0005): {source name: {energy_j, null_reason}};
+    # NULL when the run read no extra source.
+    sources: dict[str, Any] | None = Field(default=None, sa_type=_json())
 
 
 class RequestRow(SQLModel, table=True):
