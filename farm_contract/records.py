@@ -287,24 +287,28 @@ class Validity(Record):
 class IdleBaseline(Record):
     """Idle power of the run's GPUs (summed), measured for this run."""
 
-    idle_power_w: float | None = None          # no CUDA context
-    idle_ctx_power_w: float | None = None      # a CUDA context held, nothing running
+    idle_power_w: float | None = figure(   # no CUDA context
+        "idle power of the run's GPUs, no CUDA context", "W", None)
+    idle_ctx_power_w: float | None = figure(   # a CUDA context held, nothing running
+        "idle power with a CUDA context held", "W", None)
 
 
 class HostEnergy(Record):
     """CPU and RAM energy and emissions over the run (CodeCarbon's offline tracker)."""
 
-    tracker: str                     # e.g. "codecarbon 3.3.2"
-    duration_s: float
-    cpu_energy_j: float | None = None
-    cpu_method: str | None = None    # "measured" (RAPL) | "estimated" (TDP × load) | …
-    ram_energy_j: float | None = None
-    ram_method: str | None = None
-    gpu_energy_j: float | None = None
-    emissions_g: float | None = None            # gCO2e of CPU + RAM + GPU over the run
-    region: str | None = None
-    carbon_intensity_g_per_kwh: float | None = None
-    note: str | None = None
+    tracker: str = figure("host energy tracker (null: no host energy)")  # "codecarbon 3.3.2"
+    duration_s: float = figure("host energy: tracked duration", "s")
+    cpu_energy_j: float | None = figure("host CPU energy over the run", "J", None)
+    # "measured" (RAPL) | "estimated" (TDP × load) | …
+    cpu_method: str | None = figure("`measured` (RAPL) or `estimated`", None, None)
+    ram_energy_j: float | None = figure("host RAM energy over the run", "J", None)
+    ram_method: str | None = figure("how RAM energy was obtained", None, None)
+    gpu_energy_j: float | None = figure("GPU energy as CodeCarbon saw it", "J", None)
+    emissions_g: float | None = figure("gCO2e of CPU + RAM + GPU over the run", "g", None)
+    carbon_intensity_g_per_kwh: float | None = figure(
+        "grid carbon intensity used", "g/kWh", None)
+    region: str | None = figure("region CodeCarbon used", None, None)
+    note: str | None = figure("host energy remark", None, None)
 
 
 class ErrorInfo(Record):

@@ -17,8 +17,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from farm.errors import ExitCode, FarmError
-from farm_contract.records import LoadPointResult, load_point_columns
+from farm_contract.figures import flat_columns
+from farm_contract.records import (
+    HostEnergy,
+    IdleBaseline,
+    LoadPointResult,
+    load_point_columns,
+)
 
 SCHEMA_VERSION = "1.0"
 DATASET_KIND = "farm-sweep-export"
@@ -125,6 +133,21 @@ def _dims(*names: str) -> tuple[Column, ...]:
     return tuple(_DIM[name] for name in names)
 
 
+_SCALAR_TYPES = {int: "int64", float: "float64", bool: "bool", str: "string"}
+# HostEnergy field → runs column (the others keep the field's name).
+HOST_COLUMN_NAMES = {"tracker": "host_tracker", "duration_s": "host_duration_s",
+                     "gpu_energy_j": "host_gpu_energy_j", "region": "host_region",
+                     "note": "host_note"}
+
+
+def _record_columns(model: type[BaseModel], names: dict[str, str] | None = None,
+                    ) -> tuple[Column, ...]:
+    """A run-level record's flat figures as runs columns, with the record's units and
+    descriptions; nullable, as a run may lack the record."""
+    return tuple(Column((names or {}).get(f.name, f.name), _SCALAR_TYPES[f.type], f.unit,
+                        f.description, True) for f in flat_columns(model))
+
+
 RUNS = Table(
     "runs", "run of the sweep (with or without a result)",
     "Identity, the RunSpec's dimensions, provenance (hardware, engine, measurement "
@@ -205,8 +228,7 @@ RUNS = Table(
         _c("cooled", "bool", None, "GPUs within the cool-down band before the run"),
         _c("preflight_waited_s", "float64", "s", "time waited for the GPUs to cool"),
         _c("preflight_json", "json", None, "GPU state before the run (JSON object)"),
-        _c("idle_power_w", "float64", "W", "idle power of the run's GPUs, no CUDA context"),
-        _c("idle_ctx_power_w", "float64", "W", "idle power with a CUDA context held"),
+        *_record_columns(IdleBaseline),
         _c("run_energy_j", "float64", "J", "energy of the whole `run` window"),
         _c("steady_energy_j", "float64", "J",
            "sum of the steady windows' energy (null if any is null)"),
@@ -214,17 +236,7 @@ RUNS = Table(
         _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady windows"),
         _c("energy_per_output_token_j", "float64", "J",
            "steady_energy_j ÷ steady_output_tokens"),
-        _c("host_tracker", "string", None, "host energy tracker (null: no host energy)"),
-        _c("host_duration_s", "float64", "s", "host energy: tracked duration"),
-        _c("cpu_energy_j", "float64", "J", "host CPU energy over the run"),
-        _c("cpu_method", "string", None, "`measured` (RAPL) or `estimated`"),
-        _c("ram_energy_j", "float64", "J", "host RAM energy over the run"),
-        _c("ram_method", "string", None, "how RAM energy was obtained"),
-        _c("host_gpu_energy_j", "float64", "J", "GPU energy as CodeCarbon saw it"),
-        _c("emissions_g", "float64", "g", "gCO2e of CPU + RAM + GPU over the run"),
-        _c("carbon_intensity_g_per_kwh", "float64", "g/kWh", "grid carbon intensity used"),
-        _c("host_region", "string", None, "region CodeCarbon used"),
-        _c("host_note", "string", None, "host energy remark"),
+        *_record_columns(HostEnergy, HOST_COLUMN_NAMES),
         _c("num_requests", "int64", "requests", "rows of this run in `requests`", False),
         _c("num_timeline_samples", "int64", "count",
            "rows of this run in `timelines` (samples × GPUs)", False),
@@ -246,7 +258,6 @@ RUNS = Table(
 POINT_COLUMN_NAMES = {"kind": "load_kind", "value": "load_value",
                       "input_tokens": "total_input_tokens",
                       "output_tokens": "total_output_tokens"}
-_SCALAR_TYPES = {int: "int64", float: "float64", bool: "bool", str: "string"}
 # The load split by its kind, after load_value (export.py fills them from it).
 _LOAD_BY_KIND = (
     _c("concurrency", "int64", "requests", "closed loop: requests kept in flight"),

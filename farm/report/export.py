@@ -26,6 +26,7 @@ from typing import Any
 from farm.report.dataset import (
     DATASET_KIND,
     FORMATS,
+    HOST_COLUMN_NAMES,
     MANIFEST,
     POINT_COLUMN_NAMES,
     REQUESTS,
@@ -42,9 +43,10 @@ from farm.report.dataset import (
 from farm.report.points import SweepNotFound
 from farm.store import Store
 from farm.store.models import unpack_f32
-from farm_contract.figures import flat_values
+from farm_contract.figures import flat_columns, flat_values
 from farm_contract.records import (
     RESULT_SCHEMA_VERSION,
+    HostEnergy,
     LoadPointResult,
     PowerTrace,
     RunResult,
@@ -262,17 +264,8 @@ def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult 
         "total_output_tokens": figures.get("output_tokens"),
         "steady_output_tokens": figures.get("steady_output_tokens"),
         "energy_per_output_token_j": figures.get("energy_per_output_token_j"),
-        "host_tracker": host.tracker if host else None,
-        "host_duration_s": host.duration_s if host else None,
-        "cpu_energy_j": host.cpu_energy_j if host else None,
-        "cpu_method": host.cpu_method if host else None,
-        "ram_energy_j": host.ram_energy_j if host else None,
-        "ram_method": host.ram_method if host else None,
-        "host_gpu_energy_j": host.gpu_energy_j if host else None,
-        "emissions_g": host.emissions_g if host else None,
-        "carbon_intensity_g_per_kwh": host.carbon_intensity_g_per_kwh if host else None,
-        "host_region": host.region if host else None,
-        "host_note": host.note if host else None,
+        **{HOST_COLUMN_NAMES.get(c.name, c.name): c.get(host) if host else None
+           for c in _HOST_FIGURES},
         "num_requests": n_requests, "num_timeline_samples": n_samples,
         "spec_schema_version": spec.schema_version,
         "result_schema_version": result.schema_version if result is not None else None,
@@ -294,6 +287,7 @@ _POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_c
                "scenario_kind", "input_tokens", "output_tokens", "decoding", "simulated",
                "status", "valid", "invalid_reasons")
 _POINT_FIGURES = load_point_columns()
+_HOST_FIGURES = flat_columns(HostEnergy)
 
 
 def _point_row(run_id: str, dims: dict[str, Any], lp: LoadPointResult) -> dict[str, Any]:

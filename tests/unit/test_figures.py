@@ -117,3 +117,14 @@ def test_docs_dataset_tables_are_generated_from_the_schema() -> None:
                         "(gross) |\n", "", 1)
     assert stale != doc and with_current_tables(stale) == doc
     assert main(["--check", str(ROOT / "docs" / "dataset.md")]) == 0
+
+
+def test_dataset_runs_host_and_idle_columns_follow_the_records() -> None:
+    from farm.report.dataset import HOST_COLUMN_NAMES, RUNS
+    from farm_contract.records import HostEnergy, IdleBaseline
+
+    for model, names in ((HostEnergy, HOST_COLUMN_NAMES), (IdleBaseline, {})):
+        for column in flat_columns(model):
+            exported = RUNS.column(names.get(column.name, column.name))
+            assert (exported.unit, exported.description) == (column.unit, column.description)
+            assert exported.nullable        # a run may have no such record
