@@ -49,12 +49,16 @@ def _friendly_errors(fn):
 def _outside_root() -> tuple[type[Exception], ...]:
     """Errors with an `exit_code` that cannot derive from FarmError: the contract's
     (it imports nothing of the project) and the worker side of tasks' (it imports
-    only the contract). Each sets its own `exit_code`."""
+    only the contract). Each sets its own `exit_code`. BrokerUnavailable only
+    once tasks.broker_state is loaded (no command could have raised it before),
+    so a host without Redis's client still gets its one-line error."""
     from farm_contract.routing import UnknownGpuError
     from farm_contract.settings import SettingsError
-    from tasks.broker_state import BrokerUnavailable
 
-    return SettingsError, UnknownGpuError, BrokerUnavailable
+    broker_state = sys.modules.get("tasks.broker_state")
+    if broker_state is None:
+        return SettingsError, UnknownGpuError
+    return SettingsError, UnknownGpuError, broker_state.BrokerUnavailable
 
 
 def _library_errors(*modules: tuple[str, str]) -> tuple[type[Exception], ...]:

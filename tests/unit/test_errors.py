@@ -93,3 +93,20 @@ def test_exit_code_lives_in_the_dependency_free_module():
                for node in imports}
     assert modules <= {"__future__", "enum"}
     assert "from farm.cli" not in (ROOT / "farm" / "local.py").read_text()
+
+
+def test_the_handler_needs_no_broker_client():
+    """A core-only host (no redis package): errors still get their one line and code."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['redis'] = None\n"
+            "from farm.cli import _describe\n"
+            "from farm.spec import Problem, SpecError\n"
+            "from farm_contract.settings import SettingsError\n"
+            "assert _describe(SettingsError('bad'))[1] == 2\n"
+            "assert _describe(SpecError('s.toml', [Problem('name', 'missing')]))[1] == 2\n"
+            "assert 'tasks.broker_state' not in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
