@@ -12,11 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from farm.spec import SweepSpec
-from farm.store.repository import Store
 from farm.sweep import expand, plan
 from farm_contract.runspec import RunSpec, sweep_id
+
+if TYPE_CHECKING:      # annotations only: `farmctl status` reaches broker_state without SQL
+    from farm.store.repository import Store
 
 ProgressFn = Callable[[int], None]
 # Redis commands per pipeline when sending runs: a message and its task-sent
