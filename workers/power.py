@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 SERIES = ("memory_power_w", "temperature_c", "sm_clock_mhz", "throttle_reasons")
 PID_CHECK_S = 1.0
 # Reads the extra energy sources while the GPUs' counters are read (window edges).
-_EDGE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="meter-edge")
+_EDGE_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="meter-edge")
 
 
 @dataclass

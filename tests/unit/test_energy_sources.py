@@ -19,7 +19,9 @@ import pytest
 from aiohttp import web
 
 from farm_contract.records import GpuInfo
+from tests.fake_nvml import patched
 from tests.unit.test_cpu_device import RANGE_UJ, Powercap
+from tests.unit.test_nvml_measurement import LIVE, RUN, WORKER, LiveNvml, WattsEngine
 from tests.unit.test_power_and_metrics import ScriptedGpu
 from workers.energy import (
     EnergySource,
@@ -32,15 +34,19 @@ from workers.energy import (
 )
 from workers.energy.http_meter import HttpMeter, field_value
 from workers.energy.rapl import HostRapl
+from workers.gpu.nvml import NvmlInventory
 from workers.power import Meter, PowerSampler, source_energy
-from workers.runner import _sources_for
+from workers.preflight import IdleTemperatures
+from workers.runner import _sources_for, run_one
 
 
 class FakeMeter:
     """A PDU-like JSON endpoint: an outlet's cumulative Wh and its power, both scripted."""
 
     def __init__(self) -> None:
-        self.energy_wh = 1000.0
+        self.base_wh = 1000.0
+        self.rate_w = 0.0               # the counter also grows at this power, in real time
+        self.origin_s = time.monotonic()
         self.power_w = 250.0
         self.status = 200               # set 500 to make the meter fail
         self.seen_auth: list[str | None] = []
@@ -48,6 +54,14 @@ class FakeMeter:
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
         self.port = 0
+
+    @property
+    def energy_wh(self) -> float:
+        return self.base_wh + self.rate_w * (time.monotonic() - self.origin_s) / 3600.0
+
+    @energy_wh.setter
+    def energy_wh(self, value: float) -> None:
+        self.base_wh = value - self.rate_w * (time.monotonic() - self.origin_s) / 3600.0
 
     async def _answer(self, request: web.Request) -> web.Response:
         self.hits += 1
@@ -327,3 +341,53 @@ def test_a_source_that_raises_is_null_with_the_reason():
     window = meter.end("idle")
     assert window.sources["b"].energy_j is None
     assert window.sources["b"].null_reason == "RuntimeError: wire cut"
+
+
+@pytest.fixture
+def live_h100() -> Iterator[tuple[LiveNvml, list]]:
+    """One faked NVML H100 whose counter follows the test engine's power level."""
+    fake = LiveNvml()
+    LIVE[:] = [fake]
+    WattsEngine.during_steady = None
+    with patched(fake):
+        inventory = NvmlInventory()
+        yield fake, inventory.devices()[:1]
+        inventory.shutdown()
+    WattsEngine.during_steady = None
+
+
+def test_run_one_records_the_sources_and_keeps_the_run_when_the_meter_fails(live_h100,
+                                                                               fake_meter,
+                                                                               tmp_path):
+    """The whole path on (faked) NVML: sources described with the run, every window
+    carries them, the meter failing during the second load point nulls only its figures."""
+    fake_meter.rate_w = 900.0                       # the outlet: GPU + rest of the host
+    pdu = HttpMeter("pdu", fake_meter.url, "outlets.1.energy_wh", update_s=0.05)
+    rapl = HostRapl("host_rapl", tmp_path / "no-powercap")
+    calls = []
+
+    def fail_second_steady(nvml):
+        calls.append(1)
+        if len(calls) == 2:
+            fake_meter.status = 500
+
+    WattsEngine.during_steady = fail_second_steady
+    _, gpus = live_h100
+    result = run_one(RUN, gpus, threading.Event(), worker=WORKER, attempt=1,
+                     engine_factory=WattsEngine, idle_temperatures=IdleTemperatures(),
+                     energy_sources=[pdu, rapl])
+    assert result.status == "succeeded", result.error
+    assert [s.name for s in result.measurement.energy_sources] == ["pdu", "host_rapl"]
+    assert result.measurement.energy_sources[0].detail.startswith("GET http://127.0.0.1")
+    assert all(set(w.sources) == {"pdu", "host_rapl"}
+               for w in result.windows if w.duration_s > 0)
+    first, second = result.window("steady", 0), result.window("steady", 1)
+    assert first.sources["pdu"].energy_j == pytest.approx(900.0 * first.duration_s, rel=0.1)
+    assert first.energy_j == pytest.approx(500.0 * first.duration_s, rel=0.03)  # GPUs alone
+    assert second.sources["pdu"].energy_j is None
+    assert "HTTP 500" in second.sources["pdu"].null_reason
+    assert second.energy_j == pytest.approx(500.0 * second.duration_s, rel=0.03)
+    assert all(w.sources["host_rapl"].energy_j is None for w in result.windows
+               if w.duration_s > 0)
+    assert result.load_points[1].energy_j == second.energy_j      # figures unchanged
+    assert result.validity.valid, result.validity
