@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from farm.errors import ExitCode, FarmError
+from farm_contract.engines import ENGINE_KINDS, EngineKind
 from farm_contract.routing import CPU_SLUG, UnknownGpuError, resolve_gpu, split_backend
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
@@ -88,7 +89,7 @@ class EngineSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    kind: Literal["vllm", "hf", "sim", "openai"]
+    kind: EngineKind
 
     @model_validator(mode="after")
     def _check_args(self) -> EngineSpec:
@@ -229,27 +230,28 @@ class SweepSpec(Strict):
 
     @model_validator(mode="after")
     def _scenarios_fit_engine(self) -> SweepSpec:
+        engine = ENGINE_KINDS[self.engine.kind]
         simulated = {split_backend(g)[0] == "sim" for g in self.hardware.gpu}
         # One sweep is all simulated or all measured: reports never mix the two.
-        if self.engine.kind == "sim" and simulated != {True}:
-            raise ValueError('the sim engine runs on simulated GPUs only: name them "sim:MODEL"')
-        if self.engine.kind != "sim" and True in simulated:
-            raise ValueError(f"the {self.engine.kind} engine needs real GPUs; simulated ones "
-                             '("sim:…") take engine kind "sim"')
-        if self.engine.kind == "hf":
-            for scenario in self.scenario:
-                if scenario.kind == "server":
-                    raise ValueError("the hf engine runs batch scenarios only")
+        if engine.simulated and simulated != {True}:
+            raise ValueError(f"the {engine.kind} engine runs on simulated GPUs only: name them "
+                             '"sim:MODEL"')
+        if not engine.simulated and True in simulated:
+            sim_kinds = " or ".join(f'"{k}"' for k, e in ENGINE_KINDS.items() if e.simulated)
+            raise ValueError(f"the {engine.kind} engine needs real GPUs; simulated ones "
+                             f'("sim:…") take engine kind {sim_kinds}')
+        for scenario in self.scenario:
+            if scenario.kind not in engine.scenarios:
+                raise ValueError(f"the {engine.kind} engine runs "
+                                 f"{' and '.join(engine.scenarios)} scenarios only")
         if self.engine.kind == "openai":
             _check_openai_engine(self)
         return self
 
 
 def _check_openai_engine(spec: SweepSpec) -> None:
-    """An endpoint that is already running: server scenarios, a base_url, no key."""
+    """An endpoint that is already running: a base_url, no key in the sweep."""
     args = spec.engine.model_extra or {}
-    if any(scenario.kind != "server" for scenario in spec.scenario):
-        raise ValueError("the openai engine runs server scenarios only")
     if "base_url" not in args:
         raise ValueError('the openai engine needs base_url (e.g. "http://127.0.0.1:8000")')
     if "api_key" in args:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from farm_contract.engines import EngineKind
 from farm_contract.routing import queue_for
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
@@ -125,7 +126,7 @@ class RunHardware(Strict):
 class RunEngine(Strict):
     """The engine kind that serves the run, with the arguments passed to it."""
 
-    kind: Literal["vllm", "hf", "sim", "openai"]
+    kind: EngineKind
     args: dict[str, Scalar] = {}
 
 

@@ -36,7 +36,7 @@ from farm_contract.records import (
 from farm_contract.runspec import RunSpec
 from workers.baseline import measure_baselines
 from workers.energy import EnergySource, configured_sources
-from workers.engines import make_engine
+from workers.engines import make_engine, resident_pids
 from workers.engines.base import Engine
 from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
@@ -72,8 +72,9 @@ class _Run:
         self.gpus = gpus
         self.abort = abort
         spec = run.measurement
-        # Our own processes may use the GPUs: this one, the context holder, the engine's.
-        self.own_pids: set[int] = {os.getpid()}
+        # Our own processes may use the GPUs: this one, the context holder, the engine's,
+        # and an engine's processes that are there before the run (an endpoint's server).
+        self.own_pids: set[int] = {os.getpid()} | resident_pids(run)
         self.engine: Engine | None = None
         self.sampler = PowerSampler(gpus, spec.sample_period_s, allowed_pids=self.allowed_pids)
         self.meter = Meter(gpus, self.sampler, AgreementPolicy(spec.agreement_tolerance,

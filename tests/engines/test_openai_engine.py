@@ -220,6 +220,25 @@ def test_the_endpoints_declared_pid_is_allowed_and_recorded(tiny_model, mock_pro
     assert proc.poll() is None                       # the endpoint was not stopped
 
 
+def test_the_runner_lets_the_endpoints_processes_through_preflight(tiny_model, mock_process,
+                                                                   monkeypatch):
+    # The endpoint's server is on the GPUs before the run: preflight must not call it a
+    # foreign tenant (gpu_busy), nor the idle windows.
+    import workers.runner as runner
+
+    seen: list[set[int]] = []
+    real = runner.run_preflight
+    monkeypatch.setattr(runner, "run_preflight",
+                        lambda gpus, spec, own, *a: seen.append(set(own)) or real(gpus, spec,
+                                                                                  own, *a))
+    proc, url = mock_process
+    run = runs(tiny_model, SERVER_CLOSED, engine="openai", engine_args=(
+        f'base_url = "{url}"\nserved_model = "mock-model"\nendpoint_pids = "{proc.pid}"'))[0]
+    result, _ = _run(run)
+    assert result.status == "succeeded", result.error
+    assert seen and proc.pid in seen[0] and os.getpid() in seen[0]
+
+
 def test_a_stale_declaration_fails_the_start(tiny_model, endpoint):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
