@@ -390,8 +390,7 @@ def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> Non
     wanted = [r.strip() for value in runs for r in value.split(",") if r.strip()]
     done = write_report(store, target.id, Path(out) if out else None, wanted, net)
     if done.simulated:
-        click.echo("SIMULATED — figures come from the farm's performance model, not from "
-                   "hardware")
+        click.echo(output.SIM_BANNER)
     click.echo(f"{done.sweep}: report of {done.points} run point(s) written to {done.index} "
                f"({len(done.figures)} figure(s) in {done.index.parent / 'figures'}/)")
 

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from html import escape
 from typing import TYPE_CHECKING
 
+from farm.output import SIM_BANNER
 from farm.report.figures import kinds
-from farm.report.labels import SIM_BANNER
 from farm.report.plots import FigureSpec
 from farm.report.table import HEADERS, rows
 

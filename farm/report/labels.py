@@ -12,7 +12,6 @@ from typing import Any
 from farm.output import fmt_value as fmt
 from farm.report.points import RunPoint
 
-SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
 DASH = "—"
 
 # figure → (axis label with unit, short name)
