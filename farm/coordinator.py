@@ -30,6 +30,8 @@ SEND_BATCH = 200
 
 @dataclass
 class EnqueueReport:
+    """What an enqueue (or a dry run) did: the sweep's runs, and those sent this time."""
+
     sweep_id: str
     total_runs: int
     new_runs: int
@@ -63,6 +65,7 @@ def _batched(producer) -> AbstractContextManager[object]:
 
 
 def broker_state():
+    """BrokerState on the broker of the farm's settings (`broker_url`)."""
     from farm_contract.settings import load_settings
     from tasks.broker_state import BrokerState, redis_client
 
@@ -70,12 +73,18 @@ def broker_state():
 
 
 def dry_run(spec: SweepSpec) -> EnqueueReport:
+    """What `enqueue` would do for `spec`, touching neither store nor broker: all runs new."""
     runs = expand(spec)
     return EnqueueReport(sweep_id(spec.name), len(runs), len(runs), plan(runs), plan(runs))
 
 
 def enqueue(store: Store, spec: SweepSpec, toml_text: str,
             progress: ProgressFn | None = None) -> EnqueueReport:
+    """Record the sweep and its runs in the store, then send the runs it did not know.
+
+    The broker is pinged first, so no run is recorded as queued that could not be sent;
+    the sweep is un-cancelled when it gets new runs.
+    """
     runs = expand(spec)
     # Reach the broker before recording anything: runs recorded as queued but never
     # sent would wait for `retry --queued`.

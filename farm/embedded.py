@@ -56,11 +56,16 @@ class PrivateRedis:
 
     @property
     def url(self) -> str:
+        """The broker URL: redis:// on 127.0.0.1 when a port was given, else the Unix socket."""
         if self.port:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"redis+socket://{self.socket}"
 
     def start(self, timeout_s: float = 15.0) -> PrivateRedis:
+        """Start redis-server and wait up to `timeout_s` seconds for it to answer; returns self.
+
+        Raises EmbeddedRedisError if it exits first or is not ready in time.
+        """
         args = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
@@ -95,6 +100,7 @@ class PrivateRedis:
             return "(no log)"
 
     def stop(self) -> None:
+        """SIGTERM the server (kill after 10 s), then remove its directory if we made it."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -42,6 +42,8 @@ class LocalRunError(FarmError, RuntimeError):
 
 @dataclass
 class WorkerPlan:
+    """Which workers `farmctl run` starts on this machine, and the queues they serve."""
+
     sim_specs: list[str] = field(default_factory=list)   # for one sim worker
     real: bool = False                                   # start an NVML worker
     cpu: bool = False                                    # start a CPU worker
@@ -72,6 +74,11 @@ def _probe_real_gpus() -> set[str]:
 
 
 def plan_workers(runs: list[RunSpec], sim_specs: list[str]) -> WorkerPlan:
+    """The workers this machine can start for `runs`, and the queues they cover.
+
+    A sim worker with `sim_specs` (else enough simulated GPUs for the sim runs), a CPU
+    worker if any run is on the CPU, an NVML worker if a GPU run's probe finds GPUs.
+    """
     plan = WorkerPlan(sim_specs=sim_specs or _sim_specs_for(runs))
     plan.cpu = any(run.hardware.backend == "cpu" for run in runs)
     if plan.cpu:
@@ -97,12 +104,14 @@ class Children:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str, args: list[str]) -> None:
+        """Start `farmctl <args>` as child `name`, its output in <log_dir>/<name>.log."""
         log = open(self.log_dir / f"{name}.log", "wb")
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "farm.cli", *args], env=self.env, stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def check_alive(self) -> None:
+        """Raise LocalRunError, with the end of its log, if any child has exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
                 tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
@@ -125,6 +134,11 @@ class Children:
 
 
 def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True):
+    """Run the sweep's runs this machine can serve, with a private Redis and child workers.
+
+    Prints the results table of those runs and returns the exit code: NO_HARDWARE when
+    none can run here, RUNS_FAILED when some failed, else OK.
+    """
     from farm import coordinator, output
     from farm.store.repository import Store
 

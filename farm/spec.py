@@ -152,6 +152,7 @@ class ServerScenario(Strict):
 
     @property
     def label(self) -> str:
+        """The scenario's name, else server-closed (concurrency) or server-open (rate)."""
         return self.name or ("server-closed" if self.concurrency else "server-open")
 
 
@@ -165,6 +166,7 @@ class BatchScenario(Strict):
 
     @property
     def label(self) -> str:
+        """The scenario's name, else "batch"."""
         return self.name or "batch"
 
 
@@ -265,6 +267,8 @@ def _check_openai_engine(spec: SweepSpec) -> None:
 
 @dataclass(frozen=True)
 class Problem:
+    """One problem of a sweep file: the field it is in, what is wrong, its line if known."""
+
     field: str
     message: str
     line: int | None = None
@@ -281,6 +285,7 @@ class SpecError(FarmError, ValueError):
         super().__init__(self.render())
 
     def render(self) -> str:
+        """The problems as text: a header naming the source, then one line per problem."""
         lines = [f"{self.source}: {len(self.problems)} problem(s)"]
         for p in self.problems:
             where = f"line {p.line}: " if p.line else ""
@@ -344,6 +349,7 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
 
 
 def path_is_tag(part: str) -> bool:
+    """Whether a pydantic location part is a union tag or validator name, not a user's key."""
     return part in ("server", "batch") or "[" in part or part.startswith("function-")
 
 

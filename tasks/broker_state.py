@@ -69,6 +69,8 @@ class BrokerUnavailable(RuntimeError):
 
 
 class BrokerState:
+    """The farm's keys in the broker's Redis: claims, done markers, attempts, cancels, workers."""
+
     def __init__(self, client: redis.Redis):
         self.r = client
 
@@ -99,32 +101,40 @@ class BrokerState:
         return bool(self.r.set(CLAIM + run_id, holder, nx=True, px=int(ttl_s * 1000)))
 
     def release(self, run_id: str, holder: str) -> None:
+        """Drop the run's claim if `holder` still holds it."""
         if self.r.get(CLAIM + run_id) == holder.encode():
             self.r.delete(CLAIM + run_id)
 
     def is_claimed(self, run_id: str) -> bool:
+        """Whether some worker holds a live claim on the run."""
         return bool(self.r.exists(CLAIM + run_id))
 
     # -- run bookkeeping ----------------------------------------------------
     def next_attempt(self, run_id: str) -> int:
+        """Count one more start of the run and return its number (1 for the first)."""
         key = ATTEMPTS + run_id
         with self.r.pipeline() as pipe:
             attempt, _ = pipe.incr(key).expire(key, DONE_TTL_S).execute()
         return int(attempt)
 
     def mark_done(self, run_id: str) -> None:
+        """Mark that a result of the run was sent (kept DONE_TTL_S seconds)."""
         self.r.set(DONE + run_id, "1", ex=DONE_TTL_S)
 
     def is_done(self, run_id: str) -> bool:
+        """Whether a result of the run has been sent: a redelivery is not run again."""
         return bool(self.r.exists(DONE + run_id))
 
     def cancel_sweep(self, sweep_id: str) -> None:
+        """Add the sweep to the cancelled set: workers skip its runs."""
         self.r.sadd(CANCELLED, sweep_id)
 
     def uncancel_sweep(self, sweep_id: str) -> None:
+        """Remove the sweep from the cancelled set."""
         self.r.srem(CANCELLED, sweep_id)
 
     def is_cancelled(self, sweep_id: str) -> bool:
+        """Whether the sweep is in the cancelled set."""
         return bool(self.r.sismember(CANCELLED, sweep_id))
 
     def park_unreadable(self, payload: str, queue: str | None = None,
@@ -141,12 +151,15 @@ class BrokerState:
 
     # -- worker advertisements ---------------------------------------------
     def advertise(self, name: str, info: dict[str, Any], ttl_s: float) -> None:
+        """Publish a worker's advertisement, expiring after `ttl_s` seconds."""
         self.r.set(WORKER + name, json.dumps(info), px=int(ttl_s * 1000))
 
     def withdraw(self, name: str) -> None:
+        """Remove a worker's advertisement."""
         self.r.delete(WORKER + name)
 
     def workers(self) -> list[dict[str, Any]]:
+        """The advertisements of the live workers, sorted by worker name."""
         keys = sorted(self.r.scan_iter(WORKER + "*", count=500))
         values = self.r.mget(keys) if keys else []
         return [json.loads(v) for v in values if v]

@@ -59,6 +59,7 @@ class Difference:
 
     @property
     def label(self) -> str:
+        """E.g. "engine_version 0.6 → 0.7", a set of values in braces."""
         def side(values: tuple[str, ...]) -> str:
             return values[0] if len(values) == 1 else "{" + ", ".join(values) + "}"
 
@@ -68,6 +69,8 @@ class Difference:
 
 @dataclass(frozen=True)
 class Delta:
+    """One figure at one matched point: each side's estimate and B − A."""
+
     figure: str
     a: Estimate | None
     b: Estimate | None
@@ -75,18 +78,21 @@ class Delta:
 
     @property
     def pct(self) -> float | None:
+        """B − A as a percentage of A's mean; None without a difference or with A's mean 0."""
         if self.diff is None or not self.a or self.a.mean == 0:
             return None
         return 100.0 * self.diff.mean / self.a.mean
 
     @property
     def pct_ci(self) -> tuple[float, float] | None:
+        """The 95% CI of B − A as percentages of A's mean; None without an interval."""
         if self.diff is None or self.diff.low is None or not self.a or self.a.mean == 0:
             return None
         return (100.0 * self.diff.low / self.a.mean, 100.0 * self.diff.high / self.a.mean)
 
     @property
     def verdict(self) -> str:
+        """lower or higher when the 95% CI excludes 0, else no clear change, no CI or no figure."""
         if self.diff is None:
             return NO_FIGURE
         if self.diff.low is None:
@@ -98,6 +104,7 @@ class Delta:
         return NO_CLEAR
 
     def to_json(self) -> dict[str, Any]:
+        """Both sides, B − A with its 95% CI, absolute and in %, and the verdict."""
         ci = self.pct_ci
         return {
             "a": _est(self.a), "b": _est(self.b),
@@ -118,19 +125,24 @@ def _est(e: Estimate | None) -> dict[str, Any] | None:
 
 @dataclass
 class Matched:
+    """A configuration point of both sweeps: each side's usable repetitions and the deltas."""
+
     a: list[RunPoint]
     b: list[RunPoint]
     deltas: dict[str, Delta]
 
     @property
     def head(self) -> RunPoint:
+        """A's first repetition: the point's configuration."""
         return self.a[0]
 
     @property
     def energy(self) -> Delta:
+        """The J/token delta, the headline of a comparison."""
         return self.deltas["energy_per_output_token_j"]
 
     def to_json(self) -> dict[str, Any]:
+        """The point's configuration, each side's engine and run ids, and every delta."""
         p, q = self.head, self.b[0]
         return {
             "model": p.model, "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
@@ -148,6 +160,8 @@ class Matched:
 
 @dataclass
 class Comparison:
+    """The result of comparing sweep A with sweep B: matches, and what was left out."""
+
     sweep_a: str
     sweep_b: str
     simulated: bool
@@ -162,9 +176,11 @@ class Comparison:
     failed_runs_b: int
 
     def verdicts(self) -> Counter[str]:
+        """How many matched points got each J/token verdict."""
         return Counter(m.energy.verdict for m in self.matched)
 
     def median_pct(self) -> float | None:
+        """The median J/token change over the matched points, in % of A; None if none."""
         pcts = sorted(m.energy.pct for m in self.matched if m.energy.pct is not None)
         if not pcts:
             return None
@@ -172,6 +188,7 @@ class Comparison:
         return pcts[mid] if len(pcts) % 2 else (pcts[mid - 1] + pcts[mid]) / 2
 
     def to_json(self) -> dict[str, Any]:
+        """The comparison as JSON-ready data, the `--format json` of `farmctl compare`."""
         return {
             "sweep_a": self.sweep_a, "sweep_b": self.sweep_b, "simulated": self.simulated,
             "what_differs": [{"name": d.name, "a": list(d.a), "b": list(d.b),
@@ -319,6 +336,7 @@ def _pct(value: float | None) -> str:
 
 
 def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
+    """The comparison as text: JSON, or a header, one table row per matched point and a summary."""
     if fmt == "json":
         return json.dumps(cmp.to_json(), indent=2) + "\n"
     from farm.output import SIM_BANNER, _console, _table

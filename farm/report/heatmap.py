@@ -25,6 +25,8 @@ Bin = tuple[float, str]
 
 @dataclass(frozen=True)
 class HeatmapGrid:
+    """One panel: the cells of one GPU (and variant), scenario and load value."""
+
     label: str                   # the GPU (and variant) of this panel
     load_kind: str
     load_value: float
@@ -34,6 +36,7 @@ class HeatmapGrid:
     cells: dict[tuple[str, str], Estimate]   # (input bin name, output bin name) → estimate
 
     def value(self, input_bin: str, output_bin: str) -> float | None:
+        """The mean of the cell at these bins (the figure's unit); None if it is empty."""
         cell = self.cells.get((input_bin, output_bin))
         return None if cell is None else cell.mean
 
@@ -59,6 +62,8 @@ def heatmap_grid(points: Sequence[RunPoint], figure: str = PER_REQUEST,
 
 @dataclass(frozen=True)
 class HeatmapFigure:
+    """The grids of one model and scenario: GPUs as rows, load values as columns."""
+
     model: str
     scenario: str
     figure: str
@@ -71,6 +76,7 @@ class HeatmapFigure:
 
     @property
     def values(self) -> list[float]:
+        """The means of every cell of every grid: the range of the shared colour scale."""
         return [e.mean for g in self.grids.values() for e in g.cells.values()]
 
 

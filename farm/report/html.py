@@ -48,10 +48,12 @@ tr.none td { background: #f3f3f3; color: #666; }
 
 
 def data_uri(png: bytes) -> str:
+    """The PNG as a data: URI, to embed in the page."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
+    """The whole report page as HTML, with `pngs` (by figure slug) embedded."""
     title = f"{'SIMULATED — ' if data.simulated else ''}farm report: {data.sweep}"
     banner = f'<div class="banner">{escape(SIM_BANNER)}</div>' if data.simulated else ""
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',

@@ -35,19 +35,23 @@ LOAD_AXIS = {
 
 
 def axis_label(figure: str) -> str:
+    """The figure's axis label with its unit, e.g. "TTFT p90 (ms)"."""
     return FIGURE_LABELS.get(figure, (figure, figure))[0]
 
 
 def short_label(figure: str) -> str:
+    """The figure's short name, e.g. "J/request"."""
     return FIGURE_LABELS.get(figure, (figure, figure))[1]
 
 
 def fmt_unit(value: Any, unit: str, digits: int = 3) -> str:
+    """The value formatted with its unit; "—" alone when it is missing."""
     text = fmt(value, digits)
     return text if text == DASH else f"{text} {unit}"
 
 
 def tokens_label(input_tokens: int | None, output_tokens: int | None) -> str:
+    """E.g. "in 512 / out 128 tokens"; a missing length prints as "—"."""
     return f"in {fmt(input_tokens)} / out {fmt(output_tokens)} tokens"
 
 
@@ -70,6 +74,7 @@ class Variants:
         self.varies = {name for name, values in seen.items() if len(values) > 1}
 
     def variant(self, p: RunPoint, scenario: bool = True) -> str:
+        """What sets `p` apart among the varying dimensions, joined by " · "; "" if none."""
         parts = []
         if "engine" in self.varies:
             parts.append(p.engine)
@@ -82,5 +87,6 @@ class Variants:
         return " · ".join(parts)
 
     def label(self, p: RunPoint, scenario: bool = True) -> str:
+        """The GPU label of `p`, followed by its variant when there is one."""
         variant = self.variant(p, scenario)
         return f"{p.gpu_label} · {variant}" if variant else p.gpu_label

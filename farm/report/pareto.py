@@ -22,6 +22,7 @@ ENERGIES = (PER_REQUEST, PER_TOKEN)
 
 
 def dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    """Whether `a` is no worse than `b` on both axes and better on one (lower is better)."""
     return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
 
@@ -61,11 +62,14 @@ class ConfigPoint:
 
     @property
     def xy(self) -> tuple[float, float]:
+        """(latency mean, energy mean): the point's place in the plot."""
         return (self.latency.mean, self.energy.mean)
 
 
 @dataclass(frozen=True)
 class ParetoPanel:
+    """One (energy, latency) pair: the configurations and their Pareto front."""
+
     latency: str
     energy: str
     points: list[ConfigPoint]
@@ -74,15 +78,19 @@ class ParetoPanel:
 
     @property
     def front_points(self) -> list[ConfigPoint]:
+        """The front's configurations, by ascending latency."""
         return [self.points[i] for i in self.front]
 
 
 @dataclass(frozen=True)
 class ParetoFigure:
+    """The Pareto panels of one model."""
+
     model: str
     panels: list[ParetoPanel]    # rows: energies, columns: latencies
 
     def notes(self) -> list[str]:
+        """What the panels used and left out: one note if all agree, else one per panel."""
         notes = {p.selection.note() for p in self.panels}
         if len(notes) == 1:
             return list(notes)
@@ -109,6 +117,7 @@ def config_points(points: Sequence[RunPoint], latency: str, energy: str,
 
 def pareto_panel(scope: Sequence[RunPoint], latency: str, energy: str,
                  variants: Variants | None = None, simulated: bool | None = None) -> ParetoPanel:
+    """The configurations of `scope` with both figures, and their Pareto front."""
     selection = select(scope, (energy, latency), simulated)
     pts = config_points(selection.points, latency, energy, variants or Variants(scope))
     return ParetoPanel(latency, energy, pts, pareto_front([p.xy for p in pts]), selection)

@@ -111,6 +111,7 @@ class StoredAttainment:
         return None
 
     def __call__(self, point: RunPoint, ttft_ms: float, tpot_ms: float) -> float | None:
+        """The point's SLO attainment (0–1) under these limits (ms); None without records."""
         index = self._index(point)
         if index is None:
             return None
@@ -122,6 +123,8 @@ class StoredAttainment:
 
 @dataclass(frozen=True)
 class Limits:
+    """The latency limits to meet, TTFT and TPOT p90 in ms, and where they came from."""
+
     ttft_ms: float
     tpot_ms: float
     source: str              # where each limit came from, in words
@@ -157,15 +160,18 @@ class Ranked:
 
     @property
     def head(self) -> RunPoint:
+        """The first repetition: the configuration."""
         return self.points[0]
 
     @property
     def label(self) -> str:
+        """GPU, scenario, load and (if any) engine arguments of the configuration."""
         p = self.head
         args = f" ({p.args_label})" if p.engine_args else ""
         return f"{p.gpu_label} {p.scenario} {p.load_label}{args}"
 
     def to_json(self) -> dict[str, Any]:
+        """The configuration, its figures and its intervals, as JSON-ready data."""
         p = self.head
         return {
             "rank": self.rank, "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
@@ -191,6 +197,8 @@ class Ranked:
 
 @dataclass
 class Excluded:
+    """A configuration that does not rank, why, and its latencies (ms) when known."""
+
     label: str
     reason: str
     ttft_p90_ms: float | None = None
@@ -212,18 +220,22 @@ class Workload:
 
     @property
     def label(self) -> str:
+        """E.g. "in 512 / out 128 tokens, greedy"."""
         return f"in {self.input_tokens} / out {self.output_tokens} tokens, {self.decoding}"
 
     def excluded_counts(self) -> dict[str, int]:
+        """How many configurations were excluded for each reason."""
         return dict(Counter(e.reason for e in self.excluded))
 
     def best_per_gpu(self) -> list[Ranked]:
+        """The best-ranked configuration of each GPU model and count, in rank order."""
         best: dict[tuple[str, int], Ranked] = {}
         for r in self.ranking:
             best.setdefault((r.head.gpu_model, r.head.gpu_count), r)
         return list(best.values())
 
     def to_json(self) -> dict[str, Any]:
+        """The ranking, best per GPU, exclusions and the closest miss, as JSON-ready data."""
         return {
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "decoding": self.decoding, "uncertainty": self.uncertainty,
@@ -245,6 +257,8 @@ class Workload:
 
 @dataclass
 class Recommendation:
+    """The answer of `farmctl recommend`: one ranking per workload of one model."""
+
     sweep: str
     model: str
     simulated: bool
@@ -261,6 +275,7 @@ class Recommendation:
         return any(w.ranking for w in self.workloads)
 
     def nothing_met_message(self) -> str:
+        """Why nothing is recommended: per workload, the configuration closest to the limit."""
         lim = (f"TTFT p90 ≤ {_num(self.limits.ttft_ms)} ms and "
                f"TPOT p90 ≤ {_num(self.limits.tpot_ms)} ms")
         parts = []
@@ -275,6 +290,7 @@ class Recommendation:
                 + "; ".join(parts))
 
     def to_json(self) -> dict[str, Any]:
+        """The recommendation as JSON-ready data, the `--format json` output."""
         return {
             "sweep": self.sweep, "simulated": self.simulated, "model": self.model,
             "limits": {"ttft_p90_ms": self.limits.ttft_ms, "tpot_p90_ms": self.limits.tpot_ms,
@@ -597,6 +613,7 @@ def recommend(points: Sequence[RunPoint], *, sweep: str, model: str | None = Non
 
 
 def format_recommendation(rec: Recommendation, fmt: str = "table") -> str:
+    """The recommendation as text: JSON, or a table per workload, its caption and the notes."""
     if fmt == "json":
         return json.dumps(rec.to_json(), indent=2) + "\n"
     from farm.output import SIM_BANNER, _console, _table

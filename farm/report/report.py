@@ -57,6 +57,8 @@ class ReportData:
 
 @dataclass(frozen=True)
 class WrittenReport:
+    """A report written to disk: its directory, index.html and figure files."""
+
     sweep: str
     out_dir: Path
     index: Path

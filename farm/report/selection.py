@@ -19,11 +19,14 @@ from farm.report.points import RunPoint
 
 @dataclass(frozen=True)
 class Selection:
+    """The points a figure plots, and the others of its scope counted by reason."""
+
     points: list[RunPoint]
     left_out: Counter[str] = field(default_factory=Counter)
 
     @property
     def n_left_out(self) -> int:
+        """How many points of the scope are not plotted."""
         return sum(self.left_out.values())
 
     def note(self) -> str:

@@ -31,6 +31,8 @@ LOAD_KINDS = ("concurrency", "request_rate", "batch")
 
 @dataclass(frozen=True)
 class SeriesPoint:
+    """One load value of a series: the estimate over its repetitions, and their run ids."""
+
     x: float
     estimate: Estimate
     run_ids: tuple[str, ...]
@@ -46,6 +48,7 @@ class Plateau:
     threshold: float = PLATEAU_SAVING
 
     def note(self, what: str = "energy per request", unit: str = "concurrency") -> str:
+        """The plateau in words, for a figure's caption."""
         change = -self.saving_per_doubling
         return (f"{what} stops falling at {unit} {self.at:g}: every further doubling saves "
                 f"< {self.threshold:.0%} ({self.at:g} → {self.next:g}: {what} "
@@ -54,6 +57,8 @@ class Plateau:
 
 @dataclass(frozen=True)
 class Series:
+    """One line of an "energy vs load" figure: one configuration, its load values ascending."""
+
     model: str
     load_kind: str
     figure: str
@@ -66,10 +71,12 @@ class Series:
 
     @property
     def xs(self) -> list[float]:
+        """The load values."""
         return [p.x for p in self.points]
 
     @property
     def means(self) -> list[float]:
+        """The figure's mean at each load value (the figure's unit)."""
         return [p.estimate.mean for p in self.points]
 
 
@@ -141,6 +148,7 @@ class LoadFigure:
 
     @property
     def token_pairs(self) -> list[tuple[int | None, int]]:
+        """The (input, output) token lengths of the series: the figure's rows, ascending."""
         pairs = {(s.input_tokens, s.output_tokens) for ss in self.series.values() for s in ss}
         return sorted(pairs, key=lambda t: (t[0] or 0, t[1]))
 

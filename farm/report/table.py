@@ -33,11 +33,14 @@ HEADERS: tuple[str, ...] = ("model", "GPU", "engine", "scenario", "load", "in to
 
 @dataclass(frozen=True)
 class Verdict:
+    """A run point's verdict: its kind (also the row's CSS class) and its text."""
+
     kind: str                    # valid | invalid | failed | none
     text: str
 
 
 def verdict(p: RunPoint) -> Verdict:
+    """Valid, invalid (naming the failed checks), failed (with its error) or no result."""
     if p.status == "failed":
         return Verdict("failed", f"run failed: {p.error or 'no error recorded'}")
     if p.status != "succeeded":
@@ -50,6 +53,7 @@ def verdict(p: RunPoint) -> Verdict:
 
 
 def row(p: RunPoint) -> tuple[list[str], Verdict]:
+    """The table row of `p` (figures formatted, null as "—") and its verdict."""
     engine = p.engine + (f" ({p.args_label})" if p.engine_args else "")
     cells = [p.model, p.gpu_label + (" (sim)" if p.simulated else ""), engine, p.scenario,
              p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
@@ -59,4 +63,5 @@ def row(p: RunPoint) -> tuple[list[str], Verdict]:
 
 
 def rows(points: Sequence[RunPoint]) -> list[tuple[list[str], Verdict]]:
+    """The table row and verdict of every point, in the given order."""
     return [row(p) for p in points]

@@ -64,6 +64,8 @@ def representative_runs(points: Sequence[RunPoint]) -> list[str]:
 
 @dataclass(frozen=True)
 class Span:
+    """A window shaded on the timeline: kind, start and end (s), energy (J; None: not measured)."""
+
     kind: str                    # idle | idle_ctx | load | warmup | steady
     label: str                   # e.g. "steady state, c=8"
     start_s: float
@@ -73,6 +75,8 @@ class Span:
 
 @dataclass(frozen=True)
 class Timeline:
+    """One run's power trace (W per GPU over seconds), with its windows as spans."""
+
     run_id: str
     title: str
     t_s: list[float]
