@@ -50,6 +50,7 @@ def fmt_value(value: Any, digits: int = 3) -> str:
 
 
 def print_plan(name: str, total: int, per_queue: Counter[str], header: str) -> None:
+    """The runs a sweep would enqueue (a dry run): `total` and a table of runs per queue."""
     click.echo(f"{name}: {header}, {total} run(s)")
     table = _table()
     table.add_column("queue")
@@ -60,6 +61,7 @@ def print_plan(name: str, total: int, per_queue: Counter[str], header: str) -> N
 
 
 def print_enqueue(name: str, report) -> None:
+    """What an enqueue did: runs enqueued now and runs already known, per queue and in all."""
     skipped = report.total_runs - report.new_runs
     click.echo(f"{name} (sweep {report.sweep_id}): {report.new_runs} run(s) enqueued, "
                f"{skipped} already known")
@@ -114,6 +116,7 @@ def print_status(fetch: Callable[[], list[tuple[str, str, int]]], first: str, wa
 
 
 def print_workers(workers: Sequence[Mapping[str, Any]], as_json: bool) -> None:
+    """The live workers, one row per GPU (what it runs or "idle"), or their JSON."""
     if as_json:
         click.echo(json.dumps(list(workers), indent=2))
         return
@@ -135,6 +138,7 @@ def print_workers(workers: Sequence[Mapping[str, Any]], as_json: bool) -> None:
 
 
 def print_sweeps(sweeps) -> None:
+    """The sweeps in the store: id, name, creation time and whether SIMULATED."""
     if not sweeps:
         click.echo("no sweeps in the store yet")
         return

@@ -21,10 +21,12 @@ RESULT_SCHEMA_VERSION = 1
 
 
 class Record(BaseModel):
+    """Base of the contract's records: unknown fields are an error."""
     model_config = ConfigDict(extra="forbid")
 
 
 class RunStatus(str, Enum):
+    """Where a run stands: queued, running, or one of the terminal statuses."""
     queued = "queued"
     running = "running"
     succeeded = "succeeded"
@@ -33,6 +35,7 @@ class RunStatus(str, Enum):
 
     @property
     def terminal(self) -> bool:
+        """Whether the run is over: succeeded, failed or cancelled."""
         return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
@@ -51,12 +54,14 @@ class GpuInfo(Record):
 
 
 class WorkerInfo(Record):
+    """The worker that ran the run: its Celery node name, host and process id."""
     name: str                        # Celery node name, e.g. farm-gpu@host
     host: str
     pid: int
 
 
 class EngineInfo(Record):
+    """The engine that served the run: its kind, version (None: unknown) and if simulated."""
     kind: str
     version: str | None = None
     simulated: bool
@@ -161,6 +166,7 @@ class LatencyStats(Record):
 
     @classmethod
     def of_seconds(cls, values: list[float]) -> LatencyStats:
+        """The statistics of latencies given in seconds; all None when there are none."""
         if not values:
             return cls()
         ms = sorted(v * 1000.0 for v in values)
@@ -262,6 +268,7 @@ class GpuState(Record):
 
 
 class Preflight(Record):
+    """The GPUs' state before the run; whether they cooled into the band, after waited_s s."""
     gpus: list[GpuState]
     cooled: bool                     # within the band before the run started
     waited_s: float
@@ -269,6 +276,7 @@ class Preflight(Record):
 
 
 class ValidityCheck(Record):
+    """One validity check: its value (None: not measured), bound and whether it passed."""
     name: str                        # steady_window | power_range | temperature | agreement
     passed: bool
     value: float | None
@@ -312,6 +320,7 @@ class HostEnergy(Record):
 
 
 class ErrorInfo(Record):
+    """Why a run failed: the kind of error, its message and the end of the log."""
     kind: str                        # e.g. "engine", "oom", "timeout", "internal"
     message: str
     log_tail: list[str] = []
@@ -343,6 +352,7 @@ class RunResult(Record):
     host_energy: HostEnergy | None = None
 
     def window(self, name: str, load_point: int | None = None) -> EnergyWindow | None:
+        """The energy window called `name` (of load point `load_point`), or None."""
         for w in self.windows:
             if w.name == name and w.load_point == load_point:
                 return w

@@ -20,6 +20,7 @@ INVALID_INPUT = 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The `farmctl worker` command line (--sim, --gpus, --name, --cpu, --probe, ...)."""
     parser = argparse.ArgumentParser(prog="farmctl worker")
     parser.add_argument("--sim", action="append", default=[])
     parser.add_argument("--gpus", default=None)
@@ -33,6 +34,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Open the devices and energy sources and serve this host's queues until stopped.
+
+    With --probe, print the backend, queues, GPUs and sources as JSON and exit.
+    Returns the exit code: 2 for invalid input, 6 when there is no hardware.
+    """
     from farm_contract.settings import SettingsError, load_settings
     from workers.errors import PermanentError
     from workers.gpu.discovery import open_inventory, summarize

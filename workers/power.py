@@ -91,9 +91,11 @@ class PowerSampler:
 
     @property
     def power_w(self) -> list[list[float | None]]:
+        """Each GPU's power samples (Units: W), one list per GPU; None where a read failed."""
         return self._series.power_w
 
     def start(self) -> None:
+        """Start the sampling thread."""
         self._thread.start()
 
     def _loop(self) -> None:
@@ -105,6 +107,7 @@ class PowerSampler:
             self._stop.wait(max(0.0, next_at - self.clock()))
 
     def sample(self) -> None:
+        """Take one sample of every GPU's series now; check for tenants when one is due."""
         power = [_read(gpu, "power_w") for gpu in self.gpus]
         extra = {name: [_read(gpu, name) for gpu in self.gpus] for name in SERIES}
         now = self.clock() - self.origin
@@ -134,9 +137,11 @@ class PowerSampler:
         return found
 
     def now_s(self) -> float:
+        """Seconds since the sampler was made (the timeline's clock)."""
         return self.clock() - self.origin
 
     def stop(self) -> None:
+        """Stop the sampling thread and wait for it (at most 5 s)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
@@ -173,6 +178,7 @@ class PowerSampler:
                     if start_s <= t <= end_s and s[i] is not None]
 
     def trace(self, sensor: str) -> PowerTrace:
+        """The samples as a PowerTrace from `sensor`, rounded; series never read are None."""
         def rounded(series, digits):
             return [[None if v is None else round(v, digits) for v in s] for s in series]
 
@@ -255,6 +261,7 @@ class Meter:
         self._open: dict[tuple[str, int | None], _OpenWindow] = {}
 
     def now_s(self) -> float:
+        """Seconds on the sampler's timeline: the clock windows are placed on."""
         return self.sampler.now_s()
 
     def _read(self) -> list[float | None]:
@@ -280,11 +287,18 @@ class Meter:
                 opened.sources.result()
 
     def begin(self, name: str, load_point: int | None = None) -> None:
+        """Open window `name` (of `load_point`): read the counters at its start edge."""
         start_s = self.now_s()
         counters, _, pending = self._read_edge()
         self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending)
 
     def end(self, name: str, load_point: int | None = None) -> EnergyWindow:
+        """Close window `name` (of `load_point`) and return its energy.
+
+        Energy (J) is the counters' delta summed over the GPUs; None with a reason when
+        a counter is unsupported or moves too coarsely for the window. The timeline
+        integral is kept beside it for the agreement check.
+        """
         opened = self._open.pop((name, load_point))
         counters, end_s, pending = self._read_edge()
         sources = pending.result() if pending else []
@@ -320,6 +334,7 @@ class Meter:
         return window
 
     def window(self, name: str, load_point: int | None = None) -> EnergyWindow | None:
+        """The closed window `name` (of `load_point`), or None."""
         for w in self.windows:
             if w.name == name and w.load_point == load_point:
                 return w

@@ -21,6 +21,7 @@ POLL_S = 1.0
 
 
 class GpuBusy(TransientError):
+    """A foreign compute process is on one of the run's GPUs: retry the run later."""
     kind = "gpu_busy"
 
 
@@ -35,6 +36,7 @@ class IdleTemperatures:
         self._lock = threading.Lock()
 
     def observe(self, uuid: str, temperature_c: float | None) -> float | None:
+        """Note a reading (Units: °C; None: not read); returns the GPU's idle reference."""
         with self._lock:
             if temperature_c is not None:
                 known = self._by_uuid.get(uuid)
@@ -53,6 +55,7 @@ def _reading(gpu: GpuDevice, name: str):
 
 def gpu_state(gpu: GpuDevice, idle_temperature_c: float | None,
               foreign_pids: list[int]) -> GpuState:
+    """The GPU's state now: temperature, limits, clocks and persistence (None: not read)."""
     return GpuState(
         uuid=gpu.info.uuid, temperature_c=_reading(gpu, "temperature_c"),
         idle_temperature_c=idle_temperature_c,
@@ -64,6 +67,7 @@ def gpu_state(gpu: GpuDevice, idle_temperature_c: float | None,
 
 
 def foreign_pids(gpus: list[GpuDevice], own: set[int]) -> dict[str, list[int]]:
+    """Compute processes on each GPU that are not in `own`, by GPU UUID (busy GPUs only)."""
     found = {}
     for gpu in gpus:
         pids = _reading(gpu, "compute_pids") or []
@@ -76,6 +80,11 @@ def foreign_pids(gpus: list[GpuDevice], own: set[int]) -> dict[str, list[int]]:
 def run_preflight(gpus: list[GpuDevice], spec: MeasurementSpec, own_pids: set[int],
                   idle_temps: IdleTemperatures, abort: threading.Event,
                   clock=time.monotonic) -> Preflight:
+    """Check the GPUs are free, then wait (up to the cooldown timeout) for them to cool.
+
+    Raises GpuBusy when another tenant is on a GPU and RunAborted on shutdown;
+    a GPU still warm at the timeout is recorded in the note, not an error.
+    """
     busy = foreign_pids(gpus, own_pids)
     if busy:
         raise GpuBusy("other compute processes on the run's GPUs: " + "; ".join(

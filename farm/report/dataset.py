@@ -61,6 +61,7 @@ class DependencyError(FarmError, RuntimeError):
 
 @dataclass(frozen=True)
 class Column:
+    """One column of a dataset table: its name, type (one of TYPES), unit and meaning."""
     name: str
     type: str
     unit: str | None          # None: not a quantity (ids, names, flags, text)
@@ -72,12 +73,14 @@ class Column:
             raise ValueError(f"column {self.name}: unknown type {self.type!r}")
 
     def as_manifest(self) -> dict[str, object]:
+        """This column as the manifest describes it."""
         return {"name": self.name, "type": self.type, "unit": self.unit,
                 "nullable": self.nullable, "description": self.description}
 
 
 @dataclass(frozen=True)
 class Table:
+    """One dataset table: what a row is and its columns, in file order."""
     name: str
     row: str                  # what one row is
     description: str
@@ -85,9 +88,11 @@ class Table:
 
     @property
     def names(self) -> list[str]:
+        """The column names, in file order."""
         return [c.name for c in self.columns]
 
     def column(self, name: str) -> Column:
+        """The column called `name`; KeyError if the table has none."""
         for column in self.columns:
             if column.name == name:
                 return column
@@ -362,6 +367,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (RUNS, RUN_POINTS, REQUESTS, TIME
 
 
 def file_name(table: str, fmt: str) -> str:
+    """The file name of `table` in format `fmt` ("runs.parquet")."""
     return f"{table}.{fmt}"
 
 
@@ -433,6 +439,7 @@ def pyarrow_module():
 
 
 def arrow_type(type_: str):
+    """The pyarrow type of a dataset column type ("float32", "list<int64>", ...)."""
     pa = pyarrow_module()
     scalar = {"string": pa.string(), "json": pa.string(), "bool": pa.bool_(),
               "int64": pa.int64(), "uint64": pa.uint64(), "float32": pa.float32(),
@@ -443,6 +450,7 @@ def arrow_type(type_: str):
 
 
 def arrow_schema(table: Table):
+    """The pyarrow schema of `table`, with each column's nullability."""
     pa = pyarrow_module()
     return pa.schema([pa.field(c.name, arrow_type(c.type), nullable=c.nullable)
                       for c in table.columns])

@@ -61,6 +61,7 @@ TRACE_SERIES = ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz",
 
 @dataclass(frozen=True)
 class ExportSummary:
+    """What an export wrote: the sweep, format, folder, rows per table and seconds taken."""
     sweep: str
     sweep_id: str
     fmt: str
@@ -71,10 +72,12 @@ class ExportSummary:
 
 
 def default_out_dir(sweep: str, fmt: str) -> Path:
+    """The folder an export goes to when none is given: farm-export-SWEEP-FMT."""
     return Path(f"farm-export-{sweep}-{fmt}")
 
 
 def farm_version() -> str:
+    """The installed farm package's version, or "unknown" when it has no metadata."""
     try:
         return metadata.version("farm")
     except metadata.PackageNotFoundError:
@@ -142,6 +145,7 @@ def _prepare(out: Path, force: bool) -> None:
 
 
 def sha256(path: Path) -> str:
+    """The hex SHA-256 of the file at `path`, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -366,6 +370,7 @@ class TableWriter:
         self._names = set(table.names)
 
     def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Add rows (dicts with exactly the table's columns); RuntimeError if they differ."""
         if not rows:
             return
         for row in rows:
@@ -375,6 +380,7 @@ class TableWriter:
         self._add(self.pa.RecordBatch.from_pylist(rows, schema=self.schema))
 
     def add_columns(self, columns: dict[str, Any]) -> None:
+        """Add a batch given as whole columns (lists or Arrow arrays), exactly the table's."""
         if columns.keys() != self._names:
             raise RuntimeError(f"{self.table.name}: columns differ from the schema: "
                                f"{sorted(columns.keys() ^ self._names)}")
@@ -395,6 +401,7 @@ class TableWriter:
         self._write(table)
 
     def close(self) -> None:
+        """Write what is pending and close the file; an empty table still gets its file."""
         if self._pending or self._sink is None:
             self._flush()       # an empty table still gets its file (and header)
         if self._sink is not None:
@@ -463,6 +470,7 @@ def _json_list_text(type_: str, array: Any) -> list[str | None]:
 
 
 def csv_table(table: Table, data: Any) -> Any:
+    """`data` as CSV text columns: float32 as shortest decimals, lists as JSON arrays."""
     pa = pyarrow_module()
     columns = _text_table(table, data)
     for c in table.columns:

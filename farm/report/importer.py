@@ -67,6 +67,7 @@ TIMELINE_COLUMNS = ("run_id", "gpu_index", "sample", "t_s", *TRACE_SERIES)
 
 @dataclass(frozen=True)
 class ImportSummary:
+    """What an import did: the sweep, runs added, results imported or kept, rows read."""
     sweep: str
     fmt: str
     simulated: bool
@@ -135,6 +136,11 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
 
 
 def import_dataset(store: Store, directory: Path) -> ImportSummary:
+    """Import an exported dataset (checked against its manifest) into `store`.
+
+    The sweep and runs the store lacks are added; results are recorded unless the
+    store has them already (a stored failure is replaced by an exported success).
+    """
     started = time.perf_counter()
     directory = Path(directory)
     manifest = read_manifest(directory)

@@ -34,6 +34,7 @@ class SweepNotFound(FarmError, LookupError):
 
 @dataclass(frozen=True)
 class RunPoint:
+    """One run of a sweep as the report reads it: its configuration, status and figures."""
     run_id: str
     sweep: str
     repetition: int
@@ -59,6 +60,7 @@ class RunPoint:
     figures: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def get(self, figure: str) -> Any:
+        """The value of `figure` for this run; None when it was not measured."""
         return self.figures.get(figure)
 
     @property
@@ -80,14 +82,17 @@ class RunPoint:
 
     @property
     def gpu_label(self) -> str:
+        """The GPU as a label: "H200", or "2× H200" for a run on several."""
         return self.gpu_model if self.gpu_count == 1 else f"{self.gpu_count}× {self.gpu_model}"
 
     @property
     def args_label(self) -> str:
+        """The engine arguments as "key=value, ..." (empty when there are none)."""
         return ", ".join(f"{k}={v}" for k, v in self.engine_args)
 
     @property
     def load_label(self) -> str:
+        """The load point as a label ("c=8", "2 req/s", "batch 16"); "—" when there is none."""
         if self.load_kind == "concurrency":
             return f"c={self.load_value:g}"
         if self.load_kind == "request_rate":
@@ -98,6 +103,7 @@ class RunPoint:
 
 
 def points_from_rows(rows: Iterable[dict[str, Any]]) -> list[RunPoint]:
+    """A RunPoint for each of the store's result rows (Store.result_rows)."""
     points = []
     for row in rows:
         args = tuple(sorted((row["engine_args"] or {}).items()))

@@ -63,6 +63,7 @@ class StoreBase:
         return store
 
     def close(self) -> None:
+        """Dispose of the engine's connections."""
         self.engine.dispose()
 
     def __enter__(self) -> Self:
@@ -73,6 +74,7 @@ class StoreBase:
 
     @property
     def dialect(self) -> str:
+        """The database's dialect name: "sqlite" or "postgresql"."""
         return self.engine.dialect.name
 
     @contextmanager

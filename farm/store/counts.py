@@ -59,6 +59,7 @@ def queue_counts(connection: Any, sweep_id: str | None = None) -> list[Row]:
 
 
 def find_sweep_id(connection: Any, name_or_id: str) -> str | None:
+    """The id of the sweep named or with id `name_or_id`, or None when there is none."""
     p = _placeholder(connection)
     cursor = connection.cursor()
     try:

@@ -44,10 +44,12 @@ def normalize_url(url: str) -> str:
 
 
 def is_sqlite(url: str) -> bool:
+    """Whether `url` names an SQLite database."""
     return make_url(normalize_url(url)).get_backend_name() == "sqlite"
 
 
 def make_engine(url: str) -> Engine:
+    """An engine for `url`: SQLite with WAL, a busy timeout and foreign keys, else pooled."""
     url = normalize_url(url)
     if is_sqlite(url):
         return _sqlite_engine(url)
@@ -117,6 +119,7 @@ def _alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str | None:
+    """The newest migration revision, or None when there are no migrations."""
     return ScriptDirectory.from_config(_alembic_config()).get_current_head()
 
 
@@ -134,10 +137,12 @@ def upgrade(url: str) -> None:
 
 
 def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at, or None when it has never been migrated."""
     return MigrationContext.configure(connection).get_current_revision()
 
 
 def engine_schema_state(engine: Engine) -> SchemaState:
+    """The schema's state: "current", "outdated" (older, or tables but no revision), "missing"."""
     with engine.connect() as connection:
         revision = current_revision(connection)
         if revision is None:
@@ -147,6 +152,7 @@ def engine_schema_state(engine: Engine) -> SchemaState:
 
 
 def schema_state(url: str) -> SchemaState:
+    """The schema state of the database at `url` (see engine_schema_state)."""
     engine = make_engine(url)
     try:
         return engine_schema_state(engine)

@@ -55,6 +55,7 @@ RESULT_STATUSES = ("succeeded", "failed")
 
 
 def utcnow() -> datetime:
+    """The current time as an aware UTC datetime."""
     return datetime.now(UTC)
 
 
@@ -70,6 +71,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The value as stored: UTC, without an offset on SQLite."""
         if value is None:
             return None
         value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -77,6 +79,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """The stored value as an aware UTC datetime."""
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -107,6 +110,7 @@ def pack_f32(values: Sequence[float | None]) -> bytes | None:
 
 
 def pack_f64(values: Sequence[float]) -> bytes | None:
+    """float64 little-endian. An empty list packs to None."""
     if not values:
         return None
     return _little_endian(array("d", values)).tobytes()
@@ -121,6 +125,7 @@ def _unpack(code: str, blob: bytes | None) -> array:
 
 
 def unpack_f32(blob: bytes | None, nan_as_none: bool = False) -> list[float | None]:
+    """pack_f32's samples; NaN read back as None when `nan_as_none`."""
     values: Iterable[float] = _unpack("f", blob)
     if nan_as_none:
         return [None if math.isnan(v) else v for v in values]
@@ -128,6 +133,7 @@ def unpack_f32(blob: bytes | None, nan_as_none: bool = False) -> list[float | No
 
 
 def unpack_f64(blob: bytes | None) -> list[float]:
+    """pack_f64's samples (an empty list for None)."""
     return list(_unpack("d", blob))
 
 
@@ -165,6 +171,7 @@ def unpack_u64(blob: bytes | None) -> list[int | None]:
 
 
 class SweepRow(SQLModel, table=True):
+    """Table sweeps: one sweep, keyed by id (the hash of its unique name)."""
     __tablename__ = "sweeps"
 
     id: str = Field(primary_key=True)  # farm.spec.sweep_id(name)
@@ -298,6 +305,7 @@ LoadPointRow: Any = types.new_class("LoadPointRow", (SQLModel,), {"table": True}
 
 
 class WindowRow(SQLModel, table=True):
+    """Table energy_windows: one energy window of a result, keyed by an integer id."""
     __tablename__ = "energy_windows"
     __table_args__ = (Index("ix_energy_windows_run_id", "run_id"),)
 

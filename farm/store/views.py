@@ -50,12 +50,14 @@ class Views(StoreBase):
     """Every read query of the store."""
 
     def find_sweep(self, name_or_id: str) -> SweepRow | None:
+        """The sweep named or with id `name_or_id`, or None when there is none."""
         stmt = select(SweepRow).where(
             (SweepRow.name == name_or_id) | (SweepRow.id == name_or_id))
         with self._read() as session:
             return session.scalars(stmt).first()
 
     def list_sweeps(self) -> list[SweepRow]:
+        """Every sweep, oldest first (then by name)."""
         with self._read() as session:
             return list(session.scalars(select(SweepRow).order_by(SweepRow.created_at,
                                                                   SweepRow.name)))

@@ -66,6 +66,7 @@ class RaplDomain:
 
     @property
     def is_dram(self) -> bool:
+        """Whether this counter is the DRAM domain."""
         return self.label == "dram"
 
 
@@ -198,6 +199,7 @@ class RaplCounter:
 
     @property
     def available(self) -> bool:
+        """Whether any RAPL domain could be read."""
         return bool(self.domains)
 
     def energy_mj(self) -> float | None:
@@ -267,6 +269,7 @@ class CpuDevice(GpuDevice):
         return self.rapl.unavailable_reason
 
     def energy_mj(self) -> float | None:
+        """Sum of the RAPL counters (Units: mJ); None when RAPL is unusable."""
         return self.rapl.energy_mj()
 
     def power_w(self) -> float | None:
@@ -278,9 +281,11 @@ class CpuDevice(GpuDevice):
         return self.rapl.dram_power_w()
 
     def temperature_c(self) -> float | None:
+        """Not read for a CPU: always None."""
         return None
 
     def compute_pids(self) -> list[int] | None:
+        """Always None: the CPU's processes are not listed ("cannot list", not "free")."""
         return None
 
 
@@ -294,4 +299,5 @@ class CpuInventory(GpuInventory):
         self._device = CpuDevice(powercap_root, host=host, cpuinfo=cpuinfo, clock=clock)
 
     def devices(self) -> list[GpuDevice]:
+        """The one CPU device."""
         return [self._device]

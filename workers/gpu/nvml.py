@@ -155,6 +155,7 @@ class NvmlGpu(GpuDevice):
         self.power_source = "instant" if self._instant else "average_1s"
 
     def energy_mj(self) -> float | None:
+        """Total energy since the driver was loaded (Units: mJ); None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetTotalEnergyConsumption, self.handle)
         return None if value is None else float(value)
 
@@ -165,20 +166,25 @@ class NvmlGpu(GpuDevice):
         return self.power_avg_w()
 
     def power_avg_w(self) -> float | None:
+        """NVML's 1 s average board power (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetPowerUsage, self.handle))
 
     def memory_power_w(self) -> float | None:
+        """Memory power (Units: W); None where the GPU does not report it."""
         return _watts(_nvml(_memory_power_mw, self.handle))
 
     def temperature_c(self) -> float | None:
+        """GPU core temperature (Units: °C); None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetTemperature, self.handle, pynvml.NVML_TEMPERATURE_GPU)
         return None if value is None else float(value)
 
     def sm_clock_mhz(self) -> float | None:
+        """Current SM clock (Units: MHz); None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetClockInfo, self.handle, pynvml.NVML_CLOCK_SM)
         return None if value is None else float(value)
 
     def memory_clock_mhz(self) -> float | None:
+        """Current memory clock (Units: MHz); None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetClockInfo, self.handle, pynvml.NVML_CLOCK_MEM)
         return None if value is None else float(value)
 
@@ -192,12 +198,15 @@ class NvmlGpu(GpuDevice):
         return None
 
     def power_limit_w(self) -> float | None:
+        """The enforced power limit (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
 
     def default_power_limit_w(self) -> float | None:
+        """The default power-management limit (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, self.handle))
 
     def persistence_mode(self) -> bool | None:
+        """Whether persistence mode is on; None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetPersistenceMode, self.handle)
         return None if value is None else value == pynvml.NVML_FEATURE_ENABLED
 
@@ -257,6 +266,7 @@ class NvmlInventory(GpuInventory):
                 for i, handle in handles]
 
     def devices(self) -> list[GpuDevice]:
+        """The GPUs, in PCI bus order."""
         return list(self._devices)
 
     def shutdown(self) -> None:

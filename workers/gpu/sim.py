@@ -183,16 +183,19 @@ class SimGpu(GpuDevice):
             self._level_changed()
 
     def add_compute_pid(self, pid: int) -> None:
+        """Show `pid` among this GPU's compute processes (a simulated engine started)."""
         with self._lock:
             self._pids.add(pid)
 
     def remove_compute_pid(self, pid: int) -> None:
+        """Stop showing `pid` among this GPU's compute processes."""
         with self._lock:
             self._pids.discard(pid)
 
     # ------------------------------------------------------------ device side
 
     def energy_mj(self) -> float | None:
+        """The simulated level integrated since the device was made (Units: mJ)."""
         with self._lock:
             self._advance()
             return self._energy_mj
@@ -204,11 +207,13 @@ class SimGpu(GpuDevice):
             return self._level_w() * (1.0 + ripple)
 
     def temperature_c(self) -> float | None:
+        """The modelled core temperature, lagging the level (Units: °C)."""
         with self._lock:
             self._advance()
             return self._temperature_c
 
     def compute_pids(self) -> list[int] | None:
+        """The pids added with add_compute_pid, sorted."""
         with self._lock:
             return sorted(self._pids)
 
@@ -232,6 +237,7 @@ class SimGpu(GpuDevice):
         return self._boost_mhz - (self._boost_mhz - capped_mhz) * min(max(over, 0.0), 1.0)
 
     def memory_clock_mhz(self) -> float | None:
+        """The model's fixed memory clock (Units: MHz)."""
         return self._memory_mhz
 
     def throttle_reasons(self) -> int | None:
@@ -241,12 +247,15 @@ class SimGpu(GpuDevice):
         return SW_POWER_CAP if capped else 0
 
     def power_limit_w(self) -> float | None:
+        """The model's TDP (Units: W)."""
         return self._limit_w
 
     def default_power_limit_w(self) -> float | None:
+        """The model's TDP (Units: W), the same as the power limit."""
         return self._limit_w
 
     def persistence_mode(self) -> bool | None:
+        """Always on."""
         return True
 
     # --------------------------------------------------------------- internals
@@ -314,4 +323,5 @@ class SimInventory(GpuInventory):
                 self._devices.append(SimGpu(slug, len(self._devices), host=host))
 
     def devices(self) -> list[GpuDevice]:
+        """The simulated GPUs, in index order."""
         return list(self._devices)
