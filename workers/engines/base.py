@@ -53,11 +53,14 @@ def parse_engine_args(model: type[ArgsModel], args: Mapping[str, Any],
 class WindowMeter(Protocol):
     """Opens and closes named energy windows (see workers.power.Meter)."""
 
-    def begin(self, name: str, load_point: int | None = None) -> None: ...
+    def begin(self, name: str, load_point: int | None = None) -> None:
+        """Open the energy window `name` (of one load point, if given)."""
 
-    def end(self, name: str, load_point: int | None = None) -> None: ...
+    def end(self, name: str, load_point: int | None = None) -> None:
+        """Close the energy window `name` (of one load point, if given)."""
 
-    def now_s(self) -> float: ...
+    def now_s(self) -> float:
+        """Seconds on the meter's clock (time.monotonic on Linux)."""
 
 
 @dataclass
@@ -70,6 +73,8 @@ class LoadPointOutcome:
 
 
 class Engine(ABC):
+    """An engine driven through start → warmup → run_load_point (each) → stop."""
+
     kind: str
 
     def __init__(self, run: RunSpec, gpus: list[GpuDevice], abort: threading.Event):

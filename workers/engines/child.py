@@ -99,6 +99,7 @@ class VllmBackend:
 
     def generate(self, requests: list[dict[str, Any]], _batch_size: int | None,
                  proto: _Protocol) -> list[dict[str, Any]]:
+        """Generate every request with vLLM, with token times; one result per request."""
         ids: list[str] = []
         sent: list[float] = []
         params = [self._params(r) for r in requests]
@@ -167,6 +168,7 @@ class HfBackend:
 
     def generate(self, requests: list[dict[str, Any]], batch_size: int | None,
                  proto: _Protocol) -> list[dict[str, Any]]:
+        """Generate every request with transformers in batches of `batch_size` (None: all)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
         torch = self.torch
@@ -241,6 +243,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the engine child: load, send `ready`, then serve commands from stdin; the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     proto = _Protocol()
     config = json.loads(argv[0])

@@ -29,6 +29,7 @@ from workers.errors import EngineError
 
 
 class HfEngineArgs(BaseModel):
+    """The hf engine's arguments from the sweep's `[engine]`; unknown names are refused."""
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     batch_size: int | None = Field(default=None, gt=0)
@@ -37,10 +38,12 @@ class HfEngineArgs(BaseModel):
 
 @register("hf", "batch")
 class HfEngine(OfflineEngine):
+    """Hugging Face transformers `model.generate` in an engine child process (batch scenario)."""
     backend = "hf"
     display_name = "transformers"
 
     def engine_settings(self) -> dict[str, Any]:
+        """The child's settings: model plus validated arguments; one GPU only."""
         args = parse_engine_args(HfEngineArgs, self.run.engine.args, "hf")
         if len(self.gpus) != 1:
             raise EngineError(f"the hf engine runs on one GPU, this run has {len(self.gpus)}")
@@ -50,9 +53,11 @@ class HfEngine(OfflineEngine):
         return settings
 
     def batch_size(self) -> int | None:
+        """Prompts per `generate` call; None means all of a load point's prompts at once."""
         return self.settings.get("batch_size")
 
     def warmup_batches(self) -> list[int]:
+        """Prompt counts to warm up with: one per batch shape the load points use, largest first."""
         n = self.scenario.num_prompts
         size = self.batch_size() or n
         shapes = {min(size, n)}
@@ -62,4 +67,5 @@ class HfEngine(OfflineEngine):
 
     @property
     def in_process_engine(self) -> bool:
+        """False: transformers runs in the engine child itself, never a further process."""
         return False

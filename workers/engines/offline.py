@@ -78,15 +78,18 @@ class OfflineEngine(Engine):
 
     @property
     def in_process_engine(self) -> bool:
+        """Whether the engine runs its model in the child's own process (see launch.engine_env)."""
         return True
 
     # --------------------------------------------------------------- lifecycle
 
     @property
     def info(self) -> EngineInfo:
+        """The engine's kind and version (reported by the child once ready); never simulated."""
         return EngineInfo(kind=self.run.engine.kind, version=self._version, simulated=False)
 
     def start(self, deadline_s: float) -> None:
+        """Launch the engine child and wait for ready (model loaded) until deadline_s."""
         config = {"backend": self.backend, "settings": self.settings}
         self.process = EngineProcess(
             [sys.executable, "-m", "workers.engines.child", json.dumps(config)],
@@ -102,6 +105,7 @@ class OfflineEngine(Engine):
         self._workload = Workload.from_run(self.run)
 
     def warmup(self) -> None:
+        """Untimed generation of full-length prompts, one call per warm-up batch shape."""
         start = WARMUP_START
         for size in self.warmup_batches():
             self._generate(self.workload.prompts(size, start=start), None, None)
@@ -109,6 +113,7 @@ class OfflineEngine(Engine):
 
     def run_load_point(self, index: int, kind: str, value: float,
                        meter: WindowMeter) -> LoadPointOutcome:
+        """Generate one batch load point; the steady window is the generation itself."""
         if kind != "batch":
             raise EngineError(f"the {self.display_name} engine cannot run a {kind!r} load point")
         prompts = self.workload.prompts(int(value), start=index * REQUESTS_PER_POINT)
@@ -123,9 +128,11 @@ class OfflineEngine(Engine):
                    f"batch size {self.batch_size() or len(prompts)}; steady window = generation"])
 
     def pids(self) -> set[int]:
+        """The engine child's process group, for the isolation watch; empty before start."""
         return self.process.pids() if self.process else set()
 
     def stop(self) -> None:
+        """Ask the child to stop, then stop its group, remove its log; safe unstarted."""
         if self.process is None:
             return
         if self.process.running() and self.process.proc and self.process.proc.stdin:
@@ -142,6 +149,7 @@ class OfflineEngine(Engine):
 
     @property
     def workload(self) -> Workload:
+        """The run's workload (prompts, tokenizer); an EngineError before start."""
         if self._workload is None:
             raise EngineError(f"the {self.display_name} engine was not started")
         return self._workload

@@ -139,6 +139,7 @@ def params_b_of(model: ModelSpec) -> float:
 
 
 def gpu_perf(slug: str) -> GpuPerf:
+    """The performance figures of GPU model `slug`; an EngineError for an unknown one."""
     perf = GPU_PERF.get(slug)
     if perf is None:
         raise EngineError(f"the sim engine has no performance figures for GPU model {slug!r}; "
@@ -181,14 +182,17 @@ class Deployment:
 
     @property
     def weights_bytes(self) -> float:
+        """The model's weights, in bytes."""
         return self.params_b * 1e9 * self.weight_bytes
 
     @property
     def kv_bytes_per_token(self) -> float:
+        """KV cache per token of context, in bytes."""
         return kv_bytes_per_token(self.params_b, self.weight_bytes)
 
     @property
     def step_overhead_s(self) -> float:
+        """Fixed cost of one engine step in seconds: base, sampling, tensor-parallel."""
         sampling_s = SAMPLING_STEP_OVERHEAD_S if self.sampling else 0.0
         comm_s = TP_COMM_S_PER_DOUBLING * math.log2(self.gpu_count)
         return STEP_OVERHEAD_S + sampling_s + comm_s
@@ -224,6 +228,7 @@ def deployment(model_id: str, params_b: float, dtype: str, gpu: str, gpu_count: 
 
 @dataclass(frozen=True)
 class MemoryPlan:
+    """How a deployment's GPU memory divides between weights and KV cache."""
     weights_gib_per_gpu: float
     kv_cache_gib_per_gpu: float
     kv_cache_tokens: int            # tokens the whole KV cache holds
@@ -306,6 +311,7 @@ class Serving:
 
     @property
     def throughput_rps(self) -> float:
+        """Completed requests per second."""
         return self.batch / self.e2e_s
 
 
@@ -343,10 +349,12 @@ class LoadPrediction:
 
     @property
     def energy_per_request_j(self) -> float:
+        """Energy per request in joules, all GPUs together."""
         return self.power_w * self.gpu_count / self.throughput_rps
 
     @property
     def energy_per_output_token_j(self) -> float:
+        """Energy per output token in joules, all GPUs together."""
         return self.energy_per_request_j / self.output_tokens
 
 
@@ -419,9 +427,11 @@ class Wave:
     step: Iteration                 # one decode step of the whole wave
 
     def duration_s(self, output_tokens: int) -> float:
+        """Seconds to generate `output_tokens`: prefill, then one decode step per further token."""
         return self.prefill.duration_s + (output_tokens - 1) * self.step.duration_s
 
     def energy_j(self, output_tokens: int, gpu_count: int) -> float:
+        """Energy of the wave in joules on `gpu_count` GPUs: prefill + decode."""
         per_gpu_j = (self.prefill.power_w * self.prefill.duration_s
                      + (output_tokens - 1) * self.step.power_w * self.step.duration_s)
         return per_gpu_j * gpu_count

@@ -85,6 +85,7 @@ class EngineProcess:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Launch the engine in a new session (its own process group), output to the log file."""
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
@@ -100,6 +101,7 @@ class EngineProcess:
 
     @property
     def pid(self) -> int | None:
+        """The leader's process id; None before start."""
         return self.proc.pid if self.proc else None
 
     def exit_code(self) -> int | None:
@@ -107,6 +109,7 @@ class EngineProcess:
         return self.proc.poll() if self.proc else None
 
     def running(self) -> bool:
+        """Whether the engine has been started and has not exited."""
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self) -> set[int]:
@@ -139,6 +142,7 @@ class EngineProcess:
         return EngineError(message, log_tail=self.tail())
 
     def exited_error(self, while_doing: str) -> EngineError:
+        """The error for an engine that exited or was killed during `while_doing`, with log."""
         code = self.exit_code()
         how = (f"was killed by signal {-code}" if code is not None and code < 0
                else f"exited with code {code}")
@@ -190,6 +194,7 @@ class EngineProcess:
             os.killpg(pgid, sig)
 
     def remove_log(self) -> None:
+        """Delete the engine's log file, if it is still there."""
         with contextlib.suppress(OSError):
             self.log_path.unlink()
 

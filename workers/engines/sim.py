@@ -103,6 +103,7 @@ class SimEngine(Engine):
 
     @property
     def info(self) -> EngineInfo:
+        """The sim engine's kind and version, labelled simulated."""
         return EngineInfo(kind=ENGINE_KIND, version=ENGINE_VERSION, simulated=True)
 
     # ------------------------------------------------------------- lifecycle
@@ -142,6 +143,7 @@ class SimEngine(Engine):
 
     def run_load_point(self, index: int, kind: str, value: float,
                        meter: WindowMeter) -> LoadPointOutcome:
+        """Simulate one load point holding its modelled power and window."""
         plan = self._plan(index, kind, value)
         start_s = meter.now_s()
         self._hold(plan.ramp)

@@ -18,13 +18,16 @@ from workers.engines.offline import OfflineEngine
 
 @register("vllm", "batch")
 class VllmOfflineEngine(OfflineEngine):
+    """vLLM's batch scenario: `vllm.LLM` in an engine child process, driven step by step."""
     backend = "vllm"
     display_name = "vLLM"
 
     def engine_settings(self) -> dict[str, Any]:
+        """The `vllm.LLM` settings: the model's, the run's GPUs and the sweep's arguments."""
         return vllm_settings(self.run, self.gpus)
 
     @property
     def in_process_engine(self) -> bool:
+        """On the CPU, vLLM's engine core stays in the child process (see launch.engine_env)."""
         # On the CPU, vLLM's engine core stays in the child (see launch.engine_env).
         return device_backend(self.gpus) == "cpu"
