@@ -61,6 +61,7 @@ from workers.engines import register
 from workers.engines.base import parse_engine_args
 from workers.engines.launch import device_backend
 from workers.engines.openai_server import OpenAIEngine, http_get
+from workers.engines.process import proc_table
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
 from workers.loadgen import ClientOptions
@@ -153,32 +154,6 @@ def is_loopback(url: str) -> bool:
 # ------------------------------------------------------------------ processes
 
 
-def _processes() -> dict[int, tuple[int, str, str]]:
-    """pid → (ppid, comm, base name of argv[0]) of every process (Linux /proc)."""
-    table: dict[int, tuple[int, str, str]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return table
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv0 = f.read().split(b"\0", 1)[0]
-        except OSError:
-            continue  # gone meanwhile
-        comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "replace")
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) < 2:
-            continue
-        exe = os.path.basename(argv0.decode("utf-8", "replace"))
-        table[int(entry)] = (int(fields[1]), comm, exe)
-    return table
-
-
 def endpoint_processes(pids: set[int], names: set[str]) -> tuple[set[int], set[int], set[str]]:
     """(every process of the endpoint, the named pids found, the names that matched).
 
@@ -186,18 +161,18 @@ def endpoint_processes(pids: set[int], names: set[str]) -> tuple[set[int], set[i
     which the kernel cuts to 15 characters, or argv[0]'s base name) is in
     `names`, or an ancestor of it does.
     """
-    table = _processes()
+    table = proc_table(with_exe=True)
     found_pids = pids & table.keys()
     roots = set(found_pids)
     matched: set[str] = set()
-    for pid, (_, comm, exe) in table.items():
+    for pid, proc in table.items():
         for name in names:
-            if name in (exe, comm) or comm == name[:15]:
+            if name in (proc.exe, proc.comm) or proc.comm == name[:15]:
                 roots.add(pid)
                 matched.add(name)
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
     members, stack = set(), list(roots)
     while stack:
         pid = stack.pop()

@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from workers.errors import EngineError, RunAborted
@@ -42,26 +43,49 @@ def free_loopback_port() -> int:
         return sock.getsockname()[1]
 
 
-def group_pids(pgid: int) -> set[int]:
-    """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
-    pids: set[int] = set()
+@dataclass(frozen=True)
+class ProcInfo:
+    """One process as /proc shows it."""
+
+    ppid: int
+    pgrp: int
+    comm: str           # the kernel's name of the process (15 characters at most)
+    exe: str | None     # base name of argv[0]; None unless asked for
+
+
+def proc_table(with_exe: bool = False) -> dict[int, ProcInfo]:
+    """pid → ProcInfo of every process (Linux /proc; empty elsewhere). `with_exe`
+    also reads each command line (one more file per process)."""
+    table: dict[int, ProcInfo] = {}
     try:
         entries = os.listdir("/proc")
     except OSError:
-        return pids
+        return table
     for entry in entries:
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
+            exe = None
+            if with_exe:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0", 1)[0]
+                exe = os.path.basename(argv0.decode("utf-8", "replace"))
         except OSError:
             continue  # gone meanwhile
         # pid (comm) state ppid pgrp …; comm may hold spaces and parentheses
         fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid:
-            pids.add(int(entry))
-    return pids
+        if len(fields) < 3:
+            continue
+        comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "replace")
+        table[int(entry)] = ProcInfo(int(fields[1]), int(fields[2]), comm, exe)
+    return table
+
+
+def group_pids(pgid: int) -> set[int]:
+    """Processes whose process group is `pgid` (Linux /proc; empty elsewhere)."""
+    return {pid for pid, proc in proc_table().items() if proc.pgrp == pgid}
 
 
 class EngineProcess:
