@@ -184,11 +184,14 @@ RECORD_QUEUE = "farm.record"
 
 
 def parse_host_spec(text: str) -> tuple[str, int]:
-    """"H100-80GBx2" / "sim:L4" / "L4x4" → (canonical slug, GPU count)."""
+    """"H100-80GBx2" / "sim:L4" / "L4x4" → (canonical slug, GPU count).
+
+    A spec that names no known model or a count below 1 raises UnknownGpuError
+    (a ValueError that farmctl reports as bad input, exit status 2)."""
     _, body = split_backend(text)
     body = body.strip()
     if not body:
-        raise ValueError(f"cannot read GPU spec {text!r}: expected MODEL or MODELxN, "
+        raise UnknownGpuError(f"cannot read GPU spec {text!r}: expected MODEL or MODELxN, "
                          "e.g. H100-80GB or L4x2")
     # A whole name first: "RTX4090" is a model, not "RT" times 4090.
     if _norm(body) in _BY_ALIAS:
@@ -196,8 +199,8 @@ def parse_host_spec(text: str) -> tuple[str, int]:
     match = re.fullmatch(r"(.+?)\s*[xX×](\d+)", body)
     name, count = (match.group(1), int(match.group(2))) if match else (body, 1)
     if count < 1:
-        raise ValueError(f"GPU spec {text!r}: the count must be at least 1")
+        raise UnknownGpuError(f"GPU spec {text!r}: the count must be at least 1")
     try:
         return resolve_gpu(name).slug, count
     except UnknownGpuError as exc:
-        raise ValueError(f"GPU spec {text!r}: {exc}") from None
+        raise UnknownGpuError(f"GPU spec {text!r}: {exc}") from None

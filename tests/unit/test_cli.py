@@ -172,3 +172,10 @@ def test_results_table_names_the_engine_arguments_that_tell_rows_apart():
     assert "batch_size" not in lone and "│ hf " in lone
     assert json.loads(format_results(rows, "json", "t"))["rows"][1]["engine_args"] == {
         "batch_size": 64, "attn_implementation": "sdpa"}
+
+
+def test_bad_sim_spec_for_a_local_run_is_an_input_error():
+    proc = farmctl("run", "--sim", "Voodoo5", str(EXAMPLES / "quickstart.toml"))
+    assert proc.returncode == ExitCode.INVALID_INPUT, proc.stderr
+    assert "GPU spec 'Voodoo5': unknown GPU model" in proc.stderr
+    assert "unexpected" not in proc.stderr
