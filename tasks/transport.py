@@ -1,4 +1,5 @@
-"""kombu's Redis transport, with one change: an entry it cannot read is parked, not fatal.
+"""kombu's Redis transport, with two changes: an entry it cannot read is parked, not
+fatal; a requeued message goes back to the head of its queue, not the tail.
 
 A list entry on a queue that is not JSON, or JSON that is not a kombu message
 envelope, makes kombu's Redis channel raise inside the consumer's event loop;
@@ -37,8 +38,26 @@ def envelope_problem(message: Any) -> str | None:
     return None
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's Redis QoS, but a rejected message that is requeued goes back to the
+    head of its queue (the end BRPOP takes next), where the reaper also puts runs
+    back: a run handed back at SIGTERM keeps its turn instead of waiting behind
+    every run queued since (kombu restores it to the tail)."""
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """Acknowledge `delivery_tag`; with `requeue`, first put it back at the head."""
+        if requeue:
+            self.restore_by_tag(delivery_tag, leftmost=False)
+            super(kombu_redis.QoS, self).ack(delivery_tag)
+        else:
+            super().reject(delivery_tag, requeue=False)
+
+
 class Channel(kombu_redis.Channel):
-    """A Redis channel that parks undecodable entries instead of raising."""
+    """A Redis channel that parks undecodable entries instead of raising, and hands
+    requeued messages back to the head of their queue (`QoS`)."""
+
+    QoS = QoS
 
     def _park(self, payload: Any, queue: str | None, reason: str) -> None:
         from tasks.broker_state import BrokerState

@@ -246,3 +246,28 @@ def test_a_run_the_worker_cannot_read_fails_with_the_reason(farm, store):
     wait_for(lambda: store.run_statuses([run.run_id])[run.run_id] == "failed", 60, "failure")
     row = results_json(farm, "unreadable")[0]
     assert "cannot read the run" in row["error"]
+
+
+def test_a_run_handed_back_at_sigterm_keeps_its_turn(farm, store):
+    # Two runs for one GPU: the worker takes the first, the second waits. Handed
+    # back at SIGTERM, the first goes to the head of the queue (the end the next
+    # BRPOP takes), as the reaper puts runs back, not behind the waiting one.
+    text = sweep_toml("turn", '["sim:H100-80GB"]', duration_s=30, concurrency="[4]",
+                      repetitions=2)
+    runs = expand(parse_sweep(text))
+    farm.recorder()
+    farm.worker("turn", "H100-80GB")
+    farm.cli("enqueue", str(write(farm, "turn", text)))
+    ids = [r.run_id for r in runs]
+    running = wait_for(lambda: [i for i, s in store.run_statuses(ids).items() if s == "running"],
+                       60, "a run start")
+    time.sleep(0.5)
+    farm.signal("turn", signal.SIGTERM)
+    farm.procs["turn"].wait(timeout=20)
+    from tasks.broker_state import redis_client
+
+    client = redis_client(farm.broker_url)
+    queue = runs[0].hardware.queue
+    wait_for(lambda: client.llen(queue) == 2, 5, "both runs on the queue")
+    next_up = json.loads(client.lindex(queue, -1))["headers"]["id"]
+    assert next_up == running[0]
