@@ -260,9 +260,13 @@ def test_no_server_at_all_is_recorded_not_raised():
 
 
 def test_closed_loop_steady_window_opens_when_the_batch_is_full_and_closes_at_drain(mock):
+    # Requests of 200 ms (16 tokens) in lock-step: sending stops at 0.5 s, half-way
+    # through the third request, so a drain follows however much a loaded host
+    # stretches each request (it would take 50 ms per request to line them up).
     mock.configure(ttft_s=0.05, itl_s=0.01)
+    long = [PromptRequest(prompt=p.prompt, input_tokens=99, max_tokens=16) for p in PROMPTS]
     meter = FakeMeter()
-    out = run(mock, concurrency=4, duration_s=0.5, meter=meter, load_point_index=3)
+    out = run(mock, long, concurrency=4, duration_s=0.5, meter=meter, load_point_index=3)
     assert [c[:3] for c in meter.calls] == [("begin", "steady", 3), ("end", "steady", 3)]
     assert all(c[4].startswith("loadgen-meter") for c in meter.calls)   # off the event loop
     begin, end = meter.edge("begin"), meter.edge("end")
@@ -280,8 +284,8 @@ def test_closed_loop_steady_window_opens_when_the_batch_is_full_and_closes_at_dr
     steady = type("W", (), {"start_s": begin, "duration_s": end - begin, "energy_j": None,
                             "avg_power_w": None, "peak_power_w": None})()
     lp = load_point_result(3, "concurrency", 4, out, steady)
-    # 4 clients, each 4 tokens per request of 50 + 3·10 ms
-    assert lp.steady_output_tokens == pytest.approx(4 * (end - begin) * 4 / 0.08, rel=0.15)
+    # 4 clients, each 16 tokens per request of 50 + 15·10 ms
+    assert lp.steady_output_tokens == pytest.approx(4 * (end - begin) * 16 / 0.2, rel=0.15)
 
 
 def test_warmup_delays_the_steady_window(mock):
