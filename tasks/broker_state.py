@@ -137,10 +137,16 @@ class BrokerState:
         """Whether the sweep is in the cancelled set."""
         return bool(self.r.sismember(CANCELLED, sweep_id))
 
-    def park_unreadable(self, payload: str, queue: str | None = None,
+    def park_unreadable(self, payload: Any, queue: str | None = None,
                         reason: str | None = None) -> None:
         """Keep a message no one could read, for a human: its text, the queue it
-        came from, why it was unreadable and when (one JSON entry of farm:unreadable)."""
+        came from, why it was unreadable and when (one JSON entry of farm:unreadable).
+        A payload that is not text (bytes, or an argument of the wrong type) is kept
+        as its decoded text or its JSON (repr where JSON has no form for it)."""
+        if isinstance(payload, bytes):
+            payload = payload.decode(errors="replace")
+        elif not isinstance(payload, str):
+            payload = json.dumps(payload, default=repr)
         self.r.rpush(UNREADABLE, json.dumps({
             "queue": queue, "reason": reason, "payload": payload,
             "parked_at": datetime.now(UTC).isoformat(timespec="seconds")}))

@@ -11,7 +11,6 @@ allocator keeps runs from sharing GPUs.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -156,7 +155,7 @@ def measure(self, run_json: str) -> str:
     ctx = context()
     queue = (self.request.delivery_info or {}).get("routing_key")
     if not isinstance(run_json, str | bytes):
-        ctx.state.park_unreadable(json.dumps(run_json, default=repr), queue=queue,
+        ctx.state.park_unreadable(run_json, queue=queue,
                                   reason=f"farm.measure argument is a {type(run_json).__name__},"
                                          " not a RunSpec JSON string")
         return "parked: not a run"
@@ -165,9 +164,8 @@ def measure(self, run_json: str) -> str:
     except ValidationError as exc:
         # A newer coordinator's run: fail it with the reason instead of losing it,
         # and keep the message itself (the store may not know the run at all).
-        text = run_json if isinstance(run_json, str) else run_json.decode(errors="replace")
         first = exc.errors()[0]
-        ctx.state.park_unreadable(text, queue=queue, reason="not a RunSpec this worker can "
+        ctx.state.park_unreadable(run_json, queue=queue, reason="not a RunSpec this worker can "
                                   f"read: {first['loc']} {first['msg']}")
         deliver(_send_record, _unreadable(self.request.id, exc).model_dump_json(),
                 f"record-{self.request.id}-unreadable", stop=ctx.abort)

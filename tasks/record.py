@@ -13,7 +13,6 @@ which hands back runs whose worker died without acknowledging them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -46,11 +45,10 @@ def store() -> Store:
 
 def _park(payload: object, error: Exception | str) -> None:
     """Keep a message the recorder cannot use in Redis (farm:unreadable) for a human,
-    with the reason; a payload of the wrong type is kept as its JSON (or repr)."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+    with the reason."""
     reason = str(error).splitlines()[0] if str(error) else type(error).__name__
     BrokerState(redis_client(load_settings().broker_url)).park_unreadable(
-        text, queue=RECORD_QUEUE, reason=reason)
+        payload, queue=RECORD_QUEUE, reason=reason)
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 

@@ -62,9 +62,8 @@ class Channel(kombu_redis.Channel):
     def _park(self, payload: Any, queue: str | None, reason: str) -> None:
         from tasks.broker_state import BrokerState
 
-        text = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
         with self.conn_or_acquire() as client:
-            BrokerState(client).park_unreadable(text, queue=queue, reason=reason)
+            BrokerState(client).park_unreadable(payload, queue=queue, reason=reason)
         log.error("unreadable entry on queue %s parked in farm:unreadable: %s", queue, reason)
 
     def _last_queue(self) -> str | None:

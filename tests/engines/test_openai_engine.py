@@ -26,6 +26,7 @@ import pytest
 
 from farm.spec import SpecError, parse_sweep, simulated_copy
 from farm.sweep import expand
+from tests.engines.spy import EngineSpy
 from tests.engines.sweeps import BATCH, SERVER_CLOSED, SERVER_OPEN, WORKER, runs, sweep_text
 from workers.engines import engine_class, make_engine, register, registered, resident_pids
 from workers.engines.openai_endpoint import (
@@ -45,21 +46,8 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _Spy:
-    """Engine factory that keeps the engines it made."""
-
-    def __init__(self, factory=make_engine):
-        self.factory = factory
-        self.engines = []
-
-    def __call__(self, run, gpus, abort):
-        engine = self.factory(run, gpus, abort)
-        self.engines.append(engine)
-        return engine
-
-
 def _run(run, factory=make_engine, **kwargs):
-    spy = _Spy(factory)
+    spy = EngineSpy(factory)
     result = run_one(run, [CpuDevice()], threading.Event(), worker=WORKER, attempt=1,
                      engine_factory=spy, **kwargs)
     return result, spy.engines[0] if spy.engines else None

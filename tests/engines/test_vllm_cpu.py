@@ -17,6 +17,7 @@ import threading
 import pytest
 
 from tests.engines.conftest import needs_vllm
+from tests.engines.spy import EngineSpy
 from tests.engines.sweeps import BATCH, SERVER_CLOSED, SERVER_OPEN, WORKER, runs
 from workers.engines import make_engine
 from workers.engines.process import group_pids
@@ -27,21 +28,8 @@ from workers.runner import run_one
 pytestmark = [needs_vllm, pytest.mark.timeout(240)]
 
 
-class _Spy:
-    """Engine factory that keeps the engines it made (to look at their processes)."""
-
-    def __init__(self, factory=make_engine):
-        self.factory = factory
-        self.engines = []
-
-    def __call__(self, run, gpus, abort):
-        engine = self.factory(run, gpus, abort)
-        self.engines.append(engine)
-        return engine
-
-
 def _run(run, **kwargs):
-    spy = _Spy(kwargs.pop("factory", make_engine))
+    spy = EngineSpy(kwargs.pop("factory", make_engine))
     result = run_one(run, [CpuDevice()], threading.Event(), worker=WORKER, attempt=1,
                      engine_factory=spy, **kwargs)
     return result, spy.engines[0] if spy.engines else None
