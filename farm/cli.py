@@ -101,10 +101,16 @@ def _sweep(store, name_or_id: str):
 
 
 def _load(path: str, simulate: bool):
-    from farm.spec import load_sweep, simulated_copy
+    """The sweep (its simulated copy with `--simulate`) and the file's text; the
+    copy's notes (engine arguments the sim engine does not take, dropped) go to stderr."""
+    from farm.spec import load_simulated, load_sweep
 
-    spec, text = load_sweep(path)
-    return (simulated_copy(spec), text) if simulate else (spec, text)
+    if not simulate:
+        return load_sweep(path)
+    spec, text, notes = load_simulated(path)
+    for note in notes:
+        click.echo(note, err=True)
+    return spec, text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,12 +128,14 @@ SIMULATE = click.option("--simulate", is_flag=True,
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
+@SIMULATE
 @_friendly_errors
-def validate(sweep_file: str) -> None:
-    """Check a sweep file; print how many runs it makes."""
+def validate(sweep_file: str, simulate: bool) -> None:
+    """Check a sweep file (with --simulate, its simulated copy too); print how many runs
+    it makes."""
     from farm.sweep import expand, plan
 
-    spec, _ = _load(sweep_file, simulate=False)
+    spec, _ = _load(sweep_file, simulate=simulate)
     runs = expand(spec)
     output.print_plan(spec.name, len(runs), plan(runs), header="valid")
 

@@ -30,6 +30,8 @@ from pydantic import (
 )
 
 from farm.errors import ExitCode, FarmError
+from farm_contract import simmodels
+from farm_contract.engine_args import ErrorDetails, SimArgs, grid_errors, known_names, problem
 from farm_contract.engines import ENGINE_KINDS, EngineKind
 from farm_contract.routing import CPU_SLUG, UnknownGpuError, resolve_gpu, split_backend
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
@@ -42,6 +44,7 @@ from farm_contract.runspec import (
     OneOrMany,
     PositiveFloat,
     PositiveInt,
+    RunSpec,
     Scalar,
     Strict,
 )
@@ -85,7 +88,12 @@ _ARG_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
 class EngineSpec(BaseModel):
-    """`kind` plus any engine argument; an argument given as a list is swept."""
+    """`kind` plus the kind's engine arguments; an argument given as a list is swept.
+
+    The arguments are checked against the kind's model in the contract
+    (`farm_contract.engine_args`, named by `ENGINE_KINDS[kind].args`), each value
+    of a swept list on its own, so a worker never gets one its engine refuses.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -105,6 +113,11 @@ class EngineSpec(BaseModel):
                         f"engine argument {key!r}: values must be numbers, strings or "
                         f"booleans, got {type(item).__name__}"
                     )
+        listed = {k for k, v in (self.model_extra or {}).items() if isinstance(v, list)}
+        errors = grid_errors(ENGINE_KINDS[self.kind].args, self.arg_grid(), listed)
+        if errors:
+            # Raised inside a validator, pydantic nests these under `engine`.
+            raise ValidationError.from_exception_data("EngineSpec", errors)
         return self
 
     def arg_grid(self) -> dict[str, list[Scalar]]:
@@ -246,20 +259,93 @@ class SweepSpec(Strict):
             if scenario.kind not in engine.scenarios:
                 raise ValueError(f"the {engine.kind} engine runs "
                                  f"{' and '.join(engine.scenarios)} scenarios only")
-        if self.engine.kind == "openai":
-            _check_openai_engine(self)
+        errors = _run_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("SweepSpec", errors)
         return self
 
 
-def _check_openai_engine(spec: SweepSpec) -> None:
-    """An endpoint that is already running: a base_url, no key in the sweep."""
-    args = spec.engine.model_extra or {}
-    if "base_url" not in args:
-        raise ValueError('the openai engine needs base_url (e.g. "http://127.0.0.1:8000")')
-    if "api_key" in args:
-        raise ValueError("an API key is never written in a sweep (it would be stored with "
-                         "every run): name the worker's environment variable that holds it "
-                         "with api_key_env")
+# ------------------------------------------- what the runs need, known before a GPU
+
+MAX_PROBLEMS_PER_CHECK = 5
+
+
+def _problem(loc: tuple, message: str) -> ErrorDetails:
+    return problem(loc, message)
+
+
+def _run_errors(spec: SweepSpec) -> list[ErrorDetails]:
+    """Checks of the expanded runs that a worker would otherwise fail at engine start:
+    GPUs per run the engine can use, vLLM's parallel degrees against the GPU count,
+    server-only arguments, and for the sim engine the model's size and memory fit."""
+    from farm.sweep import iter_runs  # farm.sweep imports this module
+
+    engine = ENGINE_KINDS[spec.engine.kind]
+    errors: list[ErrorDetails] = []
+    limit = engine.max_gpus_per_run
+    if limit is not None and max(spec.hardware.gpus_per_run) > limit:
+        errors.append(_problem(("hardware", "gpus_per_run"),
+                               f"the {engine.kind} engine runs on {limit} GPU per run: "
+                               f"gpus_per_run must be {limit}"))
+    batch = [s.label for s in spec.scenario if s.kind == "batch"]
+    for key in sorted(set(spec.engine.arg_grid()) & engine.args.server_only):
+        if batch:
+            errors.append(_problem(("engine", key), f"only the {engine.kind} server takes "
+                                   f"{key}, and scenario {batch[0]!r} is a batch"))
+    if errors:
+        return errors
+    seen: dict[str, set[str]] = {}
+    model_index = {m.id: i for i, m in enumerate(spec.model)}
+    for run in iter_runs(spec):
+        if run.repetition:
+            continue
+        for loc, message in _run_problems(run, model_index):
+            found = seen.setdefault(loc[0], set())
+            if message not in found and len(found) < MAX_PROBLEMS_PER_CHECK:
+                found.add(message)
+                errors.append(_problem(loc, message))
+    return errors
+
+
+def _run_problems(run: RunSpec, model_index: dict[str, int]) -> list[tuple[tuple, str]]:
+    """(location, message) of each problem of one run."""
+    args = run.engine.args
+    count = run.hardware.gpu_count
+    if run.engine.kind == "vllm":
+        degrees = {k: args[k] for k in ("pipeline_parallel_size", "data_parallel_size")
+                   if k in args}
+        product = 1
+        for value in degrees.values():
+            product *= int(value)
+        if product < 1:
+            return [(("engine", next(iter(degrees))), "parallel degrees must be positive")]
+        if degrees and ((run.hardware.backend == "cpu" and product != 1) or count % product):
+            named = " × ".join(f"{k} = {v}" for k, v in degrees.items())
+            return [(("engine", next(iter(degrees))),
+                     f"{named} does not divide the run's {count} GPU(s) "
+                     f"(gpus_per_run = {count}): the farm runs vLLM with tensor_parallel_size "
+                     "= GPUs ÷ (pipeline × data parallel)")]
+    if run.engine.kind != "sim":
+        return []
+    where = ("model", model_index[run.model.id])
+    sim = SimArgs.model_validate(args)
+    try:
+        simmodels.params_b_of(run.model)
+        simmodels.dtype_bytes(run.model.dtype, run.hardware.gpu_model)
+        simmodels.check_run(run.model, run.hardware.gpu_model, count,
+                            run.workload.input_tokens, run.workload.output_tokens,
+                            gpu_memory_utilization=sim.gpu_memory_utilization,
+                            max_num_seqs=sim.max_num_seqs)
+    except simmodels.SimOutOfMemory as exc:
+        return [(("hardware", "gpu"),
+                 f"{exc} Every such run fails: leave it out with [[exclude]] model = "
+                 f'"{run.model.id}", gpu = "sim:{run.hardware.gpu_model}", gpus_per_run = '
+                 f"{count}")]
+    except simmodels.SimModelError as exc:
+        if run.workload.input_tokens is None:
+            return [(("workload", "input_tokens"), str(exc))]
+        return [(where, str(exc))]
+    return []
 
 
 # ------------------------------------------------------------- parsing + errors
@@ -386,6 +472,10 @@ def _lookup_model_fields(loc: tuple, data: Any) -> list[str]:
         return list(model.model_fields) if model else []
     if head == "workload" and "decoding" in loc:
         return list(Decoding.model_fields)
+    if head == "engine" and isinstance(data, dict):
+        kind = (data.get("engine") or {}).get("kind") if isinstance(data.get("engine"),
+                                                                       dict) else None
+        return known_names(ENGINE_KINDS[kind].args) if kind in ENGINE_KINDS else []
     model = _SECTION_FIELDS.get(head)
     return list(model.model_fields) if model else []
 
@@ -398,10 +488,16 @@ def parse_sweep(text: str, source: str = "<sweep>") -> SweepSpec:
         match = re.search(r"line (\d+)", str(exc))
         raise SpecError(source, [Problem("", f"invalid TOML: {exc}",
                                          int(match.group(1)) if match else None)]) from None
+    return _validate(data, text, source)
+
+
+def _validate(data: Any, text: str | None, source: str) -> SweepSpec:
+    """`data` as a SweepSpec; a SpecError with each problem's field, and its line in
+    `text` (the file the data came from) where known."""
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        positions = _key_lines(text)
+        positions = _key_lines(text) if text is not None else {}
         problems = []
         for err in exc.errors():
             loc = _clean_loc(err["loc"], data)
@@ -415,40 +511,88 @@ def parse_sweep(text: str, source: str = "<sweep>") -> SweepSpec:
         raise SpecError(source, problems) from None
 
 
-def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
-    """Read and validate a sweep file; returns the spec and the file's text."""
-    path = Path(path)
+def _read(path: str | Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(str(path), [Problem("", f"cannot read the file: {exc}")]) from None
+
+
+def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
+    """Read and validate a sweep file; returns the spec and the file's text."""
+    text = _read(path)
     return parse_sweep(text, str(path)), text
 
 
+def load_simulated(path: str | Path) -> tuple[SweepSpec, str, list[str]]:
+    """Read a sweep file, validate it, and validate its simulated copy (`--simulate`),
+    with the file's lines in both; returns the copy, the file's text and the notes
+    on what the copy left out (`simulated_copy_with_notes`)."""
+    text = _read(path)
+    spec = parse_sweep(text, str(path))
+    copy, notes = simulated_copy_with_notes(spec, text=text, source=f"{path} (--simulate)")
+    return copy, text, notes
+
+
 def simulated_copy(spec: SweepSpec) -> SweepSpec:
-    """The same sweep on simulated GPUs with the simulated engine.
+    """The same sweep on simulated GPUs with the simulated engine (notes dropped);
+    see `simulated_copy_with_notes`."""
+    return simulated_copy_with_notes(spec)[0]
+
+
+def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
+                              source: str = "<sweep> (--simulate)",
+                              ) -> tuple[SweepSpec, list[str]]:
+    """The same sweep on simulated GPUs with the simulated engine, and notes for the user.
 
     The name gets a "-sim" suffix so simulated runs never share a sweep (or a
-    report) with measured ones.
+    report) with measured ones. Engine arguments are mapped explicitly: those
+    the sim engine takes (named as vLLM's: `max_num_seqs`,
+    `gpu_memory_utilization`) are carried, every other one is dropped with a
+    note, and so is an `[[exclude]]` rule that names a dropped one. The copy is
+    validated as a sweep of its own (the model's size, memory fit), its
+    problems located at the lines of `text`. Raises SpecError.
     """
     def as_sim(name: str) -> str:
         return name if split_backend(name)[0] == "sim" else f"sim:{name}"
 
-    gpus = [as_sim(n) for n in spec.hardware.gpu]
-    # Exclude rules that name GPUs must keep matching the renamed GPUs.
-    exclude = [{k: ([as_sim(str(x)) for x in v] if isinstance(v, list) else as_sim(str(v)))
-                if k == "gpu" else v for k, v in rule.items()} for rule in spec.exclude]
-    name = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
-    engine_args = spec.engine.model_dump()
-    if spec.engine.kind == "openai":
-        # An endpoint's arguments (URL, key variable, processes) describe nothing the
-        # sim engine models: the copy runs the sim defaults, without rules naming them.
-        engine_args = {}
-        exclude = [r for r in exclude if not any(k.startswith("engine.") for k in r)]
-    engine = EngineSpec.model_validate({**engine_args, "kind": "sim"})
-    return spec.model_copy(update={
-        "name": name,
-        "hardware": spec.hardware.model_copy(update={"gpu": gpus}),
-        "engine": engine,
-        "exclude": exclude,
-    })
+    if any(split_backend(g)[0] == "cpu" for g in spec.hardware.gpu):
+        line = _key_lines(text).get(("hardware", "gpu")) if text is not None else None
+        raise SpecError(source, [Problem(
+            "hardware.gpu", '"cpu" has no simulated counterpart (the sim engine models '
+            "catalogue GPUs): --simulate needs a sweep on GPUs", line)])
+    notes: list[str] = []
+    carried: dict[str, Any] = {}
+    if spec.engine.kind == "sim":
+        carried = dict(spec.engine.model_extra or {})
+    else:
+        takes = set(SimArgs.model_fields)
+        for key, value in sorted((spec.engine.model_extra or {}).items()):
+            if key in takes:
+                carried[key] = value
+            else:
+                notes.append(f"--simulate: engine argument {key} = {value!r} dropped: the sim "
+                             "engine does not model it")
+    exclude = []
+    dropped: dict[str, list[int]] = {}      # the dropped arguments a rule names → rules
+    for number, rule in enumerate(spec.exclude, start=1):
+        gone = sorted(k for k in rule if k.startswith("engine.")
+                      and k.removeprefix("engine.") not in carried)
+        if gone:
+            dropped.setdefault(", ".join(gone), []).append(number)
+            continue
+        # Exclude rules that name GPUs must keep matching the renamed GPUs.
+        exclude.append({k: ([as_sim(str(x)) for x in v] if isinstance(v, list)
+                            else as_sim(str(v))) if k == "gpu" else v
+                        for k, v in rule.items()})
+    for names, numbers in dropped.items():
+        rules = f"rule {numbers[0]}" if len(numbers) == 1 else \
+            f"rules {', '.join(map(str, numbers))}"
+        notes.append(f"--simulate: [[exclude]] {rules} dropped: naming {names}, which the "
+                     "simulated sweep does not set")
+    data = spec.model_dump(mode="python")
+    data["name"] = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
+    data["hardware"]["gpu"] = [as_sim(n) for n in spec.hardware.gpu]
+    data["engine"] = {"kind": "sim", **carried}
+    data["exclude"] = exclude
+    return _validate(data, text, source), notes

@@ -69,7 +69,16 @@ def test_the_registry_picks_the_engine_by_scenario():
 def test_hf_engine_arguments_are_checked_by_name():
     import threading
 
-    run = runs("/m", BATCH, engine="hf", engine_args="batch_sise = 4")[0]
+    from farm.spec import SpecError, parse_sweep
+    from tests.engines.sweeps import sweep_text
+
+    # `validate` refuses it, with its line; a RunSpec that comes another way is
+    # refused by the worker through the same model.
+    with pytest.raises(SpecError, match="engine.batch_sise: unknown key .did you mean 'batch_"):
+        parse_sweep(sweep_text("/m", BATCH, engine="hf", engine_args="batch_sise = 4"))
+    run = runs("/m", BATCH, engine="hf", engine_args="")[0]
+    engine = run.engine.model_copy(update={"args": {"batch_sise": 4}})
+    run = run.model_copy(update={"engine": engine})
     with pytest.raises(EngineError, match="batch_sise.*known: batch_size"):
         make_engine(run, [_Dev("cpu")], threading.Event())
 

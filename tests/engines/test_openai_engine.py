@@ -165,11 +165,16 @@ def test_endpoint_arguments_are_checked(tiny_model):
     assert normalize_base_url("http://127.0.0.1:8000/v1/") == "http://127.0.0.1:8000"
     assert normalize_base_url("https://api.example.org/proxy/v1") == \
         "https://api.example.org/proxy"
-    for bad, match in (('base_url = "ftp://x"', "not an http"),
-                       ('base_url = "http://h"\nhealth_path = "v1"', "must start with /"),
-                       ('base_url = "http://h"\napi_key_env = "A-B"', "not an environment"),
-                       ('base_url = "http://h"\nmax_tokens = 3', "max_tokens.*known: base_url")):
-        run = runs(tiny_model, SERVER_CLOSED, engine="openai", engine_args=bad)[0]
+    good = runs(tiny_model, SERVER_CLOSED, engine="openai", engine_args='base_url = "http://h"')[0]
+    for bad, match in (({"base_url": "ftp://x"}, "not an http"),
+                       ({"base_url": "http://h", "health_path": "v1"}, "must start with /"),
+                       ({"base_url": "http://h", "api_key_env": "A-B"}, "not an environment"),
+                       ({"base_url": "http://h", "max_tokens": 3}, "max_tokens.*known: base_url")):
+        # `validate` refuses each (with its line); the worker, through the same model.
+        text = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in bad.items())
+        with pytest.raises(SpecError, match=match.split(".*")[0]):
+            parse_sweep(sweep_text(tiny_model, SERVER_CLOSED, engine="openai", engine_args=text))
+        run = good.model_copy(update={"engine": good.engine.model_copy(update={"args": bad})})
         with pytest.raises(EngineError, match=match):
             make_engine(run, [CpuDevice()], threading.Event())
 
@@ -315,8 +320,9 @@ def test_sweep_rules_for_the_openai_kind(tiny_model):
 def test_resident_pids_are_none_for_engines_the_farm_starts_and_never_raise():
     assert resident_pids(runs("/m", SERVER_CLOSED)[0]) == set()
     assert os.getpid() not in resident_pids(runs("/m", BATCH, engine="hf", engine_args="")[0])
-    bad = runs("/m", SERVER_CLOSED, engine="openai",
-               engine_args='base_url = "http://h"\nendpoint_pids = "12 x"')[0]
+    good = runs("/m", SERVER_CLOSED, engine="openai", engine_args='base_url = "http://h"')[0]
+    bad = good.model_copy(update={"engine": good.engine.model_copy(
+        update={"args": {"base_url": "http://h", "endpoint_pids": "12 x"}})})  # past validate
     assert resident_pids(bad) == set()
     with pytest.raises(EngineError, match="endpoint_pids: '12 x' is not a list of process ids"):
         make_engine(bad, [CpuDevice()], threading.Event())

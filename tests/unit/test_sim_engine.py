@@ -268,14 +268,21 @@ def test_abort_stops_a_long_load_point_promptly(harness):
 
 
 def test_out_of_memory_fails_the_start(harness):
-    run = sim_run(BATCH, gpu="sim:L4", model='id = "big-70b"\nsource = "org/Llama-3-70B"')
+    # `validate` refuses this sweep (tests/unit/test_spec_refusals.py); a RunSpec
+    # that comes another way still fails on the worker, as vLLM would.
+    run = sim_run(BATCH, gpu="sim:L4")
+    run = run.model_copy(update={"model": run.model.model_copy(
+        update={"id": "big-70b", "source": "org/Llama-3-70B"})})
     with pytest.raises(OutOfMemoryError):
         harness(run).engine.start(deadline_s=60)
 
 
 def test_bad_engine_arguments_are_named(harness):
+    run = sim_run(BATCH)    # as above: the worker checks what `validate` checked
+    run = run.model_copy(update={"engine": run.engine.model_copy(
+        update={"args": {"max_num_sqs": 8}})})
     with pytest.raises(EngineError, match="max_num_sqs.*known: max_num_seqs"):
-        harness(sim_run(BATCH, engine_args="max_num_sqs = 8")).engine.start(deadline_s=60)
+        harness(run).engine.start(deadline_s=60)
 
 
 class NvmlLikeGpu(GpuDevice):

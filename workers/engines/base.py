@@ -20,14 +20,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
-
+from farm_contract.engine_args import EngineArgs, EngineArgsError, parse_args
+from farm_contract.engines import engine_kind
 from farm_contract.records import EngineInfo, RequestRecord
 from farm_contract.runspec import RunSpec
 from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
 
-ArgsModel = TypeVar("ArgsModel", bound=BaseModel)
+ArgsModel = TypeVar("ArgsModel", bound=EngineArgs)
 
 # Which workload requests a real engine sends: request `i` of load point `k` is
 # request k·REQUESTS_PER_POINT + i, warm-up requests start at WARMUP_START. No
@@ -39,15 +39,19 @@ WARMUP_START = 1_000_000_000
 
 def parse_engine_args(model: type[ArgsModel], args: Mapping[str, Any],
                       engine: str) -> ArgsModel:
-    """A sweep's engine arguments checked by name and type; an EngineError naming
-    each bad argument and the known ones otherwise."""
+    """A run's engine arguments through the contract's model of its kind (the one
+    `farmctl validate` checked the sweep with); an EngineError naming each bad
+    argument otherwise (a RunSpec need not have come from a validated sweep)."""
     try:
-        return model.model_validate(dict(args))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                             for e in exc.errors())
-        raise EngineError(f"{engine} engine arguments: {problems}; known: "
-                          f"{', '.join(model.model_fields)}") from None
+        return parse_args(model, args, engine)  # type: ignore[return-value]
+    except EngineArgsError as exc:
+        raise EngineError(str(exc)) from None
+
+
+def engine_args(run: RunSpec) -> EngineArgs:
+    """`run`'s engine arguments through the model its kind names in the contract."""
+    return parse_engine_args(engine_kind(run.engine.kind).args, run.engine.args,
+                             run.engine.kind)
 
 
 class WindowMeter(Protocol):

@@ -19,21 +19,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from farm_contract.engine_args import HfArgs
 from workers.engines import register
 from workers.engines.base import parse_engine_args
 from workers.engines.launch import device_backend, model_settings
 from workers.engines.offline import OfflineEngine
 from workers.errors import EngineError
 
-
-class HfEngineArgs(BaseModel):
-    """The hf engine's arguments from the sweep's `[engine]`; unknown names are refused."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    batch_size: int | None = Field(default=None, gt=0)
-    attn_implementation: str | None = None
+# The hf engine's arguments: the contract's model, which `farmctl validate` checks
+# sweeps with (unknown names and the keys the farm sets are refused there and here).
+HfEngineArgs = HfArgs
 
 
 @register("hf", "batch")

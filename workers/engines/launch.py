@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from farm_contract.runspec import RunSpec
+from workers.engines.base import engine_args
+from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
 from workers.gpu.vendors import pinning_env
 
@@ -63,12 +65,24 @@ def model_settings(run: RunSpec) -> dict[str, Any]:
 
 def vllm_settings(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, Any]:
     """vLLM engine arguments: the model's, tensor parallelism over the run's GPUs,
-    the workload seed, then the sweep's `[engine]` arguments (which win)."""
+    the workload seed, then the sweep's `[engine]` arguments.
+
+    The sweep's arguments are read through the contract's model of vLLM's
+    (`farm_contract.engine_args`, the one `farmctl validate` checked): the keys
+    set here (model, tensor_parallel_size, seed) are refused there. The run's
+    GPUs are tensor_parallel_size × pipeline_parallel_size × data_parallel_size.
+    """
+    args = engine_args(run).model_dump(exclude_none=True)
     settings = model_settings(run)
     if device_backend(gpus) == "gpu":
-        settings["tensor_parallel_size"] = len(gpus)
+        others = args.get("pipeline_parallel_size", 1) * args.get("data_parallel_size", 1)
+        if others < 1 or len(gpus) % others:
+            raise EngineError(f"pipeline × data parallel = {others} does not divide the "
+                              f"run's {len(gpus)} GPU(s)")
+        settings["tensor_parallel_size"] = len(gpus) // others
     settings["seed"] = run.workload.seed
-    settings.update(run.engine.args)
+    # In the sweep's order (the server's flags follow it).
+    settings.update({k: args[k] for k in run.engine.args if k in args})
     return settings
 
 

@@ -47,14 +47,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import threading
 import time
 import urllib.parse
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from farm_contract.engine_args import OpenAIArgs, normalize_base_url  # noqa: F401 (re-export)
 from farm_contract.records import EngineInfo
 from farm_contract.runspec import RunSpec
 from workers.engines import register
@@ -73,71 +71,11 @@ READY_POLL_S = 0.25
 REFUSALS = {401: "the API key is missing or wrong: see api_key_env",
             403: "the API key is not allowed",
             404: "no such path: see health_path"}
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SEPARATORS = re.compile(r"[\s,]+")
 
 
-class OpenAIEndpointArgs(BaseModel):
-    """The `openai` engine's arguments (see the module's docstring)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str
-    served_model: str | None = None
-    api_key_env: str | None = None
-    health_path: str = "/v1/models"
-    ready_timeout_s: float = Field(default=60.0, gt=0)
-    continuous_usage: bool = False
-    endpoint_pids: str | int | None = None
-    endpoint_processes: str | None = None
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return normalize_base_url(value)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"{value!r} is not an environment variable name")
-        return value
-
-    @field_validator("health_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
-
-    def pids(self) -> set[int]:
-        """`endpoint_pids` as numbers."""
-        if self.endpoint_pids is None:
-            return set()
-        words = [w for w in _SEPARATORS.split(str(self.endpoint_pids)) if w]
-        if not all(w.isdigit() for w in words):
-            raise EngineError(f"openai engine arguments: endpoint_pids: {self.endpoint_pids!r} "
-                              "is not a list of process ids (e.g. \"4121 4133\")")
-        return {int(w) for w in words}
-
-    def process_names(self) -> set[str]:
-        """`endpoint_processes` as names."""
-        if self.endpoint_processes is None:
-            return set()
-        return {w for w in _SEPARATORS.split(self.endpoint_processes) if w}
-
-
-def normalize_base_url(value: str) -> str:
-    """`http(s)://host[:port][/prefix]` without a trailing `/` or `/v1`; ValueError otherwise."""
-    parsed = urllib.parse.urlsplit(value.strip())
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL with a host")
-    if parsed.query or parsed.fragment:
-        raise ValueError(f"{value!r}: a base URL has no query or fragment")
-    path = parsed.path.rstrip("/")
-    if path.endswith("/v1"):
-        path = path[:-3]
-    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
+# The openai engine's arguments are the contract's model, which `farmctl validate`
+# checks sweeps with (base_url required, no api_key, pids that are numbers).
+OpenAIEndpointArgs = OpenAIArgs
 
 
 def is_loopback(url: str) -> bool:

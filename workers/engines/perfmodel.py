@@ -39,47 +39,29 @@ preemption, clock throttling, dtype-specific kernels.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
+from farm_contract import simmodels
 from farm_contract.routing import gpu_model
 from farm_contract.runspec import ModelSpec
+from farm_contract.simmodels import (  # noqa: F401 (the pure data, re-exported: one source)
+    GIB,
+    GPU_MEMORY_UTILIZATION,
+    GPU_PERF,
+    KV_BYTES_PER_TOKEN_8B_16BIT,
+    KV_PARAMS_EXPONENT,
+    MAX_NUM_SEQS,
+    RESERVED_GIB_PER_GPU,
+    GpuPerf,
+    MemoryPlan,
+    SimModelError,
+    SimOutOfMemory,
+    fit_memory,
+    kv_bytes_per_token,
+    parse_params_b,
+)
 from workers.errors import EngineError, OutOfMemoryError
 from workers.gpu.sim import idle_power_w
-
-
-@dataclass(frozen=True)
-class GpuPerf:
-    """Datasheet figures of one GPU model (dense, without sparsity)."""
-
-    memory_bandwidth_gb_s: float
-    dense_bf16_tflops: float        # FP16 tensor TFLOPS where the GPU has no BF16
-    has_bf16: bool = True
-
-
-# NVIDIA datasheets, dense tensor-core BF16 (FP16 for T4/V100), FP32 accumulate.
-GPU_PERF: dict[str, GpuPerf] = {
-    "h100-80gb": GpuPerf(3350, 989),       # H100 SXM5
-    "h100-pcie": GpuPerf(2000, 756),
-    "h100-nvl": GpuPerf(3900, 835),
-    "h200-141gb": GpuPerf(4800, 989),
-    "gh200": GpuPerf(4000, 989),           # 96 GB HBM3 variant
-    "b200": GpuPerf(8000, 2250),
-    "a100-40gb": GpuPerf(1555, 312),
-    "a100-80gb": GpuPerf(2039, 312),
-    "l40s": GpuPerf(864, 362),
-    "l40": GpuPerf(864, 181),
-    "l4": GpuPerf(300, 121),
-    "a10g": GpuPerf(600, 70),              # no public datasheet; commonly cited figure
-    "a10": GpuPerf(600, 125),
-    "a40": GpuPerf(696, 150),
-    "a6000": GpuPerf(768, 155),
-    "t4": GpuPerf(320, 65, has_bf16=False),
-    "v100-16gb": GpuPerf(900, 125, has_bf16=False),
-    "v100-32gb": GpuPerf(900, 125, has_bf16=False),
-    "rtx-4090": GpuPerf(1008, 165),
-    "rtx-3090": GpuPerf(936, 71),
-}
 
 # Achievable fractions of the datasheet peaks in LLM inference kernels.
 MEMORY_BANDWIDTH_EFFICIENCY = 0.8
@@ -89,15 +71,6 @@ COMPUTE_EFFICIENCY = 0.5
 STEP_OVERHEAD_S = 0.003
 SAMPLING_STEP_OVERHEAD_S = 0.0005   # top-p/top-k sorting when temperature > 0
 TP_COMM_S_PER_DOUBLING = 0.0012     # all-reduces per step, per doubling of the TP degree
-# vLLM defaults.
-MAX_NUM_SEQS = 256
-GPU_MEMORY_UTILIZATION = 0.9
-# Memory outside weights and KV cache: activations, CUDA graphs, allocator slack.
-RESERVED_GIB_PER_GPU = 1.5
-# KV cache per token: a fit to the Llama-3 GQA family in 16-bit
-# (8B: 32 layers × 8 KV heads × 128 dims × K,V × 2 B = 128 KiB; 70B: 320 KiB).
-KV_BYTES_PER_TOKEN_8B_16BIT = 131072.0
-KV_PARAMS_EXPONENT = 0.45
 # Share of (TDP − idle) drawn when the GPU streams memory, and added by compute.
 MEMORY_POWER_FLOOR = 0.4
 COMPUTE_POWER_SHARE = 0.6
@@ -106,60 +79,29 @@ COMPUTE_POWER_SHARE = 0.6
 LOAD_BANDWIDTH_GB_S = 2.0
 LOAD_FIXED_S = 20.0
 
-GIB = 2.0**30
-_DTYPE_BYTES = {"auto": 2, "bfloat16": 2, "float16": 2, "float32": 4}
-_SIZE = re.compile(r"(?<![A-Za-z0-9.])(\d+(?:\.\d+)?)([bBmM])(?![A-Za-z0-9])")
-
-
-# ------------------------------------------------------------------ model and GPU
-
-
-def parse_params_b(text: str) -> float | None:
-    """Parameter count in billions from a name: "Llama-3.1-8B" → 8.0, "pythia-160m" → 0.16."""
-    sizes = [(float(n), unit.lower()) for n, unit in _SIZE.findall(text)]
-    billions = [n for n, unit in sizes if unit == "b"]
-    if billions:
-        return billions[0]
-    millions = [n for n, unit in sizes if unit == "m"]
-    return millions[0] / 1000.0 if millions else None
-
 
 def params_b_of(model: ModelSpec) -> float:
-    """`params_b` if given, else parsed from the model id or source."""
-    if model.params_b is not None:
-        return model.params_b
-    for text in (model.id, model.source):
-        found = parse_params_b(text)
-        if found:
-            return found
-    raise EngineError(
-        f"the sim engine cannot tell the size of model {model.id!r} from its id or source "
-        f"({model.source!r}); add `params_b = <billions>` to its [[model]] table"
-    )
+    """`params_b` if given, else parsed from the model id or source; EngineError otherwise."""
+    try:
+        return simmodels.params_b_of(model)
+    except SimModelError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def gpu_perf(slug: str) -> GpuPerf:
     """The performance figures of GPU model `slug`; an EngineError for an unknown one."""
-    perf = GPU_PERF.get(slug)
-    if perf is None:
-        raise EngineError(f"the sim engine has no performance figures for GPU model {slug!r}; "
-                          f"known: {', '.join(sorted(GPU_PERF))}")
-    return perf
+    try:
+        return simmodels.gpu_perf(slug)
+    except SimModelError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def dtype_bytes(dtype: str, slug: str) -> int:
     """Bytes per weight; "auto" is the 16-bit checkpoint dtype (FP16 where BF16 is missing)."""
-    if dtype not in _DTYPE_BYTES:
-        raise EngineError(f"unknown dtype {dtype!r}; known: {', '.join(_DTYPE_BYTES)}")
-    if dtype == "bfloat16" and not gpu_perf(slug).has_bf16:
-        raise EngineError(f"Bfloat16 is only supported on GPUs with compute capability of at "
-                          f"least 8.0; {slug} has none. Use dtype = \"float16\" (simulated)")
-    return _DTYPE_BYTES[dtype]
-
-
-def kv_bytes_per_token(params_b: float, weight_bytes: int) -> float:
-    """KV cache bytes per token, all layers, all GPUs together."""
-    return KV_BYTES_PER_TOKEN_8B_16BIT * (params_b / 8.0) ** KV_PARAMS_EXPONENT * weight_bytes / 2
+    try:
+        return simmodels.dtype_bytes(dtype, slug)
+    except SimModelError as exc:
+        raise EngineError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -226,39 +168,18 @@ def deployment(model_id: str, params_b: float, dtype: str, gpu: str, gpu_count: 
 # ------------------------------------------------------------------------ memory
 
 
-@dataclass(frozen=True)
-class MemoryPlan:
-    """How a deployment's GPU memory divides between weights and KV cache."""
-    weights_gib_per_gpu: float
-    kv_cache_gib_per_gpu: float
-    kv_cache_tokens: int            # tokens the whole KV cache holds
-    max_batch: int                  # sequences of this length that run at once
-
-
 def plan_memory(d: Deployment, input_tokens: int, output_tokens: int) -> MemoryPlan:
-    """Check the model fits and size the batch; raise OutOfMemoryError as vLLM would."""
-    budget_gib = d.memory_gib * d.gpu_memory_utilization
-    weights_gib = d.weights_bytes / d.gpu_count / GIB
-    kv_gib = budget_gib - weights_gib - RESERVED_GIB_PER_GPU
-    where = (f"{d.model_id} ({d.params_b:g}B params, {d.weight_bytes} B/param) on "
-             f"{d.gpu_count}× {d.gpu}")
-    if weights_gib + RESERVED_GIB_PER_GPU > d.memory_gib:
-        raise OutOfMemoryError(
-            f"CUDA out of memory (simulated): {where} needs {weights_gib:.1f} GiB of weights "
-            f"per GPU plus {RESERVED_GIB_PER_GPU} GiB of activations, but a GPU has "
-            f"{d.memory_gib:.1f} GiB. Use more GPUs (tensor parallel), a smaller dtype "
-            f"or a larger GPU."
-        )
-    kv_tokens = int(max(kv_gib, 0.0) * GIB * d.gpu_count / d.kv_bytes_per_token)
-    seq_tokens = input_tokens + output_tokens
-    if kv_tokens < seq_tokens:
-        raise OutOfMemoryError(
-            f"(simulated) {where}: the sequence length ({seq_tokens} tokens) is larger than the "
-            f"maximum number of tokens that can be stored in KV cache ({kv_tokens}). Try "
-            f"increasing `gpu_memory_utilization` (now {d.gpu_memory_utilization}) or using "
-            f"more GPUs."
-        )
-    return MemoryPlan(weights_gib, kv_gib, kv_tokens, min(d.max_num_seqs, kv_tokens // seq_tokens))
+    """Check the model fits and size the batch; raise OutOfMemoryError as vLLM would.
+
+    The rule is the contract's (`farm_contract.simmodels.fit_memory`), which the
+    coordinator applies at `validate` too.
+    """
+    try:
+        return fit_memory(d.model_id, d.params_b, d.weight_bytes, d.gpu, d.gpu_count,
+                          d.memory_gib, d.gpu_memory_utilization, d.max_num_seqs,
+                          input_tokens, output_tokens)
+    except SimOutOfMemory as exc:
+        raise OutOfMemoryError(str(exc)) from None
 
 
 # ---------------------------------------------------------------- one iteration

@@ -19,8 +19,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from farm_contract.engine_args import SimArgs
 from farm_contract.records import EngineInfo, RequestRecord
 from farm_contract.runspec import BatchLoad, RunSpec, ServerLoad
 from workers.engines import perfmodel, register
@@ -41,13 +40,9 @@ LOAD_TIME_SCALE = 0.005
 MAX_LOAD_WAIT_S = 0.2
 
 
-class SimEngineArgs(BaseModel):
-    """Engine arguments the sim engine understands (named as vLLM's)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_num_seqs: int = Field(default=perfmodel.MAX_NUM_SEQS, gt=0)
-    gpu_memory_utilization: float = Field(default=perfmodel.GPU_MEMORY_UTILIZATION, gt=0, le=1)
+# The sim engine's arguments (named as vLLM's) are the contract's model, which
+# `farmctl validate` checks sweeps with.
+SimEngineArgs = SimArgs
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.engines import register
+from workers.engines.base import engine_args
 from workers.engines.launch import device_backend, vllm_settings
 from workers.engines.offline import OfflineEngine
 
@@ -23,8 +24,13 @@ class VllmOfflineEngine(OfflineEngine):
     display_name = "vLLM"
 
     def engine_settings(self) -> dict[str, Any]:
-        """The `vllm.LLM` settings: the model's, the run's GPUs and the sweep's arguments."""
-        return vllm_settings(self.run, self.gpus)
+        """The `vllm.LLM` settings: the model's, the run's GPUs and the sweep's arguments;
+        a config given as a JSON string (`compilation_config = '{"mode": 0}'`) is decoded,
+        as vLLM's server decodes its flag."""
+        settings = vllm_settings(self.run, self.gpus)
+        configs = engine_args(self.run)
+        settings.update(configs.json_configs())  # type: ignore[attr-defined]
+        return settings
 
     @property
     def in_process_engine(self) -> bool:

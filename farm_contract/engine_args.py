@@ -1,0 +1,356 @@
+"""Each engine kind's arguments: one pydantic model per kind, read by both sides.
+
+Part of the contract (standard library and pydantic only). The coordinator
+checks a sweep's `[engine]` table against the model of its `kind` before
+anything is queued (every value of a swept list against the field's type);
+the worker's engine reads a run's `engine.args` through the same model. So an
+argument a worker would refuse is refused at `farmctl validate`, with its line.
+
+Keys the farm sets itself (the model, the GPU count, the seed, the devices,
+the server's address) are refused with the reason (`farm_sets`). vLLM's
+arguments are its own `EngineArgs` fields, from the shipped list of the pinned
+version (`farm_contract/vllm_args.py`): the coordinator never imports vLLM.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Mapping
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+from farm_contract import simmodels, vllm_args
+
+Scalar = bool | int | float | str
+# One problem, as pydantic's ValidationError.from_exception_data takes it.
+ErrorDetails = dict[str, Any]
+
+
+def problem(loc: tuple, message: str, value: Any = None) -> ErrorDetails:
+    """A located problem with our own message (pydantic's "value_error" type)."""
+    return {"type": "value_error", "loc": loc, "input": value,
+            "ctx": {"error": ValueError(message)}}
+
+
+def message_of(err: ErrorDetails) -> str:
+    """The message of a problem made by `problem`."""
+    return str(err["ctx"]["error"])
+
+# Why a key is not an engine argument: the farm sets it from another table.
+MODEL = "the farm sets the model from [[model]] (source, revision, tokenizer, dtype)"
+GPUS = "the farm sets it to the run's GPU count: set gpus_per_run in [hardware]"
+SEED = "the farm sets the seed from [workload] seed"
+DEVICES = "the farm pins the run's devices itself (they are the GPUs it holds)"
+ADDRESS = "the farm starts the server on a free loopback port"
+SERVED = "the farm serves the model under its [[model]] id"
+
+
+class EngineArgsError(ValueError):
+    """A run's engine arguments that the engine's model refuses (the worker's check)."""
+
+
+class EngineArgs(BaseModel):
+    """Base of every kind's arguments: unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Keys a sweep may not give, each with the reason.
+    farm_sets: ClassVar[dict[str, str]] = {}
+    # Arguments only the engine's server scenario takes.
+    server_only: ClassVar[frozenset[str]] = frozenset()
+
+
+_COMMON = {"model": MODEL, "dtype": MODEL, "revision": MODEL, "tokenizer": MODEL,
+           "seed": SEED, "device": DEVICES, "device_map": DEVICES,
+           "cuda_visible_devices": DEVICES}
+
+
+class SimArgs(EngineArgs):
+    """The sim engine's arguments, named as vLLM's (it models vLLM)."""
+
+    farm_sets: ClassVar[dict[str, str]] = {**_COMMON, "tensor_parallel_size": GPUS}
+
+    max_num_seqs: int = Field(default=simmodels.MAX_NUM_SEQS, gt=0, strict=True)
+    gpu_memory_utilization: float = Field(default=simmodels.GPU_MEMORY_UTILIZATION, gt=0,
+                                          le=1)
+
+
+class HfArgs(EngineArgs):
+    """The hf engine's arguments: `batch_size` (prompts per generate) and `attn_implementation`."""
+
+    farm_sets: ClassVar[dict[str, str]] = dict(_COMMON)
+
+    batch_size: int | None = Field(default=None, gt=0, strict=True)
+    attn_implementation: str | None = None
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SEPARATORS = re.compile(r"[\s,]+")
+
+
+class OpenAIArgs(EngineArgs):
+    """The openai engine's arguments: an endpoint that is already running, at `base_url`."""
+
+    farm_sets: ClassVar[dict[str, str]] = {
+        "api_key": "an API key is never written in a sweep (it would be stored with every "
+                   "run): name the worker's environment variable that holds it with "
+                   "api_key_env",
+        "model": "served_model names the endpoint's model (default: the [[model]] source)",
+        "seed": SEED,
+    }
+
+    base_url: str | None = None     # required: see _needs_base_url
+    served_model: str | None = None
+    api_key_env: str | None = None
+    health_path: str = "/v1/models"
+    ready_timeout_s: float = Field(default=60.0, gt=0)
+    continuous_usage: bool = False
+    endpoint_pids: str | int | None = None
+    endpoint_processes: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_base_url(value)
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> OpenAIArgs:
+        if self.base_url is None:
+            raise ValueError('the openai engine needs base_url (e.g. "http://127.0.0.1:8000")')
+        return self
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @field_validator("health_path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("must start with /")
+        return value
+
+    @field_validator("endpoint_pids")
+    @classmethod
+    def _pid_list(cls, value: str | int | None) -> str | int | None:
+        words = [w for w in _SEPARATORS.split(str(value)) if w] if value is not None else []
+        if not all(w.isdigit() for w in words):
+            raise ValueError(f"{value!r} is not a list of process ids (e.g. \"4121 4133\")")
+        return value
+
+    def pids(self) -> set[int]:
+        """`endpoint_pids` as numbers."""
+        if self.endpoint_pids is None:
+            return set()
+        return {int(w) for w in _SEPARATORS.split(str(self.endpoint_pids)) if w}
+
+    def process_names(self) -> set[str]:
+        """`endpoint_processes` as names."""
+        if self.endpoint_processes is None:
+            return set()
+        return {w for w in _SEPARATORS.split(self.endpoint_processes) if w}
+
+
+def normalize_base_url(value: str) -> str:
+    """`http(s)://host[:port][/prefix]` without a trailing `/` or `/v1`; ValueError otherwise."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlsplit(value.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    if parsed.query or parsed.fragment:
+        raise ValueError(f"{value!r}: a base URL has no query or fragment")
+    path = parsed.path.rstrip("/")
+    if path.endswith("/v1"):
+        path = path[:-3]
+    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
+
+
+# ------------------------------------------------------------------------ vLLM
+
+
+def _json_object(value: str) -> str:
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        raise ValueError("vLLM takes a config here: give it as a JSON object in a string, "
+                         "e.g. '{\"mode\": 0}'") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("vLLM takes a config here: a JSON object ({...}), not "
+                         f"{type(decoded).__name__}")
+    return value
+
+
+def _unsupported(value: Any) -> Any:
+    raise ValueError("vLLM takes a list or a structure here, which one sweep value cannot "
+                     "give (a list in [engine] is swept, not passed)")
+
+
+_KINDS: dict[str, Any] = {
+    "bool": StrictBool, "int": StrictInt, "float": Annotated[float, Field(strict=True)],
+    "str": StrictStr, "json": Annotated[StrictStr, AfterValidator(_json_object)],
+}
+
+
+def _vllm_type(expression: str) -> Any:
+    """A shipped type expression (`int`, `'auto' | 'half'`, `json`, …) as a pydantic type."""
+    if expression == "unsupported":
+        return Annotated[Any, AfterValidator(_unsupported)]
+    parts = [p.strip() for p in expression.split("|")]
+    literals = tuple(json.loads(p.replace("'", '"')) if p.startswith("'") else int(p)
+                     for p in parts if p not in _KINDS)
+    types = [_KINDS[p] for p in parts if p in _KINDS]
+    if literals:
+        types.append(Literal[literals])
+    out = types[0]
+    for tp in types[1:]:
+        out = out | tp
+    return out
+
+
+class VllmArgsBase(EngineArgs):
+    """vLLM's `EngineArgs` fields (the pinned version's), but those the farm sets."""
+
+    farm_sets: ClassVar[dict[str, str]] = {
+        **_COMMON, "tokenizer_revision": MODEL, "tensor_parallel_size": GPUS,
+        "device_ids": DEVICES, "served_model_name": SERVED, "host": ADDRESS, "port": ADDRESS,
+        "model_weights": MODEL,
+    }
+    server_only: ClassVar[frozenset[str]] = frozenset(vllm_args.SERVER_ONLY_ARGS)
+    vllm_version: ClassVar[str] = vllm_args.VLLM_VERSION
+
+    def json_configs(self) -> dict[str, Any]:
+        """The arguments given as JSON strings, decoded (for `vllm.LLM`, which takes dicts)."""
+        given = self.model_dump(exclude_none=True)
+        return {name: json.loads(value) for name, value in given.items()
+                if vllm_args.ENGINE_ARGS.get(name) == "json"}
+
+
+@cache
+def vllm_args_model() -> type[VllmArgsBase]:
+    """The model of vLLM's arguments, built on first use (245 fields: kept off the import)."""
+    table = {**vllm_args.ENGINE_ARGS, **vllm_args.SERVER_ONLY_ARGS}
+    fields: dict[str, Any] = {
+        name: (_vllm_type(expression) | None, None)
+        for name, expression in table.items() if name not in VllmArgsBase.farm_sets
+    }
+    return create_model("VllmArgs", __base__=VllmArgsBase, __doc__=VllmArgsBase.__doc__,
+                        **fields)
+
+
+
+# ------------------------------------------------------------------ checking
+
+
+def _prefix(err: dict) -> tuple:
+    return err["loc"][:1]
+
+
+def _merge(errors: list[dict], index_of: Mapping[str, int | None]) -> list[ErrorDetails]:
+    """One error per (argument, list index), union branches' messages joined."""
+    merged: dict[tuple, tuple[str, str, Any]] = {}
+    for err in errors:
+        if not err["loc"]:          # a rule over several arguments: the table's
+            loc: tuple = ()
+        else:
+            key = err["loc"][0]
+            index = index_of.get(key) if err["type"] != "extra_forbidden" else None
+            loc = (key,) if index is None else (key, index)
+        message = err["msg"].removeprefix("Value error, ")
+        if loc in merged:
+            kind, old, value = merged[loc]
+            if message not in old:
+                merged[loc] = ("engine_arg", f"{old}, or {message[0].lower()}{message[1:]}",
+                               value)
+            continue
+        merged[loc] = (err["type"], message, err.get("input"))
+    out: list[ErrorDetails] = []
+    for loc, (kind, message, value) in merged.items():
+        if kind in ("extra_forbidden", "missing"):
+            out.append({"type": kind, "loc": loc, "input": value})
+        else:
+            out.append(problem(loc, message, value))
+    return out
+
+
+def grid_errors(model: type[EngineArgs], grid: Mapping[str, list[Scalar]],
+                listed: set[str] | None = None) -> list[ErrorDetails]:
+    """Every problem of a sweep's engine arguments (`grid`: each argument's list of values),
+    located (argument,) or (argument, index) for a value of a list in `listed`."""
+    listed = listed or set()
+    errors: list[ErrorDetails] = []
+    for key in grid:
+        if key in model.farm_sets:
+            errors.append(problem((key,), f"not an engine argument: {model.farm_sets[key]}",
+                                  grid[key]))
+    args = {k: v for k, v in grid.items() if k not in model.farm_sets}
+    base = {k: v[0] for k, v in args.items()}
+    try:
+        model.model_validate(base)
+    except ValidationError as exc:
+        errors += _merge(exc.errors(), {k: 0 if k in listed else None for k in args})
+    for key, values in args.items():
+        for index, value in enumerate(values[1:], start=1):
+            try:
+                model.model_validate({**base, key: value})
+            except ValidationError as exc:
+                mine = [e for e in exc.errors() if e["loc"][:1] == (key,)
+                        and e["type"] != "extra_forbidden"]
+                errors += _merge(mine, {key: index})
+    return errors
+
+
+def parse_args(model: type[EngineArgs], args: Mapping[str, Any], kind: str) -> EngineArgs:
+    """One run's arguments through `model`; EngineArgsError naming each bad one otherwise."""
+    errors = grid_errors(model, {k: [v] for k, v in args.items()})
+    if not errors:
+        return model.model_validate(dict(args))
+    problems = []
+    for err in errors:
+        key = err["loc"][0] if err["loc"] else "(all)"
+        kind_ = err["type"]
+        if kind_ == "extra_forbidden":
+            problems.append(f"{key}: unknown argument{did_you_mean(model, str(key))}")
+        elif kind_ == "missing":
+            problems.append(f"{key}: required")
+        else:
+            problems.append(f"{key}: {message_of(err)}" if err["loc"] else message_of(err))
+    names = known_names(model)
+    known = f"; known: {', '.join(names)}" if len(names) <= 12 else ""
+    raise EngineArgsError(f"{kind} engine arguments: {'; '.join(problems)}{known}")
+
+
+def known_names(model: type[EngineArgs]) -> list[str]:
+    """The argument names `model` takes."""
+    return list(model.model_fields)
+
+
+def did_you_mean(model: type[EngineArgs], key: str) -> str:
+    """" (did you mean 'x'?)" for the closest known name, or ""."""
+    hint = difflib.get_close_matches(key, known_names(model), n=1)
+    return f" (did you mean {hint[0]!r}?)" if hint else ""
+
+
+@cache
+def sim_carries() -> frozenset[str]:
+    """The arguments `--simulate` keeps: those the sim engine takes (named as vLLM's)."""
+    return frozenset(SimArgs.model_fields)
