@@ -101,16 +101,10 @@ def _sweep(store, name_or_id: str):
 
 
 def _load(path: str, simulate: bool):
-    """The sweep (its simulated copy with `--simulate`) and the file's text; the
-    copy's notes (engine arguments the sim engine does not take, dropped) go to stderr."""
-    from farm.spec import load_simulated, load_sweep
+    from farm.spec import load_sweep, simulated_copy
 
-    if not simulate:
-        return load_sweep(path)
-    spec, text, notes = load_simulated(path)
-    for note in notes:
-        click.echo(note, err=True)
-    return spec, text
+    spec, text = load_sweep(path)
+    return (simulated_copy(spec), text) if simulate else (spec, text)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,14 +122,12 @@ SIMULATE = click.option("--simulate", is_flag=True,
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
-@SIMULATE
 @_friendly_errors
-def validate(sweep_file: str, simulate: bool) -> None:
-    """Check a sweep file (with --simulate, its simulated copy too); print how many runs
-    it makes."""
+def validate(sweep_file: str) -> None:
+    """Check a sweep file; print how many runs it makes."""
     from farm.sweep import expand, plan
 
-    spec, _ = _load(sweep_file, simulate=simulate)
+    spec, _ = _load(sweep_file, simulate=False)
     runs = expand(spec)
     output.print_plan(spec.name, len(runs), plan(runs), header="valid")
 
@@ -154,8 +146,10 @@ def enqueue(sweep_file: str, dry_run: bool, simulate: bool) -> None:
         report = coordinator.dry_run(spec)
         output.print_plan(spec.name, report.total_runs, report.per_queue, header="dry run")
         return
-    report = coordinator.enqueue(_store(upgrade=True), spec, text)
+    store = _store(upgrade=True)
+    report = coordinator.enqueue(store, spec, text)
     output.print_enqueue(spec.name, report)
+    _warn_unserved(store.queue_counts(report.sweep_id), coordinator.broker_state())
 
 
 @main.command()
@@ -170,7 +164,11 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool
     from farm.local import run_locally
 
     spec, text = _load(sweep_file, simulate)
-    code = run_locally(spec, text, list(sim_specs), progress=not quiet)
+    try:
+        code = run_locally(spec, text, list(sim_specs), progress=not quiet)
+    except KeyboardInterrupt:   # before any run was sent (run_locally handles the rest)
+        click.echo("interrupted", err=True)
+        code = ExitCode.INTERRUPTED
     sys.exit(int(code))
 
 
@@ -278,28 +276,49 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
         if sweep is None:
             output.print_status(lambda: counts.status_counts(connection), "sweep",
                                 watch=watch, interval_s=interval)
-            _report_parked()
+            _report_parked(counts.queue_counts(connection))
             return
         sid = counts.find_sweep_id(connection, sweep)
         if sid is None:
             raise NotFound(f"no sweep named or with id {sweep!r}")
         output.print_status(lambda: counts.queue_counts(connection, sid), "queue",
                             watch=watch, interval_s=interval)
-    _report_parked()
+        from farm.failures import format_failures, group_failures
+
+        click.echo(format_failures(group_failures(counts.failed_runs(connection, sid)), sweep),
+                   nl=False)
+        queue_counts = counts.queue_counts(connection, sid)
+    _report_parked(queue_counts)
 
 
-def _report_parked() -> None:
-    """Say how many messages are parked as unreadable; stay quiet without a broker."""
+def _report_parked(queue_counts=()) -> None:
+    """Say how many messages are parked as unreadable, and which queues with runs
+    waiting no live worker serves; stay quiet without a broker."""
     from farm.coordinator import broker_state
 
     try:
-        parked = broker_state().unreadable_count()
+        state = broker_state()
+        parked = state.unreadable_count()
     except Exception:   # status reads the store; a broker outage must not fail it
         click.echo("note: the broker is unreachable: unreadable messages not counted", err=True)
         return
     if parked:
         click.echo(f"{parked} unreadable message(s) parked in farm:unreadable "
                    "(redis-cli LRANGE farm:unreadable 0 -1 shows queue, reason and text)")
+    _warn_unserved(queue_counts, state)
+
+
+def _warn_unserved(queue_counts, state) -> None:
+    """A warning on stderr for queues with runs waiting that no live worker serves."""
+    from farm import unserved
+
+    try:
+        line = unserved.check(queue_counts, state)
+    except Exception:   # a warning only: the broker going away now must not fail the command
+        return
+    if line:
+        click.echo(line, err=True)
+
 
 
 @main.command()
@@ -332,13 +351,36 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> N
         raise NotFound("the store has no sweeps yet")
     rows = store.result_rows(target.id)
     simulated = target.simulated        # the label holds even when --valid-only drops rows
+    failed = _failure_groups(rows)      # before --valid-only: a failure is news either way
     if valid_only:
         rows = [r for r in rows if r.get("valid")]
     text = output.format_results(rows, fmt, title=target.name, simulated=simulated)
+    text = _with_failures(text, fmt, failed, target.name)
     if out:
         Path(out).write_text(text)
     else:
         click.echo(text, nl=False)
+
+
+def _failure_groups(rows):
+    from farm.failures import from_result_rows
+
+    return from_result_rows(rows)
+
+
+def _with_failures(text: str, fmt: str, groups, sweep: str) -> str:
+    """Failed runs' reasons, grouped: in the JSON document, under the table, or on
+    stderr beside CSV (which stays one table)."""
+    from farm import failures
+
+    if fmt == "json":
+        return failures.add_to_json(text, groups)
+    note = failures.format_failures(groups, sweep)
+    if fmt == "table":
+        return text + note
+    if note:
+        click.echo(note, err=True, nl=False)
+    return text
 
 
 @main.command()

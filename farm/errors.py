@@ -30,6 +30,7 @@ class ExitCode(IntEnum):
     NO_HARDWARE = 6          # no GPU (and no --sim) for a worker
     NO_MATCH = 7             # recommend: nothing meets the limit; compare: no point matches
     INTERNAL = 70            # a bug or an environment failure (EX_SOFTWARE)
+    INTERRUPTED = 130        # `farmctl run` stopped by Ctrl-C (128 + SIGINT, as shells say)
 
 
 class FarmError(Exception):

@@ -19,9 +19,10 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from farm import failures
 from farm.embedded import PrivateRedis
 from farm.errors import ExitCode, FarmError
 from farm.spec import SweepSpec
@@ -32,6 +33,10 @@ from farm_contract.settings import load_settings, redact
 
 POLL_S = 0.25
 STOP_TIMEOUT_S = 40.0
+TERMINAL = ("succeeded", "failed", "cancelled")
+# A running run's load point is shown once it has run this long (shorter ones
+# would only flicker past).
+SHOW_LOAD_POINT_AFTER_S = 3.0
 
 
 class LocalRunError(FarmError, RuntimeError):
@@ -119,18 +124,31 @@ class Children:
                                     f"its log ({self.log_dir / (name + '.log')}) ends with:\n"
                                     f"{tail}")
 
-    def stop(self) -> None:
-        """SIGTERM all (workers hand back runs in progress), then wait, then kill."""
-        for proc in self.procs.values():
+    def stop(self, names: list[str] | None = None) -> None:
+        """SIGTERM all (or `names`; workers hand back runs in progress), wait, then kill."""
+        procs = [p for n, p in self.procs.items() if names is None or n in names]
+        for proc in procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in self.procs.values():
+        for proc in procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL every child still alive (a second Ctrl-C: no waiting)."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    @property
+    def workers(self) -> list[str]:
+        """The names of the worker children (every child but the recorder)."""
+        return [name for name in self.procs if name != "recorder"]
 
 
 def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True):
@@ -159,6 +177,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     log_dir = Path(os.environ.get("FARM_HOME", ".farm")) / "logs" / (
         f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
+    sid: str | None = None
     with PrivateRedis() as redis:
         env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url,
                "FARM_SPOOL_DIR": str(log_dir.parent.parent / "spool")}
@@ -186,20 +205,79 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
                  f"{len(local) - len(new) - len(stale)} already done; logs in {log_dir}")
             _wait(store, local, children, progress)
         except KeyboardInterrupt:
-            _say("interrupted: stopping workers; unfinished runs stay queued in the store")
-            raise
+            _say("interrupted: stopping the workers; runs in progress go back to queued "
+                 "(Ctrl-C again kills them at once)")
+            left = _stop_interrupted(children, store, sid, local)
+            _say(f"interrupted: {left} run(s) not finished, queued in the store; "
+                 "the same command measures them")
+            return ExitCode.INTERRUPTED
         finally:
             children.stop()
     rows = store.result_rows(sid)
     local_ids = {r.run_id for r in local}
     rows = [r for r in rows if r["run_id"] in local_ids]
     sys.stdout.write(output.format_results(rows, "table", title=spec.name))
-    failed = {r["run_id"] for r in rows if r["status"] == "failed"}
-    if failed:
-        _say(f"{len(failed)} run(s) failed: `farmctl results {spec.name} --format json` "
-             "shows why")
+    groups = failures.from_result_rows(rows)
+    if groups:
+        sys.stdout.write(failures.format_failures(groups, spec.name))
+        _say(f"{sum(g.count for g in groups)} run(s) failed")
         return ExitCode.RUNS_FAILED
     return ExitCode.OK
+
+
+def _stop_interrupted(children: Children, store, sid: str | None,
+                      runs: list[RunSpec]) -> int:
+    """After Ctrl-C: leave no run `running` and lose nothing measured. Returns how
+    many of `runs` are not finished.
+
+    The workers stop first (SIGTERM: runs in progress are aborted and handed back,
+    with a `requeued` event); the recorder stays up until it has taken every result
+    and event left in Redis, so a result already delivered is stored, not lost with
+    the private Redis. A run still marked running after that (its event never
+    came) is handed back here. Handed-back runs are `queued`: the next `farmctl run`
+    sends them again, and nothing of theirs was stored.
+    """
+    try:
+        children.stop(children.workers)
+        _drain_recorder(children)
+        children.stop()
+    except KeyboardInterrupt:
+        children.kill()
+    from farm_contract.records import RunEvent, WorkerInfo
+
+    ids = {run.run_id for run in runs}
+    now = datetime.now(UTC)
+    for row in store.runs_of(sid) if sid else ():
+        if row["id"] in ids and row["status"] == "running":
+            store.mark_requeued(RunEvent(
+                run_id=row["id"], kind="requeued", attempt=row["attempts"],
+                worker=WorkerInfo(name=row["worker"] or "", host="", pid=0), at=now,
+                detail="interrupted: farmctl run was stopped by Ctrl-C before the run ended"))
+    statuses = store.run_statuses(list(ids))
+    return sum(1 for i in ids if statuses.get(i) not in TERMINAL)
+
+
+def _drain_recorder(children: Children, timeout_s: float = 30.0) -> None:
+    """Wait (up to `timeout_s`) until no result or run event waits in Redis for the
+    recorder: none on its queue, none taken but not yet acknowledged."""
+    from farm.coordinator import broker_state
+    from farm_contract.routing import RECORD_QUEUE
+    from tasks.app import EVENT_TASK, RECORD_TASK
+
+    recorder = children.procs.get("recorder")
+    state = broker_state()
+    deadline = time.monotonic() + timeout_s
+    while recorder is not None and recorder.poll() is None and time.monotonic() < deadline:
+        pending = state.r.llen(RECORD_QUEUE)
+        for raw in state.r.hvals("unacked"):
+            try:
+                task = json.loads(raw)[0]["headers"]["task"]
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue
+            pending += task in (RECORD_TASK, EVENT_TASK)
+        if not pending:
+            return
+        time.sleep(POLL_S)
 
 
 def _say(text: str) -> None:
@@ -211,12 +289,11 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
     for run in runs:
         by_queue.setdefault(run.hardware.queue, []).append(run.run_id)
     ids = [r.run_id for r in runs]
-    terminal = {"succeeded", "failed", "cancelled"}
     if not progress:
         while True:
             children.check_alive()
             statuses = store.run_statuses(ids)
-            if all(statuses.get(i) in terminal for i in ids):
+            if all(statuses.get(i) in TERMINAL for i in ids):
                 return
             time.sleep(POLL_S)
     from rich.progress import (
@@ -227,6 +304,10 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
         TimeElapsedColumn,
     )
 
+    from farm.coordinator import broker_state
+
+    state = broker_state()
+    tracker = ProgressTracker(by_queue, store.run_statuses(ids), time.monotonic())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
     with Progress(*columns, transient=False) as bars:
@@ -235,11 +316,87 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
         while True:
             children.check_alive()
             statuses = store.run_statuses(ids)
-            for queue, members in by_queue.items():
-                counts = Counter(statuses.get(i, "queued") for i in members)
-                done = sum(counts[s] for s in terminal)
-                detail = f"{counts['running']} running, {counts['failed']} failed"
+            now = time.monotonic()
+            running = [i for i in ids if statuses.get(i) == "running"]
+            try:
+                where = state.progress(running)
+            except Exception:   # the display only: a Redis hiccup must not stop the run
+                where = {}
+            for queue in by_queue:
+                done, detail = tracker.update(queue, statuses, where, now)
                 bars.update(tasks[queue], completed=done, detail=detail)
-            if all(statuses.get(i) in terminal for i in ids):
+            if all(statuses.get(i) in TERMINAL for i in ids):
                 return
             time.sleep(POLL_S)
+
+
+def load_label(kind: str, value: float) -> str:
+    """A load point as the results table names it: c=8, 4 req/s, batch 64."""
+    if kind == "concurrency":
+        return f"c={value:g}"
+    if kind == "request_rate":
+        return f"{value:g} req/s"
+    return f"batch {value:g}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ProgressTracker:
+    """What each queue's progress bar says besides its count: the running runs and
+    the load point each is at (from the worker, via Redis), failures, and an ETA
+    from the runs finished since `farmctl run` started waiting."""
+
+    MAX_SHOWN = 3
+
+    def __init__(self, by_queue: dict[str, list[str]], statuses: dict[str, str],
+                 started: float):
+        self.by_queue = by_queue
+        self.started = started
+        # Runs finished before this wait (an earlier run) say nothing about the pace.
+        self.done_before = {q: sum(statuses.get(i) in TERMINAL for i in members)
+                            for q, members in by_queue.items()}
+        self.running_since: dict[str, float] = {}
+        self.last_end: dict[str, tuple[int, float]] = {}    # queue → (done, when)
+
+    def eta_s(self, queue: str, done: int, now: float) -> float | None:
+        """Seconds until the queue's last run ends at its pace so far (the time per
+        run up to the latest run's end), counting down between ends; None before
+        any run has ended."""
+        if self.last_end.get(queue, (None,))[0] != done:
+            self.last_end[queue] = (done, now)
+        finished = done - self.done_before[queue]
+        _, ended_at = self.last_end[queue]
+        if finished <= 0 or ended_at <= self.started:
+            return None
+        remaining = len(self.by_queue[queue]) - done
+        per_run = (ended_at - self.started) / finished
+        return max(0.0, remaining * per_run - (now - ended_at))
+
+    def update(self, queue: str, statuses: dict[str, str],
+               where: dict[str, dict], now: float) -> tuple[int, str]:
+        """(runs finished, the detail text) for the queue's bar."""
+        members = self.by_queue[queue]
+        counts = Counter(statuses.get(i, "queued") for i in members)
+        done = sum(counts[s] for s in TERMINAL)
+        points = []
+        for run_id in members:
+            if statuses.get(run_id) != "running":
+                self.running_since.pop(run_id, None)
+                continue
+            since = self.running_since.setdefault(run_id, now)
+            point = where.get(run_id)
+            if point and now - since >= SHOW_LOAD_POINT_AFTER_S:
+                points.append(f"{load_label(point['kind'], point['value'])} "
+                              f"({point['load_point'] + 1}/{point['of']})")
+        running = f"{counts['running']} running"
+        if points:
+            more = len(points) - self.MAX_SHOWN
+            running += ": " + ", ".join(points[:self.MAX_SHOWN]) + (
+                f" +{more} more" if more > 0 else "")
+        eta = self.eta_s(queue, done, now)
+        tail = "" if done == len(members) else (
+            f", ETA {_clock(eta)}" if eta is not None else ", ETA —")
+        return done, f"{running}, {counts['failed']} failed{tail}"

@@ -10,6 +10,8 @@ run lives here:
 - ``farm:attempts:<run_id>``counter of starts (redeliveries and retries alike).
 - ``farm:cancelled``        set of cancelled sweep ids.
 - ``farm:worker:<name>``    a worker's advertisement (GPUs, queues, busy GPUs).
+- ``farm:progress:<run_id>``the load point a running run is at (for the
+                            progress display); removed when the run ends.
 
 `reap_orphans` is the heartbeat-based reaper FIELD_NOTES asks for: kombu only
 hands back an unacknowledged message after `visibility_timeout` (hours, since
@@ -34,6 +36,7 @@ DONE = "farm:done:"
 ATTEMPTS = "farm:attempts:"
 CANCELLED = "farm:cancelled"
 WORKER = "farm:worker:"
+PROGRESS = "farm:progress:"
 UNREADABLE = "farm:unreadable"
 DONE_TTL_S = 90 * 24 * 3600
 # kombu's Redis transport keeps unacknowledged messages in these two keys.
@@ -169,6 +172,22 @@ class BrokerState:
         keys = sorted(self.r.scan_iter(WORKER + "*", count=500))
         values = self.r.mget(keys) if keys else []
         return [json.loads(v) for v in values if v]
+
+    # -- progress of running runs (for the screen) ----------------------------
+    def set_progress(self, run_id: str, info: dict[str, Any], ttl_s: float) -> None:
+        """Record where a running run is (its load point), expiring after `ttl_s`."""
+        self.r.set(PROGRESS + run_id, json.dumps(info), px=int(ttl_s * 1000))
+
+    def clear_progress(self, run_id: str) -> None:
+        """Forget a run's progress (it ended, or was handed back)."""
+        self.r.delete(PROGRESS + run_id)
+
+    def progress(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The recorded progress of each of `run_ids` that has one."""
+        if not run_ids:
+            return {}
+        values = self.r.mget([PROGRESS + run_id for run_id in run_ids])
+        return {run_id: json.loads(v) for run_id, v in zip(run_ids, values) if v}
 
     # -- the reaper -----------------------------------------------------------
     def reap_orphans(self, grace_s: float, now: float | None = None) -> list[str]:

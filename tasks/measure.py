@@ -205,7 +205,8 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
                 gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
             ).model_dump_json())
             return run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
-                           start_deadline_s=min(900.0, ctx.settings.run_timeout_s))
+                           start_deadline_s=min(900.0, ctx.settings.run_timeout_s),
+                           on_load_point=_progress_reporter(ctx, run_id))
     except RunAborted as exc:
         if not guard.timed_out:
             log.warning("run %s handed back: %s", run_id, exc)
@@ -220,6 +221,25 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
         return _failed(run, attempt, exc)
     except FarmError as exc:      # e.g. more GPUs than this host has: fail, don't loop
         return _failed(run, attempt, exc)
+    finally:
+        _forget_progress(ctx, run_id)
+
+
+def _progress_reporter(ctx: WorkerContext, run_id: str):
+    """The runner's load point callback: where the run is, kept in Redis for
+    `farmctl run`'s progress display (farm:progress:<run_id>)."""
+    def tell(index: int, total: int, kind: str, value: float) -> None:
+        ctx.state.set_progress(run_id, {"load_point": index, "of": total, "kind": kind,
+                                        "value": value, "at": time.time()},
+                               ttl_s=ctx.settings.run_timeout_s)
+    return tell
+
+
+def _forget_progress(ctx: WorkerContext, run_id: str) -> None:
+    try:
+        ctx.state.clear_progress(run_id)
+    except Exception:   # it expires anyway; a Redis blip must not change the outcome
+        log.warning("progress of %s not cleared", run_id, exc_info=True)
 
 
 def _requeued(run_id: str, attempt: int, why: str) -> None:

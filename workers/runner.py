@@ -49,6 +49,9 @@ from workers.validity import validate
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
+# Told (index, number of load points, kind, value) as each load point begins: the
+# worker side shows a run's progress with it (tasks/measure.py).
+LoadPointCallback = Callable[[int, int, str, float], None]
 # The worker's memory of each GPU's idle temperature, shared by its runs.
 IDLE_TEMPERATURES = IdleTemperatures()
 
@@ -67,8 +70,10 @@ class _Run:
     """State of one run in progress; kept small so run_one reads as the lifecycle."""
 
     def __init__(self, run: RunSpec, gpus: list[GpuDevice], abort: threading.Event,
-                 sources: list[EnergySource] | None = None):
+                 sources: list[EnergySource] | None = None,
+                 on_load_point: LoadPointCallback | None = None):
         self.run = run
+        self.on_load_point = on_load_point
         self.gpus = gpus
         self.abort = abort
         spec = run.measurement
@@ -101,13 +106,24 @@ class _Run:
         self.meter.end("warmup")
         # Goodput under the server scenario's SLO; batch load points have none.
         slo = slo_for(self.run.scenario)
-        for index, (kind, value) in enumerate(self.run.scenario.load_points):
+        points = self.run.scenario.load_points
+        for index, (kind, value) in enumerate(points):
             if self.abort.is_set():
                 raise RunAborted("worker shutting down between load points")
+            self._tell(index, len(points), kind, value)
             outcome = engine.run_load_point(index, kind, value, self.meter)
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(
                 index, kind, value, outcome, self.meter.window("steady", index), slo))
+
+    def _tell(self, index: int, total: int, kind: str, value: float) -> None:
+        if self.on_load_point is None:
+            return
+        try:
+            self.on_load_point(index, total, kind, value)
+        except Exception:   # progress is for the screen: it must never fail a run
+            log.warning("load point progress of %s not reported", self.run.run_id,
+                        exc_info=True)
 
     def check_isolation(self) -> None:
         found = self.sampler.check_tenants()
@@ -130,16 +146,18 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             worker: WorkerInfo, attempt: int, start_deadline_s: float = 900.0,
             engine_factory: EngineFactory = make_engine,
             idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES,
-            energy_sources: list[EnergySource] | None = None) -> RunResult:
+            energy_sources: list[EnergySource] | None = None,
+            on_load_point: LoadPointCallback | None = None) -> RunResult:
     """Measure `run` on `gpus`. Returns a succeeded or failed RunResult.
 
     `energy_sources` are read beside the GPUs at every window edge (default: the
     worker's, `workers.energy.configured_sources`); none for a simulated run, whose
-    host did not do the modelled work.
+    host did not do the modelled work. `on_load_point` is told each load point as it
+    begins (its errors are logged, never raised).
     """
     started_at = _now()
     sources = _sources_for(run, gpus, energy_sources)
-    state = _Run(run, gpus, abort, sources)
+    state = _Run(run, gpus, abort, sources, on_load_point)
     spec = run.measurement
     state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
     # CPU/RAM energy of the host means nothing for a simulated run: the host did

@@ -58,6 +58,17 @@ def queue_counts(connection: Any, sweep_id: str | None = None) -> list[Row]:
     return _query(connection, _BY_QUEUE, sweep_id)
 
 
+def failed_runs(connection: Any, sweep_id: str) -> list[tuple[str, str | None]]:
+    """(run id, stored error "<kind>: <message>") of the sweep's failed runs."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(f"SELECT id, error FROM runs WHERE sweep_id = {_placeholder(connection)} "
+                       "AND status = 'failed' ORDER BY id", (sweep_id,))
+        return [(str(run_id), error) for run_id, error in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
 def find_sweep_id(connection: Any, name_or_id: str) -> str | None:
     """The id of the sweep named or with id `name_or_id`, or None when there is none."""
     p = _placeholder(connection)

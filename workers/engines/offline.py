@@ -90,6 +90,9 @@ class OfflineEngine(Engine):
 
     def start(self, deadline_s: float) -> None:
         """Launch the engine child and wait for ready (model loaded) until deadline_s."""
+        from workers.engines.ready import require_ready
+
+        require_ready(self.run)     # a missing package or model path, said plainly
         config = {"backend": self.backend, "settings": self.settings}
         self.process = EngineProcess(
             [sys.executable, "-m", "workers.engines.child", json.dumps(config)],

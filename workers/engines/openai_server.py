@@ -243,6 +243,9 @@ class OpenAIServerEngine(OpenAIEngine):
 
     def start(self, deadline_s: float) -> None:
         """Launch the server in its own process group; wait until it is healthy."""
+        from workers.engines.ready import require_ready
+
+        require_ready(self.run)     # a missing package or model path, said plainly
         self.port = free_loopback_port()
         self.process = EngineProcess(self.command(self.port), env=self.environment(),
                                      name=self.display_name)

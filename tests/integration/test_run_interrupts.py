@@ -1,0 +1,158 @@
+"""What the user sees when runs fail, when `farmctl run` is interrupted, and when
+no worker serves a queue: real `farmctl` subprocesses, real Redis and workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from farm.store import Store
+from tests.integration.farmproc import wait_for
+from tests.integration.test_farm import sweep_toml, write
+from tests.integration.test_local_run import SMALL, farmctl
+
+pytestmark = pytest.mark.integration
+
+SLOW_L4 = (SMALL.replace('"sim:H100-80GB", "sim:L4"', '"sim:L4"')
+           .replace("gpus_per_run = [1, 2]", "gpus_per_run = [1]")
+           .replace("repetitions = 2", "repetitions = 3")
+           .replace("duration_s = 0.3", "duration_s = 1.5"))
+
+
+def _statuses(db_file) -> dict[str, str]:
+    if not db_file.exists():
+        return {}
+    try:
+        with Store.open(f"sqlite:///{db_file}") as store:
+            return store.run_statuses([r["run_id"] for r in store.result_rows()])
+    except Exception:       # the schema is still being created
+        return {}
+
+
+def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_rest(tmp_path):
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(SLOW_L4)
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
+           "FARM_HOME": str(tmp_path / ".farm")}
+    env.pop("FARM_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    db_file = tmp_path / "farm.db"
+    try:
+        # One run measured, the next one in progress: Ctrl-C now.
+        wait_for(lambda: sorted(_statuses(db_file).values()).count("succeeded") == 1
+                 and "running" in _statuses(db_file).values(), 180,
+                 "one run succeeded and another running")
+        first = {i for i, s in _statuses(db_file).items() if s == "succeeded"}
+        with Store.open(f"sqlite:///{db_file}") as store:
+            measured_at = {i: store.result_for(i)["finished_at"] for i in first}
+        os.kill(proc.pid, signal.SIGINT)          # what a terminal's Ctrl-C sends farmctl
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err, err
+    statuses = _statuses(db_file)
+    assert "running" not in statuses.values(), statuses
+    assert set(statuses.values()) <= {"succeeded", "queued"}, statuses
+    with Store.open(f"sqlite:///{db_file}") as store:
+        handed_back = [r for r in store.runs_of(store.find_sweep("local-small").id)
+                       if r["status"] == "queued"]
+    assert handed_back, "the run in progress was not handed back"
+
+    again = farmctl(tmp_path, "run", str(sweep), "--quiet")
+    assert again.returncode == 0, again.stdout + again.stderr
+    done = sum(s == "succeeded" for s in statuses.values())
+    assert f"0 new run(s), {3 - done} sent again, {done} already done" in again.stderr, (
+        again.stderr)
+    with Store.open(f"sqlite:///{db_file}") as store:
+        assert store.counts()["results"] == 3
+        rows = store.result_rows()
+        assert {r["status"] for r in rows} == {"succeeded"}
+        # What was measured before Ctrl-C is kept, not measured again.
+        for run_id, finished in measured_at.items():
+            assert store.result_for(run_id)["finished_at"] == finished
+
+
+MISSING_MODEL = """\
+name = "local-small"
+repetitions = 2
+
+[[model]]
+id = "tiny-1b"
+source = "{path}"
+
+[hardware]
+gpu = ["cpu"]
+
+[engine]
+kind = "hf"
+
+[[scenario]]
+kind = "batch"
+num_prompts = 2
+
+[workload]
+input_tokens = [8]
+output_tokens = [4]
+
+[measurement]
+idle_baseline_s = 0.1
+cooldown_timeout_s = 0
+"""
+
+
+def test_failed_runs_are_shown_grouped_by_reason_with_their_run_ids(tmp_path):
+    # The hf engine on the CPU device, with a model directory that is not there: both
+    # runs fail alike, and the reason says what to change.
+    missing = tmp_path / "models" / "no-such-model"
+    sweep = tmp_path / "failing.toml"
+    sweep.write_text(MISSING_MODEL.format(path=missing))
+    run = farmctl(tmp_path, "run", str(sweep), "--quiet")
+    assert run.returncode == 1, run.stdout + run.stderr
+    head = "2 run(s) failed (run ids: farmctl results local-small --format json):"
+    assert head in run.stdout, run.stdout
+    group = [line for line in run.stdout.splitlines() if line.startswith("  2 × engine: ")]
+    assert len(group) == 1, run.stdout
+    assert f"model path {missing} does not exist on this worker" in group[0], run.stdout
+
+    table = farmctl(tmp_path, "results", "local-small")
+    assert head in table.stdout and group[0] in table.stdout, table.stdout
+
+    document = json.loads(farmctl(tmp_path, "results", "local-small", "--format",
+                                  "json").stdout)
+    failed = sorted({r["run_id"] for r in document["rows"] if r["status"] == "failed"})
+    assert len(failed) == 2
+    assert [(g["count"], g["kind"], g["run_ids"]) for g in document["failures"]] == [
+        (2, "engine", failed)]
+    assert document["failures"][0]["message"][:60] in group[0]
+
+    csv = farmctl(tmp_path, "results", "local-small", "--format", "csv")
+    assert head in csv.stderr and "×" not in csv.stdout
+
+    status = farmctl(tmp_path, "status", "local-small")
+    assert status.returncode == 0, status.stderr
+    assert head in status.stdout and group[0] in status.stdout, status.stdout
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_enqueue_and_status_warn_of_a_queue_no_live_worker_serves(farm):
+    path = write(farm, "unserved", sweep_toml("unserved", '["sim:L4"]', repetitions=2))
+    enqueued = farm.cli("enqueue", str(path))
+    warning = "warning: no live worker serves sim.l4.x1 (2 run(s))"
+    assert warning in enqueued.stderr, enqueued.stderr
+    assert warning in farm.cli("status").stderr
+    assert warning in farm.cli("status", "unserved").stderr
+
+    farm.recorder()
+    farm.worker("l4", "L4")
+    wait_for(lambda: json.loads(farm.cli("workers", "--json").stdout), 60, "the worker")
+    served = farm.cli("status", "unserved")
+    assert "no live worker" not in served.stderr, served.stderr
