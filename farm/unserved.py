@@ -36,8 +36,8 @@ def warning(queues: Mapping[str, int]) -> str | None:
         return None
     listed = ", ".join(f"{queue} ({n} run(s))" for queue, n in queues.items())
     return (f"warning: no live worker serves {listed}: those runs wait until one does "
-            "(start `farmctl worker` on a host with those GPUs; `farmctl workers` lists "
-            "the live ones)")
+            "(start `farmctl worker` on a host with those GPUs, or run the sweep's "
+            "`farmctl run` again if it was a local one; `farmctl workers` lists the live ones)")
 
 
 def check(queue_counts: Iterable[tuple[str, str, int]], state) -> str | None:
