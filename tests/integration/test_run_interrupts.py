@@ -156,3 +156,31 @@ def test_enqueue_and_status_warn_of_a_queue_no_live_worker_serves(farm):
     wait_for(lambda: json.loads(farm.cli("workers", "--json").stdout), 60, "the worker")
     served = farm.cli("status", "unserved")
     assert "no live worker" not in served.stderr, served.stderr
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_worker_tells_which_load_point_a_running_run_is_at(farm, monkeypatch):
+    from farm.coordinator import broker_state
+
+    monkeypatch.setenv("FARM_BROKER_URL", farm.broker_url)   # broker_state() here
+    path = write(farm, "points", sweep_toml("points", '["sim:L4"]', duration_s=2.0,
+                                            concurrency="[1, 4, 8]"))
+    farm.recorder()
+    farm.worker("l4", "L4")
+    farm.cli("enqueue", str(path))
+    with Store.open(farm.db_url) as store:
+        run_id = store.result_rows(store.find_sweep("points").id)[0]["run_id"]
+        state = broker_state()
+        seen = set()
+
+        def at_the_last_point():
+            point = state.progress([run_id]).get(run_id)
+            if point:
+                seen.add((point["load_point"], point["of"], point["kind"], point["value"]))
+            return point and point["load_point"] == 2
+        wait_for(at_the_last_point, 120, "the run at its third load point")
+        assert {(1, 3, "concurrency", 4.0), (2, 3, "concurrency", 8.0)} <= seen, seen
+        wait_for(lambda: store.run_statuses([run_id]).get(run_id) == "succeeded", 120,
+                 "the run recorded")
+        # The run is over: its progress is gone.
+        wait_for(lambda: not state.progress([run_id]), 10, "the progress key removed")
