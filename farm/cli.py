@@ -331,6 +331,19 @@ def workers(as_json: bool) -> None:
     output.print_workers(broker_state().workers(), as_json)
 
 
+TABLE_COLUMNS = click.option(
+    "--columns", default=None, metavar="NAME,…",
+    help="The table's columns, in this order (an unknown name lists the known ones).")
+TABLE_WIDE = click.option("--wide", is_flag=True, help="Every column the table has.")
+
+
+def _table_only(fmt: str, columns: str | None, wide: bool) -> None:
+    """--columns and --wide shape the table; CSV and JSON always carry every field."""
+    if fmt != "table" and (columns is not None or wide):
+        raise InvalidInput(f"{'--wide' if wide else '--columns'} shapes the table only; "
+                           f"--format {fmt} always carries every field")
+
+
 @main.command()
 @click.argument("sweep", required=False)
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
@@ -338,9 +351,13 @@ def workers(as_json: bool) -> None:
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write to a file.")
 @click.option("--valid-only", is_flag=True,
               help="Leave out runs that failed a validity check (and runs without results).")
+@TABLE_COLUMNS
+@TABLE_WIDE
 @_friendly_errors
-def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> None:
+def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool,
+            columns: str | None, wide: bool) -> None:
     """Per-run, per-load-point figures of a sweep (the latest sweep if none given)."""
+    _table_only(fmt, columns, wide)
     store = _store()
     if sweep:
         target = _sweep(store, sweep)
@@ -354,7 +371,9 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool) -> N
     failed = _failure_groups(rows)      # before --valid-only: a failure is news either way
     if valid_only:
         rows = [r for r in rows if r.get("valid")]
-    text = output.format_results(rows, fmt, title=target.name, simulated=simulated)
+    # A file is never cut; stdout is fitted when it is a terminal.
+    text = output.format_results(rows, fmt, title=target.name, simulated=simulated,
+                                 columns=columns, wide=wide, width=None if out else "auto")
     text = _with_failures(text, fmt, failed, target.name)
     if out:
         Path(out).write_text(text)
@@ -465,11 +484,13 @@ def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> Non
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@TABLE_COLUMNS
 @_friendly_errors
 def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: float | None,
               rate: float | None, input_tokens: int | None, output_tokens: int | None,
-              draws: int, seed: int, fmt: str) -> None:
+              draws: int, seed: int, fmt: str, columns: str | None) -> None:
     """Rank GPUs and configurations that meet a latency limit by energy per good request."""
+    _table_only(fmt, columns, wide=False)
     from farm.report import recommend as rec_module
     from farm.report.points import load_run_points
 
@@ -481,7 +502,7 @@ def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: flo
         rate_rps=rate, input_tokens=input_tokens, output_tokens=output_tokens,
         simulated=target.simulated, attainment=rec_module.StoredAttainment(store),
         draws=draws, seed=seed)
-    click.echo(rec_module.format_recommendation(rec, fmt), nl=False)
+    click.echo(rec_module.format_recommendation(rec, fmt, columns=columns), nl=False)
     if not rec.met:
         raise NoMatch(rec.nothing_met_message())
 
@@ -493,9 +514,12 @@ def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: flo
               help="Match points regardless of this engine argument. Repeatable.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
+@TABLE_COLUMNS
 @_friendly_errors
-def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str) -> None:
+def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str,
+            columns: str | None) -> None:
     """Deltas of J/token (with 95% CIs), TTFT and throughput at the points two sweeps share."""
+    _table_only(fmt, columns, wide=False)
     from farm.report import compare as cmp_module
     from farm.report.points import load_run_points
 
@@ -506,7 +530,7 @@ def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str) 
     result = cmp_module.compare(points_a, points_b, sweep_a=a.name, sweep_b=b.name,
                                 simulated_a=a.simulated, simulated_b=b.simulated,
                                 ignore_args=ignore_args)
-    click.echo(cmp_module.format_comparison(result, fmt), nl=False)
+    click.echo(cmp_module.format_comparison(result, fmt, columns=columns), nl=False)
     if not result.matched:
         raise NoMatch(f"no configuration point of {a.name} matches one of {b.name} "
                       f"({result.only_a} only in A, {result.only_b} only in B)")

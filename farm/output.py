@@ -153,28 +153,120 @@ def print_sweeps(sweeps) -> None:
 
 # -------------------------------------------------------------------- results
 
-TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("model", "model"), ("gpu_model", "GPU"), ("gpu_count", "×"), ("engine", "engine"),
-    ("scenario", "scenario"), ("load", "load"), ("input_tokens", "in"),
-    ("output_tokens", "out"), ("decoding", "decoding"), ("repetition", "rep"),
-    ("status", "status"), ("request_throughput_rps", "req/s"),
-    ("output_throughput_tps", "tok/s"), ("ttft_p50_ms", "TTFT p50 ms"),
-    ("tpot_p50_ms", "TPOT p50 ms"), ("energy_per_output_token_j", "J/token"),
-    ("energy_per_request_j", "J/request"), ("energy_per_output_token_net_j", "net J/token"),
-    ("avg_power_w", "W"), ("valid", "valid"),
+# The results table's own columns (the row keys they show; --columns names),
+# in display order, with their rank: lower is kept longer on a narrow terminal.
+# Every other scalar field of the rows is a column too (--wide, --columns), its
+# header from its name and the unit its figure was declared with.
+_RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
+    # name, header, header-line label, numeric, rank
+    ("model", "model", None, False, 14),
+    ("gpu_model", "GPU", None, False, 1),
+    ("gpu_count", "×", "GPUs per run", True, 9),
+    ("engine", "engine", None, False, 15),
+    ("scenario", "scenario", None, False, 4),
+    ("load", "load", None, False, 2),
+    ("input_tokens", "in", "input tokens", True, 10),
+    ("output_tokens", "out", "output tokens", True, 13),
+    ("decoding", "decoding", None, False, 17),
+    ("repetition", "rep", "repetition", True, 18),
+    ("status", "status", None, False, 16),
+    ("request_throughput_rps", "req/s", None, True, 40),
+    ("output_throughput_tps", "tok/s", None, True, 8),
+    ("ttft_p50_ms", "TTFT p50 ms", None, True, 11),
+    ("tpot_p50_ms", "TPOT p50 ms", None, True, 12),
+    ("goodput_rps", "good req/s", None, True, 20),
+    ("slo_attainment", "SLO %", None, True, 19),
+    ("energy_per_output_token_j", "J/token", None, True, 3),
+    ("energy_per_output_token_net_j", "net J/token", None, True, 5),
+    ("energy_per_request_j", "J/request", None, True, 6),
+    ("avg_power_w", "W", None, True, 41),
+    ("valid", "valid", None, False, 7),
 )
-# Server load points' goodput under the scenario's SLO, shown after "TPOT p50 ms"
-# when any row has one (a batch-only sweep keeps the narrower table).
-GOODPUT_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("goodput_rps", "good req/s"), ("slo_attainment", "SLO %"),
-)
+_RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
+                         if name not in ("request_throughput_rps", "avg_power_w"))
+# Server load points' goodput: in the default table when any row has it (a
+# batch-only sweep keeps the narrower table).
+GOODPUT_FIELDS = ("goodput_rps", "slo_attainment")
+# Fields the table's own columns show (load = load_kind + load_value, valid =
+# valid + invalid_reasons, engine = engine + the arguments that vary).
+_SHOWN_BY_OWN = ("load_kind", "load_value", "invalid_reasons", "engine_args")
+# Unit words a field name ends with, replaced in its header by the declared unit.
+_UNIT_SUFFIXES = {"ms", "s", "w", "j", "rps", "tps", "g"}
 
 
-def _table_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
-    if not any(r.get(key) is not None for r in rows for key, _ in GOODPUT_COLUMNS):
-        return TABLE_COLUMNS
-    at = [key for key, _ in TABLE_COLUMNS].index("tpot_p50_ms") + 1
-    return TABLE_COLUMNS[:at] + GOODPUT_COLUMNS + TABLE_COLUMNS[at:]
+def _figure_metadata() -> dict[str, tuple[str | None, str]]:
+    """{field: (unit, description)} of the figures the result rows carry, from the
+    records they come from (farm_contract.figures)."""
+    from farm_contract.figures import flat_columns
+    from farm_contract.records import HostEnergy, IdleBaseline, load_point_columns
+
+    meta = {c.name: (c.unit, c.description) for c in load_point_columns()}
+    for model in (IdleBaseline, HostEnergy):
+        meta.update({c.name: (c.unit, c.description) for c in flat_columns(model)})
+    return meta
+
+
+def _generic_header(name: str, unit: str | None) -> str:
+    """"peak_power_w" (W) → "peak power W": wraps at its spaces, says its unit."""
+    words = name.split("_")
+    if unit and unit != "1" and words[-1] in _UNIT_SUFFIXES:
+        words[-1] = unit
+    return " ".join(words)
+
+
+def _cell_of(key: str) -> Callable[[Mapping[str, Any]], str]:
+    def cell(row: Mapping[str, Any]) -> str:
+        value = row.get(key)
+        if isinstance(value, (list, tuple)):
+            return ", ".join(map(str, value)) or "—"
+        if isinstance(value, dict):
+            return json.dumps(value, sort_keys=True)
+        return fmt_value(_jsonable(value))
+    return cell
+
+
+def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """Every column the results table can show (farm.tables.Column), in --wide's
+    order: its own columns, then the rows' other fields."""
+    from farm.tables import Column
+
+    varying = _varying_engine_args(rows)
+    special: dict[str, Callable[[Mapping[str, Any]], str]] = {
+        "slo_attainment": lambda r: _percent(r.get("slo_attainment")),
+        "load": _load_label,
+        "engine": lambda r: _engine_label(r, varying),
+        "gpu_model": _gpu_label,
+        "valid": _valid_label,
+    }
+    meta = _figure_metadata()
+    # The setup goes to the header line when constant; measured figures stay.
+    columns = [Column(name, header, special.get(name) or _cell_of(name), numeric, rank, label,
+                      description=meta.get(name, (None, ""))[1], hoist=name not in meta)
+               for name, header, label, numeric, rank in _RESULT_COLUMNS]
+    known = {c.name for c in columns} | set(_SHOWN_BY_OWN)
+    fields = list(rows[0]) if rows else list(meta)
+    for rank, key in enumerate((k for k in fields if k not in known), start=100):
+        unit, description = meta.get(key, (None, ""))
+        numeric = unit is not None or (bool(rows) and all(
+            isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+            for r in rows if r.get(key) is not None))
+        columns.append(Column(key, _generic_header(key, unit), _cell_of(key), numeric, rank,
+                              description=description, hoist=key not in meta))
+    return columns
+
+
+def _gpu_label(row: Mapping[str, Any]) -> str:
+    """"sim:l4" for a simulated GPU, as a sweep names it; "l4" for a real one."""
+    model = row.get("gpu_model")
+    if model is None:
+        return "—"
+    return f"sim:{model}" if row.get("simulated") else str(model)
+
+
+def _valid_label(row: Mapping[str, Any]) -> str:
+    if row.get("valid") is False:
+        return f"no: {row.get('invalid_reasons')}"
+    return fmt_value(row.get("valid"))
 
 
 def _percent(fraction: Any) -> str:
@@ -229,8 +321,15 @@ def _csv_cell(value: Any) -> Any:
 
 
 def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
-                   simulated: bool | None = None) -> str:
-    """`simulated` labels the output; by default, whether any row is simulated."""
+                   simulated: bool | None = None, *, columns: str | None = None,
+                   wide: bool = False, width: int | str | None = "auto") -> str:
+    """`simulated` labels the output; by default, whether any row is simulated.
+
+    The table shows `columns` (comma-separated names), every column (`wide`) or
+    the default ones, fitted to `width` ("auto": the terminal's when stdout is
+    one; None: as wide as it needs, for files and pipes). CSV and JSON always
+    carry every field.
+    """
     if simulated is None:
         simulated = any(r.get("simulated") for r in rows)
     if fmt == "json":
@@ -245,32 +344,16 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
             for row in rows:
                 writer.writerow({k: _csv_cell(v) for k, v in row.items()})
         return buffer.getvalue()
-    table = _table()
-    columns = _table_columns(rows)
-    varying = _varying_engine_args(rows)
-    for _, header in columns:
-        table.add_column(header, justify="right" if header[0].isupper() or "/" in header
-                         else "left")
-    for row in rows:
-        values = []
-        for key, _ in columns:
-            if key == "slo_attainment":
-                values.append(_percent(row.get(key)))
-            elif key == "load":
-                values.append(_load_label(row))
-            elif key == "engine":
-                values.append(_engine_label(row, varying))
-            elif key == "gpu_model" and row.get("simulated"):
-                values.append(f"{row.get(key)} (sim)")
-            elif key == "valid" and row.get("valid") is False:
-                values.append(f"no: {row.get('invalid_reasons')}")
-            else:
-                values.append(fmt_value(row.get(key)))
-        table.add_row(*values)
-    console = _console()
-    with console.capture() as capture:
-        console.print(table)
+    from farm.tables import choose_columns, render_table, terminal_width
+
+    catalogue = result_columns(rows)
+    defaults = [n for n in _RESULT_DEFAULTS if n not in GOODPUT_FIELDS or any(
+        r.get(key) is not None for r in rows for key in GOODPUT_FIELDS)]
+    chosen = choose_columns(catalogue, defaults, columns, wide)
+    body = render_table(chosen, rows, terminal_width() if width == "auto" else width,
+                        hint="--columns picks; --out FILE or a pipe shows all")
     head = f"{title}: {len(rows)} row(s)\n"
     banner = f"{SIM_BANNER}\n" if simulated else ""
     # The label goes above and below: a long table must not hide what it is.
-    return banner + head + capture.get() + banner
+    return banner + head + body + banner
+

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
@@ -335,18 +335,70 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value:+.1f}%"
 
 
-def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
-    """The comparison as text: JSON, or a header, one table row per matched point and a summary."""
+def comparison_columns() -> list[Any]:
+    """The comparison table's columns (farm.tables.Column), in display order;
+    rank: lower is kept longer on a narrow terminal."""
+    from farm.output import fmt_value as fmt
+    from farm.tables import Column
+
+    def energy(m: Matched) -> Delta:
+        return m.energy
+
+    def ci(m: Matched) -> str:
+        pct = m.energy.pct_ci
+        # "to", not "…": an ellipsis in a table reads as a cut cell
+        return "—" if pct is None else f"{pct[0]:+.1f} to {pct[1]:+.1f}%"
+
+    setup = [
+        Column("model", "model", lambda m: m.head.model, False, 14),
+        Column("gpu", "GPU", lambda m: _gpu(m.head), False, 1),
+        Column("scenario", "scenario", lambda m: m.head.scenario, False, 5),
+        Column("load", "load", lambda m: m.head.load_label, False, 2),
+        Column("input_tokens", "in", lambda m: fmt(m.head.input_tokens), True, 9,
+               "input tokens"),
+        Column("output_tokens", "out", lambda m: fmt(m.head.output_tokens), True, 10,
+               "output tokens"),
+        Column("decoding", "decoding", lambda m: m.head.decoding, False, 15),
+        Column("n", "n A/B", lambda m: f"{len(m.a)}/{len(m.b)}", True, 11,
+               "repetitions A/B"),
+    ]
+    # The figures stay in the table even where they are the same in every row.
+    figures = [
+        Column("j_per_token_a", "J/token A", lambda m: _mean_ci(energy(m).a, fmt), True, 6),
+        Column("j_per_token_b", "J/token B", lambda m: _mean_ci(energy(m).b, fmt), True, 7),
+        Column("delta_j_per_token", "Δ J/token", lambda m: _pct(energy(m).pct), True, 3),
+        Column("ci95", "95% CI", ci, True, 8),
+        Column("verdict", "verdict", lambda m: energy(m).verdict, False, 4),
+        Column("delta_ttft_p90", "Δ TTFT p90", lambda m: _pct(m.deltas["ttft_p90_ms"].pct),
+               True, 12),
+        Column("delta_tok_s", "Δ tok/s",
+               lambda m: _pct(m.deltas["output_throughput_tps"].pct), True, 13),
+    ]
+    return setup + [replace(c, hoist=False) for c in figures]
+
+
+def _gpu(p: RunPoint) -> str:
+    """"sim:l4", "2× sim:l4": a simulated GPU as a sweep names it."""
+    if not p.simulated:
+        return p.gpu_label
+    return f"sim:{p.gpu_model}" if p.gpu_count == 1 else f"{p.gpu_count}× sim:{p.gpu_model}"
+
+
+def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | None = None,
+                      width: int | str | None = "auto") -> str:
+    """The comparison as text: JSON, or a header, one table row per matched point
+    (`columns`: comma-separated names, default all; fitted to `width` — "auto":
+    the terminal's when stdout is one, None: as wide as it needs) and a summary."""
     if fmt == "json":
         return json.dumps(cmp.to_json(), indent=2) + "\n"
-    from farm.output import SIM_BANNER, _console, _table
-    from farm.output import fmt_value as fmt
+    from farm.output import SIM_BANNER
+    from farm.tables import choose_columns, render_table, terminal_width
 
+    catalogue = comparison_columns()
+    chosen = choose_columns(catalogue, [c.name for c in catalogue], columns)
     what = ("; ".join(d.label for d in cmp.differences) if cmp.differences else
             "nothing in the run specs (a difference outside them: power limit, driver, host…)")
-    models = sorted({m.head.model for m in cmp.matched})
-    head = [f"A = {cmp.sweep_a}, B = {cmp.sweep_b}; what differs: {what}"
-            + (f"; model {models[0]}" if len(models) == 1 else ""),
+    head = [f"A = {cmp.sweep_a}, B = {cmp.sweep_b}; what differs: {what}",
             f"{len(cmp.matched)} matched point(s); unmatched: {cmp.only_a} only in A, "
             f"{cmp.only_b} only in B"
             + (f", {cmp.ambiguous} ambiguous (several configurations on one side)"
@@ -359,23 +411,6 @@ def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
                         f"{failed} failed run(s)")
     if left:
         head.append("left out: " + "; ".join(left))
-    models = len({m.head.model for m in cmp.matched}) > 1
-    table = _table()
-    text_columns = ("model", "GPU", "scenario", "load", "decoding", "verdict")
-    for col in (("model",) if models else ()) + (
-            "GPU", "scenario", "load", "in", "out", "decoding", "n A/B", "J/token A",
-            "J/token B", "Δ J/token", "95% CI", "verdict", "Δ TTFT p90", "Δ tok/s"):
-        table.add_column(col, justify="left" if col in text_columns else "right")
-    for m in cmp.matched:
-        p, e = m.head, m.energy
-        ci = e.pct_ci
-        table.add_row(
-            *((p.model,) if models else ()),
-            f"{p.gpu_label} (sim)" if p.simulated else p.gpu_label, p.scenario,
-            p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
-            f"{len(m.a)}/{len(m.b)}", _mean_ci(e.a, fmt), _mean_ci(e.b, fmt), _pct(e.pct),
-            "—" if ci is None else f"{ci[0]:+.1f}…{ci[1]:+.1f}%", e.verdict,
-            _pct(m.deltas["ttft_p90_ms"].pct), _pct(m.deltas["output_throughput_tps"].pct))
     verdicts = cmp.verdicts()
     median = cmp.median_pct()
     tail = []
@@ -386,12 +421,13 @@ def format_comparison(cmp: Comparison, fmt: str = "table") -> str:
                     + (f"; median Δ {median:+.1f}%" if median is not None else ""))
     tail.append("Δ = (B − A) ÷ mean A; 95% CI: Welch on the repetitions, relative to A's "
                 "mean; verdict 'no clear change' when the CI includes 0")
-    console = _console()
-    with console.capture() as capture:
-        if cmp.matched:
-            console.print(table)
+    body = ""
+    if cmp.matched:
+        body = render_table(chosen, cmp.matched,
+                            terminal_width() if width == "auto" else width,
+                            hint="--columns picks; a pipe shows all")
     banner = f"{SIM_BANNER}\n" if cmp.simulated else ""
-    return (banner + "\n".join(head) + "\n" + capture.get() + "\n".join(tail) + "\n"
+    return (banner + "\n".join(head) + "\n" + body + "\n".join(tail) + "\n"
             + banner)
 
 

@@ -21,7 +21,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -612,77 +612,102 @@ def recommend(points: Sequence[RunPoint], *, sweep: str, model: str | None = Non
 # ------------------------------------------------------------------- output
 
 
-def format_recommendation(rec: Recommendation, fmt: str = "table") -> str:
-    """The recommendation as text: JSON, or a table per workload, its caption and the notes."""
+def format_recommendation(rec: Recommendation, fmt: str = "table", *,
+                          columns: str | None = None,
+                          width: int | str | None = "auto") -> str:
+    """The recommendation as text: JSON, or a table per workload (`columns`:
+    comma-separated names, default all; fitted to `width` — "auto": the
+    terminal's when stdout is one, None: as wide as it needs), its caption and
+    the notes."""
     if fmt == "json":
         return json.dumps(rec.to_json(), indent=2) + "\n"
-    from farm.output import SIM_BANNER, _console, _table
-    from farm.output import fmt_value as fmt
+    from farm.output import SIM_BANNER
+    from farm.tables import choose_columns, render_table, terminal_width
 
-    console = _console()
     rated = rec.rate_rps is not None
+    catalogue = recommendation_columns()
+    defaults = [c.name for c in catalogue if rated or c.name not in _RATED_COLUMNS]
+    chosen = choose_columns(catalogue, defaults, columns)
+    fitted = terminal_width() if width == "auto" else width
     lines = [f"{rec.sweep}: {rec.model}, TTFT p90 ≤ {_num(rec.limits.ttft_ms)} ms, "
              f"TPOT p90 ≤ {_num(rec.limits.tpot_ms)} ms ({rec.limits.source})"
              + (f", arrival rate {rec.rate_rps:g} req/s" if rated else "")]
-    with console.capture() as capture:
-        for w in rec.workloads:
-            if w.ranking:
-                console.print(_workload_table(w, rec, rated, _table, fmt))
-            else:
-                console.print(f"{w.label}: no configuration meets the limit")
-            console.print(_workload_caption(w, rec))
-    body = capture.get()
+    body = []
+    for w in rec.workloads:
+        if w.ranking:
+            body.append(render_table(
+                chosen, w.ranking, fitted,
+                title=f"{w.label}: {len(w.ranking)} configuration(s) meet the limit",
+                hint="--columns picks; a pipe shows all"))
+        else:
+            body.append(f"{w.label}: no configuration meets the limit\n")
+        body.append(_workload_caption(w, rec))
     notes = "".join(f"• {n}\n" for n in rec.notes)
     banner = f"{SIM_BANNER}\n" if rec.simulated else ""
-    return banner + "\n".join(lines) + "\n" + body + notes + banner
+    return banner + "\n".join(lines) + "\n" + "".join(body) + notes + banner
 
 
-def _workload_table(w: Workload, rec: Recommendation, rated: bool, make_table, fmt):
-    engines = {(r.head.engine, r.head.engine_version) for r in w.ranking}
-    args = {r.head.engine_args for r in w.ranking}
-    common = ""
-    if len(engines) == 1 and w.ranking:
-        engine, version = next(iter(engines))
-        common = f"; engine {engine} {version or ''}".rstrip()
-        if len(args) == 1 and w.ranking[0].head.engine_args:
-            common += f" ({w.ranking[0].head.args_label})"
-    table = make_table(title=f"{w.label}: {len(w.ranking)} configuration(s) meet the limit"
-                             + common)
-    columns = ["#", "GPU"]
-    if len(engines) > 1:
-        columns.append("engine")
-    if len(args) > 1:
-        columns.append("args")
-    columns += ["scenario", "load", "reps", "TTFT p90 ms", "TPOT p90 ms",
-                "cap. req/s", "SLO %"]
-    if rated:
-        columns += ["replicas", "busy %", "W load", "W idle"]
-    columns += ["J/request", "J/good req", "95% CI", "vs #1", "P(best)", "notes"]
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("GPU", "engine", "args", "scenario",
-                                                        "load", "notes") else "right")
-    for r in w.ranking:
+# Shown only with an arrival rate (--rate).
+_RATED_COLUMNS = ("replicas", "busy_pct", "load_power_w", "idle_power_w")
+
+
+def recommendation_columns() -> list[Any]:
+    """A ranking table's columns (farm.tables.Column), in display order; rank:
+    lower is kept longer on a narrow terminal. The configuration (GPU, engine,
+    arguments, scenario, load, repetitions) goes to the line above the table
+    where it is the same in every row; the figures stay."""
+    from farm.output import fmt_value as fmt
+    from farm.tables import Column
+
+    def gpu(r: Ranked) -> str:
         p = r.head
-        row = [str(r.rank), f"{p.gpu_label} (sim)" if p.simulated else p.gpu_label]
-        if len(engines) > 1:
-            row.append(f"{p.engine} {p.engine_version or ''}".strip())
-        if len(args) > 1:
-            row.append(p.args_label or "—")
-        row += [p.scenario, p.load_label,
-                f"{len(r.points)}/{r.repetitions_expected}", fmt(r.ttft_p90_ms),
-                fmt(r.tpot_p90_ms), fmt(r.capacity_rps),
-                "—" if r.slo_attainment is None else _percent(r.slo_attainment)]
-        if rated:
-            reps = sorted(set(r.replicas))
-            row += ["–".join(map(str, [reps[0], reps[-1]] if len(reps) > 1 else reps)),
-                    "—" if r.utilisation is None else f"{100 * r.utilisation:.0f}",
-                    fmt(r.load_power_w), fmt(r.idle_power_w)]
-        ci = "—" if r.ci_low is None else f"{fmt(r.ci_low)}–{fmt(r.ci_high)}"
-        row += [fmt(r.energy_per_request_j), fmt(r.energy_per_good_request_j), ci,
-                "best" if r.rank == 1 else f"+{r.vs_best_pct:.0f}%",
-                "—" if r.p_best is None else f"{r.p_best:.2f}", "; ".join(r.notes)]
-        table.add_row(*row)
-    return table
+        if not p.simulated:
+            return p.gpu_label
+        return (f"sim:{p.gpu_model}" if p.gpu_count == 1
+                else f"{p.gpu_count}× sim:{p.gpu_model}")
+
+    def replicas(r: Ranked) -> str:
+        reps = sorted(set(r.replicas))
+        if not reps:
+            return "—"
+        return "–".join(map(str, [reps[0], reps[-1]] if len(reps) > 1 else reps))
+
+    setup = [
+        Column("gpu", "GPU", gpu, False, 2),
+        Column("engine", "engine",
+               lambda r: f"{r.head.engine} {r.head.engine_version or ''}".strip(), False, 13),
+        Column("args", "args", lambda r: r.head.args_label or "—", False, 14),
+        Column("scenario", "scenario", lambda r: r.head.scenario, False, 5),
+        Column("load", "load", lambda r: r.head.load_label, False, 4),
+        Column("reps", "reps", lambda r: f"{len(r.points)}/{r.repetitions_expected}", True,
+               15, "repetitions"),
+    ]
+    figures = [
+        Column("ttft_p90_ms", "TTFT p90 ms", lambda r: fmt(r.ttft_p90_ms), True, 8),
+        Column("tpot_p90_ms", "TPOT p90 ms", lambda r: fmt(r.tpot_p90_ms), True, 9),
+        Column("capacity_rps", "cap. req/s", lambda r: fmt(r.capacity_rps), True, 16),
+        Column("slo_attainment", "SLO %", lambda r: "—" if r.slo_attainment is None
+               else _percent(r.slo_attainment), True, 10),
+        Column("replicas", "replicas", replicas, True, 17),
+        Column("busy_pct", "busy %", lambda r: "—" if r.utilisation is None
+               else f"{100 * r.utilisation:.0f}", True, 18),
+        Column("load_power_w", "W load", lambda r: fmt(r.load_power_w), True, 19),
+        Column("idle_power_w", "W idle", lambda r: fmt(r.idle_power_w), True, 20),
+        Column("energy_per_request_j", "J/request", lambda r: fmt(r.energy_per_request_j),
+               True, 11),
+        Column("energy_per_good_request_j", "J/good req",
+               lambda r: fmt(r.energy_per_good_request_j), True, 3),
+        Column("ci95", "95% CI", lambda r: "—" if r.ci_low is None
+               else f"{fmt(r.ci_low)}–{fmt(r.ci_high)}", True, 7),
+        Column("vs_best", "vs #1", lambda r: "best" if r.rank == 1
+               else f"+{r.vs_best_pct:.0f}%", True, 6),
+        Column("p_best", "P(best)", lambda r: "—" if r.p_best is None
+               else f"{r.p_best:.2f}", True, 12),
+    ]
+    rank = Column("rank", "#", lambda r: str(r.rank), True, 1, hoist=False)
+    # Free text; without any it leaves the table (an empty value says nothing above it).
+    notes = Column("notes", "notes", lambda r: "; ".join(r.notes), False, 21, wrap=True)
+    return [rank, *setup, *(replace(c, hoist=False) for c in figures), notes]
 
 
 def _overlap(a: Ranked, b: Ranked) -> bool:

@@ -68,7 +68,9 @@ def test_run_does_everything_locally_and_twice_adds_nothing(tmp_path):
     assert ("4 run(s) need GPUs this machine lacks (sim.h100-80gb.x2, sim.l4.x2)"
             in first.stderr)
     assert "SIMULATED" in first.stdout
-    assert first.stdout.count("succeeded") == 4 * 2      # 4 runs × 2 load points
+    # 4 runs × 2 load points, all succeeded: the status the same in every row is on
+    # the line above the table
+    assert "local-small: 8 row(s)" in first.stdout and "status: succeeded" in first.stdout
     with Store.open(f"sqlite:///{tmp_path}/farm.db") as store:
         counts = store.counts()
         assert counts["results"] == 4 and counts["runs"] == 4

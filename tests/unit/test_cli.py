@@ -139,11 +139,14 @@ def test_results_table_shows_goodput_and_slo_attainment_only_when_measured():
 
     server = {"model": "m", "gpu_model": "l4", "gpu_count": 1, "scenario": "s",
               "load_kind": "request_rate", "load_value": 4.0, "status": "succeeded",
-              "goodput_rps": 3.25, "slo_attainment": 0.9996, "valid": True}
+              "goodput_rps": 3.25, "slo_attainment": 0.9996, "valid": True,
+              "tpot_p50_ms": 5.0, "energy_per_output_token_j": 0.1}
     batch = {**server, "scenario": "b", "load_kind": "batch", "load_value": 8.0,
-             "goodput_rps": None, "slo_attainment": None}
+             "goodput_rps": None, "slo_attainment": None, "tpot_p50_ms": 7.5,
+             "energy_per_output_token_j": 0.2}
     table = format_results([server, batch], "table", "t", simulated=False)
-    header = next(line for line in table.splitlines() if "model" in line)
+    # (columns the same in both rows, model…, are on the line above the table)
+    header = next(line for line in table.splitlines() if "TPOT p50 ms" in line)
     assert header.index("TPOT p50 ms") < header.index("good req/s") < header.index("SLO %") \
         < header.index("J/token")
     server_line = next(line for line in table.splitlines() if "4 req/s" in line)
@@ -169,7 +172,7 @@ def test_results_table_names_the_engine_arguments_that_tell_rows_apart():
     assert "hf batch_size=1 " in table and "hf batch_size=64" in table
     assert "sdpa" not in table              # the same in every row: says nothing
     lone = format_results(rows[:1], "table", "t", simulated=False)
-    assert "batch_size" not in lone and "│ hf " in lone
+    assert "batch_size" not in lone and " hf " in lone
     assert json.loads(format_results(rows, "json", "t"))["rows"][1]["engine_args"] == {
         "batch_size": 64, "attn_implementation": "sdpa"}
 
