@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from farm.output import SIM_BANNER
 from farm.report.figures import kinds
 from farm.report.plots import FigureSpec
-from farm.report.table import HEADERS, rows
+from farm.report.table import COLUMNS, rows
 
 if TYPE_CHECKING:
     from farm.report.report import ReportData
@@ -36,6 +36,18 @@ figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: .9rem; margin-top: .4rem; }
 .note { font-size: .9rem; color: #444; }
 table { border-collapse: collapse; font-size: .8rem; margin: .5rem 0 1rem; }
+table.points { width: 100%; font-size: .72rem; }
+table.points thead { position: sticky; top: 0; z-index: 5; }
+body.sim table.points thead { top: 2.2rem; }
+table.points th, table.points td { padding: 2px 4px; }
+table.points th { position: static; font-weight: 600; }
+table.points tr.units th { font-weight: normal; color: #555; }
+table.points td.n { white-space: nowrap; }
+table.points td.w { overflow-wrap: anywhere; }
+table.points td.engine { min-width: 7em; }
+table.points td.id { font-family: ui-monospace, monospace; word-break: break-all; text-align: left;
+                     min-width: 12.5ch; }
+tr.changed td { background: #fff4e5; font-weight: bold; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; position: sticky; top: 0; }
 body.sim th { top: 2.2rem; }
@@ -67,6 +79,7 @@ def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
     out += ['<h2 id="summary">Summary</h2>', _summary(data.summary)]
     out += ['<h2 id="measurement">How energy was measured</h2>']
     out += [f"<p>{escape(text)}</p>" for text in data.measurement]
+    out += _bounds(data)
     for kind in kinds():
         specs = [s for s in data.figures if s.section == kind.name]
         out += [f'<h2 id="{kind.name}">{escape(kind.heading)}</h2>',
@@ -105,14 +118,55 @@ def _figure(spec: FigureSpec, png: bytes) -> str:
             f'(<a href="figures/{escape(spec.slug)}.png">PNG</a>){notes}</figcaption></figure>')
 
 
+def _bounds(data: ReportData) -> list[str]:
+    """The validity bounds and measurement settings the runs used, next to the defaults."""
+    from farm.report.bounds import overrides_note
+
+    if not data.settings:
+        return []
+    out = ['<h3 id="validity-bounds">Validity bounds and measurement settings used</h3>',
+           f"<p>{escape(overrides_note(data.settings))}</p>"]
+    body = "".join(
+        f'<tr{" class=changed" if s.overridden else ""}><td class="t"><code>{escape(s.name)}'
+        f'</code></td><td class="t">{escape(s.meaning)}</td><td class="t">{escape(s.value)}'
+        f'</td><td class="t">{escape(s.default)}</td></tr>' for s in data.settings)
+    out.append('<table class="bounds"><tr><th class="t">setting</th>'
+               '<th class="t">what it sets</th><th class="t">this sweep</th>'
+               f'<th class="t">default</th></tr>{body}</table>')
+    if data.bounds:
+        out.append("<p>The bounds the validity checks recorded with their verdicts (one run "
+                   "per GPU):</p>")
+        body = "".join(f'<tr><td class="t">{escape(name)}</td><td class="t">{escape(bound)}'
+                       f'</td><td class="t">{escape(", ".join(gpus))}</td></tr>'
+                       for name, bound, gpus in data.bounds)
+        out.append('<table class="bounds"><tr><th class="t">check</th>'
+                   f'<th class="t">bound</th><th class="t">GPUs</th></tr>{body}</table>')
+    return out
+
+
 def _points_table(data: ReportData) -> str:
-    text_columns = {0, 1, 2, 3, 4, 7, 9, len(HEADERS) - 2, len(HEADERS) - 1}
-    head = "".join(f'<th{" class=t" if i in text_columns else ""}>{escape(h)}</th>'
-                   for i, h in enumerate(HEADERS))
+    """Every run point: header names in one row (they wrap), units in the next, so the
+    table fits the page's width instead of scrolling sideways."""
+    last = len(COLUMNS) - 1
+    # Columns whose long words (engine arguments, errors, run ids) may break anywhere:
+    # the others wrap at spaces and hyphens only.
+    anywhere = {COLUMNS.index(c) for c in COLUMNS if c.header in ("engine", "verdict")}
+
+    def cls(i: int) -> str:
+        if i == last:
+            return "id"
+        if COLUMNS[i].header == "engine":
+            return "t w engine"
+        return ("t w" if i in anywhere else "t") if COLUMNS[i].text else "n"
+
+    names = "".join(f'<th{" class=t" if c.text else ""}>{escape(c.header)}</th>'
+                    for c in COLUMNS)
+    units = "".join(f'<th{" class=t" if c.text else ""}>{escape(c.unit)}</th>'
+                    for c in COLUMNS)
     body = []
     for cells, verdict in rows(data.points):
-        tds = "".join(f'<td{" class=t" if i in text_columns else ""}>{escape(c)}</td>'
-                      for i, c in enumerate(cells))
-        cls = "" if verdict.kind == "valid" else f' class="{verdict.kind}"'
-        body.append(f"<tr{cls}>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        tds = "".join(f'<td class="{cls(i)}">{escape(c)}</td>' for i, c in enumerate(cells))
+        row_cls = "" if verdict.kind == "valid" else f' class="{verdict.kind}"'
+        body.append(f"<tr{row_cls}>{tds}</tr>")
+    return (f'<table class="points"><thead><tr>{names}</tr><tr class="units">{units}</tr>'
+            f"</thead><tbody>{''.join(body)}</tbody></table>")

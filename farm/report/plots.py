@@ -10,7 +10,10 @@ draw functions here (`draw_load`, `draw_pareto`, `draw_heatmap`,
 
 A simulated report's figures say so twice: "SIMULATED — " leads the title, and
 a watermark crosses the figure. The title is also stored in the PNG's "Title"
-text chunk.
+text chunk. A title wider than its figure is wrapped, and the figure grows at
+the top to hold it, so no title is ever clipped (`finish`). Labels on the
+panels (plateaus and minima, the Pareto front's points) are placed where they
+overlap no other label and no data point (`place_labels`).
 """
 
 from __future__ import annotations
@@ -58,7 +61,12 @@ def colours_for(gpu_labels: Sequence[str]) -> dict[str, str]:
 def render(spec: FigureSpec) -> bytes:
     """The figure as PNG bytes, drawn by its kind's draw function, titled and (when
     simulated) watermarked here."""
-    return _finish(kind(spec.section).draw(spec), spec)
+    return png_bytes(draw_figure(spec), spec)
+
+
+def draw_figure(spec: FigureSpec) -> Any:
+    """The finished matplotlib Figure of `spec`: drawn by its kind, titled, watermarked."""
+    return finish(kind(spec.section).draw(spec), spec)
 
 
 # ------------------------------------------------------------------ common
@@ -97,13 +105,59 @@ def _legend(fig: Any, handles: Sequence[Any], labels: Sequence[str], ncols: int,
                fontsize=8, title=title, title_fontsize=8, frameon=False)
 
 
-def _finish(fig: Any, spec: FigureSpec) -> bytes:
+TITLE_TOP = 0.12        # inches above the figure's title
+TITLE_SIDE = 0.2        # inches kept free left and right of it
+TITLE_GAP = 0.43        # inches from the title's bottom to the top of the panels
+
+
+def finish(fig: Any, spec: FigureSpec) -> Any:
+    """Title `fig` (wrapped to its width; the figure grows at the top when the title
+    needs more room than the panels leave) and watermark it when simulated."""
+    title = fig.suptitle(spec.title, x=0.5, y=1.0, va="top", ha="center", fontsize=11,
+                         fontweight="bold", color="#b00020" if spec.simulated else "black")
+    renderer = fig.canvas.get_renderer()
+    _wrap(title, spec.title, fig.get_figwidth() * DPI - 2 * TITLE_SIDE * DPI, renderer)
+    title_h = title.get_window_extent(renderer).height / DPI
     height = fig.get_figheight()
-    fig.suptitle(spec.title, y=1 - 0.12 / height, va="top", fontsize=11, fontweight="bold",
-                 color="#b00020" if spec.simulated else "black")
+    panels_top = max((ax.get_position().y1 for ax in fig.axes), default=1 - 0.75 / height)
+    grow = TITLE_TOP + title_h + TITLE_GAP - (1 - panels_top) * height
+    if grow > 0:
+        _grow_top(fig, grow)
+    title.set_y(1 - TITLE_TOP / fig.get_figheight())
     if spec.simulated:
         fig.text(0.5, 0.5, "SIMULATED", fontsize=64, color="#b00020", alpha=0.10,
                  ha="center", va="center", rotation=30, zorder=100)
+    return fig
+
+
+def _wrap(text: Any, full: str, width_px: float, renderer: Any) -> None:
+    """Break `text` (a matplotlib Text holding `full`) into lines no wider than width_px."""
+    import textwrap
+
+    measured = text.get_window_extent(renderer).width
+    if measured <= width_px:
+        return
+    chars = max(10, int(len(full) * width_px / measured))
+    while chars > 10:
+        text.set_text("\n".join(textwrap.wrap(full, chars, break_on_hyphens=False)))
+        if text.get_window_extent(renderer).width <= width_px:
+            return
+        chars -= 3
+
+
+def _grow_top(fig: Any, inches: float) -> None:
+    """Add `inches` at the top of `fig`, every axes keeping its size and its place
+    from the bottom (positions are figure fractions: scale them)."""
+    old = fig.get_figheight()
+    new = old + inches
+    fig.set_figheight(new)
+    for ax in fig.axes:
+        pos = ax.get_position()
+        ax.set_position((pos.x0, pos.y0 * old / new, pos.width, pos.height * old / new))
+
+
+def png_bytes(fig: Any, spec: FigureSpec) -> bytes:
+    """The finished figure as PNG bytes, its title in the PNG's Title chunk."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI,
                 metadata={"Title": spec.title, "Software": "farm report"})
@@ -114,6 +168,75 @@ def _log_scale(values: Sequence[float], ratio: float = 8.0) -> bool:
     positive = [v for v in values if v is not None and v > 0]
     return (bool(positive) and len(positive) == len(values)
             and max(positive) / min(positive) >= ratio)
+
+
+def place_labels(ax: Any, labels: Sequence[tuple[float, float, str, str]],
+                 obstacles: Sequence[tuple[float, float]] = (), fontsize: float = 7) -> list[Any]:
+    """Annotate `ax` with each (x, y, text, colour) label near its data point, where it
+    overlaps no label placed before, no point of `obstacles` (data coordinates) and
+    stays inside the axes: the first free place of a ring of offsets around the point,
+    further out ring after ring (a leader line back to the point once away from it).
+    In a panel too crowded for that, a label may cover points but still no label.
+    Call it once the axes' scales and limits are set."""
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points = [_point_box(ax, x, y) for x, y in obstacles]
+    taken: list[Any] = []                    # the labels placed so far
+    placed = []
+    for x, y, text, colour in labels:
+        probe = ax.annotate(text, (x, y), xytext=(0, 0), textcoords="offset points",
+                            fontsize=fontsize, bbox=_LABEL_BOX)
+        found = None
+        for avoid in (taken + points, taken):
+            for i, (dx, dy) in enumerate(_OFFSETS):
+                probe.set_position((dx, dy))
+                probe.set_ha("left" if dx >= 0 else "right")
+                probe.set_va("bottom" if dy >= 0 else "top")
+                box = probe.get_window_extent(renderer)
+                if (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
+                        and box.y1 <= frame.y1 and not any(box.overlaps(t) for t in avoid)):
+                    found = (i, dx, dy, box)
+                    break
+            if found is not None:
+                break
+        probe.remove()
+        i, dx, dy, box = found if found is not None else (0, *_OFFSETS[0], None)
+        leader = ({"arrowstyle": "-", "color": colour, "linewidth": 0.5, "shrinkA": 0,
+                   "shrinkB": 3} if i >= 4 else None)
+        note = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                           ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                           fontsize=fontsize, color=colour, zorder=6, bbox=_LABEL_BOX,
+                           arrowprops=leader)
+        if box is None:
+            box = _text_box(note, renderer)
+        taken.append(box.expanded(1.0, 1.0).padded(1.5))
+        placed.append(note)
+    return placed
+
+
+def _text_box(note: Any, renderer: Any) -> Any:
+    """A label's text box alone (an annotation's extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    note.update_positions(renderer)
+    return Text.get_window_extent(note, renderer)
+
+
+# A label stays legible over grid, lines and the plateau's dotted line.
+_LABEL_BOX = {"boxstyle": "square,pad=0.15", "facecolor": "white", "edgecolor": "none",
+              "alpha": 0.85}
+# Offsets (points) tried around a label's data point: right/left, above/below, then
+# further up and down and sideways, ring after ring.
+_OFFSETS = [(dx, dy) for ring in range(14) for dx in ((5, -5) if ring == 0 else (5, -5, 40, -40))
+            for dy in (6 + 11 * ring, -6 - 11 * ring)]
+
+
+def _point_box(ax: Any, x: float, y: float) -> Any:
+    """A marker's box (display coordinates) around the data point (x, y)."""
+    from matplotlib.transforms import Bbox
+
+    px, py = ax.transData.transform((x, y))
+    return Bbox.from_extents(px - 4, py - 4, px + 4, py + 4)
 
 
 def _empty(ax: Any, text: str) -> None:
@@ -127,7 +250,7 @@ def _empty(ax: Any, text: str) -> None:
 
 def draw_load(spec: FigureSpec) -> Any:
     """A LoadFigure: a panel per token-length pair (rows) and figure (columns), one
-    line per series with its CIs and plateau."""
+    line per series with its CIs and where it stops falling (plateau or minimum)."""
     from matplotlib.collections import LineCollection
 
     data: LoadFigure = spec.data
@@ -148,6 +271,7 @@ def draw_load(spec: FigureSpec) -> Any:
             xs = [x for s in series for x in s.xs]
             means = [m for s in series for m in s.means]
             segments, seg_colours = [], []
+            turns: list[tuple[float, float, str, str]] = []
             for s in series:
                 colour = spec.colours.get(s.gpu_label, "black")
                 if s.label not in styles:
@@ -162,12 +286,13 @@ def draw_load(spec: FigureSpec) -> Any:
                         segments.append([(p.x, max(p.estimate.low, 0.0)),
                                          (p.x, p.estimate.high)])
                         seg_colours.append(colour)
-                if s.plateau is not None:
-                    at = s.xs.index(s.plateau.at)
-                    ax.axvline(s.plateau.at, color=colour, linestyle=":", linewidth=1)
-                    ax.annotate(f"plateau ≥ {s.plateau.at:g}", (s.plateau.at, s.means[at]),
-                                xytext=(4, 6), textcoords="offset points", fontsize=7,
-                                color=colour)
+                if s.turn is not None:
+                    y = s.means[s.xs.index(s.turn.at)]
+                    ax.axvline(s.turn.at, color=colour, linestyle=":", linewidth=1)
+                    if s.turn.kind == "minimum":
+                        ax.plot([s.turn.at], [y], marker="o", markersize=9, color=colour,
+                                markerfacecolor="none", linewidth=0)
+                    turns.append((s.turn.at, y, s.turn.label, colour))
             if segments:
                 # One collection for every interval of the panel: 95% CI of the mean.
                 ax.add_collection(LineCollection(segments, colors=seg_colours, linewidths=1.1,
@@ -177,6 +302,8 @@ def draw_load(spec: FigureSpec) -> Any:
                 ax.xaxis.set_major_formatter(_plain_formatter())
             ax.set_xticks(sorted(set(xs)))
             _energy_axis(ax, means, series)
+            if turns:
+                place_labels(ax, turns, list(zip(xs, means)))
             ax.grid(True, which="major", alpha=0.3)
             ax.set_title(f"{short_label(figure)} · {tokens_label(*pair)}", fontsize=9)
             ax.set_xlabel(LOAD_AXIS.get(data.load_kind, data.load_kind), fontsize=8)
@@ -212,7 +339,8 @@ def _plain_formatter() -> Any:
 
 def draw_pareto(spec: FigureSpec) -> Any:
     """A ParetoFigure: a panel per energy × latency pair, points per GPU and
-    scenario kind, the front as a step line."""
+    scenario kind, the front as a step line, each front point numbered and labelled
+    with its scenario, load and token lengths (the numbers of the front tables)."""
     data: ParetoFigure = spec.data
     energies = list(dict.fromkeys(p.energy for p in data.panels))
     latencies = list(dict.fromkeys(p.latency for p in data.panels))
@@ -247,6 +375,11 @@ def draw_pareto(spec: FigureSpec) -> Any:
             ax.set_xscale("log")
         if _log_scale(ys, 10):
             ax.set_yscale("log")
+        with_scenario = _names_scenarios(panel.points)
+        place_labels(ax, [(*p.xy, f"{n} {front_label(p, with_scenario)}",
+                           spec.colours.get(p.gpu_label, "black"))
+                          for n, p in enumerate(front, 1)],
+                     [p.xy for p in panel.points])
         ax.grid(True, which="major", alpha=0.3)
         ax.set_xlabel(axis_label(panel.latency), fontsize=8)
         ax.set_ylabel(axis_label(panel.energy), fontsize=8)
@@ -255,8 +388,28 @@ def draw_pareto(spec: FigureSpec) -> Any:
                      fontsize=9)
         ax.tick_params(labelsize=7)
     _legend(fig, list(handles.values()), list(handles.keys()), ncols_legend,
-            "one point per configuration (mean over repetitions); lower left is better")
+            "one point per configuration (mean over repetitions); lower left is better; "
+            "front points numbered: load · input→output tokens")
     return fig
+
+
+def front_label(p: Any, with_scenario: bool = False) -> str:
+    """A Pareto point's label: "c=16 · 128→64" (its load says the scenario's kind),
+    led by the scenario's name where two scenarios share a kind of load."""
+    label = f"{p.load_label} · {fmt(p.input_tokens)}→{fmt(p.output_tokens)}"
+    return f"{p.scenario} {label}" if with_scenario else label
+
+
+def _names_scenarios(points: Sequence[Any]) -> bool:
+    """Whether a load label alone leaves the scenario ambiguous (two scenarios whose
+    loads read alike, e.g. two closed loops)."""
+    forms: dict[str, set[str]] = {}
+    for p in points:
+        # "c=8", "2 req/s", "batch 16": the label's words other than its number
+        form = " ".join(w for w in p.load_label.replace("=", "= ").split()
+                        if not w[0].isdigit())
+        forms.setdefault(form, set()).add(p.scenario)
+    return any(len(names) > 1 for names in forms.values())
 
 
 # ---------------------------------------------------------------- heat map

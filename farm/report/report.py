@@ -7,8 +7,9 @@
                                 DIR/index.html (html.py), returns a WrittenReport
 
 Reads the sweep's run points (one row per run and load point: no per-request
-records), and the power trace and energy windows of the few runs whose
-timelines are drawn. Nothing else is loaded.
+records), the runs' specs (for the measurement settings and validity bounds
+they used: bounds.py), and the power trace and energy windows of the few runs
+whose timelines are drawn. Nothing else is loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from farm.errors import ExitCode, FarmError
 from farm.report import html
+from farm.report.bounds import Setting, measurement_settings, recorded_bounds
 from farm.report.figures import FigureInputs, Reads, kinds
 from farm.report.plots import FigureSpec, colours_for, render
 from farm.report.points import RunPoint, load_run_points
@@ -53,6 +55,9 @@ class ReportData:
     summary: list[tuple[str, str]]       # (what, how many)
     section_notes: dict[str, list[str]] = field(default_factory=dict)
     net: bool = False
+    settings: list[Setting] = field(default_factory=list)    # the runs' [measurement]
+    # (check, bound, GPUs) as the verdicts of one run per GPU recorded them
+    bounds: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,12 @@ def collect(store: Any, sweep: str, runs: Sequence[str] = (), net: bool = False)
     for run_id in representative_runs(points):
         if run_id not in results:
             results[run_id] = store.result_for(run_id)
+    # The settings the verdicts used travel with each run (RunSpec.measurement).
+    settings = measurement_settings(r["spec_json"] for r in store.runs_of(sweep_row.id))
+    gpu_of = {p.run_id: p.gpu_label for p in points}
     return ReportData(name, simulated, datetime.now(UTC), points, figures,
-                      measurement_notes(points, results, net), summary(points), notes, net)
+                      measurement_notes(points, results, net), summary(points), notes, net,
+                      settings, recorded_bounds(results, gpu_of))
 
 
 def summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:
@@ -173,9 +182,10 @@ def measurement_notes(points: Sequence[RunPoint], results: dict[str, dict[str, A
                "confidence intervals of the mean (Student's t, n − 1 degrees of freedom); a "
                "configuration measured once (n = 1) has no interval.")
     out.append("Plots use valid measured points only: the run succeeded and passed its "
-               "validity checks (steady window long enough, power within the idle…limit "
-               "range, temperature, counter/timeline agreement). Each figure says how many "
-               "points it left out and why; the table lists them all.")
+               "validity checks (steady window at least min_steady_s long, power within the "
+               "idle…limit range, temperature, counter/timeline agreement; the bounds this "
+               "sweep used are listed below). Each figure says how many points it left out "
+               "and why; the table lists them all.")
     return out
 
 

@@ -6,10 +6,14 @@ mean over the repetitions with its 95% confidence interval (`stats.estimate`).
 Pure data; `plots.py` draws it. The figure kinds "energy_load" and "power_load"
 (farm/report/figures/) use it.
 
-The plateau: energy per request falls as concurrency rises, then stops
-falling (the LLM Efficiency Benchmark saw it near 100 simultaneous requests).
-`find_plateau` names the first load after which every further step saves less
-than `threshold` (10%) per doubling of the load.
+Where energy stops falling: energy per request falls as concurrency rises,
+then stops falling (the LLM Efficiency Benchmark saw it near 100 simultaneous
+requests). `find_turn` finds the first load after which no further step
+saves `threshold` (10%) or more per doubling of the load, and names what the
+curve does from there: a **plateau** when every later step changes the
+energy by less than that (the curve flattens), a **minimum** when some later
+step raises it by that much or more (the curve turns back up: the load where
+it is lowest from there on is a minimum, not a plateau).
 """
 
 from __future__ import annotations
@@ -39,20 +43,32 @@ class SeriesPoint:
 
 
 @dataclass(frozen=True)
-class Plateau:
-    """From `at` on, each doubling of the load saves less than `threshold` of the energy."""
+class Turn:
+    """Where a curve stops falling: a plateau (it flattens from `at` on) or a minimum
+    (it falls to `at`, then rises again)."""
 
+    kind: str                    # "plateau" | "minimum"
     at: float
     next: float
-    saving_per_doubling: float   # of the step at → next; negative when energy rose
+    # per doubling of the load, on the step at → next: positive when energy fell
+    saving_per_doubling: float
     threshold: float = PLATEAU_SAVING
+    # minimum: the largest rise per doubling after `at` (a positive fraction)
+    rise_per_doubling: float = 0.0
+
+    @property
+    def label(self) -> str:
+        """The figure's label at `at`: "plateau ≥ 8" or "minimum at 16"."""
+        return f"plateau ≥ {self.at:g}" if self.kind == "plateau" else f"minimum at {self.at:g}"
 
     def note(self, what: str = "energy per request", unit: str = "concurrency") -> str:
-        """The plateau in words, for a figure's caption."""
-        change = -self.saving_per_doubling
-        return (f"{what} stops falling at {unit} {self.at:g}: every further doubling saves "
-                f"< {self.threshold:.0%} ({self.at:g} → {self.next:g}: {what} "
-                f"{change:+.1%} per doubling)")
+        """The turn in words, for a figure's caption."""
+        if self.kind == "plateau":
+            return (f"{what} levels off (plateau) from {unit} {self.at:g}: every further "
+                    f"doubling changes it by < {self.threshold:.0%} ({self.at:g} → "
+                    f"{self.next:g}: {-self.saving_per_doubling:+.1%} per doubling)")
+        return (f"{what} falls to a minimum at {unit} {self.at:g}, then rises again (not a "
+                f"plateau): by up to {self.rise_per_doubling:.1%} per doubling of the load")
 
 
 @dataclass(frozen=True)
@@ -67,7 +83,7 @@ class Series:
     input_tokens: int | None
     output_tokens: int
     points: tuple[SeriesPoint, ...]
-    plateau: Plateau | None = None
+    turn: Turn | None = None     # where it stops falling (concurrency only)
 
     @property
     def xs(self) -> list[float]:
@@ -88,17 +104,33 @@ def saving_per_doubling(x0: float, y0: float, x1: float, y1: float) -> float:
     return 1.0 - (y1 / y0) ** (1.0 / doublings) if y1 > 0 else 1.0
 
 
-def find_plateau(xy: Sequence[tuple[float, float]],
-                 threshold: float = PLATEAU_SAVING) -> Plateau | None:
-    """The first x after which every step saves < threshold per doubling; None if the
-    energy still falls faster than that at the last step (or there are < 2 points)."""
+def find_turn(xy: Sequence[tuple[float, float]],
+              threshold: float = PLATEAU_SAVING) -> Turn | None:
+    """Where the curve stops falling: from the first x after which every step saves
+    < threshold per doubling, a plateau if no later step rises by threshold or more,
+    else the minimum (the lowest point from there on). None if it still falls that
+    fast at the last step (or there are < 2 points)."""
     pts = sorted((x, y) for x, y in xy if x > 0)
     savings = [saving_per_doubling(*pts[i], *pts[i + 1]) for i in range(len(pts) - 1)]
     for i in range(len(savings)):
-        if all(s < threshold for s in savings[i:]):
-            return Plateau(at=pts[i][0], next=pts[i + 1][0],
-                           saving_per_doubling=savings[i], threshold=threshold)
+        if not all(s < threshold for s in savings[i:]):
+            continue
+        rise = max(0.0, -min(savings[i:]))
+        if rise < threshold:
+            return Turn("plateau", pts[i][0], pts[i + 1][0], savings[i], threshold)
+        # It turns back up: the lowest point from i on (never the last one: a later
+        # step rises by >= threshold).
+        low = min(range(i, len(pts) - 1), key=lambda j: (pts[j][1], j))
+        return Turn("minimum", pts[low][0], pts[low + 1][0], savings[low], threshold, rise)
     return None
+
+
+def find_plateau(xy: Sequence[tuple[float, float]],
+                 threshold: float = PLATEAU_SAVING) -> Turn | None:
+    """The plateau of the curve: `find_turn` when the curve flattens, None when it
+    still falls or has a minimum instead."""
+    turn = find_turn(xy, threshold)
+    return turn if turn is not None and turn.kind == "plateau" else None
 
 
 def series_key(p: RunPoint) -> tuple:
@@ -111,8 +143,8 @@ def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER
                    variants: Variants | None = None, plateau: bool = True) -> list[Series]:
     """One series per configuration of `load_kind`: load values ascending, each the mean
     (and 95% CI) of `figure` over the repetitions. Uses valid measured points only.
-    `plateau`: look for the concurrency where the figure stops falling (energy
-    figures; not for figures that rise with the load, such as power)."""
+    `plateau`: look for the concurrency where the figure stops falling, a plateau or
+    a minimum (energy figures; not for figures that rise with the load, such as power)."""
     usable = [p for p in points
               if p.load_kind == load_kind and reason_left_out(p, (figure,)) is None]
     variants = variants or Variants(usable)
@@ -125,12 +157,12 @@ def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER
             est = estimate(p.get(figure) for p in by_x[x])
             assert est is not None  # every point has the figure
             spoints.append(SeriesPoint(x, est, tuple(p.run_id for p in by_x[x])))
-        found = (find_plateau([(sp.x, sp.estimate.mean) for sp in spoints])
+        found = (find_turn([(sp.x, sp.estimate.mean) for sp in spoints])
                  if plateau and load_kind == "concurrency" else None)
         out.append(Series(model=first.model, load_kind=load_kind, figure=figure,
                           label=variants.label(first), gpu_label=first.gpu_label,
                           input_tokens=first.input_tokens, output_tokens=first.output_tokens,
-                          points=tuple(spoints), plateau=found))
+                          points=tuple(spoints), turn=found))
     out.sort(key=lambda s: (s.input_tokens or 0, s.output_tokens, s.gpu_label, s.label))
     return out
 
@@ -167,13 +199,13 @@ class LoadFigure:
                                     self.selection))
         return parts
 
-    def plateau_notes(self) -> list[str]:
-        """One line per series of the first figure with a plateau."""
+    def turn_notes(self) -> list[str]:
+        """One line per series of the first figure with a plateau or a minimum."""
         notes = []
         for s in self.series.get(self.figures[0], []):
-            if s.plateau is not None:
+            if s.turn is not None:
                 notes.append(f"{s.label}, in {s.input_tokens} / out {s.output_tokens} tokens: "
-                             + s.plateau.note(short_label(s.figure)))
+                             + s.turn.note(short_label(s.figure)))
         return notes
 
 

@@ -13,22 +13,39 @@ from dataclasses import dataclass
 from farm.report.labels import fmt
 from farm.report.points import RunPoint
 
-# (header with unit, figure) of the table's figure columns.
-FIGURE_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("J/request", "energy_per_request_j"),
-    ("J/output token", "energy_per_output_token_j"),
-    ("net J/request", "energy_per_request_net_j"),
-    ("net J/output token", "energy_per_output_token_net_j"),
-    ("TTFT p90 (ms)", "ttft_p90_ms"),
-    ("TPOT p90 (ms)", "tpot_p90_ms"),
-    ("requests/s", "request_throughput_rps"),
-    ("output tokens/s", "output_throughput_tps"),
-    ("goodput (requests/s)", "goodput_rps"),
-    ("mean power (W)", "avg_power_w"),
+# (header, unit, figure) of the table's figure columns: the page prints the unit in
+# a header row of its own, so the names can wrap in narrow columns.
+FIGURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("energy per request", "J", "energy_per_request_j"),
+    ("energy per output token", "J", "energy_per_output_token_j"),
+    ("net energy per request", "J", "energy_per_request_net_j"),
+    ("net energy per output token", "J", "energy_per_output_token_net_j"),
+    ("TTFT p90", "ms", "ttft_p90_ms"),
+    ("TPOT p90", "ms", "tpot_p90_ms"),
+    ("throughput", "req/s", "request_throughput_rps"),
+    ("output throughput", "tok/s", "output_throughput_tps"),
+    ("goodput", "req/s", "goodput_rps"),
+    ("mean power", "W", "avg_power_w"),
 )
-HEADERS: tuple[str, ...] = ("model", "GPU", "engine", "scenario", "load", "in tokens",
-                            "out tokens", "decoding", "rep", "status",
-                            *(h for h, _ in FIGURE_COLUMNS), "verdict", "run")
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the table: its header, its unit ("" for none) and whether it is text
+    (left-aligned, may wrap anywhere) or a number (right-aligned, never wraps)."""
+
+    header: str
+    unit: str = ""
+    text: bool = True
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("model"), Column("GPU"), Column("engine"), Column("scenario"), Column("load"),
+    Column("input", "tokens", False), Column("output", "tokens", False), Column("decoding"),
+    Column("rep", "", False), Column("status"),
+    *(Column(h, u, False) for h, u, _ in FIGURE_COLUMNS), Column("verdict"), Column("run"),
+)
+HEADERS: tuple[str, ...] = tuple(c.header for c in COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ def row(p: RunPoint) -> tuple[list[str], Verdict]:
     engine = p.engine + (f" ({p.args_label})" if p.engine_args else "")
     cells = [p.model, p.gpu_label + (" (sim)" if p.simulated else ""), engine, p.scenario,
              p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
-             str(p.repetition), p.status, *(fmt(p.get(f)) for _, f in FIGURE_COLUMNS)]
+             str(p.repetition), p.status, *(fmt(p.get(f)) for _, _, f in FIGURE_COLUMNS)]
     v = verdict(p)
     return [*cells, v.text, p.run_id], v
 

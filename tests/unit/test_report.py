@@ -29,6 +29,7 @@ from farm.report.series import (
     PER_TOKEN,
     energy_vs_load,
     find_plateau,
+    find_turn,
     load_figures,
 )
 from farm.report.table import row
@@ -154,8 +155,11 @@ def test_plateau_is_the_load_after_which_every_doubling_saves_under_10_percent()
     assert plateau.saving_per_doubling == pytest.approx(0.05)
     # Not between points a factor 8 apart when the saving per doubling is bigger.
     assert find_plateau([(1, 100.0), (8, 20.0), (32, 12.0)]) is None
-    # Rising energy after a point is a plateau too; a late dip is not ignored.
+    # A small rise (< 10% per doubling) after a point is still flat: a plateau; a
+    # bigger one makes it a minimum (tests/unit/test_report_browser.py); a late dip
+    # is not ignored.
     assert find_plateau([(1, 40.0), (8, 8.0), (32, 8.8)]).at == 8
+    assert find_plateau([(1, 40.0), (8, 8.0), (32, 13.5)]) is None
     assert find_plateau([(1, 100.0), (2, 99.0), (4, 50.0)]) is None
     assert find_plateau([(1, 10.0)]) is None
 
@@ -163,11 +167,12 @@ def test_plateau_is_the_load_after_which_every_doubling_saves_under_10_percent()
 def test_plateau_notes_name_the_series(points):
     closed = load_figures(points)[0]
     for s in closed.series[PER_REQUEST]:
-        expected = find_plateau([(sp.x, sp.estimate.mean) for sp in s.points])
-        assert s.plateau == expected
-    notes = closed.plateau_notes()
-    assert len(notes) == sum(1 for s in closed.series[PER_REQUEST] if s.plateau)
-    assert all("stops falling at concurrency" in n and "< 10%" in n for n in notes)
+        expected = find_turn([(sp.x, sp.estimate.mean) for sp in s.points])
+        assert s.turn == expected
+    notes = closed.turn_notes()
+    assert len(notes) == sum(1 for s in closed.series[PER_REQUEST] if s.turn)
+    assert all(("levels off (plateau) from concurrency" in n and "< 10%" in n)
+               or "minimum at concurrency" in n for n in notes)
 
 
 def test_invalid_failed_and_null_points_are_left_out_and_counted():
@@ -538,7 +543,7 @@ def test_power_vs_load_is_the_mean_window_power_of_the_repetitions(report_store,
     closed = next(s.data for s in power if s.data.load_kind == "concurrency")
     assert closed.figures == ("avg_power_w",)
     series = closed.series["avg_power_w"]
-    assert series and all(s.plateau is None for s in series)   # power rises: no plateau
+    assert series and all(s.turn is None for s in series)   # power rises: no plateau
     for s in series:
         for sp in s.points:
             values = [p.get("avg_power_w") for p in points if p.run_id in sp.run_ids

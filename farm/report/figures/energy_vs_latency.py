@@ -26,21 +26,23 @@ def front_tables(spec: Any) -> str:
     for panel in fig.panels:
         if not panel.front:
             continue
-        head = ("<tr><th class=\"t\">GPU</th><th class=\"t\">scenario</th><th class=\"t\">"
-                "load</th><th class=\"t\">tokens</th>"
+        head = ("<tr><th>#</th><th class=\"t\">GPU</th><th class=\"t\">scenario</th>"
+                "<th class=\"t\">load</th><th class=\"t\">tokens</th>"
                 f"<th>{escape(short_label(panel.latency))}</th>"
                 f"<th>{escape(short_label(panel.energy))}</th><th>n</th></tr>")
         body = "".join(
-            f"<tr><td class=\"t\">{escape(p.label)}</td><td class=\"t\">{escape(p.scenario)}"
-            f"</td><td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
+            f"<tr><td>{n}</td><td class=\"t\">{escape(p.label)}</td>"
+            f"<td class=\"t\">{escape(p.scenario)}</td>"
+            f"<td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
             f"{escape(tokens_label(p.input_tokens, p.output_tokens))}</td>"
             f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
             f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
-            for p in panel.front_points)
+            for n, p in enumerate(panel.front_points, 1))
         out.append(f'<p class="note">{escape(fig.model)}: Pareto front of '
                    f"{escape(short_label(panel.energy))} vs {escape(short_label(panel.latency))}"
-                   f" ({len(panel.front)} of {len(panel.points)} configurations; ± is the 95% "
-                   f"CI half-width)</p><table>{head}{body}</table>")
+                   f" ({len(panel.front)} of {len(panel.points)} configurations; # is the "
+                   "point's number in the figure; ± is the 95% CI half-width)</p>"
+                   f"<table>{head}{body}</table>")
     return "".join(out)
 
 
@@ -49,7 +51,9 @@ def front_tables(spec: Any) -> str:
             "Every configuration of a model (mean over its repetitions), across GPU models, "
             "against TTFT p90 and TPOT p90. The black step line is the Pareto front: "
             "configurations that no other is both faster and cheaper than. Its points are "
-            "listed below each figure."))
+            "numbered and labelled in the figure with their load (which says the scenario: "
+            "c = closed loop, req/s = open loop, batch) and input→output tokens, and listed "
+            "under the same numbers below each figure."))
 def energy_vs_latency(inputs: FigureInputs) -> Section:
     """One figure per model: its configurations and Pareto fronts."""
     planned = [Planned(f"pareto-{pf.model}",

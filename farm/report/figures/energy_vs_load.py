@@ -1,5 +1,5 @@
 """Energy vs load: per model and load kind, J/request and J/output token against
-concurrency, request rate or batch size, with 95% CIs and plateaus (series.py)."""
+concurrency, request rate or batch size, with 95% CIs, plateaus and minima (series.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
     "Energy per request and per output token against concurrency (closed loop), request "
     "rate (open loop) or batch size, one line per GPU (and engine variant) and one row per "
     "input/output token length. Markers are means over repetitions; bars are 95% "
-    "confidence intervals. A dotted vertical line marks a plateau: the load after which "
-    "every further doubling saves less than 10% energy per request."))
+    "confidence intervals. A dotted vertical line marks where a line stops falling: a "
+    "plateau (\"plateau ≥ c\": from c on, every further doubling of the load changes the "
+    "energy by less than 10%) or a minimum (\"minimum at c\", ringed: the energy falls to c, "
+    "then rises again by 10% or more per doubling)."))
 def energy_vs_load(inputs: FigureInputs) -> Section:
     """One figure per model and load kind with two or more load values (split into
     parts of at most MAX_TOKEN_ROWS token-length pairs)."""
@@ -29,7 +31,7 @@ def energy_vs_load(inputs: FigureInputs) -> Section:
             planned.append(Planned(
                 f"energy-vs-{lf.load_kind}-{lf.model}{part and f'-{n}'}",
                 f"{lf.model}: energy ({inputs.basis}) vs {KIND_TITLES[lf.load_kind]}{part}", lf,
-                [lf.selection.note(), *lf.plateau_notes()]))
+                [lf.selection.note(), *lf.turn_notes()]))
     if planned:
         return Section(planned)
     return Section(notes=["No configuration has two or more load values with valid measured "
