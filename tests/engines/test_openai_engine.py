@@ -308,7 +308,9 @@ def test_sweep_rules_for_the_openai_kind(tiny_model):
     with pytest.raises(SpecError, match="needs real GPUs"):
         parse_sweep(sim_text.replace('gpu = ["cpu"]', 'gpu = ["sim:H100"]'))
     # --simulate: the sim engine with its defaults, one run per scenario point
-    gpu_text = sim_text.replace('gpu = ["cpu"]', 'gpu = ["H100"]')
+    # (the sim engine needs the model's size: "tiny" does not say it)
+    gpu_text = sim_text.replace('gpu = ["cpu"]', 'gpu = ["H100"]').replace(
+        'dtype = "float32"', 'dtype = "float32"\nparams_b = 0.01')
     measured = parse_sweep(gpu_text + '\n[[exclude]]\n"engine.endpoint_pids" = "1"\n')
     assert [r.engine.args["endpoint_pids"] for r in expand(measured)] == ["2"]
     copy = simulated_copy(measured)
