@@ -182,6 +182,11 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
     ("avg_power_w", "W", None, True, 41),
     ("valid", "valid", None, False, 7),
 )
+# What a row was run with (the rest is what was measured): the line above the
+# table takes those the same in every row. (input_tokens/output_tokens here are
+# the run's token bins, not the load point's totals of the same names.)
+_SETUP_COLUMNS = ("model", "gpu_model", "gpu_count", "engine", "scenario", "load",
+                  "input_tokens", "output_tokens", "decoding", "repetition", "status", "valid")
 _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
                          if name not in ("request_throughput_rps", "avg_power_w"))
 # Server load points' goodput: in the default table when any row has it (a
@@ -241,7 +246,8 @@ def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     meta = _figure_metadata()
     # The setup goes to the header line when constant; measured figures stay.
     columns = [Column(name, header, special.get(name) or _cell_of(name), numeric, rank, label,
-                      description=meta.get(name, (None, ""))[1], hoist=name not in meta)
+                      hoist=name in _SETUP_COLUMNS,
+                      description="" if name in _SETUP_COLUMNS else meta.get(name, (None, ""))[1])
                for name, header, label, numeric, rank in _RESULT_COLUMNS]
     known = {c.name for c in columns} | set(_SHOWN_BY_OWN)
     fields = list(rows[0]) if rows else list(meta)
@@ -351,7 +357,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
         r.get(key) is not None for r in rows for key in GOODPUT_FIELDS)]
     chosen = choose_columns(catalogue, defaults, columns, wide)
     body = render_table(chosen, rows, terminal_width() if width == "auto" else width,
-                        hint="--columns picks; --out FILE or a pipe shows all")
+                        hint="--columns or a pipe shows them")
     head = f"{title}: {len(rows)} row(s)\n"
     banner = f"{SIM_BANNER}\n" if simulated else ""
     # The label goes above and below: a long table must not hide what it is.

@@ -425,7 +425,7 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
     if cmp.matched:
         body = render_table(chosen, cmp.matched,
                             terminal_width() if width == "auto" else width,
-                            hint="--columns picks; a pipe shows all")
+                            hint="--columns or a pipe shows them")
     banner = f"{SIM_BANNER}\n" if cmp.simulated else ""
     return (banner + "\n".join(head) + "\n" + body + "\n".join(tail) + "\n"
             + banner)

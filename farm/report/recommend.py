@@ -625,7 +625,7 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
     from farm.tables import choose_columns, render_table, terminal_width
 
     rated = rec.rate_rps is not None
-    catalogue = recommendation_columns()
+    catalogue = recommendation_columns(rated)
     defaults = [c.name for c in catalogue if rated or c.name not in _RATED_COLUMNS]
     chosen = choose_columns(catalogue, defaults, columns)
     fitted = terminal_width() if width == "auto" else width
@@ -638,7 +638,7 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
             body.append(render_table(
                 chosen, w.ranking, fitted,
                 title=f"{w.label}: {len(w.ranking)} configuration(s) meet the limit",
-                hint="--columns picks; a pipe shows all"))
+                hint="--columns or a pipe shows them"))
         else:
             body.append(f"{w.label}: no configuration meets the limit\n")
         body.append(_workload_caption(w, rec))
@@ -651,11 +651,12 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
 _RATED_COLUMNS = ("replicas", "busy_pct", "load_power_w", "idle_power_w")
 
 
-def recommendation_columns() -> list[Any]:
+def recommendation_columns(rated: bool = False) -> list[Any]:
     """A ranking table's columns (farm.tables.Column), in display order; rank:
-    lower is kept longer on a narrow terminal. The configuration (GPU, engine,
-    arguments, scenario, load, repetitions) goes to the line above the table
-    where it is the same in every row; the figures stay."""
+    lower is kept longer on a narrow terminal (`rated`: with an arrival rate).
+    The configuration (GPU, engine, arguments, scenario, load, repetitions)
+    goes to the line above the table where it is the same in every row; the
+    figures stay."""
     from farm.output import fmt_value as fmt
     from farm.tables import Column
 
@@ -704,6 +705,13 @@ def recommendation_columns() -> list[Any]:
         Column("p_best", "P(best)", lambda r: "—" if r.p_best is None
                else f"{r.p_best:.2f}", True, 12),
     ]
+    if rated:
+        # Asked for an arrival rate: the replicas and power behind the ranking come
+        # before the latencies it already meets.
+        moved = {"replicas": 8, "busy_pct": 9, "load_power_w": 10, "idle_power_w": 11,
+                 "ttft_p90_ms": 16, "tpot_p90_ms": 17, "slo_attainment": 18,
+                 "energy_per_request_j": 19}
+        figures = [replace(c, rank=moved.get(c.name, c.rank)) for c in figures]
     rank = Column("rank", "#", lambda r: str(r.rank), True, 1, hoist=False)
     # Free text; without any it leaves the table (an empty value says nothing above it).
     notes = Column("notes", "notes", lambda r: "; ".join(r.notes), False, 21, wrap=True)

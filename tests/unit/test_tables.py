@@ -70,14 +70,16 @@ def test_quickstart_table_fits_the_terminal_without_cutting_a_number(quickstart,
     assert any("model: llama-3.2-1b" in line for line in above)
     assert any("engine: sim" in line for line in above)
     assert any("decoding: greedy" in line for line in above)
+    assert any("output tokens: 64" in line for line in above)   # the run's bin, constant
     assert not any(line.startswith("model") for line in text.splitlines()[2:] if "·" not in line)
 
 
 def test_narrow_terminal_leaves_columns_out_and_says_which(quickstart):
     rows, _ = quickstart
     narrow = format_results(rows, "table", "q", width=80)
-    note = " ".join(line for line in narrow.splitlines()
-                    if line.startswith("left out") or "--out FILE" in line)
+    lines = narrow.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("left out"))
+    note = " ".join(lines[at:-1])                  # up to the closing banner
     assert note.startswith("left out to fit 80 columns: ") and "--columns" in note
     assert "good req/s" in note and "SLO %" in note
     wide_enough = format_results(rows, "table", "q", width=200)
