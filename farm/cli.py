@@ -101,10 +101,16 @@ def _sweep(store, name_or_id: str):
 
 
 def _load(path: str, simulate: bool):
-    from farm.spec import load_sweep, simulated_copy
+    """The sweep (its simulated copy with `--simulate`) and the file's text; the
+    copy's notes (engine arguments the sim engine does not take, dropped) go to stderr."""
+    from farm.spec import load_simulated, load_sweep
 
-    spec, text = load_sweep(path)
-    return (simulated_copy(spec), text) if simulate else (spec, text)
+    if not simulate:
+        return load_sweep(path)
+    spec, text, notes = load_simulated(path)
+    for note in notes:
+        click.echo(note, err=True)
+    return spec, text
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,12 +128,14 @@ SIMULATE = click.option("--simulate", is_flag=True,
 
 @main.command()
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
+@SIMULATE
 @_friendly_errors
-def validate(sweep_file: str) -> None:
-    """Check a sweep file; print how many runs it makes."""
+def validate(sweep_file: str, simulate: bool) -> None:
+    """Check a sweep file (with --simulate, its simulated copy too); print how many runs
+    it makes."""
     from farm.sweep import expand, plan
 
-    spec, _ = _load(sweep_file, simulate=False)
+    spec, _ = _load(sweep_file, simulate=simulate)
     runs = expand(spec)
     output.print_plan(spec.name, len(runs), plan(runs), header="valid")
 
@@ -136,20 +144,44 @@ def validate(sweep_file: str) -> None:
 @click.argument("sweep_file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan; touch neither Redis nor the store.")
 @SIMULATE
+@click.option("--owner", default=None, metavar="NAME",
+              help="Whose sweep this is, for fair share (default FARM_OWNER, else your "
+                   "login name).")
+@click.option("--priority", default=0, show_default=True, type=int,
+              help="Dispatch priority: a higher one goes first. A re-enqueue updates it.")
 @_friendly_errors
-def enqueue(sweep_file: str, dry_run: bool, simulate: bool) -> None:
-    """Expand a sweep into runs and put the new ones on their GPU queues."""
-    from farm import coordinator
+def enqueue(sweep_file: str, dry_run: bool, simulate: bool, owner: str | None,
+            priority: int) -> None:
+    """Expand a sweep into runs and queue the new ones; the dispatcher feeds the GPU
+    queues by priority and fair share between owners."""
+    import re
 
+    from farm import coordinator
+    from farm_contract.settings import OWNER_PATTERN
+
+    if owner is not None and not re.match(OWNER_PATTERN, owner):
+        raise InvalidInput(f"--owner {owner!r} is not a short name (at most 64 letters, "
+                           "digits or . _ - @)")
     spec, text = _load(sweep_file, simulate)
     if dry_run:
         report = coordinator.dry_run(spec)
         output.print_plan(spec.name, report.total_runs, report.per_queue, header="dry run")
         return
     store = _store(upgrade=True)
-    report = coordinator.enqueue(store, spec, text)
+    report = coordinator.enqueue(store, spec, text, owner=owner, priority=priority)
     output.print_enqueue(spec.name, report)
+    _say_dispatched(report)
     _warn_unserved(store.queue_counts(report.sweep_id), coordinator.broker_state())
+
+
+def _say_dispatched(report) -> None:
+    """Who owns the sweep, and how many messages went on queues now."""
+    queued = sum(report.dispatched.values()) if report.dispatched is not None else None
+    now = ("the recorder's dispatcher was mid-pass: it sends them" if queued is None
+           else f"{queued} message(s) put on GPU queues now")
+    click.echo(f"owner {report.owner}, priority {report.priority}; {now}; the recorder's "
+               "dispatcher feeds the rest as workers free up (by priority, then fair "
+               "share between owners)")
 
 
 @main.command()
@@ -276,6 +308,8 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
         if sweep is None:
             output.print_status(lambda: counts.status_counts(connection), "sweep",
                                 watch=watch, interval_s=interval)
+            output.print_owners(counts.owner_counts(connection,
+                                                    load_settings().fair_share_window_s))
             _report_parked(counts.queue_counts(connection))
             return
         sid = counts.find_sweep_id(connection, sweep)
@@ -318,7 +352,6 @@ def _warn_unserved(queue_counts, state) -> None:
         return
     if line:
         click.echo(line, err=True)
-
 
 
 @main.command()

@@ -2,8 +2,11 @@
 
 Order matters for "nothing twice": runs are recorded as queued in the store
 before their messages are sent, and only runs the store did not know are sent.
-If sending fails halfway, `retry --queued` re-sends what stayed queued; workers
-and the recorder make a re-sent run harmless (done markers, idempotent upsert).
+The dispatcher (farm/dispatch.py) sends them, a bounded number per queue at a
+time, by priority and fair share between owners: an enqueue runs one pass at
+once, the recorder's dispatcher feeds the rest as workers take messages. A run
+is marked dispatched only after its message went out; workers and the recorder
+make a re-sent run harmless (done markers, idempotent upsert).
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ class EnqueueReport:
     total_runs: int
     new_runs: int
     per_queue: Counter[str]          # all runs of the sweep, by queue
-    new_per_queue: Counter[str]      # runs sent this time, by queue
+    new_per_queue: Counter[str]      # runs recorded this time, by queue
+    owner: str = ""
+    priority: int = 0
+    # Messages the dispatcher put on queues during the enqueue (any sweep's: the
+    # fairest next runs); None when the recorder's dispatcher held the lease.
+    dispatched: Counter[str] | None = None
 
 
 def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
@@ -78,24 +86,40 @@ def dry_run(spec: SweepSpec) -> EnqueueReport:
     return EnqueueReport(sweep_id(spec.name), len(runs), len(runs), plan(runs), plan(runs))
 
 
-def enqueue(store: Store, spec: SweepSpec, toml_text: str,
-            progress: ProgressFn | None = None) -> EnqueueReport:
-    """Record the sweep and its runs in the store, then send the runs it did not know.
+def default_owner() -> str:
+    """The owner of a sweep enqueued without --owner: FARM_OWNER, else the login name."""
+    import getpass
 
-    The broker is pinged first, so no run is recorded as queued that could not be sent;
-    the sweep is un-cancelled when it gets new runs.
+    from farm_contract.settings import load_settings
+
+    return load_settings().owner or getpass.getuser()
+
+
+def enqueue(store: Store, spec: SweepSpec, toml_text: str,
+            progress: ProgressFn | None = None, owner: str | None = None,
+            priority: int = 0) -> EnqueueReport:
+    """Record the sweep (with its owner and priority) and the runs the store did not
+    know as queued, then run one dispatch pass.
+
+    The broker is pinged first; the sweep is un-cancelled when it gets new runs.
+    The pass sends the first messages at once, even with the recorder down; the
+    recorder's dispatcher feeds the rest as workers free up. `progress` is unused
+    now (a pass sends at most a queue's depth); kept for callers.
     """
+    from farm.dispatch import dispatch_once
+
     runs = expand(spec)
-    # Reach the broker before recording anything: runs recorded as queued but never
-    # sent would wait for `retry --queued`.
     state = broker_state()
     state.ping()
-    sid = store.record_sweep(spec, toml_text)
+    owner = owner or default_owner()
+    sid = store.record_sweep(spec, toml_text, owner=owner, priority=priority)
     new = store.add_runs(sid, runs)
     if new:
         state.uncancel_sweep(sid)
-        send_runs(new, progress)
-    return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new))
+    # A short wait: the recorder's own pass takes the lease for milliseconds.
+    dispatched = dispatch_once(store, state, wait_s=5.0)
+    return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new), owner, priority,
+                         dispatched)
 
 
 def cancel(store: Store, sid: str) -> list[str]:
@@ -105,8 +129,11 @@ def cancel(store: Store, sid: str) -> list[str]:
 
 
 def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]:
-    """Send failed and cancelled runs again; with `include_queued`, also runs stuck
-    queued and runs marked running that no live worker holds."""
+    """Queue failed and cancelled runs again; with `include_queued`, also runs stuck
+    queued and runs marked running that no live worker holds. They become
+    undispatched: a dispatch pass sends them now, the recorder's the rest."""
+    from farm.dispatch import dispatch_once
+
     state = broker_state()
     state.ping()
     # With --queued (after a broker lost its data), runs marked running that no
@@ -117,5 +144,5 @@ def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]
     state.uncancel_sweep(sid)
     # A failed run has no done marker, but a cancelled one may have finished
     # meanwhile: keep markers, the store's status is what we retry from.
-    send_runs(runs)
+    dispatch_once(store, state, wait_s=5.0)
     return runs

@@ -28,7 +28,7 @@ from farm.errors import ExitCode, FarmError
 from farm.spec import SweepSpec
 from farm.sweep import expand
 from farm_contract.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
-from farm_contract.runspec import RunSpec
+from farm_contract.runspec import RunSpec, sweep_id
 from farm_contract.settings import load_settings, redact
 
 POLL_S = 0.25
@@ -158,6 +158,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     none can run here, RUNS_FAILED when some failed, else OK.
     """
     from farm import coordinator, output
+    from farm.dispatch import dispatch_once
     from farm.store.repository import Store
 
     settings = load_settings()
@@ -179,7 +180,10 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     log_dir.mkdir(parents=True, exist_ok=True)
     sid: str | None = None
     with PrivateRedis() as redis:
+        # FARM_DISPATCH_SWEEP: the recorder dispatches this sweep's runs only, not the
+        # runs other sweeps left queued in this store.
         env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url,
+               "FARM_DISPATCH_SWEEP": sweep_id(spec.name),
                "FARM_SPOOL_DIR": str(log_dir.parent.parent / "spool")}
         os.environ["FARM_BROKER_URL"] = redis.url   # for this process's sends
         children = Children(log_dir, env)
@@ -200,7 +204,8 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
             stale = store.runs_to_retry(sid, include_queued=True, include_running=True,
                                         queues=plan.queues)
             new = store.add_runs(sid, local)
-            coordinator.send_runs(stale + new)
+            # The recorder child's dispatcher feeds the rest as the workers take runs.
+            dispatch_once(store, coordinator.broker_state(), sweep_id=sid, wait_s=5.0)
             _say(f"  {len(new)} new run(s), {len(stale)} sent again, "
                  f"{len(local) - len(new) - len(stale)} already done; logs in {log_dir}")
             _wait(store, local, children, progress)

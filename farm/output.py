@@ -143,11 +143,30 @@ def print_sweeps(sweeps) -> None:
         click.echo("no sweeps in the store yet")
         return
     table = _table("sweeps")
-    for col in ("id", "name", "created", "simulated"):
-        table.add_column(col)
+    for col in ("id", "name", "owner", "priority", "created", "simulated"):
+        table.add_column(col, justify="right" if col == "priority" else "left")
     for s in sweeps:
-        table.add_row(s.id, s.name, s.created_at.strftime("%Y-%m-%d %H:%M"),
+        table.add_row(s.id, s.name, s.owner or "-", str(s.priority),
+                      s.created_at.strftime("%Y-%m-%d %H:%M"),
                       "SIMULATED" if s.simulated else "no")
+    _console().print(table)
+
+
+def print_owners(rows) -> None:
+    """`farmctl status`'s per-owner table (farm.store.counts.owner_counts): runs
+    queued (of which waiting for dispatch: in the store, on no broker queue yet),
+    running, succeeded, failed, and GPU-hours in the fair-share window."""
+    if not rows:
+        return
+    table = _table("owners")
+    table.add_column("owner")
+    for col in ("sweeps", "queued", "(not dispatched)", "running", "succeeded", "failed",
+                "GPU-h (window)"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["owner"] or "-", str(r["sweeps"]), str(r["queued"]),
+                      str(r["waiting"]), str(r["running"]), str(r["succeeded"]),
+                      str(r["failed"]), f"{r['gpu_hours']:.2f}")
     _console().print(table)
 
 

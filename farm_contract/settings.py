@@ -45,7 +45,13 @@ EXAMPLES = {
     "FARM_SPOOL_DIR": "/var/lib/farm/spool",
     "FARM_FLOWER_USER": "admin",
     "FARM_FLOWER_PASSWORD": "a-long-random-secret",
+    "FARM_OWNER": "alice or ml-team@lab",
+    "FARM_DISPATCH_DEPTH": "8",
+    "FARM_FAIR_SHARE_WINDOW_S": "86400",
 }
+
+# A sweep owner's name: short, and safe in tables, logs and Redis keys.
+OWNER_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"
 
 
 class Settings(BaseSettings):
@@ -74,6 +80,16 @@ class Settings(BaseSettings):
     flower_user: str | None = Field(None, validation_alias="FARM_FLOWER_USER")
     flower_password: str | None = Field(None, repr=False,
                                         validation_alias="FARM_FLOWER_PASSWORD")
+    # Who `farmctl enqueue` records as a sweep's owner (else --owner, else the login name).
+    owner: str | None = Field(None, pattern=OWNER_PATTERN, validation_alias="FARM_OWNER")
+    # Messages the dispatcher keeps waiting on each GPU queue (farm/dispatch.py);
+    # unset: max(4, 2 x the runs the queue's live workers can hold at once).
+    dispatch_depth: int | None = Field(None, ge=1, validation_alias="FARM_DISPATCH_DEPTH")
+    # Only this sweep's runs are dispatched (`farmctl run` sets it for its recorder).
+    dispatch_sweep: str | None = Field(None, validation_alias="FARM_DISPATCH_SWEEP")
+    # Fair share counts each owner's GPU time over this window.
+    fair_share_window_s: float = Field(24 * 3600.0, gt=0,
+                                       validation_alias="FARM_FAIR_SHARE_WINDOW_S")
 
     def __init__(self, **values: Any):
         try:
@@ -128,6 +144,8 @@ def _message(exc: ValidationError) -> str:
             problem = "is not a number"
         elif error["type"] == "value_error":
             problem = str(error["ctx"]["error"])
+        elif error["type"] == "string_pattern_mismatch":
+            problem = "is not a short name (at most 64 letters, digits or . _ - @)"
         else:
             problem = error["msg"].replace("Input should be", "must be")
         lines.append(f"{name}={shown!r} {problem} (e.g. {name}={EXAMPLES.get(name, '…')})")

@@ -10,6 +10,8 @@ run lives here:
 - ``farm:attempts:<run_id>``counter of starts (redeliveries and retries alike).
 - ``farm:cancelled``        set of cancelled sweep ids.
 - ``farm:worker:<name>``    a worker's advertisement (GPUs, queues, busy GPUs).
+- ``farm:dispatcher``       the dispatch lease (farm/dispatch.py): one dispatcher
+                            pass at a time tops the GPU queues up from the store.
 - ``farm:progress:<run_id>``the load point a running run is at (for the
                             progress display); removed when the run ends.
 
@@ -38,6 +40,7 @@ CANCELLED = "farm:cancelled"
 WORKER = "farm:worker:"
 PROGRESS = "farm:progress:"
 UNREADABLE = "farm:unreadable"
+DISPATCH_LEASE = "farm:dispatcher"
 DONE_TTL_S = 90 * 24 * 3600
 # kombu's Redis transport keeps unacknowledged messages in these two keys.
 UNACKED = "unacked"
@@ -61,6 +64,13 @@ def _waits_for_eta(payload: dict, now: float, grace_s: float) -> bool:
     except (TypeError, ValueError):
         return False
     return now < due + grace_s
+
+
+# Compare-and-act on a lease in one step, so a lapsed holder never touches a newer one's.
+_RENEW_IF_HELD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                  "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
+_DELETE_IF_HELD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+                   "return redis.call('del', KEYS[1]) else return 0 end")
 
 
 class BrokerUnavailable(RuntimeError):
@@ -188,6 +198,39 @@ class BrokerState:
             return {}
         values = self.r.mget([PROGRESS + run_id for run_id in run_ids])
         return {run_id: json.loads(v) for run_id, v in zip(run_ids, values) if v}
+
+    def queue_slots(self) -> dict[str, int]:
+        """Runs the live workers can hold at once per queue: for `{backend}.{slug}.xN`,
+        each advertising worker's GPUs of that model divided by N."""
+        slots: dict[str, int] = {}
+        for worker in self.workers():
+            models = [g.get("model") for g in worker.get("gpus") or ()]
+            for queue in worker.get("queues") or ():
+                _backend, _, rest = queue.partition(".")
+                slug, _, count = rest.rpartition(".x")
+                if count.isdigit() and int(count) > 0:
+                    slots[queue] = slots.get(queue, 0) + models.count(slug) // int(count)
+        return slots
+
+    # -- the dispatcher's view of the queues ------------------------------------
+    def queue_length(self, queue: str) -> int:
+        """Messages waiting on a queue: kombu's Redis transport keeps a queue as a
+        list named after it (messages taken but not acked are in `unacked`)."""
+        return int(self.r.llen(queue))
+
+    def acquire_lease(self, token: str, ttl_s: float, key: str = DISPATCH_LEASE) -> bool:
+        """Take the lease for `token` (SET NX PX); True also when `token` holds it already."""
+        if self.r.set(key, token, nx=True, px=int(ttl_s * 1000)):
+            return True
+        return self.renew_lease(token, ttl_s, key)
+
+    def renew_lease(self, token: str, ttl_s: float, key: str = DISPATCH_LEASE) -> bool:
+        """Extend the lease if `token` still holds it; False when it lapsed or another holds it."""
+        return bool(self.r.eval(_RENEW_IF_HELD, 1, key, token, int(ttl_s * 1000)))
+
+    def release_lease(self, token: str, key: str = DISPATCH_LEASE) -> None:
+        """Drop the lease if `token` holds it (never another holder's)."""
+        self.r.eval(_DELETE_IF_HELD, 1, key, token)
 
     # -- the reaper -----------------------------------------------------------
     def reap_orphans(self, grace_s: float, now: float | None = None) -> list[str]:

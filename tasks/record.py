@@ -8,7 +8,9 @@ message carrying the same result) until the write commits (Celery's autoretry,
 recorder cannot read is parked in Redis (`farm:unreadable`), never dropped.
 
 The recorder process also runs the reaper (tasks.broker_state.reap_orphans),
-which hands back runs whose worker died without acknowledging them.
+which hands back runs whose worker died without acknowledging them, and the
+dispatcher (farm.dispatch), which tops the GPU queues up from the store's queued
+runs by priority and fair share, once a second.
 """
 
 from __future__ import annotations
@@ -116,9 +118,15 @@ def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
             log.warning("reaper pass failed", exc_info=True)
 
 
+DISPATCH_PERIOD_S = 1.0
+
+
 def serve(node_name: str | None = None, loglevel: str = "INFO") -> int:
-    """Run the recorder: upgrade the schema, start the reaper, consume `farm.record`.
-    Returns Celery's exit status (non-zero when it stopped on an error)."""
+    """Run the recorder: upgrade the schema, start the reaper and the dispatcher,
+    consume `farm.record`. Returns Celery's exit status (non-zero when it stopped
+    on an error)."""
+    from farm.dispatch import serve_forever
+
     global _store
     settings = load_settings()
     _store = Store.open(settings.db_url, upgrade=True)
@@ -126,6 +134,10 @@ def serve(node_name: str | None = None, loglevel: str = "INFO") -> int:
     reaper = threading.Thread(target=_reaper_loop, args=(settings, stop), daemon=True,
                               name="reaper")
     reaper.start()
+    dispatcher = threading.Thread(
+        target=serve_forever, daemon=True, name="dispatcher",
+        args=(store, BrokerState(redis_client(settings.broker_url)), stop, DISPATCH_PERIOD_S))
+    dispatcher.start()
     name = node_name or f"farm-recorder-{os.getpid()}@{socket.gethostname()}"
     try:
         return run_worker(app, hostname=name, queues=[RECORD_QUEUE], pool="solo",

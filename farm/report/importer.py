@@ -161,7 +161,8 @@ def import_dataset(store: Store, directory: Path) -> ImportSummary:
     sweep_recorded = _record_sweep(store, name, sweep["spec_toml"], simulated)
     sid = sweep["id"]
     with_result = [spec for run, spec in zip(runs, specs) if run["result_json"] is not None]
-    added = store.add_runs(sid, with_result)
+    # Marked dispatched: their results come with them, a live dispatcher must not send them.
+    added = store.add_runs(sid, with_result, dispatched=True)
     stored = store.result_statuses([spec.run_id for spec in with_result])
 
     requests = _RunGroups(reader.rows("requests", REQUEST_COLUMNS), "requests")

@@ -12,12 +12,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from farm.store.errors import UPGRADE_HINT, SchemaError
 
 # The newest migration; a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 _BY_SWEEP = ("SELECT s.name, c.status, c.n FROM (SELECT sweep_id, status, COUNT(*) AS n "
@@ -67,6 +68,86 @@ def failed_runs(connection: Any, sweep_id: str) -> list[tuple[str, str | None]]:
         return [(str(run_id), error) for run_id, error in cursor.fetchall()]
     finally:
         cursor.close()
+
+
+# -- per owner (fair share, farm/dispatch.py) ----------------------------------
+# Runs that hold or held GPUs: their GPU time is charged to the sweep's owner.
+_USAGE = ("SELECT s.owner, r.started_at, r.finished_at, r.gpu_count FROM runs r "
+          "JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN ('running', 'succeeded', "
+          "'failed') AND r.started_at IS NOT NULL AND (r.finished_at IS NULL OR "
+          "r.finished_at >= {p})")
+_BY_OWNER = ("SELECT s.owner, r.status, CASE WHEN r.dispatched_at IS NULL THEN 1 ELSE 0 END, "
+             "COUNT(*) FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
+             "GROUP BY s.owner, r.status, CASE WHEN r.dispatched_at IS NULL THEN 1 ELSE 0 END")
+_SWEEPS_BY_OWNER = "SELECT owner, COUNT(*) FROM sweeps GROUP BY owner"
+
+
+def _as_utc(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite's driver gives its text)."""
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _bind_time(connection: Any, when: datetime) -> Any:
+    """`when` as the store keeps it: UTC wall-clock text on SQLite, timestamptz elsewhere."""
+    when = when.astimezone(UTC)
+    if isinstance(connection, sqlite3.Connection):
+        return when.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return when
+
+
+def usage_rows(connection: Any, since: datetime) -> list[tuple[str, datetime, datetime | None,
+                                                                int]]:
+    """(owner, started_at, finished_at, GPUs) of the runs holding or having held GPUs
+    since `since` (running, or finished after it)."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_USAGE.format(p=_placeholder(connection)),
+                       (_bind_time(connection, since),))
+        return [(str(owner), _as_utc(start), None if end is None else _as_utc(end), int(n))
+                for owner, start, end, n in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def gpu_seconds(rows: list[tuple[str, datetime, datetime | None, int]], since: datetime,
+                now: datetime) -> dict[str, float]:
+    """GPU-seconds per owner within [since, now]: Σ (end or now − start) × GPUs, each
+    run clipped to the window."""
+    used: dict[str, float] = {}
+    for owner, start, end, gpus in rows:
+        seconds = ((end or now) - max(start, since)).total_seconds()
+        used[owner] = used.get(owner, 0.0) + max(0.0, seconds) * gpus
+    return used
+
+
+def owner_counts(connection: Any, window_s: float, now: datetime | None = None
+                 ) -> list[dict[str, Any]]:
+    """Per owner: sweeps, runs per status, queued runs not yet on a broker queue
+    (`waiting`) and GPU-hours in the last `window_s` seconds; by owner name."""
+    now = now or datetime.now(UTC)
+    table: dict[str, dict[str, Any]] = {}
+
+    def row(owner: str) -> dict[str, Any]:
+        return table.setdefault(owner, {"owner": owner, "sweeps": 0, "waiting": 0,
+                                        **dict.fromkeys(RUN_STATUSES, 0), "gpu_hours": 0.0})
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_SWEEPS_BY_OWNER)
+        for owner, n in cursor.fetchall():
+            row(str(owner))["sweeps"] = int(n)
+        cursor.execute(_BY_OWNER)
+        for owner, status, waiting, n in cursor.fetchall():
+            entry = row(str(owner))
+            entry[str(status)] = entry.get(str(status), 0) + int(n)
+            if status == "queued" and int(waiting):
+                entry["waiting"] += int(n)
+    finally:
+        cursor.close()
+    since = now - timedelta(seconds=window_s)
+    for owner, seconds in gpu_seconds(usage_rows(connection, since), since, now).items():
+        row(owner)["gpu_hours"] = seconds / 3600
+    return [table[owner] for owner in sorted(table)]
 
 
 def find_sweep_id(connection: Any, name_or_id: str) -> str | None:

@@ -36,26 +36,37 @@ from farm_contract.runspec import RunSpec, sweep_id
 class RunLifecycle(StoreBase):
     """Sweeps and the status of their runs: enqueue, start, hand back, cancel, retry."""
 
-    def record_sweep(self, spec: SweepSpec, toml_text: str) -> str:
-        """Insert the sweep, or refresh its file text if the name exists. Returns its id."""
+    def record_sweep(self, spec: SweepSpec, toml_text: str, owner: str | None = None,
+                     priority: int | None = None) -> str:
+        """Insert the sweep, or refresh its file text if the name exists. Returns its id.
+
+        `owner` and `priority` (farm/dispatch.py) are set when given: a re-enqueue
+        updates them; None keeps what is stored ('' and 0 for a new sweep).
+        """
         now = utcnow()
         row = {"id": sweep_id(spec.name), "name": spec.name, "created_at": now,
-               "updated_at": now, "spec_toml": toml_text, "simulated": _sweep_simulated(spec)}
+               "updated_at": now, "spec_toml": toml_text, "simulated": _sweep_simulated(spec),
+               "owner": owner or "", "priority": priority or 0}
+        refresh = {"updated_at": now, "spec_toml": toml_text, "simulated": row["simulated"]}
+        if owner is not None:
+            refresh["owner"] = owner
+        if priority is not None:
+            refresh["priority"] = priority
         stmt = self._upsert(sweeps_t).values(row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={"updated_at": now, "spec_toml": toml_text, "simulated": row["simulated"]},
-        )
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=refresh)
         with self._write() as session:
             session.execute(stmt)
         return row["id"]
 
-    def add_runs(self, sweep_id: str, runs: Sequence[RunSpec]) -> list[RunSpec]:
+    def add_runs(self, sweep_id: str, runs: Sequence[RunSpec],
+                 dispatched: bool = False) -> list[RunSpec]:
         """Insert the runs not stored yet (status queued); returns only those.
 
         Runs already present, whatever their status, are left untouched. Two
         enqueues of one sweep at once are serialised on the sweep's row, so each
         new run is returned (and sent to a queue) by exactly one of them.
+        `dispatched`: the runs need no message (an import brings their results),
+        so the dispatcher never sends them.
         """
         by_id = {run.run_id: run for run in runs}
         with self._write() as session:
@@ -64,6 +75,7 @@ class RunLifecycle(StoreBase):
             now = utcnow()
             fresh = [(rid, run) for rid, run in by_id.items() if rid not in existing]
             insert_many(session, runs_t, [run_row(sweep_id, rid, run, now)
+                                           | ({"dispatched_at": now} if dispatched else {})
                                            for rid, run in fresh])
         return [run for _, run in fresh]
 
@@ -134,7 +146,8 @@ class RunLifecycle(StoreBase):
                       include_running: bool = False,
                       queues: Collection[str] | None = None,
                       also_ids: Collection[str] = ()) -> list[RunSpec]:
-        """Failed and cancelled (and queued / running if asked) runs → queued; their specs.
+        """Failed and cancelled (and queued / running if asked) runs → queued and not
+        dispatched (the dispatcher sends them, farm/dispatch.py); their specs.
 
         `include_running` is for a broker known to be gone (`farmctl run` after an
         interrupted one): nothing can still be running those runs. `queues` limits
@@ -149,7 +162,8 @@ class RunLifecycle(StoreBase):
                            and_(runs_t.c.id.in_(list(also_ids)),
                                 runs_t.c.status != "succeeded")),
                        *([runs_t.c.queue.in_(list(queues))] if queues is not None else []))
-                .values(status="queued", queued_at=utcnow(), finished_at=None, error=None)
+                .values(status="queued", queued_at=utcnow(), finished_at=None, error=None,
+                        dispatched_at=None)
                 .returning(runs_t.c.id, runs_t.c.spec_json))
         with self._write() as session:
             rows = sorted(session.execute(stmt).all())

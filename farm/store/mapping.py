@@ -113,6 +113,7 @@ def run_row(sweep: str, run_id: str, run: RunSpec, now: datetime) -> dict[str, A
         "spec_json": run.to_json(), "status": "queued", "attempts": 0, "worker": None,
         "gpu_uuids": None, "created_at": now, "queued_at": now, "started_at": None,
         "finished_at": None, "error": None, "simulated": run.simulated,
+        "dispatched_at": None,   # the dispatcher sends it (farm/dispatch.py)
     }
 
 

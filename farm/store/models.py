@@ -180,6 +180,10 @@ class SweepRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=UTCDateTime())
     spec_toml: str = Field(sa_type=Text())  # the file as last enqueued
     simulated: bool
+    # Who enqueued it ('' for sweeps older than owners) and its dispatch priority
+    # (higher first): farm/dispatch.py. A re-enqueue updates both.
+    owner: str = Field(default="", sa_column_kwargs={"server_default": ""})
+    priority: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class RunRow(SQLModel, table=True):
@@ -190,6 +194,7 @@ class RunRow(SQLModel, table=True):
         Index("ix_runs_sweep_id_status", "sweep_id", "status"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_sweep_id_queue_status", "sweep_id", "queue", "status"),
+        Index("ix_runs_queue_status_dispatched_at", "queue", "status", "dispatched_at"),
         CheckConstraint(f"status IN {RUN_STATUSES}", name="status"),
     )
 
@@ -218,6 +223,9 @@ class RunRow(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
     error: str | None = Field(default=None, sa_type=Text())
     simulated: bool
+    # When its message was put on its broker queue; NULL: queued in the store
+    # only, waiting for the dispatcher (farm/dispatch.py).
+    dispatched_at: datetime | None = Field(default=None, sa_type=UTCDateTime())
 
 
 class ResultRow(SQLModel, table=True):

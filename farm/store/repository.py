@@ -3,13 +3,15 @@
 Store is composed of its jobs, one module each: the connection (farm.store.base),
 run lifecycle (farm.store.lifecycle: enqueue, start, hand back, cancel, retry),
 recording (farm.store.recording: record_result, idempotent), read views
-(farm.store.views) and the record ↔ row mapping (farm.store.mapping). Callers
+(farm.store.views), the dispatcher's reads and marks (farm.store.dispatching)
+and the record ↔ row mapping (farm.store.mapping). Callers
 import Store (and the names below) from here as before.
 """
 
 from __future__ import annotations
 
 from farm.store.base import CHUNK, StoreBase, chunks
+from farm.store.dispatching import Backlog, Dispatching, Usage
 from farm.store.lifecycle import RunLifecycle
 from farm.store.mapping import (
     HOST_COLUMNS,
@@ -40,9 +42,11 @@ __all__ = [
     "RESULT_POINT_FIGURES",
     "RESULT_ROW_COLUMNS",
     "TRACE_SERIES",
+    "Backlog",
     "RecordOutcome",
     "Store",
     "StoreBase",
+    "Usage",
     "chunks",
     "load_points_t",
     "requests_t",
@@ -55,5 +59,5 @@ __all__ = [
 ]
 
 
-class Store(RunLifecycle, Recording, Views):
+class Store(RunLifecycle, Recording, Views, Dispatching):
     """The farm's SQL store. Open with `Store.open(url)`; close when done."""
