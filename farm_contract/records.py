@@ -267,12 +267,36 @@ class GpuState(Record):
     foreign_pids: list[int] = []
 
 
+class QuietGpu(Record):
+    """What the quiet-GPU gate saw on one GPU over its last window (None: not read)."""
+
+    uuid: str
+    power_w: float | None = None            # mean over the window
+    trend_w: float | None = None            # second half's mean minus the first's
+    reference_power_w: float | None = None  # lowest quiet power seen before (idle reference)
+    band_w: float | None = None             # the allowed distance, from the settings
+    utilization_pct: float | None = None    # the window's highest reading
+    quiet: bool
+    reason: str | None = None               # why not, in words
+
+
+class QuietGate(Record):
+    """The quiet-GPU gate before the idle baselines: met (None: not applied), after waited_s."""
+
+    met: bool | None
+    waited_s: float
+    window_s: float
+    gpus: list[QuietGpu] = []
+    note: str | None = None
+
+
 class Preflight(Record):
     """The GPUs' state before the run; whether they cooled into the band, after waited_s s."""
     gpus: list[GpuState]
     cooled: bool                     # within the band before the run started
     waited_s: float
     note: str | None = None
+    quiet: QuietGate | None = None   # the quiet-GPU gate (None: runs from before it)
 
 
 class ValidityCheck(Record):

@@ -85,6 +85,26 @@ class Decoding(Strict):
         return label + (f"-k{self.top_k}" if self.top_k else "")
 
 
+class QuietGateSpec(Strict):
+    """The quiet-GPU gate, before each run's idle baselines (`workers.quietgate`).
+
+    A GPU is quiet when, over the last `window_s`: its mean power is within the
+    band of the lowest quiet power this worker has seen on it (its idle
+    reference), the window's two halves differ by no more than the band (power
+    is not still falling), and its utilisation stays at or below
+    `max_utilization_pct`. The band is `power_band_pct` of the mean, at least
+    `power_band_w`. After `timeout_s` the run goes on and records what the gate saw.
+    Applies to real GPUs; simulated GPUs and the CPU record that it did not.
+    """
+
+    enabled: bool = True
+    window_s: PositiveFloat = 10.0
+    power_band_pct: Annotated[float, Field(gt=0, le=50)] = 2.0
+    power_band_w: PositiveFloat = 1.0
+    max_utilization_pct: Annotated[float, Field(ge=0, le=100)] = 1.0
+    timeout_s: NonNegativeFloat = 180.0
+
+
 class MeasurementSpec(Strict):
     """How energy is measured; stored with every result."""
 
@@ -105,6 +125,8 @@ class MeasurementSpec(Strict):
     cooldown_band_c: PositiveFloat = 5.0
     # CPU and RAM energy and emissions through CodeCarbon (offline tracker).
     codecarbon: bool = True
+    # Before the idle baselines: wait for the GPUs to be at rest (QuietGateSpec).
+    quiet: QuietGateSpec = QuietGateSpec()
 
 
 # ---------------------------------------------------------------- concrete runs
@@ -189,6 +211,12 @@ class RunWorkload(Strict):
 # per-request records under any SLO, so changing the limits measures nothing new
 # (and run ids from before the SLO existed stay the same).
 NOT_IN_RUN_ID: dict[str, Any] = {"scenario": {"slo_ttft_ms", "slo_tpot_ms"}}
+# Fields added after runs were first stored: left out of the id while at their
+# default, so every run id from before stays the same; a sweep that sets one
+# measures something else and gets new ids.
+IN_RUN_ID_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
+    "measurement": {"quiet": QuietGateSpec().model_dump(mode="json")},
+}
 
 
 def _compact(data: Any) -> str:
@@ -211,7 +239,12 @@ class RunSpec(Strict):
     def canonical_json(self) -> str:
         """The run's identity: every field but those in `NOT_IN_RUN_ID` (which say how
         the results are read, not what is measured), sorted keys, no spaces."""
-        return _compact(self.model_dump(mode="json", exclude=NOT_IN_RUN_ID))
+        data = self.model_dump(mode="json", exclude=NOT_IN_RUN_ID)
+        for part, defaults in IN_RUN_ID_UNLESS_DEFAULT.items():
+            for key, default in defaults.items():
+                if data[part].get(key) == default:
+                    del data[part][key]
+        return _compact(data)
 
     def to_json(self) -> str:
         """Everything, as sent to a worker and kept in the store (`canonical_json`

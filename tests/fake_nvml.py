@@ -26,11 +26,13 @@ class FakeNvml:
             {"bus": "00000000:19:00.0", "uuid": "GPU-aaaa", "energy_mj": 1_000_000,
              "instant_mw": 123_500, "average_mw": 120_000, "memory_mw": 32_250,
              "temp_c": 31, "pids": [4242], "sm_mhz": 1980, "mem_mhz": 2619, "reasons": 0x1,
-             "limit_mw": 700_000, "default_limit_mw": 700_000, "persistence": 1},
+             "limit_mw": 700_000, "default_limit_mw": 700_000, "persistence": 1,
+             "util_pct": 0},
             {"bus": "00000000:9A:00.0", "uuid": "GPU-bbbb", "energy_mj": 2_000_000,
              "instant_mw": 698_000, "average_mw": 650_000, "memory_mw": 47_500,
              "temp_c": 64, "pids": [], "sm_mhz": 1365, "mem_mhz": 2619, "reasons": 0x4,
-             "limit_mw": 500_000, "default_limit_mw": 700_000, "persistence": 0},
+             "limit_mw": 500_000, "default_limit_mw": 700_000, "persistence": 0,
+             "util_pct": 97},
         ]
         self.failures: dict[tuple[str, int | None], int] = {}   # (function, gpu) → NVML code
         # (gpu, field id or (field id, scope id)) → per-field return code
@@ -122,6 +124,10 @@ class FakeNvml:
     def nvmlDeviceGetTemperature(self, handle, sensor):
         assert sensor == pynvml.NVML_TEMPERATURE_GPU
         return self._gpu("nvmlDeviceGetTemperature", handle)["temp_c"]
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        gpu = self._gpu("nvmlDeviceGetUtilizationRates", handle)
+        return SimpleNamespace(gpu=gpu["util_pct"], memory=0)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         gpu = self._gpu("nvmlDeviceGetComputeRunningProcesses", handle)

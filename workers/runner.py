@@ -44,6 +44,7 @@ from workers.hostenergy import HostEnergyMeter
 from workers.metrics import load_point_result, slo_for, with_idle_and_carbon
 from workers.power import AgreementPolicy, Contamination, Meter, PowerSampler
 from workers.preflight import IdleTemperatures, run_preflight
+from workers.quietgate import IdlePowerReferences, wait_until_quiet
 from workers.validity import validate
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
 LoadPointCallback = Callable[[int, int, str, float], None]
 # The worker's memory of each GPU's idle temperature, shared by its runs.
 IDLE_TEMPERATURES = IdleTemperatures()
+# ... and of each GPU's quiet idle power (the quiet-GPU gate's reference).
+IDLE_POWERS = IdlePowerReferences()
 
 
 class Contaminated(TransientError):
@@ -146,6 +149,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             worker: WorkerInfo, attempt: int, start_deadline_s: float = 900.0,
             engine_factory: EngineFactory = make_engine,
             idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES,
+            idle_powers: IdlePowerReferences = IDLE_POWERS,
             energy_sources: list[EnergySource] | None = None,
             on_load_point: LoadPointCallback | None = None) -> RunResult:
     """Measure `run` on `gpus`. Returns a succeeded or failed RunResult.
@@ -160,6 +164,8 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     state = _Run(run, gpus, abort, sources, on_load_point)
     spec = run.measurement
     state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
+    # After the cool-down, before the idle baselines: power settles later than heat.
+    state.preflight.quiet = wait_until_quiet(gpus, spec.quiet, idle_powers, abort)
     # CPU/RAM energy of the host means nothing for a simulated run: the host did
     # not do the modelled work.
     host = HostEnergyMeter(spec.region, [g.info.index for g in gpus if g.info.backend == "gpu"],

@@ -137,6 +137,7 @@ sample_period_s = 0.02
 idle_baseline_s = 0.2
 min_steady_s = 0.5
 codecarbon = false
+quiet = { window_s = 0.5, timeout_s = 5 }
 """))[0]
 
 
@@ -161,6 +162,11 @@ def test_a_run_on_nvml_measures_windows_idle_and_validity(live):
     lp = result.load_points[0]
     assert lp.energy_net_j == pytest.approx(lp.energy_j - 75.0 * steady.duration_s, rel=0.05)
     assert result.preflight.gpus[0].power_limit_w == 700.0
+    # The quiet-GPU gate read NVML's power and utilisation before the baselines.
+    gate = result.preflight.quiet
+    assert gate.met is True and gate.waited_s >= 0.5
+    assert gate.gpus[0].power_w == pytest.approx(75.0, rel=0.05)
+    assert gate.gpus[0].utilization_pct == 0.0
     assert result.trace.memory_power_w and result.trace.sm_clock_mhz
     assert result.validity.valid, result.validity
 

@@ -110,6 +110,14 @@ class GpuDevice(ABC):
         """
         return None
 
+    def utilization_pct(self) -> float | None:
+        """Share of the last sample period in which a kernel ran. Units: %.
+
+        NVML: `nvmlDeviceGetUtilizationRates().gpu` (a period of 1/6 s to 1 s,
+        by product); 0 on a GPU at rest, whether or not a context is open.
+        """
+        return None
+
     def power_limit_w(self) -> float | None:
         """Power limit the driver enforces now. Units: W."""
         return None

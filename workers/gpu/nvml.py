@@ -197,6 +197,11 @@ class NvmlGpu(GpuDevice):
                 return int(value)
         return None
 
+    def utilization_pct(self) -> float | None:
+        """GPU utilisation over NVML's last sample period (Units: %); None where unsupported."""
+        rates = _nvml(pynvml.nvmlDeviceGetUtilizationRates, self.handle)
+        return None if rates is None else float(rates.gpu)
+
     def power_limit_w(self) -> float | None:
         """The enforced power limit (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
