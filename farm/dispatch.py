@@ -99,6 +99,12 @@ def choose(backlog: Iterable[Backlog], free: Mapping[str, int], usage: Usage,
 SendFn = Callable[[list[RunSpec]], None]
 
 
+def _no_contest() -> Usage:
+    from farm.store.dispatching import Usage
+
+    return Usage({}, {})
+
+
 def _send_runs(runs: list[RunSpec]) -> None:
     from farm.coordinator import send_runs
 
@@ -144,7 +150,10 @@ def _pass(store: Store, state: BrokerState, token: str, depth: int | None, windo
             for q in {e.queue for e in backlog}}
     if all(n <= 0 for n in free.values()):
         return sent
-    picks = choose(backlog, free, store.owner_usage(window_s))
+    # Usage is read only when owners compete for a queue's places: it is the
+    # pass's costliest query, and without a contest priority and age decide alone.
+    picks = choose(backlog, free, store.owner_usage(window_s) if _contested(backlog, free)
+                   else _no_contest())
     for queue in sorted({p.queue for p in picks}):
         runs = _runs_in_pick_order(store, [p for p in picks if p.queue == queue])
         if not runs:
@@ -156,6 +165,21 @@ def _pass(store: Store, state: BrokerState, token: str, depth: int | None, windo
             log.warning("dispatch lease lapsed mid-pass; stopping this pass")
             break
     return sent
+
+
+def _contested(backlog: list[Backlog], free: Mapping[str, int]) -> bool:
+    """Whether some queue with free places has more than one owner at its top priority."""
+    tops: dict[str, tuple[int, set[str]]] = {}
+    for e in backlog:
+        if free.get(e.queue, 0) <= 0:
+            continue
+        top, owners = tops.get(e.queue, (e.priority, set()))
+        if e.priority > top:
+            top, owners = e.priority, set()
+        if e.priority == top:
+            owners.add(e.owner)
+        tops[e.queue] = (top, owners)
+    return any(len(owners) > 1 for _top, owners in tops.values())
 
 
 def _runs_in_pick_order(store: Store, picks: list[Backlog]) -> list[RunSpec]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from farm.dispatch import choose, depth_for, gpus_of
+from farm.dispatch import _contested, choose, depth_for, gpus_of
 from farm.store import Store, make_engine
 from farm.store.counts import owner_counts
 from farm.store.db import _alembic_config
@@ -225,3 +225,15 @@ def test_a_new_owner_is_estimated_by_every_owners_mean() -> None:
     picks = choose([backlog("a", "A", 9), backlog("b", "B", 9)], {"sim.h100.x1": 4},
                    Usage({"A": 2.0}, {"A": 1.0}, {}, all_mean_run_s=1.0))
     assert owners(picks) == "BBAB"
+
+
+def test_usage_is_needed_only_when_owners_compete_for_free_places() -> None:
+    one_owner = [backlog("a1", "A", 5), backlog("a2", "A", 5, age_s=9)]
+    assert not _contested(one_owner, {"sim.h100.x1": 4})
+    two = [backlog("a", "A", 5), backlog("b", "B", 5)]
+    assert _contested(two, {"sim.h100.x1": 1})
+    assert not _contested(two, {"sim.h100.x1": 0})                  # the queue is full
+    assert not _contested([backlog("a", "A", 5, priority=1), backlog("b", "B", 5)],
+                          {"sim.h100.x1": 4})                        # priority decides
+    assert not _contested([backlog("a", "A", 5), backlog("b", "B", 5, queue="q.l4.x1")],
+                          {"sim.h100.x1": 4, "q.l4.x1": 4})          # different queues
