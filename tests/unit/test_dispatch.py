@@ -237,3 +237,17 @@ def test_usage_is_needed_only_when_owners_compete_for_free_places() -> None:
                           {"sim.h100.x1": 4})                        # priority decides
     assert not _contested([backlog("a", "A", 5), backlog("b", "B", 5, queue="q.l4.x1")],
                           {"sim.h100.x1": 4, "q.l4.x1": 4})          # different queues
+
+
+def test_enqueue_refuses_an_owner_that_is_no_short_name(tmp_path) -> None:
+    """Checked before Redis or the store is touched: exit 2 with the rule."""
+    from click.testing import CliRunner
+
+    from farm.cli import main
+
+    path = tmp_path / "s.toml"
+    path.write_text(factories.SMALL_SWEEP)
+    env = {"FARM_BROKER_URL": "redis://127.0.0.1:1/0", "FARM_DB_URL": f"sqlite:///{tmp_path}/x.db"}
+    result = CliRunner().invoke(main, ["enqueue", str(path), "--owner", "bad name"], env=env)
+    assert result.exit_code == 2 and "not a short name" in result.output
+    assert not (tmp_path / "x.db").exists()
