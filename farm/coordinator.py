@@ -92,7 +92,13 @@ def default_owner() -> str:
 
     from farm_contract.settings import load_settings
 
-    return load_settings().owner or getpass.getuser()
+    configured = load_settings().owner
+    if configured:
+        return configured
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):   # a container user with no name: no owner, shown as "-"
+        return ""
 
 
 def enqueue(store: Store, spec: SweepSpec, toml_text: str,
