@@ -408,10 +408,31 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool,
     text = output.format_results(rows, fmt, title=target.name, simulated=simulated,
                                  columns=columns, wide=wide, width=None if out else "auto")
     text = _with_failures(text, fmt, failed, target.name)
+    text = _with_repetitions(store, text, fmt, target.id)
     if out:
         Path(out).write_text(text)
     else:
         click.echo(text, nl=False)
+
+
+def _with_repetitions(store, text: str, fmt: str, sid: str) -> str:
+    """An adaptive sweep's configurations (runs, n, CI reached, verdict): under the
+    table, in the JSON document ("repetitions"), or on stderr beside CSV."""
+    import json
+
+    from farm import adaptive
+
+    configs = adaptive.sweep_summary(store, sid)
+    if not configs:
+        return text
+    if fmt == "json":
+        document = json.loads(text)
+        document["repetitions"] = adaptive.summary_json(configs)
+        return json.dumps(document, indent=2) + "\n"
+    if fmt == "table":
+        return text + adaptive.format_summary(configs)
+    click.echo(adaptive.format_summary(configs), err=True, nl=False)
+    return text
 
 
 def _failure_groups(rows):

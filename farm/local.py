@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,6 +180,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
         f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     log_dir.mkdir(parents=True, exist_ok=True)
     sid: str | None = None
+    waited = [r.run_id for r in local]
     with PrivateRedis() as redis:
         # FARM_DISPATCH_SWEEP: the recorder dispatches this sweep's runs only, not the
         # runs other sweeps left queued in this store.
@@ -208,7 +210,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
             dispatch_once(store, coordinator.broker_state(), sweep_id=sid, wait_s=5.0)
             _say(f"  {len(new)} new run(s), {len(stale)} sent again, "
                  f"{len(local) - len(new) - len(stale)} already done; logs in {log_dir}")
-            _wait(store, local, children, progress)
+            waited = _wait(store, local, children, progress, sid, plan.queues)
         except KeyboardInterrupt:
             _say("interrupted: stopping the workers; runs in progress go back to queued "
                  "(Ctrl-C again kills them at once)")
@@ -219,7 +221,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
         finally:
             children.stop()
     rows = store.result_rows(sid)
-    local_ids = {r.run_id for r in local}
+    local_ids = set(waited)     # with the repetitions adaptive ones added
     rows = [r for r in rows if r["run_id"] in local_ids]
     sys.stdout.write(output.format_results(rows, "table", title=spec.name))
     groups = failures.from_result_rows(rows)
@@ -289,7 +291,27 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> None:
+def _more_runs(store, sid: str | None, queues: Collection[str],
+               known: Collection[str]) -> dict[str, list[str]]:
+    """Runs of an adaptive sweep on this machine's queues beyond `known`, by queue:
+    those the recorder added, and any its decision still owes (farm.adaptive,
+    idempotent), so waiting never ends between a result and the decision on it."""
+    from farm import adaptive
+
+    if sid is None or adaptive.policy_of(store.find_sweep(sid).spec_toml) is None:
+        return {}
+    adaptive.extend_sweep(store, sid)
+    more: dict[str, list[str]] = {}
+    for row in store.runs_of(sid):
+        if row["queue"] in queues and row["id"] not in known:
+            more.setdefault(row["queue"], []).append(row["id"])
+    return more
+
+
+def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
+          sid: str | None = None, queues: Collection[str] = ()) -> list[str]:
+    """Wait until every run (and every repetition adaptive repetitions add) has
+    ended; returns the ids waited for."""
     by_queue: dict[str, list[str]] = {}
     for run in runs:
         by_queue.setdefault(run.hardware.queue, []).append(run.run_id)
@@ -299,7 +321,12 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
             children.check_alive()
             statuses = store.run_statuses(ids)
             if all(statuses.get(i) in TERMINAL for i in ids):
-                return
+                more = _more_runs(store, sid, queues, ids)
+                if not more:
+                    return ids
+                for queue, members in more.items():
+                    by_queue.setdefault(queue, []).extend(members)
+                    ids += members
             time.sleep(POLL_S)
     from rich.progress import (
         BarColumn,
@@ -331,7 +358,16 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool) -> Non
                 done, detail = tracker.update(queue, statuses, where, now)
                 bars.update(tasks[queue], completed=done, detail=detail)
             if all(statuses.get(i) in TERMINAL for i in ids):
-                return
+                more = _more_runs(store, sid, queues, ids)
+                if not more:
+                    return ids
+                for queue, members in more.items():
+                    by_queue.setdefault(queue, []).extend(members)
+                    ids += members
+                    if queue not in tasks:
+                        tracker.done_before[queue] = 0
+                        tasks[queue] = bars.add_task(queue, total=0, detail="")
+                    bars.update(tasks[queue], total=len(by_queue[queue]))
             time.sleep(POLL_S)
 
 

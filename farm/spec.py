@@ -23,7 +23,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -202,6 +204,40 @@ class WorkloadSpec(Strict):
         return self
 
 
+class Repetitions(Strict):
+    """Adaptive repetitions: `repetitions = { min = 3, max = 10, ci_half_width_pct = 2 }`.
+
+    `min` repetitions of each configuration are enqueued at once; after each result
+    the recorder (farm/adaptive.py) adds the next one while the 95% CI half-width of
+    the configuration's J/output token (every load point's, farm.report.stats) is
+    above `ci_half_width_pct` % of its mean and the configuration has fewer than
+    `max` runs. Failed and invalid runs give no value but count toward `max`.
+    """
+
+    min: Annotated[int, Field(ge=2, strict=True)] = 3
+    max: Annotated[int, Field(ge=2, le=1000, strict=True)] = 10
+    ci_half_width_pct: PositiveFloat
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> Repetitions:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is above max ({self.max})")
+        return self
+
+
+def _repetitions_form(value: Any) -> str:
+    return "adaptive-repetitions" if isinstance(value, dict | Repetitions) else "repetition-count"
+
+
+# `repetitions = 3` (a fixed count) or the adaptive table; the tags name the form,
+# so an error is reported for the form the file used only.
+RepetitionsField = Annotated[
+    Annotated[PositiveInt, Tag("repetition-count")] | Annotated[Repetitions,
+                                                                Tag("adaptive-repetitions")],
+    Discriminator(_repetitions_form),
+]
+
+
 EXCLUDE_KEYS = (
     "model", "gpu", "gpus_per_run", "scenario", "input_tokens", "output_tokens",
     "decoding", "num_prompts",
@@ -213,7 +249,7 @@ class SweepSpec(Strict):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str | None = None
-    repetitions: PositiveInt = 1
+    repetitions: RepetitionsField = 1
     model: Annotated[list[ModelSpec], Field(min_length=1)]
     hardware: HardwareSpec
     engine: EngineSpec
@@ -222,6 +258,17 @@ class SweepSpec(Strict):
     measurement: MeasurementSpec = MeasurementSpec()
     # Combinations to leave out, e.g. { gpu = "L4", input_tokens = 2048 }.
     exclude: list[dict[str, Scalar | list[Scalar]]] = []
+
+    @property
+    def adaptive(self) -> Repetitions | None:
+        """The adaptive repetitions policy, None for a fixed count."""
+        return self.repetitions if isinstance(self.repetitions, Repetitions) else None
+
+    @property
+    def initial_repetitions(self) -> int:
+        """Repetitions of each configuration enqueued at once: the count, or `min`."""
+        return self.repetitions.min if isinstance(self.repetitions, Repetitions) \
+            else self.repetitions
 
     @field_validator("model")
     @classmethod
@@ -436,7 +483,8 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
 
 def path_is_tag(part: str) -> bool:
     """Whether a pydantic location part is a union tag or validator name, not a user's key."""
-    return part in ("server", "batch") or "[" in part or part.startswith("function-")
+    return (part in ("server", "batch", "adaptive-repetitions", "repetition-count")
+            or "[" in part or part.startswith("function-"))
 
 
 def _message(err: dict, loc: tuple, data: Any) -> str:
@@ -454,7 +502,7 @@ def _message(err: dict, loc: tuple, data: Any) -> str:
 
 _SECTION_FIELDS: dict[str, type[BaseModel]] = {
     "model": ModelSpec, "hardware": HardwareSpec, "workload": WorkloadSpec,
-    "measurement": MeasurementSpec,
+    "measurement": MeasurementSpec, "repetitions": Repetitions,
 }
 
 

@@ -3,7 +3,8 @@
 The cartesian product runs over models × GPU models × GPUs per run × engine
 argument values × scenarios (× num_prompts for batch) × input lengths × output
 lengths × decoding strategies, then `exclude` rules drop combinations, then each
-survivor is repeated `repetitions` times (repetition is part of the run id).
+survivor is repeated `repetitions` times (repetition is part of the run id); an
+adaptive `repetitions = { min, max, ci_half_width_pct }` expands to `min`.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
         if any(_matches(rule, dims) for rule in spec.exclude):
             continue
         yield first
-        for repetition in range(1, spec.repetitions):
+        # Adaptive repetitions: min at enqueue, the recorder adds the rest (farm.adaptive).
+        for repetition in range(1, spec.initial_repetitions):
             yield first.model_copy(update={"repetition": repetition})
 
 

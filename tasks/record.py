@@ -88,7 +88,26 @@ def _record_result(result: RunResult) -> str:
         # Not this store's run (another farm's broker, a deleted sweep): keep it.
         _park(result.model_dump_json(), f"result for run {result.run_id}, "
                                         "which this store does not know")
+        return outcome
+    # Even for a duplicate: the first delivery may have been recorded by a recorder
+    # that died before deciding. Adding is idempotent (farm/adaptive.py).
+    _extend_adaptive(result.run_id)
     return outcome
+
+
+def _extend_adaptive(run_id: str) -> None:
+    """Adaptive repetitions: add the configuration's next repetition if its CI is not
+    yet within the target (the dispatcher sends it). A failure raises: the task is
+    retried (STORE_RETRY), the result then reads as a duplicate and the decision is
+    taken again — else the configuration, with nothing left running, would stall."""
+    from farm import adaptive
+
+    def cancelled(sweep_id: str) -> bool:    # asked only when a run would be added
+        return BrokerState(redis_client(load_settings().broker_url)).is_cancelled(sweep_id)
+
+    for run in adaptive.after_result(store(), run_id, cancelled):
+        log.info("adaptive repetitions: added repetition %d after run %s (%s)",
+                 run.repetition, run_id, run.run_id)
 
 
 def _apply_event(event: RunEvent) -> str:

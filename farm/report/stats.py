@@ -61,6 +61,14 @@ def estimate(values: Iterable[float | None]) -> Estimate | None:
     return Estimate(mean, n, sd, mean - hw, mean + hw)
 
 
+def half_width_pct(est: Estimate | None) -> float | None:
+    """The 95% CI half-width as a percentage of |mean|: the figure adaptive repetitions
+    (farm/adaptive.py) stop on and reports show; None without an interval or at mean 0."""
+    if est is None or est.half_width is None or est.mean == 0:
+        return None
+    return 100.0 * est.half_width / abs(est.mean)
+
+
 def welch_difference(a: Sequence[float], b: Sequence[float]) -> Estimate | None:
     """mean(b) − mean(a) with a Welch 95% CI (None when either side has < 1 value;
     no interval unless both have ≥ 2)."""

@@ -3,7 +3,8 @@
 Store is composed of its jobs, one module each: the connection (farm.store.base),
 run lifecycle (farm.store.lifecycle: enqueue, start, hand back, cancel, retry),
 recording (farm.store.recording: record_result, idempotent), read views
-(farm.store.views), the dispatcher's reads and marks (farm.store.dispatching)
+(farm.store.views), the dispatcher's reads and marks (farm.store.dispatching),
+adaptive repetitions' reads (farm.store.repetitions)
 and the record ↔ row mapping (farm.store.mapping). Callers
 import Store (and the names below) from here as before.
 """
@@ -31,6 +32,7 @@ from farm.store.mapping import (
     windows_t,
 )
 from farm.store.recording import Recording, RecordOutcome
+from farm.store.repetitions import RepetitionFigures, RepetitionReads
 from farm.store.views import Views
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "TRACE_SERIES",
     "Backlog",
     "RecordOutcome",
+    "RepetitionFigures",
     "Store",
     "StoreBase",
     "Usage",
@@ -59,5 +62,5 @@ __all__ = [
 ]
 
 
-class Store(RunLifecycle, Recording, Views, Dispatching):
+class Store(RunLifecycle, Recording, Views, Dispatching, RepetitionReads):
     """The farm's SQL store. Open with `Store.open(url)`; close when done."""
