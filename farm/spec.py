@@ -35,7 +35,14 @@ from farm.errors import ExitCode, FarmError
 from farm_contract import simmodels
 from farm_contract.engine_args import ErrorDetails, SimArgs, grid_errors, known_names, problem
 from farm_contract.engines import ENGINE_KINDS, EngineKind
-from farm_contract.routing import CPU_SLUG, UnknownGpuError, resolve_gpu, split_backend
+from farm_contract.routing import (
+    CPU_SLUG,
+    UnknownGpuError,
+    power_limit_problem,
+    resolve_gpu,
+    sm_clock_problem,
+    split_backend,
+)
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
     NAME_PATTERN,
@@ -46,6 +53,7 @@ from farm_contract.runspec import (
     OneOrMany,
     PositiveFloat,
     PositiveInt,
+    RateSweep,
     RunSpec,
     Scalar,
     Strict,
@@ -57,6 +65,10 @@ class HardwareSpec(Strict):
 
     gpu: OneOrMany[str]
     gpus_per_run: OneOrMany[PositiveInt] = [1]
+    # Swept like the other axes; null (left out) leaves the GPUs as they are.
+    # The worker sets them through the driver and restores them after the run.
+    power_limit_w: OneOrMany[PositiveFloat] | None = None
+    sm_clock_mhz: OneOrMany[PositiveInt] | None = None
 
     @field_validator("gpu")
     @classmethod
@@ -72,6 +84,35 @@ class HardwareSpec(Strict):
         if ("sim", CPU_SLUG) in {_canonical_gpu(n) for n in names}:
             raise ValueError("the CPU cannot be simulated: name it \"cpu\"")
         return names
+
+    @model_validator(mode="after")
+    def _tunable(self) -> HardwareSpec:
+        tuned = [key for key in ("power_limit_w", "sm_clock_mhz") if getattr(self, key)]
+        errors: list[ErrorDetails] = []
+        for name in self.gpu if tuned else []:
+            backend, model_name = split_backend(name)
+            if backend == "sim":
+                errors += [problem((key,), f"cannot be swept on simulated GPUs ({name!r}): the "
+                                   "performance model does not model a power limit or a "
+                                   "locked clock, so the figures would be made up")
+                           for key in tuned]
+                continue
+            if backend == "cpu":
+                errors += [problem((key,), '"cpu" has no power limit or SM clock to set')
+                           for key in tuned]
+                continue
+            slug = resolve_gpu(model_name).slug
+            errors += [problem(("power_limit_w",), f"for {name!r}: {why}")
+                       for watts in self.power_limit_w or []
+                       if (why := power_limit_problem(slug, watts)) is not None]
+        errors += [problem(("sm_clock_mhz",), why) for mhz in self.sm_clock_mhz or []
+                   if (why := sm_clock_problem(mhz)) is not None]
+        errors += [problem((key,), "lists the same value twice") for key in tuned
+                   if len(set(getattr(self, key))) != len(getattr(self, key))]
+        if errors:
+            # Raised inside a validator, pydantic nests these under `hardware`.
+            raise ValidationError.from_exception_data("HardwareSpec", errors)
+        return self
 
     @model_validator(mode="after")
     def _one_cpu_per_host(self) -> HardwareSpec:
@@ -152,12 +193,16 @@ class ServerScenario(Strict):
     api: Literal["completions", "chat"] = "completions"
     slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
     slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
+    # Open loop stepped from near idle to saturation (farm_contract.runspec.RateSweep).
+    rate_sweep: RateSweep | None = None
 
     @model_validator(mode="after")
     def _one_load_kind(self) -> ServerScenario:
-        if (self.concurrency is None) == (self.request_rate is None):
-            raise ValueError("give exactly one of `concurrency` (closed loop) or "
-                             "`request_rate` (open loop)")
+        given = [self.concurrency, self.request_rate, self.rate_sweep]
+        if sum(v is not None for v in given) != 1:
+            raise ValueError("give exactly one of `concurrency` (closed loop), "
+                             "`request_rate` (open loop) or `rate_sweep` (open loop, "
+                             "stepped to saturation)")
         if self.concurrency is not None and (
             self.burstiness is not None or self.max_concurrency is not None
         ):
@@ -168,7 +213,11 @@ class ServerScenario(Strict):
     @property
     def label(self) -> str:
         """The scenario's name, else server-closed (concurrency) or server-open (rate)."""
-        return self.name or ("server-closed" if self.concurrency else "server-open")
+        if self.name:
+            return self.name
+        if self.rate_sweep is not None:
+            return "server-rate-sweep"
+        return "server-closed" if self.concurrency else "server-open"
 
 
 class BatchScenario(Strict):
@@ -240,7 +289,7 @@ RepetitionsField = Annotated[
 
 EXCLUDE_KEYS = (
     "model", "gpu", "gpus_per_run", "scenario", "input_tokens", "output_tokens",
-    "decoding", "num_prompts",
+    "decoding", "num_prompts", "power_limit_w", "sm_clock_mhz",
 )
 
 
@@ -639,6 +688,10 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
         notes.append(f"--simulate: [[exclude]] {rules} dropped: naming {names}, which the "
                      "simulated sweep does not set")
     data = spec.model_dump(mode="python")
+    for key in ("power_limit_w", "sm_clock_mhz"):
+        if data["hardware"].pop(key, None) is not None:
+            notes.append(f"--simulate: [hardware] {key} dropped: the sim engine does not "
+                         "model it")
     data["name"] = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
     data["hardware"]["gpu"] = [as_sim(n) for n in spec.hardware.gpu]
     data["engine"] = {"kind": "sim", **carried}

@@ -1,10 +1,11 @@
 """Expand a SweepSpec into concrete RunSpecs. Pure: no I/O.
 
-The cartesian product runs over models × GPU models × GPUs per run × engine
-argument values × scenarios (× num_prompts for batch) × input lengths × output
-lengths × decoding strategies, then `exclude` rules drop combinations, then each
-survivor is repeated `repetitions` times (repetition is part of the run id); an
-adaptive `repetitions = { min, max, ci_half_width_pct }` expands to `min`.
+The cartesian product runs over models × GPU models × GPUs per run × power
+limits × SM clock locks × engine argument values × scenarios (× num_prompts for
+batch) × input lengths × output lengths × decoding strategies, then `exclude`
+rules drop combinations, then each survivor is repeated `repetitions` times
+(repetition is part of the run id); an adaptive
+`repetitions = { min, max, ci_half_width_pct }` expands to `min`.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def _scenario_variants(scenario: ServerScenario | BatchScenario) -> list[ServerL
         ]
     return [ServerLoad(
         kind="server", name=scenario.label, concurrency=scenario.concurrency,
-        request_rate=scenario.request_rate,
+        request_rate=scenario.request_rate, rate_sweep=scenario.rate_sweep,
         burstiness=(scenario.burstiness if scenario.burstiness is not None
-                    else (1.0 if scenario.request_rate else None)),
+                    else (1.0 if scenario.request_rate or scenario.rate_sweep else None)),
         max_concurrency=scenario.max_concurrency, duration_s=scenario.duration_s,
         warmup_s=scenario.warmup_s, api=scenario.api,
         slo_ttft_ms=scenario.slo_ttft_ms, slo_tpot_ms=scenario.slo_tpot_ms,
@@ -55,6 +56,8 @@ def _dimensions(run: RunSpec, gpu_name: str) -> dict[str, Any]:
         "output_tokens": run.workload.output_tokens,
         "decoding": run.workload.decoding.label,
         "num_prompts": getattr(run.scenario, "num_prompts", None),
+        "power_limit_w": run.hardware.power_limit_w,
+        "sm_clock_mhz": run.hardware.sm_clock_mhz,
     }
     dims.update({f"engine.{k}": v for k, v in run.engine.args.items()})
     return dims
@@ -93,8 +96,13 @@ def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
     scenarios = [v for s in spec.scenario for v in _scenario_variants(s)]
     workload = spec.workload
     inputs = workload.input_tokens or [None]
-    for model, gpu_name, gpu_count, combo, scenario, n_in, n_out, decoding in itertools.product(
-        spec.model, spec.hardware.gpu, spec.hardware.gpus_per_run, engine_combos,
+    hardware = spec.hardware
+    # None: the GPUs are left as they are (and the run id is the one from before).
+    tuning = list(itertools.product(hardware.power_limit_w or [None],
+                                    hardware.sm_clock_mhz or [None]))
+    for (model, gpu_name, gpu_count, (power_limit_w, sm_clock_mhz), combo, scenario, n_in,
+         n_out, decoding) in itertools.product(
+        spec.model, hardware.gpu, hardware.gpus_per_run, tuning, engine_combos,
         scenarios, inputs, workload.output_tokens, workload.decoding,
     ):
         backend, model_name = split_backend(gpu_name)
@@ -102,7 +110,8 @@ def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
             sweep=spec.name,
             model=model,
             hardware=RunHardware(backend=backend, gpu_model=resolve_gpu(model_name).slug,
-                                 gpu_count=gpu_count),
+                                 gpu_count=gpu_count, power_limit_w=power_limit_w,
+                                 sm_clock_mhz=sm_clock_mhz),
             engine=RunEngine(kind=spec.engine.kind, args=dict(zip(engine_keys, combo))),
             scenario=scenario,
             workload=RunWorkload(input_tokens=n_in, output_tokens=n_out, decoding=decoding,

@@ -240,6 +240,23 @@ class LoadPointResult(Record):
         "open loop: arrivals still waiting at the end", "requests", None)
     max_in_flight: int | None = figure(    # as the client saw
         "most requests in flight at once", "requests", None)
+    # Self-sizing (MeasurementSpec.self_size): what it took for the steady window
+    # to reach min_steady_s with its margin (None: runs from before it, or off).
+    passes: int | None = figure(
+        "batch: passes over the same prompts inside the steady window", "count", None)
+    steady_extended_s: float | None = figure(
+        "server: sending added beyond duration_s for the steady window to reach "
+        "min_steady_s", "s", None)
+    offered_rps: float | None = figure(
+        "open loop: requests sent inside the steady window ÷ its length", "req/s", None)
+    idle_energy_per_request_j: float | None = figure(
+        "energy_per_request_j − energy_per_request_net_j: idle power's share per request "
+        "at this load", "J", None)
+    # Rate sweep (ServerLoad.rate_sweep): the stop rule met, and the knee.
+    saturation: str | None = figure(
+        "rate sweep: the stop rule this point met (`achieved_below_offered`, "
+        "`throughput_flat`, `ttft_growth`)", None, None)
+    knee: bool | None = figure("rate sweep: the highest rate before saturation", None, None)
     notes: list[str] = Field([], description="the engine's remarks on this load point")
 
 
@@ -290,6 +307,28 @@ class QuietGate(Record):
     note: str | None = None
 
 
+class GpuTuning(Record):
+    """A power limit / SM clock lock set on one GPU for the run (`workers.gpu.tuning`).
+
+    `requested_*` is the run's setting; `applied_*` what the driver reported back
+    right after setting it (None: not set, or not readable); `refused` the
+    driver's or the helper's own words where it would not; `restored` whether
+    the defaults were back afterwards (None: nothing was changed).
+    """
+
+    uuid: str
+    requested_power_limit_w: float | None = None
+    requested_sm_clock_mhz: int | None = None
+    power_limit_before_w: float | None = None      # enforced before the run
+    default_power_limit_w: float | None = None     # what restoring sets back
+    applied_power_limit_w: float | None = None     # enforced, read back after setting
+    applied_sm_clock_mhz: float | None = None      # SM clock read back after locking
+    via: str | None = None                         # "nvml" | "helper"
+    refused: str | None = None
+    restored: bool | None = None
+    restore_error: str | None = None
+
+
 class Preflight(Record):
     """The GPUs' state before the run; whether they cooled into the band, after waited_s s."""
     gpus: list[GpuState]
@@ -297,6 +336,8 @@ class Preflight(Record):
     waited_s: float
     note: str | None = None
     quiet: QuietGate | None = None   # the quiet-GPU gate (None: runs from before it)
+    # Power limit / clock lock set for the run, per GPU (empty: none asked for).
+    tuning: list[GpuTuning] = []
 
 
 class ValidityCheck(Record):

@@ -153,6 +153,44 @@ def gpu_model(slug: str) -> GpuModel | None:
     return _BY_SLUG.get(slug)
 
 
+# Power limits a sweep may ask for, as a share of the model's TDP: drivers
+# refuse limits above the board's maximum (its TDP at default settings, for the
+# catalogued data-centre parts) and below a minimum near a quarter to a third
+# of it (H100 SXM: 200 of 700 W; A100: 100 of 400 W). The worker checks the
+# exact range the driver reports before setting anything.
+MIN_POWER_LIMIT_FRACTION_OF_TDP = 0.25
+# SM clocks a sweep may lock to: no catalogued GPU supports one outside this.
+SM_CLOCK_RANGE_MHZ = (200, 3000)
+
+
+def power_limit_problem(slug: str, watts: float) -> str | None:
+    """Why a power limit of `watts` cannot be set on GPUs of model `slug`, or None.
+
+    Judged against the catalogue's TDP where it is known; None for an
+    uncatalogued model (the worker checks the driver's own range).
+    """
+    model = gpu_model(slug)
+    if model is None or model.tdp_w <= 0:
+        return None
+    low = MIN_POWER_LIMIT_FRACTION_OF_TDP * model.tdp_w
+    if watts > model.tdp_w:
+        return (f"{watts:g} W is above the {model.display}'s TDP of {model.tdp_w} W: the "
+                "driver refuses a limit above the board's maximum")
+    if watts < low:
+        return (f"{watts:g} W is below {low:g} W ({MIN_POWER_LIMIT_FRACTION_OF_TDP:.0%} of "
+                f"the {model.display}'s {model.tdp_w} W TDP), under any minimum limit a "
+                "driver accepts")
+    return None
+
+
+def sm_clock_problem(mhz: int) -> str | None:
+    """Why an SM clock lock at `mhz` is implausible on any catalogued GPU, or None."""
+    low, high = SM_CLOCK_RANGE_MHZ
+    if not low <= mhz <= high:
+        return f"{mhz} MHz is outside {low}–{high} MHz, the SM clocks GPUs support"
+    return None
+
+
 def split_backend(name: str) -> tuple[Backend, str]:
     """"sim:H100" → ("sim", "H100"); "H100" → ("gpu", "H100"); "cpu" → ("cpu", "cpu")."""
     if name.strip().lower().startswith(SIM_PREFIX):

@@ -127,6 +127,21 @@ class MeasurementSpec(Strict):
     codecarbon: bool = True
     # Before the idle baselines: wait for the GPUs to be at rest (QuietGateSpec).
     quiet: QuietGateSpec = QuietGateSpec()
+    # Self-sizing steady state: a batch load point repeats its prompts (same order,
+    # same seeds) and a server load point keeps sending until its steady window
+    # lasts min_steady_s × (1 + steady_margin_pct / 100): a fixed prompt count or
+    # duration cannot fill the window on every GPU. At most `max_passes` passes
+    # (server: max_passes × duration_s of sending), so a broken engine cannot loop.
+    self_size: bool = True
+    steady_margin_pct: Annotated[float, Field(ge=0, le=100)] = 10.0
+    max_passes: Annotated[int, Field(ge=1, le=1000, strict=True)] = 20
+
+    @property
+    def steady_target_s(self) -> float:
+        """How long self-sizing makes each steady window (0: self-sizing off)."""
+        if not self.self_size:
+            return 0.0
+        return self.min_steady_s * (1.0 + self.steady_margin_pct / 100.0)
 
 
 # ---------------------------------------------------------------- concrete runs
@@ -138,6 +153,10 @@ class RunHardware(Strict):
     backend: Literal["gpu", "sim", "cpu"]
     gpu_model: str
     gpu_count: PositiveInt
+    # Set by the worker through the driver for the run and restored after it
+    # (`workers.gpu.tuning`); None leaves the GPU as it is.
+    power_limit_w: PositiveFloat | None = None
+    sm_clock_mhz: PositiveInt | None = None
 
     @property
     def queue(self) -> str:
@@ -150,6 +169,32 @@ class RunEngine(Strict):
 
     kind: EngineKind
     args: dict[str, Scalar] = {}
+
+
+class RateSweep(Strict):
+    """An open-loop rate sweep from near idle to saturation (`workers.ratesweep`).
+
+    Load point k offers `start` × `factor`^k req/s, up to `max_points` of them;
+    the sweep stops after the first point that meets a stop rule: achieved
+    throughput below `min_achieved_pct` % of the rate actually offered
+    (`achieved_below_offered`), throughput up less than `min_gain_pct` % over the
+    previous point (`throughput_flat`), or median TTFT above `max_ttft_growth` ×
+    the first point's (`ttft_growth`). Throughput rules judge only points with at
+    least `min_requests` requests in their steady window (fewer: counting noise).
+    """
+
+    start: PositiveFloat = 0.05
+    factor: Annotated[float, Field(gt=1, le=100, allow_inf_nan=False)] = 2.0
+    max_points: Annotated[int, Field(ge=2, le=64, strict=True)] = 12
+    min_achieved_pct: Annotated[float, Field(gt=0, le=100)] = 90.0
+    min_gain_pct: Annotated[float, Field(ge=0, le=1000)] = 5.0
+    max_ttft_growth: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 10.0
+    min_requests: Annotated[int, Field(ge=1, strict=True)] = 20
+
+    @property
+    def rates(self) -> list[float]:
+        """Every rate the sweep may offer (req/s), lowest first."""
+        return [float(f"{self.start * self.factor ** k:.6g}") for k in range(self.max_points)]
 
 
 class ServerLoad(Strict):
@@ -170,12 +215,17 @@ class ServerLoad(Strict):
     api: Literal["completions", "chat"] = "completions"
     slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
     slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
+    # Open loop, rates stepped until the server saturates (instead of request_rate).
+    rate_sweep: RateSweep | None = None
 
     @property
     def load_points(self) -> list[tuple[str, float]]:
-        """The (axis, value) of each load point: by concurrency if given, else by request rate."""
+        """The (axis, value) of each load point: by concurrency if given, else by request
+        rate; a rate sweep's are the most it may run (it stops at saturation)."""
         if self.concurrency is not None:
             return [("concurrency", float(c)) for c in self.concurrency]
+        if self.rate_sweep is not None:
+            return [("request_rate", r) for r in self.rate_sweep.rates]
         return [("request_rate", r) for r in self.request_rate or []]
 
 
@@ -215,7 +265,10 @@ NOT_IN_RUN_ID: dict[str, Any] = {"scenario": {"slo_ttft_ms", "slo_tpot_ms"}}
 # default, so every run id from before stays the same; a sweep that sets one
 # measures something else and gets new ids.
 IN_RUN_ID_UNLESS_DEFAULT: dict[str, dict[str, Any]] = {
-    "measurement": {"quiet": QuietGateSpec().model_dump(mode="json")},
+    "measurement": {"quiet": QuietGateSpec().model_dump(mode="json"),
+                    "self_size": True, "steady_margin_pct": 10.0, "max_passes": 20},
+    "scenario": {"rate_sweep": None},
+    "hardware": {"power_limit_w": None, "sm_clock_mhz": None},
 }
 
 
@@ -242,7 +295,7 @@ class RunSpec(Strict):
         data = self.model_dump(mode="json", exclude=NOT_IN_RUN_ID)
         for part, defaults in IN_RUN_ID_UNLESS_DEFAULT.items():
             for key, default in defaults.items():
-                if data[part].get(key) == default:
+                if key in data[part] and data[part][key] == default:
                     del data[part][key]
         return _compact(data)
 

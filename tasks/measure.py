@@ -7,6 +7,13 @@ about measuring lives in workers/.
 A GPU worker process calls `serve()` (from `farmctl worker`) with its GPU
 inventory; the Celery worker then runs one task thread per GPU, and the
 allocator keeps runs from sharing GPUs.
+
+On a shared pool (workers/tenants.py) the worker consumes a queue only while it
+has a set of GPUs that can serve it now: free of other tenants for the settle
+time and not held by its own runs (`_ConsumerGate`, Celery's own
+`add_task_queue`/`cancel_task_queue`). A run it takes anyway (prefetched, or a
+tenant arriving mid-run) goes back to the head of its queue with the reason,
+never charged an attempt.
 """
 
 from __future__ import annotations
@@ -31,17 +38,20 @@ from farm_contract.records import (
     RunResult,
     WorkerInfo,
 )
-from farm_contract.routing import queues_for_host
+from farm_contract.routing import queue_for, queues_for_host
 from farm_contract.runspec import RunSpec, sweep_id
 from farm_contract.settings import Settings, load_settings
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
 from workers.allocator import GpuAllocator
-from workers.errors import FarmError, RunAborted, RunTimeout, TransientError
+from workers.errors import FarmError, RunAborted, RunTimeout, TenantHeld, TransientError
 from workers.gpu.base import GpuInventory
 from workers.gpu.discovery import summarize
-from workers.runner import run_one
+from workers.gpu.tuning import GpuTuner
+from workers.preflight import GpuBusy
+from workers.runner import Contaminated, run_one
+from workers.tenants import TenantWatch, servable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +69,7 @@ class WorkerContext:
     settings: Settings
     node_name: str
     abort: threading.Event
+    watch: TenantWatch | None = None
 
 
 _ctx: WorkerContext | None = None
@@ -177,6 +188,15 @@ def measure(self, run_json: str) -> str:
         return "skipped: already measured"
     if ctx.state.is_cancelled(sweep_id(run.sweep)):
         return "skipped: sweep cancelled"
+    blocked = ctx.watch.blocked(run.hardware.gpu_model, run.hardware.gpu_count) \
+        if ctx.watch else None
+    if blocked:
+        # Taken before the queue stopped being consumed (prefetched): back to the
+        # head of its queue, unclaimed, no attempt. The pause lets the queue's
+        # cancel take effect instead of taking the message again at once.
+        log.info("run %s handed back before it started: %s", run_id, blocked)
+        ctx.abort.wait(1.0)
+        raise Reject(blocked, requeue=True)
     if not ctx.state.claim(run_id, ctx.node_name, 3 * ctx.settings.heartbeat_s):
         # Another live worker runs this very run (a duplicate message): drop ours.
         return "skipped: running elsewhere"
@@ -196,9 +216,11 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
              guard: _RunGuard) -> RunResult:
     """Hold the GPUs, run, and turn every outcome into a result — or hand it back."""
     run_id = run.run_id
+    model, count = run.hardware.gpu_model, run.hardware.gpu_count
+    give_up = (lambda: ctx.watch.blocked(model, count)) if ctx.watch else None
     try:
-        with ctx.allocator.hold(run.hardware.gpu_model, run.hardware.gpu_count,
-                                holder=run_id, abort=guard.abort) as gpus:
+        with ctx.allocator.hold(model, count, holder=run_id, abort=guard.abort,
+                                give_up=give_up) as gpus:
             guard.restart_clock()   # the time limit is for the run, not the wait for GPUs
             _send(EVENT_TASK, RunEvent(
                 run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
@@ -207,8 +229,16 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
             return run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                            start_deadline_s=min(900.0, ctx.settings.run_timeout_s),
                            on_load_point=_progress_reporter(ctx, run_id))
+    except (GpuBusy, Contaminated) as exc:
+        # Another tenant at preflight or mid-run: what was measured is dropped, and
+        # the run goes back to the head of its queue with the reason, no attempt
+        # charged; the queue is not consumed again until the GPU has settled.
+        _saw_tenants(ctx, exc)
+        log.warning("run %s handed back: %s", run_id, exc)
+        _requeued(run_id, attempt, f"handed back: {exc}")
+        raise Reject(str(exc), requeue=True) from None
     except RunAborted as exc:
-        if not guard.timed_out:
+        if isinstance(exc, TenantHeld) or not guard.timed_out:
             log.warning("run %s handed back: %s", run_id, exc)
             _requeued(run_id, attempt, str(exc))
             raise Reject(str(exc), requeue=True) from None
@@ -223,6 +253,18 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
         return _failed(run, attempt, exc)
     finally:
         _forget_progress(ctx, run_id)
+
+
+def _saw_tenants(ctx: WorkerContext, exc: Exception) -> None:
+    """Tell the tenant watch what the run saw (it may have come and gone between polls)."""
+    if ctx.watch is None:
+        return
+    if isinstance(exc, GpuBusy):
+        for uuid, pids in exc.busy.items():
+            ctx.watch.saw_tenant(uuid, pids)
+    elif isinstance(exc, Contaminated):
+        for sighting in exc.sightings:
+            ctx.watch.saw_tenant(sighting.gpu_uuid, sighting.pids)
 
 
 def _progress_reporter(ctx: WorkerContext, run_id: str):
@@ -280,6 +322,46 @@ def _failed(run: RunSpec, attempt: int, exc: Exception) -> RunResult:
 # ------------------------------------------------------------- worker process
 
 
+class _ConsumerGate:
+    """Which of the host's queues the Celery consumer takes messages from.
+
+    A queue is consumed while this worker has GPUs that can serve a run from it
+    now (`workers.tenants.servable`): a slot never takes a run for GPUs held by a
+    tenant, or by our own runs, while another model's GPUs sit idle with runs
+    waiting. Celery's own per-queue consumer control does the work, run in the
+    consumer's event loop (`call_soon`); a message BRPOP returns for a queue just
+    cancelled is handed back to the head of its queue by kombu (tasks.transport.QoS).
+    """
+
+    def __init__(self, ctx: WorkerContext, needs: dict[str, tuple[str, int]]):
+        self.ctx, self.needs = ctx, needs
+        self.consuming = set(needs)     # the worker starts on every queue
+        self._consumer = None
+        self._lock = threading.Lock()
+
+    def attach(self, consumer) -> None:
+        """The Celery consumer, once it is ready (`worker_ready`)."""
+        self._consumer = consumer
+        self.update()
+
+    def update(self) -> None:
+        """Consume exactly the queues that can be served now."""
+        consumer, watch = self._consumer, self.ctx.watch
+        if consumer is None or watch is None:
+            return
+        allocator = self.ctx.allocator
+        want = servable(self.needs, watch, allocator.busy(), allocator.waiting())
+        with self._lock:
+            for queue in sorted(self.needs):
+                if queue in want and queue not in self.consuming:
+                    consumer.call_soon(consumer.add_task_queue, queue)
+                    self.consuming.add(queue)
+                elif queue not in want and queue in self.consuming:
+                    consumer.call_soon(consumer.cancel_task_queue, queue)
+                    self.consuming.discard(queue)
+
+
+
 def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event) -> None:
     ttl_s = 3 * ctx.settings.heartbeat_s
     started = datetime.now(UTC).isoformat()
@@ -290,6 +372,9 @@ def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event
                 "backend": ctx.inventory.backend, "queues": queues, "started_at": started,
                 "gpus": [d.info.model_dump() for d in ctx.inventory.devices()],
                 "busy": ctx.allocator.busy(),
+                # Each GPU free / running RUN / held by foreign pids (workers/tenants.py).
+                "gpu_states": [t.advert() for t in ctx.watch.states()] if ctx.watch else [],
+                "settle_s": ctx.settings.gpu_settle_s,
             }, ttl_s)
         except Exception:
             log.warning("could not advertise worker", exc_info=True)
@@ -306,11 +391,25 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> in
     devices = inventory.devices()
     queues = queues_for_host(inventory.backend, summarize(inventory))
     state = BrokerState(redis_client(settings.broker_url))
-    _ctx = WorkerContext(inventory=inventory, allocator=GpuAllocator(devices), state=state,
+    allocator = GpuAllocator(devices)
+    _ctx = WorkerContext(inventory=inventory, allocator=allocator, state=state,
                          settings=settings, node_name=node_name, abort=threading.Event())
+    gate = _ConsumerGate(_ctx, {queue_for(inventory.backend, slug, count): (slug, count)
+                                for slug, total in summarize(inventory).items()
+                                for count in range(1, total + 1)})
+    _ctx.watch = TenantWatch(devices, allocator.busy, settings.gpu_settle_s,
+                             on_poll=gate.update)
+    # Never hand out a GPU a tenant holds; re-decide the queues as GPUs are taken/freed.
+    allocator.usable = _ctx.watch.usable
+    allocator.on_change = gate.update
+    _ctx.watch.poll()        # before the first message: a tenant there now is seen
     stop_advertising = threading.Event()
     advertiser = threading.Thread(target=_advertise_loop, args=(_ctx, queues, stop_advertising),
                                   daemon=True, name="advertise")
+
+    @signals.worker_ready.connect(weak=False)
+    def _on_ready(sender=None, **_kwargs) -> None:
+        gate.attach(sender)          # the sender is the Celery consumer
 
     @signals.worker_shutting_down.connect(weak=False)
     def _on_shutdown(**_kwargs) -> None:
@@ -318,13 +417,19 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> in
         _ctx.abort.set()
         stop_advertising.set()
 
+    # GPUs a killed worker left with a run's power limit / clock lock: defaults back
+    # before any run is taken (workers.gpu.tuning's journal).
+    for line in GpuTuner.from_environment().restore_leftovers(devices):
+        log.warning("GPU settings: %s", line)
     advertiser.start()
+    _ctx.watch.start()
     drain_spool(_send_record)
     log.info("worker %s serves %s", node_name, ", ".join(queues))
     try:
         return run_worker(app, hostname=node_name, queues=queues, pool="threads",
                           concurrency=len(devices), loglevel=loglevel)
     finally:
+        _ctx.watch.stop()
         stop_advertising.set()
         advertiser.join(timeout=5)
         inventory.shutdown()

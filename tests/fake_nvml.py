@@ -40,6 +40,13 @@ class FakeNvml:
         self.field_requests: list[list] = []                    # fieldIds of every call
         self.handle_order = [0, 1]                              # NVML index → fake GPU
         self.shutdowns = 0
+        for gpu in self.gpus:
+            # Power limits the driver accepts (mW), the SM clock's maximum, a clock
+            # lock (None: none) and whether the GPU holds it (False: the reading
+            # stays at sm_mhz, as under a power cap).
+            gpu.update(limit_range_mw=(200_000, 700_000), max_sm_mhz=1980,
+                       locked_mhz=None, lock_holds=True)
+        self.settings_calls: list[tuple] = []                   # (function, gpu, *args)
 
     def _check(self, name: str, gpu: int | None = None) -> None:
         code = self.failures.get((name, gpu))
@@ -104,7 +111,46 @@ class FakeNvml:
 
     def nvmlDeviceGetClockInfo(self, handle, type):
         gpu = self._gpu("nvmlDeviceGetClockInfo", handle)
-        return {pynvml.NVML_CLOCK_SM: gpu["sm_mhz"], pynvml.NVML_CLOCK_MEM: gpu["mem_mhz"]}[type]
+        sm_mhz = gpu["locked_mhz"] if gpu["locked_mhz"] and gpu["lock_holds"] else gpu["sm_mhz"]
+        return {pynvml.NVML_CLOCK_SM: sm_mhz, pynvml.NVML_CLOCK_MEM: gpu["mem_mhz"]}[type]
+
+    def nvmlDeviceGetMaxClockInfo(self, handle, type):
+        assert type == pynvml.NVML_CLOCK_SM
+        return self._gpu("nvmlDeviceGetMaxClockInfo", handle)["max_sm_mhz"]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        self._check("nvmlDeviceGetHandleByUUID")
+        for index, gpu in enumerate(self.gpus):
+            if gpu["uuid"] == (uuid.decode() if isinstance(uuid, bytes) else uuid):
+                return index
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle):
+        gpu = self._gpu("nvmlDeviceGetPowerManagementLimitConstraints", handle)
+        return list(gpu["limit_range_mw"])
+
+    # Setters: root only on a real driver (a test sets NVML_ERROR_NO_PERMISSION
+    # in `failures` to be the unprivileged worker).
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle, limit):
+        gpu = self._gpu("nvmlDeviceSetPowerManagementLimit", handle)
+        low, high = gpu["limit_range_mw"]
+        if not low <= limit <= high:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self.settings_calls.append(("set_power_limit", handle, limit))
+        gpu["limit_mw"] = limit
+
+    def nvmlDeviceSetGpuLockedClocks(self, handle, minGpuClockMHz, maxGpuClockMHz):
+        gpu = self._gpu("nvmlDeviceSetGpuLockedClocks", handle)
+        if not 0 < minGpuClockMHz <= maxGpuClockMHz <= gpu["max_sm_mhz"]:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self.settings_calls.append(("lock_clocks", handle, minGpuClockMHz, maxGpuClockMHz))
+        gpu["locked_mhz"] = maxGpuClockMHz
+
+    def nvmlDeviceResetGpuLockedClocks(self, handle):
+        gpu = self._gpu("nvmlDeviceResetGpuLockedClocks", handle)
+        self.settings_calls.append(("reset_clocks", handle))
+        gpu["locked_mhz"] = None
 
     def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
         return self._gpu("nvmlDeviceGetCurrentClocksEventReasons", handle)["reasons"]

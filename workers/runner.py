@@ -1,6 +1,8 @@
 """run_one(): one run, start to finish, on GPUs the worker already holds.
 
-Lifecycle (DESIGN.md): preflight (no other tenant, cool) → idle baselines (no
+Lifecycle (DESIGN.md): preflight (no other tenant, cool) → quiet-GPU gate →
+the run's power limit / SM clock lock if it asks (`workers.gpu.tuning`,
+restored in the `finally`) → idle baselines (no
 context, context held) → engine start → warm-up → load points (steady-state
 windows opened by the engine) → engine stop → validity checks. The whole run is
 a window too, and a sampler thread records the timeline and watches for
@@ -40,11 +42,13 @@ from workers.engines import make_engine, resident_pids
 from workers.engines.base import Engine
 from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
+from workers.gpu.tuning import GpuTuner, check_tuning
 from workers.hostenergy import HostEnergyMeter
 from workers.metrics import load_point_result, slo_for, with_idle_and_carbon
 from workers.power import AgreementPolicy, Contamination, Meter, PowerSampler
 from workers.preflight import IdleTemperatures, run_preflight
 from workers.quietgate import IdlePowerReferences, wait_until_quiet
+from workers.ratesweep import mark, saturation
 from workers.validity import validate
 
 log = logging.getLogger(__name__)
@@ -60,9 +64,14 @@ IDLE_POWERS = IdlePowerReferences()
 
 
 class Contaminated(TransientError):
-    """Another process used the run's GPUs during a measured window: retry the run."""
+    """Another process used the run's GPUs during a measured window: the run is
+    handed back (tasks/measure.py), its measurement never reported."""
 
     kind = "contaminated"
+
+    def __init__(self, message: str, sightings: list[Contamination] | None = None):
+        super().__init__(message)
+        self.sightings = sightings or []
 
 
 def _now() -> datetime:
@@ -84,7 +93,9 @@ class _Run:
         # and an engine's processes that are there before the run (an endpoint's server).
         self.own_pids: set[int] = {os.getpid()} | resident_pids(run)
         self.engine: Engine | None = None
-        self.sampler = PowerSampler(gpus, spec.sample_period_s, allowed_pids=self.allowed_pids)
+        # A tenant seen mid-run stops the run at once (abort): it cannot be reported.
+        self.sampler = PowerSampler(gpus, spec.sample_period_s, allowed_pids=self.allowed_pids,
+                                    on_tenant=lambda found: abort.set())
         self.meter = Meter(gpus, self.sampler, AgreementPolicy(spec.agreement_tolerance,
                                                               spec.agreement_min_window_s),
                            sources=sources)
@@ -110,6 +121,9 @@ class _Run:
         # Goodput under the server scenario's SLO; batch load points have none.
         slo = slo_for(self.run.scenario)
         points = self.run.scenario.load_points
+        # A rate sweep's points are the most it may run: it stops at saturation.
+        sweep = getattr(self.run.scenario, "rate_sweep", None)
+        found = None
         for index, (kind, value) in enumerate(points):
             if self.abort.is_set():
                 raise RunAborted("worker shutting down between load points")
@@ -118,6 +132,10 @@ class _Run:
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(
                 index, kind, value, outcome, self.meter.window("steady", index), slo))
+            if sweep is not None and (found := saturation(self.load_points, sweep)):
+                break
+        if sweep is not None:
+            self.load_points = mark(self.load_points, found, sweep)
 
     def _tell(self, index: int, total: int, kind: str, value: float) -> None:
         if self.on_load_point is None:
@@ -134,8 +152,9 @@ class _Run:
         if contamination:
             first = contamination[0]
             raise Contaminated(
-                f"foreign compute process(es) {first.pids} on {first.gpu_uuid} at "
-                f"{first.at_s:.1f} s into the run ({len(contamination)} sighting(s))")
+                f"foreign process {', '.join(map(str, first.pids))} on GPU {first.gpu_uuid} "
+                f"at {first.at_s:.1f} s into the run ({len(contamination)} sighting(s))",
+                sightings=contamination)
 
     def derive(self, carbon_g_per_kwh: float | None) -> None:
         idle_w = self.idle.idle_ctx_power_w or self.idle.idle_power_w
@@ -151,13 +170,15 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             idle_temperatures: IdleTemperatures = IDLE_TEMPERATURES,
             idle_powers: IdlePowerReferences = IDLE_POWERS,
             energy_sources: list[EnergySource] | None = None,
-            on_load_point: LoadPointCallback | None = None) -> RunResult:
+            on_load_point: LoadPointCallback | None = None,
+            tuner: GpuTuner | None = None) -> RunResult:
     """Measure `run` on `gpus`. Returns a succeeded or failed RunResult.
 
     `energy_sources` are read beside the GPUs at every window edge (default: the
     worker's, `workers.energy.configured_sources`); none for a simulated run, whose
     host did not do the modelled work. `on_load_point` is told each load point as it
-    begins (its errors are logged, never raised).
+    begins (its errors are logged, never raised). `tuner` sets the run's power
+    limit / SM clock lock, if it asks for one (default: from FARM_GPU_TUNE_*).
     """
     started_at = _now()
     sources = _sources_for(run, gpus, energy_sources)
@@ -166,6 +187,9 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     state.preflight = run_preflight(gpus, spec, state.own_pids, idle_temperatures, abort)
     # After the cool-down, before the idle baselines: power settles later than heat.
     state.preflight.quiet = wait_until_quiet(gpus, spec.quiet, idle_powers, abort)
+    # Power limit / clock lock: after the gate (which judges the GPU at rest under its
+    # usual settings), before the idle baselines (idle under the run's own settings).
+    tuning = (tuner or GpuTuner.from_environment()).session(gpus, run.hardware, run.run_id)
     # CPU/RAM energy of the host means nothing for a simulated run: the host did
     # not do the modelled work.
     host = HostEnergyMeter(spec.region, [g.info.index for g in gpus if g.info.backend == "gpu"],
@@ -175,6 +199,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     state.sampler.start()
     state.meter.begin("run")
     try:
+        tuning.apply()
         state.idle = measure_baselines(state.meter, gpus, spec.idle_baseline_s, abort,
                                        state.own_pids)
         engine = engine_factory(run, gpus, abort)
@@ -183,8 +208,12 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         finally:
             engine.stop()
         state.check_isolation()
-    except (RunAborted, TransientError):
-        raise   # hand the run back / retry it: a half-measured run is not a result
+    except RunAborted:
+        if state.sampler.contamination:
+            state.check_isolation()   # a tenant cut the run short: say so (Contaminated)
+        raise   # hand the run back: a half-measured run is not a result
+    except TransientError:
+        raise   # retry it / hand it back: a half-measured run is not a result
     except FarmError as exc:
         error = ErrorInfo(kind=exc.kind, message=str(exc), log_tail=exc.log_tail)
     except Exception as exc:  # a bug: keep the traceback with the failed run
@@ -195,11 +224,25 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         host_energy = host.stop()
         state.meter.end("run")
         state.sampler.stop()
+        tuning.restore()         # whatever happened; a crash leaves the journal for the next start
+        state.preflight.tuning = tuning.records
     state.derive(host_energy.carbon_intensity_g_per_kwh if host_energy else None)
     finished_at = _now()
     simulated = run.simulated or any(g.info.backend == "sim" for g in gpus)
     tdp_w = sum(g.info.power_limit_w or 0 for g in gpus) or None
+    applied_w = [t.applied_power_limit_w for t in tuning.records]
+    if applied_w and None not in applied_w:   # steady power is bounded by the run's own limit
+        tdp_w = sum(w for w in applied_w if w is not None)
     sensor = _one_sensor(g.power_sensor for g in gpus)
+    validity = None if error else validate(
+        state.meter.windows, state.idle, tdp_w,
+        # The sampler has stopped: every sample it holds lies inside the run.
+        state.sampler.values_between("temperature_c", 0.0, float("inf")),
+        spec)
+    if validity is not None and tuning.requested:
+        check = check_tuning(tuning.records, state.meter.windows, state.sampler)
+        validity = validity.model_copy(update={"checks": [*validity.checks, check],
+                                               "valid": validity.valid and check.passed})
     return RunResult(
         run_id=run.run_id,
         status="failed" if error else "succeeded",
@@ -225,11 +268,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         error=error,
         preflight=state.preflight,
         idle=state.idle,
-        validity=None if error else validate(
-            state.meter.windows, state.idle, tdp_w,
-            # The sampler has stopped: every sample it holds lies inside the run.
-            state.sampler.values_between("temperature_c", 0.0, float("inf")),
-            spec),
+        validity=validity,
         host_energy=host_energy,
     )
 

@@ -20,6 +20,18 @@ from abc import ABC, abstractmethod
 from farm_contract.records import GpuInfo, GpuState
 
 
+class TuningRefused(Exception):
+    """The driver would not set a power limit or clock lock; the message is its words.
+
+    `no_permission` marks the refusal a privileged helper can get round (NVML's
+    NO_PERMISSION: the worker is not root).
+    """
+
+    def __init__(self, message: str, *, no_permission: bool = False):
+        super().__init__(message)
+        self.no_permission = no_permission
+
+
 class GpuDevice(ABC):
     """One GPU (or the CPU standing in for one).
 
@@ -129,6 +141,29 @@ class GpuDevice(ABC):
     def persistence_mode(self) -> bool | None:
         """Whether the driver stays loaded with no client (persistence mode on)."""
         return None
+
+    # Settings a sweep may set for a run (`workers.gpu.tuning`); a device that
+    # cannot refuses with the reason (TuningRefused).
+
+    def power_limit_range_w(self) -> tuple[float, float] | None:
+        """The lowest and highest power limit the driver accepts. Units: W."""
+        return None
+
+    def max_sm_clock_mhz(self) -> float | None:
+        """The highest SM clock the GPU supports. Units: MHz."""
+        return None
+
+    def set_power_limit_w(self, watts: float) -> None:
+        """Set the power-management limit. Units: W. Raises TuningRefused."""
+        raise TuningRefused(f"{type(self).__name__} has no settable power limit")
+
+    def lock_sm_clock_mhz(self, mhz: int) -> None:
+        """Lock the SM clock at `mhz` (min = max). Units: MHz. Raises TuningRefused."""
+        raise TuningRefused(f"{type(self).__name__} has no lockable SM clock")
+
+    def reset_sm_clock(self) -> None:
+        """Undo a clock lock (the driver's own clock management). Raises TuningRefused."""
+        raise TuningRefused(f"{type(self).__name__} has no lockable SM clock")
 
     def state(self) -> GpuState:
         """The device's settings and condition now, for a run's preflight record.

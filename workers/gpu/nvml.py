@@ -27,7 +27,7 @@ import pynvml
 from farm_contract.records import GpuInfo
 from farm_contract.routing import slug_for_device_name
 from workers.errors import GpuError
-from workers.gpu.base import GpuDevice, GpuInventory
+from workers.gpu.base import GpuDevice, GpuInventory, TuningRefused
 from workers.gpu.vendors import NoGpuError  # re-exported: the NVML vendor raises it
 
 T = TypeVar("T")
@@ -87,6 +87,18 @@ def _nvml(fn: Callable[..., T], *args: Any, at_init: bool = False) -> T | None:
         if at_init and code in _NO_DRIVER:
             raise _no_gpu(f"{name}: {exc}") from exc
         raise GpuError(f"{name} failed: {exc}") from exc
+
+
+def _setting(fn: Callable[..., Any], *args: Any) -> None:
+    """An NVML setter: a refusal keeps the driver's words (TuningRefused), NO_PERMISSION
+    marked as such (a privileged helper may do it)."""
+    try:
+        fn(*args)
+    except pynvml.NVMLError as exc:
+        code = getattr(exc, "value", None)
+        name = getattr(fn, "__name__", "NVML call")
+        raise TuningRefused(f"{name}: {exc}",
+                            no_permission=code == pynvml.NVML_ERROR_NO_PERMISSION) from exc
 
 
 def _required(fn: Callable[..., T], *args: Any, at_init: bool = False) -> T:
@@ -214,6 +226,28 @@ class NvmlGpu(GpuDevice):
         """Whether persistence mode is on; None where unsupported."""
         value = _nvml(pynvml.nvmlDeviceGetPersistenceMode, self.handle)
         return None if value is None else value == pynvml.NVML_FEATURE_ENABLED
+
+    def power_limit_range_w(self) -> tuple[float, float] | None:
+        """The driver's accepted power limits (Units: W); None where unsupported."""
+        limits = _nvml(pynvml.nvmlDeviceGetPowerManagementLimitConstraints, self.handle)
+        return None if limits is None else (limits[0] / 1000.0, limits[1] / 1000.0)
+
+    def max_sm_clock_mhz(self) -> float | None:
+        """The highest SM clock (Units: MHz); None where unsupported."""
+        value = _nvml(pynvml.nvmlDeviceGetMaxClockInfo, self.handle, pynvml.NVML_CLOCK_SM)
+        return None if value is None else float(value)
+
+    def set_power_limit_w(self, watts: float) -> None:
+        """nvmlDeviceSetPowerManagementLimit, in mW (root only)."""
+        _setting(pynvml.nvmlDeviceSetPowerManagementLimit, self.handle, round(watts * 1000))
+
+    def lock_sm_clock_mhz(self, mhz: int) -> None:
+        """nvmlDeviceSetGpuLockedClocks(min = max = mhz) (root only)."""
+        _setting(pynvml.nvmlDeviceSetGpuLockedClocks, self.handle, int(mhz), int(mhz))
+
+    def reset_sm_clock(self) -> None:
+        """nvmlDeviceResetGpuLockedClocks (root only)."""
+        _setting(pynvml.nvmlDeviceResetGpuLockedClocks, self.handle)
 
     def compute_pids(self) -> list[int] | None:
         """Compute processes on this GPU; None where the driver cannot list them."""
