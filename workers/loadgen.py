@@ -467,6 +467,19 @@ async def _wait_abort(abort: threading.Event) -> None:
         await asyncio.sleep(ABORT_POLL_S)
 
 
+async def _until_steady(steady: _Steady, min_steady_s: float, cap: float,
+                        abort: threading.Event | None) -> bool:
+    """Self-sizing: keep sending until the steady window has lasted `min_steady_s`
+    (it may not be open yet), never past `cap` (perf_counter). True if aborted."""
+    while steady.start is None and time.perf_counter() < cap:
+        if abort is not None and abort.is_set():
+            return True
+        await asyncio.sleep(min(ABORT_POLL_S, max(0.0, cap - time.perf_counter())))
+    if steady.start is None:
+        return False
+    return await _until(min(cap, steady.start + min_steady_s), abort)
+
+
 async def _until(deadline: float, abort: threading.Event | None) -> bool:
     """Sleep until perf_counter() ≥ deadline; True if `abort` was set first."""
     delay = deadline - time.perf_counter()
@@ -516,6 +529,8 @@ async def run_load_point(
     max_concurrency: int | None = None,
     duration_s: float,
     warmup_s: float = 0.0,
+    min_steady_s: float = 0.0,
+    max_duration_s: float | None = None,
     api: Api = "completions",
     seed: int = 0,
     clock: Callable[[], float] | None = None,
@@ -534,7 +549,10 @@ async def run_load_point(
     by default `meter.now_s`, else seconds since this call. With a `meter`,
     the steady-state window ("steady", load_point_index) is opened and closed
     on it. `abort` (set from another thread) stops sending and cancels what is
-    in flight; the outcome then says `aborted`.
+    in flight; the outcome then says `aborted`. Self-sizing: with
+    `min_steady_s`, sending goes on past `duration_s` until the steady window
+    has lasted that long, up to `max_duration_s` of sending in all (default
+    duration_s); the outcome's `extended_s` says by how much.
     """
     if (concurrency is None) == (rate_rps is None):
         raise ValueError("give exactly one of concurrency (closed loop) or rate_rps (open loop)")
@@ -548,7 +566,10 @@ async def run_load_point(
         raise ValueError(f"api must be one of {', '.join(ENDPOINTS)}, got {api!r}")
 
     bodies = [build_body(r, model, api, options) for r in requests]
-    schedule = (arrival_schedule(rate_rps, burstiness, duration_s, seed)
+    # The longest sending may last: the schedule is drawn for it, and its first
+    # arrivals are those of duration_s alone (one seeded stream).
+    cap_s = max(duration_s, max_duration_s or duration_s) if min_steady_s > 0 else duration_s
+    schedule = (arrival_schedule(rate_rps, burstiness, cap_s, seed)
                 if rate_rps is not None else [])
     pool_size = concurrency or max_concurrency or 0      # 0: aiohttp's "no limit"
     headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -584,6 +605,8 @@ async def run_load_point(
                 opener = loop.create_task(steady.open_when_full(t0 + warmup_s))
 
                 aborted = await _until(t0 + duration_s, abort)
+                if not aborted and min_steady_s > 0:
+                    aborted = await _until_steady(steady, min_steady_s, t0 + cap_s, abort)
                 # Sending stops here: the batch starts to drain, so the steady window ends.
                 lp.stopping = True
                 stop = time.perf_counter()
@@ -591,7 +614,7 @@ async def run_load_point(
                 if steady.start is None:
                     await _cancelled(opener)
                     notes.append("the steady window never opened: the batch was not full "
-                                 f"before sending stopped ({duration_s:g} s)")
+                                 f"before sending stopped ({stop - t0:g} s)")
                 await steady.close()
 
                 if not aborted and tasks:
@@ -609,11 +632,17 @@ async def run_load_point(
     finally:
         steady.shutdown()
 
-    unsent = (len(schedule) - lp.next_index) if rate_rps is not None else 0
+    sending_s = stop - t0
+    unsent = (sum(1 for at in schedule if at < sending_s) - lp.next_index
+              if rate_rps is not None else 0)
+    extended_s = max(0.0, sending_s - duration_s) if min_steady_s > 0 else None
+    if extended_s:
+        notes.append(f"sending extended by {extended_s:.2f} s for a steady window of "
+                     f"{min_steady_s:g} s")
     records = _records(lp.raw, load_point_index, offset, requests, notes)
     outcome = LoadgenOutcome(
-        requests=records, duration_s=end - t0, notes=notes,
-        start_s=t0 + offset, sending_s=stop - t0,
+        requests=records, duration_s=end - t0, notes=notes, extended_s=extended_s,
+        start_s=t0 + offset, sending_s=sending_s,
         steady_start_s=steady.start + offset if steady.start is not None else None,
         steady_end_s=steady.end + offset if steady.end is not None else None,
         max_in_flight=lp.max_in_flight, unsent=unsent,

@@ -79,6 +79,13 @@ def load_point_result(index: int, kind: str, value: float, outcome: LoadPointOut
     j_per_token = _ratio(steady.energy_j if steady else None, steady_tokens)
     goodput = goodput_of(requests, duration_s, slo) if slo is not None else None
     lateness = getattr(outcome, "lateness", None)
+    offered = None
+    if kind == "request_rate" and steady is not None:
+        # The rate actually offered while the window was open (arrivals are random),
+        # the yardstick of a rate sweep's achieved throughput.
+        end_s = steady.start_s + steady.duration_s
+        sent = sum(1 for r in requests if steady.start_s <= r.sent_s <= end_s)
+        offered = _ratio(sent, steady.duration_s)
     return LoadPointResult(
         index=index, kind=kind, value=value, duration_s=round(duration_s, 4),
         num_requests=len(requests), num_ok=len(ok), num_failed=len(requests) - len(ok),
@@ -105,6 +112,10 @@ def load_point_result(index: int, kind: str, value: float, outcome: LoadPointOut
         lateness=lateness if isinstance(lateness, LatencyStats) else LatencyStats(),
         unsent_requests=getattr(outcome, "unsent", None),
         max_in_flight=getattr(outcome, "max_in_flight", None),
+        passes=getattr(outcome, "passes", None),
+        steady_extended_s=(round(outcome.extended_s, 4)
+                           if getattr(outcome, "extended_s", None) is not None else None),
+        offered_rps=offered,
         notes=list(outcome.notes),
     )
 
@@ -127,11 +138,17 @@ def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
     tokens = lp.steady_output_tokens
     net_per_token = _ratio(net, tokens)
     mean_out = lp.output_tokens / lp.num_ok if lp.num_ok else None
+    net_per_request = (net_per_token * mean_out
+                       if net_per_token is not None and mean_out else None)
     return lp.model_copy(update={
         "energy_net_j": net,
         "energy_per_output_token_net_j": net_per_token,
-        "energy_per_request_net_j": (net_per_token * mean_out
-                                     if net_per_token is not None and mean_out else None),
+        "energy_per_request_net_j": net_per_request,
+        # Gross = net + this: at an open-loop rate it is the idle time between
+        # requests charged to them, large near idle, small at saturation.
+        "idle_energy_per_request_j": (lp.energy_per_request_j - net_per_request
+                                      if lp.energy_per_request_j is not None
+                                      and net_per_request is not None else None),
         "output_tokens_per_j_net": _ratio(tokens, net),
         "avg_power_net_w": (lp.avg_power_w - idle_power_w
                             if lp.avg_power_w is not None and idle_power_w is not None else None),

@@ -149,6 +149,9 @@ kind = "sim"
 input_tokens = 64
 output_tokens = 16
 seed = {seed}
+[measurement]
+# These load points are a fraction of a second on purpose: not self-sized.
+self_size = false
 """
     return expand(parse_sweep(text))[0]
 

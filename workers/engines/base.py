@@ -74,6 +74,10 @@ class LoadPointOutcome:
     requests: list[RequestRecord]
     duration_s: float                       # whole load point, wall clock
     notes: list[str] = field(default_factory=list)
+    # Self-sizing (MeasurementSpec.steady_target_s): batch passes over the same
+    # prompts; server sending added beyond duration_s. None: not self-sized.
+    passes: int | None = None
+    extended_s: float | None = None
 
 
 class Engine(ABC):

@@ -10,10 +10,11 @@ private copy of the original stdout: fd 1 itself is pointed at stderr (the
 log file) so that whatever the libraries print cannot corrupt it.
 
     → {"event": "ready", "version": ..., "load_s": ...}             after loading
-    ← {"op": "generate", "requests": [...], "batch_size": B|null}
+    ← {"op": "generate", "requests": [...], "batch_size": B|null,
+       "min_window_s": S, "max_passes": P}
     → {"event": "armed"}                                            about to generate
     ← {"op": "go"}                                                  energy window open
-    → {"event": "finished", "t": mono}                              last token out
+    → {"event": "finished", "t": mono, "passes": n}                 last token out
     → {"event": "result", "requests": [{"sent", "first", "gaps", "input_tokens",
                                          "output_tokens"}, ...]}
     ← {"op": "stop"}                                                exit 0
@@ -25,7 +26,11 @@ token on the run clock without a round trip. The child waits for "go" before
 its first request, so the parent's energy window is open before the first
 token however late the parent reads "armed" (a loaded host, a slow counter
 read); "finished" goes out before the (possibly large) result, so the window
-closes when generation does.
+closes when generation does. Self-sizing: the child generates the same
+requests again (same order, same seeds; vLLM's prefix cache emptied between
+passes, so no pass profits from the one before) until `min_window_s` has
+passed since "go" or `max_passes` passes ran; the result holds every pass's
+requests, pass after pass.
 
 Only the standard library is imported at the top: the backends import vLLM or
 torch/transformers when the config names them.
@@ -97,13 +102,16 @@ class VllmBackend:
             top_p=r["top_p"], top_k=(r.get("top_k") or 0) if r["temperature"] > 0 else 0,
             seed=r.get("seed"))
 
-    def generate(self, requests: list[dict[str, Any]], _batch_size: int | None,
-                 proto: _Protocol) -> list[dict[str, Any]]:
+    def between_passes(self) -> None:
+        """Empty the prefix cache: the next pass must prefill its prompts again."""
+        self.llm.reset_prefix_cache()
+
+    def run_pass(self, requests: list[dict[str, Any]],
+                 _batch_size: int | None) -> list[dict[str, Any]]:
         """Generate every request with vLLM, with token times; one result per request."""
         ids: list[str] = []
         sent: list[float] = []
         params = [self._params(r) for r in requests]
-        proto.arm()
         for r, p in zip(requests, params):
             request_id = f"farm-{self._next_id}"
             self._next_id += 1
@@ -128,7 +136,6 @@ class VllmBackend:
                 counts[i] = n
                 if out.prompt_token_ids is not None:
                     prompt_tokens[i] = len(out.prompt_token_ids)
-        proto.send(event="finished", t=time.monotonic())
         return [{"sent": sent[i], "first": t[0] if t else None, "gaps": _gaps(t),
                  "input_tokens": prompt_tokens[i], "output_tokens": counts[i]}
                 for i, t in enumerate(times)]
@@ -166,8 +173,11 @@ class HfBackend:
         if self.device.startswith("cuda"):
             self.torch.cuda.synchronize()
 
-    def generate(self, requests: list[dict[str, Any]], batch_size: int | None,
-                 proto: _Protocol) -> list[dict[str, Any]]:
+    def between_passes(self) -> None:
+        """Nothing to reset: transformers keeps no cache between `generate` calls."""
+
+    def run_pass(self, requests: list[dict[str, Any]],
+                 batch_size: int | None) -> list[dict[str, Any]]:
         """Generate every request with transformers in batches of `batch_size` (None: all)."""
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -188,7 +198,6 @@ class HfBackend:
                 return torch.zeros(input_ids.shape[0], dtype=torch.bool,
                                    device=input_ids.device)
 
-        proto.arm()
         t0 = time.monotonic()
         for start in range(0, len(requests), size):
             chunk = requests[start:start + size]
@@ -230,11 +239,30 @@ class HfBackend:
                     "sent": t0, "first": times[0] if times else None, "gaps": _gaps(times),
                     "input_tokens": int(enc["attention_mask"][row].sum()),
                     "output_tokens": len(times)})
-        proto.send(event="finished", t=time.monotonic())
         return results
 
 
 BACKENDS = {"vllm": VllmBackend, "hf": HfBackend}
+
+
+def generate(backend: Any, command: dict[str, Any], proto: _Protocol) -> list[dict[str, Any]]:
+    """One generate command: passes over its requests until `min_window_s` has
+    passed since "go" (at least one, at most `max_passes`); every pass's results."""
+    requests = command["requests"]
+    min_window_s = command.get("min_window_s") or 0.0
+    max_passes = max(1, command.get("max_passes") or 1)
+    proto.arm()
+    t0 = time.monotonic()
+    results: list[dict[str, Any]] = []
+    passes = 0
+    while True:
+        results.extend(backend.run_pass(requests, command.get("batch_size")))
+        passes += 1
+        if passes >= max_passes or time.monotonic() - t0 >= min_window_s:
+            break
+        backend.between_passes()
+    proto.send(event="finished", t=time.monotonic(), passes=passes)
+    return results
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -260,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if command.get("op") == "stop":
             break
         try:
-            results = backend.generate(command["requests"], command.get("batch_size"), proto)
+            results = generate(backend, command, proto)
         except BaseException as exc:
             traceback.print_exc()
             proto.send(event="error", kind="oom" if _is_oom(exc) else "engine",

@@ -121,14 +121,19 @@ class OfflineEngine(Engine):
             raise EngineError(f"the {self.display_name} engine cannot run a {kind!r} load point")
         prompts = self.workload.prompts(int(value), start=index * REQUESTS_PER_POINT)
         t0 = meter.now_s()
-        results, offset = self._generate(prompts, meter, index)
+        results, offset, passes = self._generate(prompts, meter, index)
         duration_s = meter.now_s() - t0
+        # Pass p's request i is results[p * len(prompts) + i]: the same prompt again.
+        notes = [f"{self.run.engine.kind} engine ({self._version}): {len(prompts)} prompts, "
+                 f"batch size {self.batch_size() or len(prompts)}; steady window = generation"]
+        if passes > 1:
+            notes.append(f"{passes} passes over the prompts for a steady window ≥ "
+                         f"{self.run.measurement.steady_target_s:g} s")
         return LoadPointOutcome(
-            requests=[self._record(index, i, r, prompts[i], offset)
+            requests=[self._record(index, i, r, prompts[i % len(prompts)], offset)
                       for i, r in enumerate(results)],
-            duration_s=duration_s,
-            notes=[f"{self.run.engine.kind} engine ({self._version}): {len(prompts)} prompts, "
-                   f"batch size {self.batch_size() or len(prompts)}; steady window = generation"])
+            duration_s=duration_s, notes=notes,
+            passes=passes if self.run.measurement.self_size else None)
 
     def pids(self) -> set[int]:
         """The engine child's process group, for the isolation watch; empty before start."""
@@ -211,22 +216,26 @@ class OfflineEngine(Engine):
             raise self.process.exited_error("before a command could be sent") from None
 
     def _generate(self, prompts: list[PromptRequest], meter: WindowMeter | None,
-                  index: int | None) -> tuple[list[dict[str, Any]], float]:
-        """Run one generate; returns the child's results and (child clock → run
-        clock) offset. With a meter, the steady window spans generation."""
+                  index: int | None) -> tuple[list[dict[str, Any]], float, int]:
+        """Run one generate; returns the child's results, (child clock → run
+        clock) offset and passes. With a meter, the steady window spans generation
+        and is self-sized (passes over the same prompts up to the target)."""
+        measurement = self.run.measurement
         self._send({"op": "generate", "batch_size": self.batch_size(),
-                    "requests": [_request_json(p) for p in prompts]})
+                    "requests": [_request_json(p) for p in prompts],
+                    "min_window_s": measurement.steady_target_s if meter is not None else 0.0,
+                    "max_passes": measurement.max_passes if meter is not None else 1})
         self._expect("armed", None, "preparing to generate")
         if meter is not None:
             meter.begin("steady", index)
         self._send({"op": "go"})    # the child holds its first request until the window is open
-        self._expect("finished", None, "generating")
+        finished = self._expect("finished", None, "generating")
         if meter is not None:
             meter.end("steady", index)
         result = self._expect("result", None, "sending its results")
         # Both clocks are CLOCK_MONOTONIC; the meter's has its own origin.
         offset = (meter.now_s() - time.monotonic()) if meter is not None else 0.0
-        return result["requests"], offset
+        return result["requests"], offset, int(finished.get("passes") or 1)
 
     def _record(self, index: int, number: int, r: dict[str, Any], prompt: PromptRequest,
                 offset: float) -> RequestRecord:

@@ -151,8 +151,12 @@ class OpenAIEngine(Engine):
         args = point_args(self.scenario, kind, value)
         prompts = self.workload.prompts(self._prompts_needed(kind, value),
                                         start=index * REQUESTS_PER_POINT)
+        measurement = self.run.measurement
         outcome = self._load(
             prompts, meter=meter, load_point_index=index, seed=self.run.workload.seed + index,
+            # Self-sizing: send on until the steady window reaches min_steady_s.
+            min_steady_s=measurement.steady_target_s,
+            max_duration_s=self.scenario.duration_s * measurement.max_passes,
             slo=Slo(ttft_s=self._slo("slo_ttft_ms", DEFAULT_SLO_TTFT_MS) / 1000.0,
                     tpot_s=self._slo("slo_tpot_ms", DEFAULT_SLO_TPOT_MS) / 1000.0),
             **args)
@@ -182,7 +186,8 @@ class OpenAIEngine(Engine):
 
     def _prompts_needed(self, kind: str, value: float) -> int:
         if kind == "request_rate":
-            expected = value * self.scenario.duration_s * 1.5 + 16
+            sending_s = max(self.scenario.duration_s, self.run.measurement.steady_target_s * 1.5)
+            expected = value * sending_s * 1.5 + 16
         else:
             expected = value * 32
         return int(min(MAX_PROMPTS_PER_POINT, max(MIN_PROMPTS_PER_POINT, expected)))

@@ -79,6 +79,8 @@ class _Plan:
     drain: list[_Phase]
     requests: list[_Request]
     notes: list[str] = field(default_factory=list)
+    passes: int | None = None           # batch: passes over the prompts (self-sizing)
+    extended_s: float | None = None     # server: sending beyond duration_s (self-sizing)
 
 
 def _jitter(rng: random.Random, spread: float) -> float:
@@ -150,6 +152,7 @@ class SimEngine(Engine):
         return LoadPointOutcome(
             requests=[self._record(index, i, r, start_s) for i, r in enumerate(plan.requests)],
             duration_s=meter.now_s() - start_s, notes=plan.notes,
+            passes=plan.passes, extended_s=plan.extended_s,
         )
 
     def stop(self) -> None:
@@ -208,13 +211,41 @@ class SimEngine(Engine):
         scenario = self.run.scenario
         rng = random.Random(f"{self.run.workload.seed}:{self.run.repetition}:{index}")
         if kind == "batch" and isinstance(scenario, BatchLoad):
-            phases, requests = self._batch_phases(int(value), rng)
-            return _Plan(phases[:1], phases[1:], [], requests)
+            return self._batch_plan(int(value), rng)
         if kind == "concurrency" and isinstance(scenario, ServerLoad):
             return self._closed_loop_plan(int(value), scenario, rng)
         if kind == "request_rate" and isinstance(scenario, ServerLoad):
             return self._open_loop_plan(value, scenario, rng)
         raise EngineError(f"load point kind {kind!r} does not fit a {scenario.kind} scenario")
+
+    def _batch_plan(self, num_prompts: int, rng: random.Random) -> _Plan:
+        """The prompts' waves, repeated (same prompts, same order) while the steady
+        window — everything after the first prefill — is shorter than the target."""
+        phases, requests = self._batch_phases(num_prompts, rng)
+        target_s = self.run.measurement.steady_target_s
+        if target_s <= 0:
+            return _Plan(phases[:1], phases[1:], [], requests)
+        pass_s = sum(p.duration_s for p in phases)
+        steady_s = pass_s - phases[0].duration_s
+        passes = 1
+        while steady_s < target_s and passes < self.run.measurement.max_passes:
+            passes += 1
+            steady_s += pass_s
+        # Each pass sends its prompts when it starts, as the engine child does.
+        every = [_Request(k * pass_s + r.sent_s, r.ttft_s, r.itl_s)
+                 for k in range(passes) for r in requests]
+        notes = [f"simulated ({ENGINE_VERSION}): {num_prompts} prompts × {passes} pass(es) "
+                 f"of {pass_s:.2f} s for a steady window ≥ {target_s:g} s"]
+        return _Plan(phases[:1], phases[1:] + phases * (passes - 1), [], every, notes,
+                     passes=passes)
+
+    def _sending_s(self, scenario: ServerLoad, load: perfmodel.LoadPrediction) -> float:
+        """How long to send: duration_s, longer where the steady window (from the
+        end of the ramp) would be shorter than the self-sizing target."""
+        ramp_s = min(load.ramp_s, scenario.duration_s / 2.0)
+        target_s = self.run.measurement.steady_target_s
+        cap_s = scenario.duration_s * self.run.measurement.max_passes
+        return min(cap_s, max(scenario.duration_s, ramp_s + target_s))
 
     def _closed_loop_plan(self, concurrency: int, scenario: ServerLoad,
                           rng: random.Random) -> _Plan:
@@ -228,6 +259,7 @@ class SimEngine(Engine):
         load = perfmodel.closed_loop(d, concurrency, self._input_tokens, self._output_tokens)
         serving = load.serving
         batch = max(1, round(serving.batch))
+        sending_s = self._sending_s(scenario, load)
         requests: list[_Request] = []
         for client in range(concurrency):
             generation, position = divmod(client, batch)
@@ -236,13 +268,13 @@ class SimEngine(Engine):
             else:
                 wait_s, service_s = generation * serving.e2e_s, serving.ttft_s
             sent_s = 0.0
-            while sent_s < scenario.duration_s:
+            while sent_s < sending_s:
                 request = self._request(rng, sent_s, wait_s, service_s, serving.tpot_s)
                 requests.append(request)
                 sent_s = request.end_s
                 wait_s, service_s = load.queue_s, serving.ttft_s
         ramp_power_w = perfmodel.prefill_wave(d, batch, self._input_tokens).power_w
-        return self._server_plan(load, ramp_power_w, scenario, requests)
+        return self._server_plan(load, ramp_power_w, scenario, requests, sending_s)
 
     def _open_loop_plan(self, rate_rps: float, scenario: ServerLoad,
                         rng: random.Random) -> _Plan:
@@ -251,19 +283,20 @@ class SimEngine(Engine):
         load = perfmodel.open_loop(d, rate_rps, self._input_tokens, self._output_tokens,
                                    scenario.max_concurrency)
         shape = scenario.burstiness or 1.0
+        sending_s = self._sending_s(scenario, load)
         requests: list[_Request] = []
         sent_s = 0.0
-        while sent_s < scenario.duration_s:
+        while sent_s < sending_s:
             requests.append(self._request(rng, sent_s, load.queue_growth * sent_s,
                                           load.serving.ttft_s, load.serving.tpot_s))
             sent_s += rng.gammavariate(shape, 1.0 / (rate_rps * shape))
-        return self._server_plan(load, load.power_w, scenario, requests)
+        return self._server_plan(load, load.power_w, scenario, requests, sending_s)
 
     def _server_plan(self, load: perfmodel.LoadPrediction, ramp_power_w: float,
-                     scenario: ServerLoad, requests: list[_Request]) -> _Plan:
-        """Ramp until the batch is full, steady until sending stops, then drain."""
-        duration_s = scenario.duration_s
-        ramp_s = min(load.ramp_s, duration_s / 2.0)
+                     scenario: ServerLoad, requests: list[_Request], duration_s: float) -> _Plan:
+        """Ramp until the batch is full, steady until sending stops (`duration_s`,
+        self-sized), then drain."""
+        ramp_s = min(load.ramp_s, scenario.duration_s / 2.0)
         notes = [f"simulated ({ENGINE_VERSION}): running batch {load.serving.batch:.1f}, "
                  f"{load.throughput_rps:.3g} req/s, {load.power_w:.0f} W per GPU"
                  + (", saturated" if load.saturated else "")]
@@ -274,9 +307,14 @@ class SimEngine(Engine):
         half = perfmodel.serve(self._started(), max(1.0, load.serving.batch / 2.0),
                                self._input_tokens, self._output_tokens)
         requests.sort(key=lambda r: r.sent_s)
+        extended_s = duration_s - scenario.duration_s
+        if extended_s > 0:
+            notes.append(f"sending extended by {extended_s:.2f} s for a steady window of "
+                         f"{duration_s - ramp_s:.2f} s")
         return _Plan(ramp=[_Phase(ramp_power_w, ramp_s)],
                      steady=[_Phase(load.power_w, duration_s - ramp_s)],
-                     drain=[_Phase(half.power_w, drain_s)], requests=requests, notes=notes)
+                     drain=[_Phase(half.power_w, drain_s)], requests=requests, notes=notes,
+                     extended_s=(extended_s if self.run.measurement.self_size else None))
 
     def _batch_phases(self, num_prompts: int,
                       rng: random.Random) -> tuple[list[_Phase], list[_Request]]:
