@@ -102,13 +102,15 @@ def test_open_loop_load_point_keeps_the_schedule(tiny_model):
     _assert_engine_gone(engine)
 
 
-def test_a_missing_model_fails_with_the_engines_own_message(tmp_path):
+def test_a_missing_model_path_fails_before_the_engine_starts_and_says_what_to_fix(tmp_path):
+    # workers/engines/ready.py checks a local path before vLLM is started: the
+    # message names the path and the key to change, not vLLM's hub-id format error.
     result, engine = _run(runs(tmp_path / "no-such-model", BATCH)[0])
     assert result.status == "failed"
     assert result.error.kind == "engine"
-    assert "no-such-model" in result.error.message
-    assert result.error.log_tail, "the engine's last log lines are kept"
-    _assert_engine_gone(engine)
+    assert f"model path {tmp_path / 'no-such-model'} does not exist" in result.error.message
+    assert "fix the model's `source`" in result.error.message
+    assert engine is None or engine.process is None     # no vLLM process was started
 
 
 def test_a_server_that_never_gets_healthy_is_stopped_at_the_deadline(tiny_model):
