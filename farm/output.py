@@ -124,17 +124,40 @@ def print_workers(workers: Sequence[Mapping[str, Any]], as_json: bool) -> None:
         click.echo("no live workers")
         return
     table = _table("live workers")
-    for col in ("worker", "backend", "GPU", "model", "memory MiB", "driver", "UUID", "running"):
+    for col in ("worker", "backend", "GPU", "model", "memory MiB", "driver", "UUID", "state"):
         table.add_column(col)
     for w in workers:
         busy = w.get("busy", {})
+        states = {s["uuid"]: s for s in w.get("gpu_states", [])}
         for gpu in w.get("gpus", []):
             backend = w.get("backend")
             table.add_row(w["name"], "SIMULATED" if backend == "sim" else backend,
                           str(gpu["index"]), gpu["model"], fmt_value(gpu.get("memory_mib")),
                           fmt_value(gpu.get("driver_version")), gpu["uuid"],
-                          busy.get(gpu["uuid"], "idle"))
+                          gpu_state_text(states.get(gpu["uuid"]), busy.get(gpu["uuid"]),
+                                         w.get("settle_s")))
     _console().print(table)
+
+
+def gpu_state_text(state: Mapping[str, Any] | None, running: str | None,
+                   settle_s: float | None, now: float | None = None) -> str:
+    """A GPU of a worker's advertisement: "free", "free (settling, 12 s of 30 s)",
+    "running RUN_ID" or "held by pid N (since 14:02:11)". An advertisement from a
+    worker without the tenant watch has no state: "running RUN_ID" or "free"."""
+    if state is None:
+        return f"running {running}" if running else "free"
+    since = state.get("since")
+    if state.get("state") == "held":
+        pids = ", ".join(str(p) for p in state.get("pids", []))
+        when = (f" (since {time.strftime('%H:%M:%S', time.localtime(since))})"
+                if since is not None else "")
+        return f"held by pid {pids}{when}"
+    if state.get("state") == "running":
+        return f"running {state.get('run_id') or running}"
+    if not state.get("settled", True) and since is not None and settle_s is not None:
+        waited = (time.time() if now is None else now) - since
+        return f"free (settling, {waited:.0f} s of {settle_s:g} s)"
+    return "free"
 
 
 def print_sweeps(sweeps) -> None:

@@ -48,6 +48,7 @@ EXAMPLES = {
     "FARM_OWNER": "alice or ml-team@lab",
     "FARM_DISPATCH_DEPTH": "8",
     "FARM_FAIR_SHARE_WINDOW_S": "86400",
+    "FARM_GPU_SETTLE_S": "30",
 }
 
 # A sweep owner's name: short, and safe in tables, logs and Redis keys.
@@ -90,6 +91,9 @@ class Settings(BaseSettings):
     # Fair share counts each owner's GPU time over this window.
     fair_share_window_s: float = Field(24 * 3600.0, gt=0,
                                        validation_alias="FARM_FAIR_SHARE_WINDOW_S")
+    # A GPU another tenant has left is used again once it has been free this long
+    # (workers/tenants.py): a job that restarts between epochs is not measured beside.
+    gpu_settle_s: float = Field(30.0, ge=0, validation_alias="FARM_GPU_SETTLE_S")
 
     def __init__(self, **values: Any):
         try:

@@ -347,8 +347,8 @@ class _ConsumerGate:
     def update(self) -> None:
         """Consume exactly the queues that can be served now."""
         consumer, watch = self._consumer, self.ctx.watch
-        if consumer is None or watch is None:
-            return
+        if consumer is None or watch is None or self.ctx.abort.is_set():
+            return      # stopping: never add a queue back
         allocator = self.ctx.allocator
         want = servable(self.needs, watch, allocator.busy(), allocator.waiting())
         with self._lock:

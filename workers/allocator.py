@@ -4,34 +4,46 @@ one GPU to two runs at once.
 A worker runs as many task threads as it has GPUs. A run needing N GPUs waits
 here until N GPUs of its model are free. Requests are served in arrival order,
 so a 4-GPU run is not starved by a stream of 1-GPU runs taking each GPU as soon
-as it frees up.
+as it frees up. A GPU that `usable` refuses (another tenant on it, or not settled
+since one left: workers/tenants.py) is not handed out; `give_up` lets a waiting
+run be handed back instead of waiting out a tenant.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from workers.errors import PermanentError, RunAborted
+from workers.errors import PermanentError, RunAborted, TenantHeld
 from workers.gpu.base import GpuDevice
 
 
 class GpuAllocator:
     """Hands N free GPUs of a model to a run, first come first served per model."""
 
-    def __init__(self, devices: list[GpuDevice]):
+    def __init__(self, devices: list[GpuDevice],
+                 usable: Callable[[str], bool] = lambda uuid: True,
+                 on_change: Callable[[], None] | None = None):
         self._devices = list(devices)
         self._busy: dict[str, str] = {}          # uuid → holder
-        self._waiting: deque[tuple[object, str]] = deque()   # (ticket, model)
+        self._waiting: deque[tuple[object, str, int]] = deque()   # (ticket, model, count)
         self._cond = threading.Condition()
+        self.usable = usable
+        # Told after GPUs are granted or freed (the worker re-decides its queues).
+        self.on_change = on_change
 
     def _free_of(self, model: str) -> list[GpuDevice]:
         return [d for d in self._devices
-                if d.info.model == model and d.info.uuid not in self._busy]
+                if d.info.model == model and d.info.uuid not in self._busy
+                and self.usable(d.info.uuid)]
 
-    def _first_waiting(self, model: str) -> tuple[object, str] | None:
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _first_waiting(self, model: str) -> tuple[object, str, int] | None:
         # Arrival order is kept per model: a run for another model never blocks us.
         return next((t for t in self._waiting if t[1] == model), None)
 
@@ -44,14 +56,26 @@ class GpuAllocator:
         with self._cond:
             return dict(self._busy)
 
+    def waiting(self) -> dict[str, int]:
+        """GPUs asked for by runs waiting now, by model."""
+        with self._cond:
+            out: dict[str, int] = {}
+            for _, model, count in self._waiting:
+                out[model] = out.get(model, 0) + count
+            return out
+
     @contextmanager
     def hold(self, model: str, count: int, holder: str,
-             abort: threading.Event, poll_s: float = 0.2) -> Iterator[list[GpuDevice]]:
-        """Block until `count` GPUs of `model` are free; yield them; free them after."""
+             abort: threading.Event, poll_s: float = 0.2,
+             give_up: Callable[[], str | None] | None = None) -> Iterator[list[GpuDevice]]:
+        """Block until `count` GPUs of `model` are free; yield them; free them after.
+
+        `give_up()` is asked while waiting: a reason raises TenantHeld (hand the run back).
+        """
         if self.total(model) < count:
             raise PermanentError(f"this host has {self.total(model)} GPU(s) of model {model}, "
                                  f"the run needs {count}")
-        ticket = (object(), model)
+        ticket = (object(), model, count)
         with self._cond:
             self._waiting.append(ticket)
             try:
@@ -59,6 +83,9 @@ class GpuAllocator:
                            and len(self._free_of(model)) >= count):
                     if abort.is_set():
                         raise RunAborted("worker shutting down while waiting for GPUs")
+                    reason = give_up() if give_up is not None else None
+                    if reason:
+                        raise TenantHeld(reason)
                     self._cond.wait(poll_s)
             finally:
                 self._waiting.remove(ticket)
@@ -66,6 +93,7 @@ class GpuAllocator:
             granted = self._free_of(model)[:count]
             for device in granted:
                 self._busy[device.info.uuid] = holder
+        self._changed()
         try:
             yield granted
         finally:
@@ -73,3 +101,4 @@ class GpuAllocator:
                 for device in granted:
                     self._busy.pop(device.info.uuid, None)
                 self._cond.notify_all()
+            self._changed()

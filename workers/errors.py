@@ -50,6 +50,13 @@ class RunAborted(FarmError):
     kind = "aborted"
 
 
+class TenantHeld(RunAborted):
+    """The run's GPUs are held by another tenant, or not settled since one left:
+    hand the run back without charging it an attempt (workers/tenants.py)."""
+
+    kind = "tenant"
+
+
 class RunTimeout(PermanentError):
     """The run took longer than the worker's time limit (`FARM_RUN_TIMEOUT_S`)."""
 

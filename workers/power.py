@@ -74,8 +74,11 @@ class PowerSampler:
     """Samples every GPU at a fixed period in a daemon thread; watches for tenants."""
 
     def __init__(self, gpus: list[GpuDevice], period_s: float, clock=time.monotonic,
-                 allowed_pids: Callable[[], set[int]] | None = None):
+                 allowed_pids: Callable[[], set[int]] | None = None,
+                 on_tenant: Callable[[list[Contamination]], None] | None = None):
         self.gpus = gpus
+        # Told each sighting at once: the run stops early, its measurement being lost anyway.
+        self.on_tenant = on_tenant
         self.period_s = period_s
         self.clock = clock
         self.origin = clock()
@@ -134,6 +137,8 @@ class PowerSampler:
                                            gpu.info.uuid, foreign))
         with self._lock:
             self.contamination.extend(found)
+        if found and self.on_tenant is not None:
+            self.on_tenant(found)
         return found
 
     def now_s(self) -> float:

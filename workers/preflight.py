@@ -1,7 +1,7 @@
 """Before a run: the GPUs must be free of other tenants and back to idle temperature.
 
-A foreign compute process on a run's GPU makes the run wait for a retry
-(TransientError): measuring beside another tenant would be wrong. A GPU still
+A foreign compute process on a run's GPU makes the run go back to its queue
+(GpuBusy): measuring beside another tenant would be wrong. A GPU still
 warm from the previous run is given time to cool to within a band of its idle
 temperature; if it does not in time the run goes ahead and records that it did
 not (the verdict is the reader's, with the data to judge).
@@ -21,8 +21,13 @@ POLL_S = 1.0
 
 
 class GpuBusy(TransientError):
-    """A foreign compute process is on one of the run's GPUs: retry the run later."""
+    """A foreign compute process is on one of the run's GPUs: the run is handed back
+    (tasks/measure.py) until the GPU is free again. `busy`: uuid → foreign pids."""
     kind = "gpu_busy"
+
+    def __init__(self, message: str, busy: dict[str, list[int]] | None = None):
+        super().__init__(message)
+        self.busy = busy or {}
 
 
 class IdleTemperatures:
@@ -87,8 +92,8 @@ def run_preflight(gpus: list[GpuDevice], spec: MeasurementSpec, own_pids: set[in
     """
     busy = foreign_pids(gpus, own_pids)
     if busy:
-        raise GpuBusy("other compute processes on the run's GPUs: " + "; ".join(
-            f"{uuid}: pids {', '.join(map(str, pids))}" for uuid, pids in busy.items()))
+        raise GpuBusy("; ".join(f"foreign process {', '.join(map(str, pids))} on GPU {uuid}"
+                                for uuid, pids in busy.items()) + " at preflight", busy)
     started = clock()
     while True:
         warm = []

@@ -77,9 +77,10 @@ class FakeGpu:
 
 
 def test_foreign_process_makes_the_gpu_busy():
-    with pytest.raises(GpuBusy, match="pids 4242"):
+    with pytest.raises(GpuBusy, match="foreign process 4242 on GPU GPU-1") as caught:
         run_preflight([FakeGpu(pids=[4242, 1])], SPEC, {1}, IdleTemperatures(),
                       threading.Event())
+    assert caught.value.busy == {"GPU-1": [4242]}   # the tenant watch is told which GPU
 
 
 def test_waits_for_the_gpu_to_cool_then_records_it():

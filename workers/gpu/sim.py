@@ -22,7 +22,9 @@ where the "SW power cap" reason bit is set.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import random
 import socket
 import threading
@@ -126,6 +128,25 @@ def parse_sim_spec(text: str) -> tuple[str, int]:
     return slug, count
 
 
+# A file of simulated foreign processes, {"SIM-…uuid": [pid, …]}, read at every
+# compute_pids: how a test or a demo puts "someone's training job" on a simulated
+# GPU of a running worker process. Simulated GPUs only; unset means none.
+SIM_TENANTS_VAR = "FARM_SIM_TENANTS"
+
+
+def simulated_tenants() -> dict[str, list[int]]:
+    """The simulated tenants by GPU UUID (none when the file is unset, absent or unreadable)."""
+    path = os.environ.get(SIM_TENANTS_VAR)
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):   # being rewritten, or gone: no tenant this time
+        return {}
+    return {str(k): [int(p) for p in v] for k, v in data.items()} if isinstance(data, dict) else {}
+
+
 def _host_hash(host: str) -> str:
     return hashlib.sha256(host.encode()).hexdigest()[:8]
 
@@ -213,9 +234,11 @@ class SimGpu(GpuDevice):
             return self._temperature_c
 
     def compute_pids(self) -> list[int] | None:
-        """The pids added with add_compute_pid, sorted."""
+        """The pids added with add_compute_pid, plus the simulated tenants named for
+        this GPU in the file `FARM_SIM_TENANTS` names (see `simulated_tenants`), sorted."""
         with self._lock:
-            return sorted(self._pids)
+            pids = set(self._pids)
+        return sorted(pids | set(simulated_tenants().get(self.info.uuid, ())))
 
     def power_avg_w(self) -> float | None:
         """The level averaged over the last second: lags a step change by 1 s, as NVML's."""
