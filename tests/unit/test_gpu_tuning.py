@@ -387,3 +387,26 @@ def test_a_run_that_fails_later_is_still_restored(live, tmp_path):
     assert result.status == "failed" and "engine fell over" in result.error.message
     assert result.preflight.tuning[0].restored is True
     assert fake.gpus[0]["limit_mw"] == 700_000
+
+
+def test_a_limit_that_reads_back_late_is_waited_for_not_taken_as_refused():
+    # The H200 reads the old enforced limit for a while after a set (docs/measurement.md).
+    from workers.gpu.tuning import read_back_limit_w
+
+    class Lagging:
+        def __init__(self, reads):
+            self.reads = list(reads)
+
+        def power_limit_w(self):
+            return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
+
+    t = [0.0]
+    clock, sleep = (lambda: t[0]), (lambda s: t.__setitem__(0, t[0] + s))
+    assert read_back_limit_w(Lagging([700.0] * 5 + [300.0]), 300.0, clock=clock,
+                             sleep=sleep) == 300.0
+    assert t[0] == pytest.approx(0.5)
+    t[0] = 0.0
+    # never follows: what it reads at the timeout, for the check to flag
+    assert read_back_limit_w(Lagging([700.0]), 300.0, timeout_s=2.0, clock=clock,
+                             sleep=sleep) == 700.0
+    assert t[0] >= 2.0

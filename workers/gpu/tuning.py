@@ -48,6 +48,12 @@ DEFAULT_JOURNAL_DIR = Path.home() / ".farm" / "gpu-tuning"
 HELPER_TIMEOUT_S = 30.0
 # The enforced limit NVML reads back is in mW; allow rounding to the watt.
 POWER_LIMIT_TOLERANCE_W = 1.0
+# Measured on an H200 (2026-12-02, docs/measurement.md): right after a set, the
+# enforced limit NVML reads back is still the old one (700 W read back after
+# setting 300 W, 300 W after setting 700 W back), though the new cap already
+# throttles; it follows within seconds. So a read-back is polled, up to this long.
+LIMIT_READ_BACK_TIMEOUT_S = 10.0
+LIMIT_READ_BACK_POLL_S = 0.1
 # SM clocks move in steps of ~15 MHz (H100/H200 supported clocks); a lock that
 # holds reads within a step or two of its value.
 SM_CLOCK_TOLERANCE_MHZ = 30.0
@@ -192,7 +198,7 @@ class GpuTuner:
             if "sm_clock" in changed and scratch.via != "helper":
                 self._set(gpu, scratch, gpu.reset_sm_clock, "reset", uuid)
         if "power_limit" in changed and default_w is not None:
-            now_w = gpu.power_limit_w()
+            now_w = read_back_limit_w(gpu, default_w)
             if now_w is None or abs(now_w - default_w) > POWER_LIMIT_TOLERANCE_W:
                 raise TuningRefused(f"power limit reads {now_w} W after restoring, not the "
                                     f"default {default_w:g} W")
@@ -304,7 +310,8 @@ class Tuning:
             elif done != entry["changed"] or record.via != entry["via"]:
                 entry.update(changed=done, via=record.via)   # restore the way it was set
                 self.tuner.journal.write(entry)
-        record.applied_power_limit_w = gpu.power_limit_w() if watts is not None else None
+        record.applied_power_limit_w = (read_back_limit_w(gpu, watts) if watts is not None
+                                        else None)
         record.applied_sm_clock_mhz = gpu.sm_clock_mhz() if mhz is not None else None
 
     def restore(self) -> None:
@@ -327,6 +334,20 @@ class Tuning:
 
 
 # ------------------------------------------------------------- the check
+
+
+def read_back_limit_w(gpu: GpuDevice, want_w: float,
+                      timeout_s: float = LIMIT_READ_BACK_TIMEOUT_S,
+                      clock=time.monotonic, sleep=time.sleep) -> float | None:
+    """The enforced power limit once it reads `want_w` (± tolerance), or what it reads
+    at the timeout (Units: W; None: not readable)."""
+    deadline = clock() + timeout_s
+    while True:
+        now_w = gpu.power_limit_w()
+        if (now_w is not None and abs(now_w - want_w) <= POWER_LIMIT_TOLERANCE_W) \
+                or clock() >= deadline:
+            return now_w
+        sleep(LIMIT_READ_BACK_POLL_S)
 
 
 def check_tuning(records: list[GpuTuning], windows: list[EnergyWindow], sampler) -> ValidityCheck:
