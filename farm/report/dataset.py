@@ -2,11 +2,11 @@
 manifest and docs/dataset.md (a test checks that the document shows exactly
 these tables).
 
-A dataset is one sweep: five tables (`runs`, `run_points`, `requests`,
-`timelines`, `windows`), one file each in Parquet, CSV or JSON Lines, plus
-`manifest.json`. Every column names its unit in its name (`_s`, `_ms`, `_j`,
-`_w`, `_c`, `_mhz`, `_rps`, `_tps`, `_mib`, …) and null means "not measured",
-never 0.
+A dataset is one sweep: six tables (`runs`, `run_points`, `requests`,
+`timelines`, `windows`, and `fits`, derived from run_points), one file each in
+Parquet, CSV or JSON Lines, plus `manifest.json`. Every column names its unit
+in its name (`_s`, `_ms`, `_j`, `_w`, `_c`, `_mhz`, `_rps`, `_tps`, `_mib`, …)
+and null means "not measured", never 0.
 
 Versioning: `SCHEMA_VERSION` is "MAJOR.MINOR". A minor version only adds
 columns (readers ignore columns they do not know); anything else is a new major
@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -363,7 +363,56 @@ WINDOWS = Table(
     ),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (RUNS, RUN_POINTS, REQUESTS, TIMELINES, WINDOWS)}
+def _fit_columns(unit: str, token: str, what: str) -> tuple[Column, ...]:
+    return (
+        _c(f"l_{token}", "float64", unit, f"{what} fits: L, the height of the step"),
+        _c(f"l_stderr_{token}", "float64", unit, f"{what} fits: standard error of L"),
+        _c(f"y0_{token}", "float64", unit, f"{what} fits: y0, the level the step starts "
+           "from (k > 0) or falls to (k < 0)"),
+        _c(f"y0_stderr_{token}", "float64", unit, f"{what} fits: standard error of y0"),
+        _c(f"rmse_{token}", "float64", unit, f"{what} fits: root mean square residual"),
+    )
+
+
+FITS = Table(
+    "fits", "fitted curve of one configuration and figure",
+    "The report's fitted curves (farm/report/fits.py): y = L / (1 + exp(−k (log2 b − x0))) "
+    "+ y0 fitted by least squares to every usable repetition's value of `figure` against "
+    "the batch size b (`x_axis`). Derived from run_points at export; `farmctl import` "
+    "does not read it. A configuration with fewer than 4 batch sizes has a row with "
+    "`fitted` false, the reason, and null parameters.",
+    (
+        *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "engine_kind",
+               "scenario_name", "scenario_kind", "input_tokens", "output_tokens", "decoding"),
+        _c("engine_args_json", "json", None, "engine arguments, the batch axis's left out "
+           "when it is one", False),
+        _c("figure", "string", None, "the run_points column fitted "
+           "(`energy_per_output_token_j`, `avg_power_w`, or their net-of-idle forms)", False),
+        _c("x_axis", "string", None, "the batch axis b: `concurrency` (closed loop), "
+           "`engine.batch_size`, `engine.max_num_seqs` or `num_prompts` (batch scenarios)",
+           False),
+        _c("model", "string", None, "the fitted function", False),
+        _c("n_points", "int64", "count", "values fitted (usable repetitions × batch sizes)",
+           False),
+        _c("n_batch_sizes", "int64", "count", "distinct batch sizes", False),
+        _c("fitted", "bool", None, "whether there is a fit", False),
+        _c("no_fit_reason", "string", None, "why there is no fit"),
+        _c("k", "float64", "1", "steepness per doubling of b (negative: falls with b)"),
+        _c("k_stderr", "float64", "1", "standard error of k (null without degrees of "
+           "freedom left)"),
+        _c("x0_log2", "float64", "1", "log2 of the batch size at the middle of the step"),
+        _c("x0_stderr_log2", "float64", "1", "standard error of x0"),
+        _c("r2", "float64", "1", "coefficient of determination of the fitted values"),
+        *_fit_columns("J", "j", "J per output token"),
+        *_fit_columns("W", "w", "GPU power"),
+    ),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (RUNS, RUN_POINTS, REQUESTS, TIMELINES, WINDOWS,
+                                                FITS)}
+# Tables computed from the others at export: an import reads them from nowhere, and
+# a dataset of schema 1.0 (before them) still imports.
+DERIVED_TABLES = ("fits",)
 
 
 def file_name(table: str, fmt: str) -> str:

@@ -100,6 +100,7 @@ def export_sweep(store: Store, sweep: str, fmt: str, out_dir: Path | None = None
     try:
         for run in store.runs_of(row.id):
             _export_run(store, row.name, run, writers)
+        writers["fits"].add_rows(_fit_rows(store, row.id))
     finally:
         for writer in writers.values():
             writer.close()
@@ -189,6 +190,43 @@ def _export_run(store: Store, sweep: str, run: dict[str, Any],
         writers["timelines"].add_columns(_timeline_columns(run_id, trace))
     if requests["sent_s"]:
         writers["requests"].add_columns(_request_columns(run_id, requests))
+
+
+FIT_FIGURES = {"energy_per_output_token_j": "j", "energy_per_output_token_net_j": "j",
+               "avg_power_w": "w", "avg_power_net_w": "w"}
+
+
+def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:
+    """The fits rows: each configuration's fitted curve of each figure, as the report
+    fits it (farm/report/fits.py), from the sweep's run points."""
+    from farm.report.fits import MODEL, fitted_curves
+    from farm.report.points import points_from_rows
+
+    points = points_from_rows(store.result_rows(sid))
+    rows = []
+    for figure, token in FIT_FIGURES.items():
+        for curve in fitted_curves(points, figure):
+            p, fit = curve.first, curve.fit
+            args = {k: v for k, v in p.engine_args if f"engine.{k}" != curve.x_axis}
+            row: dict[str, Any] = {
+                "sweep": p.sweep, "model_id": p.model, "backend": p.backend,
+                "gpu_model": p.gpu_model, "gpu_count": p.gpu_count, "engine_kind": p.engine,
+                "scenario_name": p.scenario, "scenario_kind": p.scenario_kind,
+                "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
+                "decoding": p.decoding, "engine_args_json": _json(args), "figure": figure,
+                "x_axis": curve.x_axis, "model": MODEL, "n_points": fit.n_points,
+                "n_batch_sizes": fit.n_batch_sizes, "fitted": fit.ok,
+                "no_fit_reason": fit.reason, "r2": fit.r2}
+            values = fit.params or {}
+            errors = fit.stderr or {}
+            row.update({"k": values.get("k"), "k_stderr": errors.get("k"),
+                        "x0_log2": values.get("x0"), "x0_stderr_log2": errors.get("x0"),
+                        f"l_{token}": values.get("L"), f"l_stderr_{token}": errors.get("L"),
+                        f"y0_{token}": values.get("y0"), f"y0_stderr_{token}": errors.get("y0"),
+                        f"rmse_{token}": fit.rmse})
+            # The other unit's columns are null: J columns on a power row, W on an energy one.
+            rows.append({name: row.get(name) for name in TABLES["fits"].names})
+    return rows
 
 
 def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult | None,

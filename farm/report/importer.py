@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from farm.report.dataset import (
     DATASET_KIND,
+    DERIVED_TABLES,
     FORMATS,
     MANIFEST,
     SCHEMA_VERSION,
@@ -113,6 +114,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             or not all(isinstance(sweep.get(k), str) for k in ("name", "id", "spec_toml"))):
         raise DatasetError(f"{path}: the manifest lacks its sweep or tables")
     for name in TABLES:
+        if name in DERIVED_TABLES:      # not read; a 1.0 dataset has none
+            continue
         entry = tables.get(name)
         if not isinstance(entry, dict) or not all(k in entry for k in ("file", "rows",
                                                                         "sha256")):
@@ -123,6 +126,8 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
     """Every table file present, with the manifest's size and SHA-256."""
     for name in TABLES:
+        if name not in manifest["tables"]:  # a derived table an older export lacks
+            continue
         entry = manifest["tables"][name]
         path = Path(directory) / entry["file"]
         if path.parent != Path(directory) or not path.is_file():

@@ -518,3 +518,50 @@ def draw_timeline(spec: FigureSpec) -> Any:
         handles.append(Line2D([], [], color="#555555", linestyle="--", label="run window"))
     _legend(fig, handles, [h.get_label() for h in handles], 5)
     return fig
+
+
+def draw_fits(spec: FigureSpec) -> Any:
+    """A FitFigure (farm/report/fits.py): per token-length pair (rows) and figure
+    (columns), each curve's means with their 95% CIs and its fitted logistic, R² in
+    the legend (or why it has no fit)."""
+    from farm.report.fits import X_AXIS_LABELS, FitFigure
+
+    data: FitFigure = spec.data
+    pairs = data.token_pairs
+    fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.6, bottom=0.6)
+    for col, figure in enumerate(data.figures):
+        for row, pair in enumerate(pairs):
+            ax = axes[row][col]
+            curves = [c for c in data.curves.get(figure, [])
+                      if (c.input_tokens, c.output_tokens) == pair]
+            if not curves:
+                _empty(ax, f"no valid points ({DASH})")
+                continue
+            xs_all = []
+            for c in curves:
+                colour = spec.colours.get(c.gpu_label, "black")
+                xs = [b for b, _ in c.points]
+                means = [e.mean for _, e in c.points]
+                xs_all += xs
+                low = [e.mean - e.low if e.low is not None else 0.0 for _, e in c.points]
+                high = [e.high - e.mean if e.high is not None else 0.0 for _, e in c.points]
+                ax.errorbar(xs, means, yerr=[low, high], fmt="o", color=colour, markersize=4,
+                            capsize=2, linewidth=1)
+                if c.fit.ok:
+                    grid = [2 ** (math.log2(min(xs)) + i * (math.log2(max(xs) / min(xs))) / 100)
+                            for i in range(101)]
+                    ax.plot(grid, c.fit.predict(grid), color=colour, linewidth=1.4,
+                            label=f"{c.label}: {c.fit.label}", gid="fit")
+                else:
+                    ax.plot([], [], color=colour, linestyle="none", marker="o",
+                            label=f"{c.label}: {c.fit.label}")
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(_plain_formatter())
+            ax.set_xticks(sorted(set(xs_all)))
+            ax.grid(True, which="major", alpha=0.3)
+            ax.legend(fontsize=6, frameon=False)
+            ax.set_title(f"{short_label(figure)} · {tokens_label(*pair)}", fontsize=9)
+            ax.set_xlabel(X_AXIS_LABELS.get(data.x_axis, data.x_axis), fontsize=8)
+            ax.set_ylabel(axis_label(figure), fontsize=8)
+            ax.tick_params(labelsize=7)
+    return fig

@@ -61,6 +61,13 @@ def expected_rows(store: Store, sweep_id: str) -> dict[str, int]:
         rows["requests"] += len(result.requests)
         if result.trace is not None:
             rows["timelines"] += len(result.trace.t_s) * len(result.trace.gpu_uuids)
+    # fits: a row per configuration with ≥ 2 batch sizes and figure (farm/report/fits.py)
+    from farm.report.export import FIT_FIGURES
+    from farm.report.fits import fitted_curves
+    from farm.report.points import points_from_rows
+
+    points = points_from_rows(store.result_rows(sweep_id))
+    rows["fits"] = sum(len(fitted_curves(points, f)) for f in FIT_FIGURES)
     return rows
 
 

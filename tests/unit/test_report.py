@@ -381,8 +381,8 @@ def test_report_is_self_contained_and_labelled_simulated(written, points):
     for link in links:
         if link.startswith("figures/"):
             assert (done.out_dir / link).is_file()
-    assert len(images) == len(done.figures) == 9
-    assert {f.name.split("-")[0] for f in done.figures} == {"energy", "power", "pareto",
+    assert len(images) == len(done.figures) == 10
+    assert {f.name.split("-")[0] for f in done.figures} == {"energy", "fits", "power", "pareto",
                                                              "heatmap", "timeline"}
     for path in done.figures:
         data = path.read_bytes()
@@ -431,7 +431,7 @@ def test_farmctl_report_writes_the_default_directory(report_store, tmp_path):
     proc = farmctl("report", name, env={"FARM_DB_URL": url}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / f"farm-report-{name}"
-    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 9
+    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 10
     assert proc.stdout.startswith("SIMULATED")
     assert f"written to farm-report-{name}/index.html" in proc.stdout
 
@@ -483,7 +483,7 @@ def test_every_section_is_a_registered_kind_in_page_order():
     from farm.report.figures import NEEDS, kinds
 
     names = [k.name for k in kinds()]
-    assert names == ["energy_load", "power_load", "pareto", "heatmap", "timeline"]
+    assert names == ["energy_load", "fits", "power_load", "pareto", "heatmap", "timeline"]
     assert all(k.needs <= set(NEEDS) and "points" in k.needs for k in kinds())
     assert {k.name for k in kinds() if "traces" in k.needs} == {"timeline"}
 

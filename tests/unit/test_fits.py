@@ -1,0 +1,194 @@
+"""Fitted curves vs batch size (farm/report/fits.py): the fit recovers known
+parameters, refuses too few batch sizes, draws a curve, and reaches the dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from farm.report.fits import batch_axis, fit_figures, fit_logistic, fitted_curves, logistic4
+from farm.report.points import RunPoint
+
+TRUE = {"L": 2.0, "k": -1.5, "x0": 4.0, "y0": 0.5}
+
+
+def point(b: float, rep: int, value: float, *, kind: str = "concurrency",
+          args: tuple = (), valid: bool = True) -> RunPoint:
+    return RunPoint(
+        run_id=f"r{b}-{rep}", sweep="unit", repetition=rep, model="m", backend="sim",
+        gpu_model="h100-80gb", gpu_count=1, engine="sim", engine_version="1",
+        engine_args=args, scenario="s", scenario_kind="server" if kind != "batch" else "batch",
+        load_kind=kind, load_value=b if kind != "batch" else 64.0, input_tokens=64,
+        output_tokens=16, decoding="greedy", status="succeeded", simulated=True, valid=valid,
+        invalid_reasons=None, error=None,
+        figures={"energy_per_output_token_j": value, "avg_power_w": 100.0 + 30 * np.log2(b)})
+
+
+def synthetic(noise: float = 0.01, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    b = np.repeat(2.0 ** np.arange(0, 9), 3)          # 1 … 256, 3 repetitions each
+    y = logistic4(np.log2(b), *TRUE.values()) * (1 + rng.normal(0, noise, b.size))
+    return b, y
+
+
+def test_the_fit_recovers_known_parameters():
+    b, y = synthetic()
+    fit = fit_logistic(b, y)
+    assert fit.ok and fit.n_points == 27 and fit.n_batch_sizes == 9
+    for name, true in TRUE.items():
+        assert fit.params[name] == pytest.approx(true, abs=0.1)
+        # the standard error is honest: the truth within 4 of them
+        assert abs(fit.params[name] - true) < 4 * fit.stderr[name]
+    assert fit.r2 > 0.999 and 0 < fit.rmse < 0.03
+
+
+def test_a_rising_curve_is_fitted_too():
+    b = 2.0 ** np.arange(0, 8)
+    fit = fit_logistic(b, logistic4(np.log2(b), 300.0, 1.2, 3.0, 100.0))
+    assert fit.ok and fit.params["k"] == pytest.approx(1.2, rel=1e-3)
+    assert fit.r2 == pytest.approx(1.0)
+
+
+def test_fewer_batch_sizes_than_parameters_is_no_fit():
+    fit = fit_logistic([1, 2, 4, 1, 2, 4], [3.0, 2.0, 1.0, 3.1, 2.1, 1.1])
+    assert not fit.ok and fit.params is None and fit.rmse is None
+    assert "3 batch size(s), fewer than the 4 parameters" in fit.reason
+    assert fit.label.startswith("no fit")
+
+
+def test_four_batch_sizes_without_repetitions_have_no_standard_errors():
+    fit = fit_logistic([1, 2, 4, 8], [3.0, 2.0, 1.5, 1.4])
+    assert fit.ok and all(e is None for e in fit.stderr.values())
+
+
+def test_batch_axis_per_scenario():
+    assert batch_axis(point(8, 0, 1.0)) == ("concurrency", 8.0)
+    assert batch_axis(point(8, 0, 1.0, kind="batch")) == ("num_prompts", 64.0)
+    hf = point(8, 0, 1.0, kind="batch", args=(("batch_size", 16),))
+    assert batch_axis(hf) == ("engine.batch_size", 16.0)
+    assert batch_axis(point(8, 0, 1.0, kind="request_rate")) is None
+
+
+def test_curves_join_batch_sizes_and_leave_invalid_points_out():
+    b, y = synthetic()
+    points = [point(bi, i % 3, yi) for i, (bi, yi) in enumerate(zip(b, y))]
+    points.append(point(512.0, 0, 99.0, valid=False))
+    (curve,) = fitted_curves(points, "energy_per_output_token_j")
+    assert [x for x, _ in curve.points] == list(2.0 ** np.arange(0, 9))
+    assert curve.fit.ok and curve.fit.n_points == 27 and curve.x_axis == "concurrency"
+    assert curve.points[0][1].n == 3
+
+
+def test_an_engine_batch_argument_is_the_axis_of_a_batch_scenario():
+    points = [point(8, r, 1.0 / bs + 0.01 * r, kind="batch", args=(("batch_size", bs),))
+              for bs in (1, 2, 4, 8, 16) for r in range(2)]
+    (curve,) = fitted_curves(points, "energy_per_output_token_j")
+    assert curve.x_axis == "engine.batch_size" and curve.fit.n_batch_sizes == 5
+
+
+def test_the_figure_draws_the_fitted_curve_with_r2_in_the_legend():
+    from farm.report.plots import FigureSpec, draw_fits
+
+    b, y = synthetic()
+    points = [point(bi, i % 3, yi) for i, (bi, yi) in enumerate(zip(b, y))]
+    (ff,) = fit_figures(points)
+    fig = draw_fits(FigureSpec("fits", "fits", "t", ff))
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_gid() == "fit"]
+    assert len(line.get_xdata()) == 101
+    assert np.allclose(line.get_ydata(), ff.curves["energy_per_output_token_j"][0].fit.predict(
+        line.get_xdata()))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    fit = ff.curves["energy_per_output_token_j"][0].fit
+    assert fit.r2 > 0.999 and any(f"R² = {fit.r2:.3f}" in t for t in legend)
+    assert any("L = 2" in n for n in ff.notes())
+
+
+def test_three_batch_sizes_draw_points_and_say_no_fit():
+    from farm.report.plots import FigureSpec, draw_fits
+
+    points = [point(bi, r, 1.0 / bi + 0.01 * r) for bi in (1, 2, 4) for r in range(2)]
+    (ff,) = fit_figures(points)
+    fig = draw_fits(FigureSpec("fits", "fits", "t", ff))
+    assert not [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "fit"]
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("no fit: 3 batch size(s)" in t for t in legend)
+
+
+# ------------------------------------------------------------------ the dataset
+
+CURVE_SWEEP = """
+name = "fit-sim"
+repetitions = 2
+
+[[model]]
+id = "tiny-llama-1B"
+source = "local/tiny"
+
+[hardware]
+gpu = ["sim:H100"]
+
+[engine]
+kind = "sim"
+
+[[scenario]]
+kind = "server"
+concurrency = [1, 2, 4, 8, 16, 32]
+duration_s = 1.0
+
+[workload]
+input_tokens = [128]
+output_tokens = [64]
+"""
+
+
+def test_the_dataset_has_the_fits_table_and_imports(tmp_path):
+    import pyarrow.parquet as pq
+
+    from farm.report.dataset import TABLES
+    from farm.report.export import export_sweep
+    from farm.report.importer import import_dataset
+    from farm.store import Store
+    from tests import factories
+
+    spec, toml, runs = factories.sweep(CURVE_SWEEP)
+    store = Store.open(f"sqlite:///{tmp_path / 'a.db'}", upgrade=True)
+    sid = store.record_sweep(spec, toml)
+    store.add_runs(sid, runs)
+    xs = np.log2([1, 2, 4, 8, 16, 32])
+    for run in runs:
+        # J/output token = steady energy ÷ 50 tokens: the logistic TRUE, ±1% per repetition
+        energies = logistic4(xs, *TRUE.values()) * 50 * (1 + 0.01 * (run.repetition - 0.5))
+        store.record_result(factories.result(run, steady_energy_j=list(energies)))
+    summary = export_sweep(store, spec.name, "parquet", tmp_path / "out")
+    assert summary.rows["fits"] == 4            # gross and net J/token, gross and net power
+    fits = pq.read_table(tmp_path / "out" / "fits.parquet").to_pylist()
+    assert [f for f in TABLES["fits"].names] == list(fits[0])
+    (energy,) = [r for r in fits if r["figure"] == "energy_per_output_token_j"]
+    assert energy["fitted"] and energy["x_axis"] == "concurrency"
+    assert energy["n_points"] == 12 and energy["n_batch_sizes"] == 6
+    assert energy["l_j"] == pytest.approx(TRUE["L"], rel=0.05)
+    assert energy["k"] == pytest.approx(TRUE["k"], rel=0.05)
+    assert energy["l_w"] is None and energy["rmse_w"] is None
+    assert energy["r2"] > 0.99 and energy["l_stderr_j"] > 0
+    (power,) = [r for r in fits if r["figure"] == "avg_power_w"]
+    # the factory's power is 350 W at every load: a flat curve has no R²
+    assert power["r2"] is None and power["l_j"] is None
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    assert '"dataset_schema_version": "1.1"' in manifest and '"fits"' in manifest
+    with Store.open(f"sqlite:///{tmp_path / 'b.db'}", upgrade=True) as other:
+        import_dataset(other, tmp_path / "out")
+        assert other.counts()["results"] == len(runs)
+    store.close()
+
+
+def test_the_dataset_doc_is_current():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "farm.report.dataset", "--check",
+                           "docs/dataset.md"], capture_output=True, text=True, timeout=60,
+                          cwd=root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
