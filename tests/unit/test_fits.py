@@ -192,3 +192,19 @@ def test_the_dataset_doc_is_current():
                            "docs/dataset.md"], capture_output=True, text=True, timeout=60,
                           cwd=root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_report_counts_n_and_the_ci_reached_per_configuration():
+    from farm.report.figures import FigureInputs, kind
+
+    points = [point(b, r, v) for b, vs in ((1.0, (1.0, 1.0, 1.0)), (2.0, (1.0, 1.2, 0.8)))
+              for r, v in enumerate(vs)]
+    points.append(point(4.0, 0, 0.5))               # one repetition: no interval
+    section = kind("repetitions").build(FigureInputs(
+        "unit", points, True, False, ("energy_per_request_j", "energy_per_output_token_j"),
+        (), None))
+    assert not section.figures
+    assert section.notes[0].startswith("3 configuration point(s); usable repetitions n = 1–3")
+    assert "1 with n < 2 have no interval" in section.notes[0]
+    # c=2: mean 1.0, s = 0.2, t(0.975, 2) = 4.3027: ± 4.3027 × 0.2 / √3 = ±49.68%
+    assert section.notes[2].startswith("±49.68% (n = 3)") and "c=2" in section.notes[2]
