@@ -200,7 +200,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
                 children.start("gpu-worker", ["worker", "--name", "farm-gpu@local"])
             if plan.cpu:
                 children.start("cpu-worker", ["worker", "--cpu", "--name", "farm-cpu@local"])
-            sid = store.record_sweep(spec, toml_text)
+            sid = store.record_sweep(spec, toml_text, owner=coordinator.default_owner())
             # Runs left queued, running or failed by an earlier, interrupted local run
             # lost their messages with its private Redis: send them again, then the new.
             stale = store.runs_to_retry(sid, include_queued=True, include_running=True,
