@@ -14,11 +14,15 @@ VLLM_CPU_ARGS = """enforce_eager = true
 kv_cache_memory_bytes = 268435456
 max_num_seqs = 16
 """
+# One pass over the prompts, as these tests count them: a self-sized window would
+# repeat them a machine-dependent number of times (tests/engines/
+# test_self_sizing_engines.py turns it on).
 MEASUREMENT = """[measurement]
 idle_baseline_s = 0.5
 min_steady_s = 0.5
 codecarbon = false
 cooldown_timeout_s = 0
+self_size = false
 """
 WORKER = WorkerInfo(name="farm-cpu@test", host="test", pid=1)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import textwrap
 import threading
 
+import pytest
+
 from farm.spec import parse_sweep
 from farm.sweep import expand
 from farm_contract.records import LoadPointResult, WorkerInfo
@@ -132,8 +134,8 @@ def test_a_rate_sweep_stops_at_saturation_with_its_knee_and_figures():
         assert lp.kind == "request_rate"
         assert lp.energy_per_request_j and lp.energy_per_request_net_j
         assert lp.idle_energy_per_request_j > 0
-        assert lp.energy_per_request_j == lp.energy_per_request_net_j \
-            + lp.idle_energy_per_request_j
+        assert lp.energy_per_request_j == pytest.approx(
+            lp.energy_per_request_net_j + lp.idle_energy_per_request_j, rel=1e-12)
         assert lp.offered_rps > 0
         assert result.window("steady", lp.index).duration_s >= 3.3 * 0.99
     # Idle's share per request falls as the rate rises.
