@@ -308,6 +308,17 @@ def _more_runs(store, sid: str | None, queues: Collection[str],
     return more
 
 
+def _take_more(store, sid: str | None, queues: Collection[str], ids: list[str],
+               by_queue: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Add the repetitions an adaptive sweep asked for to `ids` and `by_queue` (in
+    place); returns them by queue, none when the sweep is complete."""
+    more = _more_runs(store, sid, queues, ids)
+    for queue, members in more.items():
+        by_queue.setdefault(queue, []).extend(members)
+        ids += members
+    return more
+
+
 def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
           sid: str | None = None, queues: Collection[str] = ()) -> list[str]:
     """Wait until every run (and every repetition adaptive repetitions add) has
@@ -320,13 +331,9 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
         while True:
             children.check_alive()
             statuses = store.run_statuses(ids)
-            if all(statuses.get(i) in TERMINAL for i in ids):
-                more = _more_runs(store, sid, queues, ids)
-                if not more:
-                    return ids
-                for queue, members in more.items():
-                    by_queue.setdefault(queue, []).extend(members)
-                    ids += members
+            if (all(statuses.get(i) in TERMINAL for i in ids)
+                    and not _take_more(store, sid, queues, ids, by_queue)):
+                return ids
             time.sleep(POLL_S)
     from rich.progress import (
         BarColumn,
@@ -358,12 +365,10 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
                 done, detail = tracker.update(queue, statuses, where, now)
                 bars.update(tasks[queue], completed=done, detail=detail)
             if all(statuses.get(i) in TERMINAL for i in ids):
-                more = _more_runs(store, sid, queues, ids)
+                more = _take_more(store, sid, queues, ids, by_queue)
                 if not more:
                     return ids
-                for queue, members in more.items():
-                    by_queue.setdefault(queue, []).extend(members)
-                    ids += members
+                for queue in more:
                     if queue not in tasks:
                         tracker.done_before[queue] = 0
                         tasks[queue] = bars.add_task(queue, total=0, detail="")
