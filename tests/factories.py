@@ -13,6 +13,7 @@ from farm_contract.records import (
     ErrorInfo,
     GpuInfo,
     GpuState,
+    GpuTuning,
     HostEnergy,
     IdleBaseline,
     LatencyStats,
@@ -255,3 +256,28 @@ def _extra_series(n_gpus: int, n: int) -> dict[str, object]:
         "throttle_reasons": [[None if k == 7 else (0x4 if k % 2 else 0) | (1 << 63) * (k == 9)
                               for k in range(n)] for _ in range(n_gpus)],
     }
+
+
+def tuned(run: RunSpec, power_limit_w: float | None = None,
+          sm_clock_mhz: int | None = None) -> RunSpec:
+    """The run with a GPU tuning asked for, as `[hardware] power_limit_w` / `sm_clock_mhz`
+    give it (a new run id)."""
+    hardware = run.hardware.model_copy(update={"power_limit_w": power_limit_w,
+                                               "sm_clock_mhz": sm_clock_mhz})
+    return run.model_copy(update={"hardware": hardware})
+
+
+def with_tuning(result: RunResult, run: RunSpec, applied_w: list[float | None],
+                applied_mhz: list[float | None] | None = None,
+                refused: str | None = None) -> RunResult:
+    """`result` with its preflight's tuning records: one per GPU, what `run` asked for
+    and what each GPU read back (`applied_w`, `applied_mhz`), `refused` on the first."""
+    mhz = applied_mhz or [None] * len(applied_w)
+    records = [GpuTuning(uuid=result.gpus[i].uuid,
+                         requested_power_limit_w=run.hardware.power_limit_w,
+                         requested_sm_clock_mhz=run.hardware.sm_clock_mhz,
+                         applied_power_limit_w=watts, applied_sm_clock_mhz=clock,
+                         refused=refused if i == 0 else None, via="nvml", restored=True)
+               for i, (watts, clock) in enumerate(zip(applied_w, mhz, strict=True))]
+    preflight = result.preflight.model_copy(update={"tuning": records})
+    return result.model_copy(update={"preflight": preflight})

@@ -35,6 +35,7 @@ from farm_contract.records import (
     EnergyWindow,
     ErrorInfo,
     GpuInfo,
+    GpuTuning,
     HostEnergy,
     IdleBaseline,
     LoadPointResult,
@@ -293,18 +294,41 @@ def result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
     return out
 
 
+def tuning_columns(preflight: dict[str, Any] | None) -> dict[str, Any]:
+    """What the worker applied of a run's power limit / SM clock lock, from its
+    preflight's tuning records (one per GPU): the lowest read back over the GPUs
+    (per GPU, not summed: the cap that binds on a multi-GPU run; a GPU that read
+    none back is not counted), and the refusals as "UUID: words", "; "-joined.
+    All null where nothing was set (or no preflight was recorded)."""
+    tuning = [GpuTuning.model_validate(t) for t in (preflight or {}).get("tuning") or []]
+
+    def lowest(values: Iterable[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return min(known) if known else None
+
+    refused = [f"{t.uuid}: {t.refused}" for t in tuning if t.refused]
+    return {"applied_power_limit_w": lowest(t.applied_power_limit_w for t in tuning),
+            "applied_sm_clock_mhz": lowest(t.applied_sm_clock_mhz for t in tuning),
+            "tuning_refused": "; ".join(refused) or None}
+
+
 def result_dict(row: Any) -> dict[str, Any]:
     """result_rows' dict of one joined (run, result, load point) row."""
     has_result = row["result_run_id"] is not None
     gpus = row["gpus_json"] or []
+    spec = json.loads(row["spec_json"])
     return {
         "run_id": row["id"], "sweep": row["sweep"], "repetition": row["repetition"],
         "model": row["model_id"], "backend": row["backend"], "gpu_model": row["gpu_model"],
-        "gpu_count": row["gpu_count"], "engine": row["engine_kind"],
-        "engine_version": row["engine_version"],
+        "gpu_count": row["gpu_count"],
+        # the run's requested GPU tuning (None: the sweep set none); what was applied
+        # is further on (tuning_columns)
+        "power_limit_w": spec["hardware"].get("power_limit_w"),
+        "sm_clock_mhz": spec["hardware"].get("sm_clock_mhz"),
+        "engine": row["engine_kind"], "engine_version": row["engine_version"],
         # the engine's own arguments (batch_size, max_num_seqs...): what tells apart
         # runs that differ only there
-        "engine_args": json.loads(row["spec_json"])["engine"]["args"],
+        "engine_args": spec["engine"]["args"],
         "scenario": row["scenario_name"],
         "scenario_kind": row["scenario_kind"], "input_tokens": row["input_tokens"],
         "output_tokens": row["output_tokens"], "decoding": row["decoding"],
@@ -321,5 +345,6 @@ def result_dict(row: Any) -> dict[str, Any]:
         "started_at": row["result_started_at"], "finished_at": row["result_finished_at"],
         "duration_s": row["result_duration_s"], "error": row["error"],
         **{name: row[name] for name in RESULT_ROW_COLUMNS},
+        **tuning_columns(row["preflight_json"]),
     }
 

@@ -224,7 +224,7 @@ class Views(StoreBase):
                    res.gpus_json, res.simulated.label("result_simulated"), res.energy_sensor,
                    res.engine_version, res.started_at.label("result_started_at"),
                    res.finished_at.label("result_finished_at"),
-                   res.duration_s.label("result_duration_s"),
+                   res.duration_s.label("result_duration_s"), res.preflight_json,
                    *[res[name] for name in RESULT_ROW_COLUMNS],
                    *[c.label(f"lp_{c.name}") for c in load_points_t.c if c.name != "run_id"])
             .join(sweeps_t, s.id == r.sweep_id)

@@ -364,6 +364,42 @@ def test_result_rows_shape_and_nulls(store: Store, sweep_in) -> None:
     assert running["worker"] == "farm-gpu@node1"
 
 
+def test_result_rows_carry_the_gpu_tuning_asked_for_and_applied(store: Store) -> None:
+    spec, toml, runs = factories.sweep()
+    capped = factories.tuned(runs[0], 300.0, 1200)
+    sid = store.record_sweep(spec, toml)
+    store.add_runs(sid, [capped, runs[1]])
+    # Two GPUs: the second read back a lower cap and no clock.
+    store.record_result(factories.with_tuning(factories.result(capped, n_gpus=2), capped,
+                                              [300.0, 299.0], [1215.0, None]))
+    store.record_result(factories.result(runs[1]))
+    rows = {r["run_id"]: r for r in store.result_rows(sid)}
+    mine = rows[capped.run_id]
+    assert (mine["power_limit_w"], mine["sm_clock_mhz"]) == (300.0, 1200)
+    assert mine["applied_power_limit_w"] == 299.0      # the lowest GPU: the cap that binds
+    assert mine["applied_sm_clock_mhz"] == 1215.0      # a GPU without a read-back not counted
+    assert mine["tuning_refused"] is None
+    plain = rows[runs[1].run_id]
+    for key in ("power_limit_w", "sm_clock_mhz", "applied_power_limit_w",
+                "applied_sm_clock_mhz", "tuning_refused"):
+        assert plain[key] is None, key                  # null, never 0
+    assert set(plain) == set(mine)
+
+
+def test_a_refused_tuning_keeps_the_drivers_words_per_gpu() -> None:
+    from farm.store.mapping import tuning_columns
+
+    preflight = {"tuning": [{"uuid": "GPU-a", "requested_power_limit_w": 300.0,
+                             "refused": "Insufficient Permissions"},
+                            {"uuid": "GPU-b", "requested_power_limit_w": 300.0,
+                             "refused": "Not Supported"}]}
+    assert tuning_columns(preflight) == {
+        "applied_power_limit_w": None, "applied_sm_clock_mhz": None,
+        "tuning_refused": "GPU-a: Insufficient Permissions; GPU-b: Not Supported"}
+    assert tuning_columns(None) == tuning_columns({"tuning": []}) == {
+        "applied_power_limit_w": None, "applied_sm_clock_mhz": None, "tuning_refused": None}
+
+
 def test_requests_and_traces_round_trip(store: Store, sweep_in) -> None:
     _, runs = sweep_in
     sent = factories.result(runs[0], per_point=5, n_gpus=2)
