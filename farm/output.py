@@ -204,6 +204,9 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
     ("model", "model", None, False, 14),
     ("gpu_model", "GPU", None, False, 1),
     ("gpu_count", "×", "GPUs per run", True, 9),
+    # the run's requested GPU tuning: what tells apart the runs of a power-limit sweep
+    ("power_limit_w", "power limit", None, False, 2),
+    ("sm_clock_mhz", "SM clock", None, False, 2),
     ("engine", "engine", None, False, 15),
     ("scenario", "scenario", None, False, 4),
     ("load", "load", None, False, 2),
@@ -212,6 +215,7 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
     ("decoding", "decoding", None, False, 17),
     ("repetition", "rep", "repetition", True, 18),
     ("status", "status", None, False, 16),
+    ("passes", "passes", None, True, 21),
     ("request_throughput_rps", "req/s", None, True, 40),
     ("output_throughput_tps", "tok/s", None, True, 8),
     ("ttft_p50_ms", "TTFT p50 ms", None, True, 11),
@@ -227,18 +231,32 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
 # What a row was run with (the rest is what was measured): the line above the
 # table takes those the same in every row. (input_tokens/output_tokens here are
 # the run's token bins, not the load point's totals of the same names.)
-_SETUP_COLUMNS = ("model", "gpu_model", "gpu_count", "engine", "scenario", "load",
-                  "input_tokens", "output_tokens", "decoding", "repetition", "status", "valid")
+_SETUP_COLUMNS = ("model", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz", "engine",
+                  "scenario", "load", "input_tokens", "output_tokens", "decoding", "repetition",
+                  "status", "valid")
 _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
                          if name not in ("request_throughput_rps", "avg_power_w"))
 # Server load points' goodput: in the default table when any row has it (a
 # batch-only sweep keeps the narrower table).
 GOODPUT_FIELDS = ("goodput_rps", "slo_attainment")
+# The GPU tuning: in the default table when some run set it.
+TUNING_FIELDS = ("power_limit_w", "sm_clock_mhz")
+# What the worker read back of the tuning (farm.store.mapping.tuning_columns):
+# measured, so never hoisted; {field: (unit, description)}.
+_APPLIED_METADATA = {
+    "applied_power_limit_w": ("W", "power limit read back after setting it (lowest GPU)"),
+    "applied_sm_clock_mhz": ("MHz", "SM clock read back after locking it (lowest GPU)"),
+    "tuning_refused": (None, "the driver's or helper's refusal of the tuning, per GPU"),
+}
+# The rate sweep's stop rules (workers/ratesweep.py) in words; an unknown rule
+# prints as its name.
+SATURATION_WORDS = {"achieved_below_offered": "achieved below offered",
+                    "throughput_flat": "throughput flat", "ttft_growth": "TTFT growth"}
 # Fields the table's own columns show (load = load_kind + load_value, valid =
 # valid + invalid_reasons, engine = engine + the arguments that vary).
 _SHOWN_BY_OWN = ("load_kind", "load_value", "invalid_reasons", "engine_args")
 # Unit words a field name ends with, replaced in its header by the declared unit.
-_UNIT_SUFFIXES = {"ms", "s", "w", "j", "rps", "tps", "g"}
+_UNIT_SUFFIXES = {"ms", "s", "w", "j", "rps", "tps", "g", "mhz"}
 
 
 def _figure_metadata() -> dict[str, tuple[str | None, str]]:
@@ -250,6 +268,7 @@ def _figure_metadata() -> dict[str, tuple[str | None, str]]:
     meta = {c.name: (c.unit, c.description) for c in load_point_columns()}
     for model in (IdleBaseline, HostEnergy):
         meta.update({c.name: (c.unit, c.description) for c in flat_columns(model)})
+    meta.update(_APPLIED_METADATA)
     return meta
 
 
@@ -281,6 +300,8 @@ def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     special: dict[str, Callable[[Mapping[str, Any]], str]] = {
         "slo_attainment": lambda r: _percent(r.get("slo_attainment")),
         "load": _load_label,
+        "power_limit_w": lambda r: setting_text(r.get("power_limit_w"), "W"),
+        "sm_clock_mhz": lambda r: setting_text(r.get("sm_clock_mhz"), "MHz"),
         "engine": lambda r: _engine_label(r, varying),
         "gpu_model": _gpu_label,
         "valid": _valid_label,
@@ -326,15 +347,54 @@ def _percent(fraction: Any) -> str:
     return "99.9" if text == "100.0" and fraction < 1 else text
 
 
-def _load_label(row: Mapping[str, Any]) -> str:
-    kind, value = row.get("load_kind"), row.get("load_value")
-    if kind is None:
+def load_label(kind: str | None, value: float | None) -> str:
+    """A load point as a label: "c=8", "2 req/s", "batch 16"; "—" when there is none."""
+    if kind is None or value is None:
         return "—"
     if kind == "concurrency":
         return f"c={value:g}"
     if kind == "request_rate":
         return f"{value:g} req/s"
     return f"batch {value:g}"
+
+
+def saturation_words(rule: str) -> str:
+    """A rate sweep's stop rule in words ("throughput flat")."""
+    return SATURATION_WORDS.get(rule, rule)
+
+
+def _load_label(row: Mapping[str, Any]) -> str:
+    """The load, and for a rate sweep's point whether it is the knee or which stop
+    rule it met: "4 req/s (knee)", "8 req/s (saturated: throughput flat)"."""
+    label = load_label(row.get("load_kind"), row.get("load_value"))
+    if row.get("saturation"):
+        return f"{label} (saturated: {saturation_words(row['saturation'])})"
+    if row.get("knee"):
+        return f"{label} (knee)"
+    return label
+
+
+def setting_text(value: float | None, unit: str) -> str:
+    """A GPU setting as a sweep gives it: "300 W", "1200 MHz"; "—" where none was set."""
+    return "—" if value is None else f"{value:g} {unit}"
+
+
+
+def _default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The default table's columns: goodput where a server point has it, the GPU
+    tuning where a run set it, passes where a batch took more than one pass; a
+    sweep without them keeps the narrower table."""
+    def some(keys: Sequence[str], test: Callable[[Any], bool] = lambda v: v is not None) -> bool:
+        return any(test(row.get(key)) for row in rows for key in keys)
+
+    hidden = set()
+    if not some(GOODPUT_FIELDS):
+        hidden |= set(GOODPUT_FIELDS)
+    if not some(TUNING_FIELDS):
+        hidden |= set(TUNING_FIELDS)
+    if not some(("passes",), lambda v: v is not None and v > 1):
+        hidden.add("passes")
+    return [name for name in _RESULT_DEFAULTS if name not in hidden]
 
 
 def _varying_engine_args(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -395,8 +455,7 @@ def format_results(rows: list[dict[str, Any]], fmt: str, title: str,
     from farm.tables import choose_columns, render_table, terminal_width
 
     catalogue = result_columns(rows)
-    defaults = [n for n in _RESULT_DEFAULTS if n not in GOODPUT_FIELDS or any(
-        r.get(key) is not None for r in rows for key in GOODPUT_FIELDS)]
+    defaults = _default_columns(rows)
     chosen = choose_columns(catalogue, defaults, columns, wide)
     body = render_table(chosen, rows, terminal_width() if width == "auto" else width,
                         hint="--columns or a pipe shows them")

@@ -153,6 +153,68 @@ def test_cli_refuses_unknown_columns_and_table_options_with_csv(quickstart, tmp_
     assert max(len(line) for line in written.splitlines()) > 220      # was cut at 220
 
 
+# ------------------------------------------------------ GPU tuning, passes, rate sweep
+
+ROW = {"model": "m", "gpu_model": "h200", "gpu_count": 1, "engine": "vllm", "scenario": "b",
+       "load_kind": "batch", "load_value": 8.0, "status": "succeeded", "valid": True,
+       "power_limit_w": None, "sm_clock_mhz": None, "passes": None,
+       "energy_per_output_token_j": 0.05}
+
+
+def test_a_power_limit_sweep_shows_each_cap_and_a_constant_clock_above_the_table():
+    rows = [{**ROW, "power_limit_w": w, "sm_clock_mhz": 1200, "applied_power_limit_w": w,
+             "applied_sm_clock_mhz": 1215.0, "energy_per_output_token_j": j}
+            for w, j in ((300.0, 0.0286), (450.0, 0.0331), (700.0, 0.0426))]
+    text = format_results(rows, "table", "t", simulated=False, width=None)
+    lines = text.splitlines()
+    assert any("SM clock: 1200 MHz" in line for line in lines[1:3])   # the same in every row
+    header = next(line for line in lines if "power limit" in line and "J/token" in line)
+    assert header.index("power limit") < header.index("J/token")
+    for watts, jpt in (("300 W", "0.0286"), ("450 W", "0.0331"), ("700 W", "0.0426")):
+        assert any(watts in line and jpt in line for line in lines), watts
+    # One cap for the whole sweep: said once, above the table.
+    same = format_results([{**r, "power_limit_w": 300.0} for r in rows], "table", "t",
+                          simulated=False, width=None)
+    assert "power limit: 300 W" in same and "power limit  " not in same
+    # A sweep that sets no tuning has neither column nor a line about it.
+    plain = format_results([ROW, {**ROW, "load_value": 16.0}], "table", "t", simulated=False,
+                           width=None)
+    assert "power limit" not in plain and "SM clock" not in plain
+    # What was read back is a column of its own (--wide), with its unit.
+    wide = format_results(rows, "table", "t", simulated=False, width=None, wide=True)
+    assert "applied power limit W" in wide and "applied sm clock MHz" in wide
+
+
+def test_passes_show_where_a_batch_took_more_than_one():
+    rows = [{**ROW, "passes": 3}, {**ROW, "load_value": 64.0, "passes": None}]
+    text = format_results(rows, "table", "t", simulated=False, width=None)
+    header = next(line for line in text.splitlines() if "passes" in line)
+    line = next(line for line in text.splitlines() if "batch 8" in line)
+    cell = line[header.index("passes"):header.index("passes") + len("passes")]
+    assert cell.strip() == "3"
+    assert next(ln for ln in text.splitlines() if "batch 64" in ln).count("—") >= 1
+    once = format_results([{**r, "passes": 1} for r in rows], "table", "t", simulated=False,
+                          width=None)
+    assert "passes" not in once
+
+
+def test_a_rate_sweep_point_says_it_is_the_knee_or_which_rule_stopped_it():
+    from farm.output import SATURATION_WORDS
+    from workers.ratesweep import ACHIEVED, FLAT, TTFT
+
+    assert set(SATURATION_WORDS) == {ACHIEVED, FLAT, TTFT}     # every rule has its words
+    server = {**ROW, "scenario": "rate", "load_kind": "request_rate"}
+    rows = [{**server, "load_value": 2.0, "knee": None, "saturation": None},
+            {**server, "load_value": 4.0, "knee": True, "saturation": None},
+            {**server, "load_value": 8.0, "knee": None, "saturation": FLAT},
+            {**server, "load_value": 16.0, "knee": None, "saturation": TTFT}]
+    text = format_results(rows, "table", "t", simulated=False, width=None)
+    assert "4 req/s (knee)" in text
+    assert "8 req/s (saturated: throughput flat)" in text
+    assert "16 req/s (saturated: TTFT growth)" in text
+    assert re.search(r"\b2 req/s\s", text) and "2 req/s (" not in text
+
+
 def _comparison():
     a = [cmp_point(c, r, jpt=0.5 + 0.013 * r + 0.001 * c, gpu=g, simulated=True)
          for g in ("h100-80gb", "l4") for c in (1, 8, 32) for r in (0, 1)]
