@@ -1,39 +1,38 @@
 #!/usr/bin/env bash
-# The hf engine on a real NVIDIA GPU through the whole farm (docs/engines.md):
-# `farmctl run examples/hf-gpu.toml` — private Redis, NVML worker, recorder,
-# SQLite store — after a short smoke sweep of the same path. Writes to OUT_DIR:
-# run.txt and smoke.txt (what farmctl printed), results.json, farm-gpu.db (the
-# store: both sweeps, per-request records, power timelines) and extras.tar.gz
-# (GPU, worker probe, smoke sweep, the farm's logs).
+# The hf engine on a real NVIDIA GPU through the whole farm (docs/measurement.md,
+# "Self-sized windows and repetitions on an H200"): two `farmctl run`s into one
+# SQLite store, each with its private Redis —
+#   1. examples/hf-gpu.toml: batch 1/8/64, self-sized 30 s windows, repetitions
+#      until the 95% CI of J/output token is within 2% (3 to 6 runs each);
+#   2. examples/hf-gpu-power-limit.toml: batch 64 at power limits 200-700 W.
+# Writes to OUT_DIR as it goes: gpu-before.csv / gpu-after.csv (nvidia-smi),
+# probe.json, run.txt and power-limit.txt (what farmctl printed), results.json,
+# power-limit-results.json, farm-gpu.db (the store: runs, load points, requests,
+# power timelines) and DONE (the exit status of each step) at the end.
 #
 #   benchmarks/gpu_farm_hf.sh OUT_DIR [PYTHON]
 #
 # PYTHON (default .venv/bin/python) must have farm's dependencies and torch.
-set -euo pipefail
+# The store in OUT_DIR is reused: started again, the script completes what an
+# interrupted run left (farmctl run's own resume) instead of measuring twice.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=$(realpath -m "$1"); py=${2:-.venv/bin/python}
-work=$(mktemp -d)
 mkdir -p "$out"
-export FARM_DB_URL="sqlite:///$work/farm-gpu.db" PYTHONUNBUFFERED=1
+export FARM_DB_URL="sqlite:///$out/farm-gpu.db" PYTHONUNBUFFERED=1
 farmctl() { "$py" -m farm.cli "$@"; }
-keep() {    # whatever happened: the store (a consistent copy) and the logs
-    [ -e "$work/farm-gpu.db" ] && "$py" -c 'import sqlite3, sys
-sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))' "$work/farm-gpu.db" "$out/farm-gpu.db"
-    cp -r .farm/logs "$work/logs" 2>/dev/null || true
-    tar -czf "$out/extras.tar.gz" --exclude='farm-gpu.db*' -C "$work" . 2>/dev/null || true
-}
-trap keep EXIT
+status=()
+step() { "$@"; status+=("$*: $?"); }
 
 model=.farm/models/llama-0.67b
 [ -e "$model/config.json" ] || "$py" -m workers.tinymodel "$model" --hidden 2048 --layers 16 --heads 16
-nvidia-smi --query-gpu=name,driver_version,power.limit,temperature.gpu --format=csv | tee "$work/gpu.csv"
-farmctl worker --probe | tee "$work/probe.json"
+query=name,driver_version,power.limit,power.default_limit,clocks.sm,temperature.gpu
+nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-before.csv"
+farmctl worker --probe > "$out/probe.json"
 
-# Smoke: one short run of the same path (its 1 s bound makes it a smoke test, labelled so).
-sed -e 's/^name = .*/name = "hf-gpu-smoke"/' -e 's/^batch_size = .*/batch_size = [8]/' \
-    -e 's/^num_prompts = .*/num_prompts = [16]/' -e 's/^idle_baseline_s = .*/idle_baseline_s = 2\nmin_steady_s = 1\ncooldown_timeout_s = 0/' \
-    -e '/^\[\[exclude\]\]/,$d' examples/hf-gpu.toml > "$work/smoke.toml"
-farmctl run --quiet "$work/smoke.toml" 2>&1 | tee "$out/smoke.txt"
-
-farmctl run examples/hf-gpu.toml 2>&1 | tee "$out/run.txt"
-farmctl results hf-gpu-llama-0.67b --format json --out "$out/results.json"
+step farmctl run examples/hf-gpu.toml > "$out/run.txt" 2>&1
+step farmctl results hf-gpu-llama-0.67b --format json --out "$out/results.json"
+step farmctl run examples/hf-gpu-power-limit.toml > "$out/power-limit.txt" 2>&1
+step farmctl results hf-gpu-power-limit --format json --out "$out/power-limit-results.json"
+nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-after.csv"
+printf '%s\n' "${status[@]}" > "$out/DONE"
