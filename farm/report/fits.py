@@ -139,8 +139,8 @@ def _curve_key(p: RunPoint, axis: str) -> tuple:
     """The configuration without its batch axis: what one curve joins."""
     args = tuple((k, v) for k, v in p.engine_args if f"engine.{k}" != axis)
     load = None if axis in ("concurrency", "num_prompts") else p.load_value
-    return (p.model, p.gpu_model, p.gpu_count, p.engine, args, p.scenario, p.load_kind, load,
-            p.input_tokens, p.output_tokens, p.decoding, axis)
+    return (p.model, p.gpu_model, p.gpu_count, *p.tuning, p.engine, args, p.scenario,
+            p.load_kind, load, p.input_tokens, p.output_tokens, p.decoding, axis)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from farm.output import SIM_BANNER
 from farm.report.figures import kinds
 from farm.report.plots import FigureSpec
-from farm.report.table import COLUMNS, rows
+from farm.report.table import table
 
 if TYPE_CHECKING:
     from farm.report.report import ReportData
@@ -39,7 +39,7 @@ table { border-collapse: collapse; font-size: .8rem; margin: .5rem 0 1rem; }
 table.points { width: 100%; font-size: .72rem; }
 table.points thead { position: sticky; top: 0; z-index: 5; }
 body.sim table.points thead { top: 2.2rem; }
-table.points th, table.points td { padding: 2px 4px; }
+table.points th, table.points td { padding: 2px 3px; }
 table.points th { position: static; font-weight: 600; }
 table.points tr.units th { font-weight: normal; color: #555; }
 table.points td.n { white-space: nowrap; }
@@ -144,27 +144,42 @@ def _bounds(data: ReportData) -> list[str]:
     return out
 
 
+# Where a long header word may break (a soft hyphen): the narrow columns it heads stay
+# narrow, so the table keeps to a 1400 px page with the optional columns shown too.
+_HEADER_BREAKS = {"throughput": "through\u00adput", "goodput": "good\u00adput",
+                  "decoding": "de\u00adcoding"}
+
+
+def _header(text: str) -> str:
+    """A header as HTML, its long words breakable (_HEADER_BREAKS)."""
+    return " ".join(_HEADER_BREAKS.get(word, word) for word in escape(text).split(" "))
+
+
 def _points_table(data: ReportData) -> str:
     """Every run point: header names in one row (they wrap), units in the next, so the
     table fits the page's width instead of scrolling sideways."""
-    last = len(COLUMNS) - 1
-    # Columns whose long words (engine arguments, errors, run ids) may break anywhere:
-    # the others wrap at spaces and hyphens only.
-    anywhere = {COLUMNS.index(c) for c in COLUMNS if c.header in ("engine", "verdict")}
+    columns, table_rows = table(data.points)
+    last = len(columns) - 1
 
     def cls(i: int) -> str:
+        # Long words (engine arguments, errors, run ids) may break anywhere; the other
+        # text columns wrap at spaces and hyphens only.
         if i == last:
             return "id"
-        if COLUMNS[i].header == "engine":
+        if columns[i].header == "engine":
             return "t w engine"
-        return ("t w" if i in anywhere else "t") if COLUMNS[i].text else "n"
+        if columns[i].header == "verdict":
+            return "t w"
+        if columns[i].wraps:
+            return "r"           # a number that may wrap: right-aligned, as th/td are
+        return "t" if columns[i].text else "n"
 
-    names = "".join(f'<th{" class=t" if c.text else ""}>{escape(c.header)}</th>'
-                    for c in COLUMNS)
+    names = "".join(f'<th{" class=t" if c.text else ""}>{_header(c.header)}</th>'
+                    for c in columns)
     units = "".join(f'<th{" class=t" if c.text else ""}>{escape(c.unit)}</th>'
-                    for c in COLUMNS)
+                    for c in columns)
     body = []
-    for cells, verdict in rows(data.points):
+    for cells, verdict in table_rows:
         tds = "".join(f'<td class="{cls(i)}">{escape(c)}</td>' for i, c in enumerate(cells))
         row_cls = "" if verdict.kind == "valid" else f' class="{verdict.kind}"'
         body.append(f"<tr{row_cls}>{tds}</tr>")

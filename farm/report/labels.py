@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from farm.output import fmt_value as fmt
-from farm.report.points import RunPoint
+from farm.report.points import RunPoint, power_limit_label, sm_clock_label
 
 DASH = "—"
 
@@ -27,10 +27,14 @@ FIGURE_LABELS: dict[str, tuple[str, str]] = {
     "avg_power_net_w": ("mean GPU power, net of idle (W)", "net GPU power"),
 }
 
+# The x axes of plots.draw_load: the load kinds, and the GPU tuning axes of the
+# energy vs power limit / SM clock figure (tuning.py).
 LOAD_AXIS = {
     "concurrency": "concurrency (simultaneous requests)",
     "request_rate": "request rate (requests/s, open loop)",
     "batch": "batch size (prompts)",
+    "power_limit_w": "power limit requested (W, per GPU)",
+    "sm_clock_mhz": "SM clock locked (MHz)",
 }
 
 
@@ -58,24 +62,32 @@ def tokens_label(input_tokens: int | None, output_tokens: int | None) -> str:
 class Variants:
     """Labels for what sets configurations apart beyond model, GPU, load and lengths.
 
-    Only the dimensions that vary within the report are named (engine, its
-    arguments, decoding, scenario), so a one-engine sweep labels its lines by
-    GPU alone.
+    Only the dimensions that vary within the report are named (power limit, SM
+    clock, engine, its arguments, decoding, scenario), so a one-engine sweep
+    labels its lines by GPU alone, and a power-limit sweep's lines say their cap
+    ("300 W cap").
     """
 
-    def __init__(self, points: Iterable[RunPoint]):
-        seen: dict[str, set[Any]] = {"engine": set(), "args": set(), "decoding": set(),
-                                     "scenario": set()}
+    def __init__(self, points: Iterable[RunPoint], without: Iterable[str] = ()):
+        """`without`: dimensions never named (the x axis of a figure drawn against one)."""
+        seen: dict[str, set[Any]] = {"power_limit": set(), "sm_clock": set(), "engine": set(),
+                                     "args": set(), "decoding": set(), "scenario": set()}
         for p in points:
+            seen["power_limit"].add(p.power_limit_w)
+            seen["sm_clock"].add(p.sm_clock_mhz)
             seen["engine"].add(p.engine)
             seen["args"].add(p.engine_args)
             seen["decoding"].add(p.decoding)
             seen["scenario"].add(p.scenario)
-        self.varies = {name for name, values in seen.items() if len(values) > 1}
+        self.varies = {name for name, values in seen.items() if len(values) > 1} - set(without)
 
     def variant(self, p: RunPoint, scenario: bool = True) -> str:
         """What sets `p` apart among the varying dimensions, joined by " · "; "" if none."""
         parts = []
+        if "power_limit" in self.varies:
+            parts.append(power_limit_label(p.power_limit_w))
+        if "sm_clock" in self.varies:
+            parts.append(sm_clock_label(p.sm_clock_mhz))
         if "engine" in self.varies:
             parts.append(p.engine)
         if "args" in self.varies:

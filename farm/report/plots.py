@@ -38,6 +38,7 @@ LINESTYLES = ("-", "--", ":", "-.")
 WINDOW_COLOURS = {"idle": "#bdbdbd", "idle_ctx": "#9ecae1", "load": "#fdd0a2",
                   "warmup": "#fdae6b", "steady": "#a1d99b"}
 SCENARIO_MARKERS = {"server": "o", "batch": "s"}
+KNEE_LEGEND = "rate sweep knee: the highest rate before saturation"
 
 
 @dataclass(frozen=True)
@@ -250,15 +251,19 @@ def _empty(ax: Any, text: str) -> None:
 
 def draw_load(spec: FigureSpec) -> Any:
     """A LoadFigure: a panel per token-length pair (rows) and figure (columns), one
-    line per series with its CIs and where it stops falling (plateau or minimum)."""
+    line per series with its CIs, where it stops falling (plateau or minimum) and a
+    rate sweep's knee (a star)."""
     from matplotlib.collections import LineCollection
+    from matplotlib.lines import Line2D
 
     data: LoadFigure = spec.data
     pairs = data.token_pairs
     labels = list(dict.fromkeys(s.label for ss in data.series.values() for s in ss))
-    ncols_legend = min(4, max(1, len(labels)))
+    line_colours = colours_for(labels) if data.colour_lines else {}
+    knees = any(p.knees for ss in data.series.values() for s in ss for p in s.points)
+    ncols_legend = min(4, max(1, len(labels) + knees))
     fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.5,
-                      bottom=_legend_height(len(labels), ncols_legend))
+                      bottom=_legend_height(len(labels) + knees, ncols_legend))
     styles: dict[str, tuple[str, str]] = {}
     handles: dict[str, Any] = {}
     for col, figure in enumerate(data.figures):
@@ -273,7 +278,7 @@ def draw_load(spec: FigureSpec) -> Any:
             segments, seg_colours = [], []
             turns: list[tuple[float, float, str, str]] = []
             for s in series:
-                colour = spec.colours.get(s.gpu_label, "black")
+                colour = line_colours.get(s.label) or spec.colours.get(s.gpu_label, "black")
                 if s.label not in styles:
                     same_gpu = sum(1 for st in styles.values() if st[0] == colour)
                     styles[s.label] = (colour, LINESTYLES[same_gpu % len(LINESTYLES)])
@@ -286,6 +291,11 @@ def draw_load(spec: FigureSpec) -> Any:
                         segments.append([(p.x, max(p.estimate.low, 0.0)),
                                          (p.x, p.estimate.high)])
                         seg_colours.append(colour)
+                for p in s.points:
+                    if p.knees:
+                        ax.plot([p.x], [p.estimate.mean], marker="*", markersize=12,
+                                color=colour, linewidth=0, zorder=5, gid="knee")
+                        turns.append((p.x, p.estimate.mean, s.knee_label(p), colour))
                 if s.turn is not None:
                     y = s.means[s.xs.index(s.turn.at)]
                     ax.axvline(s.turn.at, color=colour, linestyle=":", linewidth=1)
@@ -309,6 +319,9 @@ def draw_load(spec: FigureSpec) -> Any:
             ax.set_xlabel(LOAD_AXIS.get(data.load_kind, data.load_kind), fontsize=8)
             ax.set_ylabel(axis_label(figure), fontsize=8)
             ax.tick_params(labelsize=7)
+    if knees:
+        handles[KNEE_LEGEND] = Line2D([], [], marker="*", markersize=9, color="black",
+                                      linewidth=0)
     _legend(fig, list(handles.values()), list(handles.keys()), ncols_legend,
             "lines: mean over repetitions; bars: 95% CI (none with n = 1)")
     return fig

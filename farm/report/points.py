@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
+from farm.output import load_label
 from farm.store import Store
 from farm.store.repository import RESULT_POINT_FIGURES
 from farm_contract.runspec import Scalar
 
 # Figures a run point carries (units in the names), straight from the store's rows:
 # every load point figure result_rows carries (derived from LoadPointResult's
-# fields) and the run's idle power.
-FIGURES = (*RESULT_POINT_FIGURES, "idle_power_w", "idle_ctx_power_w")
+# fields), the run's idle power and what its GPUs read back of the tuning it asked
+# for (farm.store.mapping.tuning_columns).
+FIGURES = (*RESULT_POINT_FIGURES, "idle_power_w", "idle_ctx_power_w",
+           "applied_power_limit_w", "applied_sm_clock_mhz", "tuning_refused")
 
 
 class SweepNotFound(FarmError, LookupError):
@@ -57,6 +60,10 @@ class RunPoint:
     valid: bool | None               # None: no verdict (failed or not run)
     invalid_reasons: str | None
     error: str | None
+    # The GPU tuning the run asked for (None: the GPUs were left as they were):
+    # part of its configuration, as a GPU model is.
+    power_limit_w: float | None = None
+    sm_clock_mhz: int | None = None
     figures: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def get(self, figure: str) -> Any:
@@ -76,9 +83,25 @@ class RunPoint:
     @property
     def config_key(self) -> tuple:
         """Everything that defines the point except the repetition."""
-        return (self.model, self.backend, self.gpu_model, self.gpu_count, self.engine,
-                self.engine_args, self.scenario, self.load_kind, self.load_value,
+        return (self.model, self.backend, self.gpu_model, self.gpu_count, *self.tuning,
+                self.engine, self.engine_args, self.scenario, self.load_kind, self.load_value,
                 self.input_tokens, self.output_tokens, self.decoding)
+
+    @property
+    def tuning(self) -> tuple[float | None, int | None]:
+        """(power limit W, SM clock MHz) the run asked for; None where it set none."""
+        return (self.power_limit_w, self.sm_clock_mhz)
+
+    @property
+    def tuning_label(self) -> str:
+        """The tuning as a label: "300 W cap", "SM 1200 MHz", both joined by " · "; ""
+        when the run set none."""
+        parts = []
+        if self.power_limit_w is not None:
+            parts.append(power_limit_label(self.power_limit_w))
+        if self.sm_clock_mhz is not None:
+            parts.append(sm_clock_label(self.sm_clock_mhz))
+        return " · ".join(parts)
 
     @property
     def gpu_label(self) -> str:
@@ -93,13 +116,17 @@ class RunPoint:
     @property
     def load_label(self) -> str:
         """The load point as a label ("c=8", "2 req/s", "batch 16"); "—" when there is none."""
-        if self.load_kind == "concurrency":
-            return f"c={self.load_value:g}"
-        if self.load_kind == "request_rate":
-            return f"{self.load_value:g} req/s"
-        if self.load_kind == "batch":
-            return f"batch {self.load_value:g}"
-        return "—"
+        return load_label(self.load_kind, self.load_value)
+
+
+def power_limit_label(watts: float | None) -> str:
+    """"300 W cap"; "default power limit" where none was set."""
+    return "default power limit" if watts is None else f"{watts:g} W cap"
+
+
+def sm_clock_label(mhz: float | None) -> str:
+    """"SM 1200 MHz"; "default SM clock" where none was locked."""
+    return "default SM clock" if mhz is None else f"SM {mhz:g} MHz"
 
 
 def points_from_rows(rows: Iterable[dict[str, Any]]) -> list[RunPoint]:
@@ -117,6 +144,7 @@ def points_from_rows(rows: Iterable[dict[str, Any]]) -> list[RunPoint]:
             input_tokens=row["input_tokens"], output_tokens=row["output_tokens"],
             decoding=row["decoding"], status=row["status"], simulated=row["simulated"],
             valid=row["valid"], invalid_reasons=row["invalid_reasons"], error=row["error"],
+            power_limit_w=row.get("power_limit_w"), sm_clock_mhz=row.get("sm_clock_mhz"),
             figures={name: row.get(name) for name in FIGURES}))
     return points
 

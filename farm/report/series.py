@@ -1,8 +1,10 @@
 """Energy vs load: the series behind the "energy vs concurrency / request rate" figures.
 
-One `Series` per configuration without its load (model, GPU, engine and its
-arguments, scenario, token lengths, decoding), one point per load value: the
-mean over the repetitions with its 95% confidence interval (`stats.estimate`).
+One `Series` per configuration without its load (model, GPU and its power
+limit / SM clock, engine and its arguments, scenario, token lengths, decoding),
+one point per load value: the mean over the repetitions with its 95% confidence
+interval (`stats.estimate`); a rate sweep's points say where its runs found their
+knee and which stop rule ended them.
 Pure data; `plots.py` draws it. The figure kinds "energy_load" and "power_load"
 (farm/report/figures/) use it.
 
@@ -19,9 +21,11 @@ it is lowest from there on is a minimum, not a plateau).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 
+from farm.output import saturation_words
 from farm.report.labels import Variants, short_label
 from farm.report.points import RunPoint
 from farm.report.selection import Selection, reason_left_out, select
@@ -35,11 +39,31 @@ LOAD_KINDS = ("concurrency", "request_rate", "batch")
 
 @dataclass(frozen=True)
 class SeriesPoint:
-    """One load value of a series: the estimate over its repetitions, and their run ids."""
+    """One load value of a series: the estimate over its repetitions, and their run ids;
+    for a rate sweep, how many of them found their knee here and the stop rules met here."""
 
     x: float
     estimate: Estimate
     run_ids: tuple[str, ...]
+    knees: int = 0
+    saturations: tuple[str, ...] = ()
+
+
+def series_points(points: Iterable[RunPoint], x_of: Callable[[RunPoint], float],
+                  figure: str) -> tuple[SeriesPoint, ...]:
+    """One SeriesPoint per x value of `points` (each has `figure`), ascending: the mean
+    and 95% CI over its repetitions, their run ids and the rate sweep's marks."""
+    by_x = group_by(points, x_of)
+    out = []
+    for x in sorted(by_x):
+        group = by_x[x]
+        est = estimate(p.get(figure) for p in group)
+        assert est is not None  # every point has the figure
+        out.append(SeriesPoint(x, est, tuple(p.run_id for p in group),
+                               knees=sum(1 for p in group if p.get("knee")),
+                               saturations=tuple(sorted(p.get("saturation") for p in group
+                                                        if p.get("saturation")))))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -95,6 +119,33 @@ class Series:
         """The figure's mean at each load value (the figure's unit)."""
         return [p.estimate.mean for p in self.points]
 
+    @property
+    def n_runs(self) -> int:
+        """The runs behind the series (each load value's repetitions, once per run)."""
+        return len({run_id for p in self.points for run_id in p.run_ids})
+
+    def knee_label(self, point: SeriesPoint) -> str:
+        """The figure's label at a knee: "knee", or "knee (1 of 2)" where only some of the
+        series' runs found it there."""
+        runs = self.n_runs
+        return "knee" if point.knees == runs else f"knee ({point.knees} of {runs})"
+
+    def rate_sweep_note(self) -> str | None:
+        """Where a rate sweep's runs found their knee and which stop rule ended them, e.g.
+        "knee at 4 req/s (2 of 2 runs); stopped at 8 req/s by throughput flat (2 runs)";
+        None when no point is marked (not a rate sweep, or marks left out)."""
+        runs = self.n_runs
+        knees = [f"{p.x:g} req/s ({p.knees} of {runs} run{'s' * (runs != 1)})"
+                 for p in self.points if p.knees]
+        stops = [f"{p.x:g} req/s by {saturation_words(rule)} ({n} run{'s' * (n != 1)})"
+                 for p in self.points for rule, n in Counter(p.saturations).items()]
+        if not knees and not stops:
+            return None
+        parts = [f"rate sweep knee at {', '.join(knees)}" if knees else "rate sweep: no knee"]
+        parts.append(f"stopped at {', '.join(stops)}" if stops
+                     else "no plotted point met a stop rule")
+        return "; ".join(parts)
+
 
 def saving_per_doubling(x0: float, y0: float, x1: float, y1: float) -> float:
     """Fraction of y saved per doubling of x from (x0, y0) to (x1, y1), x1 > x0 > 0."""
@@ -135,8 +186,8 @@ def find_plateau(xy: Sequence[tuple[float, float]],
 
 def series_key(p: RunPoint) -> tuple:
     """A configuration without its load value: what one line of the figure joins."""
-    return (p.model, p.load_kind, p.gpu_model, p.gpu_count, p.engine, p.engine_args,
-            p.scenario, p.input_tokens, p.output_tokens, p.decoding)
+    return (p.model, p.load_kind, p.gpu_model, p.gpu_count, *p.tuning, p.engine,
+            p.engine_args, p.scenario, p.input_tokens, p.output_tokens, p.decoding)
 
 
 def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER_REQUEST,
@@ -151,18 +202,13 @@ def energy_vs_load(points: Iterable[RunPoint], load_kind: str, figure: str = PER
     out = []
     for group in group_by(usable, series_key).values():
         first = group[0]
-        by_x = group_by(group, lambda p: float(p.load_value))
-        spoints = []
-        for x in sorted(by_x):
-            est = estimate(p.get(figure) for p in by_x[x])
-            assert est is not None  # every point has the figure
-            spoints.append(SeriesPoint(x, est, tuple(p.run_id for p in by_x[x])))
+        spoints = series_points(group, lambda p: float(p.load_value), figure)
         found = (find_turn([(sp.x, sp.estimate.mean) for sp in spoints])
                  if plateau and load_kind == "concurrency" else None)
         out.append(Series(model=first.model, load_kind=load_kind, figure=figure,
                           label=variants.label(first), gpu_label=first.gpu_label,
                           input_tokens=first.input_tokens, output_tokens=first.output_tokens,
-                          points=tuple(spoints), turn=found))
+                          points=spoints, turn=found))
     out.sort(key=lambda s: (s.input_tokens or 0, s.output_tokens, s.gpu_label, s.label))
     return out
 
@@ -173,10 +219,11 @@ class LoadFigure:
     token-length pairs, columns the figures (J/request, J/output token)."""
 
     model: str
-    load_kind: str
+    load_kind: str               # the x axis: a load kind, or a tuning axis (tuning.py)
     figures: tuple[str, ...]
     series: dict[str, list[Series]]
     selection: Selection
+    colour_lines: bool = False   # a colour per line, not per GPU (lines of one GPU)
 
     @property
     def token_pairs(self) -> list[tuple[int | None, int]]:
@@ -193,10 +240,9 @@ class LoadFigure:
         parts = []
         for start in range(0, len(pairs), max_rows):
             chunk = set(pairs[start:start + max_rows])
-            parts.append(LoadFigure(self.model, self.load_kind, self.figures,
-                                    {f: [s for s in ss if (s.input_tokens, s.output_tokens)
-                                         in chunk] for f, ss in self.series.items()},
-                                    self.selection))
+            parts.append(replace(self, series={
+                f: [s for s in ss if (s.input_tokens, s.output_tokens) in chunk]
+                for f, ss in self.series.items()}))
         return parts
 
     def turn_notes(self) -> list[str]:
@@ -207,6 +253,13 @@ class LoadFigure:
                 notes.append(f"{s.label}, in {s.input_tokens} / out {s.output_tokens} tokens: "
                              + s.turn.note(short_label(s.figure)))
         return notes
+
+    def rate_sweep_notes(self) -> list[str]:
+        """One line per series of the first figure whose rate sweep marked a knee or a
+        stop rule (Series.rate_sweep_note)."""
+        return [f"{s.label}, in {s.input_tokens} / out {s.output_tokens} tokens: {note}"
+                for s in self.series.get(self.figures[0], [])
+                if (note := s.rate_sweep_note()) is not None]
 
 
 def load_figures(points: Sequence[RunPoint], figures: tuple[str, ...] = (PER_REQUEST, PER_TOKEN),

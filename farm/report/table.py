@@ -7,10 +7,10 @@ figure is "—", never 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from farm.report.labels import fmt
+from farm.report.labels import DASH, fmt
 from farm.report.points import RunPoint
 
 # (header, unit, figure) of the table's figure columns: the page prints the unit in
@@ -26,26 +26,38 @@ FIGURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("output throughput", "tok/s", "output_throughput_tps"),
     ("goodput", "req/s", "goodput_rps"),
     ("mean power", "W", "avg_power_w"),
+    ("passes", "", "passes"),
 )
 
 
 @dataclass(frozen=True)
 class Column:
     """A column of the table: its header, its unit ("" for none) and whether it is text
-    (left-aligned, may wrap anywhere) or a number (right-aligned, never wraps)."""
+    (left-aligned, may wrap anywhere) or a number (right-aligned, never wraps unless
+    `wraps`: a setting followed by its read-back, "1200 (read 1215)")."""
 
     header: str
     unit: str = ""
     text: bool = True
+    wraps: bool = False
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("model"), Column("GPU"), Column("engine"), Column("scenario"), Column("load"),
-    Column("input", "tokens", False), Column("output", "tokens", False), Column("decoding"),
-    Column("rep", "", False), Column("status"),
+    Column("model"), Column("GPU"), Column("power limit", "W", False, wraps=True),
+    Column("SM clock", "MHz", False, wraps=True), Column("engine"), Column("scenario"),
+    Column("load"), Column("input", "tokens", False), Column("output", "tokens", False),
+    Column("decoding"), Column("rep", "", False), Column("status"),
     *(Column(h, u, False) for h, u, _ in FIGURE_COLUMNS), Column("verdict"), Column("run"),
 )
 HEADERS: tuple[str, ...] = tuple(c.header for c in COLUMNS)
+# Columns shown only where some point needs them — the GPU tuning of a sweep that
+# sets one, passes where a batch took more than one — so the others' table keeps
+# to the page's width.
+OPTIONAL: dict[str, Callable[[RunPoint], bool]] = {
+    "power limit": lambda p: p.power_limit_w is not None,
+    "SM clock": lambda p: p.sm_clock_mhz is not None,
+    "passes": lambda p: (p.get("passes") or 0) > 1,
+}
 
 
 @dataclass(frozen=True)
@@ -69,10 +81,28 @@ def verdict(p: RunPoint) -> Verdict:
     return Verdict("valid", "valid")
 
 
+def setting_cell(requested: float | None, applied: float | None, refused: str | None) -> str:
+    """A GPU setting of the run: what it asked for ("300"), with what its GPUs read back
+    where that differs ("1200 (read 1215)") or the refusal ("300 (refused)"); "—"
+    where it asked for none."""
+    if requested is None:
+        return DASH
+    text = f"{requested:g}"
+    if refused:
+        return f"{text} (refused)"
+    if applied is not None and round(applied) != round(requested):
+        return f"{text} (read {applied:g})"
+    return text
+
+
 def row(p: RunPoint) -> tuple[list[str], Verdict]:
     """The table row of `p` (figures formatted, null as "—") and its verdict."""
     engine = p.engine + (f" ({p.args_label})" if p.engine_args else "")
-    cells = [p.model, p.gpu_label + (" (sim)" if p.simulated else ""), engine, p.scenario,
+    cells = [p.model, p.gpu_label + (" (sim)" if p.simulated else ""),
+             setting_cell(p.power_limit_w, p.get("applied_power_limit_w"),
+                          p.get("tuning_refused")),
+             setting_cell(p.sm_clock_mhz, p.get("applied_sm_clock_mhz"),
+                          p.get("tuning_refused")), engine, p.scenario,
              p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
              str(p.repetition), p.status, *(fmt(p.get(f)) for _, _, f in FIGURE_COLUMNS)]
     v = verdict(p)
@@ -82,3 +112,12 @@ def row(p: RunPoint) -> tuple[list[str], Verdict]:
 def rows(points: Sequence[RunPoint]) -> list[tuple[list[str], Verdict]]:
     """The table row and verdict of every point, in the given order."""
     return [row(p) for p in points]
+
+
+def table(points: Sequence[RunPoint]) -> tuple[list[Column], list[tuple[list[str], Verdict]]]:
+    """The columns the table shows for `points` (OPTIONAL ones where a point needs
+    them) and each point's cells in those columns with its verdict."""
+    keep = [i for i, c in enumerate(COLUMNS)
+            if c.header not in OPTIONAL or any(OPTIONAL[c.header](p) for p in points)]
+    return ([COLUMNS[i] for i in keep],
+            [([cells[i] for i in keep], v) for cells, v in rows(points)])

@@ -32,7 +32,7 @@ from farm.report.series import (
     find_turn,
     load_figures,
 )
-from farm.report.table import row
+from farm.report.table import HEADERS, row
 from farm.report.timeline import (
     UnknownRun,
     build_timeline,
@@ -335,11 +335,13 @@ def test_timeline_has_the_trace_and_every_window_as_a_span(report_store, points)
 
 def test_table_rows_say_dash_for_null_and_give_the_verdict():
     cells, verdict = row(pt("n", **{PER_REQUEST: None, PER_TOKEN: 0.0}))
-    assert cells[10] == "—" and cells[11] == "0" and verdict.text == "valid"
+    at = {header: i for i, header in enumerate(HEADERS)}
+    assert cells[at["energy per request"]] == "—" and verdict.text == "valid"
+    assert cells[at["energy per output token"]] == "0"
     assert row(pt("i", valid=False, reasons="power_range"))[1].text == "invalid: power_range"
     failed = row(pt("f", load=None, status="failed", valid=None, error="engine died"))
     assert failed[1].kind == "failed" and failed[1].text == "run failed: engine died"
-    assert failed[0][4] == "—"       # no load point
+    assert failed[0][at["load"]] == "—"       # no load point
     assert row(pt("q", load=None, status="queued", valid=None))[1].text == "no result (queued)"
 
 
@@ -483,8 +485,8 @@ def test_every_section_is_a_registered_kind_in_page_order():
     from farm.report.figures import NEEDS, kinds
 
     names = [k.name for k in kinds()]
-    assert names == ["energy_load", "fits", "power_load", "pareto", "heatmap", "timeline",
-                     "repetitions"]
+    assert names == ["energy_load", "fits", "tuning", "power_load", "pareto", "heatmap",
+                     "timeline", "repetitions"]
     assert all(k.needs <= set(NEEDS) and "points" in k.needs for k in kinds())
     assert {k.name for k in kinds() if "traces" in k.needs} == {"timeline"}
 

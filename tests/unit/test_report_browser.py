@@ -182,19 +182,25 @@ def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
         capture_output=True, text=True, timeout=120, check=True)
 
 
-@needs_chromium
-def test_page_fits_1400_px_without_horizontal_overflow(quickstart_report, tmp_path):
-    page = quickstart_report.index.read_text(encoding="utf-8")
+def _page_widths(report, tmp: Path) -> tuple[int, int]:
+    """(scrollWidth, clientWidth) of the report's page in a 1400 px window, read by a
+    test-only script in a copy of the page (the shipped page has none)."""
+    page = report.index.read_text(encoding="utf-8")
     assert "<script" not in page
-    # A copy with a test-only script that writes the page's widths into the DOM.
-    probe = quickstart_report.out_dir / "probe.html"
+    probe = report.out_dir / "probe.html"
     end = page.rfind("</body>")
     probe.write_text(page[:end] + "<script>document.body.dataset.widths = "
                      "document.documentElement.scrollWidth + ' ' + "
                      "document.documentElement.clientWidth;</script>" + page[end:],
                      encoding="utf-8")
-    dom = _chromium("--dump-dom", probe.as_uri(), tmp=tmp_path).stdout
+    dom = _chromium("--dump-dom", probe.as_uri(), tmp=tmp).stdout
     scroll, client = map(int, re.search(r'data-widths="(\d+) (\d+)"', dom).groups())
+    return scroll, client
+
+
+@needs_chromium
+def test_page_fits_1400_px_without_horizontal_overflow(quickstart_report, tmp_path):
+    scroll, client = _page_widths(quickstart_report, tmp_path)
     assert client <= WIDTH and scroll <= client, (scroll, client)
     # The screenshot: every column of its right margin (right of the body's 2rem
     # margin) is page background outside the red banners.
@@ -209,6 +215,36 @@ def test_page_fits_1400_px_without_horizontal_overflow(quickstart_report, tmp_pa
     banner = (pixels[:, 2, 0] > 150) & (pixels[:, 2, 1] < 60)           # #b00020 rows
     margin = pixels[~banner, WIDTH - 24:, :]
     assert margin.min() >= 250, "something is drawn in the page's right margin"
+
+
+@pytest.fixture(scope="module")
+def tuned_report(tmp_path_factory):
+    """A power limit × SM clock sweep's report, every optional column of the run table
+    shown (power limit, SM clock read back 15 MHz off, 3 passes): factory results, as
+    the simulated GPUs refuse the tuning axes."""
+    from tests import factories
+
+    out = tmp_path_factory.mktemp("tuned-report")
+    spec, toml, runs = factories.sweep()
+    tuned = [factories.tuned(run, watts, 1200) for watts in (300.0, 700.0) for run in runs]
+    with Store.open(f"sqlite:///{out / 'farm.db'}", upgrade=True) as store:
+        store.add_runs(store.record_sweep(spec, toml), tuned)
+        for run in tuned:
+            result = factories.result(run)
+            result = result.model_copy(update={"load_points": [
+                lp.model_copy(update={"passes": 3}) for lp in result.load_points]})
+            store.record_result(factories.with_tuning(
+                result, run, [run.hardware.power_limit_w - 0.2], [1215.0]))
+        return write_report(store, spec.name, out / "out")
+
+
+@needs_chromium
+def test_a_tuned_sweeps_page_fits_1400_px_too(tuned_report, tmp_path):
+    page = tuned_report.index.read_text(encoding="utf-8")
+    assert "<th>power limit</th><th>SM clock</th>" in page and "<th>passes</th>" in page
+    assert ">1200 (read 1215)</td>" in page
+    scroll, client = _page_widths(tuned_report, tmp_path)
+    assert client <= WIDTH and scroll <= client, (scroll, client)
 
 
 @needs_chromium

@@ -43,7 +43,8 @@ def repetitions(inputs: FigureInputs) -> Section:
                      f", widest ±{widths[-1]:.2f}% of the mean.")
     widest = sorted((r for r in rows if r[0] is not None), key=lambda r: -r[0])[:SHOWN]
     for w, n, p in widest:
-        notes.append(f"±{w:.2f}% (n = {n}): {p.model} · {p.gpu_label} · {p.engine}"
+        tuning = f" ({p.tuning_label})" if p.tuning_label else ""
+        notes.append(f"±{w:.2f}% (n = {n}): {p.model} · {p.gpu_label}{tuning} · {p.engine}"
                      f"{' ' + p.args_label if p.args_label else ''} · {p.scenario} "
                      f"{p.load_label} · in {p.input_tokens}/out {p.output_tokens}")
     return Section(notes=notes)
