@@ -3,11 +3,15 @@ every configuration point they share, with its confidence.
 
 Points are matched on what defines the workload and the hardware (model,
 backend, GPU model and count, scenario kind and name, load kind and value,
-token bin, decoding) and on the engine's kind, version and arguments — except
-those that differ between the two sweeps, which are what is being compared:
-an engine argument whose set of values differs (or that one sweep lacks), the
-engine version, the engine kind, and any argument named with `ignore_args`.
-They are reported as "what differs".
+token bin, decoding), on the GPU tuning the runs asked for (power limit, SM
+clock) and on the engine's kind, version and arguments — except those that
+differ between the two sweeps, which are what is being compared: a power limit
+or SM clock whose set of settings differs, an engine argument whose set of
+values differs (or that one sweep lacks), the engine version, the engine kind,
+and any argument named with `ignore_args`. They are reported as "what
+differs". So two power-limit sweeps over the same caps match cap for cap, and
+a sweep at 300 W compared with one at the default limit is a comparison of
+the cap.
 
 Each side of a matched point is its usable repetitions (succeeded and valid).
 Δ = mean(B) − mean(A) with a Welch 95% interval on the raw repetitions, shown
@@ -24,13 +28,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
+from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import Estimate, estimate, group_by, welch_difference
 
 # Dimensions every match shares.
 MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "scenario",
               "load_kind", "load_value", "input_tokens", "output_tokens", "decoding")
-# Engine dimensions that are matched on unless they differ between the sweeps.
+# Dimensions that are matched on unless they differ between the sweeps: the GPU
+# tuning (with their units) and the engine.
+TUNING_DIMS = {"power_limit_w": "W", "sm_clock_mhz": "MHz"}
 ENGINE_DIMS = ("engine", "engine_version")
 # Figures compared (J/token first: the headline), with how they print.
 FIGURES = (("energy_per_output_token_j", "J/token"), ("ttft_p90_ms", "TTFT p90 ms"),
@@ -150,12 +157,16 @@ class Matched:
             "load_kind": p.load_kind, "load_value": p.load_value,
             "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
             "decoding": p.decoding,
-            "a": {"engine": p.engine, "engine_version": p.engine_version,
-                  "engine_args": dict(p.engine_args), "run_ids": [x.run_id for x in self.a]},
-            "b": {"engine": q.engine, "engine_version": q.engine_version,
-                  "engine_args": dict(q.engine_args), "run_ids": [x.run_id for x in self.b]},
+            "a": _side_json(p, self.a), "b": _side_json(q, self.b),
             **{figure: delta.to_json() for figure, delta in self.deltas.items()},
         }
+
+
+def _side_json(p: RunPoint, repetitions: Sequence[RunPoint]) -> dict[str, Any]:
+    """One side of a matched point: its GPU tuning, engine and run ids."""
+    return {"power_limit_w": p.power_limit_w, "sm_clock_mhz": p.sm_clock_mhz,
+            "engine": p.engine, "engine_version": p.engine_version,
+            "engine_args": dict(p.engine_args), "run_ids": [x.run_id for x in repetitions]}
 
 
 @dataclass
@@ -215,6 +226,12 @@ def _text(value: Any) -> str:
     return _ABSENT if value is None else str(value)
 
 
+def _settings(points: Sequence[RunPoint], dim: str, unit: str) -> tuple[str, ...]:
+    """A tuning dimension's settings over the points, ascending ("300 W"; unset first)."""
+    values = sorted({getattr(p, dim) for p in points}, key=lambda v: (v is not None, v or 0))
+    return tuple(_ABSENT if v is None else setting_text(v, unit) for v in values)
+
+
 def _args_values(points: Iterable[RunPoint]) -> dict[str, set[str]]:
     """Every engine argument's set of values over the points (absent = "(unset)")."""
     points = list(points)
@@ -234,6 +251,10 @@ def differences(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint],
     a = [p for p in points_a if p.measured]
     b = [p for p in points_b if p.measured]
     out = []
+    for dim, unit in TUNING_DIMS.items():
+        va, vb = _settings(a, dim, unit), _settings(b, dim, unit)
+        if va and vb and va != vb:
+            out.append(Difference(dim, va, vb))
     for dim in ENGINE_DIMS:
         va = {_text(getattr(p, dim)) for p in a}
         vb = {_text(getattr(p, dim)) for p in b}
@@ -257,7 +278,8 @@ def differences(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint],
 
 
 def _match_key(p: RunPoint, differing: set[str]) -> tuple:
-    engine = tuple((dim, getattr(p, dim)) for dim in ENGINE_DIMS if dim not in differing)
+    engine = tuple((dim, getattr(p, dim)) for dim in (*TUNING_DIMS, *ENGINE_DIMS)
+                   if dim not in differing)
     args = tuple((k, v) for k, v in p.engine_args if k not in differing)
     return tuple(getattr(p, dim) for dim in MATCH_DIMS) + engine + (args,)
 
@@ -324,7 +346,8 @@ def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
 
 
 def _order(p: RunPoint) -> tuple:
-    return (p.model, p.gpu_model, p.gpu_count, p.engine_args, p.scenario, p.load_kind or "",
+    return (p.model, p.gpu_model, p.gpu_count, p.power_limit_w or 0.0, p.sm_clock_mhz or 0,
+            p.engine_args, p.scenario, p.load_kind or "",
             p.load_value or 0.0, p.input_tokens or 0, p.output_tokens, p.decoding)
 
 
@@ -353,6 +376,10 @@ def comparison_columns() -> list[Any]:
         Column("model", "model", lambda m: m.head.model, False, 14),
         Column("gpu", "GPU", lambda m: _gpu(m.head), False, 1),
         Column("scenario", "scenario", lambda m: m.head.scenario, False, 5),
+        Column("power_limit_w", "power limit", lambda m: _tuning_cell(m, "power_limit_w"),
+               False, 2),
+        Column("sm_clock_mhz", "SM clock", lambda m: _tuning_cell(m, "sm_clock_mhz"), False,
+               2),
         Column("load", "load", lambda m: m.head.load_label, False, 2),
         Column("input_tokens", "in", lambda m: fmt(m.head.input_tokens), True, 9,
                "input tokens"),
@@ -377,6 +404,17 @@ def comparison_columns() -> list[Any]:
     return setup + [replace(c, hoist=False) for c in figures]
 
 
+def _tuning_cell(m: Matched, dim: str) -> str:
+    """A matched point's power limit or SM clock: "300 W", or "default → 300 W" where
+    that is what differs; "—" where neither side set one."""
+    a, b = (getattr(side[0], dim) for side in (m.a, m.b))
+    if a == b:
+        return setting_text(a, TUNING_DIMS[dim])
+    a_text, b_text = ("default" if v is None else setting_text(v, TUNING_DIMS[dim])
+                      for v in (a, b))
+    return f"{a_text} → {b_text}"
+
+
 def _gpu(p: RunPoint) -> str:
     """"sim:l4", "2× sim:l4": a simulated GPU as a sweep names it."""
     if not p.simulated:
@@ -395,9 +433,14 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
     from farm.tables import choose_columns, render_table, terminal_width
 
     catalogue = comparison_columns()
-    chosen = choose_columns(catalogue, [c.name for c in catalogue], columns)
+    # The tuning columns only where a run set one: "power limit: —" says nothing.
+    tuned = {dim for m in cmp.matched for p in (m.a[0], m.b[0]) for dim in TUNING_DIMS
+             if getattr(p, dim) is not None}
+    defaults = [c.name for c in catalogue if c.name not in TUNING_DIMS or c.name in tuned]
+    chosen = choose_columns(catalogue, defaults, columns)
     what = ("; ".join(d.label for d in cmp.differences) if cmp.differences else
-            "nothing in the run specs (a difference outside them: power limit, driver, host…)")
+            "nothing in the run specs (a difference outside them: driver, host, a power "
+            "limit set outside the farm…)")
     head = [f"A = {cmp.sweep_a}, B = {cmp.sweep_b}; what differs: {what}",
             f"{len(cmp.matched)} matched point(s); unmatched: {cmp.only_a} only in A, "
             f"{cmp.only_b} only in B"

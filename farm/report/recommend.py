@@ -3,7 +3,8 @@ least energy per good request (`farmctl recommend`): the GPU-choice question of
 Watt Counts, answered from one sweep's measurements.
 
 A *configuration* is one configuration point of a server scenario: GPU model ×
-count × engine (kind, version, arguments) × scenario × load point, for one
+count × power limit × SM clock (the GPU tuning the runs asked for, where the
+sweep sets one) × engine (kind, version, arguments) × scenario × load point, for one
 workload (input/output token bin and decoding). It **meets the limit** when
 the mean over its usable repetitions of its load point's p90 TTFT and p90 TPOT
 are within the limits. Configurations that meet it are ranked by **energy per
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from farm.errors import ExitCode, FarmError
+from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import estimate, group_by
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
@@ -165,16 +167,15 @@ class Ranked:
 
     @property
     def label(self) -> str:
-        """GPU, scenario, load and (if any) engine arguments of the configuration."""
-        p = self.head
-        args = f" ({p.args_label})" if p.engine_args else ""
-        return f"{p.gpu_label} {p.scenario} {p.load_label}{args}"
+        """GPU (and its tuning), scenario, load and engine arguments of the configuration."""
+        return _config_label(self.head)
 
     def to_json(self) -> dict[str, Any]:
         """The configuration, its figures and its intervals, as JSON-ready data."""
         p = self.head
         return {
             "rank": self.rank, "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
+            "power_limit_w": p.power_limit_w, "sm_clock_mhz": p.sm_clock_mhz,
             "backend": p.backend, "engine": p.engine, "engine_version": p.engine_version,
             "engine_args": dict(p.engine_args), "scenario": p.scenario,
             "load_kind": p.load_kind, "load_value": p.load_value,
@@ -382,13 +383,20 @@ def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int
 
 def _run_key(p: RunPoint) -> tuple:
     """A run's configuration without its load point and repetition."""
-    return (p.model, p.backend, p.gpu_model, p.gpu_count, p.engine, p.engine_args,
-            p.scenario, p.input_tokens, p.output_tokens, p.decoding)
+    return (p.model, p.backend, p.gpu_model, p.gpu_count, *p.tuning, p.engine,
+            p.engine_args, p.scenario, p.input_tokens, p.output_tokens, p.decoding)
+
+
+def _tuning_suffix(p: RunPoint) -> str:
+    """" (300 W cap)" after a GPU the run tuned; "" for one left as it was."""
+    return f" ({p.tuning_label})" if p.tuning_label else ""
 
 
 def _config_label(p: RunPoint) -> str:
+    """"h200 (300 W cap) server-closed c=8 (max_num_seqs=256)": GPU and its tuning,
+    scenario, load and engine arguments."""
     args = f" ({p.args_label})" if p.engine_args else ""
-    return f"{p.gpu_label} {p.scenario} {p.load_label}{args}"
+    return f"{p.gpu_label}{_tuning_suffix(p)} {p.scenario} {p.load_label}{args}"
 
 
 def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
@@ -626,7 +634,11 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
 
     rated = rec.rate_rps is not None
     catalogue = recommendation_columns(rated)
-    defaults = [c.name for c in catalogue if rated or c.name not in _RATED_COLUMNS]
+    # The tuning columns only where a configuration set one: "power limit: —" says nothing.
+    tuned = {name for w in rec.workloads for r in w.ranking for name in _TUNING_COLUMNS
+             if getattr(r.head, name) is not None}
+    defaults = [c.name for c in catalogue if (rated or c.name not in _RATED_COLUMNS)
+                and (c.name not in _TUNING_COLUMNS or c.name in tuned)]
     chosen = choose_columns(catalogue, defaults, columns)
     fitted = terminal_width() if width == "auto" else width
     lines = [f"{rec.sweep}: {rec.model}, TTFT p90 ≤ {_num(rec.limits.ttft_ms)} ms, "
@@ -649,6 +661,8 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
 
 # Shown only with an arrival rate (--rate).
 _RATED_COLUMNS = ("replicas", "busy_pct", "load_power_w", "idle_power_w")
+# Shown only where a configuration set them.
+_TUNING_COLUMNS = ("power_limit_w", "sm_clock_mhz")
 
 
 def recommendation_columns(rated: bool = False) -> list[Any]:
@@ -675,6 +689,10 @@ def recommendation_columns(rated: bool = False) -> list[Any]:
 
     setup = [
         Column("gpu", "GPU", gpu, False, 2),
+        Column("power_limit_w", "power limit",
+               lambda r: setting_text(r.head.power_limit_w, "W"), False, 2),
+        Column("sm_clock_mhz", "SM clock",
+               lambda r: setting_text(r.head.sm_clock_mhz, "MHz"), False, 2),
         Column("engine", "engine",
                lambda r: f"{r.head.engine} {r.head.engine_version or ''}".strip(), False, 13),
         Column("args", "args", lambda r: r.head.args_label or "—", False, 14),
@@ -735,7 +753,8 @@ def _workload_caption(w: Workload, rec: Recommendation) -> str:
         best = w.best_per_gpu()
         if len(best) > 1:
             lines.append("best per GPU: " + "; ".join(
-                f"{r.head.gpu_label} #{r.rank} {_num(r.energy_per_good_request_j)} J"
+                f"{r.head.gpu_label}{_tuning_suffix(r.head)} #{r.rank} "
+                f"{_num(r.energy_per_good_request_j)} J"
                 + ("" if r.rank == 1 else f" (+{r.vs_best_pct:.0f}%)") for r in best))
         if w.uncertainty:
             top = w.ranking[0]

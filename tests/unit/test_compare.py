@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from itertools import count
 
 import pytest
@@ -146,6 +147,51 @@ def test_simulated_is_never_compared_with_measured():
 def test_a_missing_figure_gives_no_delta():
     (m,) = compare([point(8, 0, jpt=None)], [point(8, 0)], sweep_a="A", sweep_b="B").matched
     assert m.energy.diff is None and m.energy.verdict == "no figure"
+
+
+def capped(watts: float | None, load: float = 8.0, rep: int = 0, **kw) -> RunPoint:
+    """A point of a run that asked for a `watts` power limit (None: the default)."""
+    return replace(point(load, rep, **kw), power_limit_w=watts)
+
+
+def test_power_limits_match_cap_for_cap_and_are_named_in_the_output():
+    # Both sweeps ran at 300 and 700 W; B's engine differs. Each cap is its own point.
+    a = [capped(w, c, r, jpt=w / 1000 + 0.01 * r) for w in (300.0, 700.0) for c in (1, 8)
+         for r in (0, 1)]
+    b = [capped(w, c, r, jpt=w / 1200 + 0.01 * r, version="2.0") for w in (300.0, 700.0)
+         for c in (1, 8) for r in (0, 1)]
+    cmp = compare(a, b, sweep_a="A", sweep_b="B")
+    assert [d.label for d in cmp.differences] == ["engine_version 1.0 → 2.0"]
+    assert [(m.head.power_limit_w, m.head.load_value) for m in cmp.matched] == [
+        (300.0, 1.0), (300.0, 8.0), (700.0, 1.0), (700.0, 8.0)]
+    assert cmp.ambiguous == 0 and all(len(m.a) == len(m.b) == 2 for m in cmp.matched)
+    assert cmp.matched[0].energy.pct == pytest.approx(100 * (0.255 / 0.305 - 1))
+    doc = cmp.to_json()["points"][0]
+    assert doc["a"]["power_limit_w"] == doc["b"]["power_limit_w"] == 300.0
+    assert doc["a"]["sm_clock_mhz"] is None
+    text = format_comparison(cmp, width=None)
+    header = next(line for line in text.splitlines() if "J/token A" in line)
+    assert header.index("power limit") < header.index("load")
+    rows = [line for line in text.splitlines() if line.startswith(("300 W", "700 W"))]
+    assert [line.split()[:3] for line in rows] == [
+        ["300", "W", "c=1"], ["300", "W", "c=8"], ["700", "W", "c=1"], ["700", "W", "c=8"]]
+    assert "SM clock" not in text                     # no run locked one
+
+
+def test_a_cap_against_the_default_is_what_differs():
+    a = [capped(None, c, r) for c in (1, 8) for r in (0, 1)]
+    b = [capped(300.0, c, r, jpt=0.4) for c in (1, 8) for r in (0, 1)]
+    cmp = compare(a, b, sweep_a="A", sweep_b="B")
+    assert [d.label for d in cmp.differences] == ["power_limit_w (unset) → 300 W"]
+    assert len(cmp.matched) == 2 and cmp.matched[0].energy.verdict == LOWER
+    text = format_comparison(cmp, width=None)
+    assert "what differs: power_limit_w (unset) → 300 W" in text
+    assert "power limit: default → 300 W" in text     # the same in every row: above the table
+    # B over two caps against A's default: A's points match neither alone.
+    b2 = b + [capped(700.0, c, r) for c in (1, 8) for r in (0, 1)]
+    two = compare(a, b2, sweep_a="A", sweep_b="B")
+    assert [d.label for d in two.differences] == ["power_limit_w (unset) → {300 W, 700 W}"]
+    assert two.matched == [] and two.ambiguous == 2
 
 
 # --------------------------------------------- two simulated sweeps, measured

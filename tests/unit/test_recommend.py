@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from itertools import count
 
 import pytest
@@ -206,6 +207,39 @@ def test_rate_amortises_idle_and_can_change_the_winner():
     (w,) = recommend(big + small, sweep="s", rate_rps=100.0).workloads
     assert w.ranking[0].head.gpu_model == "big"
     assert w.ranking[1].replicas == (10, 10)
+
+
+def test_power_limits_rank_as_configurations_of_their_own():
+    # One GPU at three caps, the same load: the 450 W cap costs least per request; its
+    # repetitions (one failed) are not pooled with the other caps'.
+    pts = [replace(point("h200", 8, r, epr=epr + 0.1 * r), power_limit_w=watts)
+           for watts, epr in ((300.0, 9.0), (450.0, 8.0), (700.0, 10.0)) for r in (0, 1)]
+    pts.append(replace(point("h200", 8, 2, status="failed"), power_limit_w=450.0))
+    rec = recommend(pts, sweep="s", draws=200)
+    (w,) = rec.workloads
+    assert [(r.head.power_limit_w, len(r.points), r.repetitions_expected)
+            for r in w.ranking] == [(450.0, 2, 3), (300.0, 2, 2), (700.0, 2, 2)]
+    assert w.ranking[0].energy_per_good_request_j == pytest.approx(8.05)
+    assert w.ranking[0].label == "h200 (450 W cap) server-x c=8 (max_num_seqs=256)"
+    assert rec.to_json()["workloads"][0]["ranking"][1]["power_limit_w"] == 300.0
+    text = format_recommendation(rec, width=None)
+    header = next(line for line in text.splitlines() if "J/good req" in line)
+    assert header.index("#") < header.index("power limit") < header.index("J/good req")
+    rows = [line for line in text.splitlines() if line[:1].isdigit() and " W " in line]
+    assert [line.split()[:3] for line in rows] == [["1", "450", "W"], ["2", "300", "W"],
+                                                   ["3", "700", "W"]]
+    assert "SM clock" not in text                        # no configuration locked one
+    # Without tuning the table has no such columns, nor a line saying "—" about them.
+    plain = format_recommendation(recommend([point("h200", 8, 0)], sweep="s"), width=None)
+    assert "power limit" not in plain
+
+
+def test_best_per_gpu_names_the_cap_of_its_best_configuration():
+    pts = [replace(point(gpu, 8, 0, epr=epr), power_limit_w=watts)
+           for gpu, watts, epr in (("h200", 300.0, 5.0), ("h200", 700.0, 6.0),
+                                   ("l4", 72.0, 7.0))]
+    text = format_recommendation(recommend(pts, sweep="s"), width=None)
+    assert "best per GPU: h200 (300 W cap) #1 5 J; l4 (72 W cap) #3 7 J (+40%)" in text
 
 
 def test_idle_without_context_is_the_fallback_and_says_so():
