@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -118,6 +118,10 @@ _RUN_DIMS = (
     _c("backend", "string", None, "`gpu`, `cpu` or `sim` (simulated)", False),
     _c("gpu_model", "string", None, "GPU model slug asked for (e.g. `h100-80gb`)", False),
     _c("gpu_count", "int64", "count", "GPUs per run", False),
+    _c("power_limit_w", "float64", "W",
+       "power limit per GPU the run asked for (`[hardware] power_limit_w`; null: none set)"),
+    _c("sm_clock_mhz", "int64", "MHz",
+       "SM clock lock the run asked for (`[hardware] sm_clock_mhz`; null: none set)"),
     _c("engine_kind", "string", None, "`vllm`, `hf` or `sim`", False),
     _c("engine_version", "string", None, "engine version the worker reported"),
     _c("engine_args_json", "json", None,
@@ -166,7 +170,7 @@ RUNS = Table(
         _c("model_source", "string", None, "hub id or local path of the model", False),
         _c("model_dtype", "string", None, "weights dtype asked for", False),
         _c("model_revision", "string", None, "model revision asked for"),
-        *_dims("backend", "gpu_model", "gpu_count"),
+        *_dims("backend", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz"),
         _c("queue", "string", None, "queue the run was sent to (e.g. `gpu.h100-80gb.x1`)",
            False),
         *_dims("engine_kind", "engine_version", "engine_args_json", "scenario_name",
@@ -382,8 +386,9 @@ FITS = Table(
     "does not read it. A configuration with fewer than 4 batch sizes has a row with "
     "`fitted` false, the reason, and null parameters.",
     (
-        *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "engine_kind",
-               "scenario_name", "scenario_kind", "input_tokens", "output_tokens", "decoding"),
+        *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "power_limit_w",
+               "sm_clock_mhz", "engine_kind", "scenario_name", "scenario_kind", "input_tokens",
+               "output_tokens", "decoding"),
         _c("engine_args_json", "json", None, "engine arguments, the batch axis's left out "
            "when it is one", False),
         _c("figure", "string", None, "the run_points column fitted "

@@ -210,7 +210,9 @@ def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:
             args = {k: v for k, v in p.engine_args if f"engine.{k}" != curve.x_axis}
             row: dict[str, Any] = {
                 "sweep": p.sweep, "model_id": p.model, "backend": p.backend,
-                "gpu_model": p.gpu_model, "gpu_count": p.gpu_count, "engine_kind": p.engine,
+                "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
+                "power_limit_w": p.power_limit_w, "sm_clock_mhz": p.sm_clock_mhz,
+                "engine_kind": p.engine,
                 "scenario_name": p.scenario, "scenario_kind": p.scenario_kind,
                 "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
                 "decoding": p.decoding, "engine_args_json": _json(args), "figure": figure,
@@ -247,7 +249,8 @@ def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult 
         "model_source": spec.model.source, "model_dtype": spec.model.dtype,
         "model_revision": spec.model.revision,
         "backend": spec.hardware.backend, "gpu_model": spec.hardware.gpu_model,
-        "gpu_count": spec.hardware.gpu_count, "queue": spec.hardware.queue,
+        "gpu_count": spec.hardware.gpu_count, "power_limit_w": spec.hardware.power_limit_w,
+        "sm_clock_mhz": spec.hardware.sm_clock_mhz, "queue": spec.hardware.queue,
         "engine_kind": spec.engine.kind,
         "engine_version": result.engine.version if result is not None else None,
         "engine_args_json": _json(spec.engine.args),
@@ -325,9 +328,9 @@ def _trace_header(trace: PowerTrace) -> dict[str, Any]:
 
 
 _POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_count",
-               "engine_kind", "engine_version", "engine_args_json", "scenario_name",
-               "scenario_kind", "input_tokens", "output_tokens", "decoding", "simulated",
-               "status", "valid", "invalid_reasons")
+               "power_limit_w", "sm_clock_mhz", "engine_kind", "engine_version",
+               "engine_args_json", "scenario_name", "scenario_kind", "input_tokens",
+               "output_tokens", "decoding", "simulated", "status", "valid", "invalid_reasons")
 _POINT_FIGURES = load_point_columns()
 _HOST_FIGURES = flat_columns(HostEnergy)
 

@@ -252,6 +252,33 @@ def test_the_run_without_a_result_is_exported_with_nulls(edge_store, tmp_path):
     assert rows[runs[4].run_id]["invalid_reasons"] == "power_range"
     assert rows[runs[0].run_id]["gpu_uuids"] == ["GPU-sim-0000", "GPU-sim-0001"]
     assert rows[runs[0].run_id]["gpu_power_limits_w"] == [700.0, 700.0]
+    # No tuning asked for: null, never 0.
+    assert (rows[runs[0].run_id]["power_limit_w"], rows[runs[0].run_id]["sm_clock_mhz"]) == (
+        None, None)
+
+
+def test_the_gpu_tuning_asked_for_is_a_column_of_runs_run_points_and_fits(tmp_path):
+    spec, toml, runs = factories.sweep()
+    tuned = [factories.tuned(run, watts, 1200) for watts in (300.0, 700.0) for run in runs]
+    cap_of = {run.run_id: run.hardware.power_limit_w for run in tuned}
+    with Store.open(sqlite_url(tmp_path / "a.db"), upgrade=True) as src:
+        src.add_runs(src.record_sweep(spec, toml), tuned)
+        for run in tuned:
+            src.record_result(factories.with_tuning(factories.result(run), run,
+                                                    [run.hardware.power_limit_w]))
+        export_sweep(src, spec.name, "parquet", tmp_path / "x")
+        with Store.open(sqlite_url(tmp_path / "b.db"), upgrade=True) as dst:
+            import_dataset(dst, tmp_path / "x")
+            assert_same_results(src, dst, spec.name)     # the read-backs come back too
+    table = {name: pq.read_table(tmp_path / "x" / f"{name}.parquet").to_pylist()
+             for name in ("runs", "run_points", "fits")}
+    assert sorted((r["power_limit_w"], r["sm_clock_mhz"]) for r in table["runs"]) == (
+        [(300.0, 1200)] * 8 + [(700.0, 1200)] * 8)
+    assert all(r["power_limit_w"] == cap_of[r["run_id"]] for r in table["run_points"])
+    # The closed loop's curve vs concurrency: one row per GPU, cap and figure.
+    keys = [(r["gpu_model"], r["power_limit_w"], r["figure"]) for r in table["fits"]]
+    assert len(keys) == len(set(keys)) == 2 * 2 * len(export.FIT_FIGURES)
+    assert {r["sm_clock_mhz"] for r in table["fits"]} == {1200}
 
 
 def test_import_keeps_what_the_store_measured(edge_store, tmp_path):
