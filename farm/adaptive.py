@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from farm.output import tuning_label
 from farm.report.stats import Estimate, estimate, half_width_pct
 from farm.spec import Repetitions
 from farm.store.repetitions import RepetitionFigures
@@ -218,12 +219,15 @@ VERDICT_WORDS = {
 
 
 def configuration_label(run: RunSpec) -> str:
-    """A configuration in words: model, GPUs, engine arguments, scenario, tokens, decoding."""
+    """A configuration in words: model, GPUs and their tuning, engine arguments,
+    scenario, tokens, decoding."""
     hw = run.hardware
     gpus = f"{hw.backend}:{hw.gpu_model}" + (f" ×{hw.gpu_count}" if hw.gpu_count > 1 else "")
     args = ",".join(f"{k}={v}" for k, v in sorted(run.engine.args.items()))
     tokens = f"in {run.workload.input_tokens}/out {run.workload.output_tokens}"
-    return " · ".join(x for x in (run.model.id, gpus, args, run.scenario.name, tokens,
+    return " · ".join(x for x in (run.model.id, gpus, tuning_label(hw.power_limit_w,
+                                                                    hw.sm_clock_mhz),
+                                  args, run.scenario.name, tokens,
                                   run.workload.decoding.label) if x)
 
 

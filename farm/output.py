@@ -379,6 +379,27 @@ def setting_text(value: float | None, unit: str) -> str:
     return "—" if value is None else f"{value:g} {unit}"
 
 
+def power_limit_label(watts: float | None) -> str:
+    """"300 W cap"; "default power limit" where none was set."""
+    return "default power limit" if watts is None else f"{watts:g} W cap"
+
+
+def sm_clock_label(mhz: float | None) -> str:
+    """"SM 1200 MHz"; "default SM clock" where none was locked."""
+    return "default SM clock" if mhz is None else f"SM {mhz:g} MHz"
+
+
+def tuning_label(power_limit_w: float | None, sm_clock_mhz: float | None) -> str:
+    """The GPU tuning a run asked for: "300 W cap", "SM 1200 MHz", both joined by " · ";
+    "" when it asked for none."""
+    parts = []
+    if power_limit_w is not None:
+        parts.append(power_limit_label(power_limit_w))
+    if sm_clock_mhz is not None:
+        parts.append(sm_clock_label(sm_clock_mhz))
+    return " · ".join(parts)
+
+
 
 def _default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The default table's columns: goodput where a server point has it, the GPU

@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from farm.output import fmt_value as fmt
-from farm.report.points import RunPoint, power_limit_label, sm_clock_label
+from farm.output import power_limit_label, sm_clock_label
+from farm.report.points import RunPoint
 
 DASH = "—"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
-from farm.output import load_label
+from farm.output import load_label, tuning_label
 from farm.store import Store
 from farm.store.repository import RESULT_POINT_FIGURES
 from farm_contract.runspec import Scalar
@@ -96,12 +96,7 @@ class RunPoint:
     def tuning_label(self) -> str:
         """The tuning as a label: "300 W cap", "SM 1200 MHz", both joined by " · "; ""
         when the run set none."""
-        parts = []
-        if self.power_limit_w is not None:
-            parts.append(power_limit_label(self.power_limit_w))
-        if self.sm_clock_mhz is not None:
-            parts.append(sm_clock_label(self.sm_clock_mhz))
-        return " · ".join(parts)
+        return tuning_label(self.power_limit_w, self.sm_clock_mhz)
 
     @property
     def gpu_label(self) -> str:
@@ -117,16 +112,6 @@ class RunPoint:
     def load_label(self) -> str:
         """The load point as a label ("c=8", "2 req/s", "batch 16"); "—" when there is none."""
         return load_label(self.load_kind, self.load_value)
-
-
-def power_limit_label(watts: float | None) -> str:
-    """"300 W cap"; "default power limit" where none was set."""
-    return "default power limit" if watts is None else f"{watts:g} W cap"
-
-
-def sm_clock_label(mhz: float | None) -> str:
-    """"SM 1200 MHz"; "default SM clock" where none was locked."""
-    return "default SM clock" if mhz is None else f"SM {mhz:g} MHz"
 
 
 def points_from_rows(rows: Iterable[dict[str, Any]]) -> list[RunPoint]:

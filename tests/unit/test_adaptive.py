@@ -231,3 +231,14 @@ def test_extend_sweep_applies_the_decision_once(store: Store, adaptive_sweep) ->
     added = adaptive.extend_sweep(store, sid)
     assert len(added) == len({adaptive.repetition(r, 0).run_id for r in runs})
     assert adaptive.extend_sweep(store, sid) == []
+
+
+def test_a_configuration_label_names_the_gpu_tuning_it_asked_for():
+    # The per-configuration lines of `farmctl results`: a power-limit sweep's caps apart.
+    run = expand(parse_sweep(ADAPTIVE))[0]
+    plain = adaptive.configuration_label(run)
+    assert "cap" not in plain and "MHz" not in plain
+    assert adaptive.configuration_label(factories.tuned(run, 300.0, 1200)) == plain.replace(
+        "sim:h100-80gb", "sim:h100-80gb · 300 W cap · SM 1200 MHz")
+    assert adaptive.configuration_label(factories.tuned(run, 450.0)) == plain.replace(
+        "sim:h100-80gb", "sim:h100-80gb · 450 W cap")
