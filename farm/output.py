@@ -400,7 +400,6 @@ def tuning_label(power_limit_w: float | None, sm_clock_mhz: float | None) -> str
     return " · ".join(parts)
 
 
-
 def _default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The default table's columns: goodput where a server point has it, the GPU
     tuning where a run set it, passes where a batch took more than one pass; a
