@@ -134,12 +134,24 @@ def summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:
            ("run points (run × load point)", str(len(points))),
            ("models", ", ".join(sorted({p.model for p in points}))),
            ("GPUs", ", ".join(sorted({p.gpu_label for p in points}))),
+           *_tuning_summary(points),
            ("scenarios", ", ".join(sorted({f"{p.scenario} ({p.scenario_kind})"
                                            for p in points})))]
     out += [(f"run points: {reason}", str(n)) for reason, n in
             sorted(verdicts.items(), key=lambda kv: (kv[0] != "valid measured", kv[0]))]
     if null_energy:
         out.append(("valid run points with J/request null", str(null_energy)))
+    return out
+
+
+def _tuning_summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:
+    """The power limits and SM clocks the runs asked for, where any did."""
+    out = []
+    for what, attr, unit in (("power limits asked for (per GPU)", "power_limit_w", "W"),
+                             ("SM clocks asked for", "sm_clock_mhz", "MHz")):
+        settings = sorted({getattr(p, attr) for p in points if getattr(p, attr) is not None})
+        if settings:
+            out.append((what, ", ".join(f"{v:g} {unit}" for v in settings)))
     return out
 
 

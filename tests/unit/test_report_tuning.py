@@ -149,6 +149,8 @@ def test_a_power_limit_sweep_report_keeps_the_caps_apart(tuned_store, tmp_path):
     with Store.open(url) as store:
         data = collect(store, name)
         done = write_report(store, name, tmp_path / "out")
+    assert ("power limits asked for (per GPU)", "300 W, 700 W") in data.summary
+    assert not [what for what, _ in data.summary if what.startswith("SM clocks")]
     (tuning,) = [s for s in data.figures if s.section == "tuning"]
     assert tuning.title == "SIMULATED — tiny-llama-1B: J/output token and power (gross) vs " \
                            "power limit"
@@ -178,6 +180,7 @@ def test_a_sweep_without_tuning_says_so_in_the_section(tmp_path):
             store.record_result(factories.result(run))
         data = collect(store, spec.name)
     assert not [s for s in data.figures if s.section == "tuning"]
+    assert not [what for what, _ in data.summary if "asked for" in what]
     assert data.section_notes["tuning"][0].startswith(
         "The sweep varies neither the power limit nor the SM clock")
 
