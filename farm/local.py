@@ -26,6 +26,7 @@ from pathlib import Path
 from farm import failures
 from farm.embedded import PrivateRedis
 from farm.errors import ExitCode, FarmError
+from farm.output import load_label
 from farm.spec import SweepSpec
 from farm.sweep import expand
 from farm_contract.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
@@ -374,15 +375,6 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
                         tasks[queue] = bars.add_task(queue, total=0, detail="")
                     bars.update(tasks[queue], total=len(by_queue[queue]))
             time.sleep(POLL_S)
-
-
-def load_label(kind: str, value: float) -> str:
-    """A load point as the results table names it: c=8, 4 req/s, batch 64."""
-    if kind == "concurrency":
-        return f"c={value:g}"
-    if kind == "request_rate":
-        return f"{value:g} req/s"
-    return f"batch {value:g}"
 
 
 def _clock(seconds: float) -> str:

@@ -348,14 +348,16 @@ def _percent(fraction: Any) -> str:
 
 
 def load_label(kind: str | None, value: float | None) -> str:
-    """A load point as a label: "c=8", "2 req/s", "batch 16"; "—" when there is none."""
+    """A load point as a label: "c=8", "2 req/s", "256 prompts" (a batch load point:
+    the prompts given at once; an engine's own batch_size is an engine argument);
+    "—" when there is none."""
     if kind is None or value is None:
         return "—"
     if kind == "concurrency":
         return f"c={value:g}"
     if kind == "request_rate":
         return f"{value:g} req/s"
-    return f"batch {value:g}"
+    return f"{value:g} prompts"
 
 
 def saturation_words(rule: str) -> str:

@@ -191,7 +191,7 @@ X_AXIS_LABELS = {
     "concurrency": "concurrency (requests in flight)",
     "engine.batch_size": "engine batch_size",
     "engine.max_num_seqs": "engine max_num_seqs",
-    "num_prompts": "batch size (prompts)",
+    "num_prompts": "prompts given at once (batch)",
 }
 
 

@@ -33,7 +33,7 @@ FIGURE_LABELS: dict[str, tuple[str, str]] = {
 LOAD_AXIS = {
     "concurrency": "concurrency (simultaneous requests)",
     "request_rate": "request rate (requests/s, open loop)",
-    "batch": "batch size (prompts)",
+    "batch": "prompts given at once (batch)",
     "power_limit_w": "power limit requested (W, per GPU)",
     "sm_clock_mhz": "SM clock locked (MHz)",
 }

@@ -152,7 +152,7 @@ def test_results_table_shows_goodput_and_slo_attainment_only_when_measured():
     server_line = next(line for line in table.splitlines() if "4 req/s" in line)
     assert "3.25" in server_line
     assert "99.9" in server_line and "100.0" not in server_line  # not all were good
-    batch_line = next(line for line in table.splitlines() if "batch 8" in line)
+    batch_line = next(line for line in table.splitlines() if "8 prompts" in line)
     assert batch_line.count("—") >= 2
     # A sweep without any goodput keeps the narrower table.
     assert "SLO %" not in format_results([batch], "table", "t", simulated=False)

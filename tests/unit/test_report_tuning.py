@@ -88,7 +88,7 @@ def test_energy_vs_power_limit_has_a_line_per_batch_size_over_the_caps():
     (figure,) = tuning_figures(cap_sweep(), (PER_TOKEN, POWER))
     assert (figure.model, figure.load_kind, figure.colour_lines) == ("m", "power_limit_w", True)
     lines = figure.series[PER_TOKEN]
-    assert [s.label for s in lines] == ["h200 · batch 64", "h200 · batch 8"]
+    assert [s.label for s in lines] == ["h200 · 64 prompts", "h200 · 8 prompts"]
     assert all(s.xs == [300.0, 450.0, 700.0] for s in lines)
     batch8 = lines[1]
     assert batch8.means == pytest.approx([0.0405, 0.0555, 0.0805])
@@ -157,7 +157,7 @@ def test_a_power_limit_sweep_report_keeps_the_caps_apart(tuned_store, tmp_path):
     assert "300 W requested: read back 300 W (8 runs)" in tuning.notes
     lines = tuning.data.series[PER_TOKEN]
     assert {s.label for s in lines} == {
-        f"{gpu} · {load}" for gpu in ("h100-80gb", "l4") for load in ("batch 16", "c=1", "c=8")}
+        f"{gpu} · {load}" for gpu in ("h100-80gb", "l4") for load in ("16 prompts", "c=1", "c=8")}
     assert all(s.means == pytest.approx([300 / 2 / 50, 700 / 2 / 50]) for s in lines)
     # Energy vs load: a line per GPU and cap, never the caps averaged together.
     closed = next(s.data for s in data.figures if s.section == "energy_load"

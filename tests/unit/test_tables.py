@@ -189,10 +189,10 @@ def test_passes_show_where_a_batch_took_more_than_one():
     rows = [{**ROW, "passes": 3}, {**ROW, "load_value": 64.0, "passes": None}]
     text = format_results(rows, "table", "t", simulated=False, width=None)
     header = next(line for line in text.splitlines() if "passes" in line)
-    line = next(line for line in text.splitlines() if "batch 8" in line)
+    line = next(line for line in text.splitlines() if "8 prompts" in line)
     cell = line[header.index("passes"):header.index("passes") + len("passes")]
     assert cell.strip() == "3"
-    assert next(ln for ln in text.splitlines() if "batch 64" in ln).count("—") >= 1
+    assert next(ln for ln in text.splitlines() if "64 prompts" in ln).count("—") >= 1
     once = format_results([{**r, "passes": 1} for r in rows], "table", "t", simulated=False,
                           width=None)
     assert "passes" not in once
