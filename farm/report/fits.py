@@ -136,11 +136,29 @@ def batch_axis(p: RunPoint) -> tuple[str, float] | None:
 
 
 def _curve_key(p: RunPoint, axis: str) -> tuple:
-    """The configuration without its batch axis: what one curve joins."""
+    """The configuration without its batch axis or its load value: what one curve
+    joins (`_curves_of` splits a group again by load value where it must)."""
     args = tuple((k, v) for k, v in p.engine_args if f"engine.{k}" != axis)
-    load = None if axis in ("concurrency", "num_prompts") else p.load_value
     return (p.model, p.gpu_model, p.gpu_count, *p.tuning, p.engine, args, p.scenario,
-            p.load_kind, load, p.input_tokens, p.output_tokens, p.decoding, axis)
+            p.load_kind, p.input_tokens, p.output_tokens, p.decoding, axis)
+
+
+def _curves_of(group: list[RunPoint]) -> list[list[RunPoint]]:
+    """One curve, or one per load value. An engine-argument axis (hf batch_size)
+    has the prompts of a pass as its load value: where each batch size has its own
+    prompt count (the diagonal examples/hf-gpu.toml sweeps, a pass of 10-20 s at
+    each batch size; self-sizing makes every window as long) they are one curve;
+    where a batch size was run with several prompt counts, those are different
+    workloads and each count gets its curve."""
+    axis = batch_axis(group[0])[0]
+    if axis in ("concurrency", "num_prompts"):
+        return [group]
+    loads: dict[float, set] = {}
+    for p in group:
+        loads.setdefault(batch_axis(p)[1], set()).add(p.load_value)
+    if all(len(values) == 1 for values in loads.values()):
+        return [group]
+    return list(group_by(group, lambda p: p.load_value).values())
 
 
 @dataclass(frozen=True)
@@ -167,7 +185,8 @@ def fitted_curves(points: Iterable[RunPoint], figure: str,
               and batch_axis(p) is not None]
     variants = variants or Variants(usable)
     out = []
-    for group in group_by(usable, lambda p: _curve_key(p, batch_axis(p)[0])).values():
+    groups = group_by(usable, lambda p: _curve_key(p, batch_axis(p)[0])).values()
+    for group in (curve for g in groups for curve in _curves_of(g)):
         axis = batch_axis(group[0])[0]
         by_b = group_by(group, lambda p: batch_axis(p)[1])
         if len(by_b) < 2:

@@ -86,6 +86,32 @@ def test_an_engine_batch_argument_is_the_axis_of_a_batch_scenario():
     assert curve.x_axis == "engine.batch_size" and curve.fit.n_batch_sizes == 5
 
 
+def _with_prompts(p: RunPoint, prompts: float) -> RunPoint:
+    from dataclasses import replace
+
+    return replace(p, run_id=f"{p.run_id}-{prompts:g}", load_value=prompts)
+
+
+def test_a_prompt_count_per_batch_size_is_one_curve():
+    # examples/hf-gpu.toml's diagonal: each batch size its own pass of prompts
+    prompts = {1: 8.0, 8: 48.0, 64: 256.0, 128: 512.0}
+    points = [_with_prompts(point(8, r, 1.0 / bs + 0.01 * r, kind="batch",
+                                  args=(("batch_size", bs),)), prompts[bs])
+              for bs in prompts for r in range(2)]
+    (curve,) = fitted_curves(points, "energy_per_output_token_j")
+    assert [b for b, _ in curve.points] == [1, 8, 64, 128] and curve.fit.n_batch_sizes == 4
+
+
+def test_a_batch_size_run_with_two_prompt_counts_gives_a_curve_per_count():
+    points = [_with_prompts(point(8, r, 1.0 / bs + n / 1000, kind="batch",
+                                  args=(("batch_size", bs),)), n)
+              for bs in (1, 8, 64) for n in (64.0, 512.0) for r in range(2)]
+    curves = fitted_curves(points, "energy_per_output_token_j")
+    assert len(curves) == 2
+    assert {c.first.load_value for c in curves} == {64.0, 512.0}
+    assert all(len(c.points) == 3 for c in curves)
+
+
 def test_the_figure_draws_the_fitted_curve_with_r2_in_the_legend():
     from farm.report.plots import FigureSpec, draw_fits
 
