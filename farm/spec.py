@@ -637,6 +637,12 @@ def simulated_copy(spec: SweepSpec) -> SweepSpec:
     return simulated_copy_with_notes(spec)[0]
 
 
+# Engine arguments the sim engine takes under its own (vLLM's) name: hf's
+# batch_size is the number of sequences decoded together, which the sim engine
+# models as max_num_seqs; dropping it would turn a batch-size sweep into copies.
+SIM_RENAMES: dict[str, dict[str, str]] = {"hf": {"batch_size": "max_num_seqs"}}
+
+
 def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
                               source: str = "<sweep> (--simulate)",
                               ) -> tuple[SweepSpec, list[str]]:
@@ -645,7 +651,8 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
     The name gets a "-sim" suffix so simulated runs never share a sweep (or a
     report) with measured ones. Engine arguments are mapped explicitly: those
     the sim engine takes (named as vLLM's: `max_num_seqs`,
-    `gpu_memory_utilization`) are carried, every other one is dropped with a
+    `gpu_memory_utilization`; hf's `batch_size` as `max_num_seqs`) are carried,
+    every other one is dropped with a
     note, and so is an `[[exclude]]` rule that names a dropped one. The copy is
     validated as a sweep of its own (the model's size, memory fit), its
     problems located at the lines of `text`. Raises SpecError.
@@ -660,19 +667,28 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
             "catalogue GPUs): --simulate needs a sweep on GPUs", line)])
     notes: list[str] = []
     carried: dict[str, Any] = {}
+    renamed = SIM_RENAMES.get(spec.engine.kind, {})
     if spec.engine.kind == "sim":
         carried = dict(spec.engine.model_extra or {})
     else:
         takes = set(SimArgs.model_fields)
         for key, value in sorted((spec.engine.model_extra or {}).items()):
-            if key in takes:
+            if key in renamed:
+                carried[renamed[key]] = value
+                notes.append(f"--simulate: engine argument {key} = {value!r} carried as "
+                             f"{renamed[key]} (the sequences the sim engine decodes at once)")
+            elif key in takes:
                 carried[key] = value
             else:
                 notes.append(f"--simulate: engine argument {key} = {value!r} dropped: the sim "
                              "engine does not model it")
     exclude = []
     dropped: dict[str, list[int]] = {}      # the dropped arguments a rule names → rules
-    for number, rule in enumerate(spec.exclude, start=1):
+    for number, given in enumerate(spec.exclude, start=1):
+        # A rule naming a renamed argument names it as the copy does.
+        rule = {f"engine.{renamed[k.removeprefix('engine.')]}"
+                if k.startswith("engine.") and k.removeprefix("engine.") in renamed else k: v
+                for k, v in given.items()}
         gone = sorted(k for k in rule if k.startswith("engine.")
                       and k.removeprefix("engine.") not in carried)
         if gone:

@@ -169,17 +169,21 @@ def test_openai_needs_base_url_and_refuses_a_key():
 def test_simulate_maps_the_hf_example_and_says_what_it_dropped(tmp_path):
     text = (EXAMPLES / "hf-gpu.toml").read_text()
     copy, notes = simulated_copy_with_notes(parse_sweep(text), text=text)
-    assert copy.engine.kind == "sim" and copy.engine.arg_grid() == {}
-    assert copy.exclude == []
-    assert any("batch_size = [1, 8, 64] dropped" in n for n in notes)
-    assert any("attn_implementation" in n for n in notes)
-    assert any("[[exclude]] rules 1, 2, 3, 4, 5, 6 dropped" in n for n in notes)
+    # hf's batch_size becomes the sim engine's max_num_seqs, the diagonal kept
+    assert copy.engine.kind == "sim" and copy.engine.arg_grid() == {"max_num_seqs": [1, 8, 64]}
+    assert len(copy.exclude) == 6
+    assert all("engine.max_num_seqs" in rule for rule in copy.exclude)
+    assert sorted({(r.engine.args["max_num_seqs"], r.scenario.num_prompts)
+                   for r in expand(copy)}) == [(1, 8), (8, 48), (64, 256)]
+    assert any("batch_size = [1, 8, 64] carried as max_num_seqs" in n for n in notes)
+    assert any("attn_implementation = 'sdpa' dropped" in n for n in notes)
+    assert not any("[[exclude]]" in n for n in notes)
     for command in (["validate", "--simulate"], ["enqueue", "--simulate", "--dry-run"]):
         path = tmp_path / "hf.toml"
         path.write_text(text)
         result = CliRunner().invoke(main, [*command, str(path)])
         assert result.exit_code == 0, result.output
-        assert "batch_size = [1, 8, 64] dropped: the sim engine does not model it" in \
+        assert "attn_implementation = 'sdpa' dropped: the sim engine does not model it" in \
             result.output
         assert "hf-gpu-llama-0.67b-sim" in result.output
 
