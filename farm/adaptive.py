@@ -6,8 +6,9 @@ without its repetition index). After each recorded result the recorder calls
 `after_result`, which decides for that result's configuration (`decide`, pure):
 
 - **waiting**: a repetition is still queued or running — decide when it ends;
-- **met**: every load point's 95% CI half-width of J/output token, over the
-  usable repetitions (succeeded and valid), is ≤ ci_half_width_pct % of its mean;
+- **met**: every load point's 95% CI half-width of J/output token (gross, or net
+  of idle with `figure = "net"`), over the usable repetitions (succeeded and
+  valid), is ≤ ci_half_width_pct % of its mean;
 - **max**: the configuration has `max` runs; failed and invalid runs count toward
   it (they took GPU time) but give no value, so `max` bounds the work;
 - **no usable run**: every repetition failed or was invalid — a fault to fix
@@ -43,7 +44,8 @@ VERDICTS = ("waiting", "met", "max", "no usable run", "cancelled", "more")
 
 @dataclass(frozen=True)
 class PointCi:
-    """One load point of a configuration: the estimate of its J/output token."""
+    """One load point of a configuration: the estimate of the J/output token the
+    policy bounds (Decision.figure)."""
 
     index: int
     load_kind: str
@@ -73,6 +75,7 @@ class Decision:
     next_repetition: int         # the index the next run would take
     target_pct: float
     max_runs: int
+    figure: str = "energy_per_output_token_j"   # the figure the CI is on
 
     @property
     def worst_half_width_pct(self) -> float | None:
@@ -95,13 +98,14 @@ def decide(policy: Repetitions, reps: Iterable[RepetitionFigures]) -> Decision:
     indices = sorted({i for r in usable for i in r.points})
     points = []
     for i in indices:
-        kind, value = next((r.points[i][0], r.points[i][1]) for r in usable if i in r.points)
-        points.append(PointCi(i, kind, value,
-                              estimate(r.points[i][2] for r in usable if i in r.points)))
+        first = next(r.points[i] for r in usable if i in r.points)
+        points.append(PointCi(i, first.kind, first.value, estimate(
+            getattr(r.points[i], policy.column) for r in usable if i in r.points)))
     pending = sum(r.status in PENDING for r in reps)
     base = dict(runs=len(reps), usable=len(usable), pending=pending, points=tuple(points),
                 next_repetition=max((r.repetition for r in reps), default=-1) + 1,
-                target_pct=policy.ci_half_width_pct, max_runs=policy.max)
+                target_pct=policy.ci_half_width_pct, max_runs=policy.max,
+                figure=policy.column)
     widths = [p.half_width_pct for p in points]
     if pending:
         verdict = "waiting"
@@ -238,9 +242,10 @@ def summary_json(configs: list[ConfigurationSummary]) -> list[dict]:
              "ci_level": 0.95, "ci_method": "student_t",
              "worst_ci_half_width_pct": c.decision.worst_half_width_pct,
              "target_ci_half_width_pct": c.decision.target_pct,
+             "ci_figure": c.decision.figure,
              "max_runs": c.decision.max_runs, "verdict": c.decision.verdict,
              "points": [{"load_kind": p.load_kind, "load_value": p.load_value, "n": p.n,
-                         "energy_per_output_token_j": None if p.estimate is None
+                         c.decision.figure: None if p.estimate is None
                          else p.estimate.mean, "ci_half_width_pct": p.half_width_pct}
                         for p in c.decision.points]}
             for c in configs]
@@ -252,8 +257,10 @@ def format_summary(configs: list[ConfigurationSummary]) -> str:
     if not configs:
         return ""
     d0 = configs[0].decision
-    lines = [f"adaptive repetitions: until the 95% CI (Student t) half-width of J/output "
-             f"token is ≤ {d0.target_pct:g}% of the mean at every load point, at most "
+    what = "net J/output token (net of idle)" if d0.figure.endswith("_net_j") \
+        else "J/output token"
+    lines = [f"adaptive repetitions: until the 95% CI (Student t) half-width of {what} "
+             f"is ≤ {d0.target_pct:g}% of the mean at every load point, at most "
              f"{d0.max_runs} runs (failed and invalid ones count)"]
     rows = [(configuration_label(c.run), str(c.decision.runs), str(c.decision.n),
              "—" if c.decision.worst_half_width_pct is None

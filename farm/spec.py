@@ -253,6 +253,10 @@ class WorkloadSpec(Strict):
         return self
 
 
+# The J/output token adaptive repetitions may bound, by the name the sweep file uses.
+CI_FIGURES = {"gross": "energy_per_output_token_j", "net": "energy_per_output_token_net_j"}
+
+
 class Repetitions(Strict):
     """Adaptive repetitions: `repetitions = { min = 3, max = 10, ci_half_width_pct = 2 }`.
 
@@ -261,11 +265,24 @@ class Repetitions(Strict):
     the configuration's J/output token (every load point's, farm.report.stats) is
     above `ci_half_width_pct` % of its mean and the configuration has fewer than
     `max` runs. Failed and invalid runs give no value but count toward `max`.
+
+    `figure` picks the J/output token the interval is on: "gross" (the board's
+    whole energy, the default) or "net" (net of the idle power measured before the
+    run). For a host-bound engine the gross figure moves with the host's speed —
+    idle power × time taken is most of it — while the GPU's own work per token
+    does not (docs/measurement.md, the H200 runs), so "net" is the one that can
+    be pinned down there; the other is still reported with its own CI.
     """
 
     min: Annotated[int, Field(ge=2, strict=True)] = 3
     max: Annotated[int, Field(ge=2, le=1000, strict=True)] = 10
     ci_half_width_pct: PositiveFloat
+    figure: Literal["gross", "net"] = "gross"
+
+    @property
+    def column(self) -> str:
+        """The load-point figure the interval is on (a LoadPointResult field)."""
+        return CI_FIGURES[self.figure]
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> Repetitions:

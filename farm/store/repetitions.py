@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy import select
 
@@ -14,16 +15,26 @@ from farm.store.mapping import load_points_t, results_t, runs_t, sweeps_t
 from farm_contract.runspec import RunSpec
 
 
+class PointFigures(NamedTuple):
+    """One load point of a repetition: its load and J/output token, gross and net of
+    idle (None when not measured)."""
+
+    kind: str
+    value: float
+    energy_per_output_token_j: float | None
+    energy_per_output_token_net_j: float | None = None
+
+
 @dataclass(frozen=True)
 class RepetitionFigures:
-    """One repetition of a configuration: its status, validity verdict and, per load
-    point index, (load kind, load value, J/output token; None when not measured)."""
+    """One repetition of a configuration: its status, validity verdict and its load
+    points' figures by index."""
 
     run_id: str
     repetition: int
     status: str
     valid: bool | None
-    points: dict[int, tuple[str, float, float | None]]
+    points: dict[int, PointFigures]
 
 
 class RepetitionReads(StoreBase):
@@ -56,7 +67,9 @@ class RepetitionReads(StoreBase):
             for where in self._id_filters(lp.run_id, list(out)):
                 for row in session.execute(
                         select(lp.run_id, lp.idx, lp.kind, lp.value,
-                               lp.energy_per_output_token_j).where(where)):
-                    out[row.run_id].points[row.idx] = (row.kind, row.value,
-                                                       row.energy_per_output_token_j)
+                               lp.energy_per_output_token_j,
+                               lp.energy_per_output_token_net_j).where(where)):
+                    out[row.run_id].points[row.idx] = PointFigures(
+                        row.kind, row.value, row.energy_per_output_token_j,
+                        row.energy_per_output_token_net_j)
         return out

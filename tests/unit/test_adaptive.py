@@ -11,7 +11,7 @@ from farm import adaptive
 from farm.report.stats import estimate, half_width_pct
 from farm.spec import Repetitions, SpecError, parse_sweep
 from farm.store import Store
-from farm.store.repetitions import RepetitionFigures
+from farm.store.repetitions import PointFigures, RepetitionFigures
 from farm.sweep import expand
 from tests import factories
 
@@ -22,8 +22,8 @@ ADAPTIVE = factories.SMALL_SWEEP.replace(
 
 
 def rep(i: int, value: float | None, status: str = "succeeded",
-        valid: bool | None = True) -> RepetitionFigures:
-    points = {} if status != "succeeded" else {0: ("concurrency", 1.0, value)}
+        valid: bool | None = True, net: float | None = None) -> RepetitionFigures:
+    points = {} if status != "succeeded" else {0: PointFigures("concurrency", 1.0, value, net)}
     return RepetitionFigures(f"r{i}", i, status, valid, points)
 
 
@@ -56,6 +56,8 @@ def test_the_table_enqueues_min_with_the_same_ids_as_a_count():
     ("{ min = 3, max = 5, ci_half_width_pct = 0 }", "repetitions.ci_half_width_pct",
      "greater than 0"),
     ("{ min = 3, mx = 5, ci_half_width_pct = 2 }", "repetitions.mx", "did you mean 'max'"),
+    ('{ min = 3, ci_half_width_pct = 2, figure = "idle" }', "repetitions.figure",
+     "'gross' or 'net'"),
     ("0", "repetitions", "greater than 0"),
 ])
 def test_bad_tables_name_field_and_line(table, field, fragment):
@@ -120,10 +122,43 @@ def test_a_cancelled_repetition_stops_the_configuration():
     assert d.verdict == "cancelled"
 
 
+def test_the_net_figure_is_the_one_bounded_when_asked():
+    # A host-bound engine (docs/measurement.md, H200): gross J/token moves with the
+    # host's speed (±17–21% at n = 3), the net of idle does not (±1.4–1.9%).
+    reps = [rep(0, 0.0330, net=0.01550), rep(1, 0.0389, net=0.01565), rep(2, 0.0352,
+                                                                        net=0.01560)]
+    assert adaptive.decide(POLICY, reps).verdict == "more"
+    net = Repetitions(min=3, max=5, ci_half_width_pct=2.0, figure="net")
+    d = adaptive.decide(net, reps)
+    assert d.verdict == "met" and d.figure == "energy_per_output_token_net_j"
+    assert d.points[0].estimate == estimate([0.01550, 0.01565, 0.01560])
+    # A run without a net figure (no idle baseline) gives no value to a net target.
+    d = adaptive.decide(net, [*reps[:2], rep(2, 0.0352, net=None)])
+    assert d.verdict == "more" and d.n == 2 and d.usable == 3
+
+
+def test_the_summary_says_which_figure_the_ci_is_on():
+    net = Repetitions(min=3, max=5, ci_half_width_pct=2.0, figure="net")
+    run = expand(parse_sweep(ADAPTIVE))[0]
+    reps = [rep(0, 0.0330, net=0.01550), rep(1, 0.0389, net=0.01565), rep(2, 0.0352,
+                                                                        net=0.01560)]
+    configs = [adaptive.ConfigurationSummary(run, adaptive.decide(net, reps))]
+    text = adaptive.format_summary(configs)
+    assert "half-width of net J/output token (net of idle) is ≤ 2% of the mean" in text
+    assert "target met" in text
+    (doc,) = adaptive.summary_json(configs)
+    assert doc["ci_figure"] == "energy_per_output_token_net_j" and doc["verdict"] == "met"
+    assert doc["points"][0]["energy_per_output_token_net_j"] == pytest.approx(0.015583, 1e-3)
+    gross = [adaptive.ConfigurationSummary(run, adaptive.decide(POLICY, reps))]
+    assert "half-width of J/output token is ≤ 2%" in adaptive.format_summary(gross)
+    assert adaptive.summary_json(gross)[0]["ci_figure"] == "energy_per_output_token_j"
+
+
 def test_every_load_point_must_meet_the_target():
     def two(i, a, b):
         return RepetitionFigures(f"r{i}", i, "succeeded", True,
-                                 {0: ("concurrency", 1.0, a), 1: ("concurrency", 8.0, b)})
+                                 {0: PointFigures("concurrency", 1.0, a),
+                                  1: PointFigures("concurrency", 8.0, b)})
     d = adaptive.decide(POLICY, [two(0, 1.0, 0.5), two(1, 1.0, 0.7), two(2, 1.0, 0.6)])
     assert d.verdict == "more" and d.points[0].half_width_pct == 0.0
     assert d.worst_half_width_pct == d.points[1].half_width_pct > 2.0
@@ -211,6 +246,19 @@ def test_a_tight_configuration_gets_nothing_and_max_bounds(store: Store, adaptiv
     assert summary[reps[0].run_id].verdict == "met"
     assert summary[wide[0].run_id].verdict == "max"
     assert summary[wide[0].run_id].runs == 5
+
+
+def test_the_store_gives_both_figures(store: Store, adaptive_sweep) -> None:
+    _, runs = adaptive_sweep
+    reps = configuration(runs)
+    for r, e in zip(reps, (100.0, 130.0, 80.0)):
+        finish(store, r, e)
+    figures = store.repetition_figures([r.run_id for r in reps])
+    # tests.factories.result: gross = E / 50 tokens, net = (E − 60 J idle) / 50.
+    assert sorted(f.points[0].energy_per_output_token_j for f in figures.values()) == \
+        pytest.approx([1.6, 2.0, 2.6])
+    assert sorted(f.points[0].energy_per_output_token_net_j for f in figures.values()) == \
+        pytest.approx([0.4, 0.8, 1.4])
 
 
 def test_a_fixed_count_sweep_is_never_extended(store: Store) -> None:
