@@ -22,10 +22,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from farm import adaptive  # noqa: E402
-from farm.spec import Repetitions  # noqa: E402
-from farm.store.repetitions import PointFigures, RepetitionFigures  # noqa: E402
-from farm_contract.runspec import RunSpec  # noqa: E402
+from farm import adaptive
+from farm.spec import Repetitions
+from farm.store.repetitions import PointFigures, RepetitionFigures
+from farm_contract.runspec import RunSpec
 
 
 def _none(value) -> float | None:

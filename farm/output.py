@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from farm_contract.runspec import TUNING_FIELDS
+
 SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
 
 
@@ -240,7 +242,6 @@ _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
 # batch-only sweep keeps the narrower table).
 GOODPUT_FIELDS = ("goodput_rps", "slo_attainment")
 # The GPU tuning: in the default table when some run set it.
-TUNING_FIELDS = ("power_limit_w", "sm_clock_mhz")
 # What the worker read back of the tuning (farm.store.mapping.tuning_columns):
 # measured, so never hoisted; {field: (unit, description)}.
 _APPLIED_METADATA = {

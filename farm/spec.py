@@ -46,6 +46,7 @@ from farm_contract.routing import (
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
     NAME_PATTERN,
+    TUNING_FIELDS,
     Decoding,
     MeasurementSpec,
     ModelSpec,
@@ -87,7 +88,7 @@ class HardwareSpec(Strict):
 
     @model_validator(mode="after")
     def _tunable(self) -> HardwareSpec:
-        tuned = [key for key in ("power_limit_w", "sm_clock_mhz") if getattr(self, key)]
+        tuned = [key for key in TUNING_FIELDS if getattr(self, key)]
         errors: list[ErrorDetails] = []
         for name in self.gpu if tuned else []:
             backend, model_name = split_backend(name)
@@ -721,7 +722,7 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
         notes.append(f"--simulate: [[exclude]] {rules} dropped: naming {names}, which the "
                      "simulated sweep does not set")
     data = spec.model_dump(mode="python")
-    for key in ("power_limit_w", "sm_clock_mhz"):
+    for key in TUNING_FIELDS:
         if data["hardware"].pop(key, None) is not None:
             notes.append(f"--simulate: [hardware] {key} dropped: the sim engine does not "
                          "model it")

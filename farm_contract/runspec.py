@@ -147,6 +147,11 @@ class MeasurementSpec(Strict):
 # ---------------------------------------------------------------- concrete runs
 
 
+# The GPU settings a sweep may set per run (RunHardware's fields of the same names):
+# sweep axes, result columns, and what a configuration's identity includes.
+TUNING_FIELDS = ("power_limit_w", "sm_clock_mhz")
+
+
 class RunHardware(Strict):
     """The GPUs a run needs: `gpu_count` of model `gpu_model` (a slug) on `backend`."""
 

@@ -32,6 +32,7 @@ from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import estimate, group_by
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
+from farm_contract.runspec import TUNING_FIELDS
 
 DEFAULT_DRAWS = 2000
 DEFAULT_SEED = 0
@@ -662,7 +663,7 @@ def format_recommendation(rec: Recommendation, fmt: str = "table", *,
 # Shown only with an arrival rate (--rate).
 _RATED_COLUMNS = ("replicas", "busy_pct", "load_power_w", "idle_power_w")
 # Shown only where a configuration set them.
-_TUNING_COLUMNS = ("power_limit_w", "sm_clock_mhz")
+_TUNING_COLUMNS = TUNING_FIELDS
 
 
 def recommendation_columns(rated: bool = False) -> list[Any]:
