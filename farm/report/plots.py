@@ -39,6 +39,7 @@ WINDOW_COLOURS = {"idle": "#bdbdbd", "idle_ctx": "#9ecae1", "load": "#fdd0a2",
                   "warmup": "#fdae6b", "steady": "#a1d99b"}
 SCENARIO_MARKERS = {"server": "o", "batch": "s"}
 KNEE_LEGEND = "rate sweep knee: the highest rate before saturation"
+SATURATED_LEGEND = "rate sweep stopped: saturated here"
 
 
 @dataclass(frozen=True)
@@ -251,8 +252,8 @@ def _empty(ax: Any, text: str) -> None:
 
 def draw_load(spec: FigureSpec) -> Any:
     """A LoadFigure: a panel per token-length pair (rows) and figure (columns), one
-    line per series with its CIs, where it stops falling (plateau or minimum) and a
-    rate sweep's knee (a star)."""
+    line per series with its CIs, where it stops falling (plateau or minimum), a
+    rate sweep's knee (a star) and the rate it saturated at (a cross)."""
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
 
@@ -261,9 +262,11 @@ def draw_load(spec: FigureSpec) -> Any:
     labels = list(dict.fromkeys(s.label for ss in data.series.values() for s in ss))
     line_colours = colours_for(labels) if data.colour_lines else {}
     knees = any(p.knees for ss in data.series.values() for s in ss for p in s.points)
-    ncols_legend = min(4, max(1, len(labels) + knees))
+    stops = any(p.saturations for ss in data.series.values() for s in ss for p in s.points)
+    extra = knees + stops
+    ncols_legend = min(4, max(1, len(labels) + extra))
     fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.5,
-                      bottom=_legend_height(len(labels) + knees, ncols_legend))
+                      bottom=_legend_height(len(labels) + extra, ncols_legend))
     styles: dict[str, tuple[str, str]] = {}
     handles: dict[str, Any] = {}
     for col, figure in enumerate(data.figures):
@@ -296,6 +299,9 @@ def draw_load(spec: FigureSpec) -> Any:
                         ax.plot([p.x], [p.estimate.mean], marker="*", markersize=12,
                                 color=colour, linewidth=0, zorder=5, gid="knee")
                         turns.append((p.x, p.estimate.mean, s.knee_label(p), colour))
+                    if p.saturations:
+                        ax.plot([p.x], [p.estimate.mean], marker="X", markersize=9,
+                                color=colour, linewidth=0, zorder=5, gid="saturated")
                 if s.turn is not None:
                     y = s.means[s.xs.index(s.turn.at)]
                     ax.axvline(s.turn.at, color=colour, linestyle=":", linewidth=1)
@@ -322,6 +328,9 @@ def draw_load(spec: FigureSpec) -> Any:
     if knees:
         handles[KNEE_LEGEND] = Line2D([], [], marker="*", markersize=9, color="black",
                                       linewidth=0)
+    if stops:
+        handles[SATURATED_LEGEND] = Line2D([], [], marker="X", markersize=7, color="black",
+                                           linewidth=0)
     _legend(fig, list(handles.values()), list(handles.keys()), ncols_legend,
             "lines: mean over repetitions; bars: 95% CI (none with n = 1)")
     return fig

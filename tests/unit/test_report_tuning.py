@@ -218,8 +218,11 @@ def test_the_knee_is_marked_and_the_stop_rule_named():
         (star,) = [line for line in ax.get_lines() if line.get_gid() == "knee"]
         assert list(star.get_xdata()) == [4.0] and star.get_marker() == "*"
         assert "knee" in [t.get_text() for t in ax.texts]
+        (cross,) = [line for line in ax.get_lines() if line.get_gid() == "saturated"]
+        assert list(cross.get_xdata()) == [8.0] and cross.get_marker() == "X"
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert "rate sweep knee: the highest rate before saturation" in legend
+    assert "rate sweep stopped: saturated here" in legend
 
 
 def test_runs_that_disagree_on_the_knee_say_how_many_found_it_where():
@@ -236,4 +239,5 @@ def test_runs_that_disagree_on_the_knee_say_how_many_found_it_where():
     (closed,) = energy_vs_load(plain, "concurrency")
     assert closed.rate_sweep_note() is None
     fig = draw_figure(FigureSpec("c", "energy_load", "closed", load_figures(plain)[0]))
-    assert not [line for ax in fig.axes for line in ax.get_lines() if line.get_gid() == "knee"]
+    assert not [line for ax in fig.axes for line in ax.get_lines()
+                if line.get_gid() in ("knee", "saturated")]

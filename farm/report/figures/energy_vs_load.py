@@ -21,8 +21,8 @@ KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
     "plateau (\"plateau ≥ c\": from c on, every further doubling of the load changes the "
     "energy by less than 10%) or a minimum (\"minimum at c\", ringed: the energy falls to c, "
     "then rises again by 10% or more per doubling). A rate sweep (`rate_sweep`) marks its "
-    "knee with a star — the highest rate before the point where it stopped — and the "
-    "caption names the stop rule that point met: achieved below offered (achieved "
+    "knee with a star — the highest rate before the point where it stopped — and that "
+    "point, where it saturated, with a cross; the caption names the stop rule it met: achieved below offered (achieved "
     "throughput under min_achieved_pct % of the rate offered), throughput flat (up less "
     "than min_gain_pct % on the previous rate) or TTFT growth (median TTFT above "
     "max_ttft_growth × the first point's)."))
