@@ -3,10 +3,12 @@
 # "Self-sized windows and repetitions on an H200"): two `farmctl run`s into one
 # SQLite store, each with its private Redis —
 #   1. examples/hf-gpu.toml: batch 1/8/64, self-sized 30 s windows, repetitions
-#      until the 95% CI of J/output token is within 2% (3 to 6 runs each);
+#      until the 95% CI of net-of-idle J/output token is within 2% (3 to 6 runs
+#      each);
 #   2. examples/hf-gpu-power-limit.toml: batch 64 at power limits 200-700 W.
+# SWEEPS="hf-gpu" (or "hf-gpu-power-limit") runs one of them only.
 # Writes to OUT_DIR as it goes: gpu-before.csv / gpu-after.csv (nvidia-smi),
-# probe.json, run.txt and power-limit.txt (what farmctl printed), results.json,
+# probe.json, run.txt, results.txt and power-limit.txt (what farmctl printed), results.json,
 # power-limit-results.json, farm-gpu.db (the store: runs, load points, requests,
 # power timelines) and DONE (the exit status of each step) at the end.
 #
@@ -30,9 +32,17 @@ query=name,driver_version,power.limit,power.default_limit,clocks.sm,temperature.
 nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-before.csv"
 farmctl worker --probe > "$out/probe.json"
 
-step farmctl run examples/hf-gpu.toml > "$out/run.txt" 2>&1
-step farmctl results hf-gpu-llama-0.67b --format json --out "$out/results.json"
-step farmctl run examples/hf-gpu-power-limit.toml > "$out/power-limit.txt" 2>&1
-step farmctl results hf-gpu-power-limit --format json --out "$out/power-limit-results.json"
+for sweep in ${SWEEPS:-hf-gpu hf-gpu-power-limit}; do
+  case $sweep in
+    hf-gpu)
+      step farmctl run examples/hf-gpu.toml > "$out/run.txt" 2>&1
+      step farmctl results hf-gpu-llama-0.67b > "$out/results.txt" 2>&1
+      step farmctl results hf-gpu-llama-0.67b --format json --out "$out/results.json" ;;
+    hf-gpu-power-limit)
+      step farmctl run examples/hf-gpu-power-limit.toml > "$out/power-limit.txt" 2>&1
+      step farmctl results hf-gpu-power-limit --format json --out "$out/power-limit-results.json" ;;
+    *) echo "unknown sweep in SWEEPS: $sweep" >&2; exit 2 ;;
+  esac
+done
 nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-after.csv"
 printf '%s\n' "${status[@]}" > "$out/DONE"
