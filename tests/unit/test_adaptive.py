@@ -290,3 +290,37 @@ def test_a_configuration_label_names_the_gpu_tuning_it_asked_for():
         "sim:h100-80gb", "sim:h100-80gb · 300 W cap · SM 1200 MHz")
     assert adaptive.configuration_label(factories.tuned(run, 450.0)) == plain.replace(
         "sim:h100-80gb", "sim:h100-80gb · 450 W cap")
+
+
+def test_the_report_lists_the_verdicts_and_the_figure_they_were_on(store: Store) -> None:
+    from farm.report.figures import FigureInputs, Reads, kind
+    from farm.report.points import load_run_points
+
+    net = ADAPTIVE.replace("ci_half_width_pct = 2 }", 'ci_half_width_pct = 2, figure = "net" }')
+    spec, text, runs = factories.sweep(net)
+    sid = store.record_sweep(spec, text)
+    store.add_runs(sid, runs)
+    tight, wide = configuration(runs, 0), configuration(runs, 1)
+    for r in tight:
+        finish(store, r, 100.0)
+    for r, e in zip(wide, (100.0, 150.0, 70.0)):
+        finish(store, r, e)
+    adaptive.extend_sweep(store, sid)       # the wide one's repetition 3 is queued
+    name, points = load_run_points(store, spec.name)
+
+    def notes(energies):
+        reads = Reads(store, "repetitions", kind("repetitions").needs, {})
+        return kind("repetitions").build(FigureInputs(name, points, True, False, energies,
+                                                      (), reads)).notes
+
+    gross = notes(("energy_per_request_j", "energy_per_output_token_j"))
+    head = next(n for n in gross if n.startswith("Adaptive repetitions"))
+    assert "net J/output token (net of idle) was ≤ 2% of the mean" in head
+    assert "at most 5 runs" in head and "1 target met" in head
+    assert "3 repetition running or queued" in head     # the wide one, two untouched
+    assert any(n.startswith("The target was on net J/output token") and "--net" in n
+               for n in gross)
+    assert any(n.startswith("±0.00% (n = 3, 3 run(s)), target met: ") for n in gross)
+    assert any("(n = 3, 4 run(s)), repetition running or queued: " in n for n in gross)
+    shown_net = notes(("energy_per_request_net_j", "energy_per_output_token_net_j"))
+    assert not any(n.startswith("The target was on") for n in shown_net)

@@ -32,6 +32,7 @@ NEEDS = {
     "points": "the sweep's run points (farm.report.points.RunPoint)",
     "results": "a run's stored result (Store.result_for: sensors, idle baselines, windows)",
     "traces": "a run's power trace (Store.trace_for: the timeline samples)",
+    "adaptive": "the sweep's adaptive-repetitions decisions (farm.adaptive.sweep_summary)",
 }
 
 
@@ -66,9 +67,19 @@ class Reads:
                                f"declare it: @figure(..., needs=(..., {need!r}))")
         key = (need, run_id)
         if key not in self._cache:
-            method = {"results": "result_for", "traces": "trace_for"}[need]
-            self._cache[key] = getattr(self._store, method)(run_id)
+            if need == "adaptive":
+                from farm import adaptive  # farm.adaptive imports farm.report.stats
+                self._cache[key] = adaptive.sweep_summary(self._store, run_id)
+            else:
+                method = {"results": "result_for", "traces": "trace_for"}[need]
+                self._cache[key] = getattr(self._store, method)(run_id)
         return self._cache[key]
+
+    def adaptive_summary(self, sweep: str) -> list[Any]:
+        """The sweep's adaptive-repetitions decisions, per configuration
+        (farm.adaptive.ConfigurationSummary; empty for a fixed count; needs "adaptive")."""
+        row = self._store.find_sweep(sweep)
+        return [] if row is None else self._read("adaptive", row.id)
 
     def result_for(self, run_id: str) -> dict[str, Any] | None:
         """The run's stored result as a dict (needs "results")."""

@@ -22,9 +22,10 @@ KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
     "energy by less than 10%) or a minimum (\"minimum at c\", ringed: the energy falls to c, "
     "then rises again by 10% or more per doubling). A rate sweep (`rate_sweep`) marks its "
     "knee with a star — the highest rate before the point where it stopped — and that "
-    "point, where it saturated, with a cross; the caption names the stop rule it met: achieved below offered (achieved "
-    "throughput under min_achieved_pct % of the rate offered), throughput flat (up less "
-    "than min_gain_pct % on the previous rate) or TTFT growth (median TTFT above "
+    "point, where it saturated, with a cross; the caption names the stop rule it met: "
+    "achieved below offered (achieved throughput under min_achieved_pct % of the rate "
+    "offered), throughput flat (up less than min_gain_pct % on the previous rate) or TTFT "
+    "growth (median TTFT above "
     "max_ttft_growth × the first point's)."))
 def energy_vs_load(inputs: FigureInputs) -> Section:
     """One figure per model and load kind with two or more load values (split into

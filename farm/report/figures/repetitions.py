@@ -5,6 +5,7 @@ farm/adaptive.py, stop on). Notes only, no figure."""
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 
 from farm.report.figures import FigureInputs, Section, figure
 from farm.report.selection import select
@@ -17,12 +18,14 @@ def _no_draw(spec):  # pragma: no cover - this kind plans no figure
     raise RuntimeError("the repetitions section has no figure")
 
 
-@figure("repetitions", heading="Repetitions and confidence", order=90, draw=_no_draw, intro=(
+@figure("repetitions", heading="Repetitions and confidence", order=90, draw=_no_draw,
+        needs=("points", "adaptive"), intro=(
     "How many usable repetitions (succeeded and valid) each configuration point's J per "
     "output token rests on, and the 95% CI half-width (Student's t) it reached, as a "
     "percentage of the mean. A sweep with adaptive repetitions (repetitions = { min, "
     "max, ci_half_width_pct }) ran each configuration until that width was within its "
-    "target or max was reached; `farmctl results SWEEP` lists each verdict."))
+    "target or max was reached; its verdicts are listed here and by `farmctl results "
+    "SWEEP`."))
 def repetitions(inputs: FigureInputs) -> Section:
     """The spread of n and of CI half-widths, and the widest intervals."""
     figure_name = inputs.energies[1]
@@ -47,4 +50,33 @@ def repetitions(inputs: FigureInputs) -> Section:
         notes.append(f"±{w:.2f}% (n = {n}): {p.model} · {p.gpu_label}{tuning} · {p.engine}"
                      f"{' ' + p.args_label if p.args_label else ''} · {p.scenario} "
                      f"{p.load_label} · in {p.input_tokens}/out {p.output_tokens}")
-    return Section(notes=notes)
+    return Section(notes=notes + _adaptive_notes(inputs))
+
+
+def _adaptive_notes(inputs: FigureInputs) -> list[str]:
+    """What the sweep's adaptive repetitions decided, per configuration, and whether
+    the interval they stopped on is the one this report shows."""
+    configs = inputs.reads.adaptive_summary(inputs.sweep) if inputs.reads is not None else []
+    if not configs:
+        return []
+    from farm import adaptive  # farm.adaptive imports farm.report.stats
+
+    d0 = configs[0].decision
+    bounded = "net J/output token (net of idle)" if d0.figure.endswith("_net_j") \
+        else "J/output token"
+    counts = Counter(adaptive.VERDICT_WORDS[c.decision.verdict] for c in configs)
+    notes = [f"Adaptive repetitions: until the 95% CI half-width of {bounded} was ≤ "
+             f"{d0.target_pct:g}% of the mean at every load point, at most {d0.max_runs} "
+             f"runs — " + ", ".join(f"{n} {words}" for words, n in counts.items()) + "."]
+    if d0.figure != inputs.energies[1]:
+        other = "--net" if d0.figure.endswith("_net_j") else "without --net"
+        notes.append(f"The target was on {bounded}; the intervals above are of "
+                     f"{inputs.energies[1]}, not the ones the sweep stopped on (the report "
+                     f"{other} shows those).")
+    for c in configs[:SHOWN]:
+        width = c.decision.worst_half_width_pct
+        ci = "no interval" if width is None else f"±{width:.2f}%"
+        notes.append(f"{ci} (n = {c.decision.n}, {c.decision.runs} run(s)), "
+                     f"{adaptive.VERDICT_WORDS[c.decision.verdict]}: "
+                     f"{adaptive.configuration_label(c.run)}")
+    return notes
