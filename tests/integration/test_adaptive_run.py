@@ -79,9 +79,14 @@ def test_an_unreachable_target_runs_to_max(tmp_path):
         assert store.counts()["results"] == 4
 
 
-def test_a_loose_target_stops_at_min(tmp_path):
-    out = run_sweep(tmp_path, "adaptive-met", "90")
+@pytest.mark.parametrize("figure", ["gross", "net"])
+def test_a_loose_target_stops_at_min(tmp_path, figure):
+    out = run_sweep(tmp_path, "adaptive-met", f'90, figure = "{figure}"')
     (config,) = out["json"]["repetitions"]
     assert config["verdict"] == "met" and config["runs"] == 2
     assert config["worst_ci_half_width_pct"] <= 90
     assert "target met" in out["shown"]
+    column = {"gross": "energy_per_output_token_j",
+              "net": "energy_per_output_token_net_j"}[figure]
+    assert config["ci_figure"] == column
+    assert all(p["n"] == 2 and p[column] > 0 for p in config["points"])
