@@ -117,6 +117,11 @@ class EnergyWindow(Record):
     # judge and the ratio is outside the sweep's tolerance.
     agreement: float | None = None
     disagrees: bool = False
+    # How the counters were read at the edges: "read" (when the window opened and
+    # closed: up to one counter update stale at each) or "tick" (just after each
+    # counter moved, workers.power.Meter `align`: the idle baselines).
+    # None: not said (a window without counters, or stored before migration 0008).
+    edges: Literal["read", "tick"] | None = None
     # Energy of each extra source (MeasurementInfo.energy_sources, by name) over
     # the same interval; never part of energy_j.
     sources: dict[str, SourceEnergy] = {}

@@ -86,10 +86,12 @@ def _first_line(proc: subprocess.Popen) -> str:
 
 def _idle_window(meter: Meter, name: str, seconds: float, abort: threading.Event
                  ) -> EnergyWindow:
-    meter.begin(name)
+    # Tick-aligned edges: nothing changes across them, and at 5 s one counter
+    # update's energy is 2% of the window (workers.power.Meter._read_ticks).
+    meter.begin(name, align=True)
     if abort.wait(seconds):
         raise RunAborted(f"worker shutting down during the {name} baseline")
-    return meter.end(name)
+    return meter.end(name, align=True)
 
 
 def measure_baselines(meter: Meter, gpus: list[GpuDevice], seconds: float,

@@ -44,6 +44,14 @@ class _OpenWindow:
     counters_mj: list[float | None]
     # The extra sources' readings at the opening edge, resolved when the window closes.
     sources: Future[list[SourceReading]] | None = None
+    # Per GPU, when its counter was seen to move (tick-aligned edges), else None.
+    ticks_s: list[float] | None = None
+
+
+# How long an aligned edge waits for a counter to move, in its update periods: past
+# that the counter is stalled (or steps more coarsely than it says) and the edge is
+# read as it is.
+ALIGN_WAIT_PERIODS = 2.5
 
 
 @dataclass
@@ -291,27 +299,75 @@ class Meter:
             if opened.sources is not None:
                 opened.sources.result()
 
-    def begin(self, name: str, load_point: int | None = None) -> None:
-        """Open window `name` (of `load_point`): read the counters at its start edge."""
+    def _read_ticks(self) -> tuple[list[float | None], list[float] | None]:
+        """Each GPU's counter just after it moved, and when (None: some counter did
+        not move within ALIGN_WAIT_PERIODS of its update period, or has none).
+
+        A counter that moves every ~100 ms, read at an arbitrary time, is up to one
+        update stale, so a window read at arbitrary edges is off by up to one
+        update's energy: 2% of a 5 s idle window, as the H200 showed (+11 J on
+        580 J). Read just after it moves, both edges sit on updates and the delta
+        is the energy between them, to within one read's latency (~3 ms on NVML).
+        """
+        periods = [getattr(gpu, "counter_update_s", 0.0) for gpu in self.gpus]
+        first = self._read()
+        if not self.gpus or any(p <= 0 for p in periods) or any(v is None for v in first):
+            return first, None
+        deadline = time.monotonic() + ALIGN_WAIT_PERIODS * max(periods)
+        values: list[float | None] = list(first)
+        ticks: list[float | None] = [None] * len(self.gpus)
+        while any(t is None for t in ticks):
+            if time.monotonic() > deadline:
+                return values, None
+            for i, gpu in enumerate(self.gpus):
+                if ticks[i] is None and (value := gpu.energy_mj()) != first[i]:
+                    values[i], ticks[i] = value, self.now_s()
+            time.sleep(0.001)
+        return values, ticks  # type: ignore[return-value]
+
+    def begin(self, name: str, load_point: int | None = None, align: bool = False) -> None:
+        """Open window `name` (of `load_point`): read the counters at its start edge.
+
+        `align`: read each counter just after it moves (`_read_ticks`; waits up to
+        ~ALIGN_WAIT_PERIODS updates). For windows whose state holds across the edge —
+        the idle baselines — where a short window makes one update's energy count.
+        """
         start_s = self.now_s()
+        if align:
+            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+            counters, ticks = self._read_ticks()
+            if ticks is not None:
+                start_s = min(ticks)
+            self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending, ticks)
+            return
         counters, _, pending = self._read_edge()
         self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending)
 
-    def end(self, name: str, load_point: int | None = None) -> EnergyWindow:
+    def end(self, name: str, load_point: int | None = None, align: bool = False) -> EnergyWindow:
         """Close window `name` (of `load_point`) and return its energy.
 
         Energy (J) is the counters' delta summed over the GPUs; None with a reason when
         a counter is unsupported or moves too coarsely for the window. The timeline
-        integral is kept beside it for the agreement check.
+        integral is kept beside it for the agreement check. With `align` at both
+        edges, each GPU's delta is between two of its counter's updates, scaled to
+        the window from its own span (GPUs' counters move at different instants);
+        the window says `edges = "tick"`.
         """
         opened = self._open.pop((name, load_point))
-        counters, end_s, pending = self._read_edge()
+        ticks: list[float] | None = None
+        if align:
+            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+            counters, ticks = self._read_ticks()
+            end_s = max(ticks) if ticks is not None else self.now_s()
+        else:
+            counters, end_s, pending = self._read_edge()
+        aligned = ticks is not None and opened.ticks_s is not None
         sources = pending.result() if pending else []
         opening = opened.sources.result() if opened.sources else []
         per_gpu: list[float | None] = []
         reason = None
         duration = end_s - opened.start_s
-        for gpu, before, after in zip(self.gpus, opened.counters_mj, counters):
+        for i, (gpu, before, after) in enumerate(zip(self.gpus, opened.counters_mj, counters)):
             delta, why = counter_delta_j(before, after,
                                          getattr(gpu, "energy_wraps_at_mj", None))
             if delta is not None and duration < 2 * getattr(gpu, "counter_update_s", 0.0):
@@ -319,6 +375,9 @@ class Meter:
                 # whole tick: neither is the window's energy.
                 delta, why = None, (f"window ({duration * 1000:.0f} ms) shorter than twice "
                                     f"the counter's update period")
+            if delta is not None and aligned:
+                span = ticks[i] - opened.ticks_s[i]  # type: ignore[index]
+                delta = delta * duration / span if span > 0 else None
             per_gpu.append(delta)
             reason = reason or why
         energy = None if any(e is None for e in per_gpu) else sum(per_gpu)  # type: ignore[arg-type]
@@ -332,6 +391,7 @@ class Meter:
             peak_power_w=peak_w, null_reason=reason, agreement=agreement,
             disagrees=(agreement is not None and duration >= self.agreement.min_window_s
                        and abs(agreement - 1.0) > self.agreement.tolerance),
+            edges="tick" if aligned else "read",
             sources={source.name: source_energy(source, before_r, after_r, duration)
                      for source, before_r, after_r in zip(self.sources, opening, sources)},
         )

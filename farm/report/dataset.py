@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -364,6 +364,10 @@ WINDOWS = Table(
         _c("agreement", "float64", "1", "timeline_energy_j ÷ energy_j"),
         _c("disagrees", "bool", None,
            "long enough to judge and off by more than the tolerance", False),
+        _c("edges", "string", None, "how the counters were read at the edges: `read` (when "
+           "the window opened and closed, each up to one counter update stale) or `tick` "
+           "(just after each counter moved: the idle baselines); null: not said (stored "
+           "before 1.3)"),
     ),
 )
 

@@ -335,6 +335,8 @@ class WindowRow(SQLModel, table=True):
     # EnergyWindow.sources (migration 0005): {source name: {energy_j, null_reason}};
     # NULL when the run read no extra source.
     sources: dict[str, Any] | None = Field(default=None, sa_type=_json())
+    # EnergyWindow.edges (migration 0008): "read" or "tick"; NULL on older rows.
+    edges: str | None = None
 
 
 class RequestRow(SQLModel, table=True):

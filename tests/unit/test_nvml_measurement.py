@@ -36,6 +36,9 @@ class LiveNvml(FakeNvml):
         self.at = time.monotonic()
         self.lock = threading.Lock()
         self.gpus[0]["pids"] = []
+        self.step_s: float | None = None   # the counter moves only this often (H200: 0.1)
+        self.ticked = [1_000_000.0, 2_000_000.0]
+        self.tick_at = self.at
 
     def advance(self) -> None:
         with self.lock:
@@ -53,6 +56,13 @@ class LiveNvml(FakeNvml):
     def nvmlDeviceGetTotalEnergyConsumption(self, handle):
         self._check("nvmlDeviceGetTotalEnergyConsumption", handle)
         self.advance()
+        if self.step_s is not None:
+            # The value at the last update, as the driver's counter reads between them.
+            with self.lock:
+                if self.at - self.tick_at >= self.step_s:
+                    self.ticked = list(self.energy)
+                    self.tick_at += self.step_s * ((self.at - self.tick_at) // self.step_s)
+                return int(self.ticked[handle])
         return int(self.energy[handle])
 
     def nvmlDeviceGetFieldValues(self, handle, fieldIds):
@@ -144,6 +154,21 @@ quiet = { window_s = 0.5, timeout_s = 5 }
 def measure(gpus):
     return run_one(RUN, gpus, threading.Event(), worker=WORKER, attempt=1,
                    engine_factory=WattsEngine, idle_temperatures=IdleTemperatures())
+
+
+def test_idle_baselines_on_a_counter_that_moves_every_100_ms(live):
+    # The H200's counter moves every ~100 ms: read at arbitrary edges, a 0.5 s idle
+    # window is off by up to one update (±20%); read on updates it is not.
+    fake, gpus = live
+    fake.step_s = 0.1
+    run = RUN.model_copy(update={"measurement": RUN.measurement.model_copy(
+        update={"idle_baseline_s": 0.5})})
+    result = run_one(run, gpus, threading.Event(), worker=WORKER, attempt=1,
+                     engine_factory=WattsEngine, idle_temperatures=IdleTemperatures())
+    assert result.status == "succeeded", result.error
+    idle = result.window("idle")
+    assert idle.edges == "tick" and result.idle.idle_power_w == pytest.approx(75.0, rel=0.03)
+    assert result.window("steady", 0).edges == "read"
 
 
 def test_a_run_on_nvml_measures_windows_idle_and_validity(live):

@@ -241,3 +241,103 @@ def test_load_point_result_copies_what_the_load_generator_knows():
     assert plain.lateness == LatencyStats() and plain.lateness.p99_ms is None
     assert (plain.unsent_requests, plain.max_in_flight) == (None, None)
     assert plain.notes == ["a note"] and plain.good_requests == 4
+
+
+class SteppedGpu(ScriptedGpu):
+    """A counter that moves only every `counter_update_s`, to the energy at that
+    update (NVML's ~100 ms): read between updates it is stale."""
+
+    def __init__(self, watts=100.0, period_s=0.1, phase_s=0.0):
+        super().__init__(watts)
+        self.counter_update_s = period_s
+        self.origin -= phase_s
+
+    def energy_mj(self):
+        if not self.counter_ok:
+            return None
+        elapsed = time.monotonic() - self.origin
+        ticks = elapsed // self.counter_update_s
+        return self.offset_mj + ticks * self.counter_update_s * self.watts * 1000
+
+    def until_tick(self, offset_s):
+        """Sleep until `offset_s` after the next update (negative: before it)."""
+        elapsed = time.monotonic() - self.origin
+        next_tick = (elapsed // self.counter_update_s + 1) * self.counter_update_s
+        if offset_s < 0 and next_tick + offset_s < elapsed + 0.005:
+            next_tick += self.counter_update_s
+        time.sleep(next_tick + offset_s - elapsed)
+
+
+def test_edges_read_between_updates_count_a_stale_update_and_tick_edges_do_not():
+    gpu = SteppedGpu(100.0, period_s=0.1)
+    meter, sampler = meter_for(gpu)
+    # Opened 20 ms before an update (the counter is 80 ms stale), closed 20 ms after
+    # one (20 ms stale): 60 ms more energy than time, +14% on a 0.44 s window.
+    gpu.until_tick(-0.02)
+    meter.begin("read")
+    gpu.until_tick(0.02)
+    time.sleep(0.3)
+    gpu.until_tick(0.02)
+    read = meter.end("read")
+    gpu.until_tick(-0.02)
+    meter.begin("tick", align=True)
+    time.sleep(0.35)
+    gpu.until_tick(0.02)
+    tick = meter.end("tick", align=True)
+    sampler.stop()
+    assert read.edges == "read" and read.avg_power_w > 108.0
+    assert tick.edges == "tick" and tick.avg_power_w == pytest.approx(100.0, rel=0.03)
+    # The aligned window sits on two updates: a whole number of periods long.
+    assert tick.duration_s / 0.1 == pytest.approx(round(tick.duration_s / 0.1), abs=0.05)
+
+
+def test_tick_edges_scale_each_gpu_by_its_own_span():
+    # Two GPUs whose counters move at different instants (phases 0 and 40 ms).
+    a, b = SteppedGpu(100.0, 0.1, 0.0), SteppedGpu(300.0, 0.1, 0.04)
+    b.info = b.info.model_copy(update={"index": 1, "uuid": "GPU-b"})
+    sampler = PowerSampler([a, b], 0.02)
+    sampler.start()
+    meter = Meter([a, b], sampler)
+    meter.begin("idle", align=True)
+    time.sleep(0.43)
+    window = meter.end("idle", align=True)
+    sampler.stop()
+    assert window.edges == "tick"
+    assert window.per_gpu_energy_j[0] / window.duration_s == pytest.approx(100.0, rel=0.04)
+    assert window.per_gpu_energy_j[1] / window.duration_s == pytest.approx(300.0, rel=0.04)
+
+
+def test_a_counter_that_does_not_move_is_read_as_it_is():
+    gpu = SteppedGpu(100.0, period_s=0.1)
+    gpu.watts = 0.0                                   # never moves
+    meter, sampler = meter_for(gpu)
+    started = time.monotonic()
+    meter.begin("idle", align=True)
+    assert time.monotonic() - started < 0.35          # waited ≤ 2.5 updates, then read
+    time.sleep(0.25)
+    window = meter.end("idle", align=True)
+    sampler.stop()
+    assert window.edges == "read" and window.energy_j == 0.0
+    # No update period (the sim GPU's continuous counter): nothing to align on.
+    plain = ScriptedGpu(50.0)
+    meter, sampler = meter_for(plain)
+    meter.begin("idle", align=True)
+    time.sleep(0.2)
+    window = meter.end("idle", align=True)
+    sampler.stop()
+    assert window.edges == "read" and window.avg_power_w == pytest.approx(50.0, rel=0.05)
+
+
+def test_idle_baselines_are_read_on_counter_updates():
+    import threading
+
+    from workers.baseline import measure_baselines
+
+    gpu = SteppedGpu(80.0, period_s=0.05)
+    gpu.set_context = lambda held: setattr(gpu, "watts", 120.0 if held else 80.0)
+    meter, sampler = meter_for(gpu)
+    baseline = measure_baselines(meter, [gpu], 0.3, threading.Event(), set())
+    sampler.stop()
+    assert meter.window("idle").edges == meter.window("idle_ctx").edges == "tick"
+    assert baseline.idle_power_w == pytest.approx(80.0, rel=0.04)
+    assert baseline.idle_ctx_power_w == pytest.approx(120.0, rel=0.04)
