@@ -300,8 +300,10 @@ class Meter:
                 opened.sources.result()
 
     def _read_ticks(self) -> tuple[list[float | None], list[float] | None]:
-        """Each GPU's counter just after it moved, and when (None: some counter did
-        not move within ALIGN_WAIT_PERIODS of its update period, or has none).
+        """Each GPU's counter just after it moved, and when. Where some counter did
+        not move within ALIGN_WAIT_PERIODS of its update period, or has none, the
+        times are None and the counters are read afresh, all at once: the caller
+        places that edge at this read, as an unaligned one.
 
         A counter that moves every ~100 ms, read at an arbitrary time, is up to one
         update stale, so a window read at arbitrary edges is off by up to one
@@ -310,15 +312,17 @@ class Meter:
         is the energy between them, to within one read's latency (~3 ms on NVML).
         """
         periods = [getattr(gpu, "counter_update_s", 0.0) for gpu in self.gpus]
+        if not self.gpus or any(p <= 0 for p in periods):
+            return self._read(), None
         first = self._read()
-        if not self.gpus or any(p <= 0 for p in periods) or any(v is None for v in first):
+        if any(v is None for v in first):
             return first, None
         deadline = time.monotonic() + ALIGN_WAIT_PERIODS * max(periods)
         values: list[float | None] = list(first)
         ticks: list[float | None] = [None] * len(self.gpus)
         while any(t is None for t in ticks):
             if time.monotonic() > deadline:
-                return values, None
+                return self._read(), None
             for i, gpu in enumerate(self.gpus):
                 if ticks[i] is None and (value := gpu.energy_mj()) != first[i]:
                     values[i], ticks[i] = value, self.now_s()
@@ -332,14 +336,14 @@ class Meter:
         ~ALIGN_WAIT_PERIODS updates). For windows whose state holds across the edge —
         the idle baselines — where a short window makes one update's energy count.
         """
-        start_s = self.now_s()
         if align:
-            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
             counters, ticks = self._read_ticks()
-            if ticks is not None:
-                start_s = min(ticks)
+            # The sources are read right after the GPUs' edge, wherever it fell.
+            start_s = min(ticks) if ticks is not None else self.now_s()
+            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
             self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending, ticks)
             return
+        start_s = self.now_s()
         counters, _, pending = self._read_edge()
         self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending)
 
@@ -356,9 +360,9 @@ class Meter:
         opened = self._open.pop((name, load_point))
         ticks: list[float] | None = None
         if align:
-            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
             counters, ticks = self._read_ticks()
             end_s = max(ticks) if ticks is not None else self.now_s()
+            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
         else:
             counters, end_s, pending = self._read_edge()
         aligned = ticks is not None and opened.ticks_s is not None
