@@ -8,6 +8,7 @@ tests skip, or fail where CI=1 or FARM_REQUIRE_SERVICES=1.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,13 @@ from tests.dbfixtures import (
     drop_database,
     pg_error,
 )
+
+# A suite started in the background (`cmd &`, nohup) inherits SIGINT ignored, and
+# so would every farmctl it starts — Python then installs no KeyboardInterrupt
+# handler, rightly for a background job — and the tests that Ctrl-C farmctl would
+# see it ignored. A handler here makes the children start with SIGINT at default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def services_required() -> bool:
