@@ -381,7 +381,8 @@ class Meter:
                                     f"the counter's update period")
             if delta is not None and aligned:
                 span = ticks[i] - opened.ticks_s[i]  # type: ignore[index]
-                delta = delta * duration / span if span > 0 else None
+                delta, why = ((delta * duration / span, None) if span > 0 else
+                              (None, "the counter's updates at the edges are not in order"))
             per_gpu.append(delta)
             reason = reason or why
         energy = None if any(e is None for e in per_gpu) else sum(per_gpu)  # type: ignore[arg-type]
