@@ -1,7 +1,8 @@
 """The worker's measurement path on a real NVIDIA GPU (skipped where NVML finds none).
 
 Counter vs timeline agreement around a steady bf16 matmul, pulsed loads and
-Hugging Face generation; idle with and without a CUDA context; the sampler's
+Hugging Face generation; idle with and without a CUDA context; idle windows read
+on counter updates (the baselines' edges); the sampler's
 own cost; and run_one end to end on NVML (preflight, both idle baselines,
 isolation, validity). With FARM_GPU_REPORT=path every figure is also written
 as JSON (docs/measurement.md is made from it).
@@ -125,6 +126,29 @@ def test_idle_without_and_with_a_cuda_context(gpu):
     assert idle_ctx.avg_power_w > idle.avg_power_w + 10, "a CUDA context should raise idle power"
     for window in (idle, idle_ctx):
         assert abs(window.agreement - 1) <= FLAG
+
+
+def test_idle_windows_on_counter_updates_agree_with_the_timeline(gpu):
+    # Read on counter updates (the idle baselines' edges), a 5 s idle window is not
+    # off by one update's energy: the H200 gave −0.11…−0.03 W against the timeline
+    # (read edges: −1.59…0.00 W), benchmarks/gpu_idle_edges.py.
+    sampler = PowerSampler([gpu], 0.1)
+    sampler.start()
+    meter = Meter([gpu], sampler)
+    windows = []
+    for i in range(4):
+        meter.begin(f"idle-{i}", align=True)
+        time.sleep(5)
+        windows.append(meter.end(f"idle-{i}", align=True))
+    sampler.stop()
+    REPORT["idle_tick_edges"] = [summary(w) for w in windows]
+    period = gpu.counter_update_s
+    for w in windows:
+        assert w.edges == "tick" and w.energy_j
+        assert abs(w.agreement - 1) <= 0.005, summary(w)
+        # Both edges on updates: a whole number of update periods, give or take the
+        # period's own jitter (97–103 ms on the H200) over ~50 periods.
+        assert abs(w.duration_s / period - round(w.duration_s / period)) < 0.25
 
 
 def test_steady_matmul_counter_and_timeline_agree(gpu):
