@@ -13,6 +13,8 @@ without its repetition index). After each recorded result the recorder calls
   it (they took GPU time) but give no value, so `max` bounds the work;
 - **no usable run**: every repetition failed or was invalid — a fault to fix
   (`farmctl retry`), not noise to average away, so no more are added;
+- **no value**: usable runs, none with the figure bounded (a net target on runs
+  without an idle baseline): more runs would not give one either;
 - **cancelled**: a repetition was cancelled (the sweep was);
 - **more**: add repetition k (one past the highest index stored).
 
@@ -39,7 +41,7 @@ from farm.store.repetitions import RepetitionFigures
 from farm_contract.runspec import RunSpec
 
 PENDING = ("queued", "running")
-VERDICTS = ("waiting", "met", "max", "no usable run", "cancelled", "more")
+VERDICTS = ("waiting", "met", "max", "no usable run", "no value", "cancelled", "more")
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,8 @@ def decide(policy: Repetitions, reps: Iterable[RepetitionFigures]) -> Decision:
         verdict = "max"
     elif not usable:
         verdict = "no usable run"
+    elif all(p.estimate is None for p in points):
+        verdict = "no value"
     else:
         verdict = "more"
     return Decision(verdict=verdict, **base)
@@ -218,6 +222,7 @@ VERDICT_WORDS = {
     "waiting": "repetition running or queued",
     "more": "next repetition due",
     "no usable run": "no usable run (farmctl retry)",
+    "no value": "no run measured the figure bounded",
     "cancelled": "cancelled",
 }
 

@@ -378,6 +378,18 @@ class SweepSpec(Strict):
             raise ValidationError.from_exception_data("SweepSpec", errors)
         return self
 
+    @model_validator(mode="after")
+    def _net_target_has_baselines(self) -> SweepSpec:
+        # Without idle baselines no run has a net figure: a net target would run
+        # every configuration to max and bound nothing.
+        policy = self.adaptive
+        if policy is not None and policy.figure == "net" and \
+                self.measurement.idle_baseline_s == 0:
+            raise ValidationError.from_exception_data("SweepSpec", [_problem(
+                ("repetitions", "figure"), "a net-of-idle target needs the idle baselines, "
+                "and [measurement] idle_baseline_s is 0")])
+        return self
+
 
 # ------------------------------------------- what the runs need, known before a GPU
 

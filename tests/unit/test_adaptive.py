@@ -69,6 +69,19 @@ def test_bad_tables_name_field_and_line(table, field, fragment):
     assert problem.line == 3
 
 
+def test_a_net_target_needs_the_idle_baselines():
+    text = ADAPTIVE.replace("ci_half_width_pct = 2 }", 'ci_half_width_pct = 2, figure = "net" }')
+    assert parse_sweep(text).adaptive.figure == "net"
+    no_idle = text + "\n[measurement]\nidle_baseline_s = 0\n"
+    if "[measurement]" in text:
+        no_idle = text.replace("[measurement]\n", "[measurement]\nidle_baseline_s = 0\n", 1)
+    with pytest.raises(SpecError) as caught:
+        parse_sweep(no_idle)
+    (problem,) = caught.value.problems
+    assert problem.field == "repetitions.figure" and problem.line == 3
+    assert "idle_baseline_s is 0" in problem.message
+
+
 def test_a_table_header_form_points_at_the_key_line():
     text = factories.SMALL_SWEEP.replace("repetitions = 2\n", "") + (
         "\n[repetitions]\nmin = 4\nmax = 3\nci_half_width_pct = 2\n")
@@ -135,6 +148,9 @@ def test_the_net_figure_is_the_one_bounded_when_asked():
     # A run without a net figure (no idle baseline) gives no value to a net target.
     d = adaptive.decide(net, [*reps[:2], rep(2, 0.0352, net=None)])
     assert d.verdict == "more" and d.n == 2 and d.usable == 3
+    # None with one: more runs would not give one either.
+    d = adaptive.decide(net, [rep(i, 0.0352, net=None) for i in range(3)])
+    assert d.verdict == "no value" and d.usable == 3 and d.n == 0
 
 
 def test_the_summary_says_which_figure_the_ci_is_on():
