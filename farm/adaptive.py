@@ -36,7 +36,7 @@ from functools import lru_cache
 
 from farm.output import tuning_label
 from farm.report.stats import Estimate, estimate, half_width_pct
-from farm.spec import Repetitions
+from farm.spec import CI_FIGURES, Repetitions
 from farm.store.repetitions import RepetitionFigures
 from farm_contract.runspec import RunSpec
 
@@ -78,6 +78,12 @@ class Decision:
     target_pct: float
     max_runs: int
     figure: str = "energy_per_output_token_j"   # the figure the CI is on
+
+    @property
+    def figure_words(self) -> str:
+        """The figure the CI is on, in words."""
+        return ("net J/output token (net of idle)" if self.figure == CI_FIGURES["net"]
+                else "J/output token")
 
     @property
     def worst_half_width_pct(self) -> float | None:
@@ -262,9 +268,8 @@ def format_summary(configs: list[ConfigurationSummary]) -> str:
     if not configs:
         return ""
     d0 = configs[0].decision
-    what = "net J/output token (net of idle)" if d0.figure.endswith("_net_j") \
-        else "J/output token"
-    lines = [f"adaptive repetitions: until the 95% CI (Student t) half-width of {what} "
+    lines = [f"adaptive repetitions: until the 95% CI (Student t) half-width of "
+             f"{d0.figure_words} "
              f"is ≤ {d0.target_pct:g}% of the mean at every load point, at most "
              f"{d0.max_runs} runs (failed and invalid ones count)"]
     rows = [(configuration_label(c.run), str(c.decision.runs), str(c.decision.n),

@@ -282,10 +282,14 @@ class Meter:
         # an unsupported counter is None and makes the window null.
         return [gpu.energy_mj() for gpu in self.gpus]
 
+    def _read_sources(self) -> Future[list[SourceReading]] | None:
+        """The extra sources' readings, started on the edge pool (None without any)."""
+        return _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+
     def _read_edge(self) -> tuple[list[float | None], float, Future[list[SourceReading]] | None]:
         """The GPUs' counters, the time right after them, and the sources' readings in
         flight meanwhile (a slow meter neither delays nor stretches the GPUs' window)."""
-        pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+        pending = self._read_sources()
         counters = self._read()
         return counters, self.now_s(), pending
 
@@ -340,7 +344,7 @@ class Meter:
             counters, ticks = self._read_ticks()
             # The sources are read right after the GPUs' edge, wherever it fell.
             start_s = min(ticks) if ticks is not None else self.now_s()
-            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+            pending = self._read_sources()
             self._open[(name, load_point)] = _OpenWindow(start_s, counters, pending, ticks)
             return
         start_s = self.now_s()
@@ -362,7 +366,7 @@ class Meter:
         if align:
             counters, ticks = self._read_ticks()
             end_s = max(ticks) if ticks is not None else self.now_s()
-            pending = _EDGE_POOL.submit(read_all, self.sources) if self.sources else None
+            pending = self._read_sources()
         else:
             counters, end_s, pending = self._read_edge()
         aligned = ticks is not None and opened.ticks_s is not None

@@ -25,8 +25,7 @@ KIND_TITLES = {"concurrency": "concurrency", "request_rate": "request rate",
     "point, where it saturated, with a cross; the caption names the stop rule it met: "
     "achieved below offered (achieved throughput under min_achieved_pct % of the rate "
     "offered), throughput flat (up less than min_gain_pct % on the previous rate) or TTFT "
-    "growth (median TTFT above "
-    "max_ttft_growth × the first point's)."))
+    "growth (median TTFT above max_ttft_growth × the first point's)."))
 def energy_vs_load(inputs: FigureInputs) -> Section:
     """One figure per model and load kind with two or more load values (split into
     parts of at most MAX_TOKEN_ROWS token-length pairs)."""

@@ -10,6 +10,7 @@ from collections import Counter
 from farm.report.figures import FigureInputs, Section, figure
 from farm.report.selection import select
 from farm.report.stats import estimate, group_by, half_width_pct
+from farm.spec import CI_FIGURES
 
 SHOWN = 10          # widest intervals listed
 
@@ -62,14 +63,13 @@ def _adaptive_notes(inputs: FigureInputs) -> list[str]:
     from farm import adaptive  # farm.adaptive imports farm.report.stats
 
     d0 = configs[0].decision
-    bounded = "net J/output token (net of idle)" if d0.figure.endswith("_net_j") \
-        else "J/output token"
+    bounded = d0.figure_words
     counts = Counter(adaptive.VERDICT_WORDS[c.decision.verdict] for c in configs)
     notes = [f"Adaptive repetitions: until the 95% CI half-width of {bounded} was ≤ "
              f"{d0.target_pct:g}% of the mean at every load point, at most {d0.max_runs} "
              f"runs — " + ", ".join(f"{n} {words}" for words, n in counts.items()) + "."]
     if d0.figure != inputs.energies[1]:
-        other = "--net" if d0.figure.endswith("_net_j") else "without --net"
+        other = "--net" if d0.figure == CI_FIGURES["net"] else "without --net"
         notes.append(f"The target was on {bounded}; the intervals above are of "
                      f"{inputs.energies[1]}, not the ones the sweep stopped on (the report "
                      f"{other} shows those).")
