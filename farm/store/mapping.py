@@ -348,3 +348,24 @@ def result_dict(row: Any) -> dict[str, Any]:
         **tuning_columns(row["preflight_json"]),
     }
 
+
+
+def sortable(value: Any) -> tuple[int, Any]:
+    """A key that orders an engine argument's or tuning's values the way a reader
+    expects: absent first, numbers by value (batch 1, 8, 64 — not "1", "64", "8"),
+    anything else by its JSON text."""
+    if value is None:
+        return (0, 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, value)
+    return (2, json.dumps(value, sort_keys=True))
+
+
+def configuration_order(spec: dict[str, Any]) -> tuple[Any, ...]:
+    """Where a run's configuration sorts among its sweep's: the parts SQL cannot
+    order by because they live in spec_json (the engine's arguments, the GPU
+    tuning), so that repetitions of one configuration stay together."""
+    args = spec.get("engine", {}).get("args") or {}
+    hardware = spec.get("hardware", {})
+    return (tuple((name, sortable(args[name])) for name in sorted(args)),
+            sortable(hardware.get("power_limit_w")), sortable(hardware.get("sm_clock_mhz")))

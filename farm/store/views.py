@@ -4,6 +4,7 @@ and counts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from farm.store.base import StoreBase
 from farm.store.mapping import (
     REQUEST_COLUMNS,
     RESULT_ROW_COLUMNS,
+    configuration_order,
     load_point_record,
     load_points_t,
     request_record,
@@ -26,6 +28,7 @@ from farm.store.mapping import (
     result_record,
     results_t,
     runs_t,
+    sortable,
     sweeps_t,
     trace_record,
     traces_t,
@@ -166,7 +169,13 @@ class Views(StoreBase):
                           r.scenario_name, r.input_tokens, r.output_tokens, r.decoding,
                           r.repetition, r.id))
         with self._read() as session:
-            return [dict(row) for row in session.execute(stmt).mappings()]
+            rows = [dict(row) for row in session.execute(stmt).mappings()]
+        # SQL has ordered what it can; the engine arguments and tuning are in spec_json
+        return sorted(rows, key=lambda row: (
+            row["model_id"], row["gpu_model"], row["gpu_count"], row["engine_kind"],
+            configuration_order(json.loads(row["spec_json"])), row["scenario_name"],
+            sortable(row["input_tokens"]), row["output_tokens"], row["decoding"],
+            row["repetition"], row["id"]))
 
     def request_columns(self, run_id: str) -> dict[str, list[Any]]:
         """The run's requests column by column (by load point, then index), as stored:
@@ -237,7 +246,14 @@ class Views(StoreBase):
         if sweep_id is not None:
             stmt = stmt.where(r.sweep_id == sweep_id)
         with self._read() as session:
-            return [result_dict(row) for row in session.execute(stmt).mappings()]
+            rows = [result_dict(row) for row in session.execute(stmt).mappings()]
+        # as runs_of: SQL's order, with the engine arguments and tuning in their place
+        return sorted(rows, key=lambda row: (
+            row["sweep"], row["model"], row["gpu_model"], row["gpu_count"], row["engine"],
+            configuration_order({"engine": {"args": row["engine_args"]}, "hardware": {
+                "power_limit_w": row["power_limit_w"], "sm_clock_mhz": row["sm_clock_mhz"]}}),
+            row["scenario"], sortable(row["input_tokens"]), row["output_tokens"],
+            row["decoding"], row["repetition"], row["run_id"], sortable(row["load_point"])))
 
     def counts(self) -> dict[str, int]:
         """Rows per table (tests and diagnostics)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from datetime import UTC, datetime, timedelta, timezone
@@ -769,3 +770,37 @@ def test_status_reads_the_store_without_sqlalchemy(tmp_path) -> None:
                           env={"FARM_DB_URL": url, "PATH": ""}, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "no runs in the store yet" in proc.stdout
+
+
+def test_rows_keep_repetitions_of_a_configuration_together_numbers_by_value(
+        store: Store) -> None:
+    # The engine's arguments live in spec_json, out of SQL's ORDER BY: a results
+    # table interleaved batch sizes rep by rep, and sorted "1" < "64" < "8".
+    spec, toml, runs = factories.sweep("""
+name = "ordering"
+repetitions = 2
+[[model]]
+id = "tiny-llama-1B"
+source = "local/tiny"
+[hardware]
+gpu = "sim:H100"
+[engine]
+kind = "sim"
+max_num_seqs = [64, 8, 1]
+[[scenario]]
+kind = "batch"
+num_prompts = 4
+[workload]
+input_tokens = [8]
+output_tokens = [4]
+""")
+    sid = store.record_sweep(spec, toml)
+    store.add_runs(sid, runs)
+    for run in runs:
+        store.record_result(factories.result(run))
+    expected = [(seqs, rep) for seqs in (1, 8, 64) for rep in (0, 1)]
+    rows = store.result_rows(sid)
+    assert [(r["engine_args"]["max_num_seqs"], r["repetition"]) for r in rows] == expected
+    stored = store.runs_of(sid)
+    assert [(json.loads(r["spec_json"])["engine"]["args"]["max_num_seqs"], r["repetition"])
+            for r in stored] == expected
