@@ -183,13 +183,22 @@ def after_result(store, run_id: str,
     return store.add_runs(sweep_id, [repetition(run, decision.next_repetition)])
 
 
+def decisions_in_turn(policy: Repetitions, reps: Iterable[RepetitionFigures]) -> list[Decision]:
+    """The decision after each repetition in index order: on repetitions 0 … k for
+    every stored k. Repetitions are added one at a time and in order, so this is what
+    the recorder saw after each result (its last entry is `decide` on them all)."""
+    reps = sorted(reps, key=lambda r: r.repetition)
+    return [decide(policy, reps[:k + 1]) for k in range(len(reps))]
+
+
 @dataclass(frozen=True)
 class ConfigurationSummary:
-    """One configuration of an adaptive sweep: a run of it (repetition 0 where stored)
-    and the decision on it."""
+    """One configuration of an adaptive sweep: a run of it (repetition 0 where stored),
+    the decision on it, and the decisions after each of its repetitions in turn."""
 
     run: RunSpec
     decision: Decision
+    in_turn: tuple[Decision, ...] = ()
 
 
 def sweep_summary(store, sweep_id: str) -> list[ConfigurationSummary]:
@@ -205,8 +214,10 @@ def sweep_summary(store, sweep_id: str) -> list[ConfigurationSummary]:
         configs.setdefault(repetition(run, 0).run_id, run)
     out = []
     for run in configs.values():
-        out.append(ConfigurationSummary(repetition(run, 0),
-                                        configuration_decision(store, run, policy)))
+        reps = list(store.repetition_figures(configuration_ids(run, policy)).values())
+        in_turn = decisions_in_turn(policy, reps)
+        out.append(ConfigurationSummary(repetition(run, 0), decide(policy, reps),
+                                        tuple(in_turn)))
     return out
 
 

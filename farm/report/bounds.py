@@ -28,6 +28,11 @@ SETTINGS: dict[str, tuple[str, str]] = {
     "idle_baseline_s": ("length of each idle baseline window", "s"),
     "region": ("grid region of the emissions (ISO 3166 alpha-3)", ""),
     "codecarbon": ("CPU and RAM energy through CodeCarbon", ""),
+    "quiet": ("preflight: the quiet-GPU gate before the idle baselines", ""),
+    "self_size": ("self-sizing: repeat a load point until its steady window is long enough",
+                  ""),
+    "steady_margin_pct": ("self-sizing: aim at min_steady_s plus this margin", "pct"),
+    "max_passes": ("self-sizing: most passes over a load point's prompts", ""),
 }
 
 
@@ -45,7 +50,7 @@ class Setting:
         """The value used, "0.2 s"; several as "0.2 s (12 runs), 30 s (4 runs)"."""
         if len(self.values) == 1:
             return self.values[0][0]
-        return ", ".join(f"{v} ({n} runs)" for v, n in self.values)
+        return ", ".join(f"{v} ({n} run{'' if n == 1 else 's'})" for v, n in self.values)
 
     @property
     def overridden(self) -> bool:
@@ -55,12 +60,18 @@ class Setting:
 
 def _text(name: str, value: Any) -> str:
     unit = SETTINGS.get(name, ("", ""))[1]
+    if hasattr(value, "model_dump"):          # a default that is a table (quiet)
+        value = value.model_dump()
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_text('', v)}" for key, v in value.items())
     if value is None:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
-    if unit == "%":
+    if unit == "%":                           # a fraction, shown as a percentage
         return f"{value * 100:g}%"
+    if unit == "pct":                         # already a percentage
+        return f"{value:g}%"
     if isinstance(value, int | float):
         return f"{value:g} {unit}".strip()
     return str(value)

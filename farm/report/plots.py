@@ -587,3 +587,45 @@ def draw_fits(spec: FigureSpec) -> Any:
             ax.set_ylabel(axis_label(figure), fontsize=8)
             ax.tick_params(labelsize=7)
     return fig
+
+
+# ------------------------------------------------------------ repetitions
+
+
+def draw_ci_paths(spec: Any) -> Any:
+    """A CiPaths (farm/report/figures/repetitions.py), one panel: half-width against
+    runs, a line per configuration, the target dashed, each line's last point marked
+    by its verdict (filled: met)."""
+    from farm.adaptive import VERDICT_WORDS  # farm.adaptive imports farm.report.stats
+
+    data = spec.data
+    ncols = 1
+    fig, axes = _grid(1, 1, 6.4, 3.2, bottom=_legend_height(len(data.paths) + 1, ncols))
+    ax = axes[0][0]
+    handles = [ax.axhline(data.target_pct, color="black", linestyle="--", linewidth=1,
+                          gid="target")]
+    labels = [f"target ±{data.target_pct:g}%"]
+    widths_all = [w for p in data.paths for _, w in p.widths if w is not None]
+    for i, path in enumerate(data.paths):
+        colour = PALETTE[i % len(PALETTE)]
+        xs = [n for n, w in path.widths if w is not None]
+        ys = [w for _, w in path.widths if w is not None]
+        (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=colour, linewidth=1.2,
+                          gid=f"path-{i}")
+        if xs:
+            met = path.verdict == "met"
+            ax.plot(xs[-1:], ys[-1:], marker="o" if met else "X", markersize=8,
+                    color=colour, markerfacecolor=colour if met else "white",
+                    linestyle="none", gid=f"end-{i}")
+        handles.append(line)
+        labels.append(f"{path.label}: {VERDICT_WORDS[path.verdict]}")
+    if widths_all and max(widths_all) / max(min(widths_all + [data.target_pct]), 1e-9) > 8:
+        ax.set_yscale("log")
+    ax.set_xlim(0.5, data.max_runs + 0.5)
+    ax.set_xticks(range(1, data.max_runs + 1))
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("repetitions run (any status)", fontsize=8)
+    ax.set_ylabel(f"95% CI half-width, % of mean\n{data.figure_words}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    _legend(fig, handles, labels, ncols)
+    return fig

@@ -170,6 +170,16 @@ def test_the_summary_says_which_figure_the_ci_is_on():
     assert adaptive.summary_json(gross)[0]["ci_figure"] == "energy_per_output_token_j"
 
 
+def test_decisions_in_turn_are_what_each_result_saw():
+    reps = [rep(2, 80.0), rep(0, 100.0), rep(3, 101.0), rep(1, 100.0)]
+    path = adaptive.decisions_in_turn(POLICY, reps)
+    assert [d.runs for d in path] == [1, 2, 3, 4]
+    assert [d.worst_half_width_pct is None for d in path] == [True, False, False, False]
+    assert path[1].worst_half_width_pct == 0.0                 # 100, 100
+    assert path[2].verdict == "more" and path[2].worst_half_width_pct > 2    # + 80
+    assert path[-1] == adaptive.decide(POLICY, reps)
+
+
 def test_every_load_point_must_meet_the_target():
     def two(i, a, b):
         return RepetitionFigures(f"r{i}", i, "succeeded", True,
@@ -340,3 +350,50 @@ def test_the_report_lists_the_verdicts_and_the_figure_they_were_on(store: Store)
     assert any("(n = 3, 4 run(s)), repetition running or queued: " in n for n in gross)
     shown_net = notes(("energy_per_request_net_j", "energy_per_output_token_net_j"))
     assert not any(n.startswith("The target was on") for n in shown_net)
+
+
+def test_the_report_draws_each_configurations_ci_as_its_repetitions_came(
+        store: Store) -> None:
+    from farm.report.figures import FigureInputs, Reads, kind
+    from farm.report.plots import FigureSpec, draw_figure
+    from farm.report.points import load_run_points
+
+    spec, text, runs = factories.sweep(ADAPTIVE)
+    sid = store.record_sweep(spec, text)
+    store.add_runs(sid, runs)
+    tight, wide = configuration(runs, 0), configuration(runs, 1)
+    for r in tight:
+        finish(store, r, 100.0)
+    for r, e in zip(wide, (100.0, 150.0, 70.0)):
+        finish(store, r, e)
+    adaptive.extend_sweep(store, sid)
+    (fourth,) = [r for r in store_runs(store, sid) if r.repetition == 3]
+    assert adaptive.repetition(fourth, 0).run_id == wide[0].run_id
+    finish(store, fourth, 100.0)
+    name, points = load_run_points(store, spec.name)
+    energies = ("energy_per_request_j", "energy_per_output_token_j")
+    section = kind("repetitions").build(FigureInputs(
+        name, points, True, False, energies, (),
+        Reads(store, "repetitions", kind("repetitions").needs, {})))
+    (planned,) = section.figures
+    data = planned.data
+    assert (data.target_pct, data.max_runs, data.left_out) == (2.0, 5, 0)
+    # the configurations still waiting for their first runs have no line yet
+    met, more = sorted(data.paths, key=lambda p: len(p.widths))
+    assert (met.verdict, more.verdict) == ("met", "more")
+    assert met.widths == ((1, None), (2, 0.0), (3, 0.0))
+    # the wide one: an interval from run 2, the 4th run (100 J) narrowing it
+    widths = [w for _, w in more.widths]
+    assert [n for n, _ in more.widths] == [1, 2, 3, 4]
+    assert widths[0] is None and widths[1] > widths[3] > 2
+    fig = draw_figure(FigureSpec("ci", "repetitions", planned.title, data, simulated=True))
+    ax = fig.axes[0]
+    assert [line.get_gid() for line in ax.get_lines()].count("target") == 1
+    drawn = {line.get_gid(): list(line.get_xdata()) for line in ax.get_lines()}
+    assert sorted(len(x) for gid, x in drawn.items() if gid.startswith("path-")) == [2, 3]
+
+
+def store_runs(store: Store, sid: str):
+    from farm_contract.runspec import RunSpec
+
+    return [RunSpec.model_validate_json(r["spec_json"]) for r in store.runs_of(sid)]

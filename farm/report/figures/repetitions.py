@@ -1,25 +1,47 @@
 """Repetitions and confidence: per configuration point, the n its J/output token
 rests on and the 95% CI half-width it reached (the interval adaptive repetitions,
-farm/adaptive.py, stop on). Notes only, no figure."""
+farm/adaptive.py, stop on). For an adaptive sweep, one figure: the half-width each
+configuration had after each of its repetitions, against the target, so a reader
+sees where the repetitions stopped and why."""
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
-from farm.report.figures import FigureInputs, Section, figure
+from farm.report.figures import FigureInputs, Planned, Section, figure
+from farm.report.plots import draw_ci_paths
 from farm.report.selection import select
 from farm.report.stats import estimate, group_by, half_width_pct
 from farm.spec import CI_FIGURES
 
-SHOWN = 10          # widest intervals listed
+SHOWN = 10          # widest intervals listed; configurations drawn
 
 
-def _no_draw(spec):  # pragma: no cover - this kind plans no figure
-    raise RuntimeError("the repetitions section has no figure")
+@dataclass(frozen=True)
+class CiPath:
+    """One configuration's CI half-width (% of the mean; None: no interval yet) after
+    each of its repetitions, and the verdict it ended on."""
+
+    label: str
+    widths: tuple[tuple[int, float | None], ...]     # (runs so far, half-width %)
+    verdict: str                                     # farm.adaptive.VERDICTS
 
 
-@figure("repetitions", heading="Repetitions and confidence", order=90, draw=_no_draw,
+@dataclass(frozen=True)
+class CiPaths:
+    """The figure's data: the paths, and the policy they were judged by."""
+
+    paths: tuple[CiPath, ...]
+    target_pct: float
+    max_runs: int
+    figure_words: str
+    left_out: int                                     # configurations not drawn
+
+
+@figure("repetitions", heading="Repetitions and confidence", order=90, draw=draw_ci_paths,
         needs=("points", "adaptive"), intro=(
     "How many usable repetitions (succeeded and valid) each configuration point's J per "
     "output token rests on, and the 95% CI half-width (Student's t) it reached, as a "
@@ -51,7 +73,41 @@ def repetitions(inputs: FigureInputs) -> Section:
         notes.append(f"±{w:.2f}% (n = {n}): {p.model} · {p.gpu_label}{tuning} · {p.engine}"
                      f"{' ' + p.args_label if p.args_label else ''} · {p.scenario} "
                      f"{p.load_label} · in {p.input_tokens}/out {p.output_tokens}")
-    return Section(notes=notes + _adaptive_notes(inputs))
+    return Section(_ci_paths_figure(inputs), notes + _adaptive_notes(inputs))
+
+
+def _ci_paths_figure(inputs: FigureInputs) -> list[Planned]:
+    """The half-width after each repetition, for an adaptive sweep (none otherwise)."""
+    configs = inputs.reads.adaptive_summary(inputs.sweep) if inputs.reads is not None else []
+    paths = [CiPath(_short_label(c.run), tuple((d.runs, d.worst_half_width_pct)
+                                                for d in c.in_turn),
+                    c.decision.verdict)
+             for c in configs]
+    # a configuration without an interval yet (under two usable runs) has no line
+    paths = [p for p in paths if any(w is not None for _, w in p.widths)]
+    if not paths:
+        return []
+    d0 = configs[0].decision
+    data = CiPaths(tuple(paths[:SHOWN]), d0.target_pct, d0.max_runs, d0.figure_words,
+                   max(0, len(paths) - SHOWN))
+    notes = [f"The 95% CI half-width of {d0.figure_words} (at the widest load point) after "
+             "each repetition, from the stored runs in repetition order: the interval the "
+             "recorder decided on after each result (the first min runs were queued at "
+             "once). A line starts at the second usable run (one has no interval); its "
+             "last point is where the repetitions stopped (filled: target met; a cross: "
+             "max reached or stopped otherwise)."]
+    if data.left_out:
+        notes.append(f"{data.left_out} more configuration(s) not drawn (listed below).")
+    return [Planned(f"repetitions-ci-{inputs.sweep}", f"{inputs.sweep}: CI half-width of "
+                    f"{d0.figure_words} as repetitions accrued", data, notes)]
+
+
+def _short_label(run: Any) -> str:
+    """What tells configurations of one sweep apart, most of the time: the GPU and
+    its tuning, the engine's arguments, the scenario and the tokens."""
+    from farm import adaptive  # farm.adaptive imports farm.report.stats
+
+    return adaptive.configuration_label(run).split(" · ", 1)[-1]
 
 
 def _adaptive_notes(inputs: FigureInputs) -> list[str]:
