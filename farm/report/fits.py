@@ -181,9 +181,23 @@ def fitted_curves(points: Iterable[RunPoint], figure: str,
                   variants: Variants | None = None) -> list[Curve]:
     """A curve (with its fit) per configuration with ≥ 2 batch sizes of valid measured
     `figure` values."""
+    points = list(points)
     usable = [p for p in points if reason_left_out(p, (figure,)) is None
               and batch_axis(p) is not None]
     variants = variants or Variants(usable)
+    # An engine-argument axis spans that argument's values: the line is named
+    # without it (else every line would read "batch_size=…").
+    by_axis: dict[str, Variants] = {}
+
+    def label_of(p: RunPoint, axis: str) -> str:
+        if not axis.startswith("engine."):
+            return variants.label(p)
+        if axis not in by_axis:
+            by_axis[axis] = Variants(
+                [q for q in points if (batch_axis(q) or ("",))[0] == axis],
+                without_args=(axis.removeprefix("engine."),))
+        return by_axis[axis].label(p)
+
     out = []
     groups = group_by(usable, lambda p: _curve_key(p, batch_axis(p)[0])).values()
     for group in (curve for g in groups for curve in _curves_of(g)):
@@ -194,11 +208,7 @@ def fitted_curves(points: Iterable[RunPoint], figure: str,
         means = tuple((b, estimate(p.get(figure) for p in by_b[b])) for b in sorted(by_b))
         values = [(batch_axis(p)[1], float(p.get(figure))) for p in group]
         first = group[0]
-        label = variants.label(first)
-        if axis.startswith("engine."):      # the axis, not one of its values, names the line
-            name = axis.removeprefix("engine.")
-            label = label.replace(f"{name}={dict(first.engine_args)[name]}", f"{name}=…")
-        out.append(Curve(first.model, first.gpu_label, label, figure, axis,
+        out.append(Curve(first.model, first.gpu_label, label_of(first, axis), figure, axis,
                          first.input_tokens, first.output_tokens, means,
                          fit_logistic([b for b, _ in values], [v for _, v in values]), first))
     out.sort(key=lambda c: (c.model, c.x_axis, c.input_tokens or 0, c.output_tokens,

@@ -69,15 +69,19 @@ class Variants:
     ("300 W cap").
     """
 
-    def __init__(self, points: Iterable[RunPoint], without: Iterable[str] = ()):
-        """`without`: dimensions never named (the x axis of a figure drawn against one)."""
+    def __init__(self, points: Iterable[RunPoint], without: Iterable[str] = (),
+                 without_args: Iterable[str] = ()):
+        """`without`: dimensions never named (the x axis of a figure drawn against one);
+        `without_args`: engine arguments never named (an x axis such as batch_size:
+        the line spans its values, so no one value names it)."""
+        self._hidden_args = frozenset(without_args)
         seen: dict[str, set[Any]] = {"power_limit": set(), "sm_clock": set(), "engine": set(),
                                      "args": set(), "decoding": set(), "scenario": set()}
         for p in points:
             seen["power_limit"].add(p.power_limit_w)
             seen["sm_clock"].add(p.sm_clock_mhz)
             seen["engine"].add(p.engine)
-            seen["args"].add(p.engine_args)
+            seen["args"].add(self._args(p))
             seen["decoding"].add(p.decoding)
             seen["scenario"].add(p.scenario)
         self.varies = {name for name, values in seen.items() if len(values) > 1} - set(without)
@@ -92,12 +96,15 @@ class Variants:
         if "engine" in self.varies:
             parts.append(p.engine)
         if "args" in self.varies:
-            parts.append(p.args_label or "default args")
+            parts.append(", ".join(f"{k}={v}" for k, v in self._args(p)) or "default args")
         if "decoding" in self.varies:
             parts.append(p.decoding)
         if scenario and "scenario" in self.varies:
             parts.append(p.scenario)
         return " · ".join(parts)
+
+    def _args(self, p: RunPoint) -> tuple[tuple[str, Any], ...]:
+        return tuple(kv for kv in p.engine_args if kv[0] not in self._hidden_args)
 
     def label(self, p: RunPoint, scenario: bool = True) -> str:
         """The GPU label of `p`, followed by its variant when there is one."""

@@ -542,6 +542,9 @@ def draw_timeline(spec: FigureSpec) -> Any:
     return fig
 
 
+FIT_LEGEND_ROW = 0.16   # inches per legend entry under a fitted-curves panel
+
+
 def draw_fits(spec: FigureSpec) -> Any:
     """A FitFigure (farm/report/fits.py): per token-length pair (rows) and figure
     (columns), each curve's means with their 95% CIs and its fitted logistic, R² in
@@ -550,7 +553,13 @@ def draw_fits(spec: FigureSpec) -> Any:
 
     data: FitFigure = spec.data
     pairs = data.token_pairs
-    fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.6, bottom=0.6)
+    # Each panel's legend goes under it (inside, it covered the points it names).
+    entries = max((sum(1 for c in data.curves.get(f, [])
+                       if (c.input_tokens, c.output_tokens) == pair)
+                   for f in data.figures for pair in pairs), default=1)
+    legend_h = FIT_LEGEND_ROW * entries
+    fig, axes = _grid(len(pairs), len(data.figures), 4.6, 2.6, bottom=0.6 + legend_h,
+                      hspace=0.8 + legend_h)
     for col, figure in enumerate(data.figures):
         for row, pair in enumerate(pairs):
             ax = axes[row][col]
@@ -581,7 +590,8 @@ def draw_fits(spec: FigureSpec) -> Any:
             ax.xaxis.set_major_formatter(_plain_formatter())
             ax.set_xticks(sorted(set(xs_all)))
             ax.grid(True, which="major", alpha=0.3)
-            ax.legend(fontsize=6, frameon=False)
+            ax.legend(fontsize=6, frameon=False, loc="upper left",
+                      bbox_to_anchor=(0.0, -0.2), borderaxespad=0.0)
             ax.set_title(f"{short_label(figure)} · {tokens_label(*pair)}", fontsize=9)
             ax.set_xlabel(X_AXIS_LABELS.get(data.x_axis, data.x_axis), fontsize=8)
             ax.set_ylabel(axis_label(figure), fontsize=8)

@@ -86,6 +86,33 @@ def test_an_engine_batch_argument_is_the_axis_of_a_batch_scenario():
     assert curve.x_axis == "engine.batch_size" and curve.fit.n_batch_sizes == 5
 
 
+def test_a_line_against_an_engine_argument_is_named_without_it():
+    # The hf sweeps vary batch_size alone: their lines are the GPU's, not
+    # "h100-80gb · attn_implementation=sdpa, batch_size=…"; a second argument that
+    # varies still names its lines.
+    same = [point(8, r, 1.0 / bs, kind="batch", args=(("attn", "sdpa"), ("batch_size", bs)))
+            for bs in (1, 8, 64) for r in range(2)]
+    (curve,) = fitted_curves(same, "energy_per_output_token_j")
+    assert curve.label == "h100-80gb"
+    both = same + [point(8, r, 2.0 / bs, kind="batch",
+                         args=(("attn", "eager"), ("batch_size", bs)))
+                   for bs in (1, 8, 64) for r in range(2)]
+    labels = sorted(c.label for c in fitted_curves(both, "energy_per_output_token_j"))
+    assert labels == ["h100-80gb · attn=eager", "h100-80gb · attn=sdpa"]
+
+
+def test_the_legend_sits_under_its_panel_clear_of_the_points():
+    from farm.report.plots import FigureSpec, draw_fits
+
+    points = [point(bi, r, 1.0 / bi + 0.01 * r) for bi in (1, 2, 4) for r in range(2)]
+    (ff,) = fit_figures(points)
+    fig = draw_fits(FigureSpec("fits", "fits", "t", ff))
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert legend.y1 < ax.get_window_extent(renderer).y0    # below the axes
+
+
 def _with_prompts(p: RunPoint, prompts: float) -> RunPoint:
     from dataclasses import replace
 
