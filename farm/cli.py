@@ -326,10 +326,12 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
 
 
 def _report_parked(queue_counts=()) -> None:
-    """Say how many messages are parked as unreadable, and which queues with runs
-    waiting no live worker serves; stay quiet without a broker."""
+    """Say how many messages are parked as unreadable, which `farmctl run`s on this
+    machine serve queues from their own broker, and which queues with runs waiting no
+    live worker serves; stay quiet without a broker."""
     from farm.coordinator import broker_state
 
+    local = _local_run_workers()
     try:
         state = broker_state()
         parked = state.unreadable_count()
@@ -339,15 +341,35 @@ def _report_parked(queue_counts=()) -> None:
     if parked:
         click.echo(f"{parked} unreadable message(s) parked in farm:unreadable "
                    "(redis-cli LRANGE farm:unreadable 0 -1 shows queue, reason and text)")
-    _warn_unserved(queue_counts, state)
+    _warn_unserved(queue_counts, state, local)
 
 
-def _warn_unserved(queue_counts, state) -> None:
-    """A warning on stderr for queues with runs waiting that no live worker serves."""
+def _local_run_workers() -> list[dict]:
+    """The workers of the `farmctl run`s in progress on this machine (each on its own
+    broker), each named on stderr: their runs are being measured, not waiting."""
+    from farm.coordinator import local_run_workers
+
+    try:
+        found = local_run_workers()
+    except Exception:   # a note only: it must never fail the command
+        return []
+    workers = []
+    for run, advertised in found:
+        queues = sorted({q for w in advertised for q in w.get("queues") or ()})
+        click.echo(f"note: `farmctl run` (pid {run.pid}, sweep {run.sweep}) is measuring on "
+                   f"this machine with its own broker: {len(advertised)} worker(s)"
+                   + (f" serving {', '.join(queues)}" if queues else ""), err=True)
+        workers += advertised
+    return workers
+
+
+def _warn_unserved(queue_counts, state, extra_workers=()) -> None:
+    """A warning on stderr for queues with runs waiting that no live worker serves
+    (on the farm's broker, or `extra_workers`: those of local runs)."""
     from farm import unserved
 
     try:
-        line = unserved.check(queue_counts, state)
+        line = unserved.check(queue_counts, state, extra_workers)
     except Exception:   # a warning only: the broker going away now must not fail the command
         return
     if line:
@@ -359,9 +381,11 @@ def _warn_unserved(queue_counts, state) -> None:
 @_friendly_errors
 def workers(as_json: bool) -> None:
     """Live workers, their GPUs and what each GPU is running."""
-    from farm.coordinator import broker_state
+    from farm.coordinator import broker_state, local_run_workers
 
-    output.print_workers(broker_state().workers(), as_json)
+    # with the workers a `farmctl run` on this machine started on its private broker
+    local = [w for _, advertised in local_run_workers() for w in advertised]
+    output.print_workers(broker_state().workers() + local, as_json)
 
 
 TABLE_COLUMNS = click.option(

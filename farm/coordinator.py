@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from farm.spec import SweepSpec
 from farm.sweep import expand, plan
@@ -78,6 +78,24 @@ def broker_state():
     from tasks.broker_state import BrokerState, redis_client
 
     return BrokerState(redis_client(load_settings().broker_url))
+
+
+def local_run_workers() -> list[tuple[Any, list[dict[str, Any]]]]:
+    """Each `farmctl run` in progress on this machine on the farm's store, with the
+    workers advertised on its private broker (farm/local_runs.py); a run whose broker
+    does not answer (it is stopping) is left out."""
+    from farm import local_runs
+    from farm_contract.settings import load_settings
+    from tasks.broker_state import BrokerState, redis_client
+
+    out = []
+    for run in local_runs.live(load_settings().db_url):
+        try:
+            workers = BrokerState(redis_client(run.broker_url)).workers()
+        except Exception:   # a run shutting down: its socket is going away
+            continue
+        out.append((run, workers))
+    return out
 
 
 def dry_run(spec: SweepSpec) -> EnqueueReport:

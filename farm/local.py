@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from farm import failures
+from farm import failures, local_runs
 from farm.embedded import PrivateRedis
 from farm.errors import ExitCode, FarmError
 from farm.output import load_label
@@ -182,7 +182,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     log_dir.mkdir(parents=True, exist_ok=True)
     sid: str | None = None
     waited = [r.run_id for r in local]
-    with PrivateRedis() as redis:
+    with PrivateRedis() as redis, local_runs.registered(settings.db_url, redis.url, spec.name):
         # FARM_DISPATCH_SWEEP: the recorder dispatches this sweep's runs only, not the
         # runs other sweeps left queued in this store.
         env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url,

@@ -40,9 +40,11 @@ def warning(queues: Mapping[str, int]) -> str | None:
             "`farmctl run` again if it was a local one; `farmctl workers` lists the live ones)")
 
 
-def check(queue_counts: Iterable[tuple[str, str, int]], state) -> str | None:
-    """The warning for these counts against the workers advertised in `state`'s Redis."""
+def check(queue_counts: Iterable[tuple[str, str, int]], state,
+          extra_workers: Iterable[Mapping[str, Any]] = ()) -> str | None:
+    """The warning for these counts against the workers advertised in `state`'s Redis
+    and `extra_workers` (those of `farmctl run`s on their private brokers)."""
     waiting = waiting_per_queue(queue_counts)
     if not waiting:
         return None
-    return warning(unserved(waiting, state.workers()))
+    return warning(unserved(waiting, [*state.workers(), *extra_workers]))

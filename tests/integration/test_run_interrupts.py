@@ -184,3 +184,51 @@ def test_the_worker_tells_which_load_point_a_running_run_is_at(farm, monkeypatch
                  "the run recorded")
         # The run is over: its progress is gone.
         wait_for(lambda: not state.progress([run_id]), 10, "the progress key removed")
+
+
+def test_status_from_another_shell_sees_the_local_runs_workers(tmp_path, broker_url):
+    # `farmctl run` measures on its private broker; `farmctl status` in another shell
+    # reads the farm's broker (here: the session's Redis, which has no worker). It
+    # used to warn "no live worker serves" the queue being measured.
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(SLOW_L4)
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
+           "FARM_HOME": str(tmp_path / ".farm"), "XDG_RUNTIME_DIR": str(tmp_path / "xdg")}
+    env.pop("FARM_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    db_file = tmp_path / "farm.db"
+    other = {**env, "FARM_BROKER_URL": broker_url}
+    registry = tmp_path / "xdg" / f"farm-local-runs-{os.getuid()}"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "farm.cli", *args], cwd=tmp_path,
+                              env=other, capture_output=True, text=True, timeout=60)
+    try:
+        wait_for(lambda: "running" in _statuses(db_file).values(), 180, "a run running")
+        assert [p.name for p in registry.iterdir()] == [f"{proc.pid}.json"]
+        assert oct(registry.stat().st_mode & 0o777) == "0o700"
+        shown = cli("status", "local-small")
+        assert shown.returncode == 0, shown.stderr
+        assert "no live worker" not in shown.stderr, shown.stderr
+        assert (f"note: `farmctl run` (pid {proc.pid}, sweep local-small) is measuring on "
+                "this machine with its own broker: 1 worker(s) serving sim.l4.x1"
+                in shown.stderr), shown.stderr
+        listed = json.loads(cli("workers", "--json").stdout)
+        assert [w["name"] for w in listed] == ["farm-sim@local"]
+        # Another store's status is not told about this run.
+        elsewhere = subprocess.run(
+            [sys.executable, "-m", "farm.cli", "status"], cwd=tmp_path, capture_output=True,
+            text=True, timeout=60, env={**other, "FARM_DB_URL": f"sqlite:///{tmp_path}/b.db"})
+        assert "is measuring" not in elsewhere.stderr, elsewhere.stderr
+        os.kill(proc.pid, signal.SIGINT)
+        proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert list(registry.iterdir()) == []            # it left when the run did
+    after = cli("status", "local-small")
+    assert "is measuring" not in after.stderr
+    assert "warning: no live worker serves sim.l4.x1" in after.stderr, after.stderr

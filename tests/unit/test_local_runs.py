@@ -1,0 +1,39 @@
+"""The registry of `farmctl run`s in progress (farm/local_runs.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from farm import local_runs
+
+
+def test_a_run_is_listed_for_its_store_only_while_it_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with local_runs.registered("sqlite:///a.db", "redis+socket:///tmp/x/redis.sock",
+                               "sweep-a") as path:
+        (run,) = local_runs.live("sqlite:///a.db")
+        assert (run.pid, run.sweep, run.broker_url) == (
+            os.getpid(), "sweep-a", "redis+socket:///tmp/x/redis.sock")
+        assert local_runs.live("sqlite:///b.db") == []
+        # the store URL may hold a password: only its digest is written
+        assert "a.db" not in path.read_text()
+        assert (path.parent.stat().st_mode & 0o777) == 0o700
+    assert local_runs.live("sqlite:///a.db") == [] and not path.exists()
+
+
+def test_the_file_of_a_dead_run_is_removed_and_junk_is_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    directory = local_runs.registry_dir()
+    directory.mkdir(mode=0o700)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = directory / "dead.json"
+    dead.write_text(json.dumps({"pid": int(gone.stdout), "sweep": "s", "store": "x",
+                                "broker_url": "u", "started_at": "t"}))
+    junk = directory / "junk.json"
+    junk.write_text("{not json")
+    assert local_runs.live("sqlite:///a.db") == []
+    assert not dead.exists() and junk.exists()
