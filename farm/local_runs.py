@@ -43,21 +43,34 @@ def registry_dir() -> Path:
     return Path(base) / f"farm-local-runs-{os.getuid()}"
 
 
+def _trusted(directory: Path) -> bool:
+    """Ours alone: in a shared /tmp another user could have made the directory first
+    and would read (or plant) the files."""
+    info = directory.stat()
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
 def _store_key(store_url: str) -> str:
     return hashlib.sha256(store_url.encode()).hexdigest()
 
 
 @contextmanager
-def registered(store_url: str, broker_url: str, sweep: str) -> Iterator[Path]:
-    """Announce this process's local run while the block runs."""
-    directory = registry_dir()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / f"{os.getpid()}.json"
+def registered(store_url: str, broker_url: str, sweep: str) -> Iterator[Path | None]:
+    """Announce this process's local run while the block runs (yields the file, or
+    None where it cannot be written: the run goes on, unannounced)."""
+    path = registry_dir() / f"{os.getpid()}.json"
     record = {"pid": os.getpid(), "sweep": sweep, "broker_url": broker_url,
               "store": _store_key(store_url), "started_at": datetime.now(UTC).isoformat()}
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(record))
-    partial.replace(path)          # a reader never sees half a file
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _trusted(path.parent):
+            raise PermissionError(f"{path.parent} is not this user's alone")
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(record))
+        partial.replace(path)      # a reader never sees half a file
+    except OSError:                # a read-only or foreign directory: a note lost, no more
+        yield None
+        return
     try:
         yield path
     finally:
@@ -78,7 +91,7 @@ def _alive(pid: int) -> bool:
 def live(store_url: str) -> list[LocalRun]:
     """The live local runs writing to `store_url`, oldest first; stale files removed."""
     directory = registry_dir()
-    if not directory.is_dir():
+    if not directory.is_dir() or not _trusted(directory):
         return []
     key, out = _store_key(store_url), []
     for path in sorted(directory.glob("*.json")):

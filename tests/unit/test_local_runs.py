@@ -37,3 +37,22 @@ def test_the_file_of_a_dead_run_is_removed_and_junk_is_skipped(tmp_path, monkeyp
     junk.write_text("{not json")
     assert local_runs.live("sqlite:///a.db") == []
     assert not dead.exists() and junk.exists()
+
+
+def test_an_unwritable_directory_does_not_stop_the_run(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")          # a file where the directory would go
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(blocked))
+    with local_runs.registered("sqlite:///a.db", "u", "s") as path:
+        assert path is None
+    assert local_runs.live("sqlite:///a.db") == []
+
+
+def test_a_directory_others_can_read_is_not_used(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    local_runs.registry_dir().mkdir(mode=0o755)
+    local_runs.registry_dir().chmod(0o755)      # as another user's mkdir would leave it
+    with local_runs.registered("sqlite:///a.db", "u", "s") as path:
+        assert path is None
+        assert list(local_runs.registry_dir().iterdir()) == []
+    assert local_runs.live("sqlite:///a.db") == []
