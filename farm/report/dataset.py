@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -41,7 +41,7 @@ TYPES = ("string", "json", "bool", "int64", "uint64", "float32", "float64", "tim
 UNIT_TOKENS = {
     "s": "s", "ms": "ms", "J": "j", "W": "w", "°C": "c", "MHz": "mhz", "MiB": "mib",
     "req/s": "rps", "tokens/s": "tps", "tokens/J": "j", "g": "g", "g/kWh": "kwh",
-    "gCO2e/1k tokens": "gco2e",
+    "gCO2e/1k tokens": "gco2e", "%": "pct",
 }
 # Units that are counts or ratios: no suffix needed (the name says what is counted).
 PLAIN_UNITS = ("1", "tokens", "requests", "count", "bitmask", "UTC")
@@ -417,11 +417,47 @@ FITS = Table(
     ),
 )
 
+REPETITIONS = Table(
+    "repetitions", "adaptive-repetitions verdict of one configuration at one load point",
+    "What adaptive repetitions (`repetitions = { min, max, ci_half_width_pct, figure }`, "
+    "farm/adaptive.py) decided per configuration, from the stored runs: how many "
+    "repetitions ran, the mean and 95% CI half-width of the figure the target was on at "
+    "each load point, and the verdict (the configuration's, repeated on each of its load "
+    "points). Empty for a sweep with a fixed number of repetitions. Derived at export; "
+    "`farmctl import` does not read it.",
+    (
+        *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "power_limit_w",
+               "sm_clock_mhz", "engine_kind"),
+        _c("engine_args_json", "json", None, "engine arguments, a JSON object with sorted "
+           "keys", False),
+        *_dims("scenario_name", "scenario_kind", "input_tokens", "output_tokens", "decoding"),
+        _c("first_run_id", "string", None, "the configuration's repetition 0 (the other "
+           "repetitions' ids differ only by the index)", False),
+        _c("load_point", "int64", None, "index of the load point"),
+        _c("load_kind", "string", None, "`concurrency`, `request_rate` or `batch`"),
+        _c("load_value", "float64", "1", "the load point's value (its unit is load_kind's)"),
+        _c("figure", "string", None, "the run_points column the target was on "
+           "(`energy_per_output_token_j` or `energy_per_output_token_net_j`)", False),
+        _c("runs", "int64", "count", "repetitions stored, any status", False),
+        _c("usable", "int64", "count", "repetitions that succeeded and passed validity",
+           False),
+        _c("n", "int64", "count", "usable repetitions with a value of `figure` here", False),
+        _c("figure_mean_j", "float64", "J", "mean of `figure` over the n values"),
+        _c("ci_half_width_pct", "float64", "%", "95% CI half-width (Student's t, n − 1 "
+           "degrees of freedom) as a percentage of the mean; null with n < 2"),
+        _c("target_ci_half_width_pct", "float64", "%", "the target half-width", False),
+        _c("max_runs", "int64", "count", "the most repetitions the policy allows", False),
+        _c("verdict", "string", None, "`met`, `max` (reached without meeting the target), "
+           "`more` (next repetition due), `waiting` (one queued or running), `no usable "
+           "run`, `no value` or `cancelled`", False),
+    ),
+)
+
 TABLES: dict[str, Table] = {t.name: t for t in (RUNS, RUN_POINTS, REQUESTS, TIMELINES, WINDOWS,
-                                                FITS)}
+                                                FITS, REPETITIONS)}
 # Tables computed from the others at export: an import reads them from nowhere, and
 # a dataset of schema 1.0 (before them) still imports.
-DERIVED_TABLES = ("fits",)
+DERIVED_TABLES = ("fits", "repetitions")
 
 
 def file_name(table: str, fmt: str) -> str:

@@ -101,6 +101,7 @@ def export_sweep(store: Store, sweep: str, fmt: str, out_dir: Path | None = None
         for run in store.runs_of(row.id):
             _export_run(store, row.name, run, writers)
         writers["fits"].add_rows(_fit_rows(store, row.id))
+        writers["repetitions"].add_rows(_repetition_rows(store, row.id))
     finally:
         for writer in writers.values():
             writer.close()
@@ -194,6 +195,39 @@ def _export_run(store: Store, sweep: str, run: dict[str, Any],
 
 FIT_FIGURES = {"energy_per_output_token_j": "j", "energy_per_output_token_net_j": "j",
                "avg_power_w": "w", "avg_power_net_w": "w"}
+
+
+def _repetition_rows(store: Store, sid: str) -> list[dict[str, Any]]:
+    """The repetitions rows: each configuration's adaptive decision per load point
+    (farm.adaptive.sweep_summary); none for a fixed number of repetitions."""
+    from farm import adaptive
+
+    rows, name = [], store.find_sweep(sid).name
+    for config in adaptive.sweep_summary(store, sid):
+        run, d = config.run, config.decision
+        hw, workload = run.hardware, run.workload
+        common = {
+            "sweep": name, "model_id": run.model.id,
+            "backend": hw.backend, "gpu_model": hw.gpu_model, "gpu_count": hw.gpu_count,
+            "power_limit_w": hw.power_limit_w, "sm_clock_mhz": hw.sm_clock_mhz,
+            "engine_kind": run.engine.kind, "engine_args_json": _json(run.engine.args),
+            "scenario_name": run.scenario.name, "scenario_kind": run.scenario.kind,
+            "input_tokens": workload.input_tokens, "output_tokens": workload.output_tokens,
+            "decoding": workload.decoding.label, "first_run_id": run.run_id,
+            "figure": d.figure, "runs": d.runs, "usable": d.usable,
+            "target_ci_half_width_pct": d.target_pct, "max_runs": d.max_runs,
+            "verdict": d.verdict}
+        # a configuration without a usable run has no load point to say anything of
+        for point in d.points or (None,):
+            est = point.estimate if point is not None else None
+            rows.append({**common,
+                         "load_point": point.index if point else None,
+                         "load_kind": point.load_kind if point else None,
+                         "load_value": point.load_value if point else None,
+                         "n": point.n if point else 0,
+                         "figure_mean_j": est.mean if est is not None else None,
+                         "ci_half_width_pct": point.half_width_pct if point else None})
+    return [{name: row.get(name) for name in TABLES["repetitions"].names} for row in rows]
 
 
 def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:

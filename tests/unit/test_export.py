@@ -68,6 +68,11 @@ def expected_rows(store: Store, sweep_id: str) -> dict[str, int]:
 
     points = points_from_rows(store.result_rows(sweep_id))
     rows["fits"] = sum(len(fitted_curves(points, f)) for f in FIT_FIGURES)
+    # repetitions: a row per load point of each adaptive configuration (one without any)
+    from farm import adaptive
+
+    rows["repetitions"] = sum(max(1, len(c.decision.points))
+                              for c in adaptive.sweep_summary(store, sweep_id))
     return rows
 
 
@@ -155,9 +160,11 @@ def test_files_match_the_schema_and_the_manifest(exports):
             elif fmt == "csv":
                 header = path.read_text().splitlines()[0]
                 assert header == ",".join(f'"{n}"' for n in table.names)
-            else:
-                first = json.loads(path.read_text().splitlines()[0])
-                assert list(first) == table.names
+            else:       # JSON lines have no header: an empty table is an empty file
+                lines = path.read_text().splitlines()
+                assert len(lines) == entry["rows"]
+                if lines:
+                    assert list(json.loads(lines[0])) == table.names
 
 
 def test_nulls_stay_null_in_every_format(exports):
@@ -255,6 +262,56 @@ def test_the_run_without_a_result_is_exported_with_nulls(edge_store, tmp_path):
     # No tuning asked for: null, never 0.
     assert (rows[runs[0].run_id]["power_limit_w"], rows[runs[0].run_id]["sm_clock_mhz"]) == (
         None, None)
+
+
+def test_an_adaptive_sweeps_verdicts_are_a_table(tmp_path):
+    # What `farmctl results` lists under "adaptive repetitions", for a reader of the
+    # dataset without the farm: n, mean, CI and verdict per configuration and point.
+    from farm import adaptive
+
+    toml = factories.SMALL_SWEEP.replace(
+        "repetitions = 2", 'repetitions = { min = 3, max = 4, ci_half_width_pct = 2, '
+        'figure = "net" }')
+    spec, text, runs = factories.sweep(toml)
+    store = Store.open(sqlite_url(tmp_path / "a.db"), upgrade=True)
+    sid = store.record_sweep(spec, text)
+    store.add_runs(sid, runs)
+    first = [r for r in runs if r.repetition == 0]
+    tight = [r for r in runs if adaptive.repetition(r, 0).run_id == first[0].run_id]
+    wide = [r for r in runs if adaptive.repetition(r, 0).run_id == first[1].run_id]
+    for r in tight:
+        n = len(r.scenario.load_points)
+        store.record_result(factories.result(r, steady_energy_j=[100.0] * n))
+    for r, e in zip(wide, (100.0, 150.0, 70.0)):
+        n = len(r.scenario.load_points)
+        store.record_result(factories.result(r, steady_energy_j=[e] * n))
+    summary = export_sweep(store, spec.name, "parquet", tmp_path / "out")
+    table = pq.read_table(tmp_path / "out" / "repetitions.parquet").to_pylist()
+    assert summary.rows["repetitions"] == len(table) == expected_rows(store, sid)["repetitions"]
+    assert list(table[0]) == TABLES["repetitions"].names
+    by_config = {}
+    for row in table:
+        by_config.setdefault(row["first_run_id"], []).append(row)
+    met = by_config[tight[0].run_id]
+    assert {r["verdict"] for r in met} == {"met"}
+    assert [r["load_point"] for r in met] == list(range(len(tight[0].scenario.load_points)))
+    assert all(r["n"] == 3 and r["runs"] == 3 and r["ci_half_width_pct"] < 1e-9
+               and r["figure"] == "energy_per_output_token_net_j" and r["max_runs"] == 4
+               and r["target_ci_half_width_pct"] == 2.0 for r in met)
+    assert all(r["figure_mean_j"] == pytest.approx(0.8) for r in met)     # net of idle
+    (more,) = {r["verdict"] for r in by_config[wide[0].run_id]}
+    assert more == "more" and all(r["ci_half_width_pct"] > 2
+                                  for r in by_config[wide[0].run_id])
+    # the configurations not run yet: one row each, nothing measured, nothing invented
+    untouched = [rows for key, rows in by_config.items()
+                 if key not in (tight[0].run_id, wide[0].run_id)]
+    assert untouched and all(len(rows) == 1 and rows[0]["verdict"] == "waiting"
+                             and rows[0]["n"] == 0 and rows[0]["figure_mean_j"] is None
+                             and rows[0]["load_point"] is None for rows in untouched)
+    with Store.open(sqlite_url(tmp_path / "b.db"), upgrade=True) as other:
+        import_dataset(other, tmp_path / "out")         # derived: not read, no error
+        assert other.counts()["results"] == 6
+    store.close()
 
 
 def test_the_gpu_tuning_asked_for_is_a_column_of_runs_run_points_and_fits(tmp_path):
