@@ -542,6 +542,7 @@ def draw_timeline(spec: FigureSpec) -> Any:
     return fig
 
 
+STILL_RUNNING = ("more", "waiting")     # adaptive verdicts of a configuration not done
 FIT_LEGEND_ROW = 0.16   # inches per legend entry under a fitted-curves panel
 
 
@@ -622,7 +623,7 @@ def draw_ci_paths(spec: Any) -> Any:
         ys = [w for _, w in path.widths if w is not None]
         (line,) = ax.plot(xs, ys, marker="o", markersize=3, color=colour, linewidth=1.2,
                           gid=f"path-{i}")
-        if xs:
+        if xs and path.verdict not in STILL_RUNNING:     # a line still growing has no end
             met = path.verdict == "met"
             ax.plot(xs[-1:], ys[-1:], marker="o" if met else "X", markersize=8,
                     color=colour, markerfacecolor=colour if met else "white",

@@ -391,6 +391,9 @@ def test_the_report_draws_each_configurations_ci_as_its_repetitions_came(
     assert [line.get_gid() for line in ax.get_lines()].count("target") == 1
     drawn = {line.get_gid(): list(line.get_xdata()) for line in ax.get_lines()}
     assert sorted(len(x) for gid, x in drawn.items() if gid.startswith("path-")) == [2, 3]
+    # the met one is marked where it stopped; the one still due more is not
+    (end,) = [gid for gid in drawn if gid.startswith("end-")]
+    assert data.paths[int(end.removeprefix("end-"))].verdict == "met"
 
 
 def store_runs(store: Store, sid: str):

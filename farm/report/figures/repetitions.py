@@ -94,8 +94,8 @@ def _ci_paths_figure(inputs: FigureInputs) -> list[Planned]:
              "each repetition, from the stored runs in repetition order: the interval the "
              "recorder decided on after each result (the first min runs were queued at "
              "once). A line starts at the second usable run (one has no interval); its "
-             "last point is where the repetitions stopped (filled: target met; a cross: "
-             "max reached or stopped otherwise)."]
+             "last point is marked where the repetitions stopped (filled: target met; a "
+             "cross: stopped without meeting it) and unmarked while more are due."]
     if data.left_out:
         notes.append(f"{data.left_out} more configuration(s) not drawn (listed below).")
     return [Planned(f"repetitions-ci-{inputs.sweep}", f"{inputs.sweep}: CI half-width of "
