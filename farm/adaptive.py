@@ -201,9 +201,11 @@ class ConfigurationSummary:
     in_turn: tuple[Decision, ...] = ()
 
 
-def sweep_summary(store, sweep_id: str) -> list[ConfigurationSummary]:
+def sweep_summary(store, sweep_id: str, in_turn: bool = False) -> list[ConfigurationSummary]:
     """Every configuration of an adaptive sweep with its decision (empty for a sweep
-    with a fixed number of repetitions), in the store's run order."""
+    with a fixed number of repetitions), in the store's run order; with `in_turn`, also
+    the decisions after each repetition (a decide per repetition: for the report's
+    figure only, not for the recorder's path)."""
     row = store.find_sweep(sweep_id)
     policy = policy_of(row.spec_toml if row is not None else None)
     if policy is None:
@@ -215,9 +217,10 @@ def sweep_summary(store, sweep_id: str) -> list[ConfigurationSummary]:
     out = []
     for run in configs.values():
         reps = list(store.repetition_figures(configuration_ids(run, policy)).values())
-        in_turn = decisions_in_turn(policy, reps)
-        out.append(ConfigurationSummary(repetition(run, 0), decide(policy, reps),
-                                        tuple(in_turn)))
+        path = tuple(decisions_in_turn(policy, reps)) if in_turn else ()
+        # the last decision in turn is the one on every repetition
+        out.append(ConfigurationSummary(repetition(run, 0),
+                                        path[-1] if path else decide(policy, reps), path))
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from farm.output import fmt_value as fmt
 from farm.output import power_limit_label, sm_clock_label
-from farm.report.points import RunPoint
+from farm.report.points import RunPoint, args_text
 
 DASH = "—"
 
@@ -96,7 +96,7 @@ class Variants:
         if "engine" in self.varies:
             parts.append(p.engine)
         if "args" in self.varies:
-            parts.append(", ".join(f"{k}={v}" for k, v in self._args(p)) or "default args")
+            parts.append(args_text(self._args(p)) or "default args")
         if "decoding" in self.varies:
             parts.append(p.decoding)
         if scenario and "scenario" in self.varies:

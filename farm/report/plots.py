@@ -607,6 +607,8 @@ def draw_ci_paths(spec: Any) -> Any:
     """A CiPaths (farm/report/figures/repetitions.py), one panel: half-width against
     runs, a line per configuration, the target dashed, each line's last point marked
     by its verdict (filled: met)."""
+    from matplotlib.ticker import MaxNLocator
+
     from farm.adaptive import VERDICT_WORDS  # farm.adaptive imports farm.report.stats
 
     data = spec.data
@@ -630,10 +632,10 @@ def draw_ci_paths(spec: Any) -> Any:
                     linestyle="none", gid=f"end-{i}")
         handles.append(line)
         labels.append(f"{path.label}: {VERDICT_WORDS[path.verdict]}")
-    if widths_all and max(widths_all) / max(min(widths_all + [data.target_pct]), 1e-9) > 8:
+    if widths_all and _log_scale([*widths_all, data.target_pct]):
         ax.set_yscale("log")
     ax.set_xlim(0.5, data.max_runs + 0.5)
-    ax.set_xticks(range(1, data.max_runs + 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))    # max may be 1000
     ax.grid(True, alpha=0.3)
     ax.set_xlabel("repetitions run (any status)", fontsize=8)
     ax.set_ylabel(f"95% CI half-width, % of mean\n{data.figure_words}", fontsize=8)

@@ -35,6 +35,11 @@ class SweepNotFound(FarmError, LookupError):
     exit_code = ExitCode.NOT_FOUND
 
 
+def args_text(args: Iterable[tuple[str, Any]]) -> str:
+    """Engine arguments as "key=value, ..." (empty when there are none)."""
+    return ", ".join(f"{k}={v}" for k, v in args)
+
+
 @dataclass(frozen=True)
 class RunPoint:
     """One run of a sweep as the report reads it: its configuration, status and figures."""
@@ -106,7 +111,7 @@ class RunPoint:
     @property
     def args_label(self) -> str:
         """The engine arguments as "key=value, ..." (empty when there are none)."""
-        return ", ".join(f"{k}={v}" for k, v in self.engine_args)
+        return args_text(self.engine_args)
 
     @property
     def load_label(self) -> str:

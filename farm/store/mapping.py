@@ -361,11 +361,10 @@ def sortable(value: Any) -> tuple[int, Any]:
     return (2, json.dumps(value, sort_keys=True))
 
 
-def configuration_order(spec: dict[str, Any]) -> tuple[Any, ...]:
-    """Where a run's configuration sorts among its sweep's: the parts SQL cannot
-    order by because they live in spec_json (the engine's arguments, the GPU
-    tuning), so that repetitions of one configuration stay together."""
-    args = spec.get("engine", {}).get("args") or {}
-    hardware = spec.get("hardware", {})
+def configuration_order(args: dict[str, Any], power_limit_w: Any, sm_clock_mhz: Any,
+                        ) -> tuple[Any, ...]:
+    """Where a run's configuration sorts among its sweep's by the parts that live in
+    spec_json (the engine's arguments, the GPU tuning), so that repetitions of one
+    configuration stay together."""
     return (tuple((name, sortable(args[name])) for name in sorted(args)),
-            sortable(hardware.get("power_limit_w")), sortable(hardware.get("sm_clock_mhz")))
+            sortable(power_limit_w), sortable(sm_clock_mhz))

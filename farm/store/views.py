@@ -163,19 +163,20 @@ class Views(StoreBase):
 
     def runs_of(self, sweep_id: str) -> list[dict[str, Any]]:
         """Every `runs` row of a sweep (all columns), in `result_rows`' order."""
-        r = runs_t.c
-        stmt = (select(runs_t).where(r.sweep_id == sweep_id)
-                .order_by(r.model_id, r.gpu_model, r.gpu_count, r.engine_kind,
-                          r.scenario_name, r.input_tokens, r.output_tokens, r.decoding,
-                          r.repetition, r.id))
         with self._read() as session:
-            rows = [dict(row) for row in session.execute(stmt).mappings()]
-        # SQL has ordered what it can; the engine arguments and tuning are in spec_json
-        return sorted(rows, key=lambda row: (
-            row["model_id"], row["gpu_model"], row["gpu_count"], row["engine_kind"],
-            configuration_order(json.loads(row["spec_json"])), row["scenario_name"],
-            sortable(row["input_tokens"]), row["output_tokens"], row["decoding"],
-            row["repetition"], row["id"]))
+            rows = [dict(row) for row in session.execute(
+                select(runs_t).where(runs_t.c.sweep_id == sweep_id)).mappings()]
+
+        def order(row: dict[str, Any]) -> tuple[Any, ...]:
+            spec = json.loads(row["spec_json"])
+            return (row["model_id"], row["gpu_model"], row["gpu_count"], row["engine_kind"],
+                    configuration_order(spec["engine"]["args"],
+                                        spec["hardware"].get("power_limit_w"),
+                                        spec["hardware"].get("sm_clock_mhz")),
+                    row["scenario_name"], sortable(row["input_tokens"]), row["output_tokens"],
+                    row["decoding"], row["repetition"], row["id"])
+        # in Python: the engine's arguments and the tuning are in spec_json
+        return sorted(rows, key=order)
 
     def request_columns(self, run_id: str) -> dict[str, list[Any]]:
         """The run's requests column by column (by load point, then index), as stored:
@@ -239,19 +240,15 @@ class Views(StoreBase):
             .join(sweeps_t, s.id == r.sweep_id)
             .outerjoin(results_t, res.run_id == r.id)
             .outerjoin(load_points_t, lp.run_id == r.id)
-            .order_by(s.name, r.model_id, r.gpu_model, r.gpu_count, r.engine_kind,
-                      r.scenario_name, r.input_tokens, r.output_tokens, r.decoding,
-                      r.repetition, r.id, lp.idx)
         )
         if sweep_id is not None:
             stmt = stmt.where(r.sweep_id == sweep_id)
         with self._read() as session:
             rows = [result_dict(row) for row in session.execute(stmt).mappings()]
-        # as runs_of: SQL's order, with the engine arguments and tuning in their place
+        # runs_of's order, by sweep first and then load point
         return sorted(rows, key=lambda row: (
             row["sweep"], row["model"], row["gpu_model"], row["gpu_count"], row["engine"],
-            configuration_order({"engine": {"args": row["engine_args"]}, "hardware": {
-                "power_limit_w": row["power_limit_w"], "sm_clock_mhz": row["sm_clock_mhz"]}}),
+            configuration_order(row["engine_args"], row["power_limit_w"], row["sm_clock_mhz"]),
             row["scenario"], sortable(row["input_tokens"]), row["output_tokens"],
             row["decoding"], row["repetition"], row["run_id"], sortable(row["load_point"])))
 

@@ -69,7 +69,7 @@ class Reads:
         if key not in self._cache:
             if need == "adaptive":
                 from farm import adaptive  # farm.adaptive imports farm.report.stats
-                self._cache[key] = adaptive.sweep_summary(self._store, run_id)
+                self._cache[key] = adaptive.sweep_summary(self._store, run_id, in_turn=True)
             else:
                 method = {"results": "result_for", "traces": "trace_for"}[need]
                 self._cache[key] = getattr(self._store, method)(run_id)
