@@ -318,12 +318,11 @@ def test_a_configuration_label_names_the_gpu_tuning_it_asked_for():
         "sim:h100-80gb", "sim:h100-80gb · 450 W cap")
 
 
-def test_the_report_lists_the_verdicts_and_the_figure_they_were_on(store: Store) -> None:
-    from farm.report.figures import FigureInputs, Reads, kind
-    from farm.report.points import load_run_points
-
-    net = ADAPTIVE.replace("ci_half_width_pct = 2 }", 'ci_half_width_pct = 2, figure = "net" }')
-    spec, text, runs = factories.sweep(net)
+def tight_and_wide(store: Store, toml: str):
+    """The sweep stored with its first configuration's 3 runs equal (target met) and
+    its second's spread (100, 150, 70 J: its repetition 3 queued by extend_sweep).
+    Returns (spec, sweep id, the wide configuration's runs)."""
+    spec, text, runs = factories.sweep(toml)
     sid = store.record_sweep(spec, text)
     store.add_runs(sid, runs)
     tight, wide = configuration(runs, 0), configuration(runs, 1)
@@ -331,7 +330,16 @@ def test_the_report_lists_the_verdicts_and_the_figure_they_were_on(store: Store)
         finish(store, r, 100.0)
     for r, e in zip(wide, (100.0, 150.0, 70.0)):
         finish(store, r, e)
-    adaptive.extend_sweep(store, sid)       # the wide one's repetition 3 is queued
+    adaptive.extend_sweep(store, sid)
+    return spec, sid, wide
+
+
+def test_the_report_lists_the_verdicts_and_the_figure_they_were_on(store: Store) -> None:
+    from farm.report.figures import FigureInputs, Reads, kind
+    from farm.report.points import load_run_points
+
+    net = ADAPTIVE.replace("ci_half_width_pct = 2 }", 'ci_half_width_pct = 2, figure = "net" }')
+    spec, _, _ = tight_and_wide(store, net)
     name, points = load_run_points(store, spec.name)
 
     def notes(energies):
@@ -358,15 +366,7 @@ def test_the_report_draws_each_configurations_ci_as_its_repetitions_came(
     from farm.report.plots import FigureSpec, draw_figure
     from farm.report.points import load_run_points
 
-    spec, text, runs = factories.sweep(ADAPTIVE)
-    sid = store.record_sweep(spec, text)
-    store.add_runs(sid, runs)
-    tight, wide = configuration(runs, 0), configuration(runs, 1)
-    for r in tight:
-        finish(store, r, 100.0)
-    for r, e in zip(wide, (100.0, 150.0, 70.0)):
-        finish(store, r, e)
-    adaptive.extend_sweep(store, sid)
+    spec, sid, wide = tight_and_wide(store, ADAPTIVE)
     (fourth,) = [r for r in store_runs(store, sid) if r.repetition == 3]
     assert adaptive.repetition(fourth, 0).run_id == wide[0].run_id
     finish(store, fourth, 100.0)
