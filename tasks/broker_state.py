@@ -66,6 +66,17 @@ def _waits_for_eta(payload: dict, now: float, grace_s: float) -> bool:
     return now < due + grace_s
 
 
+def _task_id(raw: bytes, unacked: bool = False) -> str | None:
+    """The task id (`headers.id`) of a raw kombu envelope; None if unreadable (the
+    transport parks those)."""
+    try:
+        message = json.loads(raw)
+        task_id = (message[0] if unacked else message)["headers"]["id"]
+    except (ValueError, KeyError, TypeError, IndexError):
+        return None
+    return task_id if isinstance(task_id, str) else None
+
+
 # Compare-and-act on a lease in one step, so a lapsed holder never touches a newer one's.
 _RENEW_IF_HELD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
                   "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end")
@@ -231,6 +242,26 @@ class BrokerState:
     def release_lease(self, token: str, key: str = DISPATCH_LEASE) -> None:
         """Drop the lease if `token` holds it (never another holder's)."""
         self.r.eval(_DELETE_IF_HELD, 1, key, token)
+
+    # -- what the broker holds of a run (the lost-run check, farm/lost_runs.py) --
+    def unheld(self, run_ids: list[str]) -> list[str]:
+        """Those of `run_ids` with neither a live claim nor a done marker."""
+        if not run_ids:
+            return []
+        with self.r.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.exists(CLAIM + run_id, DONE + run_id)
+            held = pipe.execute()
+        return [run_id for run_id, n in zip(run_ids, held) if not n]
+
+    def message_task_ids(self, queues: list[str]) -> set[str]:
+        """The task ids of every message waiting on `queues` or taken and not yet
+        acknowledged (kombu's `unacked` hash), whoever took it."""
+        ids = {_task_id(raw) for queue in queues for raw in self.r.lrange(queue, 0, -1)}
+        # An unacked entry is kombu's [envelope, exchange, routing key].
+        ids.update(_task_id(raw, unacked=True) for raw in self.r.hvals(UNACKED))
+        ids.discard(None)
+        return ids  # type: ignore[return-value]
 
     # -- the reaper -----------------------------------------------------------
     def reap_orphans(self, grace_s: float, now: float | None = None) -> list[str]:

@@ -128,11 +128,15 @@ def run_event(event_json: str) -> str:
 
 
 def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
+    from farm.lost_runs import LostRuns
     state = BrokerState(redis_client(settings.broker_url))
+    lost = LostRuns(settings.reaper_grace_s)
     period_s = max(1.0, min(settings.heartbeat_s, settings.reaper_grace_s / 2))
     while not stop.wait(period_s):
         try:
             state.reap_orphans(settings.reaper_grace_s)
+            # Then the store's view: a running run the broker no longer holds at all.
+            lost.check(store(), state)
         except Exception:
             log.warning("reaper pass failed", exc_info=True)
 

@@ -5,6 +5,7 @@ are applied only when they are newer than what the store holds."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -132,6 +133,32 @@ class RunLifecycle(StoreBase):
                 .values(status="queued", queued_at=event.at, error=event.detail)
             ).rowcount
         return bool(changed)
+
+    def in_flight_since(self, cutoff: datetime) -> list[tuple[str, str]]:
+        """(run id, queue) of the runs the broker should hold: running since before
+        `cutoff`, or queued with a message sent before it. The lost-run check
+        (farm/lost_runs.py) looks for each one's claim or message."""
+        stmt = (select(runs_t.c.id, runs_t.c.queue)
+                .where(or_(and_(runs_t.c.status == "running", runs_t.c.started_at < cutoff),
+                           and_(runs_t.c.status == "queued", runs_t.c.dispatched_at < cutoff)))
+                .order_by(runs_t.c.id))
+        with self._read() as session:
+            return [(row.id, row.queue) for row in session.execute(stmt)]
+
+    def hand_back_lost(self, run_ids: Collection[str], reason: str) -> list[str]:
+        """Running or dispatched runs that no worker holds and no message carries →
+        queued and undispatched, with `reason`; the dispatcher sends them again.
+        Returns the ids changed (a run that moved on meanwhile is left alone)."""
+        if not run_ids:
+            return []
+        stmt = (update(runs_t)
+                .where(runs_t.c.id.in_(list(run_ids)),
+                       or_(runs_t.c.status == "running",
+                           and_(runs_t.c.status == "queued", runs_t.c.dispatched_at.is_not(None))))
+                .values(status="queued", queued_at=utcnow(), dispatched_at=None, error=reason)
+                .returning(runs_t.c.id))
+        with self._write() as session:
+            return sorted(session.scalars(stmt))
 
     def cancel_queued(self, sweep_id: str) -> list[str]:
         """Queued runs of the sweep → cancelled; returns their ids."""

@@ -85,3 +85,37 @@ def test_attempts_done_markers_and_cancellation(broker_url):
     assert state.is_cancelled("s1") and not state.is_cancelled("s2")
     state.uncancel_sweep("s1")
     assert not state.is_cancelled("s1")
+
+
+def test_a_running_run_the_broker_no_longer_holds_is_handed_back(broker_url, tmp_path):
+    """farm.lost_runs: only a run with no claim, no done marker, no message and no
+    result on its way goes back to queued, and only once unheld for the grace."""
+    from farm.lost_runs import LostRuns
+    from farm.store import Store
+    from tasks.app import RECORD_TASK
+    from tests import factories
+
+    spec, toml, runs = factories.sweep()
+    lost, claimed, waiting, recording = (r.run_id for r in runs[:4])
+    app = create_app(Settings(broker_url=broker_url))
+    state = BrokerState(redis_client(broker_url))
+    clock = [1000.0]
+    check = LostRuns(grace_s=5, clock=lambda: clock[0])
+    with Store.open(f"sqlite:///{tmp_path / 'farm.db'}", upgrade=True) as store:
+        store.add_runs(store.record_sweep(spec, toml), runs)
+        for run_id in (lost, claimed, waiting, recording):   # started long ago
+            store.mark_started(factories.event(run_id))
+        state.claim(claimed, "alive@host", ttl_s=60)
+        app.send_task(MEASURE_TASK, args=["{}"], task_id=waiting, queue=runs[2].hardware.queue)
+        app.send_task(RECORD_TASK, args=["{}"], task_id=f"record-{recording}-1")
+        assert check.check(store, state) == []        # first seen unheld: wait the grace
+        clock[0] += 4
+        assert check.check(store, state) == []
+        clock[0] += 1
+        assert check.check(store, state) == [lost]
+        statuses = store.run_statuses([lost, claimed, waiting, recording])
+        assert statuses == {lost: "queued", claimed: "running", waiting: "running",
+                            recording: "running"}
+        assert store.dispatch_backlog(None)            # the dispatcher sends it again
+        clock[0] += 10
+        assert check.check(store, state) == []         # queued, undispatched: not in flight
