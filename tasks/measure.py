@@ -23,7 +23,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from celery import signals
@@ -44,6 +44,7 @@ from farm_contract.settings import Settings, load_settings
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
+from tasks.progress import ProgressPublisher
 from workers.allocator import GpuAllocator
 from workers.errors import FarmError, RunAborted, RunTimeout, TenantHeld, TransientError
 from workers.gpu.base import GpuInventory
@@ -70,6 +71,13 @@ class WorkerContext:
     node_name: str
     abort: threading.Event
     watch: TenantWatch | None = None
+    progress: ProgressPublisher = field(init=False)
+
+    def __post_init__(self) -> None:
+        ttl_s = self.settings.run_timeout_s
+        self.progress = ProgressPublisher(
+            lambda run_id, info: self.state.set_progress(run_id, info, ttl_s=ttl_s),
+            self.state.clear_progress)
 
 
 _ctx: WorkerContext | None = None
@@ -269,19 +277,16 @@ def _saw_tenants(ctx: WorkerContext, exc: Exception) -> None:
 
 def _progress_reporter(ctx: WorkerContext, run_id: str):
     """The runner's load point callback: where the run is, kept in Redis for
-    `farmctl run`'s progress display (farm:progress:<run_id>)."""
+    `farmctl run`'s progress display (farm:progress:<run_id>). It returns at once:
+    the write happens on the publisher's thread, never on the measurement path."""
     def tell(index: int, total: int, kind: str, value: float) -> None:
-        ctx.state.set_progress(run_id, {"load_point": index, "of": total, "kind": kind,
-                                        "value": value, "at": time.time()},
-                               ttl_s=ctx.settings.run_timeout_s)
+        ctx.progress.tell(run_id, {"load_point": index, "of": total, "kind": kind,
+                                   "value": value, "at": time.time()})
     return tell
 
 
 def _forget_progress(ctx: WorkerContext, run_id: str) -> None:
-    try:
-        ctx.state.clear_progress(run_id)
-    except Exception:   # it expires anyway; a Redis blip must not change the outcome
-        log.warning("progress of %s not cleared", run_id, exc_info=True)
+    ctx.progress.forget(run_id)
 
 
 def _requeued(run_id: str, attempt: int, why: str) -> None:

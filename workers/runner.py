@@ -49,6 +49,7 @@ from workers.power import AgreementPolicy, Contamination, Meter, PowerSampler
 from workers.preflight import IdleTemperatures, run_preflight
 from workers.quietgate import IdlePowerReferences, wait_until_quiet
 from workers.ratesweep import mark, saturation
+from workers.stalls import PhaseClock, check_stalls, sample_gaps
 from workers.validity import validate
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ class _Run:
         self.engine_info: EngineInfo | None = None
         self.preflight: Preflight | None = None
         self.idle = IdleBaseline()
+        self.phases = PhaseClock()
 
     def allowed_pids(self) -> set[int]:
         return self.own_pids | (self.engine.pids() if self.engine else set())
@@ -118,6 +120,7 @@ class _Run:
         self.meter.begin("warmup")
         engine.warmup()
         self.meter.end("warmup")
+        self.phases.pause("between warm-up and load point 0")
         # Goodput under the server scenario's SLO; batch load points have none.
         slo = slo_for(self.run.scenario)
         points = self.run.scenario.load_points
@@ -128,7 +131,9 @@ class _Run:
             if self.abort.is_set():
                 raise RunAborted("worker shutting down between load points")
             self._tell(index, len(points), kind, value)
+            self.phases.resume()
             outcome = engine.run_load_point(index, kind, value, self.meter)
+            self.phases.pause(f"between load point {index} and {index + 1}")
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(
                 index, kind, value, outcome, self.meter.window("steady", index), slo))
@@ -239,6 +244,11 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         # The sampler has stopped: every sample it holds lies inside the run.
         state.sampler.values_between("temperature_c", 0.0, float("inf")),
         spec)
+    if validity is not None:
+        stalls = check_stalls(state.phases.pauses, sample_gaps(
+            state.meter.windows, state.sampler.t_s, spec.sample_period_s), spec.sample_period_s)
+        validity = validity.model_copy(update={"checks": [*validity.checks, stalls],
+                                               "valid": validity.valid and stalls.passed})
     if validity is not None and tuning.requested:
         check = check_tuning(tuning.records, state.meter.windows, state.sampler)
         validity = validity.model_copy(update={"checks": [*validity.checks, check],

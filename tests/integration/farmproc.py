@@ -55,19 +55,22 @@ class Farm:
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def start(self, name: str, *args: str) -> subprocess.Popen:
+    def start(self, name: str, *args: str, prefix: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start `farmctl ARGS` as `name`; `prefix` runs it through another command
+        (`ip netns exec NS`), `env` overrides variables for this process only."""
         log = open(self.tmp / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "farm.cli", *args], env=self.env,
-                                cwd=self.tmp, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "farm.cli", *args],
+                                env={**self.env, **(env or {})}, cwd=self.tmp, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc
 
-    def worker(self, name: str, *sim_specs: str) -> subprocess.Popen:
+    def worker(self, name: str, *sim_specs: str, **start: object) -> subprocess.Popen:
         args = ["worker", "--name", f"{name}@test"]
         for spec in sim_specs:
             args += ["--sim", spec]
-        return self.start(name, *args)
+        return self.start(name, *args, **start)  # type: ignore[arg-type]
 
     def recorder(self, name: str = "recorder") -> subprocess.Popen:
         return self.start(name, "recorder", "--name", f"{name}@test")

@@ -160,7 +160,7 @@ def test_both_idle_baselines_preflight_and_validity_are_recorded():
     assert result.idle.idle_ctx_power_w == pytest.approx(124, rel=0.1)
     assert result.validity and result.validity.valid, result.validity
     names = {c.name for c in result.validity.checks}
-    assert names == {"steady_window", "power_range", "temperature", "agreement"}
+    assert names == {"steady_window", "power_range", "temperature", "agreement", "stalls"}
     lp = result.load_points[0]
     assert lp.energy_net_j < lp.energy_j
     assert lp.energy_per_output_token_net_j < lp.energy_per_output_token_j
@@ -190,3 +190,40 @@ def test_a_busy_gpu_is_retried_not_run():
     gpus[0].add_compute_pid(424_242)
     with pytest.raises(GpuBusy):
         run_one(one_run(BATCH), gpus, threading.Event(), worker=WORKER, attempt=1)
+
+
+def test_a_pause_between_phases_is_recorded_and_makes_the_run_invalid():
+    """A progress report that blocks (a broker partition, before it was made
+    asynchronous) left the engine idle between warm-up and the load point."""
+    run = one_run(SERVER)
+    calls = []
+
+    def slow_report(index, total, kind, value):
+        calls.append(index)
+        if index == 1:
+            threading.Event().wait(2.5)
+
+    result = run_one(run, SimInventory("H100-80GB").devices(), threading.Event(),
+                     worker=WORKER, attempt=1, on_load_point=slow_report)
+    assert result.status == "succeeded" and calls == [0, 1]
+    stalls = next(c for c in result.validity.checks if c.name == "stalls")
+    assert not stalls.passed and not result.validity.valid
+    assert stalls.value >= 2.5
+    assert "between load point 0 and 1" in stalls.detail
+
+
+def test_stall_checks_judge_timeline_gaps_inside_steady_windows_only():
+    from farm_contract.records import EnergyWindow
+    from workers.stalls import Stall, check_stalls, sample_gaps
+
+    steady = EnergyWindow(name="steady", load_point=2, start_s=10.0, duration_s=5.0,
+                          energy_j=1000.0)
+    ticks = [10.0 + 0.1 * i for i in range(11)] + [13.5 + 0.1 * i for i in range(15)]
+    gaps = sample_gaps([steady], ticks, period_s=0.1)
+    assert [(g.where, round(g.at_s, 1), round(g.duration_s, 1)) for g in gaps] == [
+        ("power timeline of steady[2]", 11.0, 2.5)]
+    # The same gap outside any steady window is not judged.
+    assert sample_gaps([steady.model_copy(update={"name": "warmup"})], ticks, 0.1) == []
+    check = check_stalls([Stall("between warm-up and load point 0", 1.0, 0.01)], gaps, 0.1)
+    assert not check.passed and check.value == 2.5 and "steady[2]" in check.detail
+    assert check_stalls([Stall("x", 0.0, 0.01)], [], 0.1).passed
