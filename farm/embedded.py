@@ -91,9 +91,13 @@ class PrivateRedis:
 
     def _ping(self) -> bool:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+            # No retries: an ACL's refusal would be retried with backoff for seconds.
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1,
+                                 retry=Retry(NoBackoff(), 0))
             return bool(client.ping())
         except redis.AuthenticationError:
             return True         # it answers: an ACL without a default user refused us
