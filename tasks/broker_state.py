@@ -147,6 +147,11 @@ class BrokerState:
         """Whether a result of the run has been sent: a redelivery is not run again."""
         return bool(self.r.exists(DONE + run_id))
 
+    def forget_done(self, run_id: str) -> None:
+        """Drop the run's done marker: its result was sent but refused, so a retry
+        must measure it again."""
+        self.r.delete(DONE + run_id)
+
     def cancel_sweep(self, sweep_id: str) -> None:
         """Add the sweep to the cancelled set: workers skip its runs."""
         self.r.sadd(CANCELLED, sweep_id)

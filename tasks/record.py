@@ -55,6 +55,15 @@ def _park(payload: object, error: Exception | str) -> None:
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 
+def _forget_done(run_id: str) -> None:
+    """A refused result was not stored: drop the worker's done marker, so that
+    `farmctl retry` measures the run again once the host's key is right."""
+    try:
+        BrokerState(redis_client(load_settings().broker_url)).forget_done(run_id)
+    except Exception:   # the result is parked either way; only a retry would skip it
+        log.warning("done marker of %s not dropped", run_id, exc_info=True)
+
+
 # A store outage only delays recording: Celery retries the task (a new message with
 # the same payload) after 1, 2, 4 … 60 s (autoretry_for + retry_backoff, no jitter)
 # for as long as it takes (max_retries=None). What cannot be read is parked, never
@@ -80,6 +89,8 @@ def _apply(model: type[T], payload: str, write: Callable[[T], str],
     refused = signing.refusal(message.worker.host, payload, signature)  # type: ignore[attr-defined]
     if refused:
         _park(payload, f"{model.__name__} refused: {refused}")
+        if isinstance(message, RunResult):
+            _forget_done(message.run_id)
         return "parked"
     try:
         return write(message)

@@ -26,6 +26,7 @@ def recorder(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_SIGNING_KEYS", str(keys))
     stored, parked = [], []
     monkeypatch.setattr(record, "_park", lambda payload, error: parked.append((payload, error)))
+    monkeypatch.setattr(record, "_forget_done", lambda run_id: parked.append(("done", run_id)))
 
     def apply(payload: str, signature) -> str:
         return record._apply(RunResult, payload, lambda r: stored.append(r) or "stored",
@@ -72,9 +73,11 @@ def test_a_forged_or_unsigned_result_is_parked_never_stored(recorder, case, reas
         signature = {"mac": "00"}
     assert apply(payload, signature) == "parked"
     assert stored == []
-    (parked_payload, error), = parked
+    (parked_payload, error), forgotten = parked
     assert parked_payload == payload and error.startswith("RunResult refused: ")
     assert reason in error
+    # Measured but not stored: the done marker goes, so `farmctl retry` measures it again.
+    assert forgotten == ("done", "run-1")
 
 
 def test_without_a_keyring_unsigned_results_are_stored(monkeypatch):
@@ -84,7 +87,7 @@ def test_without_a_keyring_unsigned_results_are_stored(monkeypatch):
 
 
 def test_a_rotated_host_verifies_with_either_key_and_the_file_is_read_again(recorder, tmp_path):
-    apply, stored, _parked = recorder
+    apply, stored, parked = recorder
     keys = tmp_path / "signing-keys"
     keys.write_text(f"node1 {KEY_A}\nnode1 {'c' * 64}\n")      # rotation: old and new
     for key in (KEY_A, "c" * 64):
@@ -93,7 +96,7 @@ def test_a_rotated_host_verifies_with_either_key_and_the_file_is_read_again(reco
     keys.write_text(f"node1 {'c' * 64}\n")                      # the old key retired
     payload = make_result("run-old").model_dump_json()
     assert apply(payload, signing.sign(payload, host="node1", settings=_key(KEY_A))) == "parked"
-    assert len(stored) == 2
+    assert len(stored) == 2 and len(parked) == 2
 
 
 def test_the_worker_signs_what_it_sends_as_its_host(monkeypatch):
