@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from farm.errors import ExitCode, FarmError
@@ -40,7 +41,8 @@ def find_redis_server() -> str | None:
 class PrivateRedis:
     """Start with `with PrivateRedis() as r: r.url`."""
 
-    def __init__(self, directory: str | None = None, port: int = 0):
+    def __init__(self, directory: str | None = None, port: int = 0,
+                 extra_args: Sequence[str] = ()):
         self.binary = find_redis_server()
         if self.binary is None:
             raise EmbeddedRedisError(
@@ -52,6 +54,8 @@ class PrivateRedis:
         self.dir.chmod(0o700)
         self.socket = self.dir / "redis.sock"
         self.port = port
+        # More redis-server options (the tests' TLS and ACL servers), after ours.
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -71,6 +75,7 @@ class PrivateRedis:
             "--unixsocket", str(self.socket), "--unixsocketperm", "700",
             "--save", "", "--appendonly", "no", "--dir", str(self.dir),
             "--logfile", str(self.dir / "redis.log"), "--daemonize", "no",
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
@@ -86,10 +91,16 @@ class PrivateRedis:
 
     def _ping(self) -> bool:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
+            # No retries: an ACL's refusal would be retried with backoff for seconds.
+            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1,
+                                 retry=Retry(NoBackoff(), 0))
             return bool(client.ping())
+        except redis.AuthenticationError:
+            return True         # it answers: an ACL without a default user refused us
         except (redis.RedisError, OSError):
             return False
 

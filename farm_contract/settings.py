@@ -8,6 +8,8 @@ empty variable means its default. A value farm cannot use raises
 
 from __future__ import annotations
 
+import os
+import ssl
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,7 +51,15 @@ EXAMPLES = {
     "FARM_DISPATCH_DEPTH": "8",
     "FARM_FAIR_SHARE_WINDOW_S": "86400",
     "FARM_GPU_SETTLE_S": "30",
+    "FARM_BROKER_TLS_CA_FILE": "/etc/farm/tls/ca.crt",
+    "FARM_BROKER_TLS_CERT_FILE": "/etc/farm/tls/client.crt",
+    "FARM_BROKER_TLS_KEY_FILE": "/etc/farm/tls/client.key",
+    "FARM_SIGNING_KEY": "the output of `openssl rand -hex 32`",
+    "FARM_SIGNING_KEYS": "/etc/farm/signing-keys",
 }
+
+# A worker's result signing key (tasks/signing.py): short keys can be guessed.
+MIN_SIGNING_KEY_CHARS = 32
 
 # A sweep owner's name: short, and safe in tables, logs and Redis keys.
 OWNER_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"
@@ -94,6 +104,18 @@ class Settings(BaseSettings):
     # A GPU another tenant has left is used again once it has been free this long
     # (workers/tenants.py): a job that restarts between epochs is not measured beside.
     gpu_settle_s: float = Field(30.0, ge=0, validation_alias="FARM_GPU_SETTLE_S")
+    # TLS to Redis (a rediss:// broker URL): the CA that signed the server's certificate
+    # (unset: the system's CAs), and this client's certificate and key where the
+    # server asks for one (redis-server --tls-auth-clients).
+    broker_tls_ca_file: str | None = Field(None, validation_alias="FARM_BROKER_TLS_CA_FILE")
+    broker_tls_cert_file: str | None = Field(None, validation_alias="FARM_BROKER_TLS_CERT_FILE")
+    broker_tls_key_file: str | None = Field(None, validation_alias="FARM_BROKER_TLS_KEY_FILE")
+    # A GPU worker signs what it sends with this key (HMAC, tasks/signing.py) ...
+    signing_key: str | None = Field(None, repr=False, min_length=MIN_SIGNING_KEY_CHARS,
+                                    validation_alias="FARM_SIGNING_KEY")
+    # ... and a recorder given this file of `host key` lines stores only what the
+    # named host's key signed.
+    signing_keys: str | None = Field(None, validation_alias="FARM_SIGNING_KEYS")
 
     def __init__(self, **values: Any):
         try:
@@ -113,6 +135,34 @@ class Settings(BaseSettings):
         _check_scheme(url, BROKER_SCHEMES, "a Redis URL")
         return url
 
+    @field_validator("broker_tls_ca_file", "broker_tls_cert_file", "broker_tls_key_file",
+                     "signing_keys")
+    @classmethod
+    def _readable_file(cls, path: str | None) -> str | None:
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError("is not a file farm can read" if os.path.exists(path)
+                             else "names no file")
+        if path is not None and not os.path.isfile(path):
+            raise ValueError("is not a file")
+        return path
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> Settings:
+        given = [name for name, value in (
+            ("FARM_BROKER_TLS_CA_FILE", self.broker_tls_ca_file),
+            ("FARM_BROKER_TLS_CERT_FILE", self.broker_tls_cert_file),
+            ("FARM_BROKER_TLS_KEY_FILE", self.broker_tls_key_file)) if value]
+        if given and not self.broker_tls:
+            raise ValueError(
+                f"{', '.join(given)} set, but FARM_BROKER_URL={redact(self.broker_url)!r} is "
+                "not a TLS URL: use rediss:// (e.g. FARM_BROKER_URL=rediss://farm-worker:"
+                "PASSWORD@coordinator:6379/0), or unset the TLS files")
+        if bool(self.broker_tls_cert_file) != bool(self.broker_tls_key_file):
+            raise ValueError(
+                "FARM_BROKER_TLS_CERT_FILE and FARM_BROKER_TLS_KEY_FILE go together: set both "
+                "(the client certificate and its private key) or neither")
+        return self
+
     @model_validator(mode="after")
     def _run_ends_before_redeliver(self) -> Settings:
         if self.run_timeout_s >= self.visibility_timeout_s:
@@ -122,6 +172,20 @@ class Settings(BaseSettings):
                 "Redis hands a run still in progress to a second worker (e.g. "
                 "FARM_RUN_TIMEOUT_S=14400 with FARM_VISIBILITY_TIMEOUT_S=21600, the defaults)")
         return self
+
+
+    @property
+    def broker_tls(self) -> bool:
+        """Whether the broker is reached over TLS (a rediss:// URL)."""
+        return self.broker_url.lower().startswith("rediss://")
+
+    def broker_ssl_options(self) -> dict[str, Any]:
+        """TLS options for a rediss:// broker, in the keys both Celery's
+        `broker_use_ssl` and redis-py's `Redis(...)` take. The server's certificate
+        is always verified (against the system's CAs without a CA file)."""
+        return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.broker_tls_ca_file,
+                "ssl_certfile": self.broker_tls_cert_file,
+                "ssl_keyfile": self.broker_tls_key_file}
 
 
 def _check_scheme(url: str, schemes: tuple[str, ...], what: str) -> None:
@@ -141,13 +205,20 @@ def _message(exc: ValidationError) -> str:
             continue
         where = str(error["loc"][0])            # the variable, or the field given by name
         field = Settings.model_fields.get(where)
+        if field is None:       # read from the environment: loc is the variable
+            field = next((f for f in Settings.model_fields.values()
+                          if f.validation_alias == where), None)
         name = field.validation_alias if field is not None else where
         raw = error.get("input")
         shown = redact(raw) if isinstance(raw, str) else raw
+        if field is not None and not field.repr:    # a secret: never echoed
+            shown = "***"
         if error["type"] in ("float_parsing", "float_type"):
             problem = "is not a number"
         elif error["type"] == "value_error":
             problem = str(error["ctx"]["error"])
+        elif error["type"] == "string_too_short":
+            problem = f"is too short (at least {error['ctx']['min_length']} characters)"
         elif error["type"] == "string_pattern_mismatch":
             problem = "is not a short name (at most 64 letters, digits or . _ - @)"
         else:

@@ -57,6 +57,9 @@ def configure(app: Celery, settings: Settings) -> None:
     )
     # Celery 5.5+: retry a run whose pool child died, bounded by max_retries.
     app.conf["task_retry_on_worker_lost"] = True
+    # rediss://: kombu's Redis transport opens TLS connections with these (the
+    # server's certificate verified against FARM_BROKER_TLS_CA_FILE).
+    app.conf.broker_use_ssl = settings.broker_ssl_options() if settings.broker_tls else None
     scheme = settings.broker_url.split("://", 1)[0]
     if scheme in ("redis", "rediss"):
         # kombu's Redis transport, but an entry it cannot read is parked, not fatal.

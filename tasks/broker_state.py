@@ -31,6 +31,8 @@ from typing import Any
 
 import redis
 
+from farm_contract.settings import Settings, load_settings
+
 log = logging.getLogger(__name__)
 
 CLAIM = "farm:claim:"
@@ -47,11 +49,18 @@ UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
-def redis_client(broker_url: str) -> redis.Redis:
-    """A redis-py client for a Celery broker URL (redis://, rediss://, redis+socket://)."""
+def redis_client(broker_url: str, settings: Settings | None = None) -> redis.Redis:
+    """A redis-py client for a Celery broker URL (redis://, rediss://, redis+socket://).
+
+    A rediss:// URL is opened with the TLS files of `settings` (default: the
+    environment's FARM_BROKER_TLS_*), the same ones Celery's connections use.
+    """
     if broker_url.startswith("redis+socket://"):
         broker_url = "unix://" + broker_url[len("redis+socket://"):]
-    return redis.Redis.from_url(broker_url, socket_timeout=30, socket_connect_timeout=10)
+    tls: dict[str, Any] = {}
+    if broker_url.lower().startswith("rediss://"):
+        tls = (settings or load_settings()).broker_ssl_options()
+    return redis.Redis.from_url(broker_url, socket_timeout=30, socket_connect_timeout=10, **tls)
 
 
 def _waits_for_eta(payload: dict, now: float, grace_s: float) -> bool:
@@ -148,6 +157,11 @@ class BrokerState:
     def is_done(self, run_id: str) -> bool:
         """Whether a result of the run has been sent: a redelivery is not run again."""
         return bool(self.r.exists(DONE + run_id))
+
+    def forget_done(self, run_id: str) -> None:
+        """Drop the run's done marker: its result was sent but refused, so a retry
+        must measure it again."""
+        self.r.delete(DONE + run_id)
 
     def cancel_sweep(self, sweep_id: str) -> None:
         """Add the sweep to the cancelled set: workers skip its runs."""

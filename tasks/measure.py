@@ -41,6 +41,7 @@ from farm_contract.records import (
 from farm_contract.routing import queue_for, queues_for_host
 from farm_contract.runspec import RunSpec, sweep_id
 from farm_contract.settings import Settings, load_settings
+from tasks import signing
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
@@ -96,7 +97,8 @@ def worker_info() -> WorkerInfo:
 
 
 def _send(task: str, payload: str, task_id: str | None = None) -> None:
-    app.send_task(task, args=[payload], task_id=task_id)
+    # Signed with this host's FARM_SIGNING_KEY, if it has one (tasks/signing.py).
+    app.send_task(task, args=[payload], kwargs=signing.send_kwargs(payload), task_id=task_id)
 
 
 def _send_record(payload: str, task_id: str) -> None:

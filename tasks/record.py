@@ -28,6 +28,7 @@ from farm.store.repository import Store
 from farm_contract.records import RunEvent, RunResult
 from farm_contract.routing import RECORD_QUEUE
 from farm_contract.settings import Settings, load_settings
+from tasks import signing
 from tasks.app import EVENT_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import UNREADABLE, BrokerState, redis_client
 
@@ -54,6 +55,15 @@ def _park(payload: object, error: Exception | str) -> None:
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 
+def _forget_done(run_id: str) -> None:
+    """A refused result was not stored: drop the worker's done marker, so that
+    `farmctl retry` measures the run again once the host's key is right."""
+    try:
+        BrokerState(redis_client(load_settings().broker_url)).forget_done(run_id)
+    except Exception:   # the result is parked either way; only a retry would skip it
+        log.warning("done marker of %s not dropped", run_id, exc_info=True)
+
+
 # A store outage only delays recording: Celery retries the task (a new message with
 # the same payload) after 1, 2, 4 … 60 s (autoretry_for + retry_backoff, no jitter)
 # for as long as it takes (max_retries=None). What cannot be read is parked, never
@@ -62,10 +72,12 @@ STORE_RETRY = {"autoretry_for": (Exception,), "retry_backoff": 1, "retry_backoff
                "retry_jitter": False, "max_retries": None}
 
 
-def _apply(model: type[T], payload: str, write: Callable[[T], str]) -> str:
+def _apply(model: type[T], payload: str, write: Callable[[T], str],
+           signature: object = None) -> str:
     """Decode `payload` as `model` and write it to the store; park what cannot be read
-    (retrying cannot fix a newer worker's schema); a failed write raises, and the
-    task retries it (STORE_RETRY)."""
+    (retrying cannot fix a newer worker's schema) or was not signed by the host it
+    names while signatures are required; a failed write raises, and the task
+    retries it (STORE_RETRY)."""
     try:
         if not isinstance(payload, str | bytes):
             raise TypeError(f"{model.__name__} argument is a {type(payload).__name__}, "
@@ -73,6 +85,12 @@ def _apply(model: type[T], payload: str, write: Callable[[T], str]) -> str:
         message = model.model_validate_json(payload)
     except (ValidationError, TypeError) as exc:
         _park(payload, exc)
+        return "parked"
+    refused = signing.refusal(message.worker.host, payload, signature)  # type: ignore[attr-defined]
+    if refused:
+        _park(payload, f"{model.__name__} refused: {refused}")
+        if isinstance(message, RunResult):
+            _forget_done(message.run_id)
         return "parked"
     try:
         return write(message)
@@ -116,15 +134,17 @@ def _apply_event(event: RunEvent) -> str:
 
 
 @app.task(name=RECORD_TASK, acks_late=True, **STORE_RETRY)
-def record(result_json: str) -> str:
-    """The `farm.record` task: store one `RunResult` (JSON); returns the store's outcome."""
-    return _apply(RunResult, result_json, _record_result)
+def record(result_json: str, host_signature: dict | None = None) -> str:
+    """The `farm.record` task: store one `RunResult` (JSON), signed by its worker host
+    where signatures are required (tasks/signing.py); returns the store's outcome."""
+    return _apply(RunResult, result_json, _record_result, host_signature)
 
 
 @app.task(name=EVENT_TASK, acks_late=True, **STORE_RETRY)
-def run_event(event_json: str) -> str:
-    """The `farm.run_event` task: mark a run started or requeued ("updated" or "ignored")."""
-    return _apply(RunEvent, event_json, _apply_event)
+def run_event(event_json: str, host_signature: dict | None = None) -> str:
+    """The `farm.run_event` task: mark a run started or requeued ("updated" or "ignored");
+    signed like results."""
+    return _apply(RunEvent, event_json, _apply_event, host_signature)
 
 
 def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
@@ -153,6 +173,10 @@ def serve(node_name: str | None = None, loglevel: str = "INFO") -> int:
     global _store
     settings = load_settings()
     _store = Store.open(settings.db_url, upgrade=True)
+    # A keyring farm cannot read stops the recorder here, not at the first result.
+    keys = signing.keyring(settings)
+    log.info("results: %s", f"signed by their host required ({len(keys.keys)} host(s) "
+             "known)" if keys else "unsigned accepted (FARM_SIGNING_KEYS unset)")
     stop = threading.Event()
     reaper = threading.Thread(target=_reaper_loop, args=(settings, stop), daemon=True,
                               name="reaper")
