@@ -13,7 +13,9 @@ queue up from the store's undispatched runs, chosen by:
 3. within an owner, its oldest sweep first, then its runs oldest first.
 
 So a 10-run sweep enqueued behind a 5,000-run one waits for at most `depth`
-messages, not for 5,000.
+messages, not for 5,000. The depth includes a reserve (farm/reserve.py): enough
+runs to keep a queue's workers busy for FARM_QUEUE_RESERVE_S through a store
+outage, when no pass can read the backlog.
 
 Exactly once is kept by order and by ids: a run is sent (task id = run id), then
 marked dispatched. A crash in between leaves a run that looks undispatched and
@@ -33,6 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from farm.reserve import RunEstimates, reserves
 from farm_contract.runspec import RunSpec
 
 if TYPE_CHECKING:   # annotations only
@@ -47,10 +50,15 @@ DEFAULT_ESTIMATE_S = 60.0     # a run's duration before its owner has finished a
 LEASE_TTL_S = 30.0            # a pass renews it after each queue's send
 
 
-def depth_for(queue: str, slots: Mapping[str, int], depth: int | None = None) -> int:
+def depth_for(queue: str, slots: Mapping[str, int], depth: int | None = None,
+              reserve: int = 0) -> int:
     """How many messages to keep waiting on `queue`: `depth` when set (FARM_DISPATCH_DEPTH),
-    else max(MIN_DEPTH, 2 × the runs its live workers can hold at once)."""
-    return depth if depth is not None else max(MIN_DEPTH, 2 * slots.get(queue, 0))
+    else the runs its live workers can hold at once plus its `reserve` (farm/reserve.py),
+    at least MIN_DEPTH and twice the slots (a finishing run's successor is waiting)."""
+    if depth is not None:
+        return depth
+    n = slots.get(queue, 0)
+    return max(MIN_DEPTH, 2 * n, n + reserve)
 
 
 def gpus_of(queue: str) -> int:
@@ -113,18 +121,21 @@ def _send_runs(runs: list[RunSpec]) -> None:
 
 def dispatch_once(store: Store, state: BrokerState, *, depth: int | None = None,
                   window_s: float | None = None, sweep_id: str | None = None,
+                  reserve_s: float | None = None, estimates: RunEstimates | None = None,
                   wait_s: float = 0.0, send: SendFn = _send_runs) -> Counter[str] | None:
     """One pass: top every queue up to its depth from the store; the runs sent per queue.
 
     None when another pass holds the lease for longer than `wait_s` seconds (it
-    does the same work). `depth`, `window_s` and `sweep_id` (dispatch only that
-    sweep's runs) default to the settings (FARM_DISPATCH_DEPTH,
-    FARM_FAIR_SHARE_WINDOW_S, FARM_DISPATCH_SWEEP).
+    does the same work). `depth`, `window_s`, `sweep_id` (dispatch only that
+    sweep's runs) and `reserve_s` default to the settings (FARM_DISPATCH_DEPTH,
+    FARM_FAIR_SHARE_WINDOW_S, FARM_DISPATCH_SWEEP, FARM_QUEUE_RESERVE_S);
+    `estimates` keeps the queues' run durations between passes.
     """
     from farm_contract.settings import load_settings
 
     settings = load_settings()
     depth = settings.dispatch_depth if depth is None else depth
+    reserve_s = settings.queue_reserve_s if reserve_s is None else reserve_s
     window_s = settings.fair_share_window_s if window_s is None else window_s
     sweep_id = settings.dispatch_sweep if sweep_id is None else sweep_id
     token = uuid.uuid4().hex
@@ -134,20 +145,24 @@ def dispatch_once(store: Store, state: BrokerState, *, depth: int | None = None,
             return None
         time.sleep(0.05)
     try:
-        return _pass(store, state, token, depth, window_s, sweep_id, send)
+        return _pass(store, state, token, depth, window_s, sweep_id, send,
+                     reserve_s, estimates)
     finally:
         state.release_lease(token)
 
 
 def _pass(store: Store, state: BrokerState, token: str, depth: int | None, window_s: float,
-          sweep_id: str | None, send: SendFn) -> Counter[str]:
+          sweep_id: str | None, send: SendFn, reserve_s: float = 0.0,
+          estimates: RunEstimates | None = None) -> Counter[str]:
     sent: Counter[str] = Counter()
     backlog = store.dispatch_backlog(sweep_id)
     if not backlog:
         return sent
     slots = state.queue_slots()
-    free = {q: depth_for(q, slots, depth) - state.queue_length(q)
-            for q in {e.queue for e in backlog}}
+    queues = {e.queue for e in backlog}
+    reserve = reserves(store, queues, slots, reserve_s, estimates) if depth is None else {}
+    free = {q: depth_for(q, slots, depth, reserve.get(q, 0)) - state.queue_length(q)
+            for q in queues}
     if all(n <= 0 for n in free.values()):
         return sent
     # Usage is read only when owners compete for a queue's places: it is the
@@ -199,9 +214,10 @@ def serve_forever(store_fn: Callable[[], Store], state: BrokerState, stop, perio
                   ) -> None:
     """The recorder's dispatcher thread: a pass every `period_s` until `stop` is set;
     a failed pass is logged and the next one tries again."""
+    estimates = RunEstimates()
     while not stop.wait(period_s):
         try:
-            sent = dispatch_once(store_fn(), state)
+            sent = dispatch_once(store_fn(), state, estimates=estimates)
             if sent:
                 log.info("dispatched %s", dict(sent))
         except Exception:

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # Messages the dispatcher keeps waiting on each GPU queue (farm/dispatch.py);
     # unset: max(4, 2 x the runs the queue's live workers can hold at once).
     dispatch_depth: int | None = Field(None, ge=1, validation_alias="FARM_DISPATCH_DEPTH")
+    # Seconds of work each GPU queue keeps waiting beyond what its live workers hold
+    # (farm/reserve.py): the dispatcher needs the store, so this is how long GPUs stay
+    # busy through a store outage (a PostgreSQL restart or failover: seconds to a
+    # couple of minutes). The price: a higher priority run waits up to this long more.
+    queue_reserve_s: float = Field(180.0, ge=0, validation_alias="FARM_QUEUE_RESERVE_S")
     # Only this sweep's runs are dispatched (`farmctl run` sets it for its recorder).
     dispatch_sweep: str | None = Field(None, validation_alias="FARM_DISPATCH_SWEEP")
     # Fair share counts each owner's GPU time over this window.

@@ -54,6 +54,8 @@ def configure(app: Celery, settings: Settings) -> None:
         },
         task_create_missing_queues=True,
         enable_utc=True,
+        # A message no registered task takes is parked in farm:unreadable, not dropped.
+        worker_consumer="tasks.consumer:Consumer",
     )
     # Celery 5.5+: retry a run whose pool child died, bounded by max_retries.
     app.conf["task_retry_on_worker_lost"] = True

@@ -176,9 +176,10 @@ class BrokerState:
         return bool(self.r.sismember(CANCELLED, sweep_id))
 
     def park_unreadable(self, payload: Any, queue: str | None = None,
-                        reason: str | None = None) -> None:
+                        reason: str | None = None, task: str | None = None) -> None:
         """Keep a message no one could read, for a human: its text, the queue it
-        came from, why it was unreadable and when (one JSON entry of farm:unreadable).
+        came from, why it was unreadable and when (one JSON entry of farm:unreadable),
+        and its task name when it has one (`task`, only then in the entry).
         A payload that is not text (bytes, or an argument of the wrong type) is kept
         as its decoded text or its JSON (repr where JSON has no form for it)."""
         if isinstance(payload, bytes):
@@ -187,7 +188,8 @@ class BrokerState:
             payload = json.dumps(payload, default=repr)
         self.r.rpush(UNREADABLE, json.dumps({
             "queue": queue, "reason": reason, "payload": payload,
-            "parked_at": datetime.now(UTC).isoformat(timespec="seconds")}))
+            "parked_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **({"task": task} if task is not None else {})}))
 
     def unreadable_count(self) -> int:
         """How many messages are parked in farm:unreadable."""

@@ -98,6 +98,7 @@ class PrivatePostgres:
         self.dir: Path | None = None
         self.port: int | None = None
         self._as_user: list[str] = []
+        self._options = ""
 
     @property
     def data_dir(self) -> Path:
@@ -138,6 +139,7 @@ class PrivatePostgres:
             # Durability is not the point of a test cluster: skip fsyncs.
             options = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
                        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
+            self._options = options
             self._run(pg_ctl, "-D", str(self.data_dir), "-l", str(self.dir / "postgres.log"),
                       "-o", options, "-w", "-t", "60", "start", timeout_s=90)
         except (PostgresUnavailable, OSError, subprocess.TimeoutExpired) as exc:
@@ -148,6 +150,18 @@ class PrivatePostgres:
             self.stop()
             raise PostgresUnavailable(f"private PostgreSQL not listening on {self.port}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database outage); `resume` restarts it."""
+        self._run(_pg_binary("pg_ctl") or "pg_ctl", "-D", str(self.data_dir), "-m", "fast",
+                  "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the paused server again, on the same port."""
+        assert self.dir is not None
+        self._run(_pg_binary("pg_ctl") or "pg_ctl", "-D", str(self.data_dir), "-l",
+                  str(self.dir / "postgres.log"), "-o", self._options, "-w", "-t", "60",
+                  "start", timeout_s=90)
 
     def _log_tail(self) -> str:
         log = self.dir / "postgres.log" if self.dir else None

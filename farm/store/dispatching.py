@@ -84,6 +84,19 @@ class Dispatching(StoreBase):
                     .values(dispatched_at=now)).rowcount
         return changed
 
+    def recent_run_s(self, queue: str, last: int = 20) -> float | None:
+        """Mean duration (s) of the queue's `last` runs to succeed, None before any:
+        how fast a queue's reserve drains (farm/reserve.py)."""
+        r = runs_t.c
+        stmt = (select(r.started_at, r.finished_at)
+                .where(r.queue == queue, r.status == "succeeded",
+                       r.started_at.is_not(None), r.finished_at.is_not(None))
+                .order_by(r.finished_at.desc()).limit(last))
+        with self._read() as session:
+            durations = [(as_utc(end) - as_utc(start)).total_seconds()
+                         for start, end in session.execute(stmt)]
+        return sum(durations) / len(durations) if durations else None
+
     def undispatched_ids(self, sweep_id: str | None = None) -> list[str]:
         """Ids of queued runs no message carries yet (of one sweep, or all)."""
         r = runs_t.c

@@ -11,8 +11,13 @@ import textwrap
 import pytest
 import redis
 
+from farm.spec import parse_sweep
 from farm.store import Store
+from farm.sweep import expand
+from farm_contract.settings import Settings
+from tasks.app import create_app
 from tests.integration.farmproc import ROOT, Farm, wait_for
+from tests.integration.test_farm import all_finished, sweep_toml, write
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +90,33 @@ def test_a_worker_stopped_by_an_unrecoverable_error_exits_non_zero(broker_url):
                           text=True, timeout=120)
     assert proc.returncode != 0, proc.stderr[-2000:]
     assert "Unrecoverable error" in proc.stderr
+
+
+def test_unregistered_task_names_are_parked_and_the_farm_carries_on(sqlite_farm):
+    # Celery logs "Received unregistered task" and acks: the message would be gone.
+    farm = sqlite_farm
+    r = _client(farm.broker_url)
+    worker, recorder = farm.worker("w1", "H100"), farm.recorder()
+    wait_for(lambda: "ready" in farm.log("w1") and "ready" in farm.log("recorder"), 60,
+             "the worker and the recorder to be ready")
+    app = create_app(Settings(broker_url=farm.broker_url))
+    app.send_task("farm.measure_v2", args=["{}"], queue="sim.h100-80gb.x1")
+    app.send_task("farm.record_v2", args=["{}"], queue="farm.record")
+    parked = wait_for(lambda: r.llen("farm:unreadable") == 2 and r.lrange("farm:unreadable", 0, -1),
+                      30, "two parked messages")
+    entries = {e["task"]: e for e in map(json.loads, parked)}
+    assert entries["farm.measure_v2"]["queue"] == "sim.h100-80gb.x1"
+    assert entries["farm.record_v2"]["queue"] == "farm.record"
+    for name, entry in entries.items():
+        assert entry["reason"] == f"unregistered task {name!r}"
+        assert json.loads(entry["payload"])["headers"]["task"] == name   # enough to re-send it
+    assert "2 unreadable message(s) parked in farm:unreadable" in farm.cli("status").stdout
+
+    # Both carry on: a real run after them is measured and recorded.
+    text = sweep_toml("after", '["sim:H100"]')
+    farm.cli("enqueue", str(write(farm, "after", text)))
+    runs = expand(parse_sweep(text))
+    with Store.open(farm.db_url) as store:
+        wait_for(lambda: all_finished(store, [r.run_id for r in runs]), 60, "the runs after")
+        assert set(store.run_statuses([r.run_id for r in runs]).values()) == {"succeeded"}
+    assert worker.poll() is None and recorder.poll() is None

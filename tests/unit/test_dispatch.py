@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from farm.dispatch import _contested, choose, depth_for, gpus_of
+from farm.reserve import MAX_RESERVE_PER_SLOT, RunEstimates, reserve_runs
 from farm.store import Store, make_engine
 from farm.store.counts import owner_counts
 from farm.store.db import _alembic_config
@@ -100,6 +101,34 @@ def test_depth_and_gpus_of_a_queue() -> None:
     assert (gpus_of("gpu.h100-80gb.x4"), gpus_of("cpu.cpu.x1"), gpus_of("odd")) == (4, 1, 1)
 
 
+def test_the_reserve_is_seconds_of_work_bounded_per_slot() -> None:
+    # 8 slots, 3-minute runs, a 180-s reserve: one run per slot more.
+    assert reserve_runs(8, 180, 180.0) == 8
+    assert depth_for("sim.h100.x1", {"sim.h100.x1": 8}, reserve=8) == 16
+    # 2-s runs: 90 per slot wanted, 50 per slot at most.
+    assert reserve_runs(1, 180, 2.0) == MAX_RESERVE_PER_SLOT
+    assert depth_for("sim.h100.x1", {"sim.h100.x1": 1}, reserve=50) == 51
+    # Before any run succeeded: DEFAULT_RUN_S (60 s); no worker or no reserve: nothing.
+    assert reserve_runs(2, 180, None) == 6
+    assert reserve_runs(0, 180, 2.0) == reserve_runs(4, 0, 2.0) == 0
+    assert depth_for("sim.h100.x1", {}, reserve=0) == 4
+
+
+def test_run_estimates_are_reused_until_stale_and_asked_again_without_history() -> None:
+    class Store:
+        def __init__(self):
+            self.asked: list[str] = []
+
+        def recent_run_s(self, queue):
+            self.asked.append(queue)
+            return None if queue == "new" else 5.0
+
+    store, estimates = Store(), RunEstimates(ttl_s=60)
+    assert estimates.run_s(store, ["old", "new"]) == {"old": 5.0, "new": None}
+    assert estimates.run_s(store, ["old", "new"]) == {"old": 5.0, "new": None}
+    assert store.asked == ["old", "new", "new"]
+
+
 # ---------------------------------------------------------------- the store
 
 
@@ -178,6 +207,19 @@ def test_owner_usage_and_counts(store: Store) -> None:
         assert owner_counts(connection.driver_connection, 24 * 3600, now) == list(rows.values())
     finally:
         connection.close()
+
+
+def test_recent_run_s_is_the_queues_mean_succeeded_run(store: Store) -> None:
+    _, runs = _record(store)
+    queue = runs[0].hardware.queue
+    assert store.recent_run_s(queue) is None
+    now = datetime.now(UTC)
+    same_queue = [r for r in runs if r.hardware.queue == queue]
+    for run in same_queue[:2]:        # factories.result: finished 30 s after its start
+        store.mark_started(factories.event(run.run_id, at=now - timedelta(seconds=60)))
+        store.record_result(factories.result(run, started_at=now - timedelta(seconds=60)))
+    assert abs(store.recent_run_s(queue) - 30) < 1e-6
+    assert store.recent_run_s("sim.none.x1") is None
 
 
 def test_migration_0006_marks_older_queued_runs_dispatched(store_url: str) -> None:
