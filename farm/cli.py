@@ -124,6 +124,10 @@ def main() -> None:
 SIMULATE = click.option("--simulate", is_flag=True,
                         help="Run every GPU and engine of the sweep simulated "
                              "(sweep name gets a '-sim' suffix; figures are labelled).")
+AMEND = click.option("--amend", is_flag=True,
+                     help="Replace the file stored under this sweep name with this one "
+                          "(the owner's or an admin's; without it a changed file is "
+                          "refused with a diff).")
 
 
 @main.command()
@@ -145,13 +149,15 @@ def validate(sweep_file: str, simulate: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; touch neither Redis nor the store.")
 @SIMULATE
 @click.option("--owner", default=None, metavar="NAME",
-              help="Whose sweep this is, for fair share (default FARM_OWNER, else your "
-                   "login name).")
-@click.option("--priority", default=0, show_default=True, type=int,
-              help="Dispatch priority: a higher one goes first. A re-enqueue updates it.")
+              help="Admins (FARM_ADMINS) only: enqueue for this user. Everyone else's "
+                   "sweeps are their own (FARM_OWNER, else the login name).")
+@click.option("--priority", default=None, type=int,
+              help="Dispatch priority: a higher one goes first (default: 0 for a new "
+                   "sweep; the stored one is kept). Changing it is the owner's or an admin's.")
+@AMEND
 @_friendly_errors
 def enqueue(sweep_file: str, dry_run: bool, simulate: bool, owner: str | None,
-            priority: int) -> None:
+            priority: int | None, amend: bool) -> None:
     """Expand a sweep into runs and queue the new ones; the dispatcher feeds the GPU
     queues by priority and fair share between owners."""
     import re
@@ -168,7 +174,8 @@ def enqueue(sweep_file: str, dry_run: bool, simulate: bool, owner: str | None,
         output.print_plan(spec.name, report.total_runs, report.per_queue, header="dry run")
         return
     store = _store(upgrade=True)
-    report = coordinator.enqueue(store, spec, text, owner=owner, priority=priority)
+    report = coordinator.enqueue(store, spec, text, owner=owner, priority=priority,
+                                 amend=amend)
     output.print_enqueue(spec.name, report)
     _say_dispatched(report)
     _warn_unserved(store.queue_counts(report.sweep_id), coordinator.broker_state())
@@ -189,15 +196,17 @@ def _say_dispatched(report) -> None:
 @click.option("--sim", "sim_specs", multiple=True, metavar="MODEL[xN]",
               help="Start a worker with simulated GPUs, e.g. H100-80GB or L4x2. Repeatable.")
 @SIMULATE
+@AMEND
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool) -> None:
+def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, amend: bool,
+        quiet: bool) -> None:
     """Everything on this machine: private Redis, SQLite store, recorder, workers."""
     from farm.local import run_locally
 
     spec, text = _load(sweep_file, simulate)
     try:
-        code = run_locally(spec, text, list(sim_specs), progress=not quiet)
+        code = run_locally(spec, text, list(sim_specs), progress=not quiet, amend=amend)
     except KeyboardInterrupt:   # before any run was sent (run_locally handles the rest)
         click.echo("interrupted", err=True)
         code = ExitCode.INTERRUPTED

@@ -11,10 +11,16 @@ live local run on the same store from its broker.
 
 The directory is per user ($XDG_RUNTIME_DIR, else the temp directory) and
 private (0700); a file whose process is gone is removed by the next reader.
+
+The same directory holds one lock file per (store, sweep): `farmctl run` holds
+it while it runs, so a second `farmctl run` of the sweep on the same store is
+refused instead of sending every run again on its own broker (both measured
+all of them). An flock dies with its process: a killed run leaves no stale lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -76,6 +82,32 @@ def registered(store_url: str, broker_url: str, sweep: str) -> Iterator[Path | N
     finally:
         with suppress(FileNotFoundError):
             path.unlink()
+
+
+class SweepBusy(OSError):
+    """Another `farmctl run` on this machine holds the sweep on the same store."""
+
+
+@contextmanager
+def sweep_lock(store_url: str, sweep_id: str) -> Iterator[bool]:
+    """Hold the (store, sweep) lock while the block runs; raise SweepBusy when another
+    process holds it. Yields False (no lock, the run goes on) where the directory
+    cannot be used, as `registered` does."""
+    path = registry_dir() / f"{_store_key(store_url)[:24]}-{sweep_id}.lock"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _trusted(path.parent):
+            raise PermissionError(f"{path.parent} is not this user's alone")
+        handle = open(path, "a")    # never truncated nor removed: an flock needs one inode
+    except OSError:
+        yield False
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepBusy(f"{path} is held") from None
+        yield True
 
 
 def _alive(pid: int) -> bool:

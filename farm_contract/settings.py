@@ -8,6 +8,7 @@ empty variable means its default. A value farm cannot use raises
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,8 @@ EXAMPLES = {
     "FARM_DISPATCH_DEPTH": "8",
     "FARM_FAIR_SHARE_WINDOW_S": "86400",
     "FARM_GPU_SETTLE_S": "30",
+    "FARM_ADMINS": "alice,bob",
+    "FARM_HOME": ".farm or /var/lib/farm/local",
 }
 
 # A sweep owner's name: short, and safe in tables, logs and Redis keys.
@@ -94,6 +97,39 @@ class Settings(BaseSettings):
     # A GPU another tenant has left is used again once it has been free this long
     # (workers/tenants.py): a job that restarts between epochs is not measured beside.
     gpu_settle_s: float = Field(30.0, ge=0, validation_alias="FARM_GPU_SETTLE_S")
+
+    # -- who may change a sweep, and where `farmctl run` keeps its files (issue 22) --
+    # Users who may cancel, retry, amend and re-prioritise any sweep, and enqueue
+    # for another owner: comma-separated names (farm/ownership.py).
+    admins: str | None = Field(None, validation_alias="FARM_ADMINS")
+    # `farmctl run`'s logs and spool (relative to the directory it runs in).
+    home: str = Field(".farm", validation_alias="FARM_HOME")
+
+    @field_validator("db_url")
+    @classmethod
+    def _shared_database(cls, url: str) -> str:
+        # Every farm process opens the store on its own: an in-memory one would be
+        # a different, empty store in each of them.
+        rest = url.split("://", 1)[1] if "://" in url else url
+        if url.lower().startswith("sqlite") and rest.split("?")[0] in ("", "/:memory:"):
+            raise ValueError("is an in-memory SQLite store: the farm's processes (recorder, "
+                             "workers, each command) could not share it, so it is not "
+                             "supported; name a file")
+        return url
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_names(cls, names: str | None) -> str | None:
+        for name in (names or "").split(","):
+            if name.strip() and not re.match(OWNER_PATTERN, name.strip()):
+                raise ValueError(f"has {name.strip()!r}, not a short name (at most 64 "
+                                 "letters, digits or . _ - @)")
+        return names
+
+    @property
+    def admin_names(self) -> frozenset[str]:
+        """FARM_ADMINS as a set of user names."""
+        return frozenset(n.strip() for n in (self.admins or "").split(",") if n.strip())
 
     def __init__(self, **values: Any):
         try:
