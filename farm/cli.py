@@ -74,6 +74,8 @@ def _library_errors(*modules: tuple[str, str]) -> tuple[type[Exception], ...]:
 
 def _describe(exc: Exception) -> tuple[str, ExitCode]:
     """The one-line message and exit code of an error a command raised."""
+    if _needs_credentials(exc):
+        return _CREDENTIALS, ExitCode.BROKER_ERROR
     if isinstance(exc, (FarmError, *_outside_root())):
         return str(exc), ExitCode(exc.exit_code)
     if isinstance(exc, _library_errors(("sqlalchemy.exc", "SQLAlchemyError"),
@@ -84,6 +86,27 @@ def _describe(exc: Exception) -> tuple[str, ExitCode]:
         return f"broker unavailable: {exc}", ExitCode.BROKER_ERROR
     return (f"unexpected {type(exc).__name__}: {exc} (FARM_DEBUG=1 shows the traceback)",
             ExitCode.INTERNAL)
+
+
+_CREDENTIALS = ("the broker refused us: it needs a password (or refused the one given); put "
+                "it in FARM_BROKER_URL, e.g. redis://:PASSWORD@host:6379/0 or "
+                "redis+socket://:PASSWORD@/run/redis/redis.sock (a user: USER:PASSWORD@)")
+
+
+def _needs_credentials(exc: BaseException) -> bool:
+    """Whether Redis refused for want of (good) credentials, here or in what this
+    error wraps (BrokerUnavailable keeps Redis's error as its context)."""
+    auth = _library_errors(("redis.exceptions", "AuthenticationError"))
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        text = str(seen)
+        if (auth and isinstance(seen, auth)) or text.startswith(("NOAUTH", "WRONGPASS")) \
+                or "HELLO must be called with the client already authenticated" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _store(upgrade: bool = False):
@@ -113,7 +136,44 @@ def _load(path: str, simulate: bool):
     return spec, text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Positive(click.ParamType):
+    """A finite number above 0: NaN, infinities and negatives are refused at the option
+    (NaN compares false with everything, so a limit of NaN silently meant "none")."""
+
+    name = "number>0"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r}: must be a finite number above 0", param, ctx)
+        return number
+
+
+def _positive() -> click.ParamType:
+    return _Positive()
+
+
+class _FarmGroup(click.Group):
+    """The command group, whose help ends with the FARM_* variables it reads."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from farm_contract.settings import Settings, environment_help
+
+        with formatter.section("Environment"):
+            formatter.write_dl([*environment_help(Settings),
+                                ("FARM_DEBUG", "set to 1: show the traceback of an "
+                                               "unexpected error")])
+        formatter.write_paragraph()
+        formatter.write_text("An empty variable means its default; docs/deployment.md"
+                             "#settings says what each one does.")
+
+
+@click.group(cls=_FarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="farm")
 def main() -> None:
     """A distributed benchmark farm for the energy efficiency of LLM inference."""
@@ -306,7 +366,8 @@ def db_upgrade() -> None:
 @main.command()
 @click.argument("sweep", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until every run is finished.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=2.0, show_default=True, type=_positive(),
+              help="Seconds between refreshes.")
 @_friendly_errors
 def status(sweep: str | None, watch: bool, interval: float) -> None:
     """Runs per status (per sweep, or per queue for one SWEEP)."""
@@ -344,8 +405,9 @@ def _report_parked(queue_counts=()) -> None:
     try:
         state = broker_state()
         parked = state.unreadable_count()
-    except Exception:   # status reads the store; a broker outage must not fail it
-        click.echo("note: the broker is unreachable: unreadable messages not counted", err=True)
+    except Exception as exc:   # status reads the store; a broker outage must not fail it
+        why = _CREDENTIALS if _needs_credentials(exc) else "the broker is unreachable"
+        click.echo(f"note: {why}: unreadable messages not counted", err=True)
         return
     if parked:
         click.echo(f"{parked} unreadable message(s) parked in farm:unreadable "
@@ -443,7 +505,9 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool,
     text = _with_failures(text, fmt, failed, target.name)
     text = _with_repetitions(store, text, fmt, target.id)
     if out:
-        Path(out).write_text(text)
+        from farm.outfiles import write_text
+
+        write_text(out, text)
     else:
         click.echo(text, nl=False)
 
@@ -536,15 +600,20 @@ def retry(sweep: str, queued: bool) -> None:
                    "comma-separated). Default: per GPU, the run with the most load points.")
 @click.option("--net", is_flag=True,
               help="Plot energy net of idle instead of gross (the table shows both).")
+@click.option("--force", is_flag=True, help="Overwrite a report already in --out.")
 @_friendly_errors
-def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> None:
+def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool, force: bool) -> None:
     """A self-contained HTML report of a sweep, with its figures as PNG files."""
-    from farm.report.report import write_report
+    from farm.outfiles import check_report_dir, writing
+    from farm.report.report import default_out_dir, write_report
 
     store = _store()
     target = _sweep(store, sweep)
+    folder = Path(out) if out else default_out_dir(target.name)
+    check_report_dir(folder, force)
     wanted = [r.strip() for value in runs for r in value.split(",") if r.strip()]
-    done = write_report(store, target.id, Path(out) if out else None, wanted, net)
+    with writing("--out", folder):
+        done = write_report(store, target.id, folder, wanted, net)
     if done.simulated:
         click.echo(output.SIM_BANNER)
     click.echo(f"{done.sweep}: report of {done.points} run point(s) written to {done.index} "
@@ -558,11 +627,11 @@ def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> Non
 @click.argument("sweep")
 @click.option("--model", default=None, metavar="ID",
               help="The model to serve (default: the sweep's only model).")
-@click.option("--ttft-ms", type=float, default=None,
+@click.option("--ttft-ms", type=_positive(), default=None,
               help="Limit on the p90 TTFT, ms (default: the sweep's SLO, else 2000).")
-@click.option("--tpot-ms", type=float, default=None,
+@click.option("--tpot-ms", type=_positive(), default=None,
               help="Limit on the p90 TPOT, ms (default: the sweep's SLO, else 200).")
-@click.option("--rate", type=float, default=None, metavar="REQ/S",
+@click.option("--rate", type=_positive(), default=None, metavar="REQ/S",
               help="Arrival rate: amortise idle power over replicas serving it.")
 @click.option("--input-tokens", type=int, default=None, help="Rank this input bin only.")
 @click.option("--output-tokens", type=int, default=None, help="Rank this output bin only.")
@@ -632,7 +701,8 @@ def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str,
               default="parquet", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory to write (default farm-export-SWEEP-FORMAT/).")
-@click.option("--force", is_flag=True, help="Overwrite an export already in --out.")
+@click.option("--force", is_flag=True,
+              help="Replace an export already in --out (only the files its manifest lists).")
 @_friendly_errors
 def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
     """A sweep as an open dataset: runs, run points, requests, timelines, windows."""
@@ -640,7 +710,10 @@ def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
 
     store = _store()
     target = _sweep(store, sweep)
-    done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
+    from farm.outfiles import writing
+
+    with writing("--out", out or "(the export folder)"):
+        done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
     label = " (SIMULATED: every row is marked simulated)" if done.simulated else ""
     rows = done.rows
     click.echo(f"{done.sweep}{label}: {rows['runs']} run(s), {rows['run_points']} run "

@@ -51,7 +51,7 @@ EXAMPLES = {
     "FARM_FAIR_SHARE_WINDOW_S": "86400",
     "FARM_GPU_SETTLE_S": "30",
     "FARM_ADMINS": "alice,bob",
-    "FARM_HOME": ".farm or /var/lib/farm/local",
+    "FARM_HOME": "/var/lib/farm/local",
 }
 
 # A sweep owner's name: short, and safe in tables, logs and Redis keys.
@@ -101,9 +101,11 @@ class Settings(BaseSettings):
     # -- who may change a sweep, and where `farmctl run` keeps its files (issue 22) --
     # Users who may cancel, retry, amend and re-prioritise any sweep, and enqueue
     # for another owner: comma-separated names (farm/ownership.py).
-    admins: str | None = Field(None, validation_alias="FARM_ADMINS")
+    admins: str | None = Field(None, validation_alias="FARM_ADMINS",
+                               description="users who may change any sweep, e.g. alice,bob")
     # `farmctl run`'s logs and spool (relative to the directory it runs in).
-    home: str = Field(".farm", validation_alias="FARM_HOME")
+    home: str = Field(".farm", validation_alias="FARM_HOME",
+                      description="where `farmctl run` keeps its logs and spool")
 
     @field_validator("db_url")
     @classmethod
@@ -190,6 +192,24 @@ def _message(exc: ValidationError) -> str:
             problem = error["msg"].replace("Input should be", "must be")
         lines.append(f"{name}={shown!r} {problem} (e.g. {name}={EXAMPLES.get(name, '…')})")
     return "; ".join(lines)
+
+
+def environment_help(model: type[BaseSettings]) -> list[tuple[str, str]]:
+    """(variable, what it takes) for each field of `model`, for `farmctl --help`:
+    read from the fields, so a new setting is listed without anyone adding it."""
+    rows = []
+    for field in model.model_fields.values():
+        name = field.validation_alias
+        if not isinstance(name, str):
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = ("unset" if default is None
+                 else f"{default:g}" if isinstance(default, float) else str(default))
+        example = EXAMPLES.get(name)
+        text = field.description or (f"e.g. {example}" if example and example != shown
+                                     else "")
+        rows.append((name, f"{text}{'; ' if text else ''}default {shown}"))
+    return rows
 
 
 def load_settings() -> Settings:

@@ -38,7 +38,8 @@ def test_enqueue_sends_a_queues_depth_and_the_recorder_feeds_the_rest(farm, stor
     assert len(runs) == 50
     queue = runs[0].hardware.queue
     client = redis_client(farm.broker_url)
-    out = farm.cli("enqueue", str(write(farm, "feed", text)), "--owner", "alice").stdout
+    farm.env["FARM_OWNER"] = "alice"      # the configured identity: the sweep is alice's
+    out = farm.cli("enqueue", str(write(farm, "feed", text))).stdout
     # No worker advertised: the depth is MIN_DEPTH; the rest wait in the store.
     assert f"{MIN_DEPTH} message(s) put on GPU queues now" in out
     assert "owner alice, priority 0" in out
