@@ -177,9 +177,9 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     if not local:
         return ExitCode.NO_HARDWARE
 
-    log_dir = _log_dir(settings.home, spec.name)
     try:
         with local_runs.sweep_lock(settings.db_url, sweep_id(spec.name)):
+            log_dir = _log_dir(settings.home, spec.name)
             store = Store.open(settings.db_url, upgrade=True)
             return _run_here(spec, toml_text, store, settings.db_url, plan, local, log_dir,
                              progress, amend)
