@@ -222,3 +222,19 @@ def test_a_new_name_is_the_users():
     spec = parse_sweep(factories.SMALL_SWEEP)
     check = ownership.admission(ownership.Identity("bob", False), spec.name, "x")
     assert check(None) == ("bob", 0)
+
+
+def test_the_sweep_lock_is_one_holders_and_leaves_nothing(tmp_path, monkeypatch):
+    from farm import local_runs
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with local_runs.sweep_lock("sqlite:///a.db", "s1") as held:
+        assert held
+        with pytest.raises(local_runs.SweepBusy):
+            with local_runs.sweep_lock("sqlite:///a.db", "s1"):
+                pass
+        with local_runs.sweep_lock("sqlite:///b.db", "s1"):     # another store: its own
+            pass
+    with local_runs.sweep_lock("sqlite:///a.db", "s1"):
+        pass
+    assert list(local_runs.registry_dir().iterdir()) == []
