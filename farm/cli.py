@@ -74,6 +74,8 @@ def _library_errors(*modules: tuple[str, str]) -> tuple[type[Exception], ...]:
 
 def _describe(exc: Exception) -> tuple[str, ExitCode]:
     """The one-line message and exit code of an error a command raised."""
+    if _needs_credentials(exc):
+        return _CREDENTIALS, ExitCode.BROKER_ERROR
     if isinstance(exc, (FarmError, *_outside_root())):
         return str(exc), ExitCode(exc.exit_code)
     if isinstance(exc, _library_errors(("sqlalchemy.exc", "SQLAlchemyError"),
@@ -84,6 +86,27 @@ def _describe(exc: Exception) -> tuple[str, ExitCode]:
         return f"broker unavailable: {exc}", ExitCode.BROKER_ERROR
     return (f"unexpected {type(exc).__name__}: {exc} (FARM_DEBUG=1 shows the traceback)",
             ExitCode.INTERNAL)
+
+
+_CREDENTIALS = ("the broker refused us: it needs a password (or refused the one given); put "
+                "it in FARM_BROKER_URL, e.g. redis://:PASSWORD@host:6379/0 or "
+                "redis+socket://:PASSWORD@/run/redis/redis.sock (a user: USER:PASSWORD@)")
+
+
+def _needs_credentials(exc: BaseException) -> bool:
+    """Whether Redis refused for want of (good) credentials, here or in what this
+    error wraps (BrokerUnavailable keeps Redis's error as its context)."""
+    auth = _library_errors(("redis.exceptions", "AuthenticationError"))
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        text = str(seen)
+        if (auth and isinstance(seen, auth)) or text.startswith(("NOAUTH", "WRONGPASS")) \
+                or "HELLO must be called with the client already authenticated" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _store(upgrade: bool = False):
@@ -113,7 +136,44 @@ def _load(path: str, simulate: bool):
     return spec, text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Positive(click.ParamType):
+    """A finite number above 0: NaN, infinities and negatives are refused at the option
+    (NaN compares false with everything, so a limit of NaN silently meant "none")."""
+
+    name = "number>0"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r}: must be a finite number above 0", param, ctx)
+        return number
+
+
+def _positive() -> click.ParamType:
+    return _Positive()
+
+
+class _FarmGroup(click.Group):
+    """The command group, whose help ends with the FARM_* variables it reads."""
+
+    def format_epilog(self, ctx, formatter) -> None:
+        from farm_contract.settings import Settings, environment_help
+
+        with formatter.section("Environment"):
+            formatter.write_dl([*environment_help(Settings),
+                                ("FARM_DEBUG", "set to 1: show the traceback of an "
+                                               "unexpected error")])
+        formatter.write_paragraph()
+        formatter.write_text("An empty variable means its default; docs/deployment.md"
+                             "#settings says what each one does.")
+
+
+@click.group(cls=_FarmGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="farm")
 def main() -> None:
     """A distributed benchmark farm for the energy efficiency of LLM inference."""
@@ -124,6 +184,10 @@ def main() -> None:
 SIMULATE = click.option("--simulate", is_flag=True,
                         help="Run every GPU and engine of the sweep simulated "
                              "(sweep name gets a '-sim' suffix; figures are labelled).")
+AMEND = click.option("--amend", is_flag=True,
+                     help="Replace the file stored under this sweep name with this one "
+                          "(the owner's or an admin's; without it a changed file is "
+                          "refused with a diff).")
 
 
 @main.command()
@@ -145,13 +209,15 @@ def validate(sweep_file: str, simulate: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; touch neither Redis nor the store.")
 @SIMULATE
 @click.option("--owner", default=None, metavar="NAME",
-              help="Whose sweep this is, for fair share (default FARM_OWNER, else your "
-                   "login name).")
-@click.option("--priority", default=0, show_default=True, type=int,
-              help="Dispatch priority: a higher one goes first. A re-enqueue updates it.")
+              help="Admins (FARM_ADMINS) only: enqueue for this user. Everyone else's "
+                   "sweeps are their own (FARM_OWNER, else the login name).")
+@click.option("--priority", default=None, type=int,
+              help="Dispatch priority: a higher one goes first (default: 0 for a new "
+                   "sweep; the stored one is kept). Changing it is the owner's or an admin's.")
+@AMEND
 @_friendly_errors
 def enqueue(sweep_file: str, dry_run: bool, simulate: bool, owner: str | None,
-            priority: int) -> None:
+            priority: int | None, amend: bool) -> None:
     """Expand a sweep into runs and queue the new ones; the dispatcher feeds the GPU
     queues by priority and fair share between owners."""
     import re
@@ -168,7 +234,8 @@ def enqueue(sweep_file: str, dry_run: bool, simulate: bool, owner: str | None,
         output.print_plan(spec.name, report.total_runs, report.per_queue, header="dry run")
         return
     store = _store(upgrade=True)
-    report = coordinator.enqueue(store, spec, text, owner=owner, priority=priority)
+    report = coordinator.enqueue(store, spec, text, owner=owner, priority=priority,
+                                 amend=amend)
     output.print_enqueue(spec.name, report)
     _say_dispatched(report)
     _warn_unserved(store.queue_counts(report.sweep_id), coordinator.broker_state())
@@ -189,15 +256,17 @@ def _say_dispatched(report) -> None:
 @click.option("--sim", "sim_specs", multiple=True, metavar="MODEL[xN]",
               help="Start a worker with simulated GPUs, e.g. H100-80GB or L4x2. Repeatable.")
 @SIMULATE
+@AMEND
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_friendly_errors
-def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool) -> None:
+def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, amend: bool,
+        quiet: bool) -> None:
     """Everything on this machine: private Redis, SQLite store, recorder, workers."""
     from farm.local import run_locally
 
     spec, text = _load(sweep_file, simulate)
     try:
-        code = run_locally(spec, text, list(sim_specs), progress=not quiet)
+        code = run_locally(spec, text, list(sim_specs), progress=not quiet, amend=amend)
     except KeyboardInterrupt:   # before any run was sent (run_locally handles the rest)
         click.echo("interrupted", err=True)
         code = ExitCode.INTERRUPTED
@@ -297,7 +366,8 @@ def db_upgrade() -> None:
 @main.command()
 @click.argument("sweep", required=False)
 @click.option("--watch", is_flag=True, help="Refresh until every run is finished.")
-@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", default=2.0, show_default=True, type=_positive(),
+              help="Seconds between refreshes.")
 @_friendly_errors
 def status(sweep: str | None, watch: bool, interval: float) -> None:
     """Runs per status (per sweep, or per queue for one SWEEP)."""
@@ -335,8 +405,9 @@ def _report_parked(queue_counts=()) -> None:
     try:
         state = broker_state()
         parked = state.unreadable_count()
-    except Exception:   # status reads the store; a broker outage must not fail it
-        click.echo("note: the broker is unreachable: unreadable messages not counted", err=True)
+    except Exception as exc:   # status reads the store; a broker outage must not fail it
+        why = _CREDENTIALS if _needs_credentials(exc) else "the broker is unreachable"
+        click.echo(f"note: {why}: unreadable messages not counted", err=True)
         return
     if parked:
         click.echo(f"{parked} unreadable message(s) parked in farm:unreadable "
@@ -434,7 +505,9 @@ def results(sweep: str | None, fmt: str, out: str | None, valid_only: bool,
     text = _with_failures(text, fmt, failed, target.name)
     text = _with_repetitions(store, text, fmt, target.id)
     if out:
-        Path(out).write_text(text)
+        from farm.outfiles import write_text
+
+        write_text(out, text)
     else:
         click.echo(text, nl=False)
 
@@ -527,15 +600,20 @@ def retry(sweep: str, queued: bool) -> None:
                    "comma-separated). Default: per GPU, the run with the most load points.")
 @click.option("--net", is_flag=True,
               help="Plot energy net of idle instead of gross (the table shows both).")
+@click.option("--force", is_flag=True, help="Overwrite a report already in --out.")
 @_friendly_errors
-def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> None:
+def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool, force: bool) -> None:
     """A self-contained HTML report of a sweep, with its figures as PNG files."""
-    from farm.report.report import write_report
+    from farm.outfiles import check_report_dir, writing
+    from farm.report.report import default_out_dir, write_report
 
     store = _store()
     target = _sweep(store, sweep)
+    folder = Path(out) if out else default_out_dir(target.name)
+    check_report_dir(folder, force)
     wanted = [r.strip() for value in runs for r in value.split(",") if r.strip()]
-    done = write_report(store, target.id, Path(out) if out else None, wanted, net)
+    with writing("--out", folder):
+        done = write_report(store, target.id, folder, wanted, net)
     if done.simulated:
         click.echo(output.SIM_BANNER)
     click.echo(f"{done.sweep}: report of {done.points} run point(s) written to {done.index} "
@@ -549,11 +627,11 @@ def report(sweep: str, out: str | None, runs: tuple[str, ...], net: bool) -> Non
 @click.argument("sweep")
 @click.option("--model", default=None, metavar="ID",
               help="The model to serve (default: the sweep's only model).")
-@click.option("--ttft-ms", type=float, default=None,
+@click.option("--ttft-ms", type=_positive(), default=None,
               help="Limit on the p90 TTFT, ms (default: the sweep's SLO, else 2000).")
-@click.option("--tpot-ms", type=float, default=None,
+@click.option("--tpot-ms", type=_positive(), default=None,
               help="Limit on the p90 TPOT, ms (default: the sweep's SLO, else 200).")
-@click.option("--rate", type=float, default=None, metavar="REQ/S",
+@click.option("--rate", type=_positive(), default=None, metavar="REQ/S",
               help="Arrival rate: amortise idle power over replicas serving it.")
 @click.option("--input-tokens", type=int, default=None, help="Rank this input bin only.")
 @click.option("--output-tokens", type=int, default=None, help="Rank this output bin only.")
@@ -623,7 +701,8 @@ def compare(sweep_a: str, sweep_b: str, ignore_args: tuple[str, ...], fmt: str,
               default="parquet", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Directory to write (default farm-export-SWEEP-FORMAT/).")
-@click.option("--force", is_flag=True, help="Overwrite an export already in --out.")
+@click.option("--force", is_flag=True,
+              help="Replace an export already in --out (only the files its manifest lists).")
 @_friendly_errors
 def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
     """A sweep as an open dataset: runs, run points, requests, timelines, windows."""
@@ -631,7 +710,10 @@ def export(sweep: str, fmt: str, out: str | None, force: bool) -> None:
 
     store = _store()
     target = _sweep(store, sweep)
-    done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
+    from farm.outfiles import writing
+
+    with writing("--out", out or "(the export folder)"):
+        done = export_sweep(store, target.id, fmt, Path(out) if out else None, force=force)
     label = " (SIMULATED: every row is marked simulated)" if done.simulated else ""
     rows = done.rows
     click.echo(f"{done.sweep}{label}: {rows['runs']} run(s), {rows['run_points']} run "

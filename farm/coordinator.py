@@ -106,58 +106,63 @@ def dry_run(spec: SweepSpec) -> EnqueueReport:
 
 def default_owner() -> str:
     """The owner of a sweep enqueued without --owner: FARM_OWNER, else the login name."""
-    import getpass
+    from farm.ownership import current_user
 
-    from farm_contract.settings import load_settings
-
-    configured = load_settings().owner
-    if configured:
-        return configured
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):   # a container user with no name: no owner, shown as "-"
-        return ""
+    return current_user()
 
 
 def enqueue(store: Store, spec: SweepSpec, toml_text: str,
             progress: ProgressFn | None = None, owner: str | None = None,
-            priority: int = 0) -> EnqueueReport:
+            priority: int | None = None, amend: bool = False) -> EnqueueReport:
     """Record the sweep (with its owner and priority) and the runs the store did not
     know as queued, then run one dispatch pass.
+
+    A known name is the owner's (farm/ownership.py): another file under it is
+    refused with the diff unless the owner or an admin `amend`s it; `owner`
+    (someone else) is an admin's; a priority change is the owner's or an admin's.
+    `priority` None keeps the stored one (0 for a new sweep).
 
     The broker is pinged first; the sweep is un-cancelled when it gets new runs.
     The pass sends the first messages at once, even with the recorder down; the
     recorder's dispatcher feeds the rest as workers free up. `progress` is unused
     now (a pass sends at most a queue's depth); kept for callers.
     """
+    from farm import ownership
     from farm.dispatch import dispatch_once
 
+    identity = ownership.Identity.configured()
+    ownership.check_owner_option(identity, owner)
     runs = expand(spec)
     state = broker_state()
     state.ping()
-    owner = owner or default_owner()
-    sid = store.record_sweep(spec, toml_text, owner=owner, priority=priority)
+    sid = store.record_sweep(spec, toml_text, admit=ownership.admission(
+        identity, spec.name, toml_text, owner=owner, priority=priority, amend=amend))
     new = store.add_runs(sid, runs)
     if new:
         state.uncancel_sweep(sid)
     # A short wait: the recorder's own pass takes the lease for milliseconds.
     dispatched = dispatch_once(store, state, wait_s=5.0)
-    return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new), owner, priority,
-                         dispatched)
+    recorded = store.find_sweep(sid)
+    return EnqueueReport(sid, len(runs), len(new), plan(runs), plan(new), recorded.owner,
+                         recorded.priority, dispatched)
 
 
 def cancel(store: Store, sid: str) -> list[str]:
-    """Cancel the sweep's queued runs. Running runs finish and are recorded."""
+    """Cancel the sweep's queued runs (its owner's or an admin's). Running runs
+    finish and are recorded."""
+    _require_may_change(store, sid, "cancel")
     broker_state().cancel_sweep(sid)
     return store.cancel_queued(sid)
 
 
 def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]:
-    """Queue failed and cancelled runs again; with `include_queued`, also runs stuck
-    queued and runs marked running that no live worker holds. They become
-    undispatched: a dispatch pass sends them now, the recorder's the rest."""
+    """Queue failed and cancelled runs again (the owner's or an admin's); with
+    `include_queued`, also runs stuck queued and runs marked running that no live
+    worker holds. They become undispatched: a dispatch pass sends them now, the
+    recorder's the rest."""
     from farm.dispatch import dispatch_once
 
+    _require_may_change(store, sid, "retry")
     state = broker_state()
     state.ping()
     # With --queued (after a broker lost its data), runs marked running that no
@@ -170,3 +175,12 @@ def retry(store: Store, sid: str, include_queued: bool = False) -> list[RunSpec]
     # meanwhile: keep markers, the store's status is what we retry from.
     dispatch_once(store, state, wait_s=5.0)
     return runs
+
+
+def _require_may_change(store: Store, sid: str, action: str) -> None:
+    from farm import ownership
+
+    sweep = store.find_sweep(sid)
+    if sweep is not None:
+        ownership.require_may_change(ownership.Identity.configured(), sweep.name,
+                                     sweep.owner, action)

@@ -29,6 +29,8 @@ class ExitCode(IntEnum):
     NOT_FOUND = 5            # no such sweep
     NO_HARDWARE = 6          # no GPU (and no --sim) for a worker
     NO_MATCH = 7             # recommend: nothing meets the limit; compare: no point matches
+    CONFLICT = 8             # the sweep name holds another file; the sweep is being run already
+    NOT_PERMITTED = 9        # another user's sweep: only its owner or an admin may change it
     INTERNAL = 70            # a bug or an environment failure (EX_SOFTWARE)
     INTERRUPTED = 130        # `farmctl run` stopped by Ctrl-C (128 + SIGINT, as shells say)
 
@@ -64,3 +66,15 @@ class NoMatch(FarmError):
     """Nothing meets the limit, or nothing matches (exit 7)."""
 
     exit_code = ExitCode.NO_MATCH
+
+
+class Conflict(FarmError):
+    """What the command would do clashes with what the store holds or is doing (exit 8)."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class NotPermitted(FarmError):
+    """Another user's sweep: only its owner or an admin may change it (exit 9)."""
+
+    exit_code = ExitCode.NOT_PERMITTED

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from farm import failures, local_runs
 from farm.embedded import PrivateRedis
-from farm.errors import ExitCode, FarmError
+from farm.errors import Conflict, ExitCode, FarmError, InvalidInput
 from farm.output import load_label
 from farm.spec import SweepSpec
 from farm.sweep import expand
@@ -153,14 +153,15 @@ class Children:
         return [name for name in self.procs if name != "recorder"]
 
 
-def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True):
+def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress: bool = True,
+                amend: bool = False):
     """Run the sweep's runs this machine can serve, with a private Redis and child workers.
 
     Prints the results table of those runs and returns the exit code: NO_HARDWARE when
-    none can run here, RUNS_FAILED when some failed, else OK.
+    none can run here, RUNS_FAILED when some failed, else OK. Refused (Conflict) while
+    another `farmctl run` of the sweep on the same store is in progress on this
+    machine; a known sweep name is its owner's (farm/ownership.py; `amend`).
     """
-    from farm import coordinator, output
-    from farm.dispatch import dispatch_once
     from farm.store.repository import Store
 
     settings = load_settings()
@@ -176,16 +177,57 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
     if not local:
         return ExitCode.NO_HARDWARE
 
-    store = Store.open(settings.db_url, upgrade=True)
-    log_dir = Path(os.environ.get("FARM_HOME", ".farm")) / "logs" / (
-        f"{spec.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    sid: str | None = None
+    try:
+        with local_runs.sweep_lock(settings.db_url, sweep_id(spec.name)):
+            log_dir = _log_dir(settings.home, spec.name)
+            store = Store.open(settings.db_url, upgrade=True)
+            return _run_here(spec, toml_text, store, settings.db_url, plan, local, log_dir,
+                             progress, amend)
+    except local_runs.SweepBusy:
+        raise _busy(spec.name, settings.db_url) from None
+
+
+def _log_dir(home: str, sweep: str) -> Path:
+    """This run's log folder under FARM_HOME (made now); a clear refusal when it
+    cannot be made (FARM_HOME a file, unwritable, …)."""
+    log_dir = Path(home) / "logs" / f"{sweep}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = exc.filename or log_dir
+        raise InvalidInput(
+            f"cannot make the log folder {log_dir}: {where}: {exc.strerror or exc}; "
+            f"`farmctl run` keeps its logs and spool under FARM_HOME (now {home!r}, default "
+            "./.farm): point FARM_HOME at a folder you can write, or move what is in the "
+            "way") from None
+    return log_dir
+
+
+def _busy(sweep: str, store_url: str) -> Conflict:
+    """The refusal of a second `farmctl run` of a sweep, naming the one in progress."""
+    holders = [r for r in local_runs.live(store_url) if r.sweep == sweep]
+    who = f"pid {holders[0].pid}, since {holders[0].started_at[:19]}" if holders else "a process"
+    return Conflict(
+        f"sweep {sweep!r} is being measured by another `farmctl run` on this machine "
+        f"({who}) on the same store: running it twice would measure every run twice. "
+        f"Let it finish (`farmctl status {sweep}` shows its progress) or stop it first")
+
+
+def _run_here(spec: SweepSpec, toml_text: str, store, db_url: str, plan: WorkerPlan,
+              local: list[RunSpec], log_dir: Path, progress: bool, amend: bool):
+    """The local run proper, with the sweep's lock held: private Redis, children,
+    record, dispatch, wait, then the results."""
+    from farm import coordinator, output, ownership
+    from farm.dispatch import dispatch_once
+
+    # Refused before anything starts: a known sweep name is its owner's.
+    sid = store.record_sweep(spec, toml_text, admit=ownership.admission(
+        ownership.Identity.configured(), spec.name, toml_text, amend=amend, action="run"))
     waited = [r.run_id for r in local]
-    with PrivateRedis() as redis, local_runs.registered(settings.db_url, redis.url, spec.name):
+    with PrivateRedis() as redis, local_runs.registered(db_url, redis.url, spec.name):
         # FARM_DISPATCH_SWEEP: the recorder dispatches this sweep's runs only, not the
         # runs other sweeps left queued in this store.
-        env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": settings.db_url,
+        env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": db_url,
                "FARM_DISPATCH_SWEEP": sweep_id(spec.name),
                "FARM_SPOOL_DIR": str(log_dir.parent.parent / "spool")}
         os.environ["FARM_BROKER_URL"] = redis.url   # for this process's sends
@@ -201,9 +243,9 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
                 children.start("gpu-worker", ["worker", "--name", "farm-gpu@local"])
             if plan.cpu:
                 children.start("cpu-worker", ["worker", "--cpu", "--name", "farm-cpu@local"])
-            sid = store.record_sweep(spec, toml_text, owner=coordinator.default_owner())
             # Runs left queued, running or failed by an earlier, interrupted local run
             # lost their messages with its private Redis: send them again, then the new.
+            # (The sweep's lock says no other local run is measuring them.)
             stale = store.runs_to_retry(sid, include_queued=True, include_running=True,
                                         queues=plan.queues)
             new = store.add_runs(sid, local)

@@ -11,10 +11,17 @@ live local run on the same store from its broker.
 
 The directory is per user ($XDG_RUNTIME_DIR, else the temp directory) and
 private (0700); a file whose process is gone is removed by the next reader.
+
+The same directory holds one lock file per (store, sweep): `farmctl run` holds
+it while it runs, so a second `farmctl run` of the sweep on the same store is
+refused instead of sending every run again on its own broker (both measured
+all of them). An flock dies with its process: a killed run leaves a file, never
+a held lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -76,6 +83,53 @@ def registered(store_url: str, broker_url: str, sweep: str) -> Iterator[Path | N
     finally:
         with suppress(FileNotFoundError):
             path.unlink()
+
+
+class SweepBusy(OSError):
+    """Another `farmctl run` on this machine holds the sweep on the same store."""
+
+
+@contextmanager
+def sweep_lock(store_url: str, sweep_id: str) -> Iterator[bool]:
+    """Hold the (store, sweep) lock while the block runs; raise SweepBusy when another
+    process holds it. Yields False (no lock, the run goes on) where the directory
+    cannot be used, as `registered` does. The file is removed at the end, while
+    still locked; a taker that opened it before checks it still is the file there."""
+    path = registry_dir() / f"{_store_key(store_url)[:24]}-{sweep_id}.lock"
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _trusted(path.parent):
+            raise PermissionError(f"{path.parent} is not this user's alone")
+        handle = _take(path)
+    except SweepBusy:
+        raise
+    except OSError:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with suppress(FileNotFoundError):
+            path.unlink()
+        handle.close()
+
+
+def _take(path: Path):
+    """The locked, open lock file at `path`; SweepBusy when another process has it."""
+    for _ in range(5):
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise SweepBusy(f"{path} is held") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        handle.close()      # its holder removed it as we opened it: take the new one
+    raise SweepBusy(f"{path} keeps changing hands")
 
 
 def _alive(pid: int) -> bool:

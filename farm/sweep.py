@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from farm.errors import InvalidInput
 from farm.spec import BatchScenario, ServerScenario, SweepSpec
 from farm_contract.routing import resolve_gpu, split_backend
 from farm_contract.runspec import (
@@ -129,8 +130,14 @@ def iter_runs(spec: SweepSpec) -> Iterator[RunSpec]:
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
-    """Every run of the sweep, as a list (`iter_runs`, same order)."""
-    return list(iter_runs(spec))
+    """Every run of the sweep, as a list (`iter_runs`, same order). A sweep whose
+    `[[exclude]]` rules leave no run is refused (InvalidInput): it would do nothing."""
+    runs = list(iter_runs(spec))
+    if not runs:
+        raise InvalidInput(
+            f"sweep {spec.name!r}: its [[exclude]] rules ({len(spec.exclude)}) exclude every "
+            "run, so nothing would be measured: narrow or remove a rule")
+    return runs
 
 
 def plan(runs: list[RunSpec]) -> Counter[str]:

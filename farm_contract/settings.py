@@ -9,6 +9,7 @@ empty variable means its default. A value farm cannot use raises
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ EXAMPLES = {
     "FARM_BROKER_TLS_KEY_FILE": "/etc/farm/tls/client.key",
     "FARM_SIGNING_KEY": "the output of `openssl rand -hex 32`",
     "FARM_SIGNING_KEYS": "/etc/farm/signing-keys",
+    "FARM_ADMINS": "alice,bob",
+    "FARM_HOME": "/var/lib/farm/local",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -121,6 +124,41 @@ class Settings(BaseSettings):
     # ... and a recorder given this file of `host key` lines stores only what the
     # named host's key signed.
     signing_keys: str | None = Field(None, validation_alias="FARM_SIGNING_KEYS")
+
+    # -- who may change a sweep, and where `farmctl run` keeps its files (issue 22) --
+    # Users who may cancel, retry, amend and re-prioritise any sweep, and enqueue
+    # for another owner: comma-separated names (farm/ownership.py).
+    admins: str | None = Field(None, validation_alias="FARM_ADMINS",
+                               description="users who may change any sweep, e.g. alice,bob")
+    # `farmctl run`'s logs and spool (relative to the directory it runs in).
+    home: str = Field(".farm", validation_alias="FARM_HOME",
+                      description="where `farmctl run` keeps its logs and spool")
+
+    @field_validator("db_url")
+    @classmethod
+    def _shared_database(cls, url: str) -> str:
+        # Every farm process opens the store on its own: an in-memory one would be
+        # a different, empty store in each of them.
+        rest = url.split("://", 1)[1] if "://" in url else url
+        if url.lower().startswith("sqlite") and rest.split("?")[0] in ("", "/:memory:"):
+            raise ValueError("is an in-memory SQLite store: the farm's processes (recorder, "
+                             "workers, each command) could not share it, so it is not "
+                             "supported; name a file")
+        return url
+
+    @field_validator("admins")
+    @classmethod
+    def _admin_names(cls, names: str | None) -> str | None:
+        for name in (names or "").split(","):
+            if name.strip() and not re.match(OWNER_PATTERN, name.strip()):
+                raise ValueError(f"has {name.strip()!r}, not a short name (at most 64 "
+                                 "letters, digits or . _ - @)")
+        return names
+
+    @property
+    def admin_names(self) -> frozenset[str]:
+        """FARM_ADMINS as a set of user names."""
+        return frozenset(n.strip() for n in (self.admins or "").split(",") if n.strip())
 
     def __init__(self, **values: Any):
         try:
@@ -230,6 +268,24 @@ def _message(exc: ValidationError) -> str:
             problem = error["msg"].replace("Input should be", "must be")
         lines.append(f"{name}={shown!r} {problem} (e.g. {name}={EXAMPLES.get(name, '…')})")
     return "; ".join(lines)
+
+
+def environment_help(model: type[BaseSettings]) -> list[tuple[str, str]]:
+    """(variable, what it takes) for each field of `model`, for `farmctl --help`:
+    read from the fields, so a new setting is listed without anyone adding it."""
+    rows = []
+    for field in model.model_fields.values():
+        name = field.validation_alias
+        if not isinstance(name, str):
+            continue
+        default = field.get_default(call_default_factory=True)
+        shown = ("unset" if default is None
+                 else f"{default:g}" if isinstance(default, float) else str(default))
+        example = EXAMPLES.get(name)
+        text = field.description or (f"e.g. {example}" if example and example != shown
+                                     else "")
+        rows.append((name, f"{text}{'; ' if text else ''}default {shown}"))
+    return rows
 
 
 def load_settings() -> Settings:

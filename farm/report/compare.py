@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import Estimate, estimate, group_by, welch_difference
+from farm.report.unmeasured import Unmeasured
 
 # Dimensions every match shares.
 MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "scenario",
@@ -183,8 +184,11 @@ class Comparison:
     ambiguous: int              # match keys with several configurations on one side
     unusable_a: int             # configuration points without a usable repetition
     unusable_b: int
-    failed_runs_a: int          # runs without figures
+    failed_runs_a: int          # runs that failed (no figures)
     failed_runs_b: int
+    # Runs without figures that did not fail (queued or running, cancelled).
+    unmeasured_a: Unmeasured = field(default_factory=Unmeasured)
+    unmeasured_b: Unmeasured = field(default_factory=Unmeasured)
 
     def verdicts(self) -> Counter[str]:
         """How many matched points got each J/token verdict."""
@@ -210,9 +214,13 @@ class Comparison:
             "unmatched": {"only_in_a": self.only_a, "only_in_b": self.only_b,
                           "ambiguous": self.ambiguous},
             "left_out": {"a": {"unusable_points": self.unusable_a,
-                               "failed_runs": self.failed_runs_a},
+                               "failed_runs": self.failed_runs_a,
+                               "runs_not_measured_yet": self.unmeasured_a.pending,
+                               "cancelled_runs": self.unmeasured_a.cancelled},
                          "b": {"unusable_points": self.unusable_b,
-                               "failed_runs": self.failed_runs_b}},
+                               "failed_runs": self.failed_runs_b,
+                               "runs_not_measured_yet": self.unmeasured_b.pending,
+                               "cancelled_runs": self.unmeasured_b.cancelled}},
             "energy_verdicts": dict(self.verdicts()),
             "median_energy_delta_pct": self.median_pct(),
             "points": [m.to_json() for m in self.matched],
@@ -315,9 +323,10 @@ def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
     diffs = differences(points_a, points_b, ignore_args)
     differing = {d.name for d in diffs}
 
-    def side(points: Sequence[RunPoint]) -> tuple[dict[tuple, list[RunPoint]], int, int, set]:
+    def side(points: Sequence[RunPoint]
+             ) -> tuple[dict[tuple, list[RunPoint]], Unmeasured, int, set]:
         measured = [p for p in points if p.measured and p.simulated == sim_a]
-        failed = len({p.run_id for p in points if not p.measured})
+        failed = Unmeasured.of(points)
         usable_by_config = group_by((p for p in measured if p.usable), _config)
         unusable = len({_config(p) for p in measured} - set(usable_by_config))
         by_key: dict[tuple, list[RunPoint]] = {}
@@ -342,7 +351,8 @@ def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
         sweep_a=sweep_a, sweep_b=sweep_b, simulated=sim_a, differences=diffs, matched=matched,
         only_a=len(set(a) - set(b) - ambiguous), only_b=len(set(b) - set(a) - ambiguous),
         ambiguous=len(ambiguous), unusable_a=unusable_a, unusable_b=unusable_b,
-        failed_runs_a=failed_a, failed_runs_b=failed_b)
+        failed_runs_a=failed_a.failed, failed_runs_b=failed_b.failed,
+        unmeasured_a=failed_a, unmeasured_b=failed_b)
 
 
 def _order(p: RunPoint) -> tuple:
@@ -447,11 +457,11 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
             + (f", {cmp.ambiguous} ambiguous (several configurations on one side)"
                if cmp.ambiguous else "")]
     left = []
-    for name, unusable, failed in (("A", cmp.unusable_a, cmp.failed_runs_a),
-                                   ("B", cmp.unusable_b, cmp.failed_runs_b)):
-        if unusable or failed:
-            left.append(f"{name}: {unusable} point(s) without a valid repetition, "
-                        f"{failed} failed run(s)")
+    for name, unusable, runs in (("A", cmp.unusable_a, cmp.unmeasured_a),
+                                 ("B", cmp.unusable_b, cmp.unmeasured_b)):
+        if unusable or runs.phrases():
+            left.append(f"{name}: " + ", ".join(
+                [f"{unusable} point(s) without a valid repetition"] + runs.phrases()))
     if left:
         head.append("left out: " + "; ".join(left))
     verdicts = cmp.verdicts()

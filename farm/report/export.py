@@ -94,7 +94,7 @@ def export_sweep(store: Store, sweep: str, fmt: str, out_dir: Path | None = None
     if row is None:
         raise SweepNotFound(f"no sweep named or with id {sweep!r} in the store")
     out = Path(out_dir) if out_dir is not None else default_out_dir(row.name, fmt)
-    _prepare(out, force)
+    _prepare(out, force, fmt)
     writers = {name: TableWriter(table, out / file_name(name, fmt), fmt)
                for name, table in TABLES.items()}
     try:
@@ -133,17 +133,40 @@ def export_sweep(store: Store, sweep: str, fmt: str, out_dir: Path | None = None
                          seconds=time.perf_counter() - started)
 
 
-def _prepare(out: Path, force: bool) -> None:
+def _prepare(out: Path, force: bool, fmt: str) -> None:
+    """Make `out` ready: new or empty; with `force`, a previous export's files are
+    removed — only those its manifest lists, never a file the farm did not write."""
     if out.exists() and not out.is_dir():
         raise DatasetError(f"{out} exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise DatasetError(f"{out} exists and is not empty (--force overwrites an export)")
-        # Only what an export writes: the manifest first, so no stale one survives.
-        for name in [MANIFEST, MANIFEST + ".tmp",
-                     *(file_name(t, f) for t in TABLES for f in FORMATS)]:
+        ours = _previous_export(out)
+        writes = {MANIFEST, MANIFEST + ".tmp", *(file_name(t, fmt) for t in TABLES)}
+        in_the_way = sorted(n for n in writes - ours if (out / n).exists())
+        if in_the_way:
+            raise DatasetError(
+                f"{out}: {', '.join(in_the_way)} would be overwritten, and no export "
+                "manifest there lists them: --force replaces only the files of a previous "
+                "export; move them (or pick another --out) first")
+        # The manifest first, so no stale one survives a failure halfway.
+        for name in sorted(ours, key=lambda n: n != MANIFEST):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _previous_export(out: Path) -> set[str]:
+    """The files the export in `out` wrote, by its manifest (with the manifest): only
+    plain names an export can write, so an edited manifest cannot name others."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        listed = {str(entry["file"]) for entry in manifest["tables"].values()}
+        if manifest.get("dataset") != DATASET_KIND:
+            return set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return set()
+    possible = {file_name(t, f) for t in TABLES for f in FORMATS}
+    return (listed & possible) | {MANIFEST}
 
 
 def sha256(path: Path) -> str:

@@ -31,6 +31,7 @@ from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import estimate, group_by
+from farm.report.unmeasured import Unmeasured
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
 from farm_contract.runspec import TUNING_FIELDS
 
@@ -219,6 +220,8 @@ class Workload:
     failed_runs: int
     closest: Excluded | None             # nearest to the limit when nothing meets it
     uncertainty: bool                    # False: every configuration has one repetition
+    # Runs without figures that did not fail: queued or running, and cancelled.
+    unmeasured: Unmeasured = field(default_factory=Unmeasured)
 
     @property
     def label(self) -> str:
@@ -251,6 +254,8 @@ class Workload:
                 {"configuration": e.label, "reason": e.reason, "ttft_p90_ms": e.ttft_p90_ms,
                  "tpot_p90_ms": e.tpot_p90_ms} for e in self.excluded],
             "failed_runs": self.failed_runs,
+            "runs_not_measured_yet": self.unmeasured.pending,
+            "cancelled_runs": self.unmeasured.cancelled,
             "closest": None if self.closest is None else {
                 "configuration": self.closest.label, "ttft_p90_ms": self.closest.ttft_p90_ms,
                 "tpot_p90_ms": self.closest.tpot_p90_ms},
@@ -408,7 +413,7 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
     # Repetitions a configuration should have: its run's repetitions, failed ones included.
     expected = {key: len({p.repetition for p in group})
                 for key, group in group_by(points, _run_key).items()}
-    failed_runs = len({p.run_id for p in points if not p.measured})
+    unmeasured = Unmeasured.of(points)
     candidates: list[Ranked] = []
     latency_misses: list[Excluded] = []
     measured = [p for p in points if p.measured]
@@ -457,7 +462,7 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
         closest = min(latency_misses, key=lambda e: max(e.ttft_p90_ms / limits.ttft_ms,
                                                         e.tpot_p90_ms / limits.tpot_ms))
     return Workload(head.input_tokens, head.output_tokens, head.decoding, candidates,
-                    excluded, failed_runs, closest, uncertainty)
+                    excluded, unmeasured.failed, closest, uncertainty, unmeasured)
 
 
 def _candidate(usable: list[RunPoint], limits: Limits, rate: float | None,
@@ -778,7 +783,6 @@ def _workload_caption(w: Workload, rec: Recommendation) -> str:
         lines.append("nothing meets the limit and no usable configuration has latency figures")
     counts = w.excluded_counts()
     parts = [f"{reason}: {n}" for reason, n in counts.items()]
-    if w.failed_runs:
-        parts.append(f"failed runs (no figures): {w.failed_runs}")
+    parts += w.unmeasured.phrases()
     lines.append("excluded: " + ("; ".join(parts) if parts else "none"))
     return "\n".join(lines) + "\n"

@@ -22,7 +22,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
+from farm.errors import InvalidInput
 from farm.store.errors import UPGRADE_HINT, SchemaError
+from farm_contract.settings import redact
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SchemaState = Literal["current", "missing", "outdated"]
@@ -59,11 +61,23 @@ def make_engine(url: str) -> Engine:
 def _sqlite_engine(url: str) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _require_folder(Path(database).expanduser(), url)
     engine = create_engine(url, pool_pre_ping=True)
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _require_folder(database: Path, url: str) -> None:
+    """Refuse a store in a folder that does not exist: a mistyped path would
+    otherwise make the folder and a new, empty store beside the user's own."""
+    folder = database.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise InvalidInput(
+            f"FARM_DB_URL={redact(url)!r} names a store in {folder}, which {what}: fix "
+            f"FARM_DB_URL, or create the folder first (mkdir -p {folder}) if a new store "
+            "belongs there")
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

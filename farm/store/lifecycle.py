@@ -4,7 +4,7 @@ are applied only when they are newer than what the store holds."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,26 +38,49 @@ class RunLifecycle(StoreBase):
     """Sweeps and the status of their runs: enqueue, start, hand back, cancel, retry."""
 
     def record_sweep(self, spec: SweepSpec, toml_text: str, owner: str | None = None,
-                     priority: int | None = None) -> str:
+                     priority: int | None = None,
+                     admit: Callable[[Any], tuple[str | None, int | None]] | None = None
+                     ) -> str:
         """Insert the sweep, or refresh its file text if the name exists. Returns its id.
 
         `owner` and `priority` (farm/dispatch.py) are set when given: a re-enqueue
         updates them; None keeps what is stored ('' and 0 for a new sweep).
+        `admit`, when given, decides instead, in the same transaction: it is called
+        with the stored sweep (None for a new name), raises to refuse, and returns
+        the owner and priority to store (farm/ownership.py).
         """
+        sid = sweep_id(spec.name)
+        for _ in range(2):      # a second pass only when a new name was taken meanwhile
+            with self._write() as session:
+                stored = session.execute(select(sweeps_t).where(sweeps_t.c.id == sid)
+                                         .with_for_update()).first()
+                if admit is not None:
+                    owner, priority = admit(stored)
+                if self._store_sweep(session, spec, toml_text, owner, priority, stored):
+                    return sid
+        raise RuntimeError(f"sweep {spec.name!r} was recorded and removed meanwhile")
+
+    def _store_sweep(self, session: Session, spec: SweepSpec, toml_text: str,
+                     owner: str | None, priority: int | None, stored: Any) -> bool:
+        """Insert (stored is None) or refresh the sweep; False when an insert lost a
+        race to another one (PostgreSQL locks no row that is not there yet)."""
         now = utcnow()
+        simulated = _sweep_simulated(spec)
+        if stored is not None:
+            refresh = {"updated_at": now, "spec_toml": toml_text, "simulated": simulated}
+            if owner is not None:
+                refresh["owner"] = owner
+            if priority is not None:
+                refresh["priority"] = priority
+            session.execute(update(sweeps_t).where(sweeps_t.c.id == stored.id)
+                            .values(refresh))
+            return True
         row = {"id": sweep_id(spec.name), "name": spec.name, "created_at": now,
-               "updated_at": now, "spec_toml": toml_text, "simulated": _sweep_simulated(spec),
+               "updated_at": now, "spec_toml": toml_text, "simulated": simulated,
                "owner": owner or "", "priority": priority or 0}
-        refresh = {"updated_at": now, "spec_toml": toml_text, "simulated": row["simulated"]}
-        if owner is not None:
-            refresh["owner"] = owner
-        if priority is not None:
-            refresh["priority"] = priority
-        stmt = self._upsert(sweeps_t).values(row)
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_=refresh)
-        with self._write() as session:
-            session.execute(stmt)
-        return row["id"]
+        stmt = (self._upsert(sweeps_t).values(row)
+                .on_conflict_do_nothing(index_elements=["id"]).returning(sweeps_t.c.id))
+        return session.execute(stmt).first() is not None
 
     def add_runs(self, sweep_id: str, runs: Sequence[RunSpec],
                  dispatched: bool = False) -> list[RunSpec]:

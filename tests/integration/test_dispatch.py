@@ -38,7 +38,8 @@ def test_enqueue_sends_a_queues_depth_and_the_recorder_feeds_the_rest(farm, stor
     assert len(runs) == 50
     queue = runs[0].hardware.queue
     client = redis_client(farm.broker_url)
-    out = farm.cli("enqueue", str(write(farm, "feed", text)), "--owner", "alice").stdout
+    farm.env["FARM_OWNER"] = "alice"      # the configured identity: the sweep is alice's
+    out = farm.cli("enqueue", str(write(farm, "feed", text))).stdout
     # No worker advertised: the depth is MIN_DEPTH; the rest wait in the store.
     assert f"{MIN_DEPTH} message(s) put on GPU queues now" in out
     assert "owner alice, priority 0" in out
@@ -47,6 +48,9 @@ def test_enqueue_sends_a_queues_depth_and_the_recorder_feeds_the_rest(farm, stor
     time.sleep(2)                       # no recorder yet: nobody sends more
     assert client.llen(queue) == MIN_DEPTH
 
+    # This test's consumer acks runs without running them: after the grace the
+    # lost-run check would rightly send them again (farm/lost_runs.py).
+    farm.env["FARM_REAPER_GRACE_S"] = "600"
     farm.recorder()
     taken: list[str] = []
     with create_app(Settings(broker_url=farm.broker_url)).connection_for_read() as conn:

@@ -80,7 +80,7 @@ def test_a_bad_value_names_its_variable_and_a_good_value(env, name, value, says)
     assert "pw" not in message                     # passwords never printed
 
 
-@pytest.mark.parametrize("url", ["sqlite:///farm.db", "sqlite:////abs/farm.db", "sqlite://",
+@pytest.mark.parametrize("url", ["sqlite:///farm.db", "sqlite:////abs/farm.db",
                                  "postgresql://u:p@h:5432/db", "postgresql+psycopg://h/db"])
 def test_accepted_database_urls(env, url):
     env.setenv("FARM_DB_URL", url)

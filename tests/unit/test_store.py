@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
+from farm.errors import InvalidInput
 from farm.spec import parse_sweep
 from farm.store import SchemaError, Store, make_engine, schema_state, upgrade
 from farm.store.db import _alembic_config, normalize_url
@@ -102,8 +103,12 @@ def test_postgres_urls_use_psycopg3() -> None:
     assert make_engine("postgresql://u@h/db").dialect.driver == "psycopg"
 
 
-def test_sqlite_pragmas_and_parent_directory(tmp_path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'deep' / 'dir' / 'farm.db'}")
+def test_sqlite_pragmas_and_no_new_folder(tmp_path) -> None:
+    # A folder that does not exist is a typo, never made (issue 22; tests/unit/test_door.py).
+    with pytest.raises(InvalidInput, match="does not exist"):
+        make_engine(f"sqlite:///{tmp_path / 'deep' / 'dir' / 'farm.db'}")
+    assert not (tmp_path / "deep").exists()
+    engine = make_engine(f"sqlite:///{tmp_path / 'farm.db'}")
     try:
         with engine.connect() as connection:
             pragma = lambda name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
@@ -113,7 +118,7 @@ def test_sqlite_pragmas_and_parent_directory(tmp_path) -> None:
             assert pragma("foreign_keys") == 1
     finally:
         engine.dispose()
-    assert (tmp_path / "deep" / "dir" / "farm.db").exists()
+    assert (tmp_path / "farm.db").exists()
 
 
 # ---------------------------------------------------------- sweeps, runs
