@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """vLLM 0.26.0's engine argument names, beside the pinned 0.32.0's.
 
 vLLM 0.26.0 is the CUDA build the GPU hosts run; it cannot be imported here, so
