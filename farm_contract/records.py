@@ -348,8 +348,11 @@ class GpuTuning(Record):
     """
 
     uuid: str
-    requested_power_limit_w: float | None = None
+    requested_power_limit_w: float | None = None   # the default's watts where asked "default"
     requested_sm_clock_mhz: int | None = None
+    # The sweep asked for the GPU's default ("default"): its default limit / no lock.
+    power_limit_default: bool | None = None
+    sm_clock_default: bool | None = None
     power_limit_before_w: float | None = None      # enforced before the run
     default_power_limit_w: float | None = None     # what restoring sets back
     applied_power_limit_w: float | None = None     # enforced, read back after setting
