@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# benchmarks/gpu_farm_hf.sh in the background, for a lent GPU machine whose calls
+# benchmarks/gpu_farm_hf.sh (or the script in SCRIPT, e.g.
+# SCRIPT=benchmarks/gpu_farm_vllm.sh) in the background, for a lent GPU machine whose calls
 # last at most a few minutes each: `start` launches it detached (it outlives the
 # call), `collect` waits until it is done or SECONDS have passed and copies what it
 # has written so far — the printed output and a consistent copy of the SQLite store
@@ -19,7 +20,8 @@ case $verb in
   start)
     py=${3:-.venv/bin/python}
     mkdir -p "$out"
-    setsid nohup benchmarks/gpu_farm_hf.sh "$out" "$py" > "$out/script.log" 2>&1 < /dev/null &
+    setsid nohup "${SCRIPT:-benchmarks/gpu_farm_hf.sh}" "$out" "$py" > "$out/script.log" 2>&1 \
+      < /dev/null &
     echo $! > "$out/script.pid"
     echo "started: pid $(cat "$out/script.pid"), log $out/script.log" ;;
   collect)

@@ -377,22 +377,26 @@ def _load_label(row: Mapping[str, Any]) -> str:
     return label
 
 
-def setting_text(value: float | None, unit: str) -> str:
-    """A GPU setting as a sweep gives it: "300 W", "1200 MHz"; "—" where none was set."""
-    return "—" if value is None else f"{value:g} {unit}"
+def setting_text(value: float | str | None, unit: str) -> str:
+    """A GPU setting as a sweep gives it: "300 W", "1200 MHz", "default" (the GPU's
+    own, asked for); "—" where none was set."""
+    if value is None:
+        return "—"
+    return value if isinstance(value, str) else f"{value:g} {unit}"
 
 
-def power_limit_label(watts: float | None) -> str:
-    """"300 W cap"; "default power limit" where none was set."""
-    return "default power limit" if watts is None else f"{watts:g} W cap"
+def power_limit_label(watts: float | str | None) -> str:
+    """"300 W cap"; "default power limit" where none was set or the default asked for."""
+    return "default power limit" if watts is None or isinstance(watts, str) \
+        else f"{watts:g} W cap"
 
 
-def sm_clock_label(mhz: float | None) -> str:
-    """"SM 1200 MHz"; "default SM clock" where none was locked."""
-    return "default SM clock" if mhz is None else f"SM {mhz:g} MHz"
+def sm_clock_label(mhz: float | str | None) -> str:
+    """"SM 1200 MHz"; "default SM clock" where none was locked or the default asked for."""
+    return "default SM clock" if mhz is None or isinstance(mhz, str) else f"SM {mhz:g} MHz"
 
 
-def tuning_label(power_limit_w: float | None, sm_clock_mhz: float | None) -> str:
+def tuning_label(power_limit_w: float | str | None, sm_clock_mhz: float | str | None) -> str:
     """The GPU tuning a run asked for: "300 W cap", "SM 1200 MHz", both joined by " · ";
     "" when it asked for none."""
     parts = []

@@ -45,9 +45,11 @@ from farm_contract.routing import (
 )
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
+    DEFAULT,
     NAME_PATTERN,
     TUNING_FIELDS,
     Decoding,
+    Default,
     MeasurementSpec,
     ModelSpec,
     NonNegativeFloat,
@@ -66,10 +68,11 @@ class HardwareSpec(Strict):
 
     gpu: OneOrMany[str]
     gpus_per_run: OneOrMany[PositiveInt] = [1]
-    # Swept like the other axes; null (left out) leaves the GPUs as they are.
+    # Swept like the other axes; null (left out) leaves the GPUs as they are,
+    # "default" is the GPU's default limit / no clock lock, as one value of the axis.
     # The worker sets them through the driver and restores them after the run.
-    power_limit_w: OneOrMany[PositiveFloat] | None = None
-    sm_clock_mhz: OneOrMany[PositiveInt] | None = None
+    power_limit_w: OneOrMany[PositiveFloat | Default] | None = None
+    sm_clock_mhz: OneOrMany[PositiveInt | Default] | None = None
 
     @field_validator("gpu")
     @classmethod
@@ -104,10 +107,10 @@ class HardwareSpec(Strict):
                 continue
             slug = resolve_gpu(model_name).slug
             errors += [problem(("power_limit_w",), f"for {name!r}: {why}")
-                       for watts in self.power_limit_w or []
+                       for watts in self.power_limit_w or [] if watts != DEFAULT
                        if (why := power_limit_problem(slug, watts)) is not None]
         errors += [problem(("sm_clock_mhz",), why) for mhz in self.sm_clock_mhz or []
-                   if (why := sm_clock_problem(mhz)) is not None]
+                   if mhz != DEFAULT and (why := sm_clock_problem(mhz)) is not None]
         errors += [problem((key,), "lists the same value twice") for key in tuned
                    if len(set(getattr(self, key))) != len(getattr(self, key))]
         if errors:

@@ -8,8 +8,10 @@ argument a worker would refuse is refused at `farmctl validate`, with its line.
 
 Keys the farm sets itself (the model, the GPU count, the seed, the devices,
 the server's address) are refused with the reason (`farm_sets`). vLLM's
-arguments are its own `EngineArgs` fields, from the shipped list of the pinned
-version (`farm_contract/vllm_args.py`): the coordinator never imports vLLM.
+arguments are its own `EngineArgs` fields, from the shipped lists of the
+versions the farm knows (`farm_contract/vllm_versions.py`): the coordinator
+never imports vLLM. `vllm_version = "0.26"` pins a run to a vLLM release
+series: an argument that version lacks is then refused at validate.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm_contract import simmodels, vllm_args
+from farm_contract import simmodels, vllm_versions
 
 Scalar = bool | int | float | str
 # One problem, as pydantic's ValidationError.from_exception_data takes it.
@@ -74,6 +76,13 @@ class EngineArgs(BaseModel):
     farm_sets: ClassVar[dict[str, str]] = {}
     # Arguments only the engine's server scenario takes.
     server_only: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def grid_problems(cls, grid: Mapping[str, list[Scalar]],
+                      listed: set[str]) -> list[ErrorDetails]:
+        """Problems of a sweep's arguments taken together, beyond each field's type
+        (none by default; vLLM's: an argument the pinned version lacks)."""
+        return []
 
 
 _COMMON = {"model": MODEL, "dtype": MODEL, "revision": MODEL, "tokenizer": MODEL,
@@ -228,27 +237,55 @@ def _vllm_type(expression: str) -> Any:
 
 
 class VllmArgsBase(EngineArgs):
-    """vLLM's `EngineArgs` fields (the pinned version's), but those the farm sets."""
+    """vLLM's `EngineArgs` fields (of every version the farm knows), but those the farm
+    sets, and `vllm_version`: the release series the run needs (not passed to vLLM)."""
 
     farm_sets: ClassVar[dict[str, str]] = {
         **_COMMON, "tokenizer_revision": MODEL, "tensor_parallel_size": GPUS,
         "device_ids": DEVICES, "served_model_name": SERVED, "host": ADDRESS, "port": ADDRESS,
         "model_weights": MODEL,
     }
-    server_only: ClassVar[frozenset[str]] = frozenset(vllm_args.SERVER_ONLY_ARGS)
-    vllm_version: ClassVar[str] = vllm_args.VLLM_VERSION
+    server_only: ClassVar[frozenset[str]] = vllm_versions.server_only()
+    pinned_version: ClassVar[str] = vllm_versions.PINNED_VERSION
+
+    # The vLLM release series the run needs ("0.26", "0.32.0"): the worker refuses
+    # the run under another one, validate refuses arguments that series lacks.
+    vllm_version: StrictStr | None = None
+
+    def vllm_arguments(self) -> dict[str, Any]:
+        """The arguments given, for vLLM itself (without the farm's `vllm_version`)."""
+        return self.model_dump(exclude_none=True, exclude={"vllm_version"})
 
     def json_configs(self) -> dict[str, Any]:
         """The arguments given as JSON strings, decoded (for `vllm.LLM`, which takes dicts)."""
-        given = self.model_dump(exclude_none=True)
-        return {name: json.loads(value) for name, value in given.items()
-                if vllm_args.ENGINE_ARGS.get(name) == "json"}
+        types = vllm_versions.arg_types()
+        return {name: json.loads(value) for name, value in self.vllm_arguments().items()
+                if types.get(name) == "json"}
+
+    @classmethod
+    def grid_problems(cls, grid: Mapping[str, list[Scalar]],
+                      listed: set[str]) -> list[ErrorDetails]:
+        """Each argument a pinned `vllm_version` lacks, and a version the farm has no list of."""
+        errors: list[ErrorDetails] = []
+        for index, version in enumerate(grid.get("vllm_version") or []):
+            if not isinstance(version, str):
+                continue                        # the field's own type check says so
+            at = ("vllm_version", index) if "vllm_version" in listed else ("vllm_version",)
+            if vllm_versions.names_of(version) is None:
+                errors.append(problem(at, vllm_versions.unknown_version(version), version))
+                continue
+            for name in vllm_versions.lacking([k for k in grid if k != "vllm_version"],
+                                              version):
+                errors.append(problem((name,), f"{vllm_versions.refusal(name, version)}; "
+                                               f"the sweep pins vllm_version = {version!r}",
+                                      grid[name]))
+        return errors
 
 
 @cache
 def vllm_args_model() -> type[VllmArgsBase]:
-    """The model of vLLM's arguments, built on first use (245 fields: kept off the import)."""
-    table = {**vllm_args.ENGINE_ARGS, **vllm_args.SERVER_ONLY_ARGS}
+    """The model of vLLM's arguments, built on first use (260 fields: kept off the import)."""
+    table = vllm_versions.arg_types()
     fields: dict[str, Any] = {
         name: (_vllm_type(expression) | None, None)
         for name, expression in table.items() if name not in VllmArgsBase.farm_sets
@@ -303,6 +340,7 @@ def grid_errors(model: type[EngineArgs], grid: Mapping[str, list[Scalar]],
             errors.append(problem((key,), f"not an engine argument: {model.farm_sets[key]}",
                                   grid[key]))
     args = {k: v for k, v in grid.items() if k not in model.farm_sets}
+    errors += model.grid_problems(args, listed)
     base = {k: v[0] for k, v in args.items()}
     try:
         model.model_validate(base)

@@ -60,11 +60,37 @@ class WorkerInfo(Record):
     pid: int
 
 
+class EngineStartup(Record):
+    """What the engine's start cost and what it chose, all outside every measured window
+    (the runner's "load" window holds the start). None: not known, never 0.
+
+    The KV cache is what the engine allocated for the run (vLLM sizes it from the
+    free memory after loading): it bounds how many sequences run at once, so two
+    runs with the same arguments on different GPUs may differ here.
+    """
+
+    engine_start_s: float | None = None     # start() until ready (the "load" window)
+    model_load_s: float | None = None       # weights loaded, as the engine reports it
+    compile_s: float | None = None          # torch.compile, as the engine reports it
+    graph_capture_s: float | None = None    # CUDA graph capture, as the engine reports it
+    kv_cache_tokens: int | None = None      # tokens of context the KV cache holds
+    kv_cache_blocks: int | None = None      # its blocks (vLLM's num_gpu_blocks)
+    kv_block_size_tokens: int | None = None
+    kv_cache_bytes: int | None = None       # memory given to it (vLLM logs it in GiB, 2 decimals)
+
+
 class EngineInfo(Record):
-    """The engine that served the run: its kind, version (None: unknown) and if simulated."""
+    """The engine that served the run: its kind, version (None: unknown) and if simulated.
+
+    `model_weights` is "random" when the model directory says its weights are
+    random (`workers.tinymodel`'s marker): figures of such a run are real GPU
+    work on a real shape, its text is noise. None: real weights, or not known.
+    """
     kind: str
     version: str | None = None
     simulated: bool
+    model_weights: Literal["random"] | None = None
+    startup: EngineStartup | None = None
 
 
 class EnergySourceInfo(Record):
@@ -322,8 +348,11 @@ class GpuTuning(Record):
     """
 
     uuid: str
-    requested_power_limit_w: float | None = None
+    requested_power_limit_w: float | None = None   # the default's watts where asked "default"
     requested_sm_clock_mhz: int | None = None
+    # The sweep asked for the GPU's default ("default"): its default limit / no lock.
+    power_limit_default: bool | None = None
+    sm_clock_default: bool | None = None
     power_limit_before_w: float | None = None      # enforced before the run
     default_power_limit_w: float | None = None     # what restoring sets back
     applied_power_limit_w: float | None = None     # enforced, read back after setting

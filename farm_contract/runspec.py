@@ -150,6 +150,11 @@ class MeasurementSpec(Strict):
 # The GPU settings a sweep may set per run (RunHardware's fields of the same names):
 # sweep axes, result columns, and what a configuration's identity includes.
 TUNING_FIELDS = ("power_limit_w", "sm_clock_mhz")
+# A tuning value meaning the GPU's own default: its default power limit set, its SM
+# clock unlocked. Not the same as leaving the key out (the GPU as it is found), and
+# not a lock at the maximum clock (on an H100 that raised idle power 71 → 127 W).
+DEFAULT = "default"
+Default = Literal["default"]
 
 
 class RunHardware(Strict):
@@ -159,9 +164,10 @@ class RunHardware(Strict):
     gpu_model: str
     gpu_count: PositiveInt
     # Set by the worker through the driver for the run and restored after it
-    # (`workers.gpu.tuning`); None leaves the GPU as it is.
-    power_limit_w: PositiveFloat | None = None
-    sm_clock_mhz: PositiveInt | None = None
+    # (`workers.gpu.tuning`); None leaves the GPU as it is, "default" sets the
+    # GPU's default limit / unlocks its SM clock.
+    power_limit_w: PositiveFloat | Default | None = None
+    sm_clock_mhz: PositiveInt | Default | None = None
 
     @property
     def queue(self) -> str:

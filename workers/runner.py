@@ -25,7 +25,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from farm_contract.records import (
+    EnergyWindow,
     EngineInfo,
+    EngineStartup,
     ErrorInfo,
     IdleBaseline,
     LoadPointResult,
@@ -50,6 +52,7 @@ from workers.preflight import IdleTemperatures, run_preflight
 from workers.quietgate import IdlePowerReferences, wait_until_quiet
 from workers.ratesweep import mark, saturation
 from workers.stalls import PhaseClock, check_stalls, sample_gaps
+from workers.tinymodel import model_weights
 from workers.validity import validate
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,8 @@ class _Run:
         self.meter.begin("load")
         engine.start(start_deadline_s)
         self.meter.end("load")
-        self.engine_info = engine.info      # a real engine knows its version once loaded
+        # A real engine knows its version and what its start chose once loaded.
+        self.engine_info = with_start(engine.info, self.meter.window("load"), self.run)
         self.meter.begin("warmup")
         engine.warmup()
         self.meter.end("warmup")
@@ -281,6 +285,16 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         validity=validity,
         host_energy=host_energy,
     )
+
+
+def with_start(info: EngineInfo, load: EnergyWindow | None, run: RunSpec) -> EngineInfo:
+    """`info` with the engine's start time (the "load" window, outside every measured
+    one) and whether the model's weights are random (its directory's marker)."""
+    startup = info.startup or EngineStartup()
+    if load is not None:
+        startup = startup.model_copy(update={"engine_start_s": round(load.duration_s, 3)})
+    weights = None if info.simulated else model_weights(run.model.source)
+    return info.model_copy(update={"startup": startup, "model_weights": weights})
 
 
 def _sources_for(run: RunSpec, gpus: list[GpuDevice],

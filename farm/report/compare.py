@@ -355,8 +355,16 @@ def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
         unmeasured_a=failed_a, unmeasured_b=failed_b)
 
 
+def _setting_key(value: float | str | None) -> tuple[int, float]:
+    """A GPU setting's place: none set, then "default" (the GPU's own), then by value."""
+    if value is None:
+        return (0, 0.0)
+    return (1, 0.0) if isinstance(value, str) else (2, float(value))
+
+
 def _order(p: RunPoint) -> tuple:
-    return (p.model, p.gpu_model, p.gpu_count, p.power_limit_w or 0.0, p.sm_clock_mhz or 0,
+    return (p.model, p.gpu_model, p.gpu_count, _setting_key(p.power_limit_w),
+            _setting_key(p.sm_clock_mhz),
             p.engine_args, p.scenario, p.load_kind or "",
             p.load_value or 0.0, p.input_tokens or 0, p.output_tokens, p.decoding)
 

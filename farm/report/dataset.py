@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -119,9 +119,17 @@ _RUN_DIMS = (
     _c("gpu_model", "string", None, "GPU model slug asked for (e.g. `h100-80gb`)", False),
     _c("gpu_count", "int64", "count", "GPUs per run", False),
     _c("power_limit_w", "float64", "W",
-       "power limit per GPU the run asked for (`[hardware] power_limit_w`; null: none set)"),
+       "power limit per GPU the run asked for (`[hardware] power_limit_w`; null: none set, "
+       "or the default asked for)"),
     _c("sm_clock_mhz", "int64", "MHz",
-       "SM clock lock the run asked for (`[hardware] sm_clock_mhz`; null: none set)"),
+       "SM clock lock the run asked for (`[hardware] sm_clock_mhz`; null: none set, or the "
+       "default asked for)"),
+    _c("power_limit_default", "bool", None,
+       "the run asked for the GPU's default power limit (`power_limit_w = \"default\"`; "
+       "null: it did not)"),
+    _c("sm_clock_default", "bool", None,
+       "the run asked for the GPU's default SM clock, unlocked (`sm_clock_mhz = "
+       "\"default\"`; null: it did not)"),
     _c("engine_kind", "string", None, "`vllm`, `hf` or `sim`", False),
     _c("engine_version", "string", None, "engine version the worker reported"),
     _c("engine_args_json", "json", None,
@@ -170,7 +178,8 @@ RUNS = Table(
         _c("model_source", "string", None, "hub id or local path of the model", False),
         _c("model_dtype", "string", None, "weights dtype asked for", False),
         _c("model_revision", "string", None, "model revision asked for"),
-        *_dims("backend", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz"),
+        *_dims("backend", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz",
+               "power_limit_default", "sm_clock_default"),
         _c("queue", "string", None, "queue the run was sent to (e.g. `gpu.h100-80gb.x1`)",
            False),
         *_dims("engine_kind", "engine_version", "engine_args_json", "scenario_name",
@@ -391,8 +400,8 @@ FITS = Table(
     "`fitted` false, the reason, and null parameters.",
     (
         *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "power_limit_w",
-               "sm_clock_mhz", "engine_kind", "scenario_name", "scenario_kind", "input_tokens",
-               "output_tokens", "decoding"),
+               "sm_clock_mhz", "power_limit_default", "sm_clock_default", "engine_kind",
+               "scenario_name", "scenario_kind", "input_tokens", "output_tokens", "decoding"),
         _c("engine_args_json", "json", None, "engine arguments, the batch axis's left out "
            "when it is one", False),
         _c("figure", "string", None, "the run_points column fitted "
@@ -427,7 +436,7 @@ REPETITIONS = Table(
     "`farmctl import` does not read it.",
     (
         *_dims("sweep", "model_id", "backend", "gpu_model", "gpu_count", "power_limit_w",
-               "sm_clock_mhz", "engine_kind"),
+               "sm_clock_mhz", "power_limit_default", "sm_clock_default", "engine_kind"),
         _c("engine_args_json", "json", None, "engine arguments, a JSON object with sorted "
            "keys", False),
         *_dims("scenario_name", "scenario_kind", "input_tokens", "output_tokens", "decoding"),

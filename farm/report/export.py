@@ -178,6 +178,20 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def tuning_columns(power_limit_w: Any, sm_clock_mhz: Any) -> dict[str, Any]:
+    """A run's asked-for GPU tuning as the dataset's columns: the numbers in
+    `power_limit_w` / `sm_clock_mhz`, "default" (the GPU's own) as a true
+    `*_default` beside a null number; null throughout where none was set."""
+    def default(value: Any) -> bool | None:
+        return True if isinstance(value, str) else None
+
+    def number(value: Any) -> Any:
+        return None if isinstance(value, str) else value
+
+    return {"power_limit_w": number(power_limit_w), "sm_clock_mhz": number(sm_clock_mhz),
+            "power_limit_default": default(power_limit_w),
+            "sm_clock_default": default(sm_clock_mhz)}
+
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -232,7 +246,7 @@ def _repetition_rows(store: Store, sid: str) -> list[dict[str, Any]]:
         common = {
             "sweep": name, "model_id": run.model.id,
             "backend": hw.backend, "gpu_model": hw.gpu_model, "gpu_count": hw.gpu_count,
-            "power_limit_w": hw.power_limit_w, "sm_clock_mhz": hw.sm_clock_mhz,
+            **tuning_columns(hw.power_limit_w, hw.sm_clock_mhz),
             "engine_kind": run.engine.kind, "engine_args_json": _json(run.engine.args),
             "scenario_name": run.scenario.name, "scenario_kind": run.scenario.kind,
             "input_tokens": workload.input_tokens, "output_tokens": workload.output_tokens,
@@ -268,7 +282,7 @@ def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:
             row: dict[str, Any] = {
                 "sweep": p.sweep, "model_id": p.model, "backend": p.backend,
                 "gpu_model": p.gpu_model, "gpu_count": p.gpu_count,
-                "power_limit_w": p.power_limit_w, "sm_clock_mhz": p.sm_clock_mhz,
+                **tuning_columns(p.power_limit_w, p.sm_clock_mhz),
                 "engine_kind": p.engine,
                 "scenario_name": p.scenario, "scenario_kind": p.scenario_kind,
                 "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
@@ -306,8 +320,9 @@ def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult 
         "model_source": spec.model.source, "model_dtype": spec.model.dtype,
         "model_revision": spec.model.revision,
         "backend": spec.hardware.backend, "gpu_model": spec.hardware.gpu_model,
-        "gpu_count": spec.hardware.gpu_count, "power_limit_w": spec.hardware.power_limit_w,
-        "sm_clock_mhz": spec.hardware.sm_clock_mhz, "queue": spec.hardware.queue,
+        "gpu_count": spec.hardware.gpu_count,
+        **tuning_columns(spec.hardware.power_limit_w, spec.hardware.sm_clock_mhz),
+        "queue": spec.hardware.queue,
         "engine_kind": spec.engine.kind,
         "engine_version": result.engine.version if result is not None else None,
         "engine_args_json": _json(spec.engine.args),
@@ -385,7 +400,8 @@ def _trace_header(trace: PowerTrace) -> dict[str, Any]:
 
 
 _POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_count",
-               "power_limit_w", "sm_clock_mhz", "engine_kind", "engine_version",
+               "power_limit_w", "sm_clock_mhz", "power_limit_default", "sm_clock_default",
+               "engine_kind", "engine_version",
                "engine_args_json", "scenario_name", "scenario_kind", "input_tokens",
                "output_tokens", "decoding", "simulated", "status", "valid", "invalid_reasons")
 _POINT_FIGURES = load_point_columns()

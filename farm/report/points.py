@@ -67,8 +67,8 @@ class RunPoint:
     error: str | None
     # The GPU tuning the run asked for (None: the GPUs were left as they were):
     # part of its configuration, as a GPU model is.
-    power_limit_w: float | None = None
-    sm_clock_mhz: int | None = None
+    power_limit_w: float | str | None = None     # "default": the GPU's own, asked for
+    sm_clock_mhz: int | str | None = None
     figures: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def get(self, figure: str) -> Any:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import ExitCode, FarmError
+from farm.output import setting_text
 from farm.report import html
 from farm.report.bounds import Setting, measurement_settings, recorded_bounds
 from farm.report.figures import FigureInputs, Reads, kinds
@@ -149,9 +150,10 @@ def _tuning_summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:
     out = []
     for what, attr, unit in (("power limits asked for (per GPU)", "power_limit_w", "W"),
                              ("SM clocks asked for", "sm_clock_mhz", "MHz")):
-        settings = sorted({getattr(p, attr) for p in points if getattr(p, attr) is not None})
+        settings = sorted({getattr(p, attr) for p in points if getattr(p, attr) is not None},
+                          key=lambda v: (0, 0.0) if isinstance(v, str) else (1, float(v)))
         if settings:
-            out.append((what, ", ".join(f"{v:g} {unit}" for v in settings)))
+            out.append((what, ", ".join(setting_text(v, unit) for v in settings)))
     return out
 
 

@@ -81,12 +81,17 @@ def verdict(p: RunPoint) -> Verdict:
     return Verdict("valid", "valid")
 
 
-def setting_cell(requested: float | None, applied: float | None, refused: str | None) -> str:
+def setting_cell(requested: float | str | None, applied: float | None,
+                 refused: str | None) -> str:
     """A GPU setting of the run: what it asked for ("300"), with what its GPUs read back
-    where that differs ("1200 (read 1215)") or the refusal ("300 (refused)"); "—"
-    where it asked for none."""
+    where that differs ("1200 (read 1215)") or the refusal ("300 (refused)");
+    "default (700)" for the GPU's own with what was read back; "—" where it asked
+    for none."""
     if requested is None:
         return DASH
+    if isinstance(requested, str):
+        text = requested if applied is None else f"{requested} ({applied:g})"
+        return f"{text} (refused)" if refused else text
     text = f"{requested:g}"
     if refused:
         return f"{text} (refused)"

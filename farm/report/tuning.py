@@ -36,12 +36,23 @@ def varied_axes(points: Sequence[RunPoint]) -> list[str]:
             if len({getattr(p, axis) for p in points if getattr(p, axis) is not None}) > 1]
 
 
+def setting_x(p: RunPoint, axis: str) -> float | None:
+    """Where a run sits on a tuning axis: its setting, or for "default" (the GPU's own)
+    what was applied (the default power limit read back); None where that is not
+    known (an unlocked clock has no one value)."""
+    value = getattr(p, axis)
+    if isinstance(value, str):
+        applied = p.get(AXES[axis][0])
+        return float(applied) if applied is not None else None
+    return None if value is None else float(value)
+
+
 def tuning_series(points: Sequence[RunPoint], axis: str, figure: str,
                   variants: Variants) -> list[Series]:
     """One series per configuration (load included) with a requested `axis` setting:
     settings ascending, each the mean and 95% CI of `figure` over its repetitions.
     `points`: the plottable ones (selection.select)."""
-    tuned = [p for p in points if getattr(p, axis) is not None and p.get(figure) is not None]
+    tuned = [p for p in points if setting_x(p, axis) is not None and p.get(figure) is not None]
     # The load says its scenario's kind ("c=8", "batch 16"); the scenario's name only
     # where two scenarios share a kind of load.
     named = len({p.scenario for p in tuned}) > len({p.load_kind for p in tuned})
@@ -52,7 +63,7 @@ def tuning_series(points: Sequence[RunPoint], axis: str, figure: str,
         out.append(Series(model=first.model, load_kind=axis, figure=figure, label=label,
                           gpu_label=first.gpu_label, input_tokens=first.input_tokens,
                           output_tokens=first.output_tokens,
-                          points=series_points(group, lambda p: float(getattr(p, axis)),
+                          points=series_points(group, lambda p: setting_x(p, axis) or 0.0,
                                                figure)))
     out.sort(key=lambda s: (s.input_tokens or 0, s.output_tokens, s.gpu_label, s.label))
     return out

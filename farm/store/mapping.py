@@ -33,6 +33,7 @@ from farm_contract.figures import flat_values, nested_values
 from farm_contract.records import (
     EnergySourceInfo,
     EnergyWindow,
+    EngineStartup,
     ErrorInfo,
     GpuInfo,
     GpuTuning,
@@ -75,7 +76,8 @@ TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], li
 )
 # Result-level columns result_rows carries under their own names.
 RESULT_ROW_COLUMNS = ("valid", "invalid_reasons", "cooled", "idle_power_w", "idle_ctx_power_w",
-                      "cpu_energy_j", "ram_energy_j", "cpu_method", "ram_method", "emissions_g")
+                      "cpu_energy_j", "ram_energy_j", "cpu_method", "ram_method", "emissions_g",
+                      "model_weights")
 # HostEnergy field → results column.
 HOST_COLUMNS = {"tracker": "host_tracker", "duration_s": "host_duration_s",
                 "cpu_energy_j": "cpu_energy_j", "cpu_method": "cpu_method",
@@ -142,6 +144,9 @@ def result_row(result: RunResult) -> dict[str, Any]:
         "status": result.status, "worker": result.worker.name, "host": result.worker.host,
         "gpus_json": [gpu.model_dump(mode="json") for gpu in result.gpus],
         "engine_kind": result.engine.kind, "engine_version": result.engine.version,
+        "model_weights": result.engine.model_weights,
+        "engine_startup_json": (result.engine.startup.model_dump(mode="json")
+                                if result.engine.startup is not None else None),
         "simulated": result.simulated or result.engine.simulated or result.measurement.simulated,
         "energy_sensor": result.measurement.energy_sensor,
         "power_sensor": result.measurement.power_sensor,
@@ -268,7 +273,9 @@ def result_record(row: Any, windows: Sequence[Any]) -> dict[str, Any]:
     """result_for's dict from a `results` row and the run's `energy_windows` rows."""
     out = {key: value for key, value in row.items()
            if key not in ("gpus_json", "validity_json", "preflight_json", "log_tail",
-                          "energy_sources_json")}
+                          "energy_sources_json", "engine_startup_json")}
+    out["engine_startup"] = (EngineStartup.model_validate(row["engine_startup_json"])
+                             if row["engine_startup_json"] is not None else None)
     out["energy_sources"] = [EnergySourceInfo.model_validate(source)
                              for source in row["energy_sources_json"] or []]
     out["gpus"] = [GpuInfo.model_validate(gpu) for gpu in row["gpus_json"] or []]

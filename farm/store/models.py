@@ -282,6 +282,10 @@ class ResultRow(SQLModel, table=True):
     # MeasurementInfo.energy_sources (migration 0005): the extra sources read beside
     # the GPUs, as EnergySourceInfo dicts; NULL when there were none.
     energy_sources_json: list[dict[str, Any]] | None = Field(default=None, sa_type=_json())
+    # EngineInfo (migration 0009): "random" for a random-weight model, NULL otherwise;
+    # the engine's start-up (EngineStartup's fields: times, KV cache), NULL if none.
+    model_weights: str | None = None
+    engine_startup_json: dict[str, Any] | None = Field(default=None, sa_type=_json())
 
 
 def _load_point_table(namespace: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -130,3 +131,63 @@ def test_free_loopback_port_can_be_bound():
     port = free_loopback_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+# An engine process whose engine core starts a session of its own (leaving the
+# group, as a launcher may) and has a child of its own; pids written for the test.
+SESSIONED = """
+import os, subprocess, sys, time
+core = subprocess.Popen([sys.executable, "-c", '''
+import os, subprocess, sys, time
+os.setsid()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+print(os.getpid(), child.pid, flush=True)
+time.sleep(600)
+'''], stdout=subprocess.PIPE, text=True)
+print("pids", core.stdout.readline().strip(), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_every_descendant_of_the_engine_is_its_own_and_a_tenant_is_still_caught():
+    """vLLM's engine core is a grandchild of the worker: on the run's GPUs it is the
+    run's own, also outside the engine's group, while a real tenant is flagged."""
+    from tests.fake_nvml import FakeNvml, patched
+    from workers.gpu.nvml import NvmlInventory
+    from workers.power import PowerSampler
+    from workers.preflight import foreign_pids
+
+    p = _proc(SESSIONED)
+    tenant = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    p.start()
+    try:
+        _until(lambda: any(line.startswith("pids ") for line in p.tail()))
+        line = next(line for line in p.tail() if line.startswith("pids "))
+        core, grandchild = (int(w) for w in line.split()[1:])
+        assert core not in group_pids(p.pid)                  # out of the group ...
+        _until(lambda: {p.pid, core, grandchild} <= p.pids())  # ... not out of the tree
+        fake = FakeNvml()
+        fake.gpus[0]["pids"] = [core, grandchild, tenant.pid]
+        with patched(fake):
+            inventory = NvmlInventory()
+            gpus = inventory.devices()[:1]
+            sampler = PowerSampler(gpus, 0.1, allowed_pids=p.pids)
+            [seen] = sampler.check_tenants(now_s=1.0)
+            assert seen.pids == [tenant.pid]
+            assert foreign_pids(gpus, p.pids()) == {gpus[0].info.uuid: [tenant.pid]}
+            inventory.shutdown()
+    finally:
+        code = p.stop(grace_s=5)
+        tenant.kill()
+        tenant.wait()
+    assert code is not None
+    _until(lambda: not any(_alive(pid) for pid in (core, grandchild)))  # stopped too
+    p.remove_log()

@@ -65,3 +65,92 @@ def test_describe_maps_annotations_to_sweep_value_kinds():
     assert vllm_argtypes.describe(dict[str, int] | None) == "json"
     assert vllm_argtypes.describe(list[int] | None) == "unsupported"
     assert vllm_argtypes.describe(bool | str | None) == "bool | str"
+
+
+# ------------------------------------------- vLLM 0.26.0, read from its source
+
+BUNDLE = Path("/work/shared/vllm-gpu")
+
+
+def test_the_026_list_says_what_it_lacks_of_the_pinned_one():
+    from farm_contract import vllm_args_0_26 as old
+
+    pinned = set(vllm_args.ENGINE_ARGS) | set(vllm_args.SERVER_ONLY_ARGS)
+    names = old.ENGINE_ARG_NAMES | old.SERVER_ONLY_ARG_NAMES
+    assert old.VLLM_VERSION == "0.26.0" and old.PINNED_VERSION == vllm_args.VLLM_VERSION
+    assert pinned - names == old.LACKS and len(old.LACKS) == 40     # the bundle's README
+    assert set(old.EXTRA_ARGS) == names - pinned
+    # What the farm's sweeps set is in both.
+    assert {"max_num_seqs", "gpu_memory_utilization", "enforce_eager", "max_model_len",
+            "kv_cache_memory_bytes", "enable_prefix_caching", "block_size"} <= names
+
+
+def test_the_026_file_is_what_the_generator_writes(tmp_path):
+    from farm_contract import vllm_args_0_26 as old
+
+    engine = {n: "x" for n in old.ENGINE_ARG_NAMES}
+    engine.update({k: v for k, v in old.EXTRA_ARGS.items() if k in engine})
+    server = {n: old.EXTRA_ARGS.get(n, "x") for n in old.SERVER_ONLY_ARG_NAMES}
+    text = vllm_argtypes.render_older(old.VLLM_VERSION, engine, server,
+                                      {**vllm_args.ENGINE_ARGS, **vllm_args.SERVER_ONLY_ARGS},
+                                      vllm_args.VLLM_VERSION)
+    assert Path(old.__file__).read_text(encoding="utf-8") == text
+    assert vllm_argtypes.older_path("0.26.0").name == "vllm_args_0_26.py"
+
+
+def test_source_arg_types_reads_the_dataclass_fields_with_ast(tmp_path):
+    (tmp_path / "vllm" / "engine").mkdir(parents=True)
+    (tmp_path / "vllm" / "_version.py").write_text("__version__ = version = '0.26.0'\n")
+    source = tmp_path / "vllm" / "engine" / "arg_utils.py"
+    source.write_text(
+        "from typing import Literal, Optional\n"
+        "@dataclass\nclass EngineArgs:\n"
+        "    model: str = 'x'\n    max_num_seqs: int | None = None\n"
+        "    dtype: Literal['auto', 'half'] = 'auto'\n    ratio: Optional[float] = None\n"
+        "    compilation_config: CompilationConfig = None\n    ids: list[int] = None\n"
+        "    _private: int = 0\n    def method(self): x: int = 1\n"
+        "@dataclass\nclass AsyncEngineArgs(EngineArgs):\n"
+        "    enable_log_requests: bool = False\n")
+    version, engine, server = vllm_argtypes.source_arg_types(source)
+    assert version == "0.26.0"
+    assert engine == {"model": "str", "max_num_seqs": "int", "dtype": "'auto' | 'half'",
+                      "ratio": "float", "compilation_config": "json", "ids": "unsupported"}
+    assert server == {"enable_log_requests": "bool"}
+
+
+def test_the_026_list_matches_the_bundles_source_where_it_is_at_hand(tmp_path):
+    """Reads vLLM 0.26.0's arg_utils.py out of the two-part bundle (skipped without it)."""
+    import subprocess
+
+    from farm_contract import vllm_args_0_26 as old
+
+    parts = sorted(BUNDLE.glob("vllm026-core.tar.xz.part-*"))
+    if len(parts) < 2:
+        pytest.skip("the vLLM 0.26.0 bundle is not at hand")
+    members = ["./vllm/engine/arg_utils.py", "./vllm/_version.py"]
+    joined = b"".join(p.read_bytes() for p in parts)
+    subprocess.run(["tar", "-xJ", "-C", str(tmp_path), *members], input=joined, check=True)
+    version, engine, server = vllm_argtypes.source_arg_types(
+        tmp_path / "vllm" / "engine" / "arg_utils.py")
+    assert version == old.VLLM_VERSION
+    assert set(engine) == old.ENGINE_ARG_NAMES and set(server) == old.SERVER_ONLY_ARG_NAMES
+    text = vllm_argtypes.render_older(version, engine, server,
+                                      {**vllm_args.ENGINE_ARGS, **vllm_args.SERVER_ONLY_ARGS},
+                                      vllm_args.VLLM_VERSION)
+    assert Path(old.__file__).read_text(encoding="utf-8") == text
+
+
+def test_the_worker_refuses_arguments_its_vllm_lacks_before_starting():
+    from workers.engines.launch import check_vllm_version
+    from workers.errors import EngineError
+
+    check_vllm_version({"max_num_seqs": 8}, None, "0.26.0")
+    check_vllm_version({"max_num_active_seqs": 8}, None, "0.32.0")
+    check_vllm_version({"anything": 1}, None, "0.99.0")      # no list of it: vLLM says
+    with pytest.raises(EngineError, match=r"vLLM 0.26.0 \(this worker's\) has no engine "
+                                          r"argument 'max_num_active_seqs' \(it is in "
+                                          r"0.32.0's\)"):
+        check_vllm_version({"max_num_seqs": 8, "max_num_active_seqs": 8}, None, "0.26.0")
+    with pytest.raises(EngineError, match=r"this worker runs vLLM 0.32.0; the run pins "
+                                          r"vllm_version = '0.26'"):
+        check_vllm_version({}, "0.26", "0.32.0")

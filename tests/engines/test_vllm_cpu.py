@@ -84,6 +84,13 @@ def test_server_scenario_runs_every_load_point_on_one_server(tiny_model):
         assert lp.steady_output_tokens and lp.steady_output_tokens < lp.output_tokens
     one, four = result.load_points
     assert four.output_throughput_tps > one.output_throughput_tps
+    # the start, outside every window, and the KV cache vLLM chose (its /metrics)
+    startup = result.engine.startup
+    load = next(w for w in result.windows if w.name == "load")
+    assert startup is not None and startup.engine_start_s == pytest.approx(load.duration_s,
+                                                                           abs=0.01)
+    assert startup.kv_cache_blocks and startup.kv_block_size_tokens and startup.kv_cache_tokens
+    assert result.engine.model_weights == "random"           # tinymodel's marker
     # usage on every chunk: every token is placed, none bundled
     assert not any("token chunks" in note for lp in result.load_points for note in lp.notes)
     _assert_engine_gone(engine)
@@ -134,4 +141,27 @@ def test_a_server_killed_mid_run_fails_the_run_and_leaves_nothing(tiny_model):
     assert result.status == "failed"
     assert "killed by signal 9" in result.error.message
     assert "out of memory?" in result.error.message
+    _assert_engine_gone(engine)
+
+
+def test_a_grouped_query_bf16_model_shaped_like_the_8b_one_loads_and_generates(tmp_path):
+    """workers.tinymodel's 8B code path, shrunk (4 heads over 2 KV heads, MLP 704,
+    vocabulary 1024 > the trained BPE's 512, bf16 weights): vLLM loads it and
+    generates fixed lengths; the run records the random weights and the KV cache."""
+    from workers.tinymodel import build_tiny_llama
+
+    # head size 64: vLLM's CPU attention has no kernel for 16
+    model = build_tiny_llama(tmp_path / "gqa", hidden=256, layers=2, heads=4, kv_heads=2,
+                             intermediate=704, vocab=1024, dtype="bfloat16")
+    result, engine = _run(runs(model, BATCH)[0])       # served as float32 (VLLM_CPU.md)
+    assert result.status == "succeeded", result.error
+    [lp] = result.load_points
+    _assert_exact_requests(lp, result.requests)
+    assert result.engine.model_weights == "random"
+    startup = result.engine.startup
+    assert startup is not None and startup.engine_start_s > 0
+    assert startup.kv_cache_blocks and startup.kv_block_size_tokens
+    assert startup.kv_cache_tokens == startup.kv_cache_blocks * startup.kv_block_size_tokens \
+        or startup.kv_cache_tokens
+    assert startup.kv_cache_bytes == 268435456          # the sweep's kv_cache_memory_bytes
     _assert_engine_gone(engine)

@@ -410,3 +410,55 @@ def test_a_limit_that_reads_back_late_is_waited_for_not_taken_as_refused():
     assert read_back_limit_w(Lagging([700.0]), 300.0, timeout_s=2.0, clock=clock,
                              sleep=sleep) == 700.0
     assert t[0] >= 2.0
+
+
+# ------------------------------------------------- "default": the GPU's own
+
+
+def test_default_sets_the_default_limit_and_unlocks_the_clock(nvml, tmp_path):
+    fake, gpus = nvml
+    fake.gpus[0].update(default_limit_mw=700_000, limit_mw=450_000, locked_mhz=1980)
+    session = tuner(tmp_path).session(gpus[:1], hardware("default", "default"), "run-1")
+    session.apply()
+    record = session.records[0]
+    # unlocked first (the helper's reset also resets the limit), then the default limit
+    assert fake.settings_calls == [("reset_clocks", 0), ("set_power_limit", 0, 700_000)]
+    assert record.power_limit_default is True and record.sm_clock_default is True
+    assert (record.requested_power_limit_w, record.applied_power_limit_w) == (700.0, 700.0)
+    assert record.requested_sm_clock_mhz is None and fake.gpus[0]["locked_mhz"] is None
+    assert check_tuning(session.records, [], None).passed      # the limit asked is in force
+    session.restore()
+    assert record.restored is True and fake.gpus[0]["limit_mw"] == 700_000
+
+
+def test_default_is_one_value_of_a_swept_axis_beside_locks():
+    text = """name = "clocks"
+[[model]]
+id = "m"
+source = "org/Llama-3.1-8B"
+[hardware]
+gpu = ["H100"]
+sm_clock_mhz = ["default", 1200]
+power_limit_w = ["default", 400]
+[engine]
+kind = "vllm"
+[[scenario]]
+kind = "batch"
+num_prompts = 8
+[workload]
+input_tokens = 64
+output_tokens = 16
+[[exclude]]
+sm_clock_mhz = 1200
+power_limit_w = 400
+"""
+    runs = expand(parse_sweep(text))
+    assert [(r.hardware.power_limit_w, r.hardware.sm_clock_mhz) for r in runs] == [
+        ("default", "default"), ("default", 1200), (400.0, "default")]
+    # "default" is a setting of its own: not the run ids of runs that set nothing
+    plain = expand(parse_sweep(text.replace('sm_clock_mhz = ["default", 1200]\n', "")
+                               .replace('power_limit_w = ["default", 400]\n', "")
+                               .split("[[exclude]]")[0]))
+    assert plain[0].run_id not in {r.run_id for r in runs}
+    with pytest.raises(SpecError, match=r"line 7: hardware.sm_clock_mhz\[0\]: .*'default'"):
+        parse_sweep(text.replace('["default", 1200]', '["defualt", 1200]'))

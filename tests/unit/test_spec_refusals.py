@@ -235,3 +235,21 @@ def test_the_worker_reads_arguments_through_the_same_models():
     assert parse_args(vllm_args_model(), {"max_num_seqs": 8, "enforce_eager": True},
                       "vllm").model_dump(exclude_none=True) == {"max_num_seqs": 8,
                                                                 "enforce_eager": True}
+
+
+def test_a_pinned_vllm_version_refuses_the_arguments_it_lacks(tmp_path):
+    # 0.26.0 (the GPU hosts' CUDA build) lacks max_num_active_seqs, which 0.32.0 has.
+    text = sweep(engine='vllm_version = "0.26"\nmax_num_active_seqs = 8\nmax_num_seqs = 64')
+    out = refused(text, tmp_path, "validate")
+    assert (f"line {line_of(text, 'max_num_active_seqs')}: engine.max_num_active_seqs: "
+            "vLLM 0.26 has no engine argument 'max_num_active_seqs' (it is in 0.32.0's); "
+            "the sweep pins vllm_version = '0.26'") in out
+    # ... and takes what only it has; unpinned, a name of either version passes.
+    parse_sweep(sweep(engine='vllm_version = "0.26.0"\nmax_num_partial_prefills = 2'))
+    parse_sweep(sweep(engine="max_num_active_seqs = 8"))
+    out = refused(sweep(engine='vllm_version = "0.19"'), tmp_path, "validate")
+    assert "the farm knows the engine arguments of vLLM 0.32 (0.32.0), 0.26 (0.26.0)" in out
+    with pytest.raises(EngineArgsError, match="vLLM 0.32 has no engine argument "
+                                              "'max_num_partial_prefills'"):
+        parse_args(vllm_args_model(), {"vllm_version": "0.32", "max_num_partial_prefills": 2},
+                   "vllm")

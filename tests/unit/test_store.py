@@ -809,3 +809,23 @@ output_tokens = [4]
     stored = store.runs_of(sid)
     assert [(json.loads(r["spec_json"])["engine"]["args"]["max_num_seqs"], r["repetition"])
             for r in stored] == expected
+
+
+def test_engine_startup_and_random_weights_round_trip(store: Store, sweep_in) -> None:
+    from farm_contract.records import EngineStartup
+
+    _, runs = sweep_in
+    startup = EngineStartup(engine_start_s=61.5, model_load_s=5.1, graph_capture_s=1.0,
+                            kv_cache_tokens=428_432, kv_cache_blocks=26_777,
+                            kv_block_size_tokens=16, kv_cache_bytes=56_156_545_433)
+    sent = factories.result(runs[0])
+    sent = sent.model_copy(update={"engine": sent.engine.model_copy(
+        update={"model_weights": "random", "startup": startup})})
+    assert store.record_result(sent) == "stored"
+    got = store.result_for(runs[0].run_id)
+    assert got is not None and got["engine_startup"] == startup
+    assert got["model_weights"] == "random"
+    assert got["engine_startup"].compile_s is None          # not reported: null, never 0
+    assert store.run_result(runs[0].run_id).engine == sent.engine
+    assert {r["model_weights"] for r in store.result_rows() if r["run_id"] == runs[0].run_id} \
+        == {"random"}

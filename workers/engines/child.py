@@ -9,7 +9,7 @@ object per line on stdin, with JSON lines on stdout. The protocol uses a
 private copy of the original stdout: fd 1 itself is pointed at stderr (the
 log file) so that whatever the libraries print cannot corrupt it.
 
-    → {"event": "ready", "version": ..., "load_s": ...}             after loading
+    → {"event": "ready", "version": ..., "load_s": ..., "startup": {...}}  after loading
     ← {"op": "generate", "requests": [...], "batch_size": B|null,
        "min_window_s": S, "max_passes": P}
     → {"event": "armed"}                                            about to generate
@@ -92,6 +92,14 @@ class VllmBackend:
         self.llm = LLM(**config["settings"])
         self.engine = self.llm.llm_engine
         self._next_id = 0
+
+    def startup(self) -> dict[str, Any]:
+        """The KV cache vLLM chose (its blocks, their size, the memory it was given
+        if the sweep fixed it): EngineStartup fields."""
+        cache = self.engine.vllm_config.cache_config
+        return {"kv_cache_blocks": cache.num_gpu_blocks or None,
+                "kv_block_size_tokens": cache.block_size or None,
+                "kv_cache_bytes": getattr(cache, "kv_cache_memory_bytes", None) or None}
 
     def _params(self, r: dict[str, Any]):
         from vllm import SamplingParams
@@ -283,7 +291,13 @@ def main(argv: list[str] | None = None) -> int:
         proto.send(event="error", kind="oom" if _is_oom(exc) else "engine",
                    message=f"{type(exc).__name__}: {exc}"[:2000])
         return 1
-    proto.send(event="ready", version=backend.version, load_s=time.monotonic() - started)
+    load_s = time.monotonic() - started
+    try:
+        startup = backend.startup() if hasattr(backend, "startup") else {}
+    except Exception:  # a figure vLLM moved elsewhere is not known, not a failed run
+        traceback.print_exc()
+        startup = {}
+    proto.send(event="ready", version=backend.version, load_s=load_s, startup=startup)
     for command in proto.commands():
         if command.get("op") == "stop":
             break

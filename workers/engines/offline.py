@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any
 
-from farm_contract.records import EngineInfo, RequestRecord
+from farm_contract.records import EngineInfo, EngineStartup, RequestRecord
 from farm_contract.runspec import BatchLoad, RunSpec
 from workers.engines.base import (
     REQUESTS_PER_POINT,
@@ -58,6 +58,7 @@ class OfflineEngine(Engine):
         self.process: EngineProcess | None = None
         self._messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._version: str | None = None
+        self._startup: EngineStartup | None = None
         self._workload: Workload | None = None
         self.settings = self.engine_settings()
 
@@ -86,7 +87,12 @@ class OfflineEngine(Engine):
     @property
     def info(self) -> EngineInfo:
         """The engine's kind and version (reported by the child once ready); never simulated."""
-        return EngineInfo(kind=self.run.engine.kind, version=self._version, simulated=False)
+        return EngineInfo(kind=self.run.engine.kind, version=self._version, simulated=False,
+                          startup=self._startup)
+
+    def read_startup(self, ready: dict[str, Any]) -> EngineStartup | None:
+        """What the engine's start cost and chose, from its `ready` message (none by default)."""
+        return None
 
     def start(self, deadline_s: float) -> None:
         """Launch the engine child and wait for ready (model loaded) until deadline_s."""
@@ -103,6 +109,7 @@ class OfflineEngine(Engine):
                          daemon=True).start()
         ready = self._expect("ready", deadline_s, "ready")
         self._version = ready.get("version")
+        self._startup = self.read_startup(ready)
         # The tokenizer only once the engine has loaded: a missing model then
         # fails with the engine's own message.
         self._workload = Workload.from_run(self.run)

@@ -11,8 +11,11 @@ free again and the worker takes its next run.
   Ctrl-C aimed at the worker's terminal does not reach it half-way.
 - Output goes to a log file, never a pipe nobody reads (a full pipe blocks the
   engine); `tail()` gives the last lines for the failed run's record.
-- `pids()` lists the group's processes: they may use the run's GPUs and are
-  not foreign tenants for the isolation watch.
+- `pids()` lists the group's processes and every descendant of the leader
+  (vLLM's engine core is a child of the engine process, a grandchild of the
+  worker; a helper that starts a session of its own leaves the group but not
+  the tree): they may use the run's GPUs and are not foreign tenants for the
+  isolation watch. `stop()` signals such a runaway with the group.
 """
 
 from __future__ import annotations
@@ -88,6 +91,29 @@ def group_pids(pgid: int) -> set[int]:
     return {pid for pid, proc in proc_table().items() if proc.pgrp == pgid}
 
 
+def tree_pids(root: int, table: dict[int, ProcInfo]) -> set[int]:
+    """`root`'s descendants in `table` (by parent pid), and `root` if it is there."""
+    children: dict[int, list[int]] = {}
+    for pid, proc in table.items():
+        children.setdefault(proc.ppid, []).append(pid)
+    found = {root} if root in table else set()
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def engine_pids(leader: int) -> set[int]:
+    """The processes of an engine led by `leader`: its process group and every
+    descendant of the leader, in or out of the group (one /proc scan)."""
+    table = proc_table()
+    return {pid for pid, proc in table.items() if proc.pgrp == leader} | tree_pids(leader,
+                                                                                    table)
+
+
 class EngineProcess:
     """One engine command, its log file and its process group."""
 
@@ -137,13 +163,13 @@ class EngineProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def pids(self) -> set[int]:
-        """The engine's processes (the leader and everything in its group)."""
+        """The engine's processes: the leader, its group and all its descendants."""
         if self.proc is None:
             return set()
         now = time.monotonic()
         with self._lock:
             if now - self._pids_at >= PIDS_CACHE_S:
-                self._pids = group_pids(self.proc.pid)
+                self._pids = engine_pids(self.proc.pid)
                 if self.proc.poll() is None:
                     self._pids.add(self.proc.pid)
                 self._pids_at = now
@@ -193,6 +219,10 @@ class EngineProcess:
         if self.proc is None:
             return None
         pgid = self.proc.pid
+        # Descendants outside the group, found while the leader still ties them to it.
+        runaways = engine_pids(pgid) - group_pids(pgid) if self.proc.poll() is None else set()
+        for pid in runaways:
+            self._signal_pid(pid, signal.SIGTERM)
         if self.proc.poll() is None:
             self._signal(pgid, signal.SIGTERM)
             try:
@@ -206,6 +236,8 @@ class EngineProcess:
             time.sleep(0.1)
         if group_pids(pgid):
             self._signal(pgid, signal.SIGKILL)
+        for pid in runaways:
+            self._signal_pid(pid, signal.SIGKILL)
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -216,6 +248,11 @@ class EngineProcess:
     def _signal(pgid: int, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+
+    @staticmethod
+    def _signal_pid(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
     def remove_log(self) -> None:
         """Delete the engine's log file, if it is still there."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.engines import register
+from farm_contract.records import EngineStartup
+from workers.engines import register, vllm_startup
 from workers.engines.base import engine_args
 from workers.engines.launch import device_backend, vllm_settings
 from workers.engines.offline import OfflineEngine
@@ -31,6 +32,13 @@ class VllmOfflineEngine(OfflineEngine):
         configs = engine_args(self.run)
         settings.update(configs.json_configs())  # type: ignore[attr-defined]
         return settings
+
+    def read_startup(self, ready: dict[str, Any]) -> EngineStartup | None:
+        """The KV cache the child read from vLLM's config, and what vLLM's log says of its
+        start (model load, compile, graph capture, KV cache size)."""
+        logged = vllm_startup.from_log(vllm_startup.log_lines(self.process.log_path)
+                                       if self.process else [])
+        return vllm_startup.startup(ready.get("startup") or {}, logged)
 
     @property
     def in_process_engine(self) -> bool:

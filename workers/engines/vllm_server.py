@@ -12,9 +12,10 @@ from __future__ import annotations
 import sys
 from typing import ClassVar
 
-from workers.engines import register
+from farm_contract.records import EngineInfo, EngineStartup
+from workers.engines import register, vllm_startup
 from workers.engines.launch import cli_flags, engine_env, vllm_settings
-from workers.engines.openai_server import HEALTH_TIMEOUT_S, OpenAIServerEngine
+from workers.engines.openai_server import HEALTH_TIMEOUT_S, OpenAIServerEngine, http_get
 from workers.loadgen import ClientOptions
 
 __all__ = ["CLIENT", "HEALTH_TIMEOUT_S", "VllmServerEngine"]
@@ -39,6 +40,23 @@ class VllmServerEngine(OpenAIServerEngine):
                 "--served-model-name", self.served_model,
                 "--disable-uvicorn-access-log",
                 *cli_flags(vllm_settings(self.run, self.gpus))]
+
+    _startup: EngineStartup | None = None
+
+    def start(self, deadline_s: float) -> None:
+        """Start the server (OpenAIServerEngine.start), then read what its start cost and
+        chose: its log's start-up lines, the KV cache from /metrics."""
+        super().start(deadline_s)
+        answer = http_get(self.base_url + "/metrics")
+        metrics = (vllm_startup.from_metrics(answer[1].decode("utf-8", "replace"))
+                   if answer is not None and answer[0] == 200 else {})
+        lines = vllm_startup.log_lines(self.process.log_path) if self.process else []
+        self._startup = vllm_startup.startup(vllm_startup.from_log(lines), metrics)
+
+    @property
+    def info(self) -> EngineInfo:
+        """Kind, installed version, and the start-up figures once started."""
+        return super().info.model_copy(update={"startup": self._startup})
 
     def argv(self) -> list[str]:
         """The command line on the port chosen at start (or none yet)."""

@@ -4,7 +4,10 @@ A run whose `RunHardware` asks for `power_limit_w` or `sm_clock_mhz` has them
 set on each of its GPUs after the quiet-GPU gate (which judges the GPU at rest
 under its usual settings) and before the idle baselines (so the idle power
 subtracted from the run's figures is the idle power under the same settings),
-and put back to the driver's defaults in the runner's `finally`.
+and put back to the driver's defaults in the runner's `finally`. The value
+"default" asks for the GPU's own default, as one value of a swept axis: its
+default power limit set, its SM clock unlocked (a lock at the maximum clock is
+not the default); the record says so (`power_limit_default`, `sm_clock_default`).
 
 Crash safety: before anything is changed, a journal entry per GPU (which GPU,
 what is changed, the defaults) is written to `FARM_GPU_TUNE_JOURNAL_DIR`
@@ -36,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from farm_contract.records import EnergyWindow, GpuTuning, ValidityCheck
-from farm_contract.runspec import RunHardware
+from farm_contract.runspec import DEFAULT, RunHardware
 from workers.errors import PermanentError
 from workers.gpu.base import GpuDevice, TuningRefused
 
@@ -253,11 +256,18 @@ class Tuning:
         if not self.requested:
             return
         for gpu in self.gpus:
+            default_w = gpu.default_power_limit_w()
             record = GpuTuning(
-                uuid=gpu.info.uuid, requested_power_limit_w=self.power_limit_w,
-                requested_sm_clock_mhz=self.sm_clock_mhz,
+                uuid=gpu.info.uuid,
+                # "default": the GPU's own limit is what is asked for (and checked)
+                requested_power_limit_w=(default_w if self.power_limit_w == DEFAULT
+                                         else self.power_limit_w),
+                requested_sm_clock_mhz=(None if self.sm_clock_mhz == DEFAULT
+                                        else self.sm_clock_mhz),
+                power_limit_default=True if self.power_limit_w == DEFAULT else None,
+                sm_clock_default=True if self.sm_clock_mhz == DEFAULT else None,
                 power_limit_before_w=gpu.power_limit_w(),
-                default_power_limit_w=gpu.default_power_limit_w())
+                default_power_limit_w=default_w)
             self.records.append(record)
             try:
                 self._apply_one(gpu, record)
@@ -270,7 +280,11 @@ class Tuning:
         leftover = next((e for e in self.tuner.journal.entries() if e.get("uuid") == uuid), None)
         if leftover is not None:  # a run of this worker could not restore it: try again
             self.tuner.restore(gpu, leftover)
-        watts, mhz = self.power_limit_w, self.sm_clock_mhz
+        watts, mhz = record.requested_power_limit_w, record.requested_sm_clock_mhz
+        unlock = bool(record.sm_clock_default)
+        if record.power_limit_default and watts is None:
+            raise TuningRefused("the driver reports no default power limit, so the default "
+                                "cannot be set")
         if watts is not None:
             if record.default_power_limit_w is None:
                 raise TuningRefused("the driver reports no default power limit to restore "
@@ -285,7 +299,8 @@ class Tuning:
                 raise TuningRefused(f"{mhz} MHz is above this GPU's maximum SM clock, "
                                     f"{top:g} MHz")
         entry = {"uuid": uuid, "run_id": self.run_id, "pid": os.getpid(), "at": time.time(),
-                 "changed": [k for k, v in (("power_limit", watts), ("sm_clock", mhz))
+                 "changed": [k for k, v in (("power_limit", watts),
+                                            ("sm_clock", mhz if not unlock else DEFAULT))
                              if v is not None],
                  "default_power_limit_w": record.default_power_limit_w,
                  "power_limit_before_w": record.power_limit_before_w, "via": None}
@@ -293,6 +308,9 @@ class Tuning:
         self._entries[uuid] = entry
         done: list[str] = []
         try:
+            if unlock:    # first: the helper's reset puts the default power limit back too
+                self.tuner._set(gpu, record, gpu.reset_sm_clock, "reset", uuid)
+                done.append("sm_clock")
             if watts is not None:
                 self.tuner._set(gpu, record, lambda: gpu.set_power_limit_w(watts),
                                 "set-power-limit", uuid, f"{watts:g}")

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# vLLM on a real NVIDIA GPU through the whole farm (issue 19): the seeds'
+# experiments as `farmctl run`s into one SQLite store, on the random-weight
+# Llama-3.1-8B shape, each sweep with its private Redis —
+#   batch    examples/vllm-gpu-batch.toml: J/token vs max_num_seqs 8..512 (ML.ENERGY)
+#   server   examples/vllm-gpu-server.toml: J/request vs concurrency 1..256 (LLM
+#            Efficiency Benchmark), one engine start
+#   vs-hf    examples/vllm-gpu-vs-hf-{vllm,hf}.toml: vLLM against transformers
+#            (Fernandez et al.), then `farmctl compare`
+#   clocks   examples/vllm-gpu-clocks.toml: SM clock locks and power caps, the
+#            GPU's default among them (needs root or the privileged helper)
+# SWEEPS="batch server" runs those only (default: all four, in that order).
+#
+# Writes to OUT_DIR as it goes: gpu-before.csv / gpu-after.csv (nvidia-smi),
+# probe.json, model.txt (the build, once per host), SWEEP-run.txt (what farmctl
+# printed), SWEEP-results.txt / SWEEP-results.json, vs-hf-compare.txt,
+# farm-gpu.db (the store) and DONE (each step's exit status) at the end.
+#
+#   benchmarks/gpu_farm_vllm.sh OUT_DIR [PYTHON]
+#   SCRIPT=benchmarks/gpu_farm_vllm.sh benchmarks/gpu_farm_hf_background.sh start OUT_DIR
+#
+# PYTHON (default .venv/bin/python) must import farm, torch and vLLM: on the lent
+# hosts, `source ../shared/vllm-gpu/env.sh` first (vLLM 0.26.0 in /tmp/site,
+# VLLM_USE_FLASHINFER_SAMPLER=0) or name it in VLLM_ENV, and put the farm's
+# wheels on PYTHONPATH (benchmarks/device_wheels.sh). The model is built once
+# (MODEL, default .farm/models/llama-3.1-8b-random); the store in OUT_DIR is
+# reused, so a second start completes what an interrupted one left.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=$(realpath -m "$1"); py=${2:-.venv/bin/python}
+mkdir -p "$out"
+# shellcheck disable=SC1090
+[ -n "${VLLM_ENV:-}" ] && source "$VLLM_ENV"
+export FARM_DB_URL="sqlite:///$out/farm-gpu.db" PYTHONUNBUFFERED=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+farmctl() { "$py" -m farm.cli "$@"; }
+status=()
+step() { "$@"; status+=("$*: $?"); }
+
+model=${MODEL:-.farm/models/llama-3.1-8b-random}
+if [ ! -e "$model/farm-model.json" ]; then
+  step "$py" -m workers.tinymodel "$model" --preset llama-3.1-8b > "$out/model.txt" 2>&1
+fi
+query=name,driver_version,power.limit,power.default_limit,clocks.sm,clocks.max.sm,temperature.gpu,memory.used
+nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-before.csv"
+farmctl worker --probe > "$out/probe.json"
+
+sweep_of() {   # example file → its sweep name
+  "$py" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["name"])' "$1"
+}
+measure() {    # TAG FILE: run one example, save what farmctl printed and the results
+  local tag=$1 file=$2 name
+  name=$(sweep_of "$file")
+  step farmctl run "$file" > "$out/$tag-run.txt" 2>&1
+  step farmctl results "$name" > "$out/$tag-results.txt" 2>&1
+  step farmctl results "$name" --format json --out "$out/$tag-results.json"
+}
+
+for sweep in ${SWEEPS:-batch server vs-hf clocks}; do
+  case $sweep in
+    batch)  measure batch examples/vllm-gpu-batch.toml ;;
+    server) measure server examples/vllm-gpu-server.toml ;;
+    vs-hf)
+      measure vs-hf-vllm examples/vllm-gpu-vs-hf-vllm.toml
+      measure vs-hf-hf examples/vllm-gpu-vs-hf-hf.toml
+      step farmctl compare "$(sweep_of examples/vllm-gpu-vs-hf-vllm.toml)" \
+        "$(sweep_of examples/vllm-gpu-vs-hf-hf.toml)" > "$out/vs-hf-compare.txt" 2>&1 ;;
+    clocks) measure clocks examples/vllm-gpu-clocks.toml ;;
+    *) echo "unknown sweep in SWEEPS: $sweep" >&2; exit 2 ;;
+  esac
+done
+nvidia-smi --query-gpu=$query --format=csv > "$out/gpu-after.csv"
+printf '%s\n' "${status[@]}" > "$out/DONE"
