@@ -282,6 +282,9 @@ class ResultRow(SQLModel, table=True):
     # MeasurementInfo.energy_sources (migration 0005): the extra sources read beside
     # the GPUs, as EnergySourceInfo dicts; NULL when there were none.
     energy_sources_json: list[dict[str, Any]] | None = Field(default=None, sa_type=_json())
+    # Provenance of an imported result (migration 0009): "export sha256:<manifest
+    # digest> (exported <when>)"; NULL for one this farm's own workers measured.
+    imported_from: str | None = None
 
 
 def _load_point_table(namespace: dict[str, Any]) -> None:
