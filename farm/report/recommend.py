@@ -703,7 +703,7 @@ def recommendation_columns(rated: bool = False) -> list[Any]:
         Column("scenario", "scenario", lambda r: r.head.scenario, False, 5),
         Column("load", "load", lambda r: r.head.load_label, False, 4),
         Column("reps", "reps", lambda r: f"{len(r.points)}/{r.repetitions_expected}", True,
-               15, "repetitions"),
+               15, "repetitions", identifies=False),
     ]
     figures = [
         Column("ttft_p90_ms", "TTFT p90 ms", lambda r: fmt(r.ttft_p90_ms), True, 8),
