@@ -26,7 +26,8 @@ def test_the_finding_is_one_sentence_with_its_number_and_ci():
     assert "in 64 / out 16 tokens" in text
     # Student's t at n = 2 (the report's and recommend's one CI), not the values' range
     assert f"41.3 J/out-tok (95% CI {est.low:.3g}–{est.high:.3g} J/out-tok, n = 2)" in text
-    assert "the best on sim:h100 takes 23% more (51 J/out-tok, n = 2)" in text      # the invalid point left out
+    # the invalid h100 point (1.0 J) is left out
+    assert "the best on sim:h100 takes 23% more (51 J/out-tok, n = 2)" in text
     assert text.count(". ") == 0 and text.endswith(".")
 
 
