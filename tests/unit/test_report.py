@@ -231,9 +231,11 @@ def test_pareto_front_of_plain_points():
 
 
 def test_pareto_fronts_are_non_dominated_and_dominate_the_rest(points):
-    (figure,) = pareto_figures(points, simulated=True)
-    assert figure.model == "llama-3.1-8b" and len(figure.panels) == 4
-    for panel in figure.panels:
+    figures = pareto_figures(points, simulated=True)
+    assert len(figures) == 4                      # one per token bin (2 × 2), never pooled
+    assert {f.model for f in figures} == {"llama-3.1-8b"}
+    panels = [panel for f in figures for panel in f.panels]
+    for panel in panels:
         xy = [p.xy for p in panel.points]
         front = set(panel.front)
         assert front
@@ -242,12 +244,14 @@ def test_pareto_fronts_are_non_dominated_and_dominate_the_rest(points):
         for i in set(range(len(xy))) - front:
             assert any(dominates(xy[j], xy[i]) for j in front)
         assert {p.gpu_label for p in panel.points} == GPUS
-        # one point per configuration: 2 GPUs × (12 closed + 2 open + 4 batch)
-        assert len(panel.points) == 36
+        assert len({(p.input_tokens, p.output_tokens) for p in panel.points}) == 1
         for p in panel.points:
             values = [q.get(panel.energy) for q in points if q.run_id in p.run_ids
                       and q.load_label == p.load_label]
             assert p.energy.mean == pytest.approx(mean(values)) and p.energy.n == 2
+    # one point per configuration over the bins: 2 GPUs × (12 closed + 2 open + 4 batch),
+    # each energy × latency pair once per bin
+    assert sum(len(p.points) for p in panels) == 36 * 4
 
 
 # ---------------------------------------------------------------- heat map

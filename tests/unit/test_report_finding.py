@@ -38,3 +38,26 @@ def test_the_page_states_the_finding_before_anything_else():
     assert page.index('class="finding"') < page.index('class="meta"') < page.index("Summary")
     assert "Imported results (re-checked on import, not measured here): export sha256:ab" \
         in page
+
+
+def test_one_pareto_front_per_workload_bin():
+    """Issue 22 item 7: the front pooled the 128- and 512-token bins, so the short bin's
+    points hid the long bin's front. One figure (and front) per bin."""
+    from farm.report.pareto import pareto_figures
+
+    short = [point(c, r, jpt=1.0 / c, gpu=g, simulated=True, ttft=10.0 * c)
+             for g in ("l4", "h100") for c in (1, 8) for r in (0, 1)]
+    long = [p.__class__(**{**p.__dict__, "run_id": p.run_id + "-512", "input_tokens": 512,
+                           "figures": {**p.figures, "energy_per_output_token_j":
+                                       4 * p.figures["energy_per_output_token_j"],
+                                       "ttft_p90_ms": 4 * p.figures["ttft_p90_ms"]}})
+            for p in short]
+    figures = pareto_figures(short + long, energies=("energy_per_output_token_j",),
+                             latencies=("ttft_p90_ms",), simulated=True)
+    assert [f.workload for f in figures] == ["in 64 / out 16 tokens, greedy",
+                                             "in 512 / out 16 tokens, greedy"]
+    for f in figures:
+        (panel,) = f.panels
+        assert {p.input_tokens for p in panel.points} == ({64} if "64" in f.workload
+                                                          else {512})
+        assert panel.front          # the long bin has a front of its own
