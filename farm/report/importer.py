@@ -318,7 +318,9 @@ def _trace(run_id: str, header_json: str | None,
         if [(r["gpu_index"], r["sample"]) for r in samples] != [(index, s) for s in range(n)]:
             raise DatasetError(f"run {run_id}: timeline samples of GPU {index} are not "
                                f"0 … {n - 1}")
-    series = {name: [[r[name] for r in samples] for samples in per_gpu]
+    # float32 series as the store keeps them (JSON Lines gives the shortest decimal back)
+    series = {name: [[r[name] if name == "throttle_reasons" or r[name] is None
+                      else _as_stored([r[name]])[0] for r in samples] for samples in per_gpu]
               for name in TRACE_SERIES if name in present}
     series.setdefault("power_w", [[None] * n for _ in uuids])
     return PowerTrace(sensor=header["sensor"], sample_period_s=header["sample_period_s"],
