@@ -224,18 +224,23 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
     ("tpot_p50_ms", "TPOT p50 ms", None, True, 12),
     ("goodput_rps", "good req/s", None, True, 20),
     ("slo_attainment", "SLO %", None, True, 19),
-    ("energy_per_output_token_j", "J/token", None, True, 3),
-    ("energy_per_output_token_net_j", "net J/token", None, True, 5),
+    ("energy_per_output_token_j", "J/out-tok", None, True, 3),
+    ("energy_per_output_token_net_j", "net J/out-tok", None, True, 5),
     ("energy_per_request_j", "J/request", None, True, 6),
     ("avg_power_w", "W", None, True, 41),
     ("valid", "valid", None, False, 7),
+    # provenance of an imported result (farmctl import): the export it came from
+    ("imported_from", "imported from", None, False, 30),
 )
 # What a row was run with (the rest is what was measured): the line above the
 # table takes those the same in every row. (input_tokens/output_tokens here are
 # the run's token bins, not the load point's totals of the same names.)
 _SETUP_COLUMNS = ("model", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz", "engine",
                   "scenario", "load", "input_tokens", "output_tokens", "decoding", "repetition",
-                  "status", "valid")
+                  "status", "valid", "imported_from")
+# Setup columns that are no part of a row's configuration: they may be left out for
+# width even where they differ (farm.tables never drops one that tells rows apart).
+_NOT_IDENTITY = ("repetition", "status", "valid", "imported_from")
 _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
                          if name not in ("request_throughput_rps", "avg_power_w"))
 # Server load points' goodput: in the default table when any row has it (a
@@ -310,7 +315,7 @@ def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     meta = _figure_metadata()
     # The setup goes to the header line when constant; measured figures stay.
     columns = [Column(name, header, special.get(name) or _cell_of(name), numeric, rank, label,
-                      hoist=name in _SETUP_COLUMNS,
+                      hoist=name in _SETUP_COLUMNS, identifies=name not in _NOT_IDENTITY,
                       description="" if name in _SETUP_COLUMNS else meta.get(name, (None, ""))[1])
                for name, header, label, numeric, rank in _RESULT_COLUMNS]
     known = {c.name for c in columns} | set(_SHOWN_BY_OWN)
@@ -409,8 +414,9 @@ def tuning_label(power_limit_w: float | str | None, sm_clock_mhz: float | str | 
 
 def _default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """The default table's columns: goodput where a server point has it, the GPU
-    tuning where a run set it, passes where a batch took more than one pass; a
-    sweep without them keeps the narrower table."""
+    tuning where a run set it, passes where a batch took more than one pass, the
+    provenance where a result was imported; a sweep without them keeps the
+    narrower table."""
     def some(keys: Sequence[str], test: Callable[[Any], bool] = lambda v: v is not None) -> bool:
         return any(test(row.get(key)) for row in rows for key in keys)
 
@@ -421,6 +427,8 @@ def _default_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
         hidden |= set(TUNING_FIELDS)
     if not some(("passes",), lambda v: v is not None and v > 1):
         hidden.add("passes")
+    if not some(("imported_from",)):       # every result measured here
+        hidden.add("imported_from")
     return [name for name in _RESULT_DEFAULTS if name not in hidden]
 
 

@@ -11,6 +11,10 @@ Every table `farmctl` prints (results, compare, recommend) goes through
   columns are left out, the least important first (`Column.rank`), and one
   line says which and how to get them back; a number is never cut, and no
   cell ever ends in "…";
+- a setup column that tells rows apart (without it two rows would read the
+  same: `sim:l4 server-closed c=64` twice, their token bins gone) is never left
+  out for width: the others go first, and where only such columns are left the
+  table is wider than the terminal rather than ambiguous;
 - with no width (a pipe, a file: `terminal_width()` is None there) the table
   is as wide as it needs.
 
@@ -52,6 +56,10 @@ class Column:
     description: str = ""
     wrap: bool = False          # long free text (notes) may wrap at its spaces
     hoist: bool = True          # False: a measured figure stays in the table even if constant
+    # Part of what a row's configuration is (GPU, scenario, load, token bins…): never
+    # left out where it tells rows apart. False for a setup column that is not
+    # (repetition, status, verdict, counts of repetitions).
+    identifies: bool = True
 
     @property
     def line_label(self) -> str:
@@ -158,10 +166,30 @@ def fit(columns: Sequence[Column], items: Sequence[Any], width: int | None,
                 widths[i] += give
                 room -= give
             break
-        victim = max(shown, key=lambda c: c.rank)
+        victim = _victim(shown, cells, len(items))
+        if victim is None:      # every column left tells rows apart: wider, not ambiguous
+            widths = least
+            break
         shown.remove(victim)
         dropped.append(victim)
     return Fitted(shown, [cells[c.name] for c in shown], widths, constant, dropped)
+
+
+def _identities(columns: Sequence[Column], cells: dict[str, list[str]], n: int) -> int:
+    """How many rows the configuration columns (setup columns that `identify`) tell apart."""
+    setup = [cells[c.name] for c in columns if c.hoist and c.identifies]
+    return len({tuple(column[r] for column in setup) for r in range(n)})
+
+
+def _victim(shown: Sequence[Column], cells: dict[str, list[str]], n: int) -> Column | None:
+    """The least important column whose loss leaves every row as distinct as before;
+    None when each column left is what tells some rows apart."""
+    before = _identities(shown, cells, n)
+    for column in sorted(shown, key=lambda c: c.rank, reverse=True):
+        rest = [c for c in shown if c is not column]
+        if rest and _identities(rest, cells, n) == before:
+            return column
+    return None
 
 
 def _header_line(constant: Sequence[tuple[Column, str]], width: int | None) -> list[str]:

@@ -38,6 +38,7 @@ from farm_contract.records import (
     WorkerInfo,
 )
 from farm_contract.runspec import RunSpec
+from farm_contract.validity import validate
 from workers.baseline import measure_baselines
 from workers.energy import EnergySource, configured_sources
 from workers.engines import make_engine, resident_pids
@@ -53,7 +54,6 @@ from workers.quietgate import IdlePowerReferences, wait_until_quiet
 from workers.ratesweep import mark, saturation
 from workers.stalls import PhaseClock, check_stalls, sample_gaps
 from workers.tinymodel import model_weights
-from workers.validity import validate
 
 log = logging.getLogger(__name__)
 

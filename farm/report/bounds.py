@@ -63,7 +63,9 @@ def _text(name: str, value: Any) -> str:
     if hasattr(value, "model_dump"):          # a default that is a table (quiet)
         value = value.model_dump()
     if isinstance(value, dict):
-        return ", ".join(f"{key}={_text('', v)}" for key, v in value.items())
+        # Sorted: a stored RunSpec's keys are canonical (sorted), a default's are in
+        # field order; the same table must read the same (not "overridden").
+        return ", ".join(f"{key}={_text('', v)}" for key, v in sorted(value.items()))
     if value is None:
         return "none"
     if isinstance(value, bool):

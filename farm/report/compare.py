@@ -41,7 +41,7 @@ MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "sc
 TUNING_DIMS = {"power_limit_w": "W", "sm_clock_mhz": "MHz"}
 ENGINE_DIMS = ("engine", "engine_version")
 # Figures compared (J/token first: the headline), with how they print.
-FIGURES = (("energy_per_output_token_j", "J/token"), ("ttft_p90_ms", "TTFT p90 ms"),
+FIGURES = (("energy_per_output_token_j", "J/out-tok"), ("ttft_p90_ms", "TTFT p90 ms"),
            ("output_throughput_tps", "tok/s"))
 
 LOWER, HIGHER, NO_CLEAR, NO_CI, NO_FIGURE = (
@@ -405,13 +405,13 @@ def comparison_columns() -> list[Any]:
                "output tokens"),
         Column("decoding", "decoding", lambda m: m.head.decoding, False, 15),
         Column("n", "n A/B", lambda m: f"{len(m.a)}/{len(m.b)}", True, 11,
-               "repetitions A/B"),
+               "repetitions A/B", identifies=False),
     ]
     # The figures stay in the table even where they are the same in every row.
     figures = [
-        Column("j_per_token_a", "J/token A", lambda m: _mean_ci(energy(m).a, fmt), True, 6),
-        Column("j_per_token_b", "J/token B", lambda m: _mean_ci(energy(m).b, fmt), True, 7),
-        Column("delta_j_per_token", "Δ J/token", lambda m: _pct(energy(m).pct), True, 3),
+        Column("j_per_token_a", "J/out-tok A", lambda m: _mean_ci(energy(m).a, fmt), True, 6),
+        Column("j_per_token_b", "J/out-tok B", lambda m: _mean_ci(energy(m).b, fmt), True, 7),
+        Column("delta_j_per_token", "Δ J/out-tok", lambda m: _pct(energy(m).pct), True, 3),
         Column("ci95", "95% CI", ci, True, 8),
         Column("verdict", "verdict", lambda m: energy(m).verdict, False, 4),
         Column("delta_ttft_p90", "Δ TTFT p90", lambda m: _pct(m.deltas["ttft_p90_ms"].pct),
@@ -476,7 +476,7 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
     median = cmp.median_pct()
     tail = []
     if cmp.matched:
-        tail.append(f"J/token, B vs A: {verdicts.get(LOWER, 0)} lower, "
+        tail.append(f"J/out-tok, B vs A: {verdicts.get(LOWER, 0)} lower, "
                     f"{verdicts.get(HIGHER, 0)} higher, {verdicts.get(NO_CLEAR, 0)} no clear "
                     f"change, {verdicts.get(NO_CI, 0)} without a CI (n=1)"
                     + (f"; median Δ {median:+.1f}%" if median is not None else ""))

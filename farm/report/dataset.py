@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.5"
+SCHEMA_VERSION = "1.6"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -243,6 +243,9 @@ RUNS = Table(
         _c("invalid_reasons", "string", None, "failed checks, comma-separated (null if valid)"),
         _c("validity_checks_json", "json", None,
            "every check with its value, threshold and detail (JSON list)"),
+        _c("imported_from", "string", None,
+           "the export this result was imported from (`export sha256:<manifest digest> "
+           "(exported <when>)`); null: measured by this farm's own workers"),
         _c("cooled", "bool", None, "GPUs within the cool-down band before the run"),
         _c("preflight_waited_s", "float64", "s", "time waited for the GPUs to cool"),
         _c("preflight_json", "json", None, "GPU state before the run (JSON object)"),

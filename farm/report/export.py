@@ -371,6 +371,7 @@ def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult 
         "invalid_reasons": figures.get("invalid_reasons"),
         "validity_checks_json": (_json([c.model_dump(mode="json") for c in validity.checks])
                                  if validity is not None else None),
+        "imported_from": figures.get("imported_from"),
         "cooled": preflight.cooled if preflight is not None else None,
         "preflight_waited_s": preflight.waited_s if preflight is not None else None,
         "preflight_json": preflight.model_dump_json() if preflight is not None else None,

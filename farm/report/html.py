@@ -72,10 +72,15 @@ def render_page(data: ReportData, pngs: dict[str, bytes]) -> str:
            f"<title>{escape(title)}</title>", f"<style>{CSS}</style>", "</head>",
            '<body class="sim">' if data.simulated else "<body>",
            banner, f"<h1>{escape(title)}</h1>",
+           # The finding first, in one sentence with its number and CI.
+           f'<p class="finding"><b>{escape(data.finding)}</b></p>' if data.finding else "",
            f'<p class="meta">Sweep <b>{escape(data.sweep)}</b>, generated '
            f"{data.generated_at.strftime('%Y-%m-%d %H:%M UTC')} by <code>farmctl report"
            f"</code>. Energy basis of the plots: <b>{'net of idle' if data.net else 'gross'}"
-           "</b>.</p>", _toc(data)]
+           "</b>.</p>",
+           (f'<p class="meta">Imported results (re-checked on import, not measured here): '
+            f'{escape("; ".join(data.imported_from))}.</p>' if data.imported_from else ""),
+           _toc(data)]
     out += ['<h2 id="summary">Summary</h2>', _summary(data.summary)]
     out += ['<h2 id="measurement">How energy was measured</h2>']
     out += [f"<p>{escape(text)}</p>" for text in data.measurement]

@@ -20,6 +20,11 @@ Runs without a result (queued, running or cancelled where they were exported)
 are not imported: in this store they would look queued on a broker that never
 had them; enqueueing the sweep's file here sends them.
 
+Nothing derived is taken from the export: each result's windows, idle baseline,
+load-point figures and validity verdict are derived again from its raw
+measurements, and values no GPU produces are refused (`farm.report.recheck`).
+Each imported result keeps its provenance (`results.imported_from`).
+
 Importing the same export twice changes nothing. Files are checked against the
 manifest's SHA-256 before anything is written; the runs are then imported one
 at a time, so an import stopped by an error keeps the runs imported before it
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import json
 import time
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +57,7 @@ from farm.report.dataset import (
     schema_major,
 )
 from farm.report.export import TRACE_SERIES, sha256
+from farm.report.recheck import Where, recheck
 from farm.spec import SpecError, parse_sweep, simulated_copy
 from farm.store import Store
 from farm_contract.records import PowerTrace, RequestRecord, RunResult
@@ -162,6 +169,10 @@ def import_dataset(store: Store, directory: Path) -> ImportSummary:
         raise DatasetError(f"runs: {len(runs)} rows, the manifest says "
                            f"{manifest['tables']['runs']['rows']}")
     specs = [_run_spec(run, name, simulated) for run in runs]
+    # Provenance of every result this import records: which export, from when.
+    origin = (f"export sha256:{sha256(directory / MANIFEST)[:16]} "
+              f"(exported {manifest.get('exported_at', '?')})")
+    files = {t: manifest["tables"][t]["file"] for t in ("runs", "timelines")}
 
     sweep_recorded = _record_sweep(store, name, sweep["spec_toml"], simulated)
     sid = sweep["id"]
@@ -173,20 +184,24 @@ def import_dataset(store: Store, directory: Path) -> ImportSummary:
     requests = _RunGroups(reader.rows("requests", REQUEST_COLUMNS), "requests")
     samples = _RunGroups(reader.rows("timelines", TIMELINE_COLUMNS), "timelines")
     imported = replaced = duplicates = without = n_requests = 0
-    for run in runs:
+    for row, (run, spec) in enumerate(zip(runs, specs, strict=True), start=1):
         run_id = run["run_id"]
         request_rows = requests.take(run_id, run["num_requests"])
+        first_sample = samples.taken + 1
         sample_rows = samples.take(run_id, run["num_timeline_samples"])
         n_requests += len(request_rows)
         if run["result_json"] is None:
             without += 1
             continue
-        result = _run_result(run, request_rows, sample_rows)
+        # Derived figures and the verdict again from the raw measurements, never as
+        # exported; impossible values refused (farm/report/recheck.py).
+        result = recheck(_run_result(run, request_rows, sample_rows), spec,
+                         Where(files["runs"], row, files["timelines"], first_sample))
         local = stored.get(run_id)
         if local == "succeeded" or (local == "failed" and result.status == "failed"):
             duplicates += 1
             continue
-        outcome = store.record_result(result)
+        outcome = store.record_result(result, imported_from=origin)
         if outcome in ("stored", "replaced"):
             imported += 1
             replaced += outcome == "replaced"
@@ -265,7 +280,8 @@ def _run_result(run: dict[str, Any], request_rows: list[dict[str, Any]],
         requests = [RequestRecord(load_point=r["load_point"], index=r["index"],
                                   scheduled_s=r["scheduled_s"], sent_s=r["sent_s"],
                                   ttft_s=r["ttft_s"], e2e_s=r["e2e_s"],
-                                  itl_s=r["itl_s"] or [], input_tokens=r["input_tokens"],
+                                  itl_s=_as_stored(r["itl_s"] or []),
+                                  input_tokens=r["input_tokens"],
                                   output_tokens=r["output_tokens"], ok=r["ok"],
                                   error=r["error"])
                     for r in request_rows]
@@ -273,6 +289,13 @@ def _run_result(run: dict[str, Any], request_rows: list[dict[str, Any]],
     except ValidationError as exc:
         raise DatasetError(f"run {run_id}: {_first_error(exc)}") from None
     return result.model_copy(update={"requests": requests, "trace": trace})
+
+
+def _as_stored(itl_s: list[float]) -> list[float]:
+    """Inter-token gaps as the store keeps them (float32), so the figures derived on
+    import are those the stored gaps give (the text formats write float32's shortest
+    decimal, which reads back as a different double)."""
+    return array("f", itl_s).tolist()
 
 
 def _trace(run_id: str, header_json: str | None,
@@ -295,7 +318,9 @@ def _trace(run_id: str, header_json: str | None,
         if [(r["gpu_index"], r["sample"]) for r in samples] != [(index, s) for s in range(n)]:
             raise DatasetError(f"run {run_id}: timeline samples of GPU {index} are not "
                                f"0 … {n - 1}")
-    series = {name: [[r[name] for r in samples] for samples in per_gpu]
+    # float32 series as the store keeps them (JSON Lines gives the shortest decimal back)
+    series = {name: [[r[name] if name == "throttle_reasons" or r[name] is None
+                      else _as_stored([r[name]])[0] for r in samples] for samples in per_gpu]
               for name in TRACE_SERIES if name in present}
     series.setdefault("power_w", [[None] * n for _ in uuids])
     return PowerTrace(sensor=header["sensor"], sample_period_s=header["sample_period_s"],
@@ -313,12 +338,14 @@ class _RunGroups:
     def __init__(self, rows: Iterator[dict[str, Any]], table: str):
         self._rows, self._table = rows, table
         self._next: dict[str, Any] | None = next(self._rows, None)
+        self.taken = 0          # rows taken so far: the next run's rows start after them
 
     def take(self, run_id: str, expected: int) -> list[dict[str, Any]]:
         taken = []
         while self._next is not None and self._next["run_id"] == run_id:
             taken.append(self._next)
             self._next = next(self._rows, None)
+        self.taken += len(taken)
         if len(taken) != expected:
             raise DatasetError(
                 f"{self._table}: {len(taken)} rows for run {run_id} where the runs table "

@@ -84,10 +84,13 @@ class ParetoPanel:
 
 @dataclass(frozen=True)
 class ParetoFigure:
-    """The Pareto panels of one model."""
+    """The Pareto panels of one model and workload bin."""
 
     model: str
     panels: list[ParetoPanel]    # rows: energies, columns: latencies
+    # "in 128 / out 64 tokens, greedy": a front never pools token bins, whose
+    # energies per request or token are not the same quantity
+    workload: str = ""
 
     def notes(self) -> list[str]:
         """What the panels used and left out: one note if all agree, else one per panel."""
@@ -126,13 +129,21 @@ def pareto_panel(scope: Sequence[RunPoint], latency: str, energy: str,
 def pareto_figures(points: Sequence[RunPoint], energies: Sequence[str] = ENERGIES,
                    latencies: Sequence[str] = LATENCIES,
                    simulated: bool | None = None) -> list[ParetoFigure]:
-    """Per model: one panel per (energy, latency) pair over all its configurations."""
+    """Per model and workload bin (input and output tokens, decoding): one panel per
+    (energy, latency) pair over the configurations of that bin. A 512-token request
+    costs more than a 128-token one on any GPU: one front over both would only say so."""
     variants = Variants(points)
     out = []
-    for model in sorted({p.model for p in points}):
-        scope = [p for p in points if p.model == model]
+    bins = sorted({(p.model, p.input_tokens or 0, p.output_tokens, p.decoding) for p in points})
+    for model, input_tokens, output_tokens, decoding in bins:
+        scope = [p for p in points if (p.model, p.input_tokens or 0, p.output_tokens,
+                                       p.decoding) == (model, input_tokens, output_tokens,
+                                                       decoding)]
         panels = [pareto_panel(scope, lat, en, variants, simulated)
                   for en in energies for lat in latencies]
         if any(panel.points for panel in panels):
-            out.append(ParetoFigure(model, panels))
+            first_in = scope[0].input_tokens
+            workload = (f"in {first_in if first_in is not None else 'dataset'} / out "
+                        f"{output_tokens} tokens, {decoding}")
+            out.append(ParetoFigure(model, panels, workload))
     return out

@@ -10,8 +10,10 @@ the mean over its usable repetitions of its load point's p90 TTFT and p90 TPOT
 are within the limits. Configurations that meet it are ranked by **energy per
 good request**: J/request ÷ SLO attainment, at the load point itself or, with
 an arrival rate R, idle-amortised at R (`amortised_energy_per_request`). How
-certain the ranking is comes from a bootstrap over each configuration's
-repetitions: P(best) and a 95% interval per configuration.
+certain the ranking is: a 95% CI per configuration by the farm's one method
+(Student's t, `farm.report.stats`), and P(best) from a bootstrap over the
+repetitions only where every configuration has `MIN_RANK_N` of them; below that
+the output says n is too small to rank.
 
 docs/analysis.md states the model and its assumptions.
 """
@@ -30,7 +32,7 @@ import numpy as np
 from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
 from farm.report.points import RunPoint
-from farm.report.stats import estimate, group_by
+from farm.report.stats import CI_METHOD, MIN_RANK_N, estimate, group_by, rankable
 from farm.report.unmeasured import Unmeasured
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
 from farm_contract.runspec import TUNING_FIELDS
@@ -153,11 +155,9 @@ class Ranked:
     utilisation: float | None
     energy_per_request_j: float          # before dividing by the attainment
     energy_per_good_request_j: float     # the ranked figure (mean over repetitions)
-    ci_low: float | None = None          # bootstrap 95% percentile interval
+    ci_low: float | None = None          # 95% CI of the mean (farm.report.stats.estimate)
     ci_high: float | None = None
-    t_ci_low: float | None = None        # Student-t 95% interval of the mean
-    t_ci_high: float | None = None
-    p_best: float | None = None
+    p_best: float | None = None          # None below MIN_RANK_N repetitions
     vs_best_pct: float = 0.0
     repetitions_expected: int = 0
     notes: list[str] = field(default_factory=list)
@@ -192,8 +192,7 @@ class Ranked:
             "energy_per_request_j": self.energy_per_request_j,
             "energy_per_good_request_j": self.energy_per_good_request_j,
             "energy_per_good_request_j_per_repetition": self.values,
-            "ci95_bootstrap": _pair(self.ci_low, self.ci_high),
-            "ci95_t": _pair(self.t_ci_low, self.t_ci_high),
+            "ci95": _pair(self.ci_low, self.ci_high),
             "p_best": self.p_best, "vs_best_pct": self.vs_best_pct, "notes": self.notes,
         }
 
@@ -222,6 +221,7 @@ class Workload:
     uncertainty: bool                    # False: every configuration has one repetition
     # Runs without figures that did not fail: queued or running, and cancelled.
     unmeasured: Unmeasured = field(default_factory=Unmeasured)
+    ranked_by_probability: bool = False  # P(best) given: every configuration has MIN_RANK_N
 
     @property
     def label(self) -> str:
@@ -244,6 +244,7 @@ class Workload:
         return {
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "decoding": self.decoding, "uncertainty": self.uncertainty,
+            "ranked_by_probability": self.ranked_by_probability,
             "ranking": [r.to_json() for r in self.ranking],
             "best_per_gpu": [{"gpu_model": r.head.gpu_model, "gpu_count": r.head.gpu_count,
                               "rank": r.rank,
@@ -307,7 +308,9 @@ class Recommendation:
                              + ("idle-amortised at the arrival rate"
                                 if self.rate_rps else "at the load point itself")),
             "rate_rps": self.rate_rps,
-            "bootstrap": {"draws": self.draws, "seed": self.seed},
+            "ci_method": CI_METHOD,
+            "bootstrap": {"draws": self.draws, "seed": self.seed,
+                          "min_repetitions": MIN_RANK_N},
             "met": self.met, "workloads": [w.to_json() for w in self.workloads],
             "notes": self.notes,
         }
@@ -363,14 +366,14 @@ def _same(stored: float | None, limit: float) -> bool:
     return stored is not None and math.isclose(stored, limit, rel_tol=1e-9)
 
 
-def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int
-              ) -> tuple[list[float], list[tuple[float, float]]]:
-    """(P(best), 95% percentile interval of the mean) of each configuration, by
-    resampling each configuration's repetitions with replacement `draws` times
-    and taking the lowest mean as best (ties share the win). Seeded: the same
-    values, draws and seed give the same answer."""
+def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int) -> list[float]:
+    """P(best) of each configuration, by resampling each configuration's repetitions
+    with replacement `draws` times and taking the lowest mean as best (ties share
+    the win). Seeded: the same values, draws and seed give the same answer. Its
+    intervals are not the farm's CI (a percentile interval of 2 values is their
+    range): `estimate` gives that."""
     if not values:
-        return [], []
+        return []
     rng = np.random.default_rng(seed)
     means = np.empty((len(values), draws))
     for i, xs in enumerate(values):
@@ -382,9 +385,7 @@ def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int
             means[i] = sample[picks].mean(axis=1)
     winners = means == means.min(axis=0)            # per draw, every configuration at the min
     wins = (winners / winners.sum(axis=0)).sum(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5], axis=1)   # linear interpolation
-    return ([float(w) / draws for w in wins],
-            [(float(lo), float(hi)) for lo, hi in zip(low, high)])
+    return [float(w) / draws for w in wins]
 
 
 def _run_key(p: RunPoint) -> tuple:
@@ -445,16 +446,18 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
 
     candidates.sort(key=lambda r: (r.energy_per_good_request_j, r.label))
     uncertainty = any(len(r.values) > 1 for r in candidates)
-    if candidates and uncertainty:
-        p_best, intervals = bootstrap([r.values for r in candidates], draws, seed)
-        for r, p, (low, high) in zip(candidates, p_best, intervals, strict=True):
-            r.p_best, r.ci_low, r.ci_high = p, low, high
+    # A probability of being best only where every configuration has enough repetitions.
+    by_probability = rankable(len(r.values) for r in candidates)
+    if by_probability:
+        for r, p in zip(candidates, bootstrap([r.values for r in candidates], draws, seed),
+                        strict=True):
+            r.p_best = p
     best = candidates[0].energy_per_good_request_j if candidates else None
     for i, r in enumerate(candidates, start=1):
         r.rank = i
         est = estimate(r.values)
         if est is not None:
-            r.t_ci_low, r.t_ci_high = est.low, est.high
+            r.ci_low, r.ci_high = est.low, est.high
         if best:
             r.vs_best_pct = 100.0 * (r.energy_per_good_request_j / best - 1.0)
     closest = None
@@ -462,7 +465,8 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
         closest = min(latency_misses, key=lambda e: max(e.ttft_p90_ms / limits.ttft_ms,
                                                         e.tpot_p90_ms / limits.tpot_ms))
     return Workload(head.input_tokens, head.output_tokens, head.decoding, candidates,
-                    excluded, unmeasured.failed, closest, uncertainty, unmeasured)
+                    excluded, unmeasured.failed, closest, uncertainty, unmeasured,
+                    by_probability)
 
 
 def _candidate(usable: list[RunPoint], limits: Limits, rate: float | None,
@@ -705,7 +709,7 @@ def recommendation_columns(rated: bool = False) -> list[Any]:
         Column("scenario", "scenario", lambda r: r.head.scenario, False, 5),
         Column("load", "load", lambda r: r.head.load_label, False, 4),
         Column("reps", "reps", lambda r: f"{len(r.points)}/{r.repetitions_expected}", True,
-               15, "repetitions"),
+               15, "repetitions", identifies=False),
     ]
     figures = [
         Column("ttft_p90_ms", "TTFT p90 ms", lambda r: fmt(r.ttft_p90_ms), True, 8),
@@ -743,9 +747,9 @@ def recommendation_columns(rated: bool = False) -> list[Any]:
 
 
 def _overlap(a: Ranked, b: Ranked) -> bool:
-    if None in (a.t_ci_low, a.t_ci_high, b.t_ci_low, b.t_ci_high):
+    if None in (a.ci_low, a.ci_high, b.ci_low, b.ci_high):
         return False
-    return a.t_ci_high >= b.t_ci_low and b.t_ci_high >= a.t_ci_low
+    return a.ci_high >= b.ci_low and b.ci_high >= a.ci_low  # type: ignore[operator]
 
 
 def _percent(fraction: float) -> str:
@@ -762,18 +766,22 @@ def _workload_caption(w: Workload, rec: Recommendation) -> str:
                 f"{r.head.gpu_label}{_tuning_suffix(r.head)} #{r.rank} "
                 f"{_num(r.energy_per_good_request_j)} J"
                 + ("" if r.rank == 1 else f" (+{r.vs_best_pct:.0f}%)") for r in best))
-        if w.uncertainty:
+        if w.ranked_by_probability:
             top = w.ranking[0]
             lines.append(f"certainty: #1 is best in {100 * (top.p_best or 0):.0f}% of "
                          f"{rec.draws:,} bootstrap resamples of the repetitions (seed "
-                         f"{rec.seed}); 95% CI = percentile interval of the resampled mean"
-                         + ("; a configuration with one repetition counts as exact"
-                            if any(len(r.values) == 1 for r in w.ranking) else ""))
+                         f"{rec.seed}); {CI_METHOD}")
+        elif w.uncertainty:
+            fewest = min(len(r.values) for r in w.ranking)
+            lines.append(f"certainty: too few repetitions to rank (n = {fewest}; a "
+                         f"probability of being best needs >= {MIN_RANK_N} per "
+                         "configuration): #1 has the lowest mean, not a proven lead; "
+                         f"{CI_METHOD}")
         else:
             lines.append("certainty: one repetition per configuration — the ranking has no "
                          "uncertainty estimate")
         if len(w.ranking) > 1 and _overlap(w.ranking[0], w.ranking[1]):
-            lines.append("caution: the Student-t 95% intervals of #1 and #2 overlap — more "
+            lines.append("caution: the 95% CIs of #1 and #2 overlap — more "
                          "repetitions would tell them apart")
     elif w.closest is not None:
         c = w.closest

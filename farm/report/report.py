@@ -27,6 +27,7 @@ from farm.output import setting_text
 from farm.report import html
 from farm.report.bounds import Setting, measurement_settings, recorded_bounds
 from farm.report.figures import FigureInputs, Reads, kinds
+from farm.report.finding import key_finding
 from farm.report.plots import FigureSpec, colours_for, render
 from farm.report.points import RunPoint, load_run_points
 from farm.report.selection import reason_left_out
@@ -59,6 +60,8 @@ class ReportData:
     settings: list[Setting] = field(default_factory=list)    # the runs' [measurement]
     # (check, bound, GPUs) as the verdicts of one run per GPU recorded them
     bounds: list[tuple[str, str, tuple[str, ...]]] = field(default_factory=list)
+    finding: str | None = None           # the key finding, first on the page
+    imported_from: list[str] = field(default_factory=list)   # exports results came from
 
 
 @dataclass(frozen=True)
@@ -120,9 +123,12 @@ def collect(store: Any, sweep: str, runs: Sequence[str] = (), net: bool = False)
     # The settings the verdicts used travel with each run (RunSpec.measurement).
     settings = measurement_settings(r["spec_json"] for r in store.runs_of(sweep_row.id))
     gpu_of = {p.run_id: p.gpu_label for p in points}
+    imported = sorted({row["imported_from"] for row in store.result_rows(sweep_row.id)
+                       if row.get("imported_from")})
     return ReportData(name, simulated, datetime.now(UTC), points, figures,
                       measurement_notes(points, results, net), summary(points), notes, net,
-                      settings, recorded_bounds(results, gpu_of))
+                      settings, recorded_bounds(results, gpu_of), key_finding(points, net),
+                      imported)
 
 
 def summary(points: Sequence[RunPoint]) -> list[tuple[str, str]]:

@@ -1,9 +1,17 @@
-"""Means with confidence intervals over repetitions (numpy and scipy.stats).
+"""Means with confidence intervals over repetitions (numpy and scipy.stats): the
+one CI method of the farm — `recommend`, `compare`, the report, `results`'
+adaptive summary and the recorder's adaptive repetitions all call `estimate`.
 
 The 95% interval of a mean of n ≥ 2 values is mean ± t(0.975, n−1)·s/√n
-(Student's t; s the sample standard deviation). With one value there is no
-interval: `low`/`high` are None, and reports say "n = 1" instead of
-pretending to know the spread.
+(Student's t; s the sample standard deviation). It is the method for every n:
+at small n it is wide, as it should be, where a percentile bootstrap of n
+values is only their range. With one value there is no interval: `low`/`high`
+are None, and reports say "n = 1" instead of pretending to know the spread.
+
+Ranking — "configuration X is best with probability p" — resamples the
+repetitions, and that only means something with enough of them: below
+`MIN_RANK_N` usable repetitions per configuration no probability is claimed
+(`rankable`), and the outputs say n is too small to rank.
 """
 
 from __future__ import annotations
@@ -19,6 +27,11 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 T = TypeVar("T")
+
+CI_METHOD = "95% CI: Student's t, n − 1 degrees of freedom"
+# Repetitions each configuration needs before a resampled P(best) is claimed: with
+# n values a bootstrap has only C(2n−1, n) distinct means (3 at n = 2, 126 at n = 5).
+MIN_RANK_N = 5
 
 
 @cache
@@ -59,6 +72,24 @@ def estimate(values: Iterable[float | None]) -> Estimate | None:
     sd = float(xs.std(ddof=1))
     hw = t975(n - 1) * sd / math.sqrt(n)
     return Estimate(mean, n, sd, mean - hw, mean + hw)
+
+
+def rankable(ns: Iterable[int]) -> bool:
+    """Whether configurations with these usable repetition counts may be ranked with a
+    probability: every one has at least MIN_RANK_N."""
+    ns = list(ns)
+    return bool(ns) and min(ns) >= MIN_RANK_N
+
+
+def ci_text(est: Estimate | None, fmt: Callable[[float], str], unit: str = "") -> str:
+    """"41.3 J (95% CI 32.4–50.2 J, n = 2)"; "41.3 J (n = 1, no interval)": one wording
+    of a mean and its interval for every output."""
+    if est is None:
+        return "—"
+    u = f" {unit}" if unit else ""
+    if est.low is None or est.high is None:
+        return f"{fmt(est.mean)}{u} (n = {est.n}, no interval)"
+    return f"{fmt(est.mean)}{u} (95% CI {fmt(est.low)}–{fmt(est.high)}{u}, n = {est.n})"
 
 
 def half_width_pct(est: Estimate | None) -> float | None:

@@ -77,7 +77,7 @@ TRACE_SERIES: tuple[tuple[str, Callable[[Any], bytes | None], Callable[[Any], li
 # Result-level columns result_rows carries under their own names.
 RESULT_ROW_COLUMNS = ("valid", "invalid_reasons", "cooled", "idle_power_w", "idle_ctx_power_w",
                       "cpu_energy_j", "ram_energy_j", "cpu_method", "ram_method", "emissions_g",
-                      "model_weights")
+                      "model_weights", "imported_from")
 # HostEnergy field → results column.
 HOST_COLUMNS = {"tracker": "host_tracker", "duration_s": "host_duration_s",
                 "cpu_energy_j": "cpu_energy_j", "cpu_method": "cpu_method",
@@ -128,8 +128,9 @@ def steady_energy_j(windows: Iterable[EnergyWindow]) -> float | None:
     return float(sum(values))  # type: ignore[arg-type]
 
 
-def result_row(result: RunResult) -> dict[str, Any]:
-    """The `results` row of a RunResult: its flat fields and run-level figures."""
+def result_row(result: RunResult, imported_from: str | None = None) -> dict[str, Any]:
+    """The `results` row of a RunResult: its flat fields and run-level figures;
+    `imported_from` the export it was imported from (None: measured here)."""
     energy_j = steady_energy_j(result.windows)
     output_tokens = (sum(lp.output_tokens for lp in result.load_points)
                      if result.load_points else None)
@@ -141,6 +142,7 @@ def result_row(result: RunResult) -> dict[str, Any]:
     error = result.error
     return {
         "run_id": result.run_id, "recorded_at": utcnow(), "attempt": result.attempt,
+        "imported_from": imported_from,
         "status": result.status, "worker": result.worker.name, "host": result.worker.host,
         "gpus_json": [gpu.model_dump(mode="json") for gpu in result.gpus],
         "engine_kind": result.engine.kind, "engine_version": result.engine.version,

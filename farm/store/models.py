@@ -286,6 +286,9 @@ class ResultRow(SQLModel, table=True):
     # the engine's start-up (EngineStartup's fields: times, KV cache), NULL if none.
     model_weights: str | None = None
     engine_startup_json: dict[str, Any] | None = Field(default=None, sa_type=_json())
+    # Provenance of an imported result (migration 0010): "export sha256:<manifest
+    # digest> (exported <when>)"; NULL for one this farm's own workers measured.
+    imported_from: str | None = None
 
 
 def _load_point_table(namespace: dict[str, Any]) -> None:

@@ -46,12 +46,14 @@ RecordOutcome = Literal["stored", "replaced", "duplicate", "unknown_run"]
 class Recording(StoreBase):
     """The recorder's write: a RunResult with all its measurements."""
 
-    def record_result(self, result: RunResult) -> RecordOutcome:
+    def record_result(self, result: RunResult,
+                      imported_from: str | None = None) -> RecordOutcome:
         """Store a run's result with all its measurements, in one transaction.
 
         "duplicate": a succeeded result exists (or this one is an older failure
         than the stored one) and nothing changed. "replaced": a stored failure
-        gave way to this result.
+        gave way to this result. `imported_from`: the export an imported result
+        came from (its provenance, shown by results, report and export).
         """
         with self._write() as session:
             run = session.execute(
@@ -68,14 +70,15 @@ class Recording(StoreBase):
                 return "duplicate"
             if previous is not None:
                 _delete_result(session, result.run_id)
-            self._insert_result(session, result)
+            self._insert_result(session, result, imported_from)
             session.execute(update(runs_t).where(runs_t.c.id == result.run_id)
                             .values(_run_after_result(run, result)))
         return "replaced" if previous is not None else "stored"
 
-    def _insert_result(self, session: Session, result: RunResult) -> None:
+    def _insert_result(self, session: Session, result: RunResult,
+                       imported_from: str | None = None) -> None:
         run_id = result.run_id
-        session.execute(insert(results_t).values(result_row(result)))
+        session.execute(insert(results_t).values(result_row(result, imported_from)))
         insert_many(session, load_points_t,
                      [load_point_row(run_id, lp) for lp in result.load_points])
         insert_many(session, windows_t, [window_row(run_id, w) for w in result.windows])

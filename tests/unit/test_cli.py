@@ -148,7 +148,7 @@ def test_results_table_shows_goodput_and_slo_attainment_only_when_measured():
     # (columns the same in both rows, model…, are on the line above the table)
     header = next(line for line in table.splitlines() if "TPOT p50 ms" in line)
     assert header.index("TPOT p50 ms") < header.index("good req/s") < header.index("SLO %") \
-        < header.index("J/token")
+        < header.index("J/out-tok")
     server_line = next(line for line in table.splitlines() if "4 req/s" in line)
     assert "3.25" in server_line
     assert "99.9" in server_line and "100.0" not in server_line  # not all were good

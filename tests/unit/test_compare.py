@@ -170,7 +170,7 @@ def test_power_limits_match_cap_for_cap_and_are_named_in_the_output():
     assert doc["a"]["power_limit_w"] == doc["b"]["power_limit_w"] == 300.0
     assert doc["a"]["sm_clock_mhz"] is None
     text = format_comparison(cmp, width=None)
-    header = next(line for line in text.splitlines() if "J/token A" in line)
+    header = next(line for line in text.splitlines() if "J/out-tok A" in line)
     assert header.index("power limit") < header.index("load")
     rows = [line for line in text.splitlines() if line.startswith(("300 W", "700 W"))]
     assert [line.split()[:3] for line in rows] == [

@@ -29,8 +29,10 @@ from farm.report.dataset import (
 )
 from farm.report.export import export_sweep
 from farm.report.importer import import_dataset
+from farm.report.recheck import Where, recheck
 from farm.store import Store
-from farm_contract.records import PowerTrace, RequestRecord
+from farm_contract.records import PowerTrace, RequestRecord, load_point_columns
+from farm_contract.runspec import RunSpec
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,18 +78,37 @@ def expected_rows(store: Store, sweep_id: str) -> dict[str, int]:
     return rows
 
 
+def rederived(result, spec):
+    """What an import stores of `result`: its figures and verdict derived again from
+    its raw measurements (farm/report/recheck.py)."""
+    return recheck(result, spec, Where("runs", 0, "timelines", 0))
+
+
+# Figures an import derives again rather than copies (and its own provenance column).
+DERIVED_KEYS = ({c.name for c in load_point_columns()} - {"kind", "value", "duration_s"}
+                | {"valid", "invalid_reasons", "idle_power_w", "idle_ctx_power_w",
+                   "imported_from"})
+
+
 def assert_same_results(src: Store, dst: Store, sweep: str) -> None:
-    """Same runs with results, same result rows, and the same RunResult per run
-    (requests, traces, windows, load points: exact, float32 series as stored)."""
+    """Same runs with results, same raw measurements (requests, traces, windows' counter
+    energy: exact, float32 series as stored), and per run the RunResult the import
+    derives from them."""
     sid = src.find_sweep(sweep).id
     assert dst.find_sweep(sweep) is not None
     with_result = {run["id"] for run in src.runs_of(sid)
                    if src.run_result(run["id"], requests=False, trace=False)}
     assert {run["id"] for run in dst.runs_of(sid)} == with_result
-    assert dst.result_rows(sid) == [row for row in src.result_rows(sid)
-                                    if row["run_id"] in with_result]
+    drop = DERIVED_KEYS | {f"{k}_{p}" for k in ("ttft", "tpot", "itl", "e2e", "lateness")
+                           for p in ("mean_ms", "p50_ms", "p90_ms", "p99_ms")}
+    dst_rows, src_rows = dst.result_rows(sid), [row for row in src.result_rows(sid)
+                                                if row["run_id"] in with_result]
+    assert [{k: v for k, v in row.items() if k not in drop} for row in dst_rows] == [
+        {k: v for k, v in row.items() if k not in drop} for row in src_rows]
+    specs = {run["id"]: RunSpec.model_validate_json(run["spec_json"])
+             for run in src.runs_of(sid)}
     for run_id in with_result:
-        assert dst.run_result(run_id) == src.run_result(run_id), run_id
+        assert dst.run_result(run_id) == rederived(src.run_result(run_id), specs[run_id]), run_id
         assert dst.requests_for(run_id) == src.requests_for(run_id)
         assert dst.trace_for(run_id) == src.trace_for(run_id)
 
@@ -357,7 +378,8 @@ def test_import_keeps_what_the_store_measured(edge_store, tmp_path):
         assert (done.runs_added, done.results_imported, done.failures_replaced,
                 done.duplicates) == (4, 5, 1, 2)
         assert dst.run_result(runs[0].run_id).worker.name == "farm-gpu@lab-b"
-        assert dst.run_result(runs[1].run_id) == src.run_result(runs[1].run_id)
+        assert dst.run_result(runs[1].run_id) == rederived(src.run_result(runs[1].run_id),
+                                                           runs[1])
         assert dst.run_result(runs[3].run_id).worker.name == "farm-gpu@lab-b"
 
 

@@ -30,6 +30,7 @@ from farm.report.recommend import (
     limits_for,
     recommend,
 )
+from farm.report.stats import estimate
 from farm.store import Store
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
@@ -298,29 +299,49 @@ def test_unknown_or_ambiguous_model_and_no_server_scenario():
 def test_bootstrap_is_seeded_and_splits_ties():
     values = [[1.0, 1.2, 0.9], [1.1, 1.0, 1.3], [5.0, 5.1]]
     assert bootstrap(values, 500, 3) == bootstrap(values, 500, 3)
-    p_best, intervals = bootstrap(values, 2000, 0)
+    p_best = bootstrap(values, 2000, 0)
     assert sum(p_best) == pytest.approx(1.0)
     assert p_best[2] == 0.0 and p_best[0] > p_best[1] > 0
-    assert intervals[2][0] >= 5.0 and intervals[2][1] <= 5.1
-    assert intervals[0][0] >= 0.9 and intervals[0][1] <= 1.2
     # Identical fixed values: every draw is a tie, shared equally.
-    assert bootstrap([[2.0], [2.0]], 100, 0)[0] == [0.5, 0.5]
+    assert bootstrap([[2.0], [2.0]], 100, 0) == [0.5, 0.5]
 
 
 def test_p_best_and_intervals_in_a_ranking():
-    pts = [point("a", 8, r, epr=v) for r, v in enumerate((5.0, 5.2, 4.9))]
-    pts += [point("b", 8, r, epr=v) for r, v in enumerate((5.1, 5.0, 5.3))]
-    pts += [point("c", 8, r, epr=v) for r, v in enumerate((9.0, 9.5, 9.2))]
+    pts = [point("a", 8, r, epr=v) for r, v in enumerate((5.0, 5.2, 4.9, 5.0, 5.1))]
+    pts += [point("b", 8, r, epr=v) for r, v in enumerate((5.1, 5.0, 5.3, 5.2, 5.0))]
+    pts += [point("c", 8, r, epr=v) for r, v in enumerate((9.0, 9.5, 9.2, 9.1, 9.3))]
     (w,) = recommend(pts, sweep="s", draws=1000, seed=1).workloads
-    assert w.uncertainty
+    assert w.uncertainty and w.ranked_by_probability
     assert [r.head.gpu_model for r in w.ranking] == ["a", "b", "c"]
     assert sum(r.p_best for r in w.ranking) == pytest.approx(1.0)
     assert 0.5 < w.ranking[0].p_best < 1.0 and w.ranking[2].p_best == 0.0
-    for r in w.ranking:
-        assert r.ci_low <= r.energy_per_good_request_j <= r.ci_high
-        assert r.t_ci_low < r.ci_low and r.t_ci_high > r.ci_high   # t is wider at n = 3
+    for r in w.ranking:     # the farm's one CI: Student's t of the mean
+        est = estimate(r.values)
+        assert (r.ci_low, r.ci_high) == (est.low, est.high)
     text = format_recommendation(recommend(pts, sweep="s"))
-    assert "caution: the Student-t 95% intervals of #1 and #2 overlap" in text
+    assert "caution: the 95% CIs of #1 and #2 overlap" in text
+    assert "#1 is best in" in text and "Student's t" in text
+
+
+def test_two_repetitions_are_too_few_to_rank():
+    """Issue 22 item 7: at n = 2 recommend said "best in 100%" with a 95% CI that was the
+    two values' range, where the report said mean ± t. Now one CI, and no probability."""
+    pts = [point("a", 8, r, epr=v) for r, v in enumerate((40.6, 42.0))]
+    pts += [point("b", 8, r, epr=v) for r, v in enumerate((50.0, 51.0))]
+    rec = recommend(pts, sweep="s")
+    (w,) = rec.workloads
+    assert w.uncertainty and not w.ranked_by_probability
+    top = w.ranking[0]
+    assert top.p_best is None
+    est = estimate([40.6, 42.0])
+    assert (top.ci_low, top.ci_high) == (est.low, est.high)
+    assert top.ci_low < 40.6 and top.ci_high > 42.0      # not the two values' range
+    text = format_recommendation(rec)
+    assert "best in" not in text and "100%" not in text
+    assert "too few repetitions to rank (n = 2" in text
+    doc = json.loads(format_recommendation(rec, "json"))
+    assert doc["workloads"][0]["ranking"][0]["ci95"] == [est.low, est.high]
+    assert doc["workloads"][0]["ranking"][0]["p_best"] is None
 
 
 def test_one_repetition_has_no_uncertainty_estimate():
@@ -328,12 +349,11 @@ def test_one_repetition_has_no_uncertainty_estimate():
     rec = recommend(pts, sweep="s")
     (w,) = rec.workloads
     assert not w.uncertainty
-    assert all(r.p_best is None and r.ci_low is None and r.t_ci_low is None
-               for r in w.ranking)
+    assert all(r.p_best is None and r.ci_low is None for r in w.ranking)
     assert "the ranking has no uncertainty estimate" in format_recommendation(rec)
     doc = json.loads(format_recommendation(rec, "json"))
     assert doc["workloads"][0]["ranking"][0]["p_best"] is None
-    assert doc["workloads"][0]["ranking"][0]["ci95_bootstrap"] is None
+    assert doc["workloads"][0]["ranking"][0]["ci95"] is None
 
 
 # ------------------------------------------------ on the farm's own sim runs
@@ -388,7 +408,8 @@ def test_report_store_ranking_is_the_stored_figures_arithmetic(report_points):
             assert r.ttft_p90_ms == pytest.approx(
                 sum(p.get("ttft_p90_ms") for p in reps) / len(reps))
             assert r.ttft_p90_ms <= 2000.0 and r.tpot_p90_ms <= 200.0
-            assert len(r.points) == 2 and r.p_best is not None
+            # two repetitions: a CI, but too few to claim a probability of being best
+            assert len(r.points) == 2 and r.p_best is None and r.ci_low is not None
 
 
 def test_report_store_rate_is_recomputed_from_raw_figures(report_points):

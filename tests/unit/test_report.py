@@ -231,9 +231,11 @@ def test_pareto_front_of_plain_points():
 
 
 def test_pareto_fronts_are_non_dominated_and_dominate_the_rest(points):
-    (figure,) = pareto_figures(points, simulated=True)
-    assert figure.model == "llama-3.1-8b" and len(figure.panels) == 4
-    for panel in figure.panels:
+    figures = pareto_figures(points, simulated=True)
+    assert len(figures) == 4                      # one per token bin (2 × 2), never pooled
+    assert {f.model for f in figures} == {"llama-3.1-8b"}
+    panels = [panel for f in figures for panel in f.panels]
+    for panel in panels:
         xy = [p.xy for p in panel.points]
         front = set(panel.front)
         assert front
@@ -242,12 +244,14 @@ def test_pareto_fronts_are_non_dominated_and_dominate_the_rest(points):
         for i in set(range(len(xy))) - front:
             assert any(dominates(xy[j], xy[i]) for j in front)
         assert {p.gpu_label for p in panel.points} == GPUS
-        # one point per configuration: 2 GPUs × (12 closed + 2 open + 4 batch)
-        assert len(panel.points) == 36
+        assert len({(p.input_tokens, p.output_tokens) for p in panel.points}) == 1
         for p in panel.points:
             values = [q.get(panel.energy) for q in points if q.run_id in p.run_ids
                       and q.load_label == p.load_label]
             assert p.energy.mean == pytest.approx(mean(values)) and p.energy.n == 2
+    # one point per configuration over the bins: 2 GPUs × (12 closed + 2 open + 4 batch),
+    # each energy × latency pair once per bin
+    assert sum(len(p.points) for p in panels) == 36 * 4
 
 
 # ---------------------------------------------------------------- heat map
@@ -383,7 +387,7 @@ def test_report_is_self_contained_and_labelled_simulated(written, points):
     for link in links:
         if link.startswith("figures/"):
             assert (done.out_dir / link).is_file()
-    assert len(images) == len(done.figures) == 10
+    assert len(images) == len(done.figures) == 13     # the Pareto figure once per token bin (4)
     assert {f.name.split("-")[0] for f in done.figures} == {"energy", "fits", "power", "pareto",
                                                              "heatmap", "timeline"}
     for path in done.figures:
@@ -433,7 +437,7 @@ def test_farmctl_report_writes_the_default_directory(report_store, tmp_path):
     proc = farmctl("report", name, env={"FARM_DB_URL": url}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / f"farm-report-{name}"
-    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 10
+    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 13
     assert proc.stdout.startswith("SIMULATED")
     assert f"written to farm-report-{name}/index.html" in proc.stdout
 

@@ -30,10 +30,20 @@ def test_values_in_their_units_and_tables_as_key_value_pairs():
     assert settings["steady_margin_pct"].value == "15% (2 runs), 10% (1 run)"
     assert settings["agreement_tolerance"].default == "3%"
     assert settings["self_size"].values[0] == ("off", 2)
-    assert settings["quiet"].default == ("enabled=on, window_s=10, power_band_pct=2, "
-                                         "power_band_w=1, max_utilization_pct=1, "
-                                         "timeout_s=180")
+    assert settings["quiet"].default == ("enabled=on, max_utilization_pct=1, "
+                                         "power_band_pct=2, power_band_w=1, timeout_s=180, "
+                                         "window_s=10")
     assert "timeout_s=60" in settings["quiet"].values[0][0]
     note = overrides_note(settings.values())
     assert note.startswith("This sweep overrides 4 default(s): ")
     assert "{" not in note
+
+
+def test_a_stored_specs_key_order_is_no_override():
+    """A RunSpec is stored canonical (sorted keys); the default table is in field order.
+    The same values in another order are the default (issue 22 item 7: every report
+    said the sweep overrides `quiet`)."""
+    stored = json.dumps({"measurement": MeasurementSpec().model_dump()}, sort_keys=True)
+    settings = {s.name: s for s in measurement_settings([stored])}
+    assert not settings["quiet"].overridden
+    assert overrides_note(settings.values()).startswith("This sweep uses the default")

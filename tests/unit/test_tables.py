@@ -4,6 +4,7 @@ above the table, --columns/--wide choose, and files and pipes are never cut."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_pipes_and_files_are_never_cut(quickstart):
     text = format_results(rows, "table", "q", width=None)
     assert "…" not in text and "left out" not in text
     for header in ("GPU", "scenario", "load", "tok/s", "TTFT p50 ms", "TPOT p50 ms",
-                   "good req/s", "SLO %", "J/token", "net J/token", "J/request"):
+                   "good req/s", "SLO %", "J/out-tok", "net J/out-tok", "J/request"):
         assert header in text
     every = format_results(rows, "table", "q", width=None, wide=True)
     assert "…" not in every
@@ -105,7 +106,7 @@ def test_columns_are_chosen_by_name_and_unknown_ones_refused(quickstart):
                           columns="load,gpu_model,peak_power_w")
     header = next(line for line in text.splitlines() if "GPU" in line)
     assert header.index("load") < header.index("GPU") < header.index("peak power W")
-    assert "J/token" not in text
+    assert "J/out-tok" not in text
     with pytest.raises(InvalidInput) as err:
         format_results(rows, "table", "q", columns="gpu_model,energy_per_token_j")
     message = str(err.value)
@@ -168,8 +169,8 @@ def test_a_power_limit_sweep_shows_each_cap_and_a_constant_clock_above_the_table
     text = format_results(rows, "table", "t", simulated=False, width=None)
     lines = text.splitlines()
     assert any("SM clock: 1200 MHz" in line for line in lines[1:3])   # the same in every row
-    header = next(line for line in lines if "power limit" in line and "J/token" in line)
-    assert header.index("power limit") < header.index("J/token")
+    header = next(line for line in lines if "power limit" in line and "J/out-tok" in line)
+    assert header.index("power limit") < header.index("J/out-tok")
     for watts, jpt in (("300 W", "0.0286"), ("450 W", "0.0331"), ("700 W", "0.0426")):
         assert any(watts in line and jpt in line for line in lines), watts
     # One cap for the whole sweep: said once, above the table.
@@ -259,3 +260,46 @@ def test_recommend_table_fits_without_cutting(width):
     assert ("left out to fit" in text) == (width == 80 or width == 120)
     narrow = format_recommendation(rec, width=width, columns="rank,gpu,load,replicas")
     assert "replicas" in narrow and "J/good req" not in narrow
+
+
+def _header_of(text: str, word: str) -> str:
+    return next(line for line in text.splitlines() if word in line.split())
+
+
+@pytest.mark.parametrize("width", [60, 80])
+def test_results_never_drop_what_tells_rows_apart(quickstart, width):
+    """Issue 22 item 8: at 80 columns the input-token column was left out, and rows of
+    the 128- and 512-token bins read the same. Configuration columns that differ stay;
+    repetition, status and other figures go first. J/token says it is per output token."""
+    rows, _ = quickstart
+    text = format_results(rows, "table", "q", width=width)
+    assert "in" in _header_of(text, "GPU").split()
+    keys = [(r["gpu_model"], r["scenario"], r["load_value"], r["input_tokens"],
+             r["repetition"]) for r in rows]
+    table = _table_lines(text)
+    # Rows of different configurations never read the same in their setup columns.
+    setup = [" | ".join(re.split(r"\s{2,}", line.strip())[:4]) for line in table]
+    for (k1, s1), (k2, s2) in itertools.combinations(zip(keys, setup), 2):
+        if k1[:4] != k2[:4]:
+            assert s1 != s2, (k1, k2, s1)
+    assert "J/out-tok" in text and "J/token" not in text
+
+
+def test_compare_keeps_the_token_bins_that_tell_points_apart():
+    """`compare` at 120 columns dropped `in`: `sim:l4 server-closed c=64 +53.0%` twice."""
+    a = [cmp_point(c, r, jpt=0.5 + 0.01 * r + 0.001 * c, gpu=g, simulated=True)
+         for g in ("h100-80gb", "l4") for c in (1, 64) for r in (0, 1)]
+    a += [p.__class__(**{**p.__dict__, "run_id": p.run_id + "-512", "input_tokens": 512})
+          for p in a]
+    b = [p.__class__(**{**p.__dict__, "run_id": p.run_id + "-b",
+                        "figures": {**p.figures, "energy_per_output_token_j":
+                                    p.figures["energy_per_output_token_j"] * 1.5}})
+         for p in a]
+    cmp = compare(a, b, sweep_a="A", sweep_b="B", simulated_a=True, simulated_b=True)
+    assert len(cmp.matched) == 8
+    for width in (80, 120):
+        text = format_comparison(cmp, width=width)
+        assert "in" in _header_of(text, "GPU").split(), text
+        lines = _table_lines(text)
+        assert len(set(lines)) == len(lines) == 8
+        assert "J/out-tok A" in text or "J/out-tok" in text

@@ -8,8 +8,8 @@ import pytest
 
 from farm_contract.records import EnergyWindow, IdleBaseline
 from farm_contract.runspec import MeasurementSpec
+from farm_contract.validity import validate
 from workers.preflight import GpuBusy, IdleTemperatures, run_preflight
-from workers.validity import validate
 
 SPEC = MeasurementSpec(min_steady_s=30.0)
 

@@ -38,7 +38,8 @@ def front_tables(spec: Any) -> str:
             f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
             f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
             for n, p in enumerate(panel.front_points, 1))
-        out.append(f'<p class="note">{escape(fig.model)}: Pareto front of '
+        out.append(f'<p class="note">{escape(fig.model)}, {escape(fig.workload)}: '
+                   "Pareto front of "
                    f"{escape(short_label(panel.energy))} vs {escape(short_label(panel.latency))}"
                    f" ({len(panel.front)} of {len(panel.points)} configurations; # is the "
                    "point's number in the figure; ± is the 95% CI half-width)</p>"
@@ -49,16 +50,17 @@ def front_tables(spec: Any) -> str:
 @figure("pareto", heading="Energy vs latency", order=30, draw=draw_pareto,
         html_after=front_tables, intro=(
             "Every configuration of a model (mean over its repetitions), across GPU models, "
-            "against TTFT p90 and TPOT p90. The black step line is the Pareto front: "
+            "against TTFT p90 and TPOT p90, one figure per workload bin (input and output "
+            "tokens, decoding: a front never pools bins). The black step line is the Pareto front: "
             "configurations that no other is both faster and cheaper than. Its points are "
             "numbered and labelled in the figure with their load (which says the scenario: "
             "c = closed loop, req/s = open loop, batch) and input→output tokens, and listed "
             "under the same numbers below each figure."))
 def energy_vs_latency(inputs: FigureInputs) -> Section:
-    """One figure per model: its configurations and Pareto fronts."""
-    planned = [Planned(f"pareto-{pf.model}",
-                       f"{pf.model}: energy ({inputs.basis}) vs latency, Pareto fronts across "
-                       "GPU models", pf, pf.notes())
+    """One figure per model and workload bin: its configurations and Pareto fronts."""
+    planned = [Planned(f"pareto-{pf.model}-{pf.workload}",
+                       f"{pf.model}, {pf.workload}: energy ({inputs.basis}) vs latency, "
+                       "Pareto fronts across GPU models", pf, pf.notes())
                for pf in pareto_figures(inputs.points, inputs.energies,
                                         simulated=inputs.simulated)]
     if planned:

@@ -1,0 +1,122 @@
+"""Figures derived from a run's raw measurements: the one rule both sides apply. Pure.
+
+A worker derives each load point's energy figures from its steady window and its
+request records (`workers/metrics.py`); an import derives them again from the
+exported windows and requests (`farm/report/recheck.py`) instead of taking the
+exported numbers. Energy per token is taken over the steady window only: tokens
+counted there are those emitted inside it, placed by each request's send time,
+TTFT and inter-token gaps. A figure whose input is missing is None, never 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farm_contract.records import EnergyWindow, LoadPointResult, RequestRecord
+
+J_PER_KWH = 3.6e6
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    """num ÷ den; None when either is missing or den is not positive."""
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def token_times_s(req: RequestRecord) -> list[float]:
+    """Emission time of each output token (offsets on the run clock)."""
+    if not req.ok or req.ttft_s is None:
+        return []
+    t = req.sent_s + req.ttft_s
+    times = [t]
+    for gap in req.itl_s:
+        t += gap
+        times.append(t)
+    return times
+
+
+def tokens_in(requests: list[RequestRecord], start_s: float, end_s: float) -> int:
+    """How many output tokens were emitted between `start_s` and `end_s` (run clock, inclusive)."""
+    return sum(1 for r in requests for t in token_times_s(r) if start_s <= t <= end_s)
+
+
+def counts(requests: list[RequestRecord]) -> dict[str, Any]:
+    """A load point's request and token counts from its request records."""
+    ok = [r for r in requests if r.ok]
+    return {"num_requests": len(requests), "num_ok": len(ok),
+            "num_failed": len(requests) - len(ok),
+            "input_tokens": sum(r.input_tokens or 0 for r in ok),
+            "output_tokens": sum(r.output_tokens or 0 for r in ok)}
+
+
+def steady_figures(requests: list[RequestRecord], steady: EnergyWindow | None,
+                   mean_out: float | None) -> dict[str, Any]:
+    """Throughput and gross energy figures of a load point over its steady window.
+
+    `mean_out`: mean output tokens per successful request (J/request's multiplier).
+    """
+    tokens = (tokens_in(requests, steady.start_s, steady.start_s + steady.duration_s)
+              if steady else None)
+    tps = ratio(tokens, steady.duration_s if steady else None)
+    energy = steady.energy_j if steady else None
+    per_token = ratio(energy, tokens)
+    return {
+        "steady_output_tokens": tokens,
+        "request_throughput_rps": ratio(tps, mean_out),
+        "output_throughput_tps": tps,
+        "energy_j": energy,
+        "energy_per_output_token_j": per_token,
+        "energy_per_request_j": (per_token * mean_out
+                                 if per_token is not None and mean_out else None),
+        "output_tokens_per_j": ratio(tokens, energy),
+        "avg_power_w": steady.avg_power_w if steady else None,
+        "peak_power_w": steady.peak_power_w if steady else None,
+    }
+
+
+def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
+                         idle_power_w: float | None,
+                         carbon_g_per_kwh: float | None) -> LoadPointResult:
+    """Add net-of-idle and emissions figures (each None where an input is None).
+
+    Net of idle = gross steady energy minus the idle power (context held, where
+    measured) over the same window: the energy the work itself added.
+    gCO2e per 1k tokens uses the GPUs' gross steady energy and the grid's
+    carbon intensity for the sweep's region.
+    """
+    net = (lp.energy_j - idle_power_w * steady.duration_s
+           if lp.energy_j is not None and idle_power_w is not None and steady else None)
+    tokens = lp.steady_output_tokens
+    net_per_token = ratio(net, tokens)
+    mean_out = lp.output_tokens / lp.num_ok if lp.num_ok else None
+    net_per_request = (net_per_token * mean_out
+                       if net_per_token is not None and mean_out else None)
+    return lp.model_copy(update={
+        "energy_net_j": net,
+        "energy_per_output_token_net_j": net_per_token,
+        "energy_per_request_net_j": net_per_request,
+        # Gross = net + this: at an open-loop rate it is the idle time between
+        # requests charged to them, large near idle, small at saturation.
+        "idle_energy_per_request_j": (lp.energy_per_request_j - net_per_request
+                                      if lp.energy_per_request_j is not None
+                                      and net_per_request is not None else None),
+        "output_tokens_per_j_net": ratio(tokens, net),
+        "avg_power_net_w": (lp.avg_power_w - idle_power_w
+                            if lp.avg_power_w is not None and idle_power_w is not None else None),
+        "gco2e_per_1k_tokens": grams_per_1k(lp.energy_per_output_token_j, carbon_g_per_kwh),
+        "gco2e_per_1k_tokens_net": grams_per_1k(net_per_token, carbon_g_per_kwh),
+    })
+
+
+def grams_per_1k(j_per_token: float | None, g_per_kwh: float | None) -> float | None:
+    """gCO2e per 1,000 tokens at `j_per_token` J each and `g_per_kwh` of the grid."""
+    if j_per_token is None or g_per_kwh is None:
+        return None
+    return j_per_token * 1000 / J_PER_KWH * g_per_kwh
+
+
+def idle_power_for_net(idle_power_w: float | None, idle_ctx_power_w: float | None
+                       ) -> float | None:
+    """The idle power net figures subtract: context held where measured, else none held."""
+    return idle_ctx_power_w or idle_power_w
