@@ -56,6 +56,8 @@ EXAMPLES = {
     "FARM_BROKER_TLS_KEY_FILE": "/etc/farm/tls/client.key",
     "FARM_SIGNING_KEY": "the output of `openssl rand -hex 32`",
     "FARM_SIGNING_KEYS": "/etc/farm/signing-keys",
+    "FARM_METRICS_PORT": "9461 (a worker) or 9460 (the recorder)",
+    "FARM_METRICS_ADDRESS": "0.0.0.0 or 127.0.0.1",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -121,6 +123,15 @@ class Settings(BaseSettings):
     # ... and a recorder given this file of `host key` lines stores only what the
     # named host's key signed.
     signing_keys: str | None = Field(None, validation_alias="FARM_SIGNING_KEYS")
+
+    # -- Prometheus metrics (workers/exporter.py, farm/exporter.py, tasks/metrics_http.py) --
+    # Off unless a port is given: `farmctl run` starts several workers on one host,
+    # and a second bind of one port must not be the default. `farmctl worker` and
+    # `farmctl recorder` serve /metrics on it; the deployment files use 9461 and 9460.
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="FARM_METRICS_PORT")
+    # All interfaces: the Prometheus server scrapes from another host. The page holds
+    # no secret (owners, run ids, GPU readings); bind 127.0.0.1 behind a proxy if needed.
+    metrics_address: str = Field("0.0.0.0", validation_alias="FARM_METRICS_ADDRESS")
 
     def __init__(self, **values: Any):
         try:
@@ -220,6 +231,8 @@ def _message(exc: ValidationError) -> str:
             shown = "***"
         if error["type"] in ("float_parsing", "float_type"):
             problem = "is not a number"
+        elif error["type"] in ("int_parsing", "int_type", "int_from_float"):
+            problem = "is not a whole number"
         elif error["type"] == "value_error":
             problem = str(error["ctx"]["error"])
         elif error["type"] == "string_too_short":
