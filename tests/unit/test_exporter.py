@@ -48,7 +48,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 def test_sim_gpus_carry_dcgm_labels_and_readings_in_base_units() -> None:
     devices = SimInventory("H100-80GBx2", host="node1").devices()
     holder = {devices[1].info.uuid: "run-abc"}
-    watch = TenantWatch(devices, lambda: holder, settle_s=0, own_pids=lambda: set())
+    watch = TenantWatch(devices, lambda: holder, settle_s=0, own_pids=set)
     watch.poll()
     samples = scrape(GpuCollector(devices, watch, "w@node1", host="node1"))
     uuid0 = devices[0].info.uuid
