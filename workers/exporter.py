@@ -37,7 +37,10 @@ INFO_LABELS = [*GPU_LABELS, "model", "backend", "worker"]
 
 ENERGY_EVERY_S = 5.0
 
-# NVML's clocks-event (throttle) reason bits (nvmlClocksEventReason*), by name.
+# NVML's clocks-event (throttle) reason bits (nvmlClocksEventReason*), for the docs and
+# dashboards: the bitmask alone is exported, as DCGM-exporter does — a series per
+# reason would be a third of a scrape's samples (benchmarks/bench_metrics.py).
+# PromQL for one bit: floor(farm_gpu_throttle_reasons / 4) % 2 (sw_power_cap).
 THROTTLE_REASONS = {
     "gpu_idle": 0x1, "applications_clocks_setting": 0x2, "sw_power_cap": 0x4,
     "hw_slowdown": 0x8, "sync_boost": 0x10, "sw_thermal_slowdown": 0x20,
@@ -129,10 +132,9 @@ class GpuCollector(Collector):
             "farm_gpu_energy_joules", "The GPU's energy counter (NVML: total energy since the "
             f"driver loaded), read at most every {self.energy_every_s:g} s.", labels=GPU_LABELS)
         reasons = GaugeMetricFamily("farm_gpu_throttle_reasons", "Why clocks are held back "
-                                    "now, NVML's clocks-event bitmask (0: not held back).",
+                                    "now, NVML's clocks-event bitmask (0: not held back; "
+                                    "0x4 SW power cap, 0x8 HW slowdown, 0x20/0x40 thermal).",
                                     labels=GPU_LABELS)
-        throttled = GaugeMetricFamily("farm_gpu_throttled", "1 where this throttle reason "
-                                      "is active now, else 0.", labels=[*GPU_LABELS, "reason"])
         for device in self.devices:
             labels = self._labels(device)
             info.add_metric([*labels, device.info.model, device.info.backend, self.worker], 1)
@@ -144,11 +146,9 @@ class GpuCollector(Collector):
                 energy.add_metric(labels, joules)
             if (mask := _read(device, "throttle_reasons")) is not None:
                 reasons.add_metric(labels, mask)
-                for name, bit in THROTTLE_REASONS.items():
-                    throttled.add_metric([*labels, name], 1 if int(mask) & bit else 0)
         yield info
         yield from gauges.values()
-        yield from (energy, reasons, throttled)
+        yield from (energy, reasons)
         if self.watch is not None:
             yield from self._tenancy()
 

@@ -21,7 +21,7 @@ from farm_contract.settings import Settings
 from tasks.metrics_http import registry_with, serve_metrics
 from tests import factories
 from tests.fake_nvml import FakeNvml, patched
-from workers.exporter import GPU_LABELS, GpuCollector
+from workers.exporter import GPU_LABELS, THROTTLE_REASONS, GpuCollector
 from workers.gpu.base import GpuDevice
 from workers.gpu.nvml import NvmlInventory
 from workers.gpu.sim import SimInventory
@@ -61,7 +61,6 @@ def test_sim_gpus_carry_dcgm_labels_and_readings_in_base_units() -> None:
     assert value(samples, "farm_gpu_sm_clock_hertz", UUID=uuid0) > 1e9      # MHz → Hz
     assert value(samples, "farm_gpu_energy_joules_total", UUID=uuid0) >= 0
     assert value(samples, "farm_gpu_throttle_reasons", UUID=uuid0) == 0
-    assert value(samples, "farm_gpu_throttled", UUID=uuid0, reason="sw_power_cap") == 0
     assert value(samples, "farm_gpu_info", UUID=uuid0, model="h100-80gb", backend="sim",
                  worker="w@node1") == 1
     # Tenancy: one state per GPU, the run on the second.
@@ -78,8 +77,7 @@ def test_a_power_cap_shows_as_a_throttle_reason() -> None:
     device.set_power_w(10_000)            # clamped at the limit: the SW power cap bit
     samples = scrape(GpuCollector([device], None, "w"))
     assert value(samples, "farm_gpu_throttle_reasons") == 0x4
-    assert value(samples, "farm_gpu_throttled", reason="sw_power_cap") == 1
-    assert value(samples, "farm_gpu_throttled", reason="hw_slowdown") == 0
+    assert int(value(samples, "farm_gpu_throttle_reasons")) & THROTTLE_REASONS["sw_power_cap"]
     assert "farm_gpu_state" not in samples      # no watch: no tenancy
 
 
@@ -112,7 +110,7 @@ def test_a_reading_the_device_lacks_or_fails_is_absent_never_zero() -> None:
     assert value(samples, "farm_gpu_temperature_celsius") == 40.0
     for name in ("farm_gpu_power_watts", "farm_gpu_energy_joules_total",
                  "farm_gpu_sm_clock_hertz", "farm_gpu_power_limit_watts",
-                 "farm_gpu_throttle_reasons", "farm_gpu_throttled"):
+                 "farm_gpu_throttle_reasons"):
         assert name not in samples, name
 
 
@@ -137,7 +135,7 @@ def test_nvml_gpus_give_both_limits_and_the_driver_name() -> None:
     assert value(samples, "farm_gpu_default_power_limit_watts", UUID="GPU-bbbb") == 700.0
     assert value(samples, "farm_gpu_power_watts", UUID="GPU-bbbb") == 698.0
     assert value(samples, "farm_gpu_energy_joules_total", UUID="GPU-aaaa") == 1000.0
-    assert value(samples, "farm_gpu_throttled", UUID="GPU-bbbb", reason="sw_power_cap") == 1
+    assert value(samples, "farm_gpu_throttle_reasons", UUID="GPU-bbbb") == 0x4
     assert value(samples, "farm_gpu_utilization_ratio", UUID="GPU-bbbb") == pytest.approx(0.97)
     assert value(samples, "farm_gpu_power_watts", UUID="GPU-aaaa",
                  modelName="NVIDIA H100 80GB HBM3", gpu="0") == 123.5
