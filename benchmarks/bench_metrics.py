@@ -63,7 +63,7 @@ def phase(pid: int, duration_s: float, url: str | None, interval_s: float
     scrapes = []
     before, start = cpu_s(pid), time.monotonic()
     tick = start
-    while (now := time.monotonic()) < start + duration_s:
+    while time.monotonic() < start + duration_s:
         if url is not None:
             scrapes.append(scrape(url))
         tick += interval_s

@@ -4,6 +4,7 @@ requests outside the helper's three commands never run anything."""
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 import time
@@ -24,10 +25,14 @@ def relay(tmp_path: Path, helper: list[str]) -> str:
     path = str(tmp_path / "helper.sock")
     threading.Thread(target=tune_relay.serve, args=(path, helper), daemon=True).start()
     deadline = time.monotonic() + 5
-    while not Path(path).exists():
-        assert time.monotonic() < deadline, "the relay did not start"
-        time.sleep(0.02)
-    return path
+    while True:              # bound is not yet listening: wait for a connection
+        try:
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(path)
+            return path
+        except OSError:
+            assert time.monotonic() < deadline, "the relay did not start"
+            time.sleep(0.02)
 
 
 def test_the_client_gets_the_helpers_status_and_output(tmp_path, capsys) -> None:

@@ -69,6 +69,8 @@ def serve(path: str, helper: list[str]) -> None:
     class Handler(socketserver.StreamRequestHandler):
         def handle(self) -> None:
             line = self.rfile.readline(MAX_REQUEST_BYTES)
+            if not line:         # connected and left (a readiness probe): nothing asked
+                return
             self.wfile.write(json.dumps(answer(helper, line)).encode() + b"\n")
 
     with socketserver.UnixStreamServer(path, Handler) as server:
