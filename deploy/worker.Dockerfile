@@ -11,7 +11,7 @@ COPY farm_contract ./farm_contract
 COPY farm ./farm
 COPY workers ./workers
 COPY tasks ./tasks
-RUN pip install '.[worker,codecarbon,engines]' && useradd --system --create-home farm \
+RUN pip install '.[worker,codecarbon,engines]' && useradd --system --uid 10001 --create-home farm \
     && mkdir -p /var/lib/farm/spool && chown farm /var/lib/farm/spool
 USER farm
 ENTRYPOINT []

@@ -59,6 +59,8 @@ EXAMPLES = {
     "FARM_SIGNING_KEYS": "/etc/farm/signing-keys",
     "FARM_ADMINS": "alice,bob",
     "FARM_HOME": "/var/lib/farm/local",
+    "FARM_METRICS_PORT": "9461 (a worker) or 9460 (the recorder)",
+    "FARM_METRICS_ADDRESS": "0.0.0.0 or 127.0.0.1",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -160,6 +162,15 @@ class Settings(BaseSettings):
         """FARM_ADMINS as a set of user names."""
         return frozenset(n.strip() for n in (self.admins or "").split(",") if n.strip())
 
+    # -- Prometheus metrics (workers/exporter.py, farm/exporter.py, tasks/metrics_http.py) --
+    # Off unless a port is given: `farmctl run` starts several workers on one host,
+    # and a second bind of one port must not be the default. `farmctl worker` and
+    # `farmctl recorder` serve /metrics on it; the deployment files use 9461 and 9460.
+    metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias="FARM_METRICS_PORT")
+    # All interfaces: the Prometheus server scrapes from another host. The page holds
+    # no secret (owners, run ids, GPU readings); bind 127.0.0.1 behind a proxy if needed.
+    metrics_address: str = Field("0.0.0.0", validation_alias="FARM_METRICS_ADDRESS")
+
     def __init__(self, **values: Any):
         try:
             super().__init__(**values)
@@ -258,6 +269,8 @@ def _message(exc: ValidationError) -> str:
             shown = "***"
         if error["type"] in ("float_parsing", "float_type"):
             problem = "is not a number"
+        elif error["type"] in ("int_parsing", "int_type", "int_from_float"):
+            problem = "is not a whole number"
         elif error["type"] == "value_error":
             problem = str(error["ctx"]["error"])
         elif error["type"] == "string_too_short":

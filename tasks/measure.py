@@ -45,9 +45,11 @@ from tasks import signing
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
+from tasks.metrics_http import serve_metrics
 from tasks.progress import ProgressPublisher
 from workers.allocator import GpuAllocator
 from workers.errors import FarmError, RunAborted, RunTimeout, TenantHeld, TransientError
+from workers.exporter import GpuCollector
 from workers.gpu.base import GpuInventory
 from workers.gpu.discovery import summarize
 from workers.gpu.tuning import GpuTuner
@@ -410,6 +412,7 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> in
     allocator.usable = _ctx.watch.usable
     allocator.on_change = gate.update
     _ctx.watch.poll()        # before the first message: a tenant there now is seen
+    serve_metrics(settings, GpuCollector(devices, _ctx.watch, node_name), "worker")
     stop_advertising = threading.Event()
     advertiser = threading.Thread(target=_advertise_loop, args=(_ctx, queues, stop_advertising),
                                   daemon=True, name="advertise")

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from farm.exporter import serve_recorder_metrics
 from farm.store.repository import Store
 from farm_contract.records import RunEvent, RunResult
 from farm_contract.routing import RECORD_QUEUE
@@ -173,6 +174,7 @@ def serve(node_name: str | None = None, loglevel: str = "INFO") -> int:
     global _store
     settings = load_settings()
     _store = Store.open(settings.db_url, upgrade=True)
+    serve_recorder_metrics(settings)     # /metrics on FARM_METRICS_PORT, if set
     # A keyring farm cannot read stops the recorder here, not at the first result.
     keys = signing.keyring(settings)
     log.info("results: %s", f"signed by their host required ({len(keys.keys)} host(s) "

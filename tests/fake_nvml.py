@@ -91,6 +91,9 @@ class FakeNvml:
     def nvmlDeviceGetEnforcedPowerLimit(self, handle):
         return self._gpu("nvmlDeviceGetEnforcedPowerLimit", handle)["limit_mw"]
 
+    def nvmlDeviceGetPowerManagementLimit(self, handle):
+        return self._gpu("nvmlDeviceGetPowerManagementLimit", handle)["limit_mw"]
+
     def nvmlDeviceGetPowerManagementDefaultLimit(self, handle):
         return self._gpu("nvmlDeviceGetPowerManagementDefaultLimit", handle)["default_limit_mw"]
 

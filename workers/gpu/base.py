@@ -134,6 +134,13 @@ class GpuDevice(ABC):
         """Power limit the driver enforces now. Units: W."""
         return None
 
+    def power_management_limit_w(self) -> float | None:
+        """Power limit set by the power-management setting (what `set_power_limit_w`
+        changes). Units: W. The enforced limit (`power_limit_w`) is the lowest of
+        this and other limits (e.g. an out-of-band one), so the two can differ.
+        """
+        return None
+
     def default_power_limit_w(self) -> float | None:
         """Power limit at default settings (what the limit is reset to). Units: W."""
         return None

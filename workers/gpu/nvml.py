@@ -218,6 +218,10 @@ class NvmlGpu(GpuDevice):
         """The enforced power limit (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetEnforcedPowerLimit, self.handle))
 
+    def power_management_limit_w(self) -> float | None:
+        """The power-management limit (Units: W); None where unsupported."""
+        return _watts(_nvml(pynvml.nvmlDeviceGetPowerManagementLimit, self.handle))
+
     def default_power_limit_w(self) -> float | None:
         """The default power-management limit (Units: W); None where unsupported."""
         return _watts(_nvml(pynvml.nvmlDeviceGetPowerManagementDefaultLimit, self.handle))

@@ -273,6 +273,10 @@ class SimGpu(GpuDevice):
         """The model's TDP (Units: W)."""
         return self._limit_w
 
+    def power_management_limit_w(self) -> float | None:
+        """The model's TDP (Units: W), the same as the enforced limit."""
+        return self._limit_w
+
     def default_power_limit_w(self) -> float | None:
         """The model's TDP (Units: W), the same as the power limit."""
         return self._limit_w
