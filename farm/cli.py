@@ -220,9 +220,12 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, quiet: bool
                    "RAPL where readable, else null).")
 @click.option("--probe", is_flag=True,
               help="Print the GPUs found and the queues this worker would serve, as JSON.")
+@click.option("--idle-exit-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Stop (exit 0) after this long without a run: a batch job's worker.")
 @_friendly_errors
 def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
-           loglevel: str, cpu: bool, probe: bool) -> None:
+           loglevel: str, cpu: bool, probe: bool, idle_exit_s: float | None) -> None:
     """Serve the runs meant for this host's GPUs (discovered through NVML)."""
     # Exec the worker program: this CLI process never loads NVML or engine code.
     args = ["--loglevel", loglevel]
@@ -236,6 +239,8 @@ def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
         args.append("--cpu")
     if probe:
         args.append("--probe")
+    if idle_exit_s is not None:
+        args += ["--idle-exit-s", repr(idle_exit_s)]
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "tasks.worker_main", *args])
 
