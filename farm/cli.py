@@ -260,6 +260,19 @@ def recorder(name: str | None, loglevel: str) -> None:
 
 
 @main.command()
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--dry-run", is_flag=True, help="One pass that prints its decision and submits "
+                                              "nothing.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@_friendly_errors
+def slurm(once: bool, dry_run: bool, loglevel: str) -> None:
+    """Submit Slurm worker jobs for GPU queues with waiting runs (FARM_SLURM_* settings)."""
+    from farm.slurm.cli import main as slurm_main
+
+    slurm_main(once=once, dry_run=dry_run, loglevel=loglevel)
+
+
+@main.command()
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5555, show_default=True, type=int)
 @click.option("--no-auth", is_flag=True,
@@ -315,6 +328,7 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
                                 watch=watch, interval_s=interval)
             output.print_owners(counts.owner_counts(connection,
                                                     load_settings().fair_share_window_s))
+            _report_slurm_jobs()
             _report_parked(counts.queue_counts(connection))
             return
         sid = counts.find_sweep_id(connection, sweep)
@@ -328,6 +342,15 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
                    nl=False)
         queue_counts = counts.queue_counts(connection, sid)
     _report_parked(queue_counts)
+
+
+def _report_slurm_jobs() -> None:
+    """farm's Slurm worker jobs, pending and running (nothing where Slurm is absent)."""
+    from farm.slurm.status import lines_for_status
+    from farm_contract.settings import load_slurm_settings
+
+    for line in lines_for_status(load_slurm_settings().job_prefix):
+        click.echo(line)
 
 
 def _report_parked(queue_counts=()) -> None:
