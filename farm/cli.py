@@ -349,8 +349,11 @@ def _report_slurm_jobs() -> None:
     from farm.slurm.status import lines_for_status
     from farm_contract.settings import load_slurm_settings
 
-    for line in lines_for_status(load_slurm_settings().job_prefix):
+    lines, note = lines_for_status(load_slurm_settings().job_prefix)
+    for line in lines:
         click.echo(line)
+    if note:
+        click.echo(note, err=True)
 
 
 def _report_parked(queue_counts=()) -> None:

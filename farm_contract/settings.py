@@ -275,8 +275,8 @@ def parse_pairs(text: str | None, value_pattern: str = SLURM_KEY_PATTERN,
     import re
 
     pairs: dict[str, str] = {}
-    for item in (text or "").split(","):
-        item = item.strip()
+    for raw in (text or "").split(","):
+        item = raw.strip()
         if not item:
             continue
         key, eq, value = (part.strip() for part in item.partition("="))
@@ -376,10 +376,12 @@ class SlurmSettings(BaseSettings):
 
     @property
     def gres_types(self) -> dict[str, str]:
+        """FARM_SLURM_GRES_MAP as {slug: gres type}."""
         return parse_pairs(self.gres_map, empty_ok=True)
 
     @property
     def constraint_map(self) -> dict[str, str]:
+        """FARM_SLURM_CONSTRAINTS as {slug: constraint}."""
         return parse_pairs(self.constraints, value_pattern=r"^[A-Za-z0-9._&|\[\]*:-]+$")
 
     @property
@@ -389,6 +391,7 @@ class SlurmSettings(BaseSettings):
 
     @property
     def backend_list(self) -> tuple[str, ...]:
+        """FARM_SLURM_BACKENDS as a tuple."""
         return tuple(b.strip() for b in self.backends.split(",") if b.strip())
 
 

@@ -63,9 +63,11 @@ class IdleExit:
                 log.warning("idle check failed", exc_info=True)
 
     def start(self) -> IdleExit:
+        """Watch from now on, in a daemon thread."""
         self.idle_since = self.clock()
         self._thread.start()
         return self
 
     def halt(self) -> None:
+        """Stop watching (the worker stops anyway)."""
         self._halt.set()

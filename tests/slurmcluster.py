@@ -82,14 +82,22 @@ class SlurmCluster:
                                f"--pid-file={munge / 'munged.pid'}",
                                f"--log-file={munge / 'munged.log'}",
                                f"--seed-file={munge / 'munged.seed'}"])
-        self._wait(lambda: self.munge_socket.exists(), timeout_s, "munged's socket")
+        self._wait(self.munge_socket.exists, timeout_s, "munged's socket")
         self._spawn("slurmctld", [_find("slurmctld"), "-D", "-i", "-f", str(self.conf)])
         self._spawn("slurmd", [_find("slurmd"), "-D", "-f", str(self.conf), "-N", self.node])
         self._wait(self._node_idle, timeout_s, "the node to come up idle")
         return self
 
     def stop(self) -> None:
-        """Stop the daemons (jobs die with slurmd's steps) — reverse order, TERM then KILL."""
+        """End every job (slurmstepd outlives slurmd), then stop the daemons — reverse
+        order, TERM then KILL."""
+        if self.procs and all(p.poll() is None for p in self.procs):
+            self.run("scancel", "--full", "--user=root", check=False)
+            try:
+                self._wait(lambda: not self.run("squeue", "-h", check=False).stdout.strip(),
+                           self.kill_wait_s + 10, "the jobs to end", stop_on_failure=False)
+            except SlurmUnavailable:
+                pass
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -123,18 +131,21 @@ class SlurmCluster:
                                            stderr=subprocess.STDOUT, start_new_session=True,
                                            env={**os.environ, **self.env()}))
 
-    def _wait(self, predicate, timeout_s: float, what: str) -> None:
+    def _wait(self, predicate, timeout_s: float, what: str,
+              stop_on_failure: bool = True) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for proc in self.procs:
                 if proc.poll() is not None:
-                    self.stop()
+                    if stop_on_failure:
+                        self.stop()
                     raise SlurmUnavailable(f"{proc.args[0]} exited {proc.returncode} while "
                                            f"waiting for {what}: {self._tails()}")
             if predicate():
                 return
             time.sleep(0.2)
-        self.stop()
+        if stop_on_failure:
+            self.stop()
         raise SlurmUnavailable(f"timed out waiting for {what}: {self._tails()}")
 
     def _tails(self) -> str:

@@ -10,6 +10,7 @@ import click
 
 
 def main(once: bool, dry_run: bool, loglevel: str) -> None:
+    """One pass (`once`, `dry_run`: decide and print only), or passes until stopped."""
     from farm.coordinator import broker_state
     from farm.slurm import commands
     from farm.slurm.loop import run_pass, serve_forever

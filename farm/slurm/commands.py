@@ -39,15 +39,15 @@ def available() -> bool:
 
 
 def _run(argv: Sequence[str], stdin: str | None = None,
-         env: Mapping[str, str] | None = None) -> str:
+         env: Mapping[str, str] | None = None, timeout_s: float = TIMEOUT_S) -> str:
     try:
         done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, env=None if env is None else dict(env))
+                              timeout=timeout_s, env=None if env is None else dict(env))
     except FileNotFoundError:
         raise SlurmError(f"{argv[0]} not found: install Slurm's client commands "
                          "(Debian: slurm-client) and set SLURM_CONF if needed") from None
     except subprocess.TimeoutExpired:
-        raise SlurmError(f"{argv[0]} did not answer in {TIMEOUT_S:g} s (is slurmctld up?)"
+        raise SlurmError(f"{argv[0]} did not answer in {timeout_s:g} s (is slurmctld up?)"
                          ) from None
     if done.returncode != 0:
         words = (done.stderr or done.stdout).strip().splitlines()
@@ -66,13 +66,13 @@ def submit(options: Sequence[str], script: str, env: Mapping[str, str]) -> str:
     return job_id
 
 
-def jobs(prefix: str, mine: bool = True) -> list[Job]:
+def jobs(prefix: str, mine: bool = True, timeout_s: float = TIMEOUT_S) -> list[Job]:
     """farm's jobs (name `prefix<queue>`) that wait or run: this user's, or everyone's."""
     argv = ["squeue", "--noheader", f"--format={_FORMAT}"]
     if mine:
         argv.append("--me")
     found = []
-    for line in _run(argv).splitlines():
+    for line in _run(argv, timeout_s=timeout_s).splitlines():
         fields = line.split(_SEP)
         if len(fields) != 6 or not fields[1].startswith(prefix):
             continue

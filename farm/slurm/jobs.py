@@ -33,6 +33,7 @@ def gres_for(slug: str, count: int, settings: SlurmSettings) -> str:
 
 
 def job_name(queue: str, settings: SlurmSettings) -> str:
+    """`<FARM_SLURM_JOB_PREFIX><queue>`: how squeue tells farm's jobs and their queue."""
     return settings.job_prefix + queue
 
 
@@ -62,6 +63,10 @@ def script(queue: str, settings: SlurmSettings) -> str:
     name = f'"{settings.job_prefix}${{SLURM_JOB_ID}}@$(hostname)"'
     return ("#!/bin/sh\n"
             f"# farm worker for queue {queue}, submitted by `farmctl slurm`.\n"
+            "# Celery's process title (\"[celeryd: …]\", spaces in /proc/PID/stat) hides\n"
+            "# the worker from proctrack/linuxproc, which would then never signal it.\n"
+            "NOSETPS=1\n"
+            "export NOSETPS\n"
             "# exec: the worker is the job's process, so Slurm's SIGTERM (scancel,\n"
             "# preemption, time limit) reaches it and it hands its run back.\n"
             f"exec {command} --name {name}\n")

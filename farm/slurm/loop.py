@@ -54,6 +54,7 @@ def read_work(db_url: str, backends: tuple[str, ...]) -> list[QueueWork]:
 
 
 def caps_of(settings: SlurmSettings) -> Caps:
+    """The FARM_SLURM_MAX_GPUS_* caps as the planner takes them."""
     per_model, models = settings.model_caps
     return Caps(per_model=per_model, per_owner=settings.max_gpus_per_owner, models=models)
 

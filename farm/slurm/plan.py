@@ -45,6 +45,7 @@ class QueueWork:
 
     @property
     def queued_total(self) -> int:
+        """Queued runs of every owner."""
         return sum(self.queued.values())
 
 
@@ -69,6 +70,7 @@ class Caps:
     models: Mapping[str, int] = field(default_factory=dict)
 
     def model(self, slug: str) -> int:
+        """The cap of GPU model `slug`."""
         return self.models.get(slug, self.per_model)
 
 
@@ -82,6 +84,8 @@ class Submission:
 
 @dataclass(frozen=True)
 class Plan:
+    """A pass's decision."""
+
     submit: list[Submission]
     cancel: list[str]                   # job ids
     held: list[str]                     # why a queue got fewer jobs than it needs

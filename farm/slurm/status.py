@@ -20,14 +20,17 @@ def job_lines(found: list[Job]) -> list[str]:
                     for r in rows)]
 
 
-def lines_for_status(prefix: str) -> list[str]:
-    """The table for every user's farm jobs, or nothing where Slurm is not installed
-    here; a Slurm that does not answer is one line, never a failed status."""
+STATUS_TIMEOUT_S = 5.0      # `status` must stay quick with slurmctld away
+
+
+def lines_for_status(prefix: str) -> tuple[list[str], str | None]:
+    """The table of every user's farm jobs (none where Slurm is not installed here),
+    and a note for stderr when Slurm does not answer — never a failed status."""
     from farm.slurm import commands
 
     if not commands.available():
-        return []
+        return [], None
     try:
-        return job_lines(commands.jobs(prefix, mine=False))
+        return job_lines(commands.jobs(prefix, mine=False, timeout_s=STATUS_TIMEOUT_S)), None
     except commands.SlurmError as exc:
-        return [f"note: slurm worker jobs unknown: {exc}"]
+        return [], f"note: slurm worker jobs unknown: {exc}"

@@ -103,6 +103,7 @@ def test_a_jobs_request_and_script():
     assert last.startswith("exec /opt/farm/.venv/bin/farmctl worker --idle-exit-s 120 --name ")
     assert '"farm-worker-${SLURM_JOB_ID}@$(hostname)"' in last
     assert "--sim" not in last
+    assert "\nNOSETPS=1\nexport NOSETPS\n" in script     # Slurm's linuxproc finds the worker
     sim = jobs.script("sim.h100-80gb.x2", SlurmSettings(worker_command="python -m farm.cli "
                                                                        "worker"))
     assert shlex.split(sim.splitlines()[-1])[:9] == [
