@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, private_redis, summary, temp_dir  # noqa: F401 (ROOT: sys.path)
+from _common import ROOT, private_redis, summary, temp_dir
 
 
 def queued_at(db_url: str, run_id: str) -> float:
@@ -37,17 +37,41 @@ def queued_at(db_url: str, run_id: str) -> float:
     return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
 
+def one_trial(farm, store, tmp, db_url: str, jobs, trial: int) -> dict[str, float]:
+    """Enqueue a one-run sweep; seconds from due to submitted, job running, run started."""
+    from farm.spec import parse_sweep
+    from farm.sweep import expand
+    from tests.integration.farmproc import wait_for
+    from tests.integration.test_farm import sweep_toml
+
+    text = sweep_toml(f"due-{trial}", '["sim:H100-80GB"]', duration_s=0.3, concurrency="[1]")
+    run_id = expand(parse_sweep(text))[0].run_id
+    (tmp / "due.toml").write_text(text)
+    before = set(jobs())
+    enqueue = farm.start(f"enqueue-{trial}", "enqueue", str(tmp / "due.toml"))
+    job = wait_for(lambda: next(iter(set(jobs()) - before), None), 30, "a job",
+                   interval_s=0.02)
+    submitted = time.time()
+    wait_for(lambda: jobs().get(job) == "RUNNING", 30, "the job to run", interval_s=0.02)
+    running = time.time()
+    wait_for(lambda: store.run_statuses([run_id])[run_id] != "queued", 60, "the run to start",
+             interval_s=0.05)
+    started = time.time()
+    enqueue.wait(timeout=30)
+    due = queued_at(db_url, run_id)
+    wait_for(lambda: job not in jobs(), 60, "the job to end (idle exit)")
+    return {"submitted": submitted - due, "job running": running - due,
+            "run started": started - due}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--period-s", type=float, default=2.0)
     args = parser.parse_args()
 
-    from farm.spec import parse_sweep
     from farm.store import Store
-    from farm.sweep import expand
-    from tests.integration.farmproc import Farm, wait_for
-    from tests.integration.test_farm import sweep_toml
+    from tests.integration.farmproc import Farm
     from tests.slurmcluster import SlurmCluster
 
     with private_redis() as redis, temp_dir() as tmp, \
@@ -72,31 +96,11 @@ def main() -> None:
             time.sleep(3)                           # both up before the first trial
             with Store.open(db_url) as store:
                 for trial in range(args.trials):
-                    text = sweep_toml(f"due-{trial}", '["sim:H100-80GB"]', duration_s=0.3,
-                                      concurrency="[1]")
-                    run_id = expand(parse_sweep(text))[0].run_id
-                    (tmp / "due.toml").write_text(text)
-                    before = set(jobs())
-                    enqueue = farm.start(f"enqueue-{trial}", "enqueue", str(tmp / "due.toml"))
-                    job = wait_for(lambda: next(iter(set(jobs()) - before), None), 30,
-                                   "a job", interval_s=0.02)
-                    submitted = time.time()
-                    wait_for(lambda: jobs().get(job) == "RUNNING", 30, "the job to run",
-                             interval_s=0.02)
-                    running = time.time()
-                    wait_for(lambda: store.run_statuses([run_id])[run_id] != "queued", 60,
-                             "the run to start", interval_s=0.05)
-                    started = time.time()
-                    enqueue.wait(timeout=30)
-                    due = queued_at(db_url, run_id)
-                    rows["submitted"].append(submitted - due)
-                    rows["job running"].append(running - due)
-                    rows["run started"].append(started - due)
-                    print(f"trial {trial}: job {job} submitted "
-                          f"{rows['submitted'][-1]:.2f} s, running {rows['job running'][-1]:.2f}"
-                          f" s, run started {rows['run started'][-1]:.2f} s after due",
-                          flush=True)
-                    wait_for(lambda: job not in jobs(), 60, "the job to end (idle exit)")
+                    for name, value in one_trial(farm, store, tmp, db_url, jobs, trial).items():
+                        rows[name].append(value)
+                    print(f"trial {trial}: " + ", ".join(f"{name} {values[-1]:.2f} s"
+                                                         for name, values in rows.items())
+                          + " after due", flush=True)
         finally:
             farm.stop_all()
     print(f"\n{args.trials} trials, FARM_SLURM_PERIOD_S={args.period_s:g}, seconds after due:")
