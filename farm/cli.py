@@ -347,9 +347,14 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
 def _report_slurm_jobs() -> None:
     """farm's Slurm worker jobs, pending and running (nothing where Slurm is absent)."""
     from farm.slurm.status import lines_for_status
-    from farm_contract.settings import load_slurm_settings
+    from farm_contract.settings import SettingsError, load_slurm_settings
 
-    lines, note = lines_for_status(load_slurm_settings().job_prefix)
+    try:
+        prefix = load_slurm_settings().job_prefix
+    except SettingsError as exc:    # only `farmctl slurm` must stop on a bad FARM_SLURM_*
+        click.echo(f"note: slurm worker jobs not listed: {exc}", err=True)
+        return
+    lines, note = lines_for_status(prefix)
     for line in lines:
         click.echo(line)
     if note:

@@ -38,18 +38,16 @@ def read_work(db_url: str, backends: tuple[str, ...]) -> list[QueueWork]:
     from farm.store import counts
 
     queued: dict[str, dict[str, int]] = {}
-    running: dict[str, int] = {}
+    running: dict[str, dict[str, int]] = {}
     with counts.connect(db_url) as connection:
         rows = counts.queue_work(connection)
     for queue, owner, status, n in rows:
         parsed = parse_queue(queue)
         if parsed is None or parsed[0] not in backends:
             continue
-        if status == "queued":
-            queued.setdefault(queue, {})[owner] = queued.get(queue, {}).get(owner, 0) + n
-        else:
-            running[queue] = running.get(queue, 0) + n
-    return [QueueWork(q, queued.get(q, {}), running.get(q, 0))
+        by_owner = (queued if status == "queued" else running).setdefault(queue, {})
+        by_owner[owner] = by_owner.get(owner, 0) + n
+    return [QueueWork(q, queued.get(q, {}), running.get(q, {}))
             for q in sorted({*queued, *running})]
 
 

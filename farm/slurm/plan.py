@@ -16,8 +16,10 @@ Caps are in GPUs (a job of `….x2` holds two): per GPU model over all its
 queues, and per owner over the jobs submitted for that owner's runs. Jobs are
 handed out one per queue in turn, so queues of one model share its cap; each
 job goes to the owner with waiting runs on that queue who holds the fewest GPUs
-in farm's jobs. The owner only labels the job (and counts against its cap): its
-worker takes whatever run the dispatcher puts on its queue.
+in farm's jobs, and an owner never has more jobs on a queue than runs there (so
+one owner's jobs cannot carry another's runs past that one's cap). The owner
+labels the job and counts against its cap; its worker takes whatever run the
+dispatcher puts on its queue.
 """
 
 from __future__ import annotations
@@ -37,16 +39,20 @@ def parse_queue(queue: str) -> tuple[str, str, int] | None:
 
 @dataclass(frozen=True)
 class QueueWork:
-    """A GPU queue's runs in the store: queued per owner, and running."""
+    """A GPU queue's runs in the store: queued and running, per owner."""
 
     queue: str
     queued: Mapping[str, int]
-    running: int = 0
+    running: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def queued_total(self) -> int:
         """Queued runs of every owner."""
         return sum(self.queued.values())
+
+    def runs_of(self, owner: str) -> int:
+        """The owner's queued and running runs: at most this many jobs for it."""
+        return self.queued.get(owner, 0) + self.running.get(owner, 0)
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,8 @@ def plan(work: Iterable[QueueWork], jobs: Iterable[Job], other_slots: Mapping[st
     for queue in sorted({*work_by_queue, *(j.queue for j in jobs)}):
         w = work_by_queue.get(queue, QueueWork(queue, {}))
         ours = [j for j in jobs if j.queue == queue]
-        need = w.queued_total + w.running - other_slots.get(queue, 0) - len(ours)
+        need = (w.queued_total + sum(w.running.values()) - other_slots.get(queue, 0)
+                - len(ours))
         if need > 0:
             wanted[queue] = min(need, w.queued_total)
         elif need < 0:
@@ -134,7 +141,9 @@ def plan(work: Iterable[QueueWork], jobs: Iterable[Job], other_slots: Mapping[st
             cancel += [j.job_id for j in pending[:-need]]
 
     submit: list[Submission] = []
-    given: dict[tuple[str, str], int] = {}      # (queue, owner) → jobs this pass
+    given: dict[tuple[str, str], int] = {}      # (queue, owner) → farm's jobs, this pass's too
+    for job in jobs:
+        given[(job.queue, job.owner)] = given.get((job.queue, job.owner), 0) + 1
     held: dict[str, str] = {}
     while True:
         progressed = False
@@ -145,12 +154,15 @@ def plan(work: Iterable[QueueWork], jobs: Iterable[Job], other_slots: Mapping[st
                                f"{caps.model(slug)} GPU(s) for {slug} is reached")
                 wanted[queue] = 0
                 continue
-            queued = work_by_queue[queue].queued
-            owners = [o for o, k in queued.items() if k > given.get((queue, o), 0)]
+            w = work_by_queue[queue]
+            # Never more jobs for an owner than its runs there: a job labelled with one
+            # owner would otherwise carry another's runs past that one's cap.
+            owners = [o for o, k in w.queued.items()
+                      if k and w.runs_of(o) > given.get((queue, o), 0)]
             fits = [o for o in owners if owner_gpus.get(o, 0) + n <= caps.per_owner]
             if not fits:
-                held[queue] = (f"{queue}: {wanted[queue]} more job(s) wanted; every owner "
-                               f"with runs there holds its cap of {caps.per_owner} GPU(s)")
+                held[queue] = (f"{queue}: {wanted[queue]} more job(s) wanted; the owners "
+                               f"waiting there hold their cap of {caps.per_owner} GPU(s)")
                 wanted[queue] = 0
                 continue
             owner = min(fits, key=lambda o: (owner_gpus.get(o, 0), o))

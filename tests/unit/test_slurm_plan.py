@@ -29,12 +29,12 @@ def test_a_queue_gets_one_job_per_waiting_run_and_never_more():
 
 
 def test_jobs_and_other_workers_already_there_count():
-    work = [QueueWork(H1, {"alice": 4}, running=2)]     # six runs need a slot
+    work = [QueueWork(H1, {"alice": 4}, running={"alice": 2})]     # six runs need a slot
     # two pending jobs, one running, two slots of a hand-started worker: one more job
     ours = [job("1"), job("2"), job("3", state="running")]
     assert len(plan(work, ours, {H1: 2}, WIDE).submit) == 1
     # a queue with nothing waiting gets nothing, however many slots it lacks for running runs
-    assert plan([QueueWork(H1, {}, running=5)], [], {}, WIDE).submit == []
+    assert plan([QueueWork(H1, {}, running={"alice": 5})], [], {}, WIDE).submit == []
 
 
 def test_pending_jobs_beyond_the_need_are_cancelled_newest_first_running_ones_never():
@@ -63,11 +63,19 @@ def test_the_owner_cap_and_the_owner_with_the_fewest_gpus_first():
     decided = plan(work, ours, {}, Caps(per_model=99, per_owner=2))
     # bob holds nothing: first; then alice (1 GPU) and bob (1 GPU) level, alice by name …
     assert [s.owner for s in decided.submit] == ["bob", "alice", "bob"]
-    assert decided.held == [f"{H1}: 6 more job(s) wanted; every owner with runs there holds "
-                            "its cap of 2 GPU(s)"]
-    # an owner never gets more jobs in a pass than it has runs waiting there
+    assert decided.held == [f"{H1}: 6 more job(s) wanted; the owners waiting there hold "
+                            "their cap of 2 GPU(s)"]
+    # an owner never gets more jobs than it has runs there
     decided = plan([QueueWork(H1, {"alice": 1, "bob": 4})], [], {}, WIDE)
     assert sorted(s.owner for s in decided.submit) == ["alice"] + ["bob"] * 4
+    # … so alice at her cap cannot have her third run carried by a job labelled bob
+    work = [QueueWork(H1, {"alice": 3, "bob": 1})]
+    ours = [job("1", owner="alice"), job("2", owner="bob"), job("3", owner="alice")]
+    decided = plan(work, ours, {}, Caps(per_model=99, per_owner=2))
+    assert decided.submit == [] and len(decided.held) == 1
+    # bob's run started (running) in his job: still one job for one run
+    work = [QueueWork(H1, {"alice": 3}, running={"bob": 1})]
+    assert plan(work, ours, {}, Caps(per_model=99, per_owner=2)).submit == []
 
 
 def test_other_queues_and_names_are_left_alone():
