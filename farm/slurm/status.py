@@ -33,4 +33,10 @@ def lines_for_status(prefix: str) -> tuple[list[str], str | None]:
     try:
         return job_lines(commands.jobs(prefix, mine=False, timeout_s=STATUS_TIMEOUT_S)), None
     except commands.SlurmError as exc:
+        if NO_CONFIGURATION in str(exc):    # Slurm's client installed, no cluster here
+            return [], None
         return [], f"note: slurm worker jobs unknown: {exc}"
+
+
+# squeue's words on a host with the client but no slurm.conf (nor SLURM_CONF, nor DNS SRV).
+NO_CONFIGURATION = "Could not establish a configuration source"
