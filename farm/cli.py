@@ -289,9 +289,12 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, amend: bool
                    "RAPL where readable, else null).")
 @click.option("--probe", is_flag=True,
               help="Print the GPUs found and the queues this worker would serve, as JSON.")
+@click.option("--idle-exit-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Stop (exit 0) after this long without a run: a batch job's worker.")
 @_friendly_errors
 def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
-           loglevel: str, cpu: bool, probe: bool) -> None:
+           loglevel: str, cpu: bool, probe: bool, idle_exit_s: float | None) -> None:
     """Serve the runs meant for this host's GPUs (discovered through NVML)."""
     # Exec the worker program: this CLI process never loads NVML or engine code.
     args = ["--loglevel", loglevel]
@@ -305,6 +308,8 @@ def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
         args.append("--cpu")
     if probe:
         args.append("--probe")
+    if idle_exit_s is not None:
+        args += ["--idle-exit-s", repr(idle_exit_s)]
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "tasks.worker_main", *args])
 
@@ -321,6 +326,19 @@ def recorder(name: str | None, loglevel: str) -> None:
     if code:
         # Celery stopped on an error: say so to systemd/compose (Restart=on-failure).
         sys.exit(code)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--dry-run", is_flag=True, help="One pass that prints its decision and submits "
+                                              "nothing.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@_friendly_errors
+def slurm(once: bool, dry_run: bool, loglevel: str) -> None:
+    """Submit Slurm worker jobs for GPU queues with waiting runs (FARM_SLURM_* settings)."""
+    from farm.slurm.cli import main as slurm_main
+
+    slurm_main(once=once, dry_run=dry_run, loglevel=loglevel)
 
 
 @main.command()
@@ -380,6 +398,7 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
                                 watch=watch, interval_s=interval)
             output.print_owners(counts.owner_counts(connection,
                                                     load_settings().fair_share_window_s))
+            _report_slurm_jobs()
             _report_parked(counts.queue_counts(connection))
             return
         sid = counts.find_sweep_id(connection, sweep)
@@ -393,6 +412,23 @@ def status(sweep: str | None, watch: bool, interval: float) -> None:
                    nl=False)
         queue_counts = counts.queue_counts(connection, sid)
     _report_parked(queue_counts)
+
+
+def _report_slurm_jobs() -> None:
+    """farm's Slurm worker jobs, pending and running (nothing where Slurm is absent)."""
+    from farm.slurm.status import lines_for_status
+    from farm_contract.settings import SettingsError, load_slurm_settings
+
+    try:
+        prefix = load_slurm_settings().job_prefix
+    except SettingsError as exc:    # only `farmctl slurm` must stop on a bad FARM_SLURM_*
+        click.echo(f"note: slurm worker jobs not listed: {exc}", err=True)
+        return
+    lines, note = lines_for_status(prefix)
+    for line in lines:
+        click.echo(line)
+    if note:
+        click.echo(note, err=True)
 
 
 def _report_parked(queue_counts=()) -> None:

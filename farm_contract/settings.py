@@ -250,17 +250,18 @@ def _check_scheme(url: str, schemes: tuple[str, ...], what: str) -> None:
         raise ValueError(f"is not {what} farm can open ({found}; accepted: {accepted})")
 
 
-def _message(exc: ValidationError) -> str:
+def _message(exc: ValidationError, model: type[BaseSettings] | None = None) -> str:
     """The problems of a ValidationError, one line each, in the variables' words."""
+    model = model or Settings
     lines = []
     for error in exc.errors():
         if not error["loc"]:           # the cross-check: its message names both variables
             lines.append(str(error["ctx"]["error"]) if "ctx" in error else error["msg"])
             continue
         where = str(error["loc"][0])            # the variable, or the field given by name
-        field = Settings.model_fields.get(where)
+        field = model.model_fields.get(where)
         if field is None:       # read from the environment: loc is the variable
-            field = next((f for f in Settings.model_fields.values()
+            field = next((f for f in model.model_fields.values()
                           if f.validation_alias == where), None)
         name = field.validation_alias if field is not None else where
         raw = error.get("input")
@@ -315,3 +316,154 @@ def redact(url: str) -> str:
     if ":" in creds:
         creds = creds.split(":", 1)[0] + ":***"
     return f"{scheme}://{creds}@{host}"
+
+
+# ---------------------------------------------------------------- Slurm (farm/slurm)
+# `farmctl slurm` submits worker jobs for GPU queues with waiting runs. Its own
+# block: read only by that command, so a bad value here stops nothing else.
+
+EXAMPLES.update({
+    "FARM_SLURM_GRES_MAP": "h100-80gb=h100,a100-40gb=a100,l4= (empty: --gres=gpu:N)",
+    "FARM_SLURM_CONSTRAINTS": "a100-40gb=a100_40g,h100-80gb=sxm",
+    "FARM_SLURM_MAX_GPUS_PER_MODEL": "8 or 8,h100-80gb=4",
+    "FARM_SLURM_MAX_GPUS_PER_OWNER": "8",
+    "FARM_SLURM_SBATCH_ARGS": "--partition=gpu --account=lab --time=04:00:00",
+    "FARM_SLURM_WORKER_COMMAND": "/opt/farm/.venv/bin/farmctl worker",
+    "FARM_SLURM_IDLE_EXIT_S": "300",
+    "FARM_SLURM_BACKENDS": "gpu",
+    "FARM_SLURM_PERIOD_S": "2",
+    "FARM_SLURM_JOB_PREFIX": "farm-worker-",
+})
+SLURM_BACKENDS = ("gpu", "sim")     # sim: simulated runs on fake GRES GPUs (tests, demos)
+SLURM_KEY_PATTERN = r"^[A-Za-z0-9._-]+$"   # a GPU slug, gres type, feature or cap key
+
+
+def parse_pairs(text: str | None, value_pattern: str = SLURM_KEY_PATTERN,
+                empty_ok: bool = False) -> dict[str, str]:
+    """`key=value,key=value` (spaces allowed around items) → dict; ValueError naming the item."""
+    import re
+
+    pairs: dict[str, str] = {}
+    for raw in (text or "").split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not re.match(SLURM_KEY_PATTERN, key) or not (
+                (empty_ok and value == "") or re.match(value_pattern, value)):
+            raise ValueError(f"has an item {item!r} that is not KEY=VALUE (letters, digits, "
+                             ". _ -)")
+        pairs[key] = value
+    return pairs
+
+
+class SlurmSettings(BaseSettings):
+    """`farmctl slurm`'s settings (FARM_SLURM_*); `load_slurm_settings()` reads them."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      populate_by_name=True, extra="ignore")
+
+    # GPU model slug → Slurm gres type: --gres=gpu:<type>:<n>; an empty type asks for
+    # --gres=gpu:<n>. Unlisted slugs: the slug without its memory suffix (h100-80gb → h100).
+    gres_map: str | None = Field(None, validation_alias="FARM_SLURM_GRES_MAP")
+    # GPU model slug → node feature: --constraint=<feature> (none for unlisted slugs).
+    constraints: str | None = Field(None, validation_alias="FARM_SLURM_CONSTRAINTS")
+    # At most this many GPUs in farm's jobs (pending + running) per GPU model:
+    # `N` for every model, `N,slug=M,…` with exceptions.
+    max_gpus_per_model: str = Field("8", validation_alias="FARM_SLURM_MAX_GPUS_PER_MODEL")
+    # At most this many GPUs in jobs submitted for one sweep owner's waiting runs.
+    max_gpus_per_owner: int = Field(8, ge=0, validation_alias="FARM_SLURM_MAX_GPUS_PER_OWNER")
+    # Further sbatch options, split like a command line (partition, account, time, qos).
+    sbatch_args: str = Field("", validation_alias="FARM_SLURM_SBATCH_ARGS")
+    # The job's worker command, split like a command line; farm adds --name, --idle-exit-s.
+    worker_command: str = Field("farmctl worker", validation_alias="FARM_SLURM_WORKER_COMMAND")
+    # A job's worker stops after this long without a run, giving its GPUs back.
+    idle_exit_s: float = Field(300.0, gt=0, validation_alias="FARM_SLURM_IDLE_EXIT_S")
+    # Queues of these backends get jobs: `gpu`; `sim` too for simulated demos and tests.
+    backends: str = Field("gpu", validation_alias="FARM_SLURM_BACKENDS")
+    # Seconds between two passes of the loop.
+    period_s: float = Field(2.0, gt=0, validation_alias="FARM_SLURM_PERIOD_S")
+    # Job names are <prefix><queue>: how farm finds its jobs in squeue.
+    job_prefix: str = Field("farm-worker-", pattern=r"^[A-Za-z0-9._-]{1,40}$",
+                            validation_alias="FARM_SLURM_JOB_PREFIX")
+
+    def __init__(self, **values: Any):
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise SettingsError(_message(exc, SlurmSettings)) from None
+
+    @field_validator("gres_map")
+    @classmethod
+    def _gres_pairs(cls, text: str | None) -> str | None:
+        parse_pairs(text, empty_ok=True)
+        return text
+
+    @field_validator("constraints")
+    @classmethod
+    def _feature_pairs(cls, text: str | None) -> str | None:
+        # A constraint may combine features: a100&nvlink, a100|h100.
+        parse_pairs(text, value_pattern=r"^[A-Za-z0-9._&|\[\]*:-]+$")
+        return text
+
+    @field_validator("max_gpus_per_model")
+    @classmethod
+    def _caps(cls, text: str) -> str:
+        cls._parse_caps(text)
+        return text
+
+    @field_validator("sbatch_args", "worker_command")
+    @classmethod
+    def _splits(cls, text: str) -> str:
+        import shlex
+
+        shlex.split(text)       # unbalanced quotes: ValueError
+        return text
+
+    @field_validator("backends")
+    @classmethod
+    def _known_backends(cls, text: str) -> str:
+        names = [b.strip() for b in text.split(",") if b.strip()]
+        unknown = [b for b in names if b not in SLURM_BACKENDS]
+        if not names or unknown:
+            raise ValueError(f"names {unknown or 'no backend'}; known: "
+                             f"{', '.join(SLURM_BACKENDS)}")
+        return text
+
+    @staticmethod
+    def _parse_caps(text: str) -> tuple[int, dict[str, int]]:
+        default, overrides = None, {}
+        for item in (i.strip() for i in text.split(",")):
+            if item.isdigit():
+                default = int(item)
+            elif item:
+                for key, value in parse_pairs(item, value_pattern=r"^\d+$").items():
+                    overrides[key] = int(value)
+        if default is None:
+            raise ValueError("needs a number for every model, e.g. 8 or 8,h100-80gb=4")
+        return default, overrides
+
+    @property
+    def gres_types(self) -> dict[str, str]:
+        """FARM_SLURM_GRES_MAP as {slug: gres type}."""
+        return parse_pairs(self.gres_map, empty_ok=True)
+
+    @property
+    def constraint_map(self) -> dict[str, str]:
+        """FARM_SLURM_CONSTRAINTS as {slug: constraint}."""
+        return parse_pairs(self.constraints, value_pattern=r"^[A-Za-z0-9._&|\[\]*:-]+$")
+
+    @property
+    def model_caps(self) -> tuple[int, dict[str, int]]:
+        """(GPUs for every model, {slug: GPUs} exceptions)."""
+        return self._parse_caps(self.max_gpus_per_model)
+
+    @property
+    def backend_list(self) -> tuple[str, ...]:
+        """FARM_SLURM_BACKENDS as a tuple."""
+        return tuple(b.strip() for b in self.backends.split(",") if b.strip())
+
+
+def load_slurm_settings() -> SlurmSettings:
+    """`farmctl slurm`'s settings from the FARM_SLURM_* variables."""
+    return SlurmSettings()

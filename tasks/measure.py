@@ -45,6 +45,7 @@ from tasks import signing
 from tasks.app import EVENT_TASK, MEASURE_TASK, RECORD_TASK, app, run_worker
 from tasks.broker_state import BrokerState, redis_client
 from tasks.delivery import deliver, drain_spool
+from tasks.idle_exit import IdleExit, celery_busy
 from tasks.metrics_http import serve_metrics
 from tasks.progress import ProgressPublisher
 from workers.allocator import GpuAllocator
@@ -392,8 +393,10 @@ def _advertise_loop(ctx: WorkerContext, queues: list[str], stop: threading.Event
     ctx.state.withdraw(ctx.node_name)
 
 
-def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> int:
+def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO",
+          idle_exit_s: float | None = None) -> int:
     """Run a GPU worker: one task thread per GPU, subscribed to this host's queues.
+    With `idle_exit_s`, stop (status 0) after that long without a run (tasks/idle_exit.py).
     Returns Celery's exit status (non-zero when it stopped on an error)."""
     global _ctx
     settings = load_settings()
@@ -433,6 +436,8 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> in
         log.warning("GPU settings: %s", line)
     advertiser.start()
     _ctx.watch.start()
+    if idle_exit_s is not None:
+        IdleExit(idle_exit_s, lambda: celery_busy() or bool(allocator.busy())).start()
     drain_spool(_send_record)
     log.info("worker %s serves %s", node_name, ", ".join(queues))
     try:

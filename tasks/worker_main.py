@@ -30,6 +30,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true")
     # Extra energy sources read beside the GPUs (workers.energy); else FARM_ENERGY_SOURCES.
     parser.add_argument("--energy-source", action="append", default=[], dest="energy_sources")
+    # Stop (status 0) after this long without a run: a batch job's worker (farm/slurm).
+    parser.add_argument("--idle-exit-s", type=float, default=None)
     return parser.parse_args(argv)
 
 
@@ -44,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     from workers.gpu.discovery import open_inventory, summarize
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.idle_exit_s is not None and args.idle_exit_s <= 0:
+        print("Error: --idle-exit-s must be a positive number of seconds", file=sys.stderr)
+        return INVALID_INPUT
     try:
         load_settings()
     except SettingsError as exc:
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kind = "sim" if args.sim else ("cpu" if args.cpu else "gpu")
     return serve(inventory, args.name or f"farm-{kind}-{os.getpid()}@{socket.gethostname()}",
-                 args.loglevel)
+                 args.loglevel, idle_exit_s=args.idle_exit_s)
 
 
 if __name__ == "__main__":

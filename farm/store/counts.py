@@ -203,3 +203,19 @@ def _check_schema(connection: Any) -> None:
     if revision != HEAD_REVISION:
         raise SchemaError(f"the store is at schema revision {revision or 'unknown'}, this farm "
                           f"expects {HEAD_REVISION}: {UPGRADE_HINT}")
+
+
+# -- what `farmctl slurm` (farm/slurm) submits worker jobs for ------------------
+_WORK = ("SELECT r.queue, s.owner, r.status, COUNT(*) FROM runs r "
+         "JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN ('queued', 'running') "
+         "GROUP BY r.queue, s.owner, r.status")
+
+
+def queue_work(connection: Any) -> list[tuple[str, str, str, int]]:
+    """(queue, owner, status, runs) of the queued and running runs: what needs a worker."""
+    cursor = connection.cursor()
+    try:
+        cursor.execute(_WORK)
+        return [(str(q), str(o), str(s), int(n)) for q, o, s, n in cursor.fetchall()]
+    finally:
+        cursor.close()
