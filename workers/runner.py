@@ -60,6 +60,9 @@ EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
 # Told (index, number of load points, kind, value) as each load point begins: the
 # worker side shows a run's progress with it (tasks/measure.py).
 LoadPointCallback = Callable[[int, int, str, float], None]
+# Said with every load point of a model whose weights are random (tinymodel's marker).
+RANDOM_WEIGHTS_NOTE = ("random weights (the model directory's farm-model.json): real GPU "
+                       "work on the model's shape, its text is noise")
 # The worker's memory of each GPU's idle temperature, shared by its runs.
 IDLE_TEMPERATURES = IdleTemperatures()
 # ... and of each GPU's quiet idle power (the quiet-GPU gate's reference).
@@ -133,6 +136,8 @@ class _Run:
                 raise RunAborted("worker shutting down between load points")
             self._tell(index, len(points), kind, value)
             outcome = engine.run_load_point(index, kind, value, self.meter)
+            if self.engine_info is not None and self.engine_info.model_weights == "random":
+                outcome.notes.append(RANDOM_WEIGHTS_NOTE)
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(
                 index, kind, value, outcome, self.meter.window("steady", index), slo))
