@@ -202,6 +202,18 @@ def validate(sweep_file: str, simulate: bool) -> None:
     spec, _ = _load(sweep_file, simulate=simulate)
     runs = expand(spec)
     output.print_plan(spec.name, len(runs), plan(runs), header="valid")
+    for note in _vllm_notes(spec):
+        click.echo(f"note: {note}")
+
+
+def _vllm_notes(spec) -> list[str]:
+    """What a vLLM version the farm knows lacks of an unpinned sweep's arguments."""
+    from farm_contract import vllm_versions
+
+    grid = spec.engine.arg_grid()
+    if spec.engine.kind != "vllm" or "vllm_version" in grid:
+        return []
+    return vllm_versions.portability_notes(set(grid))
 
 
 @main.command()

@@ -92,3 +92,18 @@ def version_mismatch(installed: str, pinned: str) -> str | None:
         return None
     return (f"this worker runs vLLM {installed}; the run pins vllm_version = {pinned!r} "
             "(run it on a worker with that vLLM, or change the pin)")
+
+
+def portability_notes(names: list[str] | set[str]) -> list[str]:
+    """For an unpinned sweep: one line per known version lacking some of `names`, saying
+    that a worker running it refuses those runs (validate can say no more: which vLLM a
+    worker runs is known only there)."""
+    notes = []
+    for s in known_series():
+        version = KNOWN[s][0]
+        missing = lacking(names, version)
+        if missing:
+            notes.append(f"vLLM {version} has no engine argument {', '.join(missing)}: a "
+                         f"worker running {s} refuses these runs (vllm_version = \"{s}\" "
+                         "or another series pins them, and validate checks the pin)")
+    return notes

@@ -61,6 +61,9 @@ EngineFactory = Callable[[RunSpec, list[GpuDevice], threading.Event], Engine]
 # Told (index, number of load points, kind, value) as each load point begins: the
 # worker side shows a run's progress with it (tasks/measure.py).
 LoadPointCallback = Callable[[int, int, str, float], None]
+# Said with every load point of a model whose weights are random (tinymodel's marker).
+RANDOM_WEIGHTS_NOTE = ("random weights (the model directory's farm-model.json): real GPU "
+                       "work on the model's shape, its text is noise")
 # The worker's memory of each GPU's idle temperature, shared by its runs.
 IDLE_TEMPERATURES = IdleTemperatures()
 # ... and of each GPU's quiet idle power (the quiet-GPU gate's reference).
@@ -137,6 +140,8 @@ class _Run:
             self._tell(index, len(points), kind, value)
             self.phases.resume()
             outcome = engine.run_load_point(index, kind, value, self.meter)
+            if self.engine_info is not None and self.engine_info.model_weights == "random":
+                outcome.notes.append(RANDOM_WEIGHTS_NOTE)
             self.phases.pause(f"between load point {index} and {index + 1}")
             self.requests.extend(outcome.requests)
             self.load_points.append(load_point_result(

@@ -158,6 +158,7 @@ def test_a_grouped_query_bf16_model_shaped_like_the_8b_one_loads_and_generates(t
     [lp] = result.load_points
     _assert_exact_requests(lp, result.requests)
     assert result.engine.model_weights == "random"
+    assert any(note.startswith("random weights") for note in lp.notes)
     startup = result.engine.startup
     assert startup is not None and startup.engine_start_s > 0
     assert startup.kv_cache_blocks and startup.kv_block_size_tokens

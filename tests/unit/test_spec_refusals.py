@@ -253,3 +253,14 @@ def test_a_pinned_vllm_version_refuses_the_arguments_it_lacks(tmp_path):
                                               "'max_num_partial_prefills'"):
         parse_args(vllm_args_model(), {"vllm_version": "0.32", "max_num_partial_prefills": 2},
                    "vllm")
+
+
+def test_validate_says_which_known_vllm_lacks_an_unpinned_argument(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(sweep(engine="max_num_active_seqs = 8"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert ("note: vLLM 0.26.0 has no engine argument max_num_active_seqs: a worker running "
+            "0.26 refuses these runs") in result.output
+    path.write_text(sweep(engine="max_num_seqs = 8"))
+    assert "note:" not in CliRunner().invoke(main, ["validate", str(path)]).output
