@@ -41,7 +41,7 @@ def queued_messages(redis, queues: set[str]) -> int:
 
 def in_process(db_url: str, sweep_path: Path, redis) -> dict[str, float]:
     """One enqueue, phase by phase (the same calls as farm.coordinator.enqueue)."""
-    from farm import coordinator
+    from farm import coordinator, sending
     from farm.spec import load_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
@@ -67,7 +67,7 @@ def in_process(db_url: str, sweep_path: Path, redis) -> dict[str, float]:
 
     mark = time.perf_counter()
     coordinator.broker_state().uncancel_sweep(sid)
-    coordinator.send_runs(new)
+    sending.send_runs(new)
     t["send (Celery → Redis)"] = time.perf_counter() - mark
     t["total (parse → sent)"] = time.perf_counter() - start
     t["  of which CPU time of this process"] = time.process_time() - cpu
@@ -105,9 +105,9 @@ def main() -> None:
     if args.unbatched:
         import contextlib
 
-        from farm import coordinator
+        from farm import sending
 
-        coordinator._batched = lambda producer: contextlib.nullcontext()
+        sending._batched = lambda producer: contextlib.nullcontext()
 
     print(f"bench_enqueue: {args.db}, ~{args.runs} runs"
           f"{', unbatched sends' if args.unbatched else ''} — {machine()}")

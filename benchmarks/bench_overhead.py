@@ -5,7 +5,7 @@ A real private Redis, a SQLite store, one real `farmctl recorder` and one real
 as the sim engine allows (batch of 1 prompt, 1 input and 1 output token, no
 warm-up, no idle baseline, a 0.1B model): what remains is the farm.
 
-Latency, runs sent one at a time: send the run (coordinator.send_runs), then
+Latency, runs sent one at a time: send the run (sending.send_runs), then
 poll the store (Store.run_statuses) every --poll-ms until it is succeeded.
     overhead = (detected − sent) − results.duration_s
 duration_s is the worker's own time inside run_one, so the overhead is
@@ -179,7 +179,7 @@ def main() -> None:
     args = parser.parse_args()
     poll_s = args.poll_ms / 1000.0
 
-    from farm import coordinator
+    from farm import sending
     from farm.spec import parse_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
@@ -205,7 +205,7 @@ def main() -> None:
             warm = sweep("bench-warmup", args.warmup)
             start = time.perf_counter()
             for run in warm:
-                coordinator.send_runs([run])
+                sending.send_runs([run])
                 wait_done(store, [run.run_id], 0.05, procs, timeout_s=180)
             print(f"farm up and warm after {time.perf_counter() - start:.1f} s")
 
@@ -214,7 +214,7 @@ def main() -> None:
             for run in sweep("bench-latency", args.runs):
                 sent_at = datetime.now(UTC)
                 sent = time.perf_counter()
-                coordinator.send_runs([run])
+                sending.send_runs([run])
                 send_done = time.perf_counter()
                 seen = wait_done(store, [run.run_id], poll_s, procs)
                 seen_at = sent_at.timestamp() + (seen - sent)
@@ -281,7 +281,7 @@ def main() -> None:
             # --- throughput: all at once
             batch = sweep("bench-throughput", args.runs)
             start = time.perf_counter()
-            coordinator.send_runs(batch)
+            sending.send_runs(batch)
             done = wait_done(store, [r.run_id for r in batch], max(poll_s, 0.01), procs,
                              timeout_s=600)
             wall = done - start

@@ -93,7 +93,7 @@ def consume(app, store, queue: str, stop: threading.Event, finished: dict, lock,
 
 def one_mode(mode: str, url: str, runs_a: int, slots: int, period_s: float,
              b_after_s: float) -> dict:
-    from farm import coordinator
+    from farm import coordinator, sending
     from farm.dispatch import serve_forever
     from farm.spec import parse_sweep
     from farm.store.repository import Store
@@ -122,7 +122,7 @@ def one_mode(mode: str, url: str, runs_a: int, slots: int, period_s: float,
         else:
             sid = store.record_sweep(spec, text, owner=owner)
             new = store.add_runs(sid, expand(spec))
-            coordinator.send_runs(new)
+            sending.send_runs(new)
             store.mark_dispatched([r.run_id for r in new])
         return at
 

@@ -288,40 +288,17 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, amend: bool
 # -------------------------------------------------------------------- services
 
 
-@main.command()
-@click.option("--sim", "sim_specs", multiple=True, metavar="MODEL[xN]",
-              help="Simulated GPUs instead of NVML, e.g. H100-80GBx2. Repeatable.")
-@click.option("--gpus", default=None, metavar="0,1,…",
-              help="Use only these NVML GPU indices.")
-@click.option("--name", default=None,
-              help="Celery node name (default farm-gpu-PID@HOST or farm-sim-PID@HOST).")
-@click.option("--loglevel", default="INFO", show_default=True)
-@click.option("--cpu", is_flag=True,
-              help="Serve runs on the host CPU (sweeps naming gpu = [\"cpu\"]; energy from "
-                   "RAPL where readable, else null).")
-@click.option("--probe", is_flag=True,
-              help="Print the GPUs found and the queues this worker would serve, as JSON.")
-@click.option("--idle-exit-s", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="SECONDS",
-              help="Stop (exit 0) after this long without a run: a batch job's worker.")
+# The worker's options have one parser, tasks/worker_main.py's: click hands them all
+# over untouched (--help included), so the two can never disagree.
+@main.command(add_help_option=False, context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @_friendly_errors
-def worker(sim_specs: tuple[str, ...], gpus: str | None, name: str | None,
-           loglevel: str, cpu: bool, probe: bool, idle_exit_s: float | None) -> None:
-    """Serve the runs meant for this host's GPUs (discovered through NVML)."""
+def worker(args: tuple[str, ...]) -> None:
+    """Serve the runs meant for this host's GPUs (discovered through NVML).
+
+    Its options are parsed by tasks/worker_main.py: `farmctl worker --help` lists them.
+    """
     # Exec the worker program: this CLI process never loads NVML or engine code.
-    args = ["--loglevel", loglevel]
-    for spec in sim_specs:
-        args += ["--sim", spec]
-    if gpus:
-        args += ["--gpus", gpus]
-    if name:
-        args += ["--name", name]
-    if cpu:
-        args.append("--cpu")
-    if probe:
-        args.append("--probe")
-    if idle_exit_s is not None:
-        args += ["--idle-exit-s", repr(idle_exit_s)]
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "tasks.worker_main", *args])
 

@@ -2,7 +2,7 @@
 
 Order matters for "nothing twice": runs are recorded as queued in the store
 before their messages are sent, and only runs the store did not know are sent.
-The dispatcher (farm/dispatch.py) sends them, a bounded number per queue at a
+The dispatcher (farm/dispatch.py) sends them (farm/sending.py), a bounded number per queue at a
 time, by priority and fair share between owners: an enqueue runs one pass at
 once, the recorder's dispatcher feeds the rest as workers take messages. A run
 is marked dispatched only after its message went out; workers and the recorder
@@ -12,23 +12,16 @@ make a re-sent run harmless (done markers, idempotent upsert).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from farm.sending import ProgressFn
 from farm.spec import SweepSpec
 from farm.sweep import expand, plan
 from farm_contract.runspec import RunSpec, sweep_id
 
 if TYPE_CHECKING:      # annotations only: `farmctl status` reaches broker_state without SQL
     from farm.store.repository import Store
-
-ProgressFn = Callable[[int], None]
-# Redis commands per pipeline when sending runs: a message and its task-sent
-# event are two. 1,000 measured at most ~10% faster than 200, within noise
-# (docs/performance.md); a smaller batch leaves less in doubt if Redis fails.
-SEND_BATCH = 200
 
 
 @dataclass
@@ -45,31 +38,6 @@ class EnqueueReport:
     # Messages the dispatcher put on queues during the enqueue (any sweep's: the
     # fairest next runs); None when the recorder's dispatcher held the lease.
     dispatched: Counter[str] | None = None
-
-
-def send_runs(runs: list[RunSpec], progress: ProgressFn | None = None) -> None:
-    """Send each run to its GPU queue with task id = run id, over one connection.
-
-    Publishes go out in Redis pipelines of SEND_BATCH commands (kombu's
-    `Producer.batch`): one round trip per batch instead of one per message and
-    per task-sent event, about 3x faster for a large sweep. A failed flush
-    raises (kombu's BatchPublishError) without retrying; runs whose messages did
-    not go out stay queued in the store, and `farmctl retry --queued` sends them.
-    """
-    from tasks.app import MEASURE_TASK, app
-
-    with app.producer_or_acquire() as producer, _batched(producer):
-        for count, run in enumerate(runs, start=1):
-            app.send_task(MEASURE_TASK, args=[run.to_json()], task_id=run.run_id,
-                          queue=run.hardware.queue, producer=producer)
-            if progress and count % 500 == 0:
-                progress(count)
-
-
-def _batched(producer) -> AbstractContextManager[object]:
-    """kombu >= 5.7 batches publishes on Redis; older kombu sends one by one."""
-    batch = getattr(producer, "batch", None)
-    return batch(SEND_BATCH) if batch is not None else nullcontext()
 
 
 def broker_state():

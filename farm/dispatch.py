@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from farm.reserve import RunEstimates, reserves
+from farm.sending import send_runs
 from farm_contract.runspec import RunSpec
 
 if TYPE_CHECKING:   # annotations only
@@ -113,16 +114,10 @@ def _no_contest() -> Usage:
     return Usage({}, {})
 
 
-def _send_runs(runs: list[RunSpec]) -> None:
-    from farm.coordinator import send_runs
-
-    send_runs(runs)
-
-
 def dispatch_once(store: Store, state: BrokerState, *, depth: int | None = None,
                   window_s: float | None = None, sweep_id: str | None = None,
                   reserve_s: float | None = None, estimates: RunEstimates | None = None,
-                  wait_s: float = 0.0, send: SendFn = _send_runs) -> Counter[str] | None:
+                  wait_s: float = 0.0, send: SendFn = send_runs) -> Counter[str] | None:
     """One pass: top every queue up to its depth from the store; the runs sent per queue.
 
     None when another pass holds the lease for longer than `wait_s` seconds (it

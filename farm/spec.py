@@ -32,9 +32,9 @@ from pydantic import (
 )
 
 from farm.errors import ExitCode, FarmError
-from farm_contract import simmodels
-from farm_contract.engine_args import ErrorDetails, SimArgs, grid_errors, known_names, problem
-from farm_contract.engines import ENGINE_KINDS, EngineKind
+from farm.sweep import iter_runs
+from farm_contract.engine_args import ErrorDetails, grid_errors, known_names, problem
+from farm_contract.engines import ENGINE_KINDS, SIMULATOR, EngineKindName
 from farm_contract.routing import (
     CPU_SLUG,
     UnknownGpuError,
@@ -57,7 +57,6 @@ from farm_contract.runspec import (
     PositiveFloat,
     PositiveInt,
     RateSweep,
-    RunSpec,
     Scalar,
     Strict,
 )
@@ -144,7 +143,7 @@ class EngineSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    kind: EngineKind
+    kind: EngineKindName
 
     @model_validator(mode="after")
     def _check_args(self) -> EngineSpec:
@@ -363,19 +362,10 @@ class SweepSpec(Strict):
     @model_validator(mode="after")
     def _scenarios_fit_engine(self) -> SweepSpec:
         engine = ENGINE_KINDS[self.engine.kind]
-        simulated = {split_backend(g)[0] == "sim" for g in self.hardware.gpu}
-        # One sweep is all simulated or all measured: reports never mix the two.
-        if engine.simulated and simulated != {True}:
-            raise ValueError(f"the {engine.kind} engine runs on simulated GPUs only: name them "
-                             '"sim:MODEL"')
-        if not engine.simulated and True in simulated:
-            sim_kinds = " or ".join(f'"{k}"' for k, e in ENGINE_KINDS.items() if e.simulated)
-            raise ValueError(f"the {engine.kind} engine needs real GPUs; simulated ones "
-                             f'("sim:…") take engine kind {sim_kinds}')
-        for scenario in self.scenario:
-            if scenario.kind not in engine.scenarios:
-                raise ValueError(f"the {engine.kind} engine runs "
-                                 f"{' and '.join(engine.scenarios)} scenarios only")
+        unfit = engine.fit_problem([s.kind for s in self.scenario],
+                                   {split_backend(g)[0] == "sim" for g in self.hardware.gpu})
+        if unfit:
+            raise ValueError(unfit)
         errors = _run_errors(self)
         if errors:
             raise ValidationError.from_exception_data("SweepSpec", errors)
@@ -404,23 +394,14 @@ def _problem(loc: tuple, message: str) -> ErrorDetails:
 
 
 def _run_errors(spec: SweepSpec) -> list[ErrorDetails]:
-    """Checks of the expanded runs that a worker would otherwise fail at engine start:
-    GPUs per run the engine can use, vLLM's parallel degrees against the GPU count,
-    server-only arguments, and for the sim engine the model's size and memory fit."""
-    from farm.sweep import iter_runs  # farm.sweep imports this module
-
+    """Checks of the expanded runs that a worker would otherwise fail at engine start,
+    the engine kind's (`farm_contract.engines.EngineKind`): GPUs per run the engine
+    can use, server-only arguments, each run's GPU layout (vLLM's parallel degrees
+    against the GPU count) and the kind's own check (the sim engine's model fit)."""
     engine = ENGINE_KINDS[spec.engine.kind]
-    errors: list[ErrorDetails] = []
-    limit = engine.max_gpus_per_run
-    if limit is not None and max(spec.hardware.gpus_per_run) > limit:
-        errors.append(_problem(("hardware", "gpus_per_run"),
-                               f"the {engine.kind} engine runs on {limit} GPU per run: "
-                               f"gpus_per_run must be {limit}"))
     batch = [s.label for s in spec.scenario if s.kind == "batch"]
-    for key in sorted(set(spec.engine.arg_grid()) & engine.args.server_only):
-        if batch:
-            errors.append(_problem(("engine", key), f"only the {engine.kind} server takes "
-                                   f"{key}, and scenario {batch[0]!r} is a batch"))
+    errors = [_problem(loc, message) for loc, message in engine.sweep_problems(
+        spec.hardware.gpus_per_run, spec.engine.arg_grid(), batch[0] if batch else None)]
     if errors:
         return errors
     seen: dict[str, set[str]] = {}
@@ -428,53 +409,14 @@ def _run_errors(spec: SweepSpec) -> list[ErrorDetails]:
     for run in iter_runs(spec):
         if run.repetition:
             continue
-        for loc, message in _run_problems(run, model_index):
-            found = seen.setdefault(loc[0], set())
+        for loc, message in engine.run_problems(run):
+            # ("model",) is the run's model: located at its [[model]] entry.
+            where = ("model", model_index[run.model.id]) if loc == ("model",) else loc
+            found = seen.setdefault(where[0], set())
             if message not in found and len(found) < MAX_PROBLEMS_PER_CHECK:
                 found.add(message)
-                errors.append(_problem(loc, message))
+                errors.append(_problem(where, message))
     return errors
-
-
-def _run_problems(run: RunSpec, model_index: dict[str, int]) -> list[tuple[tuple, str]]:
-    """(location, message) of each problem of one run."""
-    args = run.engine.args
-    count = run.hardware.gpu_count
-    if run.engine.kind == "vllm":
-        degrees = {k: args[k] for k in ("pipeline_parallel_size", "data_parallel_size")
-                   if k in args}
-        product = 1
-        for value in degrees.values():
-            product *= int(value)
-        if product < 1:
-            return [(("engine", next(iter(degrees))), "parallel degrees must be positive")]
-        if degrees and ((run.hardware.backend == "cpu" and product != 1) or count % product):
-            named = " × ".join(f"{k} = {v}" for k, v in degrees.items())
-            return [(("engine", next(iter(degrees))),
-                     f"{named} does not divide the run's {count} GPU(s) "
-                     f"(gpus_per_run = {count}): the farm runs vLLM with tensor_parallel_size "
-                     "= GPUs ÷ (pipeline × data parallel)")]
-    if run.engine.kind != "sim":
-        return []
-    where = ("model", model_index[run.model.id])
-    sim = SimArgs.model_validate(args)
-    try:
-        simmodels.params_b_of(run.model)
-        simmodels.dtype_bytes(run.model.dtype, run.hardware.gpu_model)
-        simmodels.check_run(run.model, run.hardware.gpu_model, count,
-                            run.workload.input_tokens, run.workload.output_tokens,
-                            gpu_memory_utilization=sim.gpu_memory_utilization,
-                            max_num_seqs=sim.max_num_seqs)
-    except simmodels.SimOutOfMemory as exc:
-        return [(("hardware", "gpu"),
-                 f"{exc} Every such run fails: leave it out with [[exclude]] model = "
-                 f'"{run.model.id}", gpu = "sim:{run.hardware.gpu_model}", gpus_per_run = '
-                 f"{count}")]
-    except simmodels.SimModelError as exc:
-        if run.workload.input_tokens is None:
-            return [(("workload", "input_tokens"), str(exc))]
-        return [(where, str(exc))]
-    return []
 
 
 # ------------------------------------------------------------- parsing + errors
@@ -670,12 +612,6 @@ def simulated_copy(spec: SweepSpec) -> SweepSpec:
     return simulated_copy_with_notes(spec)[0]
 
 
-# Engine arguments the sim engine takes under its own (vLLM's) name: hf's
-# batch_size is the number of sequences decoded together, which the sim engine
-# models as max_num_seqs; dropping it would turn a batch-size sweep into copies.
-SIM_RENAMES: dict[str, dict[str, str]] = {"hf": {"batch_size": "max_num_seqs"}}
-
-
 def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
                               source: str = "<sweep> (--simulate)",
                               ) -> tuple[SweepSpec, list[str]]:
@@ -700,21 +636,20 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
             "catalogue GPUs): --simulate needs a sweep on GPUs", line)])
     notes: list[str] = []
     carried: dict[str, Any] = {}
-    renamed = SIM_RENAMES.get(spec.engine.kind, {})
-    if spec.engine.kind == "sim":
-        carried = dict(spec.engine.model_extra or {})
-    else:
-        takes = set(SimArgs.model_fields)
-        for key, value in sorted((spec.engine.model_extra or {}).items()):
-            if key in renamed:
-                carried[renamed[key]] = value
-                notes.append(f"--simulate: engine argument {key} = {value!r} carried as "
-                             f"{renamed[key]} (the sequences the sim engine decodes at once)")
-            elif key in takes:
-                carried[key] = value
-            else:
-                notes.append(f"--simulate: engine argument {key} = {value!r} dropped: the sim "
-                             "engine does not model it")
+    # The kind's own mapping (`EngineKind.simulate_as`); the rest by the sim engine's names.
+    mapping = ENGINE_KINDS[spec.engine.kind].simulate_as
+    renamed = {key: sim_name for key, (sim_name, _) in mapping.items()}
+    takes = set(ENGINE_KINDS[SIMULATOR].args.model_fields)
+    for key, value in sorted((spec.engine.model_extra or {}).items()):
+        if key in mapping:
+            carried[renamed[key]] = value
+            notes.append(f"--simulate: engine argument {key} = {value!r} carried as "
+                         f"{renamed[key]} ({mapping[key][1]})")
+        elif key in takes:
+            carried[key] = value
+        else:
+            notes.append(f"--simulate: engine argument {key} = {value!r} dropped: the sim "
+                         "engine does not model it")
     exclude = []
     dropped: dict[str, list[int]] = {}      # the dropped arguments a rule names → rules
     for number, given in enumerate(spec.exclude, start=1):
@@ -743,6 +678,6 @@ def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
                          "model it")
     data["name"] = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
     data["hardware"]["gpu"] = [as_sim(n) for n in spec.hardware.gpu]
-    data["engine"] = {"kind": "sim", **carried}
+    data["engine"] = {"kind": SIMULATOR, **carried}
     data["exclude"] = exclude
     return _validate(data, text, source), notes

@@ -13,10 +13,9 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from farm.errors import InvalidInput
-from farm.spec import BatchScenario, ServerScenario, SweepSpec
 from farm_contract.routing import resolve_gpu, split_backend
 from farm_contract.runspec import (
     BatchLoad,
@@ -27,9 +26,12 @@ from farm_contract.runspec import (
     ServerLoad,
 )
 
+if TYPE_CHECKING:   # farm.spec expands a sweep to check its runs: it imports this module
+    from farm.spec import BatchScenario, ServerScenario, SweepSpec
+
 
 def _scenario_variants(scenario: ServerScenario | BatchScenario) -> list[ServerLoad | BatchLoad]:
-    if isinstance(scenario, BatchScenario):
+    if scenario.kind == "batch":
         return [
             BatchLoad(kind="batch", name=scenario.label, num_prompts=n,
                       warmup_prompts=scenario.warmup_prompts)

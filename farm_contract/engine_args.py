@@ -387,8 +387,3 @@ def did_you_mean(model: type[EngineArgs], key: str) -> str:
     hint = difflib.get_close_matches(key, known_names(model), n=1)
     return f" (did you mean {hint[0]!r}?)" if hint else ""
 
-
-@cache
-def sim_carries() -> frozenset[str]:
-    """The arguments `--simulate` keeps: those the sim engine takes (named as vLLM's)."""
-    return frozenset(SimArgs.model_fields)

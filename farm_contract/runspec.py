@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from farm_contract.engines import EngineKind
+from farm_contract.engines import EngineKindName, engine_kind
 from farm_contract.routing import queue_for
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
@@ -178,7 +178,7 @@ class RunHardware(Strict):
 class RunEngine(Strict):
     """The engine kind that serves the run, with the arguments passed to it."""
 
-    kind: EngineKind
+    kind: EngineKindName
     args: dict[str, Scalar] = {}
 
 
@@ -323,7 +323,7 @@ class RunSpec(Strict):
     @property
     def simulated(self) -> bool:
         """Whether the run's GPUs or its engine are simulated (its figures are not measurements)."""
-        return self.hardware.backend == "sim" or self.engine.kind == "sim"
+        return self.hardware.backend == "sim" or engine_kind(self.engine.kind).simulated
 
 
 def sweep_id(name: str) -> str:

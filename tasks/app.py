@@ -13,6 +13,10 @@ from celery import Celery
 from farm_contract.routing import RECORD_QUEUE
 from farm_contract.settings import Settings, load_settings
 
+# Imported, not only named, so the import contracts see the transport and the
+# consumer Celery loads by their "module:Class" names.
+from tasks import consumer, transport
+
 MEASURE_TASK = "farm.measure"
 RECORD_TASK = "farm.record"
 EVENT_TASK = "farm.run_event"
@@ -55,7 +59,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_create_missing_queues=True,
         enable_utc=True,
         # A message no registered task takes is parked in farm:unreadable, not dropped.
-        worker_consumer="tasks.consumer:Consumer",
+        worker_consumer=f"{consumer.__name__}:{consumer.Consumer.__name__}",
     )
     # Celery 5.5+: retry a run whose pool child died, bounded by max_retries.
     app.conf["task_retry_on_worker_lost"] = True
@@ -72,7 +76,7 @@ def configure(app: Celery, settings: Settings) -> None:
         app.conf.broker_url = PARKING_ALIAS + settings.broker_url[len("redis"):]
 
 
-PARKING_TRANSPORT = "tasks.transport:Transport"
+PARKING_TRANSPORT = f"{transport.__name__}:{transport.Transport.__name__}"
 PARKING_ALIAS = "farm-redis"
 
 

@@ -20,18 +20,33 @@ INVALID_INPUT = 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The `farmctl worker` command line (--sim, --gpus, --name, --cpu, --probe, ...)."""
-    parser = argparse.ArgumentParser(prog="farmctl worker")
-    parser.add_argument("--sim", action="append", default=[])
-    parser.add_argument("--gpus", default=None)
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument("--probe", action="store_true")
-    parser.add_argument("--cpu", action="store_true")
+    """The `farmctl worker` command line: its one parser (farm/cli.py passes every
+    argument through). Bad usage exits 2, as click's does."""
+    parser = argparse.ArgumentParser(
+        prog="farmctl worker",
+        description="Serve the runs meant for this host's GPUs (discovered through NVML).")
+    parser.add_argument("--sim", action="append", default=[], metavar="MODEL[xN]",
+                        help="simulated GPUs instead of NVML, e.g. H100-80GBx2; repeatable")
+    parser.add_argument("--gpus", default=None, metavar="0,1,…",
+                        help="use only these GPU indices")
+    parser.add_argument("--name", default=None,
+                        help="Celery node name (default farm-gpu-PID@HOST or farm-sim-PID@HOST)")
+    parser.add_argument("--loglevel", default="INFO", help="default: INFO")
+    parser.add_argument("--cpu", action="store_true",
+                        help='serve runs on the host CPU (sweeps naming gpu = ["cpu"]; energy '
+                             "from RAPL where readable, else null)")
+    parser.add_argument("--probe", action="store_true",
+                        help="print the GPUs found and the queues this worker would serve, "
+                             "as JSON, and exit")
     # Extra energy sources read beside the GPUs (workers.energy); else FARM_ENERGY_SOURCES.
-    parser.add_argument("--energy-source", action="append", default=[], dest="energy_sources")
+    parser.add_argument("--energy-source", action="append", default=[], dest="energy_sources",
+                        metavar="KIND[:key=value;…]",
+                        help="an energy source read beside the GPUs (workers/energy/), e.g. "
+                             "rapl; repeatable; default: FARM_ENERGY_SOURCES")
     # Stop (status 0) after this long without a run: a batch job's worker (farm/slurm).
-    parser.add_argument("--idle-exit-s", type=float, default=None)
+    parser.add_argument("--idle-exit-s", type=float, default=None, metavar="SECONDS",
+                        help="stop (exit 0) after this long without a run: a batch job's "
+                             "worker")
     return parser.parse_args(argv)
 
 

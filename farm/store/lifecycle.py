@@ -27,6 +27,7 @@ from farm.store.mapping import (
 from farm.store.models import (
     utcnow,
 )
+from farm_contract.engines import engine_kind
 from farm_contract.records import (
     RunEvent,
 )
@@ -225,7 +226,7 @@ class RunLifecycle(StoreBase):
 
 def _sweep_simulated(spec: SweepSpec) -> bool:
     """True when any of its runs is simulated, so the sweep is never shown as all-measured."""
-    return spec.engine.kind == "sim" or any(
+    return engine_kind(spec.engine.kind).simulated or any(
         split_backend(gpu)[0] == "sim" for gpu in spec.hardware.gpu)
 
 

@@ -105,6 +105,23 @@ def test_worker_probe_with_simulated_gpus():
     assert len({g["uuid"] for g in probe["gpus"]}) == 3
 
 
+def test_the_worker_command_has_one_parser_and_every_documented_option():
+    # farmctl passes every argument to tasks/worker_main.py's parser: the options
+    # docs/cli.md and docs/measurement.md name all reach it.
+    helped = farmctl("worker", "--help")
+    assert helped.returncode == 0, helped.stderr
+    for option in ("--sim", "--gpus", "--name", "--loglevel", "--cpu", "--probe",
+                   "--energy-source"):
+        assert option in helped.stdout
+    proc = farmctl("worker", "--probe", "--sim", "H100", "--energy-source", "rapl")
+    assert proc.returncode == 0, proc.stderr
+    assert [s["kind"] for s in json.loads(proc.stdout)["energy_sources"]] == ["rapl"]
+    bad = farmctl("worker", "--probe", "--sim", "H100", "--energy-source", "bogus")
+    assert bad.returncode == ExitCode.INVALID_INPUT and "unknown energy source kind" in bad.stderr
+    unknown = farmctl("worker", "--colour")
+    assert unknown.returncode == ExitCode.INVALID_INPUT and "--colour" in unknown.stderr
+
+
 def test_bad_sim_spec_is_an_input_error():
     proc = farmctl("worker", "--probe", "--sim", "Voodoo5")
     assert proc.returncode == ExitCode.INVALID_INPUT and "Voodoo5" in proc.stderr

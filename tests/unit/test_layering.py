@@ -46,3 +46,50 @@ def test_the_allowlist_contract_follows_indirect_chains(tmp_path):
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "yaml is not allowed: front -> middle.helper -> yaml" in proc.stdout
     assert "json" not in proc.stdout.split("Broken contracts")[-1]
+
+
+def _cycles(graph) -> list[list[str]]:
+    """The import graph's strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for target in graph.find_modules_directly_imported_by(module):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in on_stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+    for module in sorted(graph.modules):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_back_at_run_time():
+    """Floors, not loops: no chain of run-time imports among the project's modules
+    (farm/ first of all) comes back to where it started. Imports under
+    TYPE_CHECKING are annotations only and are left out."""
+    import grimp
+
+    graph = grimp.build_graph("farm", "farm_contract", "workers", "tasks",
+                              exclude_type_checking_imports=True)
+    assert _cycles(graph) == []

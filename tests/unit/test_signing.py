@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-import tasks.record as record
+import farm.recorder as recording
 from farm_contract.records import RunResult
 from farm_contract.settings import SettingsError
 from tasks import signing
@@ -25,11 +25,11 @@ def recorder(tmp_path, monkeypatch):
     keys.write_text(f"# host key\nnode1 {KEY_A}\n\ngpu-b {KEY_B}   # rotated 2026-12\n")
     monkeypatch.setenv("FARM_SIGNING_KEYS", str(keys))
     stored, parked = [], []
-    monkeypatch.setattr(record, "_park", lambda payload, error: parked.append((payload, error)))
-    monkeypatch.setattr(record, "_forget_done", lambda run_id: parked.append(("done", run_id)))
+    monkeypatch.setattr(recording, "park", lambda payload, error: parked.append((payload, error)))
+    monkeypatch.setattr(recording, "forget_done", lambda run_id: parked.append(("done", run_id)))
 
     def apply(payload: str, signature) -> str:
-        return record._apply(RunResult, payload, lambda r: stored.append(r) or "stored",
+        return recording.apply(RunResult, payload, lambda r: stored.append(r) or "stored",
                              signature)
     return apply, stored, parked
 
@@ -83,7 +83,7 @@ def test_a_forged_or_unsigned_result_is_parked_never_stored(recorder, case, reas
 def test_without_a_keyring_unsigned_results_are_stored(monkeypatch):
     monkeypatch.delenv("FARM_SIGNING_KEYS", raising=False)
     payload = make_result("run-1").model_dump_json()
-    assert record._apply(RunResult, payload, lambda r: "stored", None) == "stored"
+    assert recording.apply(RunResult, payload, lambda r: "stored", None) == "stored"
 
 
 def test_a_rotated_host_verifies_with_either_key_and_the_file_is_read_again(recorder, tmp_path):

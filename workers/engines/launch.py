@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from farm_contract import vllm_versions
+from farm_contract.engines import engine_kind
+from farm_contract.layouts import LayoutError
 from farm_contract.runspec import RunSpec
 from workers.engines.base import engine_args
 from workers.errors import EngineError
@@ -71,23 +73,51 @@ def vllm_settings(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, Any]:
     The sweep's arguments are read through the contract's model of vLLM's
     (`farm_contract.engine_args`, the one `farmctl validate` checked): the keys
     set here (model, tensor_parallel_size, seed) are refused there. The run's
-    GPUs are tensor_parallel_size × pipeline_parallel_size × data_parallel_size.
+    GPUs are tensor_parallel_size × pipeline_parallel_size × data_parallel_size
+    (vLLM's layout in farm_contract.engines).
     """
     parsed = engine_args(run)
     args = parsed.vllm_arguments()  # type: ignore[attr-defined]
     check_vllm_version(args, parsed.vllm_version,  # type: ignore[attr-defined]
                        installed_vllm_version())
     settings = model_settings(run)
-    if device_backend(gpus) == "gpu":
-        others = args.get("pipeline_parallel_size", 1) * args.get("data_parallel_size", 1)
-        if others < 1 or len(gpus) % others:
-            raise EngineError(f"pipeline × data parallel = {others} does not divide the "
-                              f"run's {len(gpus)} GPU(s)")
-        settings["tensor_parallel_size"] = len(gpus) // others
+    device_backend(gpus)            # a real engine: refused on simulated GPUs
+    settings.update(layout(run, gpus))
     settings["seed"] = run.workload.seed
     # In the sweep's order (the server's flags follow it).
     settings.update({k: args[k] for k in run.engine.args if k in args})
     return settings
+
+
+def layout(run: RunSpec, gpus: list[GpuDevice]) -> dict[str, int]:
+    """The parallel degrees `run`'s engine kind sets so that it uses every one of
+    `gpus` (its `layout` in farm_contract.engines: vLLM's tensor_parallel_size);
+    an EngineError when it cannot, since the meter sums them all."""
+    backends = {g.info.backend for g in gpus}
+    backend = backends.pop() if len(backends) == 1 else "gpu"
+    try:
+        return engine_kind(run.engine.kind).layout.degrees(run.engine.args, len(gpus), backend)
+    except LayoutError as exc:
+        raise EngineError(f"{run.engine.kind} engine: {exc}") from None
+
+
+def with_layout(argv: list[str], degrees: Mapping[str, int]) -> list[str]:
+    """A server's command line with each layout degree as a flag (`tensor_parallel_size`
+    → `--tensor-parallel-size 2`): added where the command does not give it, an
+    EngineError where it gives another value. So a server engine whose command
+    forgets its parallel degree still runs on all of the run's GPUs."""
+    out = list(argv)
+    for name, value in degrees.items():
+        flag = "--" + name.replace("_", "-")
+        given = [out[i + 1] for i, word in enumerate(out[:-1]) if word == flag]
+        given += [word.split("=", 1)[1] for word in out if word.startswith(flag + "=")]
+        if not given:
+            out += [flag, str(value)]
+        elif any(word != str(value) for word in given):
+            raise EngineError(f"the server's command line sets {flag} {', '.join(given)}, "
+                              f"but the run has {value} for it (gpus_per_run): the meter "
+                              "sums every GPU of the run")
+    return out
 
 
 def installed_vllm_version() -> str | None:

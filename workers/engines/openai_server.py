@@ -49,7 +49,7 @@ from workers.engines.base import (
     LoadPointOutcome,
     WindowMeter,
 )
-from workers.engines.launch import device_backend, engine_env
+from workers.engines.launch import device_backend, engine_env, layout, with_layout
 from workers.engines.process import EngineProcess, free_loopback_port, wait_until
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
@@ -252,7 +252,9 @@ class OpenAIServerEngine(OpenAIEngine):
 
         require_ready(self.run)     # a missing package or model path, said plainly
         self.port = free_loopback_port()
-        self.process = EngineProcess(self.command(self.port), env=self.environment(),
+        # The kind's GPU layout on the command line: the meter sums every GPU of the run.
+        argv = with_layout(self.command(self.port), layout(self.run, self.gpus))
+        self.process = EngineProcess(argv, env=self.environment(),
                                      name=self.display_name)
         self.process.start()
         wait_until(self.healthy, deadline_s=deadline_s, process=self.process,

