@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from farm_contract.exitcodes import ExitCode
+
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DB_URL = "sqlite:///farm.db"
 
@@ -32,9 +34,8 @@ BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 class SettingsError(ValueError):
     """A FARM_* variable with a value farm cannot use."""
 
-    # farmctl's INVALID_INPUT (farm.errors.ExitCode): the contract imports nothing
-    # of the project, so the code is set here and farm/cli.py maps the class.
-    exit_code = 2
+    # The contract's root cannot be farm.errors.FarmError: farm/cli.py maps the class.
+    exit_code = ExitCode.INVALID_INPUT
 
 
 # Each field's variable and an example of a good value, for the messages.

@@ -521,9 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     current = with_current_tables(text)
     if check:
         print(f"{path}: {'up to date' if current == text else 'column tables differ'}")
-        return 0 if current == text else 1
+        return ExitCode.OK if current == text else ExitCode.RUNS_FAILED
     path.write_text(current, encoding="utf-8")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -85,13 +85,16 @@ def test_the_cli_matches_no_class_names():
     assert not compared and len(names) <= 1
 
 
-def test_exit_code_lives_in_the_dependency_free_module():
-    source = (ROOT / "farm" / "errors.py").read_text()
-    imports = [node for node in ast.walk(ast.parse(source))
+def _imported(path) -> set[str]:
+    imports = [node for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.Import | ast.ImportFrom)]
-    modules = {(node.module if isinstance(node, ast.ImportFrom) else node.names[0].name)
-               for node in imports}
-    assert modules <= {"__future__", "enum"}
+    return {(node.module if isinstance(node, ast.ImportFrom) else node.names[0].name)
+            for node in imports}
+
+
+def test_exit_code_lives_in_the_dependency_free_module():
+    assert _imported(ROOT / "farm_contract" / "exitcodes.py") <= {"__future__", "enum"}
+    assert _imported(ROOT / "farm" / "errors.py") <= {"__future__", "farm_contract.exitcodes"}
     assert "from farm.cli" not in (ROOT / "farm" / "local.py").read_text()
 
 
