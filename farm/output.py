@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from farm_contract.runspec import TUNING_FIELDS
+from farm_contract.statuses import RUN_STATUSES, TERMINAL_STATUSES
 
 SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
 
@@ -76,7 +77,6 @@ def print_enqueue(name: str, report) -> None:
     _console().print(table)
 
 
-STATUS_ORDER = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def _status_table(rows, first: str):
@@ -85,15 +85,15 @@ def _status_table(rows, first: str):
         grid.setdefault(key, Counter())[status] += count
     table = _table()
     table.add_column(first)
-    for status in STATUS_ORDER:
+    for status in RUN_STATUSES:
         table.add_column(status, justify="right")
     table.add_column("done", justify="right")
     unfinished = 0
     for key, counts in sorted(grid.items()):
         total = sum(counts.values())
-        finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled"))
+        finished = sum(counts[s] for s in TERMINAL_STATUSES)
         unfinished += total - finished
-        table.add_row(key, *[str(counts.get(s, 0)) for s in STATUS_ORDER],
+        table.add_row(key, *[str(counts.get(s, 0)) for s in RUN_STATUSES],
                       f"{100 * finished / total:.0f}%" if total else "—")
     return table, unfinished, bool(grid)
 

@@ -9,7 +9,6 @@ the run's own monotonic origin; wall-clock instants are UTC datetimes.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,20 +22,6 @@ RESULT_SCHEMA_VERSION = 1
 class Record(BaseModel):
     """Base of the contract's records: unknown fields are an error."""
     model_config = ConfigDict(extra="forbid")
-
-
-class RunStatus(str, Enum):
-    """Where a run stands: queued, running, or one of the terminal statuses."""
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the run is over: succeeded, failed or cancelled."""
-        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
 class GpuInfo(Record):
