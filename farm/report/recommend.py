@@ -208,7 +208,7 @@ class Excluded:
 
 
 @dataclass
-class Workload:
+class BinRanking:
     """The ranking within one token bin and decoding."""
 
     input_tokens: int | None
@@ -274,7 +274,7 @@ class Recommendation:
     rate_rps: float | None
     draws: int
     seed: int
-    workloads: list[Workload]
+    workloads: list[BinRanking]
     notes: list[str]
 
     @property
@@ -408,7 +408,7 @@ def _config_label(p: RunPoint) -> str:
 
 def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
                    simulated: bool, attainment: Recount | None,
-                   draws: int, seed: int) -> Workload:
+                   draws: int, seed: int) -> BinRanking:
     head = points[0]
     excluded: list[Excluded] = []
     # Repetitions a configuration should have: its run's repetitions, failed ones included.
@@ -464,7 +464,7 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
     if not candidates and latency_misses:
         closest = min(latency_misses, key=lambda e: max(e.ttft_p90_ms / limits.ttft_ms,
                                                         e.tpot_p90_ms / limits.tpot_ms))
-    return Workload(head.input_tokens, head.output_tokens, head.decoding, candidates,
+    return BinRanking(head.input_tokens, head.output_tokens, head.decoding, candidates,
                     excluded, unmeasured.failed, closest, uncertainty, unmeasured,
                     by_probability)
 
@@ -757,7 +757,7 @@ def _percent(fraction: float) -> str:
     return "99.9" if text == "100.0" and fraction < 1 else text
 
 
-def _workload_caption(w: Workload, rec: Recommendation) -> str:
+def _workload_caption(w: BinRanking, rec: Recommendation) -> str:
     lines = []
     if w.ranking:
         best = w.best_per_gpu()

@@ -31,7 +31,7 @@ FIGURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
 
 
 @dataclass(frozen=True)
-class Column:
+class PageColumn:
     """A column of the table: its header, its unit ("" for none) and whether it is text
     (left-aligned, may wrap anywhere) or a number (right-aligned, never wraps unless
     `wraps`: a setting followed by its read-back, "1200 (read 1215)")."""
@@ -42,12 +42,13 @@ class Column:
     wraps: bool = False
 
 
-COLUMNS: tuple[Column, ...] = (
-    Column("model"), Column("GPU"), Column("power limit", "W", False, wraps=True),
-    Column("SM clock", "MHz", False, wraps=True), Column("engine"), Column("scenario"),
-    Column("load"), Column("input", "tokens", False), Column("output", "tokens", False),
-    Column("decoding"), Column("rep", "", False), Column("status"),
-    *(Column(h, u, False) for h, u, _ in FIGURE_COLUMNS), Column("verdict"), Column("run"),
+COLUMNS: tuple[PageColumn, ...] = (
+    PageColumn("model"), PageColumn("GPU"), PageColumn("power limit", "W", False, wraps=True),
+    PageColumn("SM clock", "MHz", False, wraps=True), PageColumn("engine"), PageColumn("scenario"),
+    PageColumn("load"), PageColumn("input", "tokens", False), PageColumn("output", "tokens", False),
+    PageColumn("decoding"), PageColumn("rep", "", False), PageColumn("status"),
+    *(PageColumn(h, u, False) for h, u, _ in FIGURE_COLUMNS), PageColumn("verdict"),
+    PageColumn("run"),
 )
 HEADERS: tuple[str, ...] = tuple(c.header for c in COLUMNS)
 # Columns shown only where some point needs them — the GPU tuning of a sweep that
@@ -119,7 +120,7 @@ def rows(points: Sequence[RunPoint]) -> list[tuple[list[str], Verdict]]:
     return [row(p) for p in points]
 
 
-def table(points: Sequence[RunPoint]) -> tuple[list[Column], list[tuple[list[str], Verdict]]]:
+def table(points: Sequence[RunPoint]) -> tuple[list[PageColumn], list[tuple[list[str], Verdict]]]:
     """The columns the table shows for `points` (OPTIONAL ones where a point needs
     them) and each point's cells in those columns with its verdict."""
     keep = [i for i, c in enumerate(COLUMNS)
