@@ -29,7 +29,7 @@ def _hand_units(header: str) -> set[str]:
     """Units a header names that no figure's declared header accounts for."""
     rest = header
     for column in FIGURES.values():
-        rest = rest.replace(column.header, "")
+        rest = re.sub(rf"(^|\s){re.escape(column.header)}($|\s)", " ", rest)
     return {unit for unit in UNITS | {"tok/s", "J/token"}
             if re.search(rf"(^|\s){re.escape(unit)}($|\s)", rest)}
 
