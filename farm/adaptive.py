@@ -39,8 +39,8 @@ from farm.report.stats import Estimate, estimate, half_width_pct
 from farm.spec import CI_FIGURES, Repetitions
 from farm.store.repetitions import RepetitionFigures
 from farm_contract.runspec import RunSpec
+from farm_contract.statuses import PENDING_STATUSES
 
-PENDING = ("queued", "running")
 VERDICTS = ("waiting", "met", "max", "no usable run", "no value", "cancelled", "more")
 
 
@@ -109,7 +109,7 @@ def decide(policy: Repetitions, reps: Iterable[RepetitionFigures]) -> Decision:
         first = next(r.points[i] for r in usable if i in r.points)
         points.append(PointCi(i, first.kind, first.value, estimate(
             getattr(r.points[i], policy.column) for r in usable if i in r.points)))
-    pending = sum(r.status in PENDING for r in reps)
+    pending = sum(r.status in PENDING_STATUSES for r in reps)
     base = dict(runs=len(reps), usable=len(usable), pending=pending, points=tuple(points),
                 next_repetition=max((r.repetition for r in reps), default=-1) + 1,
                 target_pct=policy.ci_half_width_pct, max_runs=policy.max,

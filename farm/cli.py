@@ -39,11 +39,22 @@ def _friendly_errors(fn):
         except (click.ClickException, click.exceptions.Exit, KeyboardInterrupt):
             raise
         except Exception as exc:
-            if os.environ.get("FARM_DEBUG"):
+            if _debug():
                 raise
             raise FarmCliError(*_describe(exc)) from None
 
     return wrapper
+
+
+def _debug() -> bool:
+    """FARM_DEBUG set: an unexpected error keeps its traceback (also when the
+    variable itself is unreadable: the traceback is what helps then)."""
+    from farm_contract.settings import SettingsError, setting
+
+    try:
+        return bool(setting("debug"))
+    except SettingsError:
+        return True
 
 
 def _outside_root() -> tuple[type[Exception], ...]:
@@ -165,9 +176,7 @@ class _FarmGroup(click.Group):
         from farm_contract.settings import Settings, environment_help
 
         with formatter.section("Environment"):
-            formatter.write_dl([*environment_help(Settings),
-                                ("FARM_DEBUG", "set to 1: show the traceback of an "
-                                               "unexpected error")])
+            formatter.write_dl(environment_help(Settings))
         formatter.write_paragraph()
         formatter.write_text("An empty variable means its default; docs/deployment.md"
                              "#settings says what each one does.")

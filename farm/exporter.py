@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from farm.store import counts, ledger
 from farm_contract.settings import Settings
+from farm_contract.statuses import PENDING_STATUSES, RUN_STATUSES
 from tasks.broker_state import BrokerState, redis_client
 from tasks.metrics_http import serve_metrics
 
@@ -84,7 +85,7 @@ class RecorderCollector(Collector):
             return [up]
         up.add_metric([], 1)
         self._queues = {queue for queue, status, n in queues
-                        if status in ("queued", "running") and n}
+                        if status in PENDING_STATUSES and n}
         return [up, *_owner_families(owners, self.window_s), _queue_runs(queues),
                 *_ledger_families(rows)]
 
@@ -161,7 +162,7 @@ def _owner_families(owners: list[dict[str, Any]], window_s: float) -> list[Metri
                               f"used in the fair-share window (last {window_s:g} s).",
                               labels=["owner"])
     for row in owners:
-        for status in counts.RUN_STATUSES:
+        for status in RUN_STATUSES:
             runs.add_metric([row["owner"], status], row[status])
         waiting.add_metric([row["owner"]], row["waiting"])
         share.add_metric([row["owner"]], row["gpu_hours"] * 3600)

@@ -32,10 +32,10 @@ from farm.sweep import expand
 from farm_contract.routing import CPU_SLUG, parse_host_spec, queue_for, queues_for_host
 from farm_contract.runspec import RunSpec, sweep_id
 from farm_contract.settings import load_settings, redact
+from farm_contract.statuses import TERMINAL_STATUSES
 
 POLL_S = 0.25
 STOP_TIMEOUT_S = 40.0
-TERMINAL = ("succeeded", "failed", "cancelled")
 # A running run's load point is shown once it has run this long (shorter ones
 # would only flicker past).
 SHOW_LOAD_POINT_AFTER_S = 3.0
@@ -304,7 +304,7 @@ def _stop_interrupted(children: Children, store, sid: str | None,
                 worker=WorkerInfo(name=row["worker"] or "", host="", pid=0), at=now,
                 detail="interrupted: farmctl run was stopped by Ctrl-C before the run ended"))
     statuses = store.run_statuses(list(ids))
-    return sum(1 for i in ids if statuses.get(i) not in TERMINAL)
+    return sum(1 for i in ids if statuses.get(i) not in TERMINAL_STATUSES)
 
 
 def _drain_recorder(children: Children, timeout_s: float = 30.0) -> None:
@@ -374,7 +374,7 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
         while True:
             children.check_alive()
             statuses = store.run_statuses(ids)
-            if (all(statuses.get(i) in TERMINAL for i in ids)
+            if (all(statuses.get(i) in TERMINAL_STATUSES for i in ids)
                     and not _take_more(store, sid, queues, ids, by_queue)):
                 return ids
             time.sleep(POLL_S)
@@ -407,7 +407,7 @@ def _wait(store, runs: list[RunSpec], children: Children, progress: bool,
             for queue in by_queue:
                 done, detail = tracker.update(queue, statuses, where, now)
                 bars.update(tasks[queue], completed=done, detail=detail)
-            if all(statuses.get(i) in TERMINAL for i in ids):
+            if all(statuses.get(i) in TERMINAL_STATUSES for i in ids):
                 more = _take_more(store, sid, queues, ids, by_queue)
                 if not more:
                     return ids
@@ -436,7 +436,7 @@ class ProgressTracker:
         self.by_queue = by_queue
         self.started = started
         # Runs finished before this wait (an earlier run) say nothing about the pace.
-        self.done_before = {q: sum(statuses.get(i) in TERMINAL for i in members)
+        self.done_before = {q: sum(statuses.get(i) in TERMINAL_STATUSES for i in members)
                             for q, members in by_queue.items()}
         self.running_since: dict[str, float] = {}
         self.last_end: dict[str, tuple[int, float]] = {}    # queue → (done, when)
@@ -460,7 +460,7 @@ class ProgressTracker:
         """(runs finished, the detail text) for the queue's bar."""
         members = self.by_queue[queue]
         counts = Counter(statuses.get(i, "queued") for i in members)
-        done = sum(counts[s] for s in TERMINAL)
+        done = sum(counts[s] for s in TERMINAL_STATUSES)
         points = []
         for run_id in members:
             if statuses.get(run_id) != "running":

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from farm_contract.runspec import TUNING_FIELDS
+from farm_contract.statuses import RUN_STATUSES, TERMINAL_STATUSES
 
 SIM_BANNER = "SIMULATED — figures come from the farm's performance model, not from hardware"
 
@@ -76,7 +77,6 @@ def print_enqueue(name: str, report) -> None:
     _console().print(table)
 
 
-STATUS_ORDER = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def _status_table(rows, first: str):
@@ -85,15 +85,15 @@ def _status_table(rows, first: str):
         grid.setdefault(key, Counter())[status] += count
     table = _table()
     table.add_column(first)
-    for status in STATUS_ORDER:
+    for status in RUN_STATUSES:
         table.add_column(status, justify="right")
     table.add_column("done", justify="right")
     unfinished = 0
     for key, counts in sorted(grid.items()):
         total = sum(counts.values())
-        finished = sum(counts[s] for s in ("succeeded", "failed", "cancelled"))
+        finished = sum(counts[s] for s in TERMINAL_STATUSES)
         unfinished += total - finished
-        table.add_row(key, *[str(counts.get(s, 0)) for s in STATUS_ORDER],
+        table.add_row(key, *[str(counts.get(s, 0)) for s in RUN_STATUSES],
                       f"{100 * finished / total:.0f}%" if total else "—")
     return table, unfinished, bool(grid)
 
@@ -201,7 +201,9 @@ def print_owners(rows) -> None:
 # in display order, with their rank: lower is kept longer on a narrow terminal.
 # Every other scalar field of the rows is a column too (--wide, --columns), its
 # header from its name and the unit its figure was declared with.
-_RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
+# A figure's header (None here) is the one its record field declares (`figure()`,
+# farm_contract/records.py), so the unit reads the same in every table.
+_RESULT_COLUMNS: tuple[tuple[str, str | None, str | None, bool, int], ...] = (
     # name, header, header-line label, numeric, rank
     ("model", "model", None, False, 14),
     ("gpu_model", "GPU", None, False, 1),
@@ -218,16 +220,16 @@ _RESULT_COLUMNS: tuple[tuple[str, str, str | None, bool, int], ...] = (
     ("repetition", "rep", "repetition", True, 18),
     ("status", "status", None, False, 16),
     ("passes", "passes", None, True, 21),
-    ("request_throughput_rps", "req/s", None, True, 40),
-    ("output_throughput_tps", "tok/s", None, True, 8),
-    ("ttft_p50_ms", "TTFT p50 ms", None, True, 11),
-    ("tpot_p50_ms", "TPOT p50 ms", None, True, 12),
-    ("goodput_rps", "good req/s", None, True, 20),
-    ("slo_attainment", "SLO %", None, True, 19),
-    ("energy_per_output_token_j", "J/out-tok", None, True, 3),
-    ("energy_per_output_token_net_j", "net J/out-tok", None, True, 5),
-    ("energy_per_request_j", "J/request", None, True, 6),
-    ("avg_power_w", "W", None, True, 41),
+    ("request_throughput_rps", None, None, True, 40),
+    ("output_throughput_tps", None, None, True, 8),
+    ("ttft_p50_ms", None, None, True, 11),
+    ("tpot_p50_ms", None, None, True, 12),
+    ("goodput_rps", None, None, True, 20),
+    ("slo_attainment", None, None, True, 19),
+    ("energy_per_output_token_j", None, None, True, 3),
+    ("energy_per_output_token_net_j", None, None, True, 5),
+    ("energy_per_request_j", None, None, True, 6),
+    ("avg_power_w", None, None, True, 41),
     ("valid", "valid", None, False, 7),
     # provenance of an imported result (farmctl import): the export it came from
     ("imported_from", "imported from", None, False, 30),
@@ -248,7 +250,7 @@ _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
 GOODPUT_FIELDS = ("goodput_rps", "slo_attainment")
 # The GPU tuning: in the default table when some run set it.
 # What the worker read back of the tuning (farm.store.mapping.tuning_columns):
-# measured, so never hoisted; {field: (unit, description)}.
+# measured, so never hoisted; columns of no record, so described here.
 _APPLIED_METADATA = {
     "applied_power_limit_w": ("W", "power limit read back after setting it (lowest GPU)"),
     "applied_sm_clock_mhz": ("MHz", "SM clock read back after locking it (lowest GPU)"),
@@ -261,29 +263,17 @@ SATURATION_WORDS = {"achieved_below_offered": "achieved below offered",
 # Fields the table's own columns show (load = load_kind + load_value, valid =
 # valid + invalid_reasons, engine = engine + the arguments that vary).
 _SHOWN_BY_OWN = ("load_kind", "load_value", "invalid_reasons", "engine_args")
-# Unit words a field name ends with, replaced in its header by the declared unit.
-_UNIT_SUFFIXES = {"ms", "s", "w", "j", "rps", "tps", "g", "mhz"}
+def _figure_metadata() -> dict[str, Any]:
+    """{field: its FlatColumn} of the figures the result rows carry: unit, description,
+    label and header as the records declare them (farm_contract.records)."""
+    from farm_contract.figures import FlatColumn, default_label
+    from farm_contract.records import result_figures
 
-
-def _figure_metadata() -> dict[str, tuple[str | None, str]]:
-    """{field: (unit, description)} of the figures the result rows carry, from the
-    records they come from (farm_contract.figures)."""
-    from farm_contract.figures import flat_columns
-    from farm_contract.records import HostEnergy, IdleBaseline, load_point_columns
-
-    meta = {c.name: (c.unit, c.description) for c in load_point_columns()}
-    for model in (IdleBaseline, HostEnergy):
-        meta.update({c.name: (c.unit, c.description) for c in flat_columns(model)})
-    meta.update(_APPLIED_METADATA)
+    meta = dict(result_figures())
+    meta.update({name: FlatColumn(name, (name,), str, True, unit, description,
+                                  label=default_label(name))
+                 for name, (unit, description) in _APPLIED_METADATA.items()})
     return meta
-
-
-def _generic_header(name: str, unit: str | None) -> str:
-    """"peak_power_w" (W) → "peak power W": wraps at its spaces, says its unit."""
-    words = name.split("_")
-    if unit and unit != "1" and words[-1] in _UNIT_SUFFIXES:
-        words[-1] = unit
-    return " ".join(words)
 
 
 def _cell_of(key: str) -> Callable[[Mapping[str, Any]], str]:
@@ -314,19 +304,23 @@ def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[Any]:
     }
     meta = _figure_metadata()
     # The setup goes to the header line when constant; measured figures stay.
-    columns = [Column(name, header, special.get(name) or _cell_of(name), numeric, rank, label,
-                      hoist=name in _SETUP_COLUMNS, identifies=name not in _NOT_IDENTITY,
-                      description="" if name in _SETUP_COLUMNS else meta.get(name, (None, ""))[1])
+    columns = [Column(name, header or meta[name].header, special.get(name) or _cell_of(name),
+                      numeric, rank, label, hoist=name in _SETUP_COLUMNS,
+                      identifies=name not in _NOT_IDENTITY,
+                      description="" if name in _SETUP_COLUMNS or name not in meta
+                      else meta[name].description)
                for name, header, label, numeric, rank in _RESULT_COLUMNS]
     known = {c.name for c in columns} | set(_SHOWN_BY_OWN)
     fields = list(rows[0]) if rows else list(meta)
     for rank, key in enumerate((k for k in fields if k not in known), start=100):
-        unit, description = meta.get(key, (None, ""))
-        numeric = unit is not None or (bool(rows) and all(
+        figure = meta.get(key)
+        numeric = (figure is not None and figure.unit is not None) or (bool(rows) and all(
             isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
             for r in rows if r.get(key) is not None))
-        columns.append(Column(key, _generic_header(key, unit), _cell_of(key), numeric, rank,
-                              description=description, hoist=key not in meta))
+        columns.append(Column(key, figure.header if figure else key.replace("_", " "),
+                              _cell_of(key), numeric, rank,
+                              description=figure.description if figure else "",
+                              hoist=figure is None))
     return columns
 
 

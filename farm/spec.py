@@ -43,7 +43,6 @@ from farm_contract.routing import (
     sm_clock_problem,
     split_backend,
 )
-from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
     DEFAULT,
     NAME_PATTERN,
@@ -56,8 +55,8 @@ from farm_contract.runspec import (
     OneOrMany,
     PositiveFloat,
     PositiveInt,
-    RateSweep,
     Scalar,
+    ServerLoad,
     Strict,
 )
 
@@ -174,8 +173,11 @@ class EngineSpec(BaseModel):
         }
 
 
-class ServerScenario(Strict):
-    """OpenAI-compatible server under load.
+class ServerScenario(ServerLoad):
+    """OpenAI-compatible server under load: the contract's `ServerLoad` as a sweep
+    file writes it. Only what the file writes differently is declared here (a name
+    that may be left out, one value or a list, the bounds a file is checked
+    against); `kind`, `api`, the SLO limits and `rate_sweep` are the contract's.
 
     Closed loop: `concurrency` = simultaneous requests kept in flight. Open loop:
     `request_rate` (requests/s) with gamma arrivals of shape `burstiness`
@@ -185,7 +187,6 @@ class ServerScenario(Strict):
     of the run id (see `RunSpec.canonical_json`).
     """
 
-    kind: Literal["server"]
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
     concurrency: OneOrMany[PositiveInt] | None = None
     request_rate: OneOrMany[PositiveFloat] | None = None
@@ -193,11 +194,6 @@ class ServerScenario(Strict):
     max_concurrency: PositiveInt | None = None
     duration_s: PositiveFloat
     warmup_s: NonNegativeFloat = 10.0
-    api: Literal["completions", "chat"] = "completions"
-    slo_ttft_ms: PositiveFloat = DEFAULT_SLO_TTFT_MS
-    slo_tpot_ms: PositiveFloat = DEFAULT_SLO_TPOT_MS
-    # Open loop stepped from near idle to saturation (farm_contract.runspec.RateSweep).
-    rate_sweep: RateSweep | None = None
 
     @model_validator(mode="after")
     def _one_load_kind(self) -> ServerScenario:

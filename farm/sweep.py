@@ -37,15 +37,14 @@ def _scenario_variants(scenario: ServerScenario | BatchScenario) -> list[ServerL
                       warmup_prompts=scenario.warmup_prompts)
             for n in scenario.num_prompts
         ]
-    return [ServerLoad(
-        kind="server", name=scenario.label, concurrency=scenario.concurrency,
-        request_rate=scenario.request_rate, rate_sweep=scenario.rate_sweep,
-        burstiness=(scenario.burstiness if scenario.burstiness is not None
-                    else (1.0 if scenario.request_rate or scenario.rate_sweep else None)),
-        max_concurrency=scenario.max_concurrency, duration_s=scenario.duration_s,
-        warmup_s=scenario.warmup_s, api=scenario.api,
-        slo_ttft_ms=scenario.slo_ttft_ms, slo_tpot_ms=scenario.slo_tpot_ms,
-    )]
+    # The sweep's scenario is a ServerLoad already: the run's takes its fields, named,
+    # and Poisson arrivals where an open loop gave no burstiness.
+    open_loop = scenario.request_rate or scenario.rate_sweep
+    return [ServerLoad(**{
+        **dict(scenario), "name": scenario.label,
+        "burstiness": (scenario.burstiness if scenario.burstiness is not None
+                       else (1.0 if open_loop else None)),
+    })]
 
 
 def _dimensions(run: RunSpec, gpu_name: str) -> dict[str, Any]:

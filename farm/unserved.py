@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-WAITING = ("queued", "running")
+from farm_contract.statuses import PENDING_STATUSES
 
 
 def waiting_per_queue(queue_counts: Iterable[tuple[str, str, int]]) -> dict[str, int]:
     """Runs queued or running per queue, from (queue, status, runs) counts."""
     waiting: dict[str, int] = {}
     for queue, status, count in queue_counts:
-        if status in WAITING and count:
+        if status in PENDING_STATUSES and count:
             waiting[queue] = waiting.get(queue, 0) + count
     return waiting
 

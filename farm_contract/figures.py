@@ -26,21 +26,44 @@ from pydantic import BaseModel, Field
 from pydantic.fields import FieldInfo
 
 UNIT_KEY = "unit"
+LABEL_KEY = "label"
+SHORT_KEY = "short"
+# Units a header leaves unsaid: a ratio, or a count its label names ("passes").
+UNSAID_UNITS = ("1", "count")
+# Name endings that are a unit: a field without a label is read as its name without
+# it, and its header says the unit instead ("peak_power_w" → "peak power W").
+UNIT_SUFFIXES = ("ms", "s", "w", "j", "rps", "tps", "g", "mhz")
 
 
-def figure(description: str, unit: str | None = None, default: Any = ...) -> Any:
-    """A record field with its description and unit (None: not a quantity).
+def default_label(name: str) -> str:
+    """A field's name in words, without a unit ending ("peak_power_w" → "peak power")."""
+    words = name.split("_")
+    return " ".join(words[:-1] if len(words) > 1 and words[-1] in UNIT_SUFFIXES else words)
+
+
+def figure(description: str, unit: str | None = None, default: Any = ...,
+           label: str | None = None, short: str | None = None) -> Any:
+    """A record field with its description and unit (None: not a quantity), and how
+    a person reads it: `label`, its name in words without the unit ("energy per
+    output token"), and `short`, a narrow table's header that says its unit
+    ("J/out-tok"; None: the label followed by the unit).
 
     `default` as for pydantic's Field (`...`: required). The metadata changes
     nothing on the wire: a record's JSON is the same with or without it.
     """
-    return Field(default, description=description, json_schema_extra={UNIT_KEY: unit})
+    extra = {UNIT_KEY: unit, **({LABEL_KEY: label} if label else {}),
+             **({SHORT_KEY: short} if short else {})}
+    return Field(default, description=description, json_schema_extra=extra)
+
+
+def _extra(info: FieldInfo, key: str) -> str | None:
+    extra = info.json_schema_extra
+    return extra.get(key) if isinstance(extra, dict) else None  # type: ignore[return-value]
 
 
 def unit_of(info: FieldInfo) -> str | None:
     """The unit a field was declared with by `figure()` (None if none)."""
-    extra = info.json_schema_extra
-    return extra.get(UNIT_KEY) if isinstance(extra, dict) else None  # type: ignore[return-value]
+    return _extra(info, UNIT_KEY)
 
 
 @dataclass(frozen=True)
@@ -55,6 +78,27 @@ class FlatColumn:
     nullable: bool
     unit: str | None
     description: str
+    label: str = ""               # in words, no unit (default: the name without its unit)
+    short: str | None = None      # a narrow header that says its unit
+
+    @property
+    def shown_unit(self) -> str:
+        """The unit as a header or an axis shows it; "" for a ratio or a count."""
+        return "" if self.unit in (None, *UNSAID_UNITS) else str(self.unit)
+
+    @property
+    def header(self) -> str:
+        """A terminal table's header: `short`, else the label, followed by the unit
+        where the name carries one ("TTFT p90 ms", "peak power W")."""
+        if self.short:
+            return self.short
+        said = self.name.rsplit("_", 1)[-1] in UNIT_SUFFIXES and self.shown_unit
+        return f"{self.label} {self.shown_unit}" if said else self.label
+
+    @property
+    def axis(self) -> str:
+        """A plot axis: "energy per output token (J)"."""
+        return f"{self.label} ({self.shown_unit})" if self.shown_unit else self.label
 
     def get(self, record: BaseModel) -> Any:
         """The column's value in `record`."""
@@ -96,11 +140,13 @@ def flat_columns(model: type[BaseModel], exclude: Collection[str] = ()) -> tuple
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if nullable:
                 raise TypeError(f"{model.__name__}.{name}: an optional record is not flat")
+            outer = _extra(info, LABEL_KEY) or name
             for inner in flat_columns(annotation):
                 columns.append(FlatColumn(
                     name=f"{name}_{inner.name}", path=(name, *inner.path), type=inner.type,
                     nullable=inner.nullable, unit=inner.unit,
-                    description=f"{info.description}, {inner.description}"))
+                    description=f"{info.description}, {inner.description}",
+                    label=f"{outer} {inner.label}"))
             continue
         kind = _python_type(annotation)
         if kind is None:
@@ -109,7 +155,9 @@ def flat_columns(model: type[BaseModel], exclude: Collection[str] = ()) -> tuple
         if not info.description:
             raise TypeError(f"{model.__name__}.{name}: a figure needs a description")
         columns.append(FlatColumn(name=name, path=(name,), type=kind, nullable=nullable,
-                                  unit=unit_of(info), description=info.description))
+                                  unit=unit_of(info), description=info.description,
+                                  label=_extra(info, LABEL_KEY) or default_label(name),
+                                  short=_extra(info, SHORT_KEY)))
     return tuple(columns)
 
 

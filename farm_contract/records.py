@@ -8,8 +8,8 @@ the run's own monotonic origin; wall-clock instants are UTC datetimes.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
-from enum import Enum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,20 +23,6 @@ RESULT_SCHEMA_VERSION = 1
 class Record(BaseModel):
     """Base of the contract's records: unknown fields are an error."""
     model_config = ConfigDict(extra="forbid")
-
-
-class RunStatus(str, Enum):
-    """Where a run stands: queued, running, or one of the terminal statuses."""
-    queued = "queued"
-    running = "running"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        """Whether the run is over: succeeded, failed or cancelled."""
-        return self in (RunStatus.succeeded, RunStatus.failed, RunStatus.cancelled)
 
 
 class GpuInfo(Record):
@@ -227,30 +213,43 @@ class LoadPointResult(Record):
     output_tokens: int = figure("output tokens over the load point", "tokens")
     steady_output_tokens: int | None = figure(   # the divisor of J/token
         "output tokens inside the steady window", "tokens", None)
-    request_throughput_rps: float | None = figure("requests completed per second", "req/s")
+    request_throughput_rps: float | None = figure("requests completed per second", "req/s",
+                                                  label="throughput", short="req/s")
     output_throughput_tps: float | None = figure(
-        "steady_output_tokens ÷ steady window length", "tokens/s")
-    ttft: LatencyStats = figure("time to first token", "ms", LatencyStats())
-    tpot: LatencyStats = figure("time per output token after the first", "ms", LatencyStats())
+        "steady_output_tokens ÷ steady window length", "tokens/s",
+        label="output throughput", short="tokens/s")
+    ttft: LatencyStats = figure("time to first token", "ms", LatencyStats(), label="TTFT")
+    tpot: LatencyStats = figure("time per output token after the first", "ms", LatencyStats(),
+                                label="TPOT")
     itl: LatencyStats = figure("inter-token latency", "ms", LatencyStats())
     e2e: LatencyStats = figure("end-to-end request latency", "ms", LatencyStats())
     energy_j: float | None = figure("GPU energy of the steady window (gross)", "J", None)
     energy_per_output_token_j: float | None = figure(
-        "energy_j ÷ steady_output_tokens", "J", None)
+        "energy_j ÷ steady_output_tokens", "J", None,
+        label="energy per output token", short="J/out-tok")
     energy_per_request_j: float | None = figure(
-        "energy_per_output_token_j × mean output tokens per request", "J", None)
-    avg_power_w: float | None = figure("energy_j ÷ window length", "W", None)
+        "energy_per_output_token_j × mean output tokens per request", "J", None,
+        label="energy per request", short="J/request")
+    avg_power_w: float | None = figure("energy_j ÷ window length", "W", None,
+                                       label="mean GPU power")
     output_tokens_per_j: float | None = figure(
-        "steady_output_tokens ÷ energy_j", "tokens/J", None)
+        "steady_output_tokens ÷ energy_j", "tokens/J", None,
+        label="output tokens per joule", short="tokens/J")
     peak_power_w: float | None = figure(
         "highest sample of the GPUs' summed timeline", "W", None)
     # Net of idle: minus the run's context-held idle power over the window.
     energy_net_j: float | None = figure(
         "energy_j − idle power (context held) × window length", "J", None)
-    energy_per_output_token_net_j: float | None = figure("net J per output token", "J", None)
-    energy_per_request_net_j: float | None = figure("net J per request", "J", None)
-    output_tokens_per_j_net: float | None = figure("output tokens per net J", "tokens/J", None)
-    avg_power_net_w: float | None = figure("avg_power_w − idle power", "W", None)
+    energy_per_output_token_net_j: float | None = figure(
+        "net J per output token", "J", None,
+        label="net energy per output token", short="net J/out-tok")
+    energy_per_request_net_j: float | None = figure(
+        "net J per request", "J", None, label="net energy per request", short="net J/request")
+    output_tokens_per_j_net: float | None = figure(
+        "output tokens per net J", "tokens/J", None,
+        label="output tokens per net joule", short="net tokens/J")
+    avg_power_net_w: float | None = figure("avg_power_w − idle power", "W", None,
+                                           label="net mean GPU power")
     gco2e_per_1k_tokens: float | None = figure(
         "emissions per 1,000 output tokens (gross)", "gCO2e/1k tokens", None)
     gco2e_per_1k_tokens_net: float | None = figure(
@@ -261,8 +260,10 @@ class LoadPointResult(Record):
     slo_tpot_ms: float | None = figure("server: TPOT limit of goodput", "ms", None)
     good_requests: int | None = figure("requests within both limits", "requests", None)
     # a failed request is not good
-    slo_attainment: float | None = figure("good_requests ÷ requests sent", "1", None)
-    goodput_rps: float | None = figure("good_requests ÷ duration_s", "req/s", None)
+    slo_attainment: float | None = figure("good_requests ÷ requests sent", "1", None,
+                                          label="SLO attainment", short="SLO %")
+    goodput_rps: float | None = figure("good_requests ÷ duration_s", "req/s", None,
+                                       label="goodput", short="good req/s")
     slo_p99_met: bool | None = figure(   # of the ok requests
         "p99 TTFT and p99 TPOT within the limits", None, None)
     # What only the load generator knows (None / empty for other engines).
@@ -468,3 +469,14 @@ class RunEvent(Record):
     gpu_uuids: list[str] = []
     at: datetime
     detail: str | None = None
+
+
+@functools.cache
+def result_figures() -> dict[str, FlatColumn]:
+    """Every figure a result row carries, by column name, with its unit, label and
+    header: a load point's, the idle baseline's and the host energy's (later ones win
+    a shared name, as the rows do). What every table reads units and labels from."""
+    columns = {c.name: c for c in load_point_columns()}
+    for model in (IdleBaseline, HostEnergy):
+        columns.update({c.name: c for c in flat_columns(model)})
+    return columns

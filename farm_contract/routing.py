@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from farm_contract.exitcodes import ExitCode
+
 Backend = Literal["gpu", "sim", "cpu"]
 BACKENDS: tuple[str, ...] = ("gpu", "sim", "cpu")
 # The host's CPU as the device of engines built for it (vLLM's CPU build): named
@@ -29,9 +31,8 @@ SIM_PREFIX = "sim:"
 class UnknownGpuError(ValueError):
     """A GPU name that matches no known model."""
 
-    # farmctl's INVALID_INPUT (farm.errors.ExitCode): the contract imports nothing
-    # of the project, so the code is set here and farm/cli.py maps the class.
-    exit_code = 2
+    # The contract's root cannot be farm.errors.FarmError: farm/cli.py maps the class.
+    exit_code = ExitCode.INVALID_INPUT
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,19 @@ empty variable means its default. A value farm cannot use raises
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from farm_contract.exitcodes import ExitCode
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DB_URL = "sqlite:///farm.db"
@@ -32,9 +36,8 @@ BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 class SettingsError(ValueError):
     """A FARM_* variable with a value farm cannot use."""
 
-    # farmctl's INVALID_INPUT (farm.errors.ExitCode): the contract imports nothing
-    # of the project, so the code is set here and farm/cli.py maps the class.
-    exit_code = 2
+    # The contract's root cannot be farm.errors.FarmError: farm/cli.py maps the class.
+    exit_code = ExitCode.INVALID_INPUT
 
 
 # Each field's variable and an example of a good value, for the messages.
@@ -61,6 +64,8 @@ EXAMPLES = {
     "FARM_HOME": "/var/lib/farm/local",
     "FARM_METRICS_PORT": "9461 (a worker) or 9460 (the recorder)",
     "FARM_METRICS_ADDRESS": "0.0.0.0 or 127.0.0.1",
+    "FARM_ENERGY_SOURCES": "rapl:name=host_rapl",
+    "FARM_GPU_TUNE_HELPER": "sudo -n /usr/local/sbin/farm-gpu-tune",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -170,6 +175,26 @@ class Settings(BaseSettings):
     # All interfaces: the Prometheus server scrapes from another host. The page holds
     # no secret (owners, run ids, GPU readings); bind 127.0.0.1 behind a proxy if needed.
     metrics_address: str = Field("0.0.0.0", validation_alias="FARM_METRICS_ADDRESS")
+
+    # -- read alone, with `setting()` (issue 21: every FARM_* variable declared here) --
+    debug: str | None = Field(None, validation_alias="FARM_DEBUG",
+                              description="any value: farmctl shows the traceback of an "
+                                          "unexpected error")
+    # A GPU worker's extra energy sources (workers/energy), unless --energy-source.
+    energy_sources: str | None = Field(None, validation_alias="FARM_ENERGY_SOURCES",
+                                       description="a worker's extra energy sources, "
+                                                   "KIND:key=value;… specs")
+    # Tests and demos: a file of simulated foreign processes (workers/gpu/sim.py).
+    sim_tenants: str | None = Field(None, validation_alias="FARM_SIM_TENANTS",
+                                    description="file of simulated tenants on simulated GPUs")
+    # A worker that is not root sets power limits and clocks through this command.
+    gpu_tune_helper: str | None = Field(None, validation_alias="FARM_GPU_TUNE_HELPER",
+                                        description="the privileged GPU tuning helper's "
+                                                    "command line")
+    gpu_tune_journal_dir: str = Field(
+        default_factory=lambda: str(Path.home() / ".farm" / "gpu-tuning"),
+        validation_alias="FARM_GPU_TUNE_JOURNAL_DIR",
+        description="which GPUs a run changed, until restored")
 
     def __init__(self, **values: Any):
         try:
@@ -300,6 +325,40 @@ def environment_help(model: type[BaseSettings]) -> list[tuple[str, str]]:
                                      else "")
         rows.append((name, f"{text}{'; ' if text else ''}default {shown}"))
     return rows
+
+
+def variable(name: str) -> str:
+    """The FARM_* variable of the setting `name` ("gpu_settle_s" → "FARM_GPU_SETTLE_S"),
+    for messages that tell a person what to set."""
+    return str(Settings.model_fields[name].validation_alias)
+
+
+@functools.cache
+def _adapter(name: str) -> TypeAdapter:
+    """The check of one field alone: its type with its bounds (built once: a poll reads
+    FARM_SIM_TENANTS every second)."""
+    field = Settings.model_fields[name]
+    kind = Annotated[(field.annotation, *field.metadata)] if field.metadata \
+        else field.annotation
+    return TypeAdapter(kind)
+
+
+def setting(name: str, environ: Mapping[str, str] | None = None) -> Any:
+    """The setting `name` read alone from `environ` (default: this process's), checked
+    against its field's type and bounds; the field's default when unset or empty.
+
+    For a variable read where the others need not be valid or are read often: the
+    CLI's error handler (FARM_DEBUG), a poll (FARM_SIM_TENANTS), a worker part a
+    test hands its own environment. The model's cross-checks do not run here.
+    """
+    raw = (os.environ if environ is None else environ).get(variable(name), "")
+    if not raw:
+        return Settings.model_fields[name].get_default(call_default_factory=True)
+    try:
+        return _adapter(name).validate_python(raw)
+    except ValidationError as exc:
+        problem = exc.errors()[0]["msg"].replace("Input should be", "must be")
+        raise SettingsError(f"{variable(name)}={raw!r} {problem}") from None
 
 
 def load_settings() -> Settings:

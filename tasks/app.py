@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from farm_contract.exitcodes import ExitCode
 from farm_contract.routing import RECORD_QUEUE
 from farm_contract.settings import Settings, load_settings
 
@@ -100,7 +101,7 @@ def run_worker(app: Celery, *, hostname: str, queues: list[str], pool: str,
         hostname=hostname, queues=queues, pool_cls=pool, concurrency=concurrency,
         loglevel=loglevel, send_events=True, without_gossip=True, without_mingle=True)
     worker.start()
-    return int(worker.exitcode or 0)
+    return int(worker.exitcode or ExitCode.OK)
 
 
 def create_app(settings: Settings | None = None) -> Celery:

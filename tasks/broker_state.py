@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 
+from farm_contract.exitcodes import ExitCode
 from farm_contract.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,9 @@ _DELETE_IF_HELD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
 class BrokerUnavailable(RuntimeError):
     """Redis does not answer."""
 
-    # farmctl's BROKER_ERROR (farm.errors.ExitCode): the worker side of tasks imports
-    # only the contract, so the code is set here and farm/cli.py maps the class.
-    exit_code = 4
+    # The worker side of tasks imports only the contract, so this cannot derive from
+    # farm.errors.FarmError: farm/cli.py maps the class.
+    exit_code = ExitCode.BROKER_ERROR
 
 
 class BrokerState:

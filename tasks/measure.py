@@ -49,7 +49,7 @@ from tasks.idle_exit import IdleExit, celery_busy
 from tasks.metrics_http import serve_metrics
 from tasks.progress import ProgressPublisher
 from workers.allocator import GpuAllocator
-from workers.errors import FarmError, RunAborted, RunTimeout, TenantHeld, TransientError
+from workers.errors import RunAborted, RunTimeout, TenantHeld, TransientError, WorkerError
 from workers.exporter import GpuCollector
 from workers.gpu.base import GpuInventory
 from workers.gpu.discovery import summarize
@@ -262,7 +262,7 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
             _requeued(run_id, attempt, f"retry in {TRANSIENT_DELAY_S} s: {exc}")
             raise task.retry(exc=exc, countdown=TRANSIENT_DELAY_S) from None
         return _failed(run, attempt, exc)
-    except FarmError as exc:      # e.g. more GPUs than this host has: fail, don't loop
+    except WorkerError as exc:      # e.g. more GPUs than this host has: fail, don't loop
         return _failed(run, attempt, exc)
     finally:
         _forget_progress(ctx, run_id)

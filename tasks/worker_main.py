@@ -13,10 +13,8 @@ import os
 import socket
 import sys
 
+from farm_contract.exitcodes import ExitCode
 from farm_contract.routing import queues_for_host
-
-NO_HARDWARE = 6        # farm.cli.ExitCode.NO_HARDWARE
-INVALID_INPUT = 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     """Open the devices and energy sources and serve this host's queues until stopped.
 
     With --probe, print the backend, queues, GPUs and sources as JSON and exit.
-    Returns the exit code: 2 for invalid input, 6 when there is no hardware.
+    Returns the exit code: INVALID_INPUT, NO_HARDWARE, or the Celery worker's own.
     """
     from farm_contract.settings import SettingsError, load_settings
     from workers.errors import PermanentError
@@ -63,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.idle_exit_s is not None and args.idle_exit_s <= 0:
         print("Error: --idle-exit-s must be a positive number of seconds", file=sys.stderr)
-        return INVALID_INPUT
+        return ExitCode.INVALID_INPUT
     try:
         load_settings()
     except SettingsError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        return INVALID_INPUT
+        return ExitCode.INVALID_INPUT
     from workers.energy import (
         SourceSpecError,
         configure_sources,
@@ -81,24 +79,24 @@ def main(argv: list[str] | None = None) -> int:
         sources = configured_sources()
     except SourceSpecError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        return INVALID_INPUT
+        return ExitCode.INVALID_INPUT
     try:
         indices = [int(i) for i in args.gpus.split(",")] if args.gpus else None
         sim_host = f"{socket.gethostname()}/{args.name}" if args.name else None
         inventory = open_inventory(args.sim or None, indices, sim_host=sim_host, cpu=args.cpu)
     except ValueError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        return INVALID_INPUT
+        return ExitCode.INVALID_INPUT
     except PermanentError as exc:
         print(f"Error: {exc}", file=sys.stderr)
-        return NO_HARDWARE
+        return ExitCode.NO_HARDWARE
     queues = queues_for_host(inventory.backend, summarize(inventory))
     if args.probe:
         print(json.dumps({"backend": inventory.backend, "queues": queues,
                           "gpus": [d.info.model_dump() for d in inventory.devices()],
                           "energy_sources": [s.info().model_dump() for s in sources]}))
         inventory.shutdown()
-        return 0
+        return ExitCode.OK
     from tasks.measure import serve
 
     kind = "sim" if args.sim else ("cpu" if args.cpu else "gpu")

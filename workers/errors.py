@@ -4,7 +4,7 @@ these once, at the boundary, so the task layer only decides: retry or fail."""
 from __future__ import annotations
 
 
-class FarmError(Exception):
+class WorkerError(Exception):
     """Base of every error the worker raises on purpose."""
 
     kind = "internal"
@@ -14,13 +14,13 @@ class FarmError(Exception):
         self.log_tail = log_tail or []
 
 
-class TransientError(FarmError):
+class TransientError(WorkerError):
     """Try the run again later (GPU busy, driver hiccup): not the run's fault."""
 
     kind = "transient"
 
 
-class PermanentError(FarmError):
+class PermanentError(WorkerError):
     """The run cannot succeed as specified (model missing, out of memory)."""
 
     kind = "permanent"
@@ -44,7 +44,7 @@ class GpuError(TransientError):
     kind = "gpu"
 
 
-class RunAborted(FarmError):
+class RunAborted(WorkerError):
     """The worker is shutting down: hand the run back, record nothing."""
 
     kind = "aborted"

@@ -43,7 +43,7 @@ from workers.baseline import measure_baselines
 from workers.energy import EnergySource, configured_sources
 from workers.engines import make_engine, resident_pids
 from workers.engines.base import Engine
-from workers.errors import FarmError, RunAborted, TransientError
+from workers.errors import RunAborted, TransientError, WorkerError
 from workers.gpu.base import GpuDevice
 from workers.gpu.tuning import GpuTuner, check_tuning
 from workers.hostenergy import HostEnergyMeter
@@ -228,7 +228,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         raise   # hand the run back: a half-measured run is not a result
     except TransientError:
         raise   # retry it / hand it back: a half-measured run is not a result
-    except FarmError as exc:
+    except WorkerError as exc:
         error = ErrorInfo(kind=exc.kind, message=str(exc), log_tail=exc.log_tail)
     except Exception as exc:  # a bug: keep the traceback with the failed run
         log.exception("run %s failed unexpectedly", run.run_id)

@@ -148,7 +148,7 @@ class WorkloadError(PermanentError):
     kind = "workload"
 
 
-class DatasetError(WorkloadError):
+class PromptDatasetError(WorkloadError):
     """A dataset that cannot be used; every problem names the file and, where known, the line."""
 
     kind = "dataset"
@@ -240,7 +240,7 @@ def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = ()) ->
         if candidate.is_file():
             return candidate
     looked = ", ".join(str(c) for c in candidates)
-    raise DatasetError(name, [(None, f"dataset file not found on this worker "
+    raise PromptDatasetError(name, [(None, f"dataset file not found on this worker "
                                      f"(looked at: {looked})")])
 
 
@@ -276,12 +276,12 @@ def _parse_entry(value: Any) -> tuple[DatasetEntry | None, str | None]:
 
 
 def load_dataset(path: str | Path) -> list[DatasetEntry]:
-    """Read and check a JSONL dataset. Raises `DatasetError` listing every bad line."""
+    """Read and check a JSONL dataset. Raises `PromptDatasetError` listing every bad line."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DatasetError(path, [(None, f"cannot read the file: {exc}")]) from None
+        raise PromptDatasetError(path, [(None, f"cannot read the file: {exc}")]) from None
     entries: list[DatasetEntry] = []
     problems: list[tuple[int | None, str]] = []
     for number, line_bytes in enumerate(raw.splitlines(), start=1):
@@ -303,9 +303,9 @@ def load_dataset(path: str | Path) -> list[DatasetEntry]:
         else:
             entries.append(DatasetEntry(number, entry.prompt, entry.messages))
     if problems:
-        raise DatasetError(path, problems)
+        raise PromptDatasetError(path, problems)
     if not entries:
-        raise DatasetError(path, [(None, "no prompts in the file")])
+        raise PromptDatasetError(path, [(None, "no prompts in the file")])
     return entries
 
 
@@ -387,7 +387,7 @@ class Workload:
             random.Random(f"farm.dataset:{workload.seed}").shuffle(self._order)
             target = workload.input_tokens
             if target is not None and dataset_policy == "bin" and length_bin(target) is None:
-                raise DatasetError(self.dataset_path, [(None, (
+                raise PromptDatasetError(self.dataset_path, [(None, (
                     f"input_tokens {target} lies outside the input bins "
                     f"{INPUT_BINS[0]}…{INPUT_BINS[-1]}: use the truncate policy"))])
 
@@ -637,7 +637,7 @@ class Workload:
             rule = (f"at least {target} tokens (policy truncate)"
                     if self.dataset_policy == "truncate"
                     else f"in input bin {bin_name(target or 0)} (policy bin)")
-            raise DatasetError(self.dataset_path or self.spec.dataset, [(None, (
+            raise PromptDatasetError(self.dataset_path or self.spec.dataset, [(None, (
                 f"no prompt of {rule} for this tokenizer: {len(seen)} prompts, "
                 f"{min(seen)}…{max(seen)} tokens"))])
         if index < len(self._pool):

@@ -29,9 +29,11 @@ from typing import Any
 
 from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
+from farm.report.labels import short_label
 from farm.report.points import RunPoint
 from farm.report.stats import Estimate, estimate, group_by, welch_difference
 from farm.report.unmeasured import Unmeasured
+from farm_contract.records import result_figures
 
 # Dimensions every match shares.
 MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "scenario",
@@ -40,9 +42,9 @@ MATCH_DIMS = ("model", "backend", "gpu_model", "gpu_count", "scenario_kind", "sc
 # tuning (with their units) and the engine.
 TUNING_DIMS = {"power_limit_w": "W", "sm_clock_mhz": "MHz"}
 ENGINE_DIMS = ("engine", "engine_version")
-# Figures compared (J/token first: the headline), with how they print.
-FIGURES = (("energy_per_output_token_j", "J/out-tok"), ("ttft_p90_ms", "TTFT p90 ms"),
-           ("output_throughput_tps", "tok/s"))
+# Figures compared (J/token first: the headline); they print as their record fields'
+# headers declare (farm_contract.records).
+FIGURES = ("energy_per_output_token_j", "ttft_p90_ms", "output_throughput_tps")
 
 LOWER, HIGHER, NO_CLEAR, NO_CI, NO_FIGURE = (
     "lower", "higher", "no clear change", "no CI (n=1)", "no figure")
@@ -345,7 +347,7 @@ def compare(points_a: Sequence[RunPoint], points_b: Sequence[RunPoint], *,
     for key in set(a) & set(b) - ambiguous:
         ra = sorted(a[key], key=lambda p: p.repetition)
         rb = sorted(b[key], key=lambda p: p.repetition)
-        matched.append(Matched(ra, rb, {f: _delta(f, ra, rb) for f, _ in FIGURES}))
+        matched.append(Matched(ra, rb, {f: _delta(f, ra, rb) for f in FIGURES}))
     matched.sort(key=lambda m: _order(m.head))
     return Comparison(
         sweep_a=sweep_a, sweep_b=sweep_b, simulated=sim_a, differences=diffs, matched=matched,
@@ -407,16 +409,18 @@ def comparison_columns() -> list[Any]:
         Column("n", "n A/B", lambda m: f"{len(m.a)}/{len(m.b)}", True, 11,
                "repetitions A/B", identifies=False),
     ]
-    # The figures stay in the table even where they are the same in every row.
+    # The figures stay in the table even where they are the same in every row. A
+    # delta is in percent: its header is the figure's short name without a unit.
+    jpt = result_figures()["energy_per_output_token_j"].header
     figures = [
-        Column("j_per_token_a", "J/out-tok A", lambda m: _mean_ci(energy(m).a, fmt), True, 6),
-        Column("j_per_token_b", "J/out-tok B", lambda m: _mean_ci(energy(m).b, fmt), True, 7),
-        Column("delta_j_per_token", "Δ J/out-tok", lambda m: _pct(energy(m).pct), True, 3),
+        Column("j_per_token_a", f"{jpt} A", lambda m: _mean_ci(energy(m).a, fmt), True, 6),
+        Column("j_per_token_b", f"{jpt} B", lambda m: _mean_ci(energy(m).b, fmt), True, 7),
+        Column("delta_j_per_token", f"Δ {jpt}", lambda m: _pct(energy(m).pct), True, 3),
         Column("ci95", "95% CI", ci, True, 8),
         Column("verdict", "verdict", lambda m: energy(m).verdict, False, 4),
-        Column("delta_ttft_p90", "Δ TTFT p90", lambda m: _pct(m.deltas["ttft_p90_ms"].pct),
-               True, 12),
-        Column("delta_tok_s", "Δ tok/s",
+        Column("delta_ttft_p90", f"Δ {short_label('ttft_p90_ms')}",
+               lambda m: _pct(m.deltas["ttft_p90_ms"].pct), True, 12),
+        Column("delta_tok_s", f"Δ {short_label('output_throughput_tps')}",
                lambda m: _pct(m.deltas["output_throughput_tps"].pct), True, 13),
     ]
     return setup + [replace(c, hoist=False) for c in figures]

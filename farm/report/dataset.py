@@ -33,7 +33,7 @@ DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
 
-# Column types (Parquet / Arrow type; CSV and JSON Lines spelling in docs/dataset.md).
+# DatasetColumn types (Parquet / Arrow type; CSV and JSON Lines spelling in docs/dataset.md).
 TYPES = ("string", "json", "bool", "int64", "uint64", "float32", "float64", "timestamp",
          "list<string>", "list<int64>", "list<float32>", "list<float64>")
 
@@ -60,7 +60,7 @@ class DependencyError(FarmError, RuntimeError):
 
 
 @dataclass(frozen=True)
-class Column:
+class DatasetColumn:
     """One column of a dataset table: its name, type (one of TYPES), unit and meaning."""
     name: str
     type: str
@@ -84,14 +84,14 @@ class Table:
     name: str
     row: str                  # what one row is
     description: str
-    columns: tuple[Column, ...]
+    columns: tuple[DatasetColumn, ...]
 
     @property
     def names(self) -> list[str]:
         """The column names, in file order."""
         return [c.name for c in self.columns]
 
-    def column(self, name: str) -> Column:
+    def column(self, name: str) -> DatasetColumn:
         """The column called `name`; KeyError if the table has none."""
         for column in self.columns:
             if column.name == name:
@@ -100,11 +100,11 @@ class Table:
 
 
 def _c(name: str, type_: str, unit: str | None, description: str,
-       nullable: bool = True) -> Column:
-    return Column(name, type_, unit, description, nullable)
+       nullable: bool = True) -> DatasetColumn:
+    return DatasetColumn(name, type_, unit, description, nullable)
 
 
-def _latency(prefix: str, what: str) -> tuple[Column, ...]:
+def _latency(prefix: str, what: str) -> tuple[DatasetColumn, ...]:
     return tuple(_c(f"{prefix}_{stat}_ms", "float64", "ms", f"{what}, {label}")
                  for stat, label in (("mean", "mean"), ("p50", "median"),
                                      ("p90", "90th percentile"), ("p99", "99th percentile")))
@@ -146,7 +146,7 @@ _RUN_DIMS = (
 _DIM = {c.name: c for c in _RUN_DIMS}
 
 
-def _dims(*names: str) -> tuple[Column, ...]:
+def _dims(*names: str) -> tuple[DatasetColumn, ...]:
     return tuple(_DIM[name] for name in names)
 
 
@@ -158,10 +158,10 @@ HOST_COLUMN_NAMES = {"tracker": "host_tracker", "duration_s": "host_duration_s",
 
 
 def _record_columns(model: type[BaseModel], names: dict[str, str] | None = None,
-                    ) -> tuple[Column, ...]:
+                    ) -> tuple[DatasetColumn, ...]:
     """A run-level record's flat figures as runs columns, with the record's units and
     descriptions; nullable, as a run may lack the record."""
-    return tuple(Column((names or {}).get(f.name, f.name), _SCALAR_TYPES[f.type], f.unit,
+    return tuple(DatasetColumn((names or {}).get(f.name, f.name), _SCALAR_TYPES[f.type], f.unit,
                         f.description, True) for f in flat_columns(model))
 
 
@@ -287,11 +287,11 @@ _LOAD_BY_KIND = (
 )
 
 
-def _point_figures() -> tuple[Column, ...]:
+def _point_figures() -> tuple[DatasetColumn, ...]:
     """The run_points columns of a load point's figures, from the record's metadata."""
-    columns: list[Column] = []
+    columns: list[DatasetColumn] = []
     for figure in load_point_columns():
-        columns.append(Column(POINT_COLUMN_NAMES.get(figure.name, figure.name),
+        columns.append(DatasetColumn(POINT_COLUMN_NAMES.get(figure.name, figure.name),
                               _SCALAR_TYPES[figure.type], figure.unit, figure.description,
                               figure.nullable))
         if figure.name == "value":
@@ -383,7 +383,7 @@ WINDOWS = Table(
     ),
 )
 
-def _fit_columns(unit: str, token: str, what: str) -> tuple[Column, ...]:
+def _fit_columns(unit: str, token: str, what: str) -> tuple[DatasetColumn, ...]:
     return (
         _c(f"l_{token}", "float64", unit, f"{what} fits: L, the height of the step"),
         _c(f"l_stderr_{token}", "float64", unit, f"{what} fits: standard error of L"),
@@ -521,9 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     current = with_current_tables(text)
     if check:
         print(f"{path}: {'up to date' if current == text else 'column tables differ'}")
-        return 0 if current == text else 1
+        return ExitCode.OK if current == text else ExitCode.RUNS_FAILED
     path.write_text(current, encoding="utf-8")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

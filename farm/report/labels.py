@@ -12,21 +12,9 @@ from typing import Any
 from farm.output import fmt_value as fmt
 from farm.output import power_limit_label, sm_clock_label
 from farm.report.points import RunPoint, args_text
+from farm_contract.records import result_figures
 
 DASH = "—"
-
-# figure → (axis label with unit, short name)
-FIGURE_LABELS: dict[str, tuple[str, str]] = {
-    "energy_per_request_j": ("energy per request (J)", "J/request"),
-    "energy_per_output_token_j": ("energy per output token (J)", "J/output token"),
-    "energy_per_request_net_j": ("energy per request, net of idle (J)", "net J/request"),
-    "energy_per_output_token_net_j": ("energy per output token, net of idle (J)",
-                                      "net J/output token"),
-    "ttft_p90_ms": ("TTFT p90 (ms)", "TTFT p90"),
-    "tpot_p90_ms": ("TPOT p90 (ms)", "TPOT p90"),
-    "avg_power_w": ("mean GPU power, steady window (W)", "GPU power"),
-    "avg_power_net_w": ("mean GPU power, net of idle (W)", "net GPU power"),
-}
 
 # The x axes of plots.draw_load: the load kinds, and the GPU tuning axes of the
 # energy vs power limit / SM clock figure (tuning.py).
@@ -40,13 +28,17 @@ LOAD_AXIS = {
 
 
 def axis_label(figure: str) -> str:
-    """The figure's axis label with its unit, e.g. "TTFT p90 (ms)"."""
-    return FIGURE_LABELS.get(figure, (figure, figure))[0]
+    """The figure's axis label with its unit, e.g. "TTFT p90 (ms)", as its record
+    field declares them (farm_contract.records); an unknown name as it is."""
+    column = result_figures().get(figure)
+    return column.axis if column is not None else figure
 
 
 def short_label(figure: str) -> str:
-    """The figure's short name, e.g. "J/request"."""
-    return FIGURE_LABELS.get(figure, (figure, figure))[1]
+    """The figure's short name, e.g. "J/request", "TTFT p90": the header its field
+    declares where that says the unit, else its label."""
+    column = result_figures().get(figure)
+    return (column.short or column.label) if column is not None else figure
 
 
 def fmt_unit(value: Any, unit: str, digits: int = 3) -> str:

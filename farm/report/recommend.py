@@ -34,6 +34,7 @@ from farm.output import setting_text
 from farm.report.points import RunPoint
 from farm.report.stats import CI_METHOD, MIN_RANK_N, estimate, group_by, rankable
 from farm.report.unmeasured import Unmeasured
+from farm_contract.records import result_figures
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, Slo, goodput_of
 from farm_contract.runspec import TUNING_FIELDS
 
@@ -208,7 +209,7 @@ class Excluded:
 
 
 @dataclass
-class Workload:
+class BinRanking:
     """The ranking within one token bin and decoding."""
 
     input_tokens: int | None
@@ -274,7 +275,7 @@ class Recommendation:
     rate_rps: float | None
     draws: int
     seed: int
-    workloads: list[Workload]
+    workloads: list[BinRanking]
     notes: list[str]
 
     @property
@@ -408,7 +409,7 @@ def _config_label(p: RunPoint) -> str:
 
 def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
                    simulated: bool, attainment: Recount | None,
-                   draws: int, seed: int) -> Workload:
+                   draws: int, seed: int) -> BinRanking:
     head = points[0]
     excluded: list[Excluded] = []
     # Repetitions a configuration should have: its run's repetitions, failed ones included.
@@ -464,7 +465,7 @@ def _rank_workload(points: list[RunPoint], limits: Limits, rate: float | None,
     if not candidates and latency_misses:
         closest = min(latency_misses, key=lambda e: max(e.ttft_p90_ms / limits.ttft_ms,
                                                         e.tpot_p90_ms / limits.tpot_ms))
-    return Workload(head.input_tokens, head.output_tokens, head.decoding, candidates,
+    return BinRanking(head.input_tokens, head.output_tokens, head.decoding, candidates,
                     excluded, unmeasured.failed, closest, uncertainty, unmeasured,
                     by_probability)
 
@@ -711,19 +712,24 @@ def recommendation_columns(rated: bool = False) -> list[Any]:
         Column("reps", "reps", lambda r: f"{len(r.points)}/{r.repetitions_expected}", True,
                15, "repetitions", identifies=False),
     ]
+    # A record's figure prints under the header its field declares; a figure of the
+    # ranking's own takes its unit from the record figure it is made of.
+    head = {name: c.header for name, c in result_figures().items()}
     figures = [
-        Column("ttft_p90_ms", "TTFT p90 ms", lambda r: fmt(r.ttft_p90_ms), True, 8),
-        Column("tpot_p90_ms", "TPOT p90 ms", lambda r: fmt(r.tpot_p90_ms), True, 9),
-        Column("capacity_rps", "cap. req/s", lambda r: fmt(r.capacity_rps), True, 16),
-        Column("slo_attainment", "SLO %", lambda r: "—" if r.slo_attainment is None
+        Column("ttft_p90_ms", head["ttft_p90_ms"], lambda r: fmt(r.ttft_p90_ms), True, 8),
+        Column("tpot_p90_ms", head["tpot_p90_ms"], lambda r: fmt(r.tpot_p90_ms), True, 9),
+        Column("capacity_rps", f"cap. {result_figures()['request_throughput_rps'].unit}",
+               lambda r: fmt(r.capacity_rps), True, 16),
+        Column("slo_attainment", head["slo_attainment"], lambda r: "—" if r.slo_attainment is None
                else _percent(r.slo_attainment), True, 10),
         Column("replicas", "replicas", replicas, True, 17),
         Column("busy_pct", "busy %", lambda r: "—" if r.utilisation is None
                else f"{100 * r.utilisation:.0f}", True, 18),
-        Column("load_power_w", "W load", lambda r: fmt(r.load_power_w), True, 19),
-        Column("idle_power_w", "W idle", lambda r: fmt(r.idle_power_w), True, 20),
-        Column("energy_per_request_j", "J/request", lambda r: fmt(r.energy_per_request_j),
-               True, 11),
+        Column("load_power_w", f"load power {result_figures()['avg_power_w'].unit}",
+               lambda r: fmt(r.load_power_w), True, 19),
+        Column("idle_power_w", head["idle_power_w"], lambda r: fmt(r.idle_power_w), True, 20),
+        Column("energy_per_request_j", head["energy_per_request_j"],
+               lambda r: fmt(r.energy_per_request_j), True, 11),
         Column("energy_per_good_request_j", "J/good req",
                lambda r: fmt(r.energy_per_good_request_j), True, 3),
         Column("ci95", "95% CI", lambda r: "—" if r.ci_low is None
@@ -757,7 +763,7 @@ def _percent(fraction: float) -> str:
     return "99.9" if text == "100.0" and fraction < 1 else text
 
 
-def _workload_caption(w: Workload, rec: Recommendation) -> str:
+def _workload_caption(w: BinRanking, rec: Recommendation) -> str:
     lines = []
     if w.ranking:
         best = w.best_per_gpu()

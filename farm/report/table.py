@@ -12,26 +12,20 @@ from dataclasses import dataclass
 
 from farm.report.labels import DASH, fmt
 from farm.report.points import RunPoint
+from farm_contract.records import result_figures
 
-# (header, unit, figure) of the table's figure columns: the page prints the unit in
-# a header row of its own, so the names can wrap in narrow columns.
-FIGURE_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("energy per request", "J", "energy_per_request_j"),
-    ("energy per output token", "J", "energy_per_output_token_j"),
-    ("net energy per request", "J", "energy_per_request_net_j"),
-    ("net energy per output token", "J", "energy_per_output_token_net_j"),
-    ("TTFT p90", "ms", "ttft_p90_ms"),
-    ("TPOT p90", "ms", "tpot_p90_ms"),
-    ("throughput", "req/s", "request_throughput_rps"),
-    ("output throughput", "tok/s", "output_throughput_tps"),
-    ("goodput", "req/s", "goodput_rps"),
-    ("mean power", "W", "avg_power_w"),
-    ("passes", "", "passes"),
+# The table's figures; each column's header and unit are its record field's label and
+# unit (farm_contract.records). The page prints the unit in a header row of its own,
+# so the names can wrap in narrow columns.
+FIGURES: tuple[str, ...] = (
+    "energy_per_request_j", "energy_per_output_token_j", "energy_per_request_net_j",
+    "energy_per_output_token_net_j", "ttft_p90_ms", "tpot_p90_ms", "request_throughput_rps",
+    "output_throughput_tps", "goodput_rps", "avg_power_w", "passes",
 )
 
 
 @dataclass(frozen=True)
-class Column:
+class PageColumn:
     """A column of the table: its header, its unit ("" for none) and whether it is text
     (left-aligned, may wrap anywhere) or a number (right-aligned, never wraps unless
     `wraps`: a setting followed by its read-back, "1200 (read 1215)")."""
@@ -42,12 +36,14 @@ class Column:
     wraps: bool = False
 
 
-COLUMNS: tuple[Column, ...] = (
-    Column("model"), Column("GPU"), Column("power limit", "W", False, wraps=True),
-    Column("SM clock", "MHz", False, wraps=True), Column("engine"), Column("scenario"),
-    Column("load"), Column("input", "tokens", False), Column("output", "tokens", False),
-    Column("decoding"), Column("rep", "", False), Column("status"),
-    *(Column(h, u, False) for h, u, _ in FIGURE_COLUMNS), Column("verdict"), Column("run"),
+COLUMNS: tuple[PageColumn, ...] = (
+    PageColumn("model"), PageColumn("GPU"), PageColumn("power limit", "W", False, wraps=True),
+    PageColumn("SM clock", "MHz", False, wraps=True), PageColumn("engine"), PageColumn("scenario"),
+    PageColumn("load"), PageColumn("input", "tokens", False), PageColumn("output", "tokens", False),
+    PageColumn("decoding"), PageColumn("rep", "", False), PageColumn("status"),
+    *(PageColumn(result_figures()[f].label, result_figures()[f].shown_unit, False)
+      for f in FIGURES), PageColumn("verdict"),
+    PageColumn("run"),
 )
 HEADERS: tuple[str, ...] = tuple(c.header for c in COLUMNS)
 # Columns shown only where some point needs them — the GPU tuning of a sweep that
@@ -56,7 +52,7 @@ HEADERS: tuple[str, ...] = tuple(c.header for c in COLUMNS)
 OPTIONAL: dict[str, Callable[[RunPoint], bool]] = {
     "power limit": lambda p: p.power_limit_w is not None,
     "SM clock": lambda p: p.sm_clock_mhz is not None,
-    "passes": lambda p: (p.get("passes") or 0) > 1,
+    result_figures()["passes"].label: lambda p: (p.get("passes") or 0) > 1,
 }
 
 
@@ -109,7 +105,7 @@ def row(p: RunPoint) -> tuple[list[str], Verdict]:
              setting_cell(p.sm_clock_mhz, p.get("applied_sm_clock_mhz"),
                           p.get("tuning_refused")), engine, p.scenario,
              p.load_label, fmt(p.input_tokens), fmt(p.output_tokens), p.decoding,
-             str(p.repetition), p.status, *(fmt(p.get(f)) for _, _, f in FIGURE_COLUMNS)]
+             str(p.repetition), p.status, *(fmt(p.get(f)) for f in FIGURES)]
     v = verdict(p)
     return [*cells, v.text, p.run_id], v
 
@@ -119,7 +115,7 @@ def rows(points: Sequence[RunPoint]) -> list[tuple[list[str], Verdict]]:
     return [row(p) for p in points]
 
 
-def table(points: Sequence[RunPoint]) -> tuple[list[Column], list[tuple[list[str], Verdict]]]:
+def table(points: Sequence[RunPoint]) -> tuple[list[PageColumn], list[tuple[list[str], Verdict]]]:
     """The columns the table shows for `points` (OPTIONAL ones where a point needs
     them) and each point's cells in those columns with its verdict."""
     keep = [i for i, c in enumerate(COLUMNS)

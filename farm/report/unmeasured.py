@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-PENDING = ("queued", "running")
+from farm_contract.statuses import PENDING_STATUSES
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Unmeasured:
         """Counted over the runs of `points` (RunPoints) that are not measured."""
         status = {p.run_id: p.status for p in points if not p.measured}
         values = list(status.values())
-        pending = sum(s in PENDING for s in values)
+        pending = sum(s in PENDING_STATUSES for s in values)
         cancelled = values.count("cancelled")
         return cls(len(values) - pending - cancelled, pending, cancelled)
 

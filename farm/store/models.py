@@ -48,10 +48,8 @@ SQLModel.metadata.naming_convention = {
     "pk": "pk_%(table_name)s",
 }
 
-from farm.store.counts import RUN_STATUSES  # noqa: E402 — one list for SQL and the fast path
 from farm_contract.records import load_point_columns  # noqa: E402
-
-RESULT_STATUSES = ("succeeded", "failed")
+from farm_contract.statuses import RESULT_STATUSES, RUN_STATUSES  # noqa: E402
 
 
 def utcnow() -> datetime:

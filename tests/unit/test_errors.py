@@ -85,13 +85,16 @@ def test_the_cli_matches_no_class_names():
     assert not compared and len(names) <= 1
 
 
-def test_exit_code_lives_in_the_dependency_free_module():
-    source = (ROOT / "farm" / "errors.py").read_text()
-    imports = [node for node in ast.walk(ast.parse(source))
+def _imported(path) -> set[str]:
+    imports = [node for node in ast.walk(ast.parse(path.read_text()))
                if isinstance(node, ast.Import | ast.ImportFrom)]
-    modules = {(node.module if isinstance(node, ast.ImportFrom) else node.names[0].name)
-               for node in imports}
-    assert modules <= {"__future__", "enum"}
+    return {(node.module if isinstance(node, ast.ImportFrom) else node.names[0].name)
+            for node in imports}
+
+
+def test_exit_code_lives_in_the_dependency_free_module():
+    assert _imported(ROOT / "farm_contract" / "exitcodes.py") <= {"__future__", "enum"}
+    assert _imported(ROOT / "farm" / "errors.py") <= {"__future__", "farm_contract.exitcodes"}
     assert "from farm.cli" not in (ROOT / "farm" / "local.py").read_text()
 
 
@@ -110,3 +113,57 @@ def test_the_handler_needs_no_broker_client():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+# The processes' entry points, and every error class that carries a code.
+EXIT_PATHS = ("farm/cli.py", "farm/local.py", "tasks/worker_main.py", "tasks/app.py",
+              "farm/report/dataset.py")
+CODE_PACKAGES = ("farm", "farm_contract", "tasks")
+
+
+def _bare_exit_codes(path) -> list[str]:
+    """Bare ints given as an exit status in `path`: `sys.exit(2)`, `SystemExit(2)`,
+    `exit_code = 2`, `… or 0` in a return, or `return 2` from a function annotated to
+    return an exit code (int, ExitCode)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+
+    def bare(node) -> bool:
+        if isinstance(node, ast.BoolOp | ast.IfExp):
+            parts = node.values if isinstance(node, ast.BoolOp) else [node.body, node.orelse]
+            return any(bare(part) for part in parts)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "int":
+            return any(bare(arg) for arg in node.args)
+        return isinstance(node, ast.Constant) and type(node.value) is int
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "attr", None) or getattr(node.func, "id", None)
+            if name in ("exit", "SystemExit", "_exit") and node.args and bare(node.args[0]):
+                found.append(f"{path}:{node.lineno}")
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "exit_code"
+                                                for t in node.targets) and bare(node.value):
+            found.append(f"{path}:{node.lineno}")
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and \
+                ast.unparse(node.returns or ast.Constant(None)) in ("int", "ExitCode"):
+            found += [f"{path}:{ret.lineno}" for ret in ast.walk(node)
+                      if isinstance(ret, ast.Return) and ret.value is not None
+                      and bare(ret.value)]
+    return found
+
+
+def test_no_bare_exit_code():
+    paths = {ROOT / p for p in EXIT_PATHS}
+    # exit_code class attributes anywhere on the coordinator, contract and tasks side
+    paths |= {p for package in CODE_PACKAGES for p in (ROOT / package).rglob("*.py")
+              if "exit_code" in p.read_text(encoding="utf-8")}
+    found = [hit for path in sorted(paths) for hit in _bare_exit_codes(path)]
+    assert not found, "name the code (farm_contract.exitcodes.ExitCode):\n" + "\n".join(found)
+
+
+def test_the_check_sees_bare_codes(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("import sys\nclass E(Exception):\n    exit_code = 4\n"
+                      "def main() -> int:\n    if x:\n        return 2\n    return int(y or 0)\n"
+                      "sys.exit(3)\nraise SystemExit(ExitCode.OK)\n")
+    assert sorted(int(h.rsplit(":", 1)[1]) for h in _bare_exit_codes(sample)) == [3, 6, 7, 8]

@@ -96,7 +96,6 @@ def test_secrets_and_settings_named_exist_with_their_keys() -> None:
 
 def test_only_settings_farm_reads() -> None:
     known = {f.validation_alias for f in Settings.model_fields.values()} | DEPLOYMENT_ONLY
-    known |= {"FARM_GPU_TUNE_HELPER", "FARM_GPU_TUNE_JOURNAL_DIR"}   # read by workers/gpu/tuning.py
     text = "".join(p.read_text() for p in K8S.glob("*.yaml"))
     assert set(re.findall(r"\b(FARM_[A-Z_]+)", text)) <= known
 

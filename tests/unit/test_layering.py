@@ -93,3 +93,18 @@ def test_no_module_imports_itself_back_at_run_time():
     graph = grimp.build_graph("farm", "farm_contract", "workers", "tasks",
                               exclude_type_checking_imports=True)
     assert _cycles(graph) == []
+
+
+def test_a_class_name_names_one_class():
+    """Two classes of one name (FarmError in farm/ and workers/, three Columns) make
+    a reader check which one an import means; each name is defined once."""
+    import ast
+
+    defined: dict[str, list[str]] = {}
+    for package in ("farm", "farm_contract", "tasks", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.ClassDef):
+                    defined.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    twice = {name: where for name, where in defined.items() if len(where) > 1}
+    assert not twice, twice

@@ -99,7 +99,7 @@ def test_energy_vs_power_limit_has_a_line_per_batch_size_over_the_caps():
     fig = draw_figure(FigureSpec("t", "tuning", "m: vs power limit", figure))
     energy_ax, power_ax = fig.axes[0], fig.axes[1]
     assert energy_ax.get_xlabel() == "power limit requested (W, per GPU)"
-    assert power_ax.get_ylabel() == "mean GPU power, steady window (W)"
+    assert power_ax.get_ylabel() == "mean GPU power (W)"
     colours = {line.get_color() for line in energy_ax.get_lines() if len(line.get_xdata()) == 3}
     assert len(colours) == 2
 

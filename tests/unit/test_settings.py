@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import re
+from pathlib import Path
+
 import pytest
 
 from farm_contract.settings import (
@@ -11,6 +15,8 @@ from farm_contract.settings import (
     SettingsError,
     load_settings,
     redact,
+    setting,
+    variable,
 )
 
 VARIABLES = ("FARM_BROKER_URL", "FARM_DB_URL", "FARM_VISIBILITY_TIMEOUT_S", "FARM_RUN_TIMEOUT_S",
@@ -116,3 +122,61 @@ def test_explicit_values_and_immutability(env):
 def test_redact():
     assert redact("postgresql://farm:secret@db/farm") == "postgresql://farm:***@db/farm"
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+# ------------------------------------------------- every FARM_* variable, one place
+
+SOURCE_PACKAGES = ("farm", "farm_contract", "tasks", "workers")
+ONLY_READER = Path("farm_contract") / "settings.py"
+FARM_VARIABLE = re.compile(r"^FARM_[A-Z0-9_]+$")
+
+
+def _farm_variable_reads(path: Path) -> list[str]:
+    """Where `path` names a FARM_* variable other than to set it for a child process
+    (a dict key of an environment built for one) or for itself (`os.environ[...] =`):
+    a read (`environ.get("FARM_X")`, `environ["FARM_X"]`, `"FARM_X" in environ`) or
+    a constant holding the name for a read elsewhere."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and FARM_VARIABLE.match(node.value)):
+            continue
+        parent = parents.get(node)
+        if isinstance(parent, ast.Dict) and node in parent.keys:
+            continue
+        if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, ast.Store):
+            continue
+        found.append(f"{path}:{node.lineno}: {node.value}")
+    return found
+
+
+def test_no_module_but_settings_reads_a_farm_variable():
+    root = Path(__file__).resolve().parents[2]
+    found = [hit for package in SOURCE_PACKAGES
+             for path in sorted((root / package).rglob("*.py"))
+             if path.relative_to(root) != ONLY_READER
+             for hit in _farm_variable_reads(path)]
+    assert not found, "read FARM_* through farm_contract.settings (a field, then " \
+                      "load_settings() or setting(name)):\n" + "\n".join(found)
+
+
+def test_the_check_sees_a_read(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text('import os\nVAR = "FARM_X"\nos.environ.get("FARM_Y")\n'
+                      'env = {"FARM_Z": "1"}\nos.environ["FARM_W"] = "1"\n')
+    assert [hit.rsplit(": ", 1)[1] for hit in _farm_variable_reads(sample)] == ["FARM_X",
+                                                                               "FARM_Y"]
+
+
+def test_a_setting_read_alone(monkeypatch):
+    assert setting("debug", {"FARM_DEBUG": "1"}) == "1"
+    assert setting("debug", {}) is None
+    assert setting("metrics_port", {"FARM_METRICS_PORT": "9461"}) == 9461
+    assert setting("gpu_tune_journal_dir", {}).endswith("gpu-tuning")     # the default
+    with pytest.raises(SettingsError, match=r"FARM_METRICS_PORT='0' must be greater"):
+        setting("metrics_port", {"FARM_METRICS_PORT": "0"})
+    monkeypatch.setenv("FARM_SIM_TENANTS", "/tmp/t.json")
+    assert setting("sim_tenants") == "/tmp/t.json"                      # this process's
+    assert variable("gpu_tune_helper") == "FARM_GPU_TUNE_HELPER"

@@ -231,3 +231,17 @@ def test_the_host_cpu_is_a_device_of_its_own():
         parse_sweep(VALID.replace('gpu = ["H100"]', 'gpu = ["sim:cpu"]'))
     with pytest.raises(SpecError, match="one device per host"):
         parse_sweep(VALID.replace('gpu = ["H100"]', 'gpu = ["cpu"]\ngpus_per_run = [1, 2]'))
+
+
+def test_the_sweep_builds_on_the_contracts_server_load():
+    """The sweep's server scenario is the contract's ServerLoad; a field it declares
+    again must differ (optional, a list from one value, a bound), never be a copy."""
+    from farm.spec import ServerScenario
+    from farm_contract.runspec import ServerLoad
+
+    assert issubclass(ServerScenario, ServerLoad)
+    assert list(ServerScenario.model_fields) == list(ServerLoad.model_fields)
+    for name in ServerScenario.__annotations__:
+        mine, theirs = ServerScenario.model_fields[name], ServerLoad.model_fields[name]
+        assert (mine.annotation, mine.metadata, mine.default) != (
+            theirs.annotation, theirs.metadata, theirs.default), f"{name} is a copy"

@@ -91,7 +91,7 @@ def test_pipes_and_files_are_never_cut(quickstart):
     rows, _ = quickstart
     text = format_results(rows, "table", "q", width=None)
     assert "…" not in text and "left out" not in text
-    for header in ("GPU", "scenario", "load", "tok/s", "TTFT p50 ms", "TPOT p50 ms",
+    for header in ("GPU", "scenario", "load", "tokens/s", "TTFT p50 ms", "TPOT p50 ms",
                    "good req/s", "SLO %", "J/out-tok", "net J/out-tok", "J/request"):
         assert header in text
     every = format_results(rows, "table", "q", width=None, wide=True)

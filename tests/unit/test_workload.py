@@ -21,7 +21,7 @@ from workers import tinymodel
 from workers.errors import PermanentError
 from workers.workload import (
     SAMPLE_DATASET,
-    DatasetError,
+    PromptDatasetError,
     PromptRequest,
     Workload,
     WorkloadError,
@@ -324,7 +324,7 @@ def test_jsonl_prompts_messages_blank_lines_and_extra_keys(tmp_path: Path):
 ])
 def test_jsonl_errors_name_the_file_and_line(tmp_path: Path, line: str, problem: str):
     path = write(tmp_path / "bad.jsonl", [json.dumps({"prompt": "fine"}), "", line])
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(PromptDatasetError) as info:
         load_dataset(path)
     message = str(info.value)
     assert message.startswith(f"{path}:3: ") and problem in message
@@ -336,16 +336,16 @@ def test_jsonl_lists_every_bad_line(tmp_path: Path):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"prompt": "ok"}\nnot json\n{"prompt": "\xff\xfe"}\n'
                      + b"\xff\xfe\n" + b'{"prompt": ""}\n')
-    with pytest.raises(DatasetError) as info:
+    with pytest.raises(PromptDatasetError) as info:
         load_dataset(path)
     assert [line for line, _ in info.value.problems] == [2, 3, 4, 5]
     assert "4 problems" in str(info.value) and "line 4: not UTF-8" in str(info.value)
 
 
 def test_jsonl_empty_or_missing_file(tmp_path: Path):
-    with pytest.raises(DatasetError, match="no prompts in the file"):
+    with pytest.raises(PromptDatasetError, match="no prompts in the file"):
         load_dataset(write(tmp_path / "empty.jsonl", ["", ""]))
-    with pytest.raises(DatasetError, match="cannot read the file"):
+    with pytest.raises(PromptDatasetError, match="cannot read the file"):
         load_dataset(tmp_path / "absent.jsonl")
 
 
@@ -357,7 +357,7 @@ def test_dataset_paths_are_resolved_on_the_worker(tmp_path: Path, monkeypatch):
     assert resolve_dataset("mine.jsonl") == tmp_path / "mine.jsonl"
     assert resolve_dataset("prompts-sample.jsonl") == SAMPLE_DATASET
     assert resolve_dataset("workers/datasets/prompts-sample.jsonl").samefile(SAMPLE_DATASET)
-    with pytest.raises(DatasetError, match="not found on this worker") as info:
+    with pytest.raises(PromptDatasetError, match="not found on this worker") as info:
         resolve_dataset("nowhere.jsonl")
     assert info.value.path == "nowhere.jsonl"
 
@@ -424,10 +424,10 @@ def test_bin_policy_keeps_prompts_of_the_same_bin_unchanged(tok, varied: Path):
 
 
 def test_no_usable_prompt_names_the_file(tok, varied: Path):
-    with pytest.raises(DatasetError, match="no prompt of at least 4096 tokens") as info:
+    with pytest.raises(PromptDatasetError, match="no prompt of at least 4096 tokens") as info:
         Workload(spec(4096, dataset=str(varied)), tok).prompts(1)
     assert info.value.path == str(varied)
-    with pytest.raises(DatasetError, match="outside the input bins"):
+    with pytest.raises(PromptDatasetError, match="outside the input bins"):
         Workload(spec(10, dataset=str(varied)), tok, dataset_policy="bin")
 
 
@@ -441,7 +441,7 @@ def test_dataset_order_depends_on_the_seed(tok, varied: Path):
 
 def test_dataset_errors_surface_when_the_workload_is_built(tok, tmp_path: Path):
     bad = write(tmp_path / "bad.jsonl", ['{"prompt": "ok"}', "{oops"])
-    with pytest.raises(DatasetError, match=r"bad\.jsonl:2: invalid JSON"):
+    with pytest.raises(PromptDatasetError, match=r"bad\.jsonl:2: invalid JSON"):
         Workload(spec(32, dataset=str(bad)), tok)
 
 

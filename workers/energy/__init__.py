@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import pkgutil
 import threading
 from abc import ABC, abstractmethod
@@ -35,11 +34,11 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from farm_contract.records import EnergySourceInfo
+from farm_contract.settings import setting
 from workers.gpu.base import GpuDevice
 
 log = logging.getLogger(__name__)
 
-ENV_VAR = "FARM_ENERGY_SOURCES"
 S = TypeVar("S", bound="type[EnergySource]")
 
 
@@ -189,7 +188,7 @@ def configured_sources(environ: Mapping[str, str] | None = None) -> list[EnergyS
     global _configured
     with _config_lock:
         if _configured is None:
-            _configured = parse_source_specs((environ or os.environ).get(ENV_VAR, ""))
+            _configured = parse_source_specs(setting("energy_sources", environ) or "")
         return list(_configured)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import socket
 import threading
@@ -34,6 +33,7 @@ from collections.abc import Callable, Iterable
 
 from farm_contract.records import GpuInfo
 from farm_contract.routing import CPU_SLUG, gpu_model, parse_host_spec
+from farm_contract.settings import setting, variable
 from workers.gpu.base import GpuDevice, GpuInventory
 
 # Idle board power per GPU: (no CUDA context, CUDA context held), watts.
@@ -131,12 +131,12 @@ def parse_sim_spec(text: str) -> tuple[str, int]:
 # A file of simulated foreign processes, {"SIM-…uuid": [pid, …]}, read at every
 # compute_pids: how a test or a demo puts "someone's training job" on a simulated
 # GPU of a running worker process. Simulated GPUs only; unset means none.
-SIM_TENANTS_VAR = "FARM_SIM_TENANTS"
+SIM_TENANTS_VAR = variable("sim_tenants")
 
 
 def simulated_tenants() -> dict[str, list[int]]:
     """The simulated tenants by GPU UUID (none when the file is unset, absent or unreadable)."""
-    path = os.environ.get(SIM_TENANTS_VAR)
+    path = setting("sim_tenants")
     if not path:
         return {}
     try:

@@ -30,37 +30,37 @@ WATTS_RANGE = (50.0, 2000.0)
 MHZ_RANGE = (100, 5000)
 
 
-class Usage(Exception):
+class UsageError(Exception):
     """Arguments outside the interface."""
 
 
 def parse(argv: list[str]) -> tuple[str, str, float | int | None]:
-    """(command, uuid, value) from argv, or Usage naming what is wrong."""
+    """(command, uuid, value) from argv, or UsageError naming what is wrong."""
     if not argv:
-        raise Usage("no command")
+        raise UsageError("no command")
     command, args = argv[0], argv[1:]
     expected = {"set-power-limit": 2, "lock-clocks": 2, "reset": 1}
     if command not in expected:
-        raise Usage(f"unknown command {command!r}")
+        raise UsageError(f"unknown command {command!r}")
     if len(args) != expected[command]:
-        raise Usage(f"{command} takes {expected[command]} argument(s), got {len(args)}")
+        raise UsageError(f"{command} takes {expected[command]} argument(s), got {len(args)}")
     uuid = args[0]
     if not UUID.match(uuid):
-        raise Usage(f"{uuid!r} is not a GPU UUID (GPU-…)")
+        raise UsageError(f"{uuid!r} is not a GPU UUID (GPU-…)")
     if command == "reset":
         return command, uuid, None
     if not NUMBER.match(args[1]):
-        raise Usage(f"{args[1]!r} is not a number")
+        raise UsageError(f"{args[1]!r} is not a number")
     if command == "set-power-limit":
         watts = float(args[1])
         if not WATTS_RANGE[0] <= watts <= WATTS_RANGE[1]:
-            raise Usage(f"{watts:g} W is outside {WATTS_RANGE[0]:g}–{WATTS_RANGE[1]:g} W")
+            raise UsageError(f"{watts:g} W is outside {WATTS_RANGE[0]:g}–{WATTS_RANGE[1]:g} W")
         return command, uuid, watts
     if "." in args[1]:
-        raise Usage(f"{args[1]!r}: MHz is a whole number")
+        raise UsageError(f"{args[1]!r}: MHz is a whole number")
     mhz = int(args[1])
     if not MHZ_RANGE[0] <= mhz <= MHZ_RANGE[1]:
-        raise Usage(f"{mhz} MHz is outside {MHZ_RANGE[0]}–{MHZ_RANGE[1]} MHz")
+        raise UsageError(f"{mhz} MHz is outside {MHZ_RANGE[0]}–{MHZ_RANGE[1]} MHz")
     return command, uuid, mhz
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         command, uuid, value = parse(argv)
-    except Usage as exc:
+    except UsageError as exc:
         print(f"farm-gpu-tune: {exc}\n{USAGE}", file=sys.stderr)
         return 2
     import pynvml

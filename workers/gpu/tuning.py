@@ -40,14 +40,13 @@ from typing import Any
 
 from farm_contract.records import EnergyWindow, GpuTuning, ValidityCheck
 from farm_contract.runspec import DEFAULT, RunHardware
+from farm_contract.settings import setting, variable
 from workers.errors import PermanentError
 from workers.gpu.base import GpuDevice, TuningRefused
 
 log = logging.getLogger(__name__)
 
-HELPER_ENV = "FARM_GPU_TUNE_HELPER"
-JOURNAL_ENV = "FARM_GPU_TUNE_JOURNAL_DIR"
-DEFAULT_JOURNAL_DIR = Path.home() / ".farm" / "gpu-tuning"
+HELPER_ENV = variable("gpu_tune_helper")      # named in messages: what to set
 HELPER_TIMEOUT_S = 30.0
 # The enforced limit NVML reads back is in mW; allow rounding to the watt.
 POWER_LIMIT_TOLERANCE_W = 1.0
@@ -86,9 +85,9 @@ class Helper:
         self.timeout_s = timeout_s
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> Helper | None:
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> Helper | None:
         """The helper `FARM_GPU_TUNE_HELPER` names (split like a command line), or None."""
-        value = env.get(HELPER_ENV, "").strip()
+        value = (setting("gpu_tune_helper", env) or "").strip()
         return cls(shlex.split(value)) if value else None
 
     def run(self, *args: str) -> None:
@@ -157,8 +156,8 @@ class GpuTuner:
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> GpuTuner:
         """The worker's tuner: journal and helper from FARM_GPU_TUNE_* variables."""
-        env = os.environ if env is None else env
-        directory = env.get(JOURNAL_ENV, "").strip() or DEFAULT_JOURNAL_DIR
+        directory = setting("gpu_tune_journal_dir", env).strip() \
+            or setting("gpu_tune_journal_dir", {})   # blank: the default
         return cls(Journal(Path(directory)), Helper.from_environment(env))
 
     def session(self, gpus: list[GpuDevice], hardware: RunHardware, run_id: str) -> Tuning:
