@@ -526,3 +526,12 @@ class SlurmSettings(BaseSettings):
 def load_slurm_settings() -> SlurmSettings:
     """`farmctl slurm`'s settings from the FARM_SLURM_* variables."""
     return SlurmSettings()
+
+
+# Variables only the coordinator may hold (the store's URL and password, Flower's
+# login, the signing keyring): a worker job's environment is stripped of them
+# (farm/slurm), since a GPU worker needs the broker alone.
+COORDINATOR_ONLY_VARIABLES = frozenset({
+    "FARM_DB_URL", "FARM_DB_PASSWORD", "FARM_FLOWER_USER", "FARM_FLOWER_PASSWORD",
+    "FARM_SIGNING_KEYS", "FARM_SIGNING_KEYS_FILE", "FARM_REDIS_PASSWORD",
+    "FARM_REDIS_COORDINATOR_PASSWORD", "PGPASSWORD"})

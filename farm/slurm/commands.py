@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from farm.errors import ExitCode, FarmError
 from farm.slurm.plan import Job
+from farm_contract.settings import COORDINATOR_ONLY_VARIABLES
 
 OWNER_TAG = "farm-owner="
 # squeue's fields, separated by a character no field can hold.
@@ -96,10 +97,6 @@ def job_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     coordinator may hold (the store's URL and password, Flower's login, the signing
     keyring): a GPU worker needs the broker alone."""
     base = os.environ if base is None else base
-    return {k: v for k, v in base.items() if k not in COORDINATOR_ONLY}
+    return {k: v for k, v in base.items() if k not in COORDINATOR_ONLY_VARIABLES}
 
 
-COORDINATOR_ONLY = frozenset({
-    "FARM_DB_URL", "FARM_DB_PASSWORD", "FARM_FLOWER_USER", "FARM_FLOWER_PASSWORD",
-    "FARM_SIGNING_KEYS", "FARM_SIGNING_KEYS_FILE", "FARM_REDIS_PASSWORD",
-    "FARM_REDIS_COORDINATOR_PASSWORD", "PGPASSWORD"})
