@@ -30,7 +30,7 @@ from typing import Any
 from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
 from farm.report.points import RunPoint
-from farm.report.stats import Estimate, estimate, group_by, welch_difference
+from farm.report.stats import Estimate, ci_text, estimate, group_by, welch_difference
 from farm.report.unmeasured import Unmeasured
 
 # Dimensions every match shares.
@@ -493,8 +493,6 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
 
 
 def _mean_ci(e: Estimate | None, fmt) -> str:
-    if e is None:
-        return "—"
-    if e.half_width is None:
-        return fmt(e.mean)
-    return f"{fmt(e.mean)} ± {fmt(e.half_width, 2)}"
+    # The one wording of a mean and its interval (farm.report.stats.ci_text), as in
+    # `recommend` and the report: "2.63 (95% CI 2.42–2.84, n = 2)".
+    return ci_text(e, fmt)
