@@ -65,7 +65,7 @@ def cases(folder: Path) -> list[tuple[str, str, Path]]:
         ("1 MiB: 20,000 configurations, 100 excludes", "accepted", write("biggest", biggest)),
         ("repetitions = 1,000,000", "refused (field)",
          write("reps", QUICKSTART.replace("repetitions = 2", "repetitions = 1000000"))),
-        ("adaptive max 1,000 × 40 bins (80,000 runs)", "refused (run count)",
+        ("adaptive max 1,000 × 20 bins (80,000 runs)", "refused (run count)",
          write("count", most.replace("repetitions = 1000", "repetitions = { min = 2, max = 1000, "
                                      "ci_half_width_pct = 2 }").replace(
              "input_tokens = [128, 256, 512, 1024, 2048]",

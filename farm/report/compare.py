@@ -494,5 +494,5 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
 
 def _mean_ci(e: Estimate | None, fmt) -> str:
     # The one wording of a mean and its interval (farm.report.stats.ci_text), as in
-    # `recommend` and the report: "2.63 (95% CI 2.42–2.84, n = 2)".
-    return ci_text(e, fmt)
+    # `recommend` and the report; n is the table's own column (or its header line).
+    return ci_text(e, fmt, show_n=False)
