@@ -11,7 +11,7 @@ realistic mix of statuses with one SQL UPDATE, ANALYZEs, then times
   (c) with --importtime, the heaviest imports of `farmctl status`
       (python -X importtime), by top-level package.
 
-    .venv/bin/python benchmarks/bench_status.py [--runs 100000] [--sweeps 4] [--db postgresql]
+    .venv/bin/python benchmarks/bench_status.py [--runs 100000] [--sweeps 5] [--db postgresql]
 """
 
 from __future__ import annotations
@@ -141,7 +141,8 @@ def importtime(env: dict[str, str], args: list[str]) -> list[tuple[str, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=100_000)
-    parser.add_argument("--sweeps", type=int, default=4)
+    # 5: a sweep expands to at most 20,000 runs (farm_contract/limits.py MAX_RUNS).
+    parser.add_argument("--sweeps", type=int, default=5)
     parser.add_argument("--db", choices=DB_KINDS, default="postgresql")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--importtime", action="store_true",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -115,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     from workers.runner import run_one
 
     model_dir = build_model(args.model_dir)
+    # The worker loads models only from its roots (workers/model_policy.py).
+    os.environ.setdefault("FARM_MODEL_ROOTS", str(model_dir.resolve().parent))
     inventory = NvmlInventory()
     gpu = inventory.devices()[0]
     shapes = QUICK if args.quick else FULL

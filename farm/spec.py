@@ -14,7 +14,9 @@ all measured against one engine start within one run.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +35,10 @@ from pydantic import (
 
 from farm.errors import ExitCode, FarmError
 from farm.sweep import iter_runs
+from farm_contract import limits as lim
 from farm_contract.engine_args import ErrorDetails, grid_errors, known_names, problem
 from farm_contract.engines import ENGINE_KINDS, SIMULATOR, EngineKindName
+from farm_contract.limits import at_most, most_items
 from farm_contract.routing import (
     CPU_SLUG,
     UnknownGpuError,
@@ -43,6 +47,7 @@ from farm_contract.routing import (
     sm_clock_problem,
     split_backend,
 )
+from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from farm_contract.runspec import (
     DEFAULT,
     NAME_PATTERN,
@@ -51,21 +56,31 @@ from farm_contract.runspec import (
     Default,
     MeasurementSpec,
     ModelSpec,
-    NonNegativeFloat,
     OneOrMany,
     PositiveFloat,
     PositiveInt,
+    PositiveSeconds,
     Scalar,
+    Seconds,
     ServerLoad,
     Strict,
 )
+
+# Each number a sweep gives, bounded by what the farm can do (farm_contract/limits.py).
+GpuCount = Annotated[PositiveInt, at_most(lim.MAX_GPUS_PER_RUN, lim.WHY_GPUS_PER_RUN)]
+Concurrency = Annotated[PositiveInt, at_most(lim.MAX_CONCURRENCY, lim.WHY_CONCURRENCY)]
+Rate = Annotated[PositiveFloat, at_most(lim.MAX_REQUEST_RATE, lim.WHY_REQUEST_RATE)]
+LoadList = most_items(lim.MAX_LOAD_POINTS, lim.WHY_LOAD_POINTS)
+Prompts = Annotated[int, Field(strict=True), at_most(lim.MAX_PROMPTS, lim.WHY_PROMPTS)]
+Tokens = Annotated[PositiveInt, at_most(lim.MAX_TOKENS, lim.WHY_TOKENS)]
+SloMs = Annotated[PositiveFloat, at_most(lim.MAX_SLO_MS, lim.WHY_SLO_MS)]
 
 
 class HardwareSpec(Strict):
     """GPU models (friendly names; "sim:H100" for a simulated one) and GPUs per run."""
 
     gpu: OneOrMany[str]
-    gpus_per_run: OneOrMany[PositiveInt] = [1]
+    gpus_per_run: OneOrMany[GpuCount] = [1]
     # Swept like the other axes; null (left out) leaves the GPUs as they are,
     # "default" is the GPU's default limit / no clock lock, as one value of the axis.
     # The worker sets them through the driver and restores them after the run.
@@ -177,7 +192,7 @@ class ServerScenario(ServerLoad):
     """OpenAI-compatible server under load: the contract's `ServerLoad` as a sweep
     file writes it. Only what the file writes differently is declared here (a name
     that may be left out, one value or a list, the bounds a file is checked
-    against); `kind`, `api`, the SLO limits and `rate_sweep` are the contract's.
+    against); `kind`, `api` and `rate_sweep` are the contract's.
 
     Closed loop: `concurrency` = simultaneous requests kept in flight. Open loop:
     `request_rate` (requests/s) with gamma arrivals of shape `burstiness`
@@ -188,12 +203,15 @@ class ServerScenario(ServerLoad):
     """
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    concurrency: OneOrMany[PositiveInt] | None = None
-    request_rate: OneOrMany[PositiveFloat] | None = None
-    burstiness: PositiveFloat | None = None
-    max_concurrency: PositiveInt | None = None
-    duration_s: PositiveFloat
-    warmup_s: NonNegativeFloat = 10.0
+    concurrency: Annotated[OneOrMany[Concurrency], LoadList] | None = None
+    request_rate: Annotated[OneOrMany[Rate], LoadList] | None = None
+    burstiness: Annotated[PositiveFloat,
+                          at_most(lim.MAX_BURSTINESS, lim.WHY_BURSTINESS)] | None = None
+    max_concurrency: Concurrency | None = None
+    duration_s: PositiveSeconds
+    warmup_s: Seconds = 10.0
+    slo_ttft_ms: SloMs = DEFAULT_SLO_TTFT_MS
+    slo_tpot_ms: SloMs = DEFAULT_SLO_TPOT_MS
 
     @model_validator(mode="after")
     def _one_load_kind(self) -> ServerScenario:
@@ -207,6 +225,20 @@ class ServerScenario(ServerLoad):
         ):
             raise ValueError("`burstiness` and `max_concurrency` apply to `request_rate` "
                              "(open loop) only")
+        return self
+
+    @model_validator(mode="after")
+    def _run_fits_a_day(self) -> ServerScenario:
+        # One run sends for warm-up + every load point: each alone may be under a day
+        # and all of them together still hold the GPUs for months.
+        points = len(self.concurrency or self.request_rate or []) or \
+            (self.rate_sweep.max_points if self.rate_sweep else 1)
+        sending = self.warmup_s + points * self.duration_s
+        if sending > lim.MAX_RUN_S:
+            raise ValidationError.from_exception_data("ServerScenario", [_problem(
+                ("duration_s",), f"warmup_s + {points} load point(s) × duration_s is "
+                f"{sending:,.0f} s of sending in one run, above the farm's maximum of "
+                f"{lim.MAX_RUN_S:,.0f} s ({lim.WHY_RUN_S})")])
         return self
 
     @property
@@ -224,8 +256,8 @@ class BatchScenario(Strict):
 
     kind: Literal["batch"]
     name: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None
-    num_prompts: OneOrMany[PositiveInt]
-    warmup_prompts: Annotated[int, Field(ge=0, strict=True)] = 8
+    num_prompts: OneOrMany[Annotated[Prompts, Field(gt=0)]]
+    warmup_prompts: Annotated[Prompts, Field(ge=0)] = 8
 
     @property
     def label(self) -> str:
@@ -239,11 +271,11 @@ Scenario = Annotated[ServerScenario | BatchScenario, Field(discriminator="kind")
 class WorkloadSpec(Strict):
     """What is sent: token-length bins, decoding strategies, the prompt source."""
 
-    input_tokens: OneOrMany[PositiveInt] | None = None
-    output_tokens: OneOrMany[PositiveInt]
+    input_tokens: OneOrMany[Tokens] | None = None
+    output_tokens: OneOrMany[Tokens]
     decoding: OneOrMany[Decoding] = [Decoding()]
     dataset: Annotated[str, Field(min_length=1)] = "synthetic"
-    seed: Annotated[int, Field(ge=0, strict=True)] = 0
+    seed: Annotated[int, Field(ge=0, strict=True), at_most(lim.MAX_SEED, lim.WHY_SEED)] = 0
 
     @model_validator(mode="after")
     def _inputs_known(self) -> WorkloadSpec:
@@ -274,8 +306,9 @@ class Repetitions(Strict):
     """
 
     min: Annotated[int, Field(ge=2, strict=True)] = 3
-    max: Annotated[int, Field(ge=2, le=1000, strict=True)] = 10
-    ci_half_width_pct: PositiveFloat
+    max: Annotated[int, Field(ge=2, strict=True),
+                   at_most(lim.MAX_REPETITIONS, lim.WHY_REPETITIONS)] = 10
+    ci_half_width_pct: Annotated[PositiveFloat, at_most(lim.MAX_CI_PCT, lim.WHY_CI_PCT)]
     figure: Literal["gross", "net"] = "gross"
 
     @property
@@ -297,7 +330,8 @@ def _repetitions_form(value: Any) -> str:
 # `repetitions = 3` (a fixed count) or the adaptive table; the tags name the form,
 # so an error is reported for the form the file used only.
 RepetitionsField = Annotated[
-    Annotated[PositiveInt, Tag("repetition-count")] | Annotated[Repetitions,
+    Annotated[PositiveInt, at_most(lim.MAX_REPETITIONS, lim.WHY_REPETITIONS),
+              Tag("repetition-count")] | Annotated[Repetitions,
                                                                 Tag("adaptive-repetitions")],
     Discriminator(_repetitions_form),
 ]
@@ -322,7 +356,8 @@ class SweepSpec(Strict):
     workload: WorkloadSpec
     measurement: MeasurementSpec = MeasurementSpec()
     # Combinations to leave out, e.g. { gpu = "L4", input_tokens = 2048 }.
-    exclude: list[dict[str, Scalar | list[Scalar]]] = []
+    exclude: Annotated[list[dict[str, Scalar | list[Scalar]]],
+                       most_items(lim.MAX_EXCLUDE_RULES, lim.WHY_EXCLUDE_RULES)] = []
 
     @property
     def adaptive(self) -> Repetitions | None:
@@ -354,6 +389,17 @@ class SweepSpec(Strict):
                     raise ValueError(f"unknown exclude key {key!r}; known: "
                                      f"{', '.join(EXCLUDE_KEYS)}, engine.<argument>")
         return rules
+
+    @model_validator(mode="after")
+    def _within_the_farm(self) -> SweepSpec:
+        # Before the run checks below, which walk the expanded runs: counted from the
+        # axis lengths, so a sweep of a billion runs is refused without making one.
+        from farm.sweep_bound import bound_errors  # it reads this module's models
+
+        errors = bound_errors(self)
+        if errors:
+            raise ValidationError.from_exception_data("SweepSpec", errors)
+        return self
 
     @model_validator(mode="after")
     def _scenarios_fit_engine(self) -> SweepSpec:
@@ -580,10 +626,32 @@ def _validate(data: Any, text: str | None, source: str) -> SweepSpec:
 
 
 def _read(path: str | Path) -> str:
+    """The file's text, refused before parsing when it is not a regular file (a device
+    such as /dev/zero, or a FIFO, reads forever) or is larger than MAX_SWEEP_BYTES."""
+    def refuse(message: str) -> SpecError:
+        return SpecError(str(path), [Problem("", message)])
+
     try:
-        return Path(path).read_text(encoding="utf-8")
+        # Non-blocking: opening a FIFO nobody writes to would wait forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise refuse("not a regular file (a device, a pipe or a folder): a sweep is "
+                             "a .toml file")
+            if info.st_size > lim.MAX_SWEEP_BYTES:
+                raise refuse(_too_big(info.st_size))
+            data = handle.read(lim.MAX_SWEEP_BYTES + 1)    # it may grow while read
+        if len(data) > lim.MAX_SWEEP_BYTES:
+            raise refuse(_too_big(len(data)))
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), [Problem("", f"cannot read the file: {exc}")]) from None
+        raise refuse(f"cannot read the file: {exc}") from None
+
+
+def _too_big(size: int) -> str:
+    return (f"{size:,} bytes, above the farm's maximum of {lim.MAX_SWEEP_BYTES:,} for a sweep "
+            f"file ({lim.WHY_SWEEP_BYTES}): split the study into sweeps")
 
 
 def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:

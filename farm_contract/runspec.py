@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from farm_contract import limits as lim
 from farm_contract.engines import EngineKindName, engine_kind
+from farm_contract.limits import at_most
 from farm_contract.routing import queue_for
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
@@ -38,6 +40,9 @@ OneOrMany = Annotated[list[T], BeforeValidator(_listify), Field(min_length=1)]
 PositiveInt = Annotated[int, Field(gt=0, strict=True)]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+# A time a sweep gives (a wait, a window, a baseline): never longer than a run can be.
+Seconds = Annotated[NonNegativeFloat, at_most(lim.MAX_RUN_S, lim.WHY_RUN_S)]
+PositiveSeconds = Annotated[PositiveFloat, at_most(lim.MAX_RUN_S, lim.WHY_RUN_S)]
 
 
 class Strict(BaseModel):
@@ -56,15 +61,16 @@ class ModelSpec(Strict):
     tokenizer: str | None = None
     # Parameter count in billions. Only the simulated engine needs it, and only
     # when the id or source does not say it (as "…-8B" does).
-    params_b: PositiveFloat | None = None
+    params_b: Annotated[PositiveFloat, at_most(lim.MAX_PARAMS_B, lim.WHY_PARAMS_B)] | None = None
 
 
 class Decoding(Strict):
     """Decoding strategy. temperature 0 is greedy."""
 
-    temperature: NonNegativeFloat = 0.0
+    temperature: Annotated[NonNegativeFloat,
+                           at_most(lim.MAX_TEMPERATURE, lim.WHY_TEMPERATURE)] = 0.0
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
-    top_k: PositiveInt | None = None
+    top_k: Annotated[PositiveInt, at_most(lim.MAX_TOP_K, lim.WHY_TOP_K)] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -98,31 +104,32 @@ class QuietGateSpec(Strict):
     """
 
     enabled: bool = True
-    window_s: PositiveFloat = 10.0
+    window_s: PositiveSeconds = 10.0
     power_band_pct: Annotated[float, Field(gt=0, le=50)] = 2.0
-    power_band_w: PositiveFloat = 1.0
+    power_band_w: Annotated[PositiveFloat, at_most(lim.MAX_POWER_W, lim.WHY_POWER_W)] = 1.0
     max_utilization_pct: Annotated[float, Field(ge=0, le=100)] = 1.0
-    timeout_s: NonNegativeFloat = 180.0
+    timeout_s: Seconds = 180.0
 
 
 class MeasurementSpec(Strict):
     """How energy is measured; stored with every result."""
 
     sample_period_s: Annotated[float, Field(ge=0.01, le=10)] = 0.1
-    idle_baseline_s: NonNegativeFloat = 10.0
+    idle_baseline_s: Seconds = 10.0
     # ISO 3166-1 alpha-3 country of the grid, for CodeCarbon's emissions.
     region: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] | None = None
     # Validity: a steady-state window shorter than this fails the run's checks.
     # Lower it for smoke tests only; the value is stored with every verdict.
-    min_steady_s: NonNegativeFloat = 30.0
+    min_steady_s: Seconds = 30.0
     # Counter vs timeline: windows at least `agreement_min_window_s` long whose two
     # energy figures differ by more than `agreement_tolerance` are flagged.
     agreement_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.03
-    agreement_min_window_s: NonNegativeFloat = 5.0
+    agreement_min_window_s: Seconds = 5.0
     # Preflight: wait up to this long for the GPUs to cool to within
     # `cooldown_band_c` of their idle temperature (then go on, recording it).
-    cooldown_timeout_s: NonNegativeFloat = 300.0
-    cooldown_band_c: PositiveFloat = 5.0
+    cooldown_timeout_s: Seconds = 300.0
+    cooldown_band_c: Annotated[PositiveFloat,
+                               at_most(lim.MAX_TEMPERATURE_C, lim.WHY_TEMPERATURE_C)] = 5.0
     # CPU and RAM energy and emissions through CodeCarbon (offline tracker).
     codecarbon: bool = True
     # Before the idle baselines: wait for the GPUs to be at rest (QuietGateSpec).
@@ -194,13 +201,15 @@ class RateSweep(Strict):
     least `min_requests` requests in their steady window (fewer: counting noise).
     """
 
-    start: PositiveFloat = 0.05
+    start: Annotated[PositiveFloat, at_most(lim.MAX_REQUEST_RATE, lim.WHY_REQUEST_RATE)] = 0.05
     factor: Annotated[float, Field(gt=1, le=100, allow_inf_nan=False)] = 2.0
     max_points: Annotated[int, Field(ge=2, le=64, strict=True)] = 12
     min_achieved_pct: Annotated[float, Field(gt=0, le=100)] = 90.0
     min_gain_pct: Annotated[float, Field(ge=0, le=1000)] = 5.0
-    max_ttft_growth: Annotated[float, Field(gt=1, allow_inf_nan=False)] = 10.0
-    min_requests: Annotated[int, Field(ge=1, strict=True)] = 20
+    max_ttft_growth: Annotated[float, Field(gt=1, allow_inf_nan=False),
+                               at_most(lim.MAX_GROWTH, lim.WHY_GROWTH)] = 10.0
+    min_requests: Annotated[int, Field(ge=1, strict=True),
+                            at_most(lim.MAX_PROMPTS, lim.WHY_PROMPTS)] = 20
 
     @property
     def rates(self) -> list[float]:

@@ -66,6 +66,10 @@ EXAMPLES = {
     "FARM_METRICS_ADDRESS": "0.0.0.0 or 127.0.0.1",
     "FARM_ENERGY_SOURCES": "rapl:name=host_rapl",
     "FARM_GPU_TUNE_HELPER": "sudo -n /usr/local/sbin/farm-gpu-tune",
+    "FARM_MODEL_ROOTS": "/models:/srv/checkpoints",
+    "FARM_MODELS_DIR": "/models",
+    "FARM_ALLOW_HUB": "1",
+    "FARM_ALLOW_REMOTE_CODE": "1",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -195,6 +199,38 @@ class Settings(BaseSettings):
         default_factory=lambda: str(Path.home() / ".farm" / "gpu-tuning"),
         validation_alias="FARM_GPU_TUNE_JOURNAL_DIR",
         description="which GPUs a run changed, until restored")
+    # -- which models a GPU host loads, and whether it runs their code (issue 22) --
+    # A host's policy, never a sweep's (workers/model_policy.py): a model is loaded
+    # only from a folder under one of these roots (colon-separated; relative ones
+    # under the worker's working directory) ...
+    model_roots: str | None = Field(
+        None, validation_alias="FARM_MODEL_ROOTS",
+        description="folders (colon-separated) a worker loads models from; default "
+                    "./.farm/models, FARM_MODELS_DIR and /models")
+    # ... the deployment files' model folder (mounted at /models in the containers).
+    models_dir: str | None = Field(None, validation_alias="FARM_MODELS_DIR",
+                                   description="the host's model folder, one of the roots")
+    # Hub ids ("org/name") only where allowed: GPU hosts often have no network, and a
+    # hub download is code and weights nobody on the host chose.
+    allow_hub: bool = Field(False, validation_alias="FARM_ALLOW_HUB",
+                            description="whether a worker loads hub ids (org/name)")
+    # trust_remote_code runs Python that came with a model: the host decides.
+    allow_remote_code: bool = Field(False, validation_alias="FARM_ALLOW_REMOTE_CODE",
+                                    description="whether a worker runs a model's own code "
+                                                "(trust_remote_code)")
+
+    def model_root_paths(self, cwd: str | None = None) -> list[str]:
+        """The model roots as absolute paths, symlinks resolved (FARM_MODEL_ROOTS, else
+        <cwd>/.farm/models, FARM_MODELS_DIR if set, and /models)."""
+        cwd = cwd or os.getcwd()
+        if self.model_roots:
+            given = [p for p in self.model_roots.split(":") if p.strip()]
+        else:
+            given = [os.path.join(".farm", "models"), *([self.models_dir] if self.models_dir
+                                                        else []), "/models"]
+        roots = [os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
+                 for p in given]
+        return list(dict.fromkeys(roots))
 
     def __init__(self, **values: Any):
         try:

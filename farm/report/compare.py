@@ -31,7 +31,7 @@ from farm.errors import ExitCode, FarmError
 from farm.output import setting_text
 from farm.report.labels import short_label
 from farm.report.points import RunPoint
-from farm.report.stats import Estimate, estimate, group_by, welch_difference
+from farm.report.stats import Estimate, ci_text, estimate, group_by, welch_difference
 from farm.report.unmeasured import Unmeasured
 from farm_contract.records import result_figures
 
@@ -497,8 +497,6 @@ def format_comparison(cmp: Comparison, fmt: str = "table", *, columns: str | Non
 
 
 def _mean_ci(e: Estimate | None, fmt) -> str:
-    if e is None:
-        return "—"
-    if e.half_width is None:
-        return fmt(e.mean)
-    return f"{fmt(e.mean)} ± {fmt(e.half_width, 2)}"
+    # The one wording of a mean and its interval (farm.report.stats.ci_text), as in
+    # `recommend` and the report; n is the table's own column (or its header line).
+    return ci_text(e, fmt, show_n=False)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from farm.report.labels import Variants
+from farm.report.labels import Variants, tokens_label
 from farm.report.points import RunPoint
 from farm.report.selection import reason_left_out
 from farm.report.stats import Estimate, estimate, group_by
@@ -269,3 +269,30 @@ def fit_figures(points: Sequence[RunPoint], figures: tuple[str, ...] = FIT_FIGUR
                       {f: [c for c in cs if (c.model, c.x_axis) == (model, axis)]
                        for f, cs in curves.items()})
             for model, axis in keys]
+
+
+def only_fitted(figures: Sequence[FitFigure]) -> tuple[list[FitFigure], str | None]:
+    """The figures without the token-length rows in which no curve has a fit (a panel of
+    points saying "no fit" in every legend tells nothing the caption cannot), and one
+    line naming what was left out and why (None when nothing was)."""
+    kept: list[FitFigure] = []
+    left: dict[str, list[str]] = {}         # why → the rows left out for it
+    for ff in figures:
+        pairs = []
+        for pair in ff.token_pairs:
+            curves = [c for cs in ff.curves.values() for c in cs
+                      if (c.input_tokens, c.output_tokens) == pair]
+            if any(c.fit.ok for c in curves):
+                pairs.append(pair)
+                continue
+            why = "; ".join(dict.fromkeys(str(c.fit.reason) for c in curves))
+            left.setdefault(why, []).append(
+                f"{ff.model} vs {ff.x_axis}, {tokens_label(*pair)}")
+        if pairs:
+            kept.append(FitFigure(ff.model, ff.x_axis, ff.figures, {
+                f: [c for c in cs if (c.input_tokens, c.output_tokens) in pairs]
+                for f, cs in ff.curves.items()}))
+    if not left:
+        return kept, None
+    return kept, "Not drawn, no fit: " + "; ".join(
+        f"{', '.join(rows)} ({why})" for why, rows in left.items()) + "."

@@ -543,7 +543,8 @@ def draw_timeline(spec: FigureSpec) -> Any:
 
 
 STILL_RUNNING = ("more", "waiting")     # adaptive verdicts of a configuration not done
-FIT_LEGEND_ROW = 0.16   # inches per legend entry under a fitted-curves panel
+FIT_LEGEND_ROW = 0.2    # inches per legend entry under a fitted-curves panel
+FIT_LEGEND_PT = 8       # legible at the page's width (6 pt was not)
 
 
 def draw_fits(spec: FigureSpec) -> Any:
@@ -591,7 +592,7 @@ def draw_fits(spec: FigureSpec) -> Any:
             ax.xaxis.set_major_formatter(_plain_formatter())
             ax.set_xticks(sorted(set(xs_all)))
             ax.grid(True, which="major", alpha=0.3)
-            ax.legend(fontsize=6, frameon=False, loc="upper left",
+            ax.legend(fontsize=FIT_LEGEND_PT, frameon=False, loc="upper left",
                       bbox_to_anchor=(0.0, -0.2), borderaxespad=0.0)
             ax.set_title(f"{short_label(figure)} · {tokens_label(*pair)}", fontsize=9)
             ax.set_xlabel(X_AXIS_LABELS.get(data.x_axis, data.x_axis), fontsize=8)

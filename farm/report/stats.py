@@ -81,15 +81,19 @@ def rankable(ns: Iterable[int]) -> bool:
     return bool(ns) and min(ns) >= MIN_RANK_N
 
 
-def ci_text(est: Estimate | None, fmt: Callable[[float], str], unit: str = "") -> str:
+def ci_text(est: Estimate | None, fmt: Callable[[float], str], unit: str = "",
+            show_n: bool = True) -> str:
     """"41.3 J (95% CI 32.4–50.2 J, n = 2)"; "41.3 J (n = 1, no interval)": one wording
-    of a mean and its interval for every output."""
+    of a mean and its interval for every output. `show_n` False leaves n out where a
+    table already shows it (compare's `n` column or its header line)."""
     if est is None:
         return "—"
     u = f" {unit}" if unit else ""
+    n = f", n = {est.n}" if show_n else ""
     if est.low is None or est.high is None:
-        return f"{fmt(est.mean)}{u} (n = {est.n}, no interval)"
-    return f"{fmt(est.mean)}{u} (95% CI {fmt(est.low)}–{fmt(est.high)}{u}, n = {est.n})"
+        return f"{fmt(est.mean)}{u} (n = {est.n}, no interval)" if show_n \
+            else f"{fmt(est.mean)}{u} (no interval)"
+    return f"{fmt(est.mean)}{u} (95% CI {fmt(est.low)}–{fmt(est.high)}{u}{n})"
 
 
 def half_width_pct(est: Estimate | None) -> float | None:

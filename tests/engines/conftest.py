@@ -39,6 +39,13 @@ def _offline_hub():
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def _model_roots(tmp_path_factory, monkeypatch):
+    """The tests' models live under pytest's temporary folder: the workers' model root
+    (workers/model_policy.py; subprocesses inherit it)."""
+    monkeypatch.setenv("FARM_MODEL_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     if not torch_available():

@@ -110,12 +110,13 @@ def test_open_loop_load_point_keeps_the_schedule(tiny_model):
 
 
 def test_a_missing_model_path_fails_before_the_engine_starts_and_says_what_to_fix(tmp_path):
-    # workers/engines/ready.py checks a local path before vLLM is started: the
-    # message names the path and the key to change, not vLLM's hub-id format error.
+    # workers/engines/ready.py checks the host's model policy before vLLM is started:
+    # the message names the path and the key to change, not vLLM's hub-id format error.
     result, engine = _run(runs(tmp_path / "no-such-model", BATCH)[0])
     assert result.status == "failed"
     assert result.error.kind == "engine"
-    assert f"model path {tmp_path / 'no-such-model'} does not exist" in result.error.message
+    assert f"model source '{tmp_path / 'no-such-model'}' is not one this worker" \
+        in result.error.message
     assert "fix the model's `source`" in result.error.message
     assert engine is None or engine.process is None     # no vLLM process was started
 

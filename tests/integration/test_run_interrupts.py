@@ -121,7 +121,7 @@ def test_failed_runs_are_shown_grouped_by_reason_with_their_run_ids(tmp_path):
     assert head in run.stdout, run.stdout
     group = [line for line in run.stdout.splitlines() if line.startswith("  2 × engine: ")]
     assert len(group) == 1, run.stdout
-    assert f"model path {missing} does not exist on this worker" in group[0], run.stdout
+    assert f"model source '{missing}' is not one this worker" in group[0], run.stdout
 
     table = farmctl(tmp_path, "results", "local-small")
     assert head in table.stdout and group[0] in table.stdout, table.stdout

@@ -102,17 +102,23 @@ output_tokens = [4]
     return make
 
 
-def test_a_model_path_that_does_not_exist_says_so(vllm_run, tmp_path):
+def test_a_model_path_that_is_not_served_says_what_to_fix(vllm_run, tmp_path, monkeypatch):
+    # The host's model policy (workers/model_policy.py) answers first, one message
+    # whether the path exists or not (tests/unit/test_model_policy.py).
     from workers.engines.ready import require_ready
     from workers.errors import EngineError
 
+    monkeypatch.setenv("FARM_MODEL_ROOTS", str(tmp_path))
+    monkeypatch.delenv("FARM_ALLOW_HUB", raising=False)
     missing = tmp_path / "no-such-model"
-    with pytest.raises(EngineError, match=f"model path {missing} does not exist on this worker"):
+    with pytest.raises(EngineError, match=f"model source '{missing}' is not one this worker "
+                                          r".* loads: .*fix the model's `source`"):
         require_ready(vllm_run(str(missing)))
-    with pytest.raises(EngineError, match="model path ./models/x does not exist.*relative to"):
+    with pytest.raises(EngineError, match="model source './models/x' is not one"):
         require_ready(vllm_run("./models/x"))
     (tmp_path / "model").mkdir()
     require_ready(vllm_run(str(tmp_path / "model")))
+    monkeypatch.setenv("FARM_ALLOW_HUB", "1")
     require_ready(vllm_run("org/m-1B"))          # a hub id is the engine's to resolve
 
 
@@ -122,6 +128,7 @@ def test_a_missing_engine_package_names_the_install_command(vllm_run, monkeypatc
     from workers.engines.ready import require_ready
     from workers.errors import EngineError
 
+    monkeypatch.setenv("FARM_ALLOW_HUB", "1")     # the host's policy lets hub ids through
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("vllm", "torch") else real(name, *a))

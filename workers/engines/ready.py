@@ -16,6 +16,7 @@ import socket
 from farm_contract.engines import engine_kind
 from farm_contract.runspec import RunSpec
 from workers.errors import EngineError
+from workers.model_policy import check_model_policy
 
 
 def require_installed(kind: str) -> None:
@@ -48,5 +49,6 @@ def require_local_paths(*sources: str | None) -> None:
 
 def require_ready(run: RunSpec) -> None:
     """Both checks for `run`'s engine and model; called as a real engine starts."""
+    check_model_policy(run)     # the host's model roots, hub and remote code, first
     require_installed(run.engine.kind)
     require_local_paths(run.model.source, run.model.tokenizer)
