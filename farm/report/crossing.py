@@ -8,9 +8,9 @@ difference is the point's `idle_energy_per_request_j`). Between two measured
 rates a curve is interpolated linearly in log(rate)–log(J/request), where such
 curves are close to straight (J/request ≈ P_idle/R + a constant at low rates);
 a crossing is a sign change of log(E_a/E_b) on the rates both curves cover.
-Points at or past a rate where a run saturated (its rate sweep stopped there)
-are left out of the search: there the GPU no longer serves the rate offered, so
-its J/request is not the cost of serving it. Pure data.
+Points at or past the rate where most of a line's runs had saturated (their rate
+sweeps stopped there) are left out of the search: there the GPU no longer serves
+the rate offered, so its J/request is not the cost of serving it. Pure data.
 """
 
 from __future__ import annotations
@@ -45,11 +45,17 @@ class Crossing:
 
 
 def served(series: Series) -> list[tuple[float, float]]:
-    """(rate, mean J/request) of the points below the lowest rate a run saturated at."""
-    stops = [p.x for p in series.points if p.saturations]
-    limit = min(stops) if stops else math.inf
-    return [(p.x, p.estimate.mean) for p in series.points if p.x < limit and p.x > 0
-            and p.estimate.mean > 0]
+    """(rate, mean J/request) of the points below the first rate at or below which most
+    of the series' runs had saturated (one noisy run's early stop does not end the
+    curve; each run saturates once, at most)."""
+    runs, stopped, out = series.n_runs, 0, []
+    for p in series.points:
+        stopped += len(p.saturations)
+        if stopped > runs / 2:
+            break
+        if p.x > 0 and p.estimate.mean > 0:
+            out.append((p.x, p.estimate.mean))
+    return out
 
 
 def _log_at(curve: Sequence[tuple[float, float]], x: float) -> float:

@@ -147,9 +147,9 @@ def draw_crossing(spec: Any) -> Any:
     "the idle gaps between arrivals — so it is what serving that rate costs per request "
     "(dashed: net of idle; the gap is idle's share). The ring marks where two GPUs' curves "
     "cross, interpolated in log rate – log J/request between the rates both measured, "
-    "below the rate where a run saturated: below it one GPU serves for less, above it the "
-    "other (Watt Counts: low-idle GPUs win serving at low rates). Always gross, with or "
-    "without --net."))
+    "below the rate where most of a line's runs saturated: below it one GPU serves for "
+    "less, above it the other (Watt Counts: low-idle GPUs win serving at low rates). "
+    "Always gross, with or without --net."))
 def rate_crossing(inputs: FigureInputs) -> Section:
     """One figure per model and workload bin with two or more GPUs' open-loop curves."""
     planned = [Planned(f"rate-crossing-{cf.model}-{cf.workload}",
