@@ -489,10 +489,10 @@ def test_every_section_is_a_registered_kind_in_page_order():
     from farm.report.figures import NEEDS, kinds
 
     names = [k.name for k in kinds()]
-    assert names == ["energy_load", "fits", "tuning", "power_load", "pareto", "heatmap",
-                     "timeline", "repetitions"]
+    assert names == ["energy_load", "fits", "tuning", "clocks", "power_load", "rate_crossing",
+                     "pareto", "heatmap", "timeline", "repetitions"]
     assert all(k.needs <= set(NEEDS) and "points" in k.needs for k in kinds())
-    assert {k.name for k in kinds() if "traces" in k.needs} == {"timeline"}
+    assert {k.name for k in kinds() if "traces" in k.needs} == {"clocks", "timeline"}
 
 
 def test_a_kind_reads_only_what_it_declares():

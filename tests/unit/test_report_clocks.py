@@ -20,6 +20,7 @@ from farm.report.report import collect
 from farm.store import Store
 from farm_contract.records import EnergyWindow, GpuTuning, PowerTrace
 from tests import factories
+from tests.unit.test_report_browser import _check_figure
 
 SWEEP = """
 name = "clocks-sim"
@@ -150,6 +151,7 @@ def test_the_clocks_figure_is_drawn_with_every_point_labelled(clock_store):
     labels = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any(t.endswith("990 MHz · no throttle · memory-bound") for t in labels)
     assert len(labels) == 16                              # every point, in both panels
+    _check_figure(spec)                      # title, panels, legend inside; no label overlap
     assert fig.axes[0].get_xlabel() == "TPOT p90 (ms)"
     assert fig.axes[1].get_xlabel() == "TTFT p90 (ms)"
 
@@ -160,3 +162,14 @@ def test_repetitions_that_disagree_are_called_mixed():
     both = combine([host, mem, host])
     assert both.bound == "mixed (host-bound ×2, memory-bound ×1)"
     assert (both.sm_clock_mhz, both.throttles) == (1980.0, ("SW power cap",))
+
+
+def test_the_tuning_caption_names_a_default_setting(clock_store):
+    # "default" and numbers side by side (examples/vllm-gpu-clocks.toml) used to fail
+    # sorting the settings.
+    url, name = clock_store
+    with Store.open(url) as store:
+        data = collect(store, name)
+    notes = [n for s in data.figures if s.section == "tuning" for n in s.notes]
+    assert "990 MHz requested: read back 990 MHz (1 run)" in notes
+    assert "the default requested: 2 without a read-back" in notes

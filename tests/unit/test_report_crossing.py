@@ -19,6 +19,7 @@ from farm.report.figures.rate_crossing import crossing_figures
 from farm.report.plots import FigureSpec, draw_figure
 from farm.report.points import RunPoint
 from farm.report.series import PER_REQUEST, energy_vs_load
+from tests.unit.test_report_browser import _check_figure
 
 NET = "energy_per_request_net_j"
 RATES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
@@ -104,6 +105,7 @@ def test_the_figure_rings_the_crossing_and_draws_net_dashed():
     assert any(t.get_text().startswith("cross at 6") for t in ax.texts)
     assert sum(1 for line in ax.get_lines() if line.get_linestyle() == "--") == 2
     assert ax.get_xscale() == ax.get_yscale() == "log"
+    _check_figure(FigureSpec("x", "rate_crossing", "SIMULATED — t", cf, simulated=True))
 
 
 def test_one_gpu_has_nothing_to_cross():
