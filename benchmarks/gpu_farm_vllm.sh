@@ -9,7 +9,12 @@
 #            (Fernandez et al.), then `farmctl compare`
 #   clocks   examples/vllm-gpu-clocks.toml: SM clock locks and power caps, the
 #            GPU's default among them (needs root or the privileged helper)
-# SWEEPS="batch server" runs those only (default: all four, in that order).
+#   watt-counts examples/vllm-gpu-watt-counts.toml: a rate sweep from 0.25 req/s
+#            to saturation (Watt Counts), H100 and H200 in one store: run it on
+#            one host, copy OUT_DIR/farm-gpu.db into the other host's OUT_DIR and
+#            run it there (the same FARM_OWNER, or login name, on both: the sweep
+#            is its first recorder's); only that host's runs are measured
+# SWEEPS="batch server" runs those only (default: all five, in that order).
 #
 # Writes to OUT_DIR as it goes: gpu-before.csv / gpu-after.csv (nvidia-smi),
 # probe.json, model.txt (the build, once per host), SWEEP-run.txt (what farmctl
@@ -56,7 +61,7 @@ measure() {    # TAG FILE: run one example, save what farmctl printed and the re
   step farmctl results "$name" --format json --out "$out/$tag-results.json"
 }
 
-for sweep in ${SWEEPS:-batch server vs-hf clocks}; do
+for sweep in ${SWEEPS:-batch server vs-hf clocks watt-counts}; do
   case $sweep in
     batch)  measure batch examples/vllm-gpu-batch.toml ;;
     server) measure server examples/vllm-gpu-server.toml ;;
@@ -66,6 +71,7 @@ for sweep in ${SWEEPS:-batch server vs-hf clocks}; do
       step farmctl compare "$(sweep_of examples/vllm-gpu-vs-hf-vllm.toml)" \
         "$(sweep_of examples/vllm-gpu-vs-hf-hf.toml)" > "$out/vs-hf-compare.txt" 2>&1 ;;
     clocks) measure clocks examples/vllm-gpu-clocks.toml ;;
+    watt-counts) measure watt-counts examples/vllm-gpu-watt-counts.toml ;;
     *) echo "unknown sweep in SWEEPS: $sweep" >&2; exit 2 ;;
   esac
 done

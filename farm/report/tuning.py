@@ -93,7 +93,10 @@ def applied_notes(points: Sequence[RunPoint], axis: str) -> list[str]:
     applied, unit, _ = AXES[axis]
     runs = {p.run_id: p for p in points if getattr(p, axis) is not None}
     notes = []
-    for setting, group in sorted(group_by(runs.values(), lambda p: getattr(p, axis)).items()):
+    # "default" (the GPU's own, asked for) after the numbers: a str never compares with them
+    by_setting = group_by(runs.values(), lambda p: getattr(p, axis))
+    for setting, group in sorted(by_setting.items(), key=lambda kv: (
+            isinstance(kv[0], str), 0.0 if isinstance(kv[0], str) else kv[0])):
         read = sorted(v for p in group if (v := p.get(applied)) is not None)
         refused = sum(1 for p in group if p.get("tuning_refused"))
         parts = []
@@ -104,5 +107,6 @@ def applied_notes(points: Sequence[RunPoint], axis: str) -> list[str]:
             parts.append(f"refused on {refused} run{'s' * (refused != 1)}")
         if len(read) + refused < len(group):
             parts.append(f"{len(group) - len(read) - refused} without a read-back")
-        notes.append(f"{setting:g} {unit} requested: " + ", ".join(parts))
+        asked = "the default" if isinstance(setting, str) else f"{setting:g} {unit}"
+        notes.append(f"{asked} requested: " + ", ".join(parts))
     return notes

@@ -387,9 +387,10 @@ def test_report_is_self_contained_and_labelled_simulated(written, points):
     for link in links:
         if link.startswith("figures/"):
             assert (done.out_dir / link).is_file()
-    assert len(images) == len(done.figures) == 13     # the Pareto figure once per token bin (4)
+    # the Pareto figure once per token bin (4); the rate crossing of the sim H100 and L4 (1)
+    assert len(images) == len(done.figures) == 14
     assert {f.name.split("-")[0] for f in done.figures} == {"energy", "fits", "power", "pareto",
-                                                             "heatmap", "timeline"}
+                                                             "heatmap", "timeline", "rate"}
     for path in done.figures:
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -419,7 +420,9 @@ def test_net_basis_and_chosen_runs(report_store, points, tmp_path):
     energy = [s for s in data.figures if s.section == "energy_load"]
     assert energy[0].data.figures == ("energy_per_request_net_j",
                                       "energy_per_output_token_net_j")
-    assert all("(net of idle)" in s.title for s in data.figures if s.section != "timeline")
+    # the rate crossing is idle amortised, so gross, with or without --net (it says so)
+    assert all("(net of idle)" in s.title for s in data.figures
+               if s.section not in ("timeline", "rate_crossing"))
 
 
 # ------------------------------------------------------------------ command
@@ -437,7 +440,7 @@ def test_farmctl_report_writes_the_default_directory(report_store, tmp_path):
     proc = farmctl("report", name, env={"FARM_DB_URL": url}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / f"farm-report-{name}"
-    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 13
+    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 14
     assert proc.stdout.startswith("SIMULATED")
     assert f"written to farm-report-{name}/index.html" in proc.stdout
 
@@ -489,10 +492,10 @@ def test_every_section_is_a_registered_kind_in_page_order():
     from farm.report.figures import NEEDS, kinds
 
     names = [k.name for k in kinds()]
-    assert names == ["energy_load", "fits", "tuning", "power_load", "pareto", "heatmap",
-                     "timeline", "repetitions"]
+    assert names == ["energy_load", "fits", "tuning", "clocks", "power_load", "rate_crossing",
+                     "pareto", "heatmap", "timeline", "repetitions"]
     assert all(k.needs <= set(NEEDS) and "points" in k.needs for k in kinds())
-    assert {k.name for k in kinds() if "traces" in k.needs} == {"timeline"}
+    assert {k.name for k in kinds() if "traces" in k.needs} == {"clocks", "timeline"}
 
 
 def test_a_kind_reads_only_what_it_declares():
