@@ -318,8 +318,14 @@ def worker(args: tuple[str, ...]) -> None:
 @_friendly_errors
 def recorder(name: str | None, loglevel: str) -> None:
     """Write results into the store (the only writer). Also reaps orphaned runs."""
+    from farm_contract.settings import load_settings
+    from tasks.broker_state import credentials_refused
     from tasks.record import serve
 
+    refused = credentials_refused(load_settings().broker_url)
+    if refused:
+        click.echo(f"Error: {refused}", err=True)
+        sys.exit(ExitCode.BROKER_ERROR)
     code = serve(name, loglevel)
     if code:
         # Celery stopped on an error: say so to systemd/compose (Restart=on-failure).

@@ -94,6 +94,28 @@ _DELETE_IF_HELD = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
                    "return redis.call('del', KEYS[1]) else return 0 end")
 
 
+CREDENTIALS_HINT = ("put the Redis user and password in FARM_BROKER_URL, e.g. "
+                    "redis://:PASSWORD@host:6379/0 (a user: USER:PASSWORD@; rediss:// with TLS)")
+
+
+def credentials_refused(broker_url: str) -> str | None:
+    """Why the broker turns these credentials away, or None. A long-running worker or
+    recorder asks before it starts: a broker that is merely unreachable is left to
+    Celery, which waits for it, but a refusal would repeat forever as tracebacks."""
+    try:
+        redis_client(broker_url).ping()
+    except redis.AuthenticationError as exc:
+        reason = str(exc)
+    except redis.ResponseError as exc:
+        if not str(exc).startswith(("NOAUTH", "WRONGPASS")):
+            return None
+        reason = str(exc)
+    except (redis.RedisError, OSError):
+        return None
+    return (f"the broker refused us: it needs a password (or refused the one given); "
+            f"{CREDENTIALS_HINT} [{reason.split(',')[0]}]")
+
+
 class BrokerUnavailable(RuntimeError):
     """Redis does not answer."""
 

@@ -97,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                           "energy_sources": [s.info().model_dump() for s in sources]}))
         inventory.shutdown()
         return ExitCode.OK
+    from tasks.broker_state import credentials_refused
+
+    refused = credentials_refused(load_settings().broker_url)
+    if refused:
+        print(f"Error: {refused}", file=sys.stderr)
+        inventory.shutdown()
+        return ExitCode.BROKER_ERROR
     from tasks.measure import serve
 
     kind = "sim" if args.sim else ("cpu" if args.cpu else "gpu")

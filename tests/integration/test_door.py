@@ -77,6 +77,26 @@ def test_a_broker_that_needs_a_password_says_so(tmp_path):
         server.wait()
 
 
+def test_a_worker_and_a_recorder_turned_away_by_the_broker_say_why_and_stop(tmp_path):
+    """Not a traceback repeated forever in the log: one line naming FARM_BROKER_URL."""
+    sock = tmp_path / "r.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                               "--requirepass", "sekrit", "--save", "", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path / 'farm.db'}",
+           "FARM_BROKER_URL": f"redis+socket://:wrong@{sock}"}
+    try:
+        wait_for(sock.exists, 10, "redis-server's socket")
+        for command in (["worker", "--sim", "H100-80GB", "--name", "w@t"], ["recorder"]):
+            done = subprocess.run([sys.executable, "-m", "farm.cli", *command], env=env,
+                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            assert done.returncode == ExitCode.BROKER_ERROR, done.stderr
+            assert "FARM_BROKER_URL" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        server.terminate()
+        server.wait()
+
+
 TWICE = textwrap.dedent("""\
     name = "twice"
     repetitions = 2
