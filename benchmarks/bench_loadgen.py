@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 from _common import ROOT, machine, table
 
-from workers import loadgen
+from workers import sse
 from workers.loadgen import run_load_point
 from workers.workload import PromptRequest
 
@@ -113,7 +113,7 @@ def main() -> int:
     args = parser.parse_args()
 
     print(machine())
-    print(f"aiohttp {aiohttp.__version__}, JSON parser {loadgen.JSON_PARSER}, "
+    print(f"aiohttp {aiohttp.__version__}, JSON parser {sse.PARSER}, "
           f"{args.duration:g} s per load point\n")
     rows: list[dict] = []
     mock = Mock()
