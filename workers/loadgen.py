@@ -626,7 +626,7 @@ def _records(raw: list[_Raw], load_point: int, offset: float,
             sent_s=round(st + offset, 6),
             ttft_s=None if ttft is None else round(ttft, 6),
             e2e_s=None if e2e is None else round(e2e, 6),
-            itl_s=[round(g, 6) for g in itl],
+            itl_s=[round(g, 6) if g else g for g in itl],   # bundled tokens: zeros as they are
             input_tokens=(usage_in if usage_in is not None
                           else requests[index % len(requests)].input_tokens),
             output_tokens=output, ok=ok, error=error))

@@ -81,9 +81,46 @@ class SseTokens:
             self._buf = data
             return 0
         self._buf = data[end + 1:]
+        # The run of token chunks in the middle of the read is counted at once
+        # (`_run`); the lines before it (a chat role chunk) and after it (usage,
+        # [DONE]) one by one, in stream order: per-chunk usage counts depend on
+        # the tokens counted before.
+        first, stop = self._run(data, end)
+        if first >= stop:
+            return self._lines(data[:end])
+        n = data.count(_CHAT_CONTENT if self.chat else _CHOICE, first, stop)
+        tokens = self._lines(data[:first]) if first else 0
+        self.counted += n
+        return tokens + n + self._lines(data[stop:end])
+
+    def _run(self, data: bytes, end: int) -> tuple[int, int]:
+        """[first, stop) of data[:end]: whole lines that are all one-token chunks
+        of the fast path's shape (first ≥ stop when there is no such run)."""
+        marker = _CHAT_CONTENT if self.chat else _CHOICE
+        last = data.rfind(marker, 0, end)
+        if last < 0:
+            return 0, 0
+        stop = data.find(b"\n", last, end)
+        stop = end if stop < 0 else stop
+        first = 0
+        if self.chat:       # start after the last line announcing the role
+            role = data.rfind(_ROLE, 0, stop)
+            if role >= 0:
+                first = data.find(b"\n", role, stop) + 1
+                if first <= 0:
+                    return 0, 0
+        # every `data:` line of the run holds the marker, and no usage object
+        lines = data.count(b"\ndata:", first, stop) + data.startswith(b"data:", first)
+        if (lines != data.count(marker, first, stop)
+                or data.count(_USAGE, first, stop) != data.count(_NO_USAGE, first, stop)):
+            return 0, 0
+        return first, stop
+
+    def _lines(self, block: bytes) -> int:
+        """The tokens of `block`'s lines, one line at a time."""
         tokens = 0
         chat = self.chat
-        for line in data[:end].split(b"\n"):
+        for line in block.split(b"\n"):
             if not line.startswith(b"data:"):
                 continue
             # The fast path: one token, nothing else to learn from the chunk.

@@ -157,6 +157,19 @@ def test_markers_inside_a_token_text_do_not_fool_the_fast_path():
     assert reads == [len(tricky)]
 
 
+def test_a_read_of_many_chunks_counts_them_all():
+    tokens = b"".join(event(completion()) for _ in range(64))
+    role = event(chat({"role": "assistant", "content": ""}))
+    chat_tokens = b"".join(event(chat({"content": " tok"})) for _ in range(64))
+    usage = event(usage_chunk(3, 64))
+    for stream, chat_api, expected in ((tokens + usage + DONE, False, 64),
+                                       (b"\n" + tokens, False, 64),
+                                       (role + chat_tokens + usage + DONE, True, 64),
+                                       (chat_tokens + role + chat_tokens, True, 128)):
+        _, reads = feed_all(stream, [], chat_api)
+        assert reads == [expected]
+
+
 def reference(stream: bytes, chat_api: bool) -> tuple[int, int | None, int | None, bool]:
     """The rules of docs/loadgen.md with every chunk parsed (the slow path alone)."""
     counted, usage_in, usage_out, done = 0, None, None, False
@@ -191,7 +204,7 @@ def reference(stream: bytes, chat_api: bool) -> tuple[int, int | None, int | Non
 @pytest.mark.parametrize("compact", [True, False], ids=["compact", "spaced"])
 def test_fast_path_agrees_with_a_full_parse(compact):
     rng = random.Random(1)
-    for _ in range(100):
+    for _ in range(400):
         chat_api = rng.random() < 0.5
         parts: list[bytes] = []
         total = 0
@@ -209,6 +222,10 @@ def test_fast_path_agrees_with_a_full_parse(compact):
             else:
                 chunk = completion(text, usage=rng.choice([None, ...]))
             parts.append(event(chunk, compact))
+            if rng.random() < 0.1:       # framing between events
+                parts.append(rng.choice([b": ping\n\n", b"event: x\r\n", b"\n"]))
+            if rng.random() < 0.05:      # an error event mid-stream counts nothing
+                parts.append(event({"error": {"message": "x"}}, compact))
         stream = b"".join(parts) + DONE
         cuts = rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randint(0, 6)))
         sse, reads = feed_all(stream, cuts, chat_api)
