@@ -55,6 +55,7 @@ from workers.gpu.discovery import summarize
 from workers.gpu.tuning import GpuTuner
 from workers.preflight import GpuBusy
 from workers.runner import Contaminated, run_one
+from workers.runproc import isolatable, run_in_process
 from workers.tenants import TenantWatch, servable
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,11 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
                 run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
                 gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
             ).model_dump_json())
-            return run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
+            # One run, one process: its sampler and load generator off this
+            # process's interpreter lock, where the other GPU sets' runs are.
+            measure = (run_in_process if ctx.settings.run_isolation == "process"
+                       and isolatable(gpus) else run_one)
+            return measure(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                            start_deadline_s=min(900.0, ctx.settings.run_timeout_s),
                            on_load_point=_progress_reporter(ctx, run_id))
     except (GpuBusy, Contaminated) as exc:
