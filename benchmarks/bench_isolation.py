@@ -2,12 +2,14 @@
 
 A worker serves each GPU set from a thread of one process (Celery's threads
 pool). This script is such a worker, without the broker: N threads, each
-measuring one run on its own simulated H100 (`SimInventory("H100-80GBx8")`),
-with the `openai` engine loading the shipped mock server (its own process,
+measuring one run on the CPU device (the `openai` engine runs on real
+devices only; each run gets its own `CpuDevice`, whose power the sampler
+reads, RAPL permitting), with the `openai` engine loading the shipped mock server (its own process,
 optionally pinned with --mock-cpu), whose every token is due at a known time:
 TTFT and ITL as configured. Each run is measured either in the thread itself
 (`--mode thread`: `run_one`, as before issue 21) or in a process of its own
 (`--mode process`: `workers.runproc.run_in_process`, the worker's default).
+The sampler's timeline is the measure of its period, whatever it reads.
 
 Per mode and N (1 run alone, then N at once), over every request of every run:
 
@@ -38,7 +40,7 @@ from farm.spec import parse_sweep
 from farm.sweep import expand
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.rules import percentile
-from workers.gpu.sim import SimInventory
+from workers.gpu.cpu import CpuDevice
 from workers.runner import run_one
 from workers.runproc import run_in_process
 
@@ -54,7 +56,7 @@ id = "tiny"
 source = "{model}"
 dtype = "float32"
 [hardware]
-gpu = ["sim:H100-80GB"]
+gpu = ["cpu"]
 [engine]
 kind = "openai"
 base_url = "{url}"
@@ -96,7 +98,7 @@ class Mock:
 
 def measure(mode: str, runs: int, spec, ttft_s: float) -> dict:
     """`runs` runs at once, one per simulated GPU, each from its own thread."""
-    gpus = SimInventory(f"H100-80GBx{runs}").devices()
+    gpus = [CpuDevice() for _ in range(runs)]
     results: list[RunResult | BaseException] = [RuntimeError("not run")] * runs
     measure_one = run_in_process if mode == "process" else run_one
 
@@ -116,7 +118,9 @@ def measure(mode: str, runs: int, spec, ttft_s: float) -> dict:
     wall = time.perf_counter() - start
     failed = [r for r in results if not isinstance(r, RunResult) or r.status != "succeeded"]
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed: {failed[0]!r}"[:2000])
+        first = failed[0]
+        why = first.error if isinstance(first, RunResult) else repr(first)
+        raise RuntimeError(f"{len(failed)} run(s) failed: {why}")
     ttft_ms = sorted((r.ttft_s - ttft_s) * 1e3 for res in results for r in res.requests
                      if r.ok and r.ttft_s is not None)
     gaps_ms = sorted(abs(b - a - PERIOD_S) * 1e3 for res in results
