@@ -25,8 +25,11 @@ daemonic child).
 
 The GPUs are opened again in the run process: a vendor's device by UUID, a
 simulated GPU from its state (`SimGpu.handoff`), which comes back to the
-worker's device when the run ends. The worker's memory of idle temperatures
-and idle powers travels the same way, for the run's GPUs only.
+worker's device when the run ends (meanwhile the worker's copy of a simulated
+GPU stays as it was: its /metrics shows it idle during the run). The worker's
+memory of idle temperatures and idle powers travels the same way, for the
+run's GPUs only. A forkserver child inherits the environment the worker had
+when its first run started.
 """
 
 from __future__ import annotations
