@@ -38,6 +38,7 @@ import importlib
 import json
 import logging
 import multiprocessing
+import signal
 import threading
 import traceback
 from collections.abc import Callable
@@ -180,6 +181,11 @@ def _wait(process, inbox: Connection, outbox: Connection, abort: threading.Event
 
 def _child(inbox: Connection, outbox: Connection) -> None:
     """The run process: rebuild, run, answer; the worker relays aborts meanwhile."""
+    # The worker decides when a run stops: a SIGTERM or Ctrl-C sent to its whole
+    # process group must reach the run as the worker's relayed abort (the run is
+    # handed back), not kill it (a lost process, retried).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     request = json.loads(inbox.recv_bytes())
@@ -190,8 +196,8 @@ def _child(inbox: Connection, outbox: Connection) -> None:
             while True:
                 if json.loads(inbox.recv_bytes()).get("abort"):
                     abort.set()
-        except (EOFError, OSError):     # the worker closed its end: nothing more to hear
-            pass
+        except (EOFError, OSError):     # the worker is gone (or has its answer): stop
+            abort.set()
 
     threading.Thread(target=listen, name="run-abort", daemon=True).start()
     lock = threading.Lock()         # progress and the answer share the pipe

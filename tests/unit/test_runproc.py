@@ -100,3 +100,20 @@ def test_only_devices_the_run_process_can_open_again_are_isolated():
     assert isolatable(SimInventory("L4x2").devices())
     fake = SimpleNamespace(vendor="nvml")     # a test's own device, not workers.gpu's
     assert not isolatable([*SimInventory("L4").devices(), fake])
+
+
+def test_a_signal_to_the_process_group_stops_the_run_only_through_the_worker():
+    import os
+    import signal
+
+    def term_the_run_process() -> None:
+        for child in multiprocessing.active_children():
+            if child.name.startswith("farm-run-"):
+                os.kill(child.pid, signal.SIGTERM)     # as killpg does to the worker's group
+
+    abort = threading.Event()
+    threading.Timer(0.5, term_the_run_process).start()
+    threading.Timer(1.0, abort.set).start()             # the worker's own shutdown
+    with pytest.raises(RunAborted):                     # handed back, not a lost process
+        run_in_process(one_run(SERVER.replace("duration_s = 0.3", "duration_s = 30")),
+                       SimInventory("L4").devices(), abort, worker=WORKER, attempt=1)
