@@ -56,6 +56,7 @@ from workers.gpu.tuning import GpuTuner
 from workers.preflight import GpuBusy
 from workers.runner import Contaminated, run_one
 from workers.runproc import isolatable, run_in_process
+from workers.runproc import prepare as prepare_run_processes
 from workers.tenants import TenantWatch, servable
 
 log = logging.getLogger(__name__)
@@ -436,6 +437,8 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO") -> in
     # before any run is taken (workers.gpu.tuning's journal).
     for line in GpuTuner.from_environment().restore_leftovers(devices):
         log.warning("GPU settings: %s", line)
+    if settings.run_isolation == "process":
+        prepare_run_processes()     # before the first run: its imports take seconds
     advertiser.start()
     _ctx.watch.start()
     drain_spool(_send_record)

@@ -47,7 +47,7 @@ from typing import Any
 
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.runspec import RunSpec
-from workers.errors import FarmError, TransientError
+from workers.errors import FarmError, RunAborted, TransientError
 from workers.gpu.base import GpuDevice
 from workers.gpu.sim import SimGpu
 from workers.power import Contamination
@@ -67,11 +67,13 @@ log = logging.getLogger(__name__)
 # otherwise every run would import them afresh, and a 5 s import of transformers (the
 # workload's tokenizer) holds the interpreter lock in bursts that starve the run's
 # sampler (gaps of 0.3–1.1 s measured). A module that is not installed is skipped.
-PRELOAD = ["workers.runproc", "workers.runner", "workers.loadgen", "workers.workload",
-           "workers.engines.sim", "workers.engines.openai_endpoint",
+# workers.forkserver_signals first: the server ignores stops sent to the worker's group.
+PRELOAD = ["workers.forkserver_signals", "workers.runproc", "workers.runner", "workers.loadgen",
+           "workers.workload", "workers.engines.sim", "workers.engines.openai_endpoint",
            "workers.engines.vllm_server", "transformers.models.auto.tokenization_auto",
            "transformers.tokenization_utils_fast"]
 POLL_S = 0.05
+_STOPS = {signal.SIGTERM, signal.SIGINT}
 JOIN_S = 30.0
 _context_lock = threading.Lock()
 _context: Any = None
@@ -108,7 +110,15 @@ def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, 
     from_child_r, from_child_w = ctx.Pipe(duplex=False)
     process = ctx.Process(target=_child, args=(to_child_r, from_child_w),
                           name=f"farm-run-{run.run_id[:12]}", daemon=False)
-    process.start()
+    try:
+        process.start()
+    except (EOFError, OSError) as exc:     # the forkserver was stopped under us
+        for end in (to_child_r, to_child_w, from_child_r, from_child_w):
+            end.close()
+        if abort.is_set():
+            raise RunAborted(f"the worker is stopping: no process for the run ({exc!r})") \
+                from None
+        raise RunProcessDied(f"the run's process could not start: {exc!r}") from None
     log.info("run %s measured in its own process, pid %s", run.run_id, process.pid)
     to_child_r.close()
     from_child_w.close()
@@ -131,6 +141,15 @@ def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, 
     if "error" in answer:
         raise _rebuilt(answer["error"])
     return RunResult.model_validate_json(answer["result"])
+
+
+def prepare() -> None:
+    """Start the forkserver now (a worker's start), so the first run does not wait
+    for its imports, nor lose its process to a stop that comes meanwhile."""
+    if _mp_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
 
 
 def _mp_context():
@@ -183,9 +202,11 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     """The run process: rebuild, run, answer; the worker relays aborts meanwhile."""
     # The worker decides when a run stops: a SIGTERM or Ctrl-C sent to its whole
     # process group must reach the run as the worker's relayed abort (the run is
-    # handed back), not kill it (a lost process, retried).
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # handed back), not kill it (a lost process, retried). A handler, not the
+    # forkserver's SIG_IGN: engine servers started from here get the default back
+    # at exec.
+    for stop in _STOPS:
+        signal.signal(stop, _ignored)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     request = json.loads(inbox.recv_bytes())
@@ -233,6 +254,10 @@ def _child(inbox: Connection, outbox: Connection) -> None:
                   idle_powers=powers.snapshot(uuids))
     send(answer)
     close()
+
+
+def _ignored(signum: int, frame: Any) -> None:
+    """A stop signal in the run process: the worker relays the abort instead."""
 
 
 def _describe(gpu: GpuDevice) -> dict:
