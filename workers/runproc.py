@@ -63,15 +63,18 @@ from workers.runner import (
 
 log = logging.getLogger(__name__)
 
-# Modules the forkserver imports once, so each run process starts with them loaded:
-# otherwise every run would import them afresh, and a 5 s import of transformers (the
-# workload's tokenizer) holds the interpreter lock in bursts that starve the run's
-# sampler (gaps of 0.3–1.1 s measured). A module that is not installed is skipped.
-# workers.forkserver_signals first: the server ignores stops sent to the worker's group.
+# Modules the forkserver imports once, so each run process starts with them loaded
+# (workers.forkserver_signals first: the server ignores stops sent to the worker's group).
 PRELOAD = ["workers.forkserver_signals", "workers.runproc", "workers.runner", "workers.loadgen",
            "workers.workload", "workers.engines.sim", "workers.engines.openai_endpoint",
-           "workers.engines.vllm_server", "transformers.models.auto.tokenization_auto",
-           "transformers.tokenization_utils_fast"]
+           "workers.engines.vllm_server"]
+# Imported by a run process before its run starts, for engines that tokenize: a
+# 5 s import of transformers while the run's sampler runs holds the interpreter
+# lock in bursts that starve it (gaps of 0.3–1.1 s measured). Not preloaded: the
+# forkserver would take that long to serve its first run, and a worker stopped
+# meanwhile could not hand its run back in time.
+TOKENIZER_MODULES = ("transformers.models.auto.tokenization_auto",
+                     "transformers.tokenization_utils_fast")
 POLL_S = 0.05
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 JOIN_S = 30.0
@@ -238,7 +241,10 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     close: Callable[[], None] = lambda: None
     try:
         gpus, close = _opened(request["devices"])
-        result = run_one(RunSpec.model_validate_json(request["run"]), gpus, abort,
+        run = RunSpec.model_validate_json(request["run"])
+        if run.engine.kind != "sim":
+            _import_quietly(TOKENIZER_MODULES)
+        result = run_one(run, gpus, abort,
                          worker=WorkerInfo.model_validate_json(request["worker"]),
                          attempt=request["attempt"],
                          start_deadline_s=request["start_deadline_s"],
@@ -254,6 +260,15 @@ def _child(inbox: Connection, outbox: Connection) -> None:
                   idle_powers=powers.snapshot(uuids))
     send(answer)
     close()
+
+
+def _import_quietly(modules: tuple[str, ...]) -> None:
+    """Import `modules` now, before the run's sampler starts; skip what is absent."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
 
 
 def _ignored(signum: int, frame: Any) -> None:
