@@ -18,6 +18,17 @@ show what the load generator costs per token at a realistic pace, and how
 close the measured ITL stays to the configured one.
 
     .venv/bin/python benchmarks/bench_loadgen.py [--duration 5] [--json out.json]
+
+`--vs-vllm` instead sets farm's client beside `vllm bench serve` against the
+same zero-delay mock: the mock alone on one core (taskset), both clients on
+another, taking turns (farm, then vllm bench, --rounds times), at one
+concurrency and 2- and 64-token streams; each side's completed requests ÷ its
+own sending span (vllm bench's `request_throughput`), and its CPU time per
+request over the timed run (imports and start-up excluded), whose inverse is
+what one core of that client sustains — the figure that survives a busy host:
+
+    .venv/bin/python benchmarks/bench_loadgen.py --vs-vllm [--rounds 2] [--concurrency 32]
+        [--mock-cpu 0 --client-cpu 1]
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from pathlib import Path
 import aiohttp
 from _common import ROOT, machine, table
 
-from workers import loadgen
+from workers import sse
 from workers.loadgen import run_load_point
 from workers.workload import PromptRequest
 
@@ -53,9 +64,10 @@ def process_cpu_s(pid: int) -> float:
 class Mock:
     """The mock server as its own process (python -m workers.mock_openai)."""
 
-    def __init__(self, ttft_s: float = 0.0, itl_s: float = 0.0):
+    def __init__(self, ttft_s: float = 0.0, itl_s: float = 0.0, cpus: str = ""):
+        pin = ["taskset", "-c", cpus] if cpus else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.mock_openai", "--port", "0",
+            [*pin, sys.executable, "-m", "workers.mock_openai", "--port", "0",
              "--ttft-s", str(ttft_s), "--itl-s", str(itl_s)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
@@ -105,15 +117,135 @@ def one_point(mock: Mock, concurrency: int, output_tokens: int, duration_s: floa
     }
 
 
+# ------------------------------------------------------------- beside vllm bench
+
+VS_TOKENS = (2, 64)
+VS_INPUT_TOKENS = 32
+# `vllm bench serve` without vLLM's command-line entry point, whose imports load
+# vLLM's native ops (built for AVX-512: SIGILL on CPUs without it); the benchmark
+# client itself is pure Python and runs unchanged.
+VLLM_BENCH = """\
+import sys
+from vllm.benchmarks.serve import add_cli_args, main
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = FlexibleArgumentParser()
+add_cli_args(parser)
+main(parser.parse_args(sys.argv[1:]))
+"""
+
+
+def farm_turn(url: str, concurrency: int, tokens: int, duration_s: float) -> dict:
+    """farm's client, this process (pinned by the caller): completed ÷ sending span."""
+    requests = [PromptRequest(prompt=list(range(i, i + VS_INPUT_TOKENS)),
+                              input_tokens=VS_INPUT_TOKENS, max_tokens=tokens, ignore_eos=True)
+                for i in range(256)]
+    asyncio.run(run_load_point(url, "mock-model", requests, concurrency=concurrency,
+                               duration_s=0.5))        # warm-up: imports, connections
+    cpu0 = time.process_time()
+    out = asyncio.run(run_load_point(url, "mock-model", requests, concurrency=concurrency,
+                                     duration_s=duration_s))
+    cpu = time.process_time() - cpu0
+    ok = [r for r in out.requests if r.ok]
+    first = min(r.sent_s for r in out.requests)
+    last = max(r.sent_s + r.e2e_s for r in ok)
+    return {"client": "farm", "requests": len(ok), "failed": len(out.requests) - len(ok),
+            "requests_per_s": len(ok) / (last - first), "cpu_s": cpu,
+            "us_per_request": cpu / max(1, len(ok)) * 1e6}
+
+
+def vllm_turn(url: str, tokenizer: Path, concurrency: int, tokens: int, num_prompts: int,
+              cpu: str, workdir: Path, seed: int) -> dict:
+    """One `vllm bench serve` run on CPU `cpu`; its own request_throughput."""
+    name = f"vllm-{tokens}-{seed}.json"
+    argv = ["taskset", "-c", cpu, sys.executable, "-c", VLLM_BENCH,
+            "--backend", "vllm", "--base-url", url, "--model", "mock-model",
+            "--tokenizer", str(tokenizer), "--dataset-name", "random",
+            "--random-input-len", str(VS_INPUT_TOKENS), "--random-output-len", str(tokens),
+            "--random-range-ratio", "0", "--ignore-eos", "--num-prompts", str(num_prompts),
+            "--max-concurrency", str(concurrency), "--seed", str(seed), "--disable-tqdm",
+            "--save-result", "--result-dir", str(workdir), "--result-filename", name]
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                        "no_proxy": "*", "NO_PROXY": "*", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    # Its CPU time over the timed run alone (not its imports): read at the lines
+    # that open and close it.
+    marks: dict[str, float] = {}
+    log: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.append(line.rstrip())
+        for mark in ("Starting main benchmark run", "============ Serving Benchmark Result"):
+            if line.startswith(mark) and mark not in marks:
+                marks[mark] = process_cpu_s(proc.pid)
+    code = proc.wait(600)
+    path = workdir / name
+    if code != 0 or not path.exists() or len(marks) != 2:
+        raise RuntimeError(f"vllm bench serve failed ({code}):\n" + "\n".join(log[-30:]))
+    data = json.loads(path.read_text())
+    cpu = marks["============ Serving Benchmark Result"] - marks["Starting main benchmark run"]
+    return {"client": "vllm bench", "requests": data["completed"],
+            "failed": data.get("failed", 0), "requests_per_s": data["request_throughput"],
+            "cpu_s": cpu, "us_per_request": cpu / max(1, data["completed"]) * 1e6}
+
+
+def vs_vllm(args) -> int:
+    """farm's client and vllm bench, turn by turn, against one zero-delay mock."""
+    import tempfile
+
+    from workers.tinymodel import build_tokenizer
+
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tokenizer = workdir / "tok"
+        build_tokenizer().save_pretrained(str(tokenizer))
+        os.sched_setaffinity(0, {int(args.client_cpu)})
+        mock = Mock(cpus=args.mock_cpu)
+        try:
+            for round_ in range(args.rounds):
+                for tokens in VS_TOKENS:
+                    farm = farm_turn(mock.url, args.concurrency, tokens, args.duration)
+                    vllm = vllm_turn(mock.url, tokenizer, args.concurrency, tokens,
+                                     farm["requests"], args.client_cpu, workdir, round_)
+                    for row in (farm, vllm):
+                        rows.append(row | {"round": round_ + 1, "output_tokens": tokens})
+                    print(f"round {round_ + 1}, {tokens} tokens: farm "
+                          f"{farm['requests_per_s']:.0f} req/s, {farm['us_per_request']:.0f} "
+                          f"µs CPU/req; vllm bench {vllm['requests_per_s']:.0f} req/s, "
+                          f"{vllm['us_per_request']:.0f} µs CPU/req; per core "
+                          f"{vllm['us_per_request'] / farm['us_per_request']:.2f}×", flush=True)
+        finally:
+            mock.stop()
+    print(table(f"farm vs vllm bench serve, concurrency {args.concurrency}, mock on CPU "
+                f"{args.mock_cpu}, clients on CPU {args.client_cpu}",
+                ["round", "out tok", "client", "requests", "req/s", "CPU µs/req",
+                 "req/s per core (10⁶ ÷ µs)"],
+                [[r["round"], r["output_tokens"], r["client"], r["requests"],
+                  f"{r['requests_per_s']:.0f}", f"{r['us_per_request']:.0f}",
+                  f"{1e6 / r['us_per_request']:.0f}"] for r in rows]))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+    return 1 if any(r["failed"] for r in rows) else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per load point")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--no-paced", action="store_true", help="skip the paced rows")
+    parser.add_argument("--vs-vllm", action="store_true",
+                        help="farm's client beside vllm bench serve (see the module's doc)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--mock-cpu", default="0")
+    parser.add_argument("--client-cpu", default="1")
     args = parser.parse_args()
+    if args.vs_vllm:
+        return vs_vllm(args)
 
     print(machine())
-    print(f"aiohttp {aiohttp.__version__}, JSON parser {loadgen.JSON_PARSER}, "
+    print(f"aiohttp {aiohttp.__version__}, JSON parser {sse.PARSER}, "
           f"{args.duration:g} s per load point\n")
     rows: list[dict] = []
     mock = Mock()

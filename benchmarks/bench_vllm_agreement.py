@@ -101,7 +101,7 @@ from _common import ROOT, machine, table
 
 from farm_contract.rules import percentile
 from farm_contract.runspec import Decoding, RunWorkload
-from workers import loadgen
+from workers import sse
 from workers.engines.launch import engine_env
 from workers.engines.process import EngineProcess, free_loopback_port, wait_until
 from workers.engines.vllm_server import CLIENT, HEALTH_TIMEOUT_S
@@ -764,7 +764,7 @@ def main() -> int:
     version = vllm_version()
     t_start = time.perf_counter()
     print(machine())
-    print(f"{version}; farm loadgen (aiohttp, JSON parser {loadgen.JSON_PARSER}, "
+    print(f"{version}; farm loadgen (aiohttp, JSON parser {sse.PARSER}, "
           f"continuous_usage={CLIENT.continuous_usage}); {args.rounds} rounds; "
           f"{args.api} API ({ENDPOINTS[args.api]})")
     print(f"CPUs: server {server_cpus or 'any'}, clients {client_cpus or 'any'}\n")
@@ -1002,7 +1002,7 @@ def main() -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "machine": machine(), "vllm": version, "loadgen_json_parser": loadgen.JSON_PARSER,
+            "machine": machine(), "vllm": version, "loadgen_json_parser": sse.PARSER,
             "server_argv": ["python", *server_argv(Path("MODEL_DIR"), 0)[1:]],
             "settings": {"input_tokens": INPUT_TOKENS, "output_tokens": OUTPUT_TOKENS,
                          "concurrency": CONCURRENCY, "closed_seconds": args.closed_seconds,

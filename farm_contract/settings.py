@@ -14,7 +14,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     # A GPU another tenant has left is used again once it has been free this long
     # (workers/tenants.py): a job that restarts between epochs is not measured beside.
     gpu_settle_s: float = Field(30.0, ge=0, validation_alias="FARM_GPU_SETTLE_S")
+    # Where a worker measures each run (workers/runproc.py): "process", a process of
+    # the run's own (its sampler and load generator off the worker's interpreter
+    # lock); "thread", the task's own thread, as before (for debugging).
+    run_isolation: Literal["process", "thread"] = Field(
+        "process", validation_alias="FARM_RUN_ISOLATION")
     # TLS to Redis (a rediss:// broker URL): the CA that signed the server's certificate
     # (unset: the system's CAs), and this client's certificate and key where the
     # server asks for one (redis-server --tls-auth-clients).

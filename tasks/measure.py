@@ -56,6 +56,8 @@ from workers.gpu.discovery import summarize
 from workers.gpu.tuning import GpuTuner
 from workers.preflight import GpuBusy
 from workers.runner import Contaminated, run_one
+from workers.runproc import isolatable, run_in_process
+from workers.runproc import prepare as prepare_run_processes
 from workers.tenants import TenantWatch, servable
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,11 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
                 run_id=run_id, kind="started", attempt=attempt, worker=worker_info(),
                 gpu_uuids=[g.info.uuid for g in gpus], at=datetime.now(UTC),
             ).model_dump_json())
-            return run_one(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
+            # One run, one process: its sampler and load generator off this
+            # process's interpreter lock, where the other GPU sets' runs are.
+            measure = (run_in_process if ctx.settings.run_isolation == "process"
+                       and isolatable(gpus) else run_one)
+            return measure(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                            start_deadline_s=min(900.0, ctx.settings.run_timeout_s),
                            on_load_point=_progress_reporter(ctx, run_id))
     except (GpuBusy, Contaminated) as exc:
@@ -434,6 +440,8 @@ def serve(inventory: GpuInventory, node_name: str, loglevel: str = "INFO",
     # before any run is taken (workers.gpu.tuning's journal).
     for line in GpuTuner.from_environment().restore_leftovers(devices):
         log.warning("GPU settings: %s", line)
+    if settings.run_isolation == "process":
+        prepare_run_processes()     # before the first run: its imports take seconds
     advertiser.start()
     _ctx.watch.start()
     if idle_exit_s is not None:

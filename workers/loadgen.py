@@ -34,10 +34,9 @@ sending stops. Meter calls run in a helper thread: an NVML counter read costs
 Cost: one event loop, one aiohttp connection pool sized to the concurrency
 (`max_concurrency` in the open loop; unbounded without a cap, so the pool never
 hides a queue), request bodies encoded once per prompt, SSE parsed from raw
-bytes, and per request nothing but a small tuple until the drain ends; the
-pydantic records are built afterwards. JSON chunks are parsed with orjson when
-it is installed (a third less CPU per token when chunks come bundled; nothing
-measurable at a realistic pace), else the standard library.
+bytes by `workers.sse` (a token chunk is recognised without parsing its JSON),
+one clock read per network read, and per request nothing but a small tuple
+until the drain ends; the pydantic records are built afterwards.
 docs/loadgen.md has the measured overheads.
 """
 
@@ -60,17 +59,10 @@ from farm_contract.records import LatencyStats, RequestRecord
 from farm_contract.rules import Goodput, Slo, goodput_of  # pure, shared; still importable here
 from farm_contract.runspec import ServerLoad
 from workers.engines.base import LoadPointOutcome, WindowMeter
-
-try:  # optional: the same results, less CPU per chunk
-    from orjson import loads as _loads
-    JSON_PARSER = "orjson"
-except ImportError:  # pragma: no cover - depends on the environment
-    from json import loads as _loads
-    JSON_PARSER = "json"
+from workers.sse import ERROR_HEAD_CHARS, SseTokens
 
 Api = Literal["completions", "chat"]
 ENDPOINTS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
-ERROR_HEAD_CHARS = 200          # of an HTTP error's body, kept in the record
 USER_AGENT = "farm-loadgen/1"
 ABORT_POLL_S = 0.05
 DEFAULT_SLO = Slo()
@@ -323,7 +315,6 @@ class _LoadPoint:
         """Send request `index`, stream the answer, leave a raw record. Never raises
         (but lets cancellation through, after recording it)."""
         body = self.bodies[index % len(self.bodies)]
-        chat = self.chat
         pc = time.perf_counter
         self.sent += 1
         self.in_flight += 1
@@ -334,9 +325,7 @@ class _LoadPoint:
             self.steady.full.set()
         itl: list[float] = []
         ttft = None
-        usage_in = usage_out = None
-        counted = 0                 # tokens seen in the stream
-        done = False
+        sse = SseTokens(self.chat)
         error: str | None = None
         st = pc()
         last = st
@@ -347,63 +336,28 @@ class _LoadPoint:
                     text = head.decode("utf-8", "replace").strip()[:ERROR_HEAD_CHARS]
                     error = f"HTTP {resp.status}: {text}" if text else f"HTTP {resp.status}"
                 else:
-                    buf = b""
+                    feed = sse.feed
                     async for received in resp.content.iter_any():
+                        # One clock read per read: every token in it arrived together.
                         now = pc()
-                        lines = (buf + received if buf else received).split(b"\n")
-                        buf = lines.pop()
-                        for line in lines:
-                            # SSE: "data:" fields only (comments, event:, id:, blank lines skip)
-                            if not line.startswith(b"data:"):
-                                continue
-                            payload = line[5:].strip()
-                            if payload == b"[DONE]":
-                                done = True
-                                continue
-                            chunk = _loads(payload)
-                            usage = chunk.get("usage")
-                            choices = chunk.get("choices")
-                            if choices:
-                                n = 1
-                                if usage and usage.get("completion_tokens") is not None:
-                                    n = usage["completion_tokens"] - counted
-                                elif chat:
-                                    delta = choices[0].get("delta") or {}
-                                    text = delta.get("content")
-                                    other = (delta.get("reasoning_content")
-                                             or delta.get("reasoning") or delta.get("tool_calls"))
-                                    # the first chunk only announces the role; a chunk with
-                                    # empty content is a token without text (vLLM streams one
-                                    # chunk per token)
-                                    if "role" in delta:
-                                        n = 1 if (text or other) else 0
-                                    elif text is None and not other:
-                                        n = 0
-                                if n > 0:
-                                    if ttft is None:
-                                        ttft = now - st
-                                        self._first_token()
-                                    else:
-                                        itl.append(now - last)
-                                    if n > 1:   # several tokens in one chunk: zero gaps
-                                        itl.extend([0.0] * (n - 1))
-                                    counted += n
-                                    last = now
-                            elif chunk.get("error") is not None:
-                                err = chunk["error"]
-                                message = err.get("message") if isinstance(err, dict) else err
-                                error = f"error in stream: {str(message)[:ERROR_HEAD_CHARS]}"
-                            if usage:
-                                usage_in = usage.get("prompt_tokens", usage_in)
-                                usage_out = usage.get("completion_tokens", usage_out)
-                    if error is None and not done:
+                        n = feed(received)
+                        if n:
+                            if ttft is None:
+                                ttft = now - st
+                                self._first_token()
+                            else:
+                                itl.append(now - last)
+                            if n > 1:   # several tokens in one read: zero gaps
+                                itl.extend([0.0] * (n - 1))
+                            last = now
+                    error = sse.error
+                    if error is None and not sse.done:
                         error = "stream ended without `data: [DONE]`"
                     elif error is None and ttft is None:
                         error = "no token in the response"
         except asyncio.CancelledError:
             error = "cancelled: the load point was aborted"
-            self._keep(index, scheduled, st, ttft, pc() - st, itl, usage_in, usage_out,
-                       counted, error)
+            self._keep(index, scheduled, st, ttft, pc() - st, itl, sse, error)
             raise
         except TimeoutError:
             error = (f"timeout: no complete answer within {self.timeout_s:g} s "
@@ -417,13 +371,12 @@ class _LoadPoint:
         except Exception as exc:    # a malformed chunk etc.: the request's failure, not ours
             error = f"{type(exc).__name__}: {exc}"
         e2e = (last - st) if error is None else (pc() - st)
-        self._keep(index, scheduled, st, ttft, e2e, itl, usage_in, usage_out, counted, error)
+        self._keep(index, scheduled, st, ttft, e2e, itl, sse, error)
 
-    def _keep(self, index, scheduled, st, ttft, e2e, itl, usage_in, usage_out, counted,
-              error) -> None:
+    def _keep(self, index, scheduled, st, ttft, e2e, itl, sse: SseTokens, error) -> None:
         self.in_flight -= 1
-        self.raw.append((index, scheduled, st, ttft, e2e, itl, usage_in, usage_out,
-                         counted, error))
+        self.raw.append((index, scheduled, st, ttft, e2e, itl, sse.usage_in, sse.usage_out,
+                         sse.counted, error))
         if (error is None and self.concurrency is None and not self.steady.full.is_set()):
             self.steady.full.set()      # open loop: the first completion ends the ramp
 
@@ -673,7 +626,7 @@ def _records(raw: list[_Raw], load_point: int, offset: float,
             sent_s=round(st + offset, 6),
             ttft_s=None if ttft is None else round(ttft, 6),
             e2e_s=None if e2e is None else round(e2e, 6),
-            itl_s=[round(g, 6) for g in itl],
+            itl_s=[round(g, 6) if g else g for g in itl],   # bundled tokens: zeros as they are
             input_tokens=(usage_in if usage_in is not None
                           else requests[index % len(requests)].input_tokens),
             output_tokens=output, ok=ok, error=error))

@@ -40,6 +40,16 @@ class IdleTemperatures:
         self._by_uuid: dict[str, float] = {}
         self._lock = threading.Lock()
 
+    def snapshot(self, uuids: list[str]) -> dict[str, float]:
+        """The references of these GPUs (for a run's own process)."""
+        with self._lock:
+            return {u: self._by_uuid[u] for u in uuids if u in self._by_uuid}
+
+    def update(self, references: dict[str, float]) -> None:
+        """Take these GPUs' references from a run's process (it held them alone)."""
+        with self._lock:
+            self._by_uuid.update(references)
+
     def observe(self, uuid: str, temperature_c: float | None) -> float | None:
         """Note a reading (Units: °C; None: not read); returns the GPU's idle reference."""
         with self._lock:

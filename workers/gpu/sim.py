@@ -213,6 +213,46 @@ class SimGpu(GpuDevice):
         with self._lock:
             self._pids.discard(pid)
 
+    # --------------------------------------------------------- process hand-off
+
+    def handoff(self) -> dict:
+        """The device's state as plain data, for a run's own process to go on from
+        (`workers.runproc`): identity, counter, temperature, level, its history for
+        the 1 s average, and the ripple's random state, so a run measured in
+        another process reads what it would have read here. Monotonic times
+        are system-wide (CLOCK_MONOTONIC), so they hold in the other process."""
+        with self._lock:
+            self._advance()
+            version, internal, gauss = self._ripple.getstate()
+            return {"slug": self.info.model, "index": self.info.index, "uuid": self.info.uuid,
+                    "context_held": self._context_held, "load_w": self._load_w,
+                    "since_s": self._since_s, "energy_mj": self._energy_mj,
+                    "temperature_c": self._temperature_c, "levels": list(self._levels),
+                    "ripple": [version, list(internal), gauss], "pids": sorted(self._pids)}
+
+    @classmethod
+    def resumed(cls, state: dict) -> SimGpu:
+        """A device that goes on from `handoff()`'s state (in a run's process)."""
+        gpu = cls(state["slug"], state["index"])
+        gpu.info = gpu.info.model_copy(update={"uuid": state["uuid"]})
+        gpu.resume(state)
+        # Processes shown on it go along (a tenant a test put there); they never come
+        # back with `resume`: a run process that died mid-run must not stay "on" it.
+        gpu._pids = set(state["pids"])
+        return gpu
+
+    def resume(self, state: dict) -> None:
+        """Take over `handoff()`'s state (the run's process's, once the run is over)."""
+        with self._lock:
+            self._context_held = state["context_held"]
+            self._load_w = state["load_w"]
+            self._since_s = state["since_s"]
+            self._energy_mj = state["energy_mj"]
+            self._temperature_c = state["temperature_c"]
+            self._levels = deque((since, level) for since, level in state["levels"])
+            version, internal, gauss = state["ripple"]
+            self._ripple.setstate((version, tuple(internal), gauss))
+
     # ------------------------------------------------------------ device side
 
     def energy_mj(self) -> float | None:
