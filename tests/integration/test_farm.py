@@ -21,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 def sweep_toml(name: str, gpus: str, gpus_per_run: str = "[1]", duration_s: float = 0.3,
                repetitions: int = 1, concurrency: str = "[1, 4]",
-               output_tokens: str = "[16]") -> str:
+               output_tokens: str = "[16]", warmup_s: float = 0.05,
+               idle_baseline_s: float = 0.1) -> str:
     return textwrap.dedent(f"""\
         name = "{name}"
         repetitions = {repetitions}
@@ -41,7 +42,7 @@ def sweep_toml(name: str, gpus: str, gpus_per_run: str = "[1]", duration_s: floa
         kind = "server"
         concurrency = {concurrency}
         duration_s = {duration_s}
-        warmup_s = 0.05
+        warmup_s = {warmup_s}
 
         [workload]
         input_tokens = [32]
@@ -49,7 +50,7 @@ def sweep_toml(name: str, gpus: str, gpus_per_run: str = "[1]", duration_s: floa
 
         [measurement]
         sample_period_s = 0.05
-        idle_baseline_s = 0.1
+        idle_baseline_s = {idle_baseline_s}
         min_steady_s = 0.1
         """)
 

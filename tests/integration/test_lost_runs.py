@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import textwrap
 
 import pytest
 
@@ -23,6 +22,7 @@ from farm.spec import parse_sweep
 from farm.store import Store
 from farm.sweep import expand
 from tests.integration.farmproc import Farm, wait_for
+from tests.integration.test_farm import sweep_toml
 
 pytestmark = pytest.mark.integration
 
@@ -47,28 +47,7 @@ def _reset_connections(pid: int, port: int) -> int:
     return len(sports)
 
 
-SWEEP = textwrap.dedent("""\
-    name = "lost"
-    [[model]]
-    id = "tiny-1b"
-    source = "org/tiny-1B"
-    [hardware]
-    gpu = ["sim:H100-80GB"]
-    [engine]
-    kind = "sim"
-    [[scenario]]
-    kind = "server"
-    concurrency = [2]
-    duration_s = 6
-    warmup_s = 0.05
-    [workload]
-    input_tokens = [32]
-    output_tokens = [16]
-    [measurement]
-    sample_period_s = 0.05
-    idle_baseline_s = 0.1
-    min_steady_s = 0.1
-    """)
+SWEEP = sweep_toml("lost", '["sim:H100-80GB"]', duration_s=6, concurrency="[2]")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import textwrap
 import time
 
 import pytest
@@ -20,32 +19,13 @@ from farm.store.mapping import results_t
 from farm.sweep import expand
 from tests.integration.farmproc import Farm, wait_for
 from tests.integration.netns import Host, skip_unless_netns
+from tests.integration.test_farm import sweep_toml
 
 pytestmark = pytest.mark.integration
 
 PARTITION_S = 8.0
-SWEEP = textwrap.dedent("""\
-    name = "partition"
-    [[model]]
-    id = "tiny-1b"
-    source = "org/tiny-1B"
-    [hardware]
-    gpu = ["sim:H100-80GB"]
-    [engine]
-    kind = "sim"
-    [[scenario]]
-    kind = "server"
-    concurrency = [2]
-    duration_s = 2
-    warmup_s = 1
-    [workload]
-    input_tokens = [32]
-    output_tokens = [16]
-    [measurement]
-    sample_period_s = 0.05
-    idle_baseline_s = 1.5
-    min_steady_s = 0.1
-    """)
+SWEEP = sweep_toml("partition", '["sim:H100-80GB"]', duration_s=2, concurrency="[2]",
+                   warmup_s=1, idle_baseline_s=1.5)
 
 
 @pytest.fixture
