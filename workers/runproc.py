@@ -47,7 +47,7 @@ from typing import Any
 
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.runspec import RunSpec
-from workers.errors import FarmError, RunAborted, TransientError
+from workers.errors import RunAborted, TransientError, WorkerError
 from workers.gpu.base import GpuDevice
 from workers.gpu.sim import SimGpu
 from workers.power import Contamination
@@ -323,7 +323,7 @@ def _rebuilt(error: dict) -> BaseException:
             cls = getattr(importlib.import_module(error["module"]), error["name"])
         except (ImportError, AttributeError):
             cls = None
-    if not (isinstance(cls, type) and issubclass(cls, FarmError)):
+    if not (isinstance(cls, type) and issubclass(cls, WorkerError)):
         log.error("the run's process failed:\n%s", "".join(error["traceback"]))
         return RuntimeError(f"{error['name']} in the run's process: {error['message']}")
     exc = cls.__new__(cls)
