@@ -294,6 +294,58 @@ def run(sweep_file: str, sim_specs: tuple[str, ...], simulate: bool, amend: bool
     sys.exit(int(code))
 
 
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("--gpus", default=None, metavar="MODEL[xN]",
+              help="This host's devices the command runs on: H100, H100x2, or cpu.")
+@click.option("--sim", default=None, metavar="MODEL[xN]",
+              help="Simulated devices instead (figures labelled SIMULATED), e.g. H100-80GB.")
+@click.option("--result", default=None, metavar="FILE",
+              help="The result file the command's load tool writes: its token and request "
+                   "counts. Without it, energy figures only.")
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "vllm-bench", "guidellm", "aiperf"]),
+              help="How to read --result (auto: from its content).")
+@click.option("--output-tokens", required=True, type=click.IntRange(min=1), metavar="N",
+              help="Output tokens each request of the tool asks for: the token bin the run "
+                   "is filed under, as every run's.")
+@click.option("--input-tokens", default=None, type=click.IntRange(min=1), metavar="N",
+              help="Prompt tokens per request, where the tool sends one length.")
+@click.option("--model", default="command", show_default=True, metavar="ID",
+              help="The model the command loads, as the run names it.")
+@click.option("--name", default=None, metavar="SWEEP",
+              help="The sweep's name (default: measure-DATE-TIME, a new one each time).")
+@click.option("--idle-baseline-s", type=float, default=None, metavar="S",
+              help="Length of each idle baseline (default 10).")
+@click.option("--min-steady-s", type=float, default=None, metavar="S",
+              help="Validity: the shortest command run that passes (default 30).")
+@click.option("--cooldown-timeout-s", type=float, default=None, metavar="S",
+              help="Preflight: the longest wait for the GPUs to cool (default 300).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
+@_friendly_errors
+def measure(command: tuple[str, ...], gpus: str | None, sim: str | None, result: str | None,
+            fmt: str, output_tokens: int, input_tokens: int | None, model: str,
+            name: str | None, idle_baseline_s: float | None, min_steady_s: float | None,
+            cooldown_timeout_s: float | None, quiet: bool) -> None:
+    """Run COMMAND (after --) under the farm's meter and store it as a run of kind
+    `measure`: quiet gate, idle baselines, energy windows, validity, owner."""
+    from farm.measure import MeasureRequest
+    from farm.measure import measure as measure_command
+
+    request = MeasureRequest(
+        argv=tuple(command), gpus=gpus, sim=sim, result=result, fmt=fmt, name=name,
+        model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+        idle_baseline_s=idle_baseline_s, min_steady_s=min_steady_s,
+        cooldown_timeout_s=cooldown_timeout_s)
+    try:
+        code = measure_command(request, progress=not quiet)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = ExitCode.INTERRUPTED
+    sys.exit(int(code))
+
+
 # -------------------------------------------------------------------- services
 
 

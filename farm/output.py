@@ -228,6 +228,9 @@ _RESULT_COLUMNS: tuple[tuple[str, str | None, str | None, bool, int], ...] = (
     ("slo_attainment", None, None, True, 19),
     ("energy_per_output_token_j", None, None, True, 3),
     ("energy_per_output_token_net_j", None, None, True, 5),
+    # J per total (input + output) token beside J per output token (InferenceX's pair)
+    ("energy_per_total_token_j", None, None, True, 6),
+    ("energy_per_total_token_net_j", None, None, True, 22),
     ("energy_per_request_j", None, None, True, 6),
     ("avg_power_w", None, None, True, 41),
     ("valid", "valid", None, False, 7),
@@ -368,6 +371,8 @@ def saturation_words(rule: str) -> str:
 def _load_label(row: Mapping[str, Any]) -> str:
     """The load, and for a rate sweep's point whether it is the knee or which stop
     rule it met: "4 req/s (knee)", "8 req/s (saturated: throughput flat)"."""
+    if row.get("engine") == "measure":     # `farmctl measure`: the load is the command's
+        return "the command"
     label = load_label(row.get("load_kind"), row.get("load_value"))
     if row.get("saturation"):
         return f"{label} (saturated: {saturation_words(row['saturation'])})"

@@ -42,11 +42,13 @@ def tokens_in(requests: list[RequestRecord], start_s: float, end_s: float) -> in
 
 
 def counts(requests: list[RequestRecord]) -> dict[str, Any]:
-    """A load point's request and token counts from its request records."""
+    """A load point's request and token counts from its request records; input tokens
+    None when a successful request's are not known (a sum of the others would read low)."""
     ok = [r for r in requests if r.ok]
+    inputs = [r.input_tokens for r in ok]
     return {"num_requests": len(requests), "num_ok": len(ok),
             "num_failed": len(requests) - len(ok),
-            "input_tokens": sum(r.input_tokens or 0 for r in ok),
+            "input_tokens": None if None in inputs else sum(inputs),  # type: ignore[arg-type]
             "output_tokens": sum(r.output_tokens or 0 for r in ok)}
 
 
@@ -58,6 +60,22 @@ def steady_figures(requests: list[RequestRecord], steady: EnergyWindow | None,
     """
     tokens = (tokens_in(requests, steady.start_s, steady.start_s + steady.duration_s)
               if steady else None)
+    return window_figures(tokens, steady, mean_out)
+
+
+def counted_figures(output_tokens: int | None, num_ok: int, steady: EnergyWindow | None
+                    ) -> dict[str, Any]:
+    """`steady_figures` for a load point whose window holds the whole load: a measured
+    command (`farmctl measure`), whose tool counted `output_tokens` over `num_ok`
+    successful requests, all of them sent and finished while the window was open."""
+    mean_out = ratio(output_tokens, num_ok)
+    return window_figures(output_tokens if steady else None, steady, mean_out)
+
+
+def window_figures(tokens: int | None, steady: EnergyWindow | None,
+                   mean_out: float | None) -> dict[str, Any]:
+    """Throughput and gross energy figures of `tokens` output tokens emitted inside
+    the steady window."""
     tps = ratio(tokens, steady.duration_s if steady else None)
     energy = steady.energy_j if steady else None
     per_token = ratio(energy, tokens)
@@ -75,10 +93,22 @@ def steady_figures(requests: list[RequestRecord], steady: EnergyWindow | None,
     }
 
 
+def per_total_token(j_per_output_token: float | None, input_tokens: int | None,
+                    output_tokens: int | None) -> float | None:
+    """J per total token (input + output) from J per output token and the load point's
+    token counts: each output token's energy spread over the prompt tokens that came
+    with it (InferenceX reports it beside J/output token). None where the input tokens
+    are not known, never a figure that counts them as 0."""
+    if j_per_output_token is None or input_tokens is None or not output_tokens:
+        return None
+    return j_per_output_token * output_tokens / (input_tokens + output_tokens)
+
+
 def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
                          idle_power_w: float | None,
                          carbon_g_per_kwh: float | None) -> LoadPointResult:
-    """Add net-of-idle and emissions figures (each None where an input is None).
+    """Add the figures derived from the gross ones: net of idle, per total token
+    (gross and net) and emissions (each None where an input is None).
 
     Net of idle = gross steady energy minus the idle power (context held, where
     measured) over the same window: the energy the work itself added.
@@ -93,8 +123,12 @@ def with_idle_and_carbon(lp: LoadPointResult, steady: EnergyWindow | None,
     net_per_request = (net_per_token * mean_out
                        if net_per_token is not None and mean_out else None)
     return lp.model_copy(update={
+        "energy_per_total_token_j": per_total_token(lp.energy_per_output_token_j,
+                                                    lp.input_tokens, lp.output_tokens),
         "energy_net_j": net,
         "energy_per_output_token_net_j": net_per_token,
+        "energy_per_total_token_net_j": per_total_token(net_per_token, lp.input_tokens,
+                                                        lp.output_tokens),
         "energy_per_request_net_j": net_per_request,
         # Gross = net + this: at an open-loop rate it is the idle time between
         # requests charged to them, large near idle, small at saturation.

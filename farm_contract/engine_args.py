@@ -109,6 +109,45 @@ class HfArgs(EngineArgs):
     attn_implementation: str | None = None
 
 
+# The load tools whose result files the measure engine reads (workers/loadtools/).
+LOAD_TOOL_FORMATS = ("vllm-bench", "guidellm", "aiperf")
+
+
+class MeasureArgs(EngineArgs):
+    """The measure engine's arguments: a command run under the meter (`farmctl measure`).
+
+    `command` is the argument list, written as a POSIX shell would split it
+    (`shlex.join`; split back with `shlex.split`, never given to a shell), `cwd`
+    where it runs, `result` the load tool's result file it writes and `format` how
+    to read it ("auto": from its content). Without `result` the run has energy
+    figures only, its token figures null.
+    """
+
+    command: StrictStr
+    cwd: StrictStr | None = None
+    result: StrictStr | None = None
+    format: Literal["auto", "vllm-bench", "guidellm", "aiperf"] = "auto"
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: str) -> str:
+        import shlex
+
+        try:
+            argv = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"command {value!r} is not an argument list: {exc}") from None
+        if not argv:
+            raise ValueError("command is empty")
+        return value
+
+    def argv(self) -> list[str]:
+        """The command's argument list."""
+        import shlex
+
+        return shlex.split(self.command)
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEPARATORS = re.compile(r"[\s,]+")
 

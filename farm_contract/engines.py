@@ -33,8 +33,22 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator
 
 from farm_contract import simmodels
-from farm_contract.engine_args import EngineArgs, HfArgs, OpenAIArgs, SimArgs, vllm_args_model
-from farm_contract.layouts import EndpointOwn, GpuLayout, LayoutError, OneGpu, TensorParallel
+from farm_contract.engine_args import (
+    EngineArgs,
+    HfArgs,
+    MeasureArgs,
+    OpenAIArgs,
+    SimArgs,
+    vllm_args_model,
+)
+from farm_contract.layouts import (
+    CommandOwn,
+    EndpointOwn,
+    GpuLayout,
+    LayoutError,
+    OneGpu,
+    TensorParallel,
+)
 
 if TYPE_CHECKING:   # runspec imports this module (the `kind` field's type)
     from farm_contract.runspec import RunSpec
@@ -79,6 +93,12 @@ class EngineKind:
             rest dropped with a note.
         check: the kind's own run check beyond devices, scenarios and layout
             (the sim engine's model fit), as located problems.
+        any_device: runs on real and simulated devices alike (a measured command:
+            its figures are simulated exactly when its devices are).
+        reported_counts: its token and request counts come from a load tool's own
+            report, not from per-request records: its steady window holds the whole
+            load, so every counted token lies inside it (`farm_contract.derive.
+            counted_figures`).
     """
 
     kind: str
@@ -90,6 +110,8 @@ class EngineKind:
     packages: tuple[Package, ...] = ()
     simulate_as: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     check: Callable[[RunSpec], list[Problem]] | None = None
+    any_device: bool = False
+    reported_counts: bool = False
 
     @property
     def args(self) -> type[EngineArgs]:
@@ -107,13 +129,17 @@ class EngineKind:
                     simulated_devices: set[bool]) -> str | None:
         """Why a sweep of these scenario kinds on these devices (True: simulated)
         cannot run on this kind; None when it can."""
-        # One sweep is all simulated or all measured: reports never mix the two.
-        if self.simulated and simulated_devices != {True}:
+        # One sweep is all simulated or all measured: reports never mix the two (a
+        # measured command is simulated exactly when its devices are).
+        if self.simulated and not self.any_device and simulated_devices != {True}:
             return f'the {self.kind} engine runs on simulated GPUs only: name them "sim:MODEL"'
-        if not self.simulated and True in simulated_devices:
+        if not self.simulated and not self.any_device and True in simulated_devices:
             sim_kinds = " or ".join(f'"{k}"' for k, e in ENGINE_KINDS.items() if e.simulated)
             return (f"the {self.kind} engine needs real GPUs; simulated ones "
                     f'("sim:…") take engine kind {sim_kinds}')
+        if self.any_device and len(simulated_devices) > 1:
+            return (f"the {self.kind} engine's sweep names simulated and real GPUs: a "
+                    "sweep is all simulated or all measured")
         for scenario in scenario_kinds:
             if scenario not in self.scenarios:
                 return (f"the {self.kind} engine runs {' and '.join(self.scenarios)} "
@@ -204,6 +230,10 @@ ENGINE_KINDS: dict[str, EngineKind] = {info.kind: info for info in (
         "openai", ("server",), False,
         "an OpenAI-compatible endpoint that is already running, at base_url",
         lambda: OpenAIArgs, layout=EndpointOwn()),
+    EngineKind(
+        "measure", ("batch",), False,
+        "a command run under the meter (`farmctl measure`): a load tool's own run",
+        lambda: MeasureArgs, layout=CommandOwn(), any_device=True, reported_counts=True),
 )}
 
 

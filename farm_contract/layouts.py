@@ -102,3 +102,13 @@ class EndpointOwn(GpuLayout):
     def degrees(self, args: Mapping[str, Any], gpu_count: int, backend: str) -> dict[str, int]:
         """None: nothing the farm starts takes a degree."""
         return {}
+
+
+@dataclass(frozen=True)
+class CommandOwn(GpuLayout):
+    """A command the farm runs under its meter (`farmctl measure`): it sees exactly the
+    run's GPUs (CUDA_VISIBLE_DEVICES), and how it spreads over them is its own."""
+
+    def degrees(self, args: Mapping[str, Any], gpu_count: int, backend: str) -> dict[str, int]:
+        """None: the farm sets no degree on a command it does not know."""
+        return {}

@@ -209,7 +209,8 @@ class LoadPointResult(Record):
     num_requests: int = figure("requests sent", "requests")
     num_ok: int = figure("requests that succeeded", "requests")
     num_failed: int = figure("requests that failed", "requests")
-    input_tokens: int = figure("prompt tokens over the load point", "tokens")
+    input_tokens: int | None = figure(   # None: not known (a load tool's report without them)
+        "prompt tokens over the load point", "tokens", None)
     output_tokens: int = figure("output tokens over the load point", "tokens")
     steady_output_tokens: int | None = figure(   # the divisor of J/token
         "output tokens inside the steady window", "tokens", None)
@@ -227,6 +228,11 @@ class LoadPointResult(Record):
     energy_per_output_token_j: float | None = figure(
         "energy_j ÷ steady_output_tokens", "J", None,
         label="energy per output token", short="J/out-tok")
+    # InferenceX's figure beside J/output token: prefill's share counted per token.
+    energy_per_total_token_j: float | None = figure(
+        "energy_per_output_token_j × output_tokens ÷ (input_tokens + output_tokens): J per "
+        "token processed, prompt and output", "J", None,
+        label="energy per total token", short="J/tot-tok")
     energy_per_request_j: float | None = figure(
         "energy_per_output_token_j × mean output tokens per request", "J", None,
         label="energy per request", short="J/request")
@@ -243,6 +249,9 @@ class LoadPointResult(Record):
     energy_per_output_token_net_j: float | None = figure(
         "net J per output token", "J", None,
         label="net energy per output token", short="net J/out-tok")
+    energy_per_total_token_net_j: float | None = figure(
+        "net J per total token (input + output)", "J", None,
+        label="net energy per total token", short="net J/tot-tok")
     energy_per_request_net_j: float | None = figure(
         "net J per request", "J", None, label="net energy per request", short="net J/request")
     output_tokens_per_j_net: float | None = figure(

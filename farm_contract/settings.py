@@ -70,6 +70,7 @@ EXAMPLES = {
     "FARM_MODELS_DIR": "/models",
     "FARM_ALLOW_HUB": "1",
     "FARM_ALLOW_REMOTE_CODE": "1",
+    "FARM_ALLOW_COMMANDS": "1",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -223,6 +224,11 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(False, validation_alias="FARM_ALLOW_REMOTE_CODE",
                                     description="whether a worker runs a model's own code "
                                                 "(trust_remote_code)")
+    # A `measure` run executes its command on the worker: only a worker told so runs
+    # one (`farmctl measure` tells its own private worker; a shared farm's never is).
+    allow_commands: bool = Field(False, validation_alias="FARM_ALLOW_COMMANDS",
+                                 description="whether a worker runs the command of a "
+                                             "`measure` run (farmctl measure)")
 
     def model_root_paths(self, cwd: str | None = None) -> list[str]:
         """The model roots as absolute paths, symlinks resolved (FARM_MODEL_ROOTS, else

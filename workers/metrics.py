@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from farm_contract.derive import (  # noqa: F401  (token_times_s, tokens_in: shared rules)
+    counted_figures,
     counts,
     ratio,
     steady_figures,
@@ -49,6 +50,9 @@ def load_point_result(index: int, kind: str, value: float, outcome: LoadPointOut
     lateness, unsent arrivals, requests in flight) is copied when the outcome
     has it, else left None.
     """
+    reported = getattr(outcome, "reported", None)
+    if reported is not None:
+        return reported_result(index, kind, value, outcome, steady)
     requests = outcome.requests
     duration_s = outcome.duration_s
     tallies = counts(requests)
@@ -86,3 +90,21 @@ def load_point_result(index: int, kind: str, value: float, outcome: LoadPointOut
         offered_rps=offered,
         notes=list(outcome.notes),
     )
+
+
+def reported_result(index: int, kind: str, value: float, outcome: LoadPointOutcome,
+                    steady: EnergyWindow | None) -> LoadPointResult:
+    """A measured command's load point: its counts and latencies as its load tool
+    reported them (`outcome.reported`), its energy over the command's window, which
+    holds the tool's whole run (`farm_contract.derive.counted_figures`)."""
+    tool = outcome.reported
+    assert tool is not None
+    failed = tool.num_failed
+    return LoadPointResult(
+        index=index, kind=kind, value=value, duration_s=round(outcome.duration_s, 4),
+        # A tool that does not say how many failed: its successes are what is known.
+        num_requests=tool.num_ok + (failed or 0), num_ok=tool.num_ok, num_failed=failed or 0,
+        input_tokens=tool.input_tokens, output_tokens=tool.output_tokens,
+        **counted_figures(tool.output_tokens, tool.num_ok, steady),
+        ttft=tool.ttft, tpot=tool.tpot, itl=tool.itl, e2e=tool.e2e,
+        notes=list(outcome.notes))

@@ -28,7 +28,7 @@ from farm_contract.records import (
     load_point_columns,
 )
 
-SCHEMA_VERSION = "1.6"
+SCHEMA_VERSION = "1.7"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")

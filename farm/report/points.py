@@ -115,7 +115,10 @@ class RunPoint:
 
     @property
     def load_label(self) -> str:
-        """The load point as a label ("c=8", "2 req/s", "batch 16"); "—" when there is none."""
+        """The load point as a label ("c=8", "2 req/s", "batch 16"; "the command" for a
+        `farmctl measure` run); "—" when there is none."""
+        if self.engine == "measure":
+            return "the command"
         return load_label(self.load_kind, self.load_value)
 
 

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 
 from farm.report.dataset import DatasetError
 from farm_contract.derive import (
+    counted_figures,
     counts,
     idle_power_for_net,
     steady_figures,
     with_idle_and_carbon,
 )
+from farm_contract.engines import engine_kind
 from farm_contract.records import (
     EnergyWindow,
     IdleBaseline,
@@ -94,7 +96,9 @@ def recheck(result: RunResult, spec: RunSpec, where: Where) -> RunResult:
     for i, lp in enumerate(result.load_points):
         steady = next((w for w in windows if w.name == "steady" and w.load_point == lp.index),
                       None)
-        again = _point(lp, steady, by_point.get(lp.index, []), net_idle_w, carbon)
+        again = (_reported_point(lp, steady, net_idle_w, carbon)
+                 if engine_kind(spec.engine.kind).reported_counts
+                 else _point(lp, steady, by_point.get(lp.index, []), net_idle_w, carbon))
         _same_per_token(lp, again, where.result(result.run_id, f"load_points[{i}]"))
         points.append(again)
     return result.model_copy(update={
@@ -246,6 +250,15 @@ def _point(lp: LoadPointResult, steady: EnergyWindow | None, requests: list[Requ
         "goodput_rps": goodput.goodput_rps if goodput else None,
         "slo_p99_met": goodput.p99_met if goodput else None,
     })
+    return with_idle_and_carbon(again, steady, idle_w, carbon)
+
+
+def _reported_point(lp: LoadPointResult, steady: EnergyWindow | None, idle_w: float | None,
+                    carbon: float | None) -> LoadPointResult:
+    """A measured command's load point: its counts are its load tool's (kept as
+    exported, there are no requests to count again), its figures derived again from
+    them and its steady window (workers/metrics.py's `reported_result`)."""
+    again = lp.model_copy(update=counted_figures(lp.output_tokens, lp.num_ok, steady))
     return with_idle_and_carbon(again, steady, idle_w, carbon)
 
 

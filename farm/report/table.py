@@ -18,8 +18,9 @@ from farm_contract.records import result_figures
 # unit (farm_contract.records). The page prints the unit in a header row of its own,
 # so the names can wrap in narrow columns.
 FIGURES: tuple[str, ...] = (
-    "energy_per_request_j", "energy_per_output_token_j", "energy_per_request_net_j",
-    "energy_per_output_token_net_j", "ttft_p90_ms", "tpot_p90_ms", "request_throughput_rps",
+    "energy_per_request_j", "energy_per_output_token_j", "energy_per_total_token_j",
+    "energy_per_request_net_j", "energy_per_output_token_net_j",
+    "energy_per_total_token_net_j", "ttft_p90_ms", "tpot_p90_ms", "request_throughput_rps",
     "output_throughput_tps", "goodput_rps", "avg_power_w", "passes",
 )
 

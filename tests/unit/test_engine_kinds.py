@@ -33,7 +33,7 @@ def test_no_engine_is_registered_for_a_kind_the_contract_does_not_know():
 
 
 def test_an_unknown_kind_names_the_known_ones():
-    with pytest.raises(ValueError, match="known: vllm, hf, sim, openai"):
+    with pytest.raises(ValueError, match="known: vllm, hf, sim, openai, measure"):
         engine_kind("sglang")
 
 

@@ -168,7 +168,7 @@ BAD = [
     ("unknown GPU", VALID.replace('gpu = ["H100"]', 'gpu = ["Z9000"]'),
      "hardware.gpu", "unknown GPU model 'Z9000'", 9),
     ("unknown engine kind", VALID.replace('kind = "vllm"', 'kind = "tgi"'),
-     "engine.kind", "'vllm', 'hf', 'sim' or 'openai'", 12),
+     "engine.kind", "'vllm', 'hf', 'sim', 'openai' or 'measure'", 12),
     ("both load kinds", VALID.replace("concurrency = [1, 8]",
                                       "concurrency = [1]\nrequest_rate = [2.0]"),
      "scenario[0]", "exactly one of", 14),

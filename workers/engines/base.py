@@ -18,7 +18,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from farm_contract.engine_args import EngineArgs, EngineArgsError, parse_args
 from farm_contract.engines import engine_kind
@@ -26,6 +26,9 @@ from farm_contract.records import EngineInfo, RequestRecord
 from farm_contract.runspec import RunSpec
 from workers.errors import EngineError
 from workers.gpu.base import GpuDevice
+
+if TYPE_CHECKING:
+    from workers.loadtools import ToolReport
 
 ArgsModel = TypeVar("ArgsModel", bound=EngineArgs)
 
@@ -78,6 +81,9 @@ class LoadPointOutcome:
     # prompts; server sending added beyond duration_s. None: not self-sized.
     passes: int | None = None
     extended_s: float | None = None
+    # A measured command's counts, from its load tool's own result file (None: the
+    # figures come from `requests`; a command without a result file has neither).
+    reported: ToolReport | None = None
 
 
 class Engine(ABC):

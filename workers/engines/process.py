@@ -119,8 +119,9 @@ class EngineProcess:
 
     def __init__(self, argv: Sequence[str], *, env: Mapping[str, str], name: str,
                  log_dir: str | Path | None = None, stdin_pipe: bool = False,
-                 stdout_pipe: bool = False):
+                 stdout_pipe: bool = False, cwd: str | None = None):
         self.argv = list(argv)
+        self.cwd = cwd
         self.env = dict(env)
         self.name = name
         fd, path = tempfile.mkstemp(prefix=f"farm-{name}-", suffix=".log",
@@ -142,7 +143,7 @@ class EngineProcess:
                     self.argv, env=self.env, start_new_session=True,
                     stdin=subprocess.PIPE if self._stdin_pipe else subprocess.DEVNULL,
                     stdout=subprocess.PIPE if self._stdout_pipe else log,
-                    stderr=log, close_fds=True)
+                    stderr=log, close_fds=True, cwd=self.cwd)
             except OSError as exc:
                 raise EngineError(f"cannot start the {self.name} engine "
                                   f"({self.argv[0]}): {exc}") from None
