@@ -112,6 +112,8 @@ def credentials_refused(broker_url: str) -> str | None:
         reason = str(exc)
     except (redis.RedisError, OSError):
         return None
+    else:
+        return None
     return (f"the broker refused us: it needs a password (or refused the one given); "
             f"{CREDENTIALS_HINT} [{reason.split(',')[0]}]")
 

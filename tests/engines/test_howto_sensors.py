@@ -174,7 +174,7 @@ def test_a_gpu_vendor_is_its_module_plus_its_catalogue_entry(tmp_path, monkeypat
 def test_an_energy_source_is_its_module_and_a_spec(tmp_path, monkeypatch, tiny_model,
                                                   endpoint):
     _plug_in(tmp_path, monkeypatch, energy, "plug.py", SOURCE)
-    monkeypatch.setenv(energy.ENV_VAR, "plug:watts=42;name=rack_plug")
+    monkeypatch.setenv("FARM_ENERGY_SOURCES", "plug:watts=42;name=rack_plug")
     monkeypatch.setattr(energy, "_configured", None)     # read FARM_ENERGY_SOURCES again
     [source] = energy.configured_sources()
     assert source.kind == "plug" and source.name == "rack_plug"

@@ -119,3 +119,24 @@ def test_a_running_run_the_broker_no_longer_holds_is_handed_back(broker_url, tmp
         assert store.dispatch_backlog(None)            # the dispatcher sends it again
         clock[0] += 10
         assert check.check(store, state) == []         # queued, undispatched: not in flight
+
+
+def test_credentials_are_refused_only_by_a_broker_that_refuses_them(broker_url, tmp_path):
+    import subprocess
+
+    from tasks.broker_state import credentials_refused
+    from tests.integration.farmproc import wait_for
+
+    assert credentials_refused(broker_url) is None                 # open: nothing to say
+    assert credentials_refused("redis://127.0.0.1:1/0") is None     # unreachable: Celery waits
+    sock = tmp_path / "auth.sock"
+    server = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(sock),
+                               "--requirepass", "sekrit", "--save", "", "--dir", str(tmp_path)],
+                              stdout=subprocess.DEVNULL)
+    try:
+        wait_for(sock.exists, 10, "redis-server's socket")
+        assert "FARM_BROKER_URL" in credentials_refused(f"redis+socket://{sock}")
+        assert credentials_refused(f"redis+socket://:sekrit@{sock}") is None
+    finally:
+        server.terminate()
+        server.wait()
