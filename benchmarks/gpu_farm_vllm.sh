@@ -14,7 +14,9 @@
 #            one host, copy OUT_DIR/farm-gpu.db into the other host's OUT_DIR and
 #            run it there (the same FARM_OWNER, or login name, on both: the sweep
 #            is its first recorder's); only that host's runs are measured
-# SWEEPS="batch server" runs those only (default: all five, in that order).
+# SWEEPS="batch server" runs those only (default: all five, in that order); an
+# entry ending in .toml is run as a sweep file of its own (e.g. the one-lease
+# slices examples/vllm-gpu-quick-{batch,server}.toml).
 #
 # Writes to OUT_DIR as it goes: gpu-before.csv / gpu-after.csv (nvidia-smi),
 # probe.json, model.txt (the build, once per host), SWEEP-run.txt (what farmctl
@@ -72,6 +74,7 @@ for sweep in ${SWEEPS:-batch server vs-hf clocks watt-counts}; do
         "$(sweep_of examples/vllm-gpu-vs-hf-hf.toml)" > "$out/vs-hf-compare.txt" 2>&1 ;;
     clocks) measure clocks examples/vllm-gpu-clocks.toml ;;
     watt-counts) measure watt-counts examples/vllm-gpu-watt-counts.toml ;;
+    *.toml) measure "$(basename "$sweep" .toml)" "$sweep" ;;   # any sweep file
     *) echo "unknown sweep in SWEEPS: $sweep" >&2; exit 2 ;;
   esac
 done
