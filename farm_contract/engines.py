@@ -236,6 +236,10 @@ ENGINE_KINDS: dict[str, EngineKind] = {info.kind: info for info in (
         lambda: MeasureArgs, layout=CommandOwn(), any_device=True, reported_counts=True),
 )}
 
+# The kinds this file declares, before anything adds one at run time (a process
+# started fresh — a run process — knows these and only these).
+SHIPPED_KINDS = frozenset(ENGINE_KINDS)
+
 
 def engine_kind(kind: str) -> EngineKind:
     """The entry of `kind`; a ValueError naming the known kinds otherwise."""

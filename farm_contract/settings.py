@@ -124,13 +124,13 @@ class Settings(BaseSettings):
     # A GPU another tenant has left is used again once it has been free this long
     # (workers/tenants.py): a job that restarts between epochs is not measured beside.
     gpu_settle_s: float = Field(30.0, ge=0, validation_alias="FARM_GPU_SETTLE_S")
-    # Where a worker measures each run (workers/runproc.py): "thread", the task's own
-    # thread (the default, for now); "process", a process of the run's own (its
-    # sampler and load generator off the worker's interpreter lock). Opt-in until it
-    # meets its drift goal on a quiet host and carries plug-ins registered at run
-    # time (a vendor or engine added in-process is not in the child's registry).
+    # Where a worker measures each run (workers/runproc.py): "process", a process of
+    # the run's own (its sampler and load generator off the worker's interpreter
+    # lock, where the other GPU sets' runs are); "thread", the task's own thread. A
+    # run whose plug-ins were registered at run time (not shipped in the packages)
+    # is measured in the thread either way, and its result says so.
     run_isolation: Literal["process", "thread"] = Field(
-        "thread", validation_alias="FARM_RUN_ISOLATION")
+        "process", validation_alias="FARM_RUN_ISOLATION")
     # TLS to Redis (a rediss:// broker URL): the CA that signed the server's certificate
     # (unset: the system's CAs), and this client's certificate and key where the
     # server asks for one (redis-server --tls-auth-clients).

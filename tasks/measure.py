@@ -49,6 +49,7 @@ from tasks.idle_exit import IdleExit, celery_busy
 from tasks.metrics_http import serve_metrics
 from tasks.progress import ProgressPublisher
 from workers.allocator import GpuAllocator
+from workers.energy import configured_sources
 from workers.errors import RunAborted, RunTimeout, TenantHeld, TransientError, WorkerError
 from workers.exporter import GpuCollector
 from workers.gpu.base import GpuInventory
@@ -56,8 +57,8 @@ from workers.gpu.discovery import summarize
 from workers.gpu.tuning import GpuTuner
 from workers.preflight import GpuBusy
 from workers.runner import Contaminated, run_one
-from workers.runproc import isolatable, run_in_process
 from workers.runproc import prepare as prepare_run_processes
+from workers.runproc import run_in_process, why_not_isolated
 from workers.tenants import TenantWatch, servable
 
 log = logging.getLogger(__name__)
@@ -243,8 +244,13 @@ def _measure(task, ctx: WorkerContext, run: RunSpec, attempt: int,
             ).model_dump_json())
             # One run, one process: its sampler and load generator off this
             # process's interpreter lock, where the other GPU sets' runs are.
-            measure = (run_in_process if ctx.settings.run_isolation == "process"
-                       and isolatable(gpus) else run_one)
+            measure = run_one
+            if ctx.settings.run_isolation == "process":
+                why_not = why_not_isolated(run, gpus, configured_sources())
+                if why_not is None:
+                    measure = run_in_process
+                else:
+                    log.warning("run %s measured in the worker's thread: %s", run_id, why_not)
             return measure(run, gpus, guard.abort, worker=worker_info(), attempt=attempt,
                            start_deadline_s=min(900.0, ctx.settings.run_timeout_s),
                            on_load_point=_progress_reporter(ctx, run_id))

@@ -39,17 +39,26 @@ import json
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+import workers.energy as energy_package
+import workers.engines as engines_package
+import workers.gpu.vendors as vendors_package
+from farm_contract.engines import SHIPPED_KINDS
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.runspec import RunSpec
+from workers.energy import EnergySource, configure_sources, configured_sources, parse_source_specs
+from workers.engines import engine_class
 from workers.errors import RunAborted, TransientError, WorkerError
 from workers.gpu.base import GpuDevice
 from workers.gpu.sim import SimGpu
+from workers.gpu.vendors import vendor_of
 from workers.power import Contamination
 from workers.preflight import GpuBusy, IdleTemperatures
 from workers.quietgate import IdlePowerReferences
@@ -96,6 +105,45 @@ def isolatable(gpus: list[GpuDevice]) -> bool:
                                           and g.vendor is not None) for g in gpus)
 
 
+def why_not_isolated(run: RunSpec, gpus: list[GpuDevice],
+                     sources: list[EnergySource]) -> str | None:
+    """Why `run` cannot be measured in a process of its own (None: it can).
+
+    A run process starts fresh from the forkserver: it finds the plug-ins shipped
+    in the packages (a module file in `workers/engines/`, `workers/gpu/vendors/`,
+    `workers/energy/`, an entry in `farm_contract/engines.py`), not one registered
+    in the worker at run time, nor a device or energy source made in code. Such a
+    run is measured in the worker's thread, and the result says so.
+    """
+    if not isolatable(gpus):
+        return "a device that cannot be opened again in another process"
+    if run.engine.kind not in SHIPPED_KINDS:
+        return f"engine kind {run.engine.kind!r} was added at run time"
+    try:
+        engine = engine_class(run)
+    except WorkerError:
+        return None     # the run fails on its own terms, in either place
+    if not _shipped(engine, engines_package):
+        return f"engine {engine.__qualname__} is not a module of workers/engines/"
+    for gpu in gpus:
+        vendor = vendor_of(gpu) if not isinstance(gpu, SimGpu) else None
+        if vendor is not None and not _shipped(type(vendor), vendors_package):
+            return f"GPU vendor {vendor.name!r} is not a module of workers/gpu/vendors/"
+    for source in sources:
+        if source.spec is None or not _shipped(type(source), energy_package):
+            return f"energy source {source.name!r} was not built from a spec of a shipped kind"
+    return None
+
+
+def _shipped(cls: type, package) -> bool:
+    """Whether `cls` is defined at the top of a module in `package`'s own folder."""
+    if "<locals>" in cls.__qualname__:
+        return False
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    return path is not None and Path(path).parent == Path(package.__path__[0])
+
+
 def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
                    worker: WorkerInfo, attempt: int, start_deadline_s: float = 900.0,
                    on_load_point: LoadPointCallback | None = None,
@@ -107,7 +155,10 @@ def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, 
                "worker": worker.model_dump_json(), "attempt": attempt,
                "start_deadline_s": start_deadline_s,
                "idle_temperatures": idle_temperatures.snapshot(uuids),
-               "idle_powers": idle_powers.snapshot(uuids)}
+               "idle_powers": idle_powers.snapshot(uuids),
+               # The worker's extra energy sources (FARM_ENERGY_SOURCES or
+               # --energy-source), built again in the run process from their specs.
+               "energy_sources": [s.spec for s in configured_sources()]}
     ctx = _mp_context()
     to_child_r, to_child_w = ctx.Pipe(duplex=False)
     from_child_r, from_child_w = ctx.Pipe(duplex=False)
@@ -241,6 +292,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     close: Callable[[], None] = lambda: None
     try:
         gpus, close = _opened(request["devices"])
+        configure_sources(parse_source_specs(request["energy_sources"]))
         run = RunSpec.model_validate_json(request["run"])
         if run.engine.kind != "sim":
             _import_quietly(TOKENIZER_MODULES)
@@ -260,6 +312,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
                   idle_powers=powers.snapshot(uuids))
     send(answer)
     close()
+    configure_sources([])       # stops what the sources run in the background
 
 
 def _import_quietly(modules: tuple[str, ...]) -> None:

@@ -117,3 +117,41 @@ def test_a_signal_to_the_process_group_stops_the_run_only_through_the_worker():
     with pytest.raises(RunAborted):                     # handed back, not a lost process
         run_in_process(one_run(SERVER.replace("duration_s = 0.3", "duration_s = 30")),
                        SimInventory("L4").devices(), abort, worker=WORKER, attempt=1)
+
+
+def test_shipped_plug_ins_are_isolated_and_run_time_ones_are_measured_in_the_thread(monkeypatch):
+    from farm_contract.engines import ENGINE_KINDS
+    from workers import engines as registry
+    from workers.energy import EnergySource, SourceReading, parse_source_spec
+    from workers.runproc import why_not_isolated
+
+    run = one_run(SERVER)
+    gpus = SimInventory("L4").devices()
+    assert why_not_isolated(run, gpus, []) is None
+    rapl = parse_source_spec("rapl:name=host")
+    assert rapl.spec == "rapl:name=host"
+    assert why_not_isolated(run, gpus, [rapl]) is None
+
+    class Plug(EnergySource):     # built in code: no spec a run process could read
+        kind, sensor = "plug", "plug.counter"
+
+        def read(self) -> SourceReading:
+            return SourceReading(1.0)
+
+        @classmethod
+        def from_options(cls, name, options):
+            return cls()
+
+    plug = Plug()
+    plug.name = "plug"
+    assert "energy source 'plug'" in why_not_isolated(run, gpus, [plug])
+
+    # An engine registered at run time replaces the shipped one for this kind.
+    class LocalSim(registry.engine_class(run)):
+        pass
+
+    monkeypatch.setitem(registry._REGISTRY, ("sim", "server"), LocalSim)
+    assert "is not a module of workers/engines/" in why_not_isolated(run, gpus, [])
+    monkeypatch.setitem(ENGINE_KINDS, "late", ENGINE_KINDS["sim"])
+    late = run.model_copy(update={"engine": run.engine.model_copy(update={"kind": "late"})})
+    assert "added at run time" in why_not_isolated(late, gpus, [])

@@ -84,6 +84,8 @@ class EnergySource(ABC):
     scope: str = "host"
     update_s: float = 0.0
     wraps_at_j: float | None = None
+    # The spec it was built from (`parse_source_spec`); None for one built in code.
+    spec: str | None = None
 
     @abstractmethod
     def read(self) -> SourceReading:
@@ -155,7 +157,9 @@ def parse_source_spec(spec: str) -> EnergySource:
         raise SourceSpecError(f"unknown energy source kind {kind!r} in {spec!r}; known: "
                               f"{', '.join(sorted(kinds)) or 'none'}")
     name = options.pop("name", kind)
-    return kinds[kind].from_options(name, options)
+    source = kinds[kind].from_options(name, options)
+    source.spec = spec.strip()      # how a run process builds the same source again
+    return source
 
 
 def parse_source_specs(specs: Sequence[str] | str) -> list[EnergySource]:
