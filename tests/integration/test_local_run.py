@@ -158,8 +158,9 @@ def test_interrupted_run_is_completed_by_the_next_one(tmp_path):
 
 def test_a_cpu_sweep_reaches_the_cpu_worker(tmp_path):
     """The host CPU as a device: `farmctl run` starts a CPU worker for it. The model
-    here does not exist, so the run fails there, with the engine's reason (the
-    real runs are in tests/engines/test_vllm_farm.py)."""
+    here is a hub id, which a worker does not load by default (FARM_ALLOW_HUB), so
+    the run fails there, with the worker's reason (the real runs are in
+    tests/engines/test_vllm_farm.py)."""
     sweep = tmp_path / "cpu.toml"
     sweep.write_text(SMALL.replace('gpu = ["sim:H100-80GB", "sim:L4"]\ngpus_per_run = [1, 2]',
                                    'gpu = ["cpu"]').replace('kind = "sim"', 'kind = "vllm"')
@@ -169,5 +170,5 @@ def test_a_cpu_sweep_reaches_the_cpu_worker(tmp_path):
     rows = json.loads(farmctl(tmp_path, "results", "local-small", "--format", "json").stdout)
     row = rows["rows"][0]
     assert row["gpu_model"] == "cpu" and row["backend"] == "cpu" and row["status"] == "failed"
-    assert "vLLM" in row["error"]
+    assert "model source 'org/tiny-1B' is not one this worker" in row["error"]
     assert row["worker"] == "farm-cpu@local"

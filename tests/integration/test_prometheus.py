@@ -114,7 +114,8 @@ def test_prometheus_scrapes_the_recorder_and_a_sim_worker_during_a_sweep(
         runs = expand(parse_sweep(text))
         prom.eventually('up{job=~"farm-.*"}', lambda r: len(r) == 2 and
                         all(s["value"] == 1 for s in r), timeout_s=30)
-        farm.cli("enqueue", "--owner", "alice", str(write(farm, "prom", text)))
+        farm.env["FARM_OWNER"] = "alice"      # the identity a sweep is owned by
+        farm.cli("enqueue", str(write(farm, "prom", text)))
         wait_for(lambda: all_finished(store, [r.run_id for r in runs]), 60, "all runs")
         queried(prom, runs)
     finally:
@@ -141,7 +142,10 @@ def queried(prom: Prometheus, runs: list) -> None:
     assert {s["metric"]["run_id"] for s in seen} <= {r.run_id for r in runs}
     assert seen, "no run was seen on a GPU"
     assert prom.query('max_over_time(farm_gpu_state{state="running"}[5m])')[0]["value"] == 1
-    assert {s["metric"]["state"] for s in prom.query("farm_gpu_state == 1")} == {"free"}
+    # Free again once the last result is in (the GPU is released after the result is
+    # sent, and the next scrape is up to a second later).
+    prom.eventually("farm_gpu_state == 1",
+                    lambda r: {s["metric"]["state"] for s in r} == {"free"})
 
     # Farm-wide, from the recorder: runs, the ledger, queues and liveness.
     prom.eventually('farm_runs{owner="alice", status="succeeded"}',

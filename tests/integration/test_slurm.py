@@ -89,7 +89,8 @@ def test_jobs_for_waiting_runs_idle_exit_and_a_cancelled_job_run_finished_once(
     run_id = runs[0].run_id
     farm.recorder()
     farm.start("slurm", "slurm")
-    farm.cli("enqueue", str(write(farm, "slurm", text)), "--owner", "alice")
+    farm.env["FARM_OWNER"] = "alice"          # the identity a sweep is owned by
+    farm.cli("enqueue", str(write(farm, "slurm", text)))
 
     # One job for the one run, however many passes see it pending or starting.
     seen: set[str] = set()
