@@ -137,7 +137,8 @@ def _sweep(store, name_or_id: str):
 def _load(path: str, simulate: bool):
     """The sweep (its simulated copy with `--simulate`) and the file's text; the
     copy's notes (engine arguments the sim engine does not take, dropped) go to stderr."""
-    from farm.spec import load_simulated, load_sweep
+    from farm.simulate import load_simulated
+    from farm.sweep_file import load_sweep
 
     if not simulate:
         return load_sweep(path)
