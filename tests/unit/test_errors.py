@@ -14,7 +14,7 @@ from farm.local import LocalRunError
 from farm.report.compare import CompareError
 from farm.report.dataset import DatasetError, DependencyError
 from farm.report.points import SweepNotFound
-from farm.report.recommend import RecommendError
+from farm.report.recommendation import RecommendError
 from farm.report.report import NoMeasuredPoints
 from farm.report.timeline import UnknownRun
 from farm.store.errors import SchemaError
