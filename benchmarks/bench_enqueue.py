@@ -42,9 +42,9 @@ def queued_messages(redis, queues: set[str]) -> int:
 def in_process(db_url: str, sweep_path: Path, redis) -> dict[str, float]:
     """One enqueue, phase by phase (the same calls as farm.coordinator.enqueue)."""
     from farm import coordinator, sending
-    from farm.spec import load_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
+    from farm.sweep_file import load_sweep
 
     t = {}
     cpu = time.process_time()

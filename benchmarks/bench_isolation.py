@@ -36,8 +36,8 @@ from pathlib import Path
 
 from _common import ROOT, machine, table
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.rules import percentile
 from workers.gpu.cpu import CpuDevice

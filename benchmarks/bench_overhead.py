@@ -180,9 +180,9 @@ def main() -> None:
     poll_s = args.poll_ms / 1000.0
 
     from farm import sending
-    from farm.spec import parse_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
 
     print(f"bench_overhead: {args.runs} runs, {args.db}, poll {args.poll_ms:g} ms — {machine()}")
     with temp_dir() as tmp, private_redis() as redis, scratch_db(args.db, tmp) as db_url:

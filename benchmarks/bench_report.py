@@ -189,9 +189,9 @@ def synthetic_result(run, requests_per_run: int, rng: random.Random, failed: boo
 
 
 def fill(url: str, runs: int, requests: int) -> tuple[str, dict[str, int], float]:
-    from farm.spec import parse_sweep
     from farm.store import Store
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
 
     start = time.perf_counter()
     name = "bench-report"

@@ -40,9 +40,9 @@ MIXES = (
 
 def fill(db_url: str, runs: int, sweeps: int) -> tuple[list[str], float]:
     """Record the sweeps and their runs; returns (sweep names, seconds)."""
-    from farm.spec import parse_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
 
     start = time.perf_counter()
     names = []

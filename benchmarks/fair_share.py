@@ -95,9 +95,9 @@ def one_mode(mode: str, url: str, runs_a: int, slots: int, period_s: float,
              b_after_s: float) -> dict:
     from farm import coordinator, sending
     from farm.dispatch import serve_forever
-    from farm.spec import parse_sweep
     from farm.store.repository import Store
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
     from farm_contract.settings import load_settings
     from tasks.app import app
     from tasks.broker_state import BrokerState

@@ -25,8 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from farm.spec import parse_sweep  # noqa: E402
 from farm.sweep import expand  # noqa: E402
+from farm.sweep_file import parse_sweep  # noqa: E402
 from farm_contract.records import RunResult, WorkerInfo  # noqa: E402
 
 # (batch_size, num_prompts): each generation window lasts well over 30 s on an H100.

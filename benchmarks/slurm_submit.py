@@ -39,8 +39,8 @@ def queued_at(db_url: str, run_id: str) -> float:
 
 def one_trial(farm, store, tmp, db_url: str, jobs, trial: int) -> dict[str, float]:
     """Enqueue a one-run sweep; seconds from due to submitted, job running, run started."""
-    from farm.spec import parse_sweep
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
     from tests.integration.farmproc import wait_for
     from tests.integration.test_farm import sweep_toml
 

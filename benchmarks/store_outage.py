@@ -29,9 +29,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=1.0, help="each run's load point")
     args = parser.parse_args()
 
-    from farm.spec import parse_sweep
     from farm.store import Store
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
     from tests.dbfixtures import PrivatePostgres
     from tests.integration.farmproc import Farm, wait_for
     from tests.integration.test_farm import sweep_toml

@@ -137,7 +137,8 @@ def _sweep(store, name_or_id: str):
 def _load(path: str, simulate: bool):
     """The sweep (its simulated copy with `--simulate`) and the file's text; the
     copy's notes (engine arguments the sim engine does not take, dropped) go to stderr."""
-    from farm.spec import load_simulated, load_sweep
+    from farm.simulate import load_simulated
+    from farm.sweep_file import load_sweep
 
     if not simulate:
         return load_sweep(path)
@@ -739,18 +740,20 @@ def recommend(sweep: str, model: str | None, ttft_ms: float | None, tpot_ms: flo
               draws: int, seed: int, fmt: str, columns: str | None) -> None:
     """Rank GPUs and configurations that meet a latency limit by energy per good request."""
     _table_only(fmt, columns, wide=False)
-    from farm.report import recommend as rec_module
+    from farm.report.attainment import StoredAttainment
     from farm.report.points import load_run_points
+    from farm.report.recommend import recommend as rank
+    from farm.report.recommend_text import format_recommendation
 
     store = _store()
     target = _sweep(store, sweep)
     _, points = load_run_points(store, target.id)
-    rec = rec_module.recommend(
+    rec = rank(
         points, sweep=target.name, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms,
         rate_rps=rate, input_tokens=input_tokens, output_tokens=output_tokens,
-        simulated=target.simulated, attainment=rec_module.StoredAttainment(store),
+        simulated=target.simulated, attainment=StoredAttainment(store),
         draws=draws, seed=seed)
-    click.echo(rec_module.format_recommendation(rec, fmt, columns=columns), nl=False)
+    click.echo(format_recommendation(rec, fmt, columns=columns), nl=False)
     if not rec.met:
         raise NoMatch(rec.nothing_met_message())
 

@@ -105,7 +105,7 @@ def sweep_text(request: MeasureRequest, cwd: str, now: datetime) -> str:
 def measure(request: MeasureRequest, progress: bool = True) -> ExitCode:
     """Measure the command on this host; prints the results and returns the exit code."""
     from farm.local import run_locally
-    from farm.spec import parse_sweep
+    from farm.sweep_file import parse_sweep
 
     text = sweep_text(request, os.getcwd(), datetime.now())
     spec = parse_sweep(text, "<farmctl measure>")

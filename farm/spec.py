@@ -1,4 +1,4 @@
-"""The sweep file (sweep.toml): its pydantic models, parsing and line-located errors.
+"""The sweep file's (sweep.toml's) pydantic models: what a lab writes, validated.
 
 Pure: standard library and pydantic only. `SweepSpec` is what a lab writes;
 it expands (`farm.sweep`) into `farm_contract.runspec.RunSpec`s, one
@@ -9,17 +9,15 @@ enqueued twice produces the same ids and nothing twice.
 Every list in a sweep is a dimension (cartesian product) except a server
 scenario's load list (`concurrency` or `request_rate`): those are load points,
 all measured against one engine start within one run.
+
+Reading a file into these models, with each problem located at its field and
+line, is `farm.sweep_file`'s job; the checks of the expanded runs are
+`farm.sweep_checks`'; the `--simulate` copy is `farm.simulate`'s.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
 import re
-import stat
-import tomllib
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,11 +31,10 @@ from pydantic import (
     model_validator,
 )
 
-from farm.errors import ExitCode, FarmError
-from farm.sweep import iter_runs
+from farm.sweep_checks import run_errors
 from farm_contract import limits as lim
-from farm_contract.engine_args import ErrorDetails, grid_errors, known_names, problem
-from farm_contract.engines import ENGINE_KINDS, SIMULATOR, EngineKindName
+from farm_contract.engine_args import ErrorDetails, grid_errors, problem
+from farm_contract.engines import ENGINE_KINDS, EngineKindName
 from farm_contract.limits import at_most, most_items
 from farm_contract.routing import (
     CPU_SLUG,
@@ -235,7 +232,7 @@ class ServerScenario(ServerLoad):
             (self.rate_sweep.max_points if self.rate_sweep else 1)
         sending = self.warmup_s + points * self.duration_s
         if sending > lim.MAX_RUN_S:
-            raise ValidationError.from_exception_data("ServerScenario", [_problem(
+            raise ValidationError.from_exception_data("ServerScenario", [problem(
                 ("duration_s",), f"warmup_s + {points} load point(s) × duration_s is "
                 f"{sending:,.0f} s of sending in one run, above the farm's maximum of "
                 f"{lim.MAX_RUN_S:,.0f} s ({lim.WHY_RUN_S})")])
@@ -408,7 +405,7 @@ class SweepSpec(Strict):
                                    {split_backend(g)[0] == "sim" for g in self.hardware.gpu})
         if unfit:
             raise ValueError(unfit)
-        errors = _run_errors(self)
+        errors = run_errors(self)
         if errors:
             raise ValidationError.from_exception_data("SweepSpec", errors)
         return self
@@ -420,328 +417,7 @@ class SweepSpec(Strict):
         policy = self.adaptive
         if policy is not None and policy.figure == "net" and \
                 self.measurement.idle_baseline_s == 0:
-            raise ValidationError.from_exception_data("SweepSpec", [_problem(
+            raise ValidationError.from_exception_data("SweepSpec", [problem(
                 ("repetitions", "figure"), "a net-of-idle target needs the idle baselines, "
                 "and [measurement] idle_baseline_s is 0")])
         return self
-
-
-# ------------------------------------------- what the runs need, known before a GPU
-
-MAX_PROBLEMS_PER_CHECK = 5
-
-
-def _problem(loc: tuple, message: str) -> ErrorDetails:
-    return problem(loc, message)
-
-
-def _run_errors(spec: SweepSpec) -> list[ErrorDetails]:
-    """Checks of the expanded runs that a worker would otherwise fail at engine start,
-    the engine kind's (`farm_contract.engines.EngineKind`): GPUs per run the engine
-    can use, server-only arguments, each run's GPU layout (vLLM's parallel degrees
-    against the GPU count) and the kind's own check (the sim engine's model fit)."""
-    engine = ENGINE_KINDS[spec.engine.kind]
-    batch = [s.label for s in spec.scenario if s.kind == "batch"]
-    errors = [_problem(loc, message) for loc, message in engine.sweep_problems(
-        spec.hardware.gpus_per_run, spec.engine.arg_grid(), batch[0] if batch else None)]
-    if errors:
-        return errors
-    seen: dict[str, set[str]] = {}
-    model_index = {m.id: i for i, m in enumerate(spec.model)}
-    for run in iter_runs(spec):
-        if run.repetition:
-            continue
-        for loc, message in engine.run_problems(run):
-            # ("model",) is the run's model: located at its [[model]] entry.
-            where = ("model", model_index[run.model.id]) if loc == ("model",) else loc
-            found = seen.setdefault(where[0], set())
-            if message not in found and len(found) < MAX_PROBLEMS_PER_CHECK:
-                found.add(message)
-                errors.append(_problem(where, message))
-    return errors
-
-
-# ------------------------------------------------------------- parsing + errors
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem of a sweep file: the field it is in, what is wrong, its line if known."""
-
-    field: str
-    message: str
-    line: int | None = None
-
-
-class SpecError(FarmError, ValueError):
-    """A sweep file that cannot be used; every problem names its field and line."""
-
-    exit_code = ExitCode.INVALID_INPUT
-
-    def __init__(self, source: str, problems: list[Problem]):
-        self.source = source
-        self.problems = problems
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        """The problems as text: a header naming the source, then one line per problem."""
-        lines = [f"{self.source}: {len(self.problems)} problem(s)"]
-        for p in self.problems:
-            where = f"line {p.line}: " if p.line else ""
-            field = f"{p.field}: " if p.field else ""
-            lines.append(f"  {where}{field}{p.message}")
-        return "\n".join(lines)
-
-
-def _key_lines(text: str) -> dict[tuple, int]:
-    """Map TOML paths (('scenario', 1, 'duration_s')) to the line that sets them.
-
-    A light scan of headers and `key =` lines, enough to point a user at the
-    line of a validation error; tomllib itself keeps no positions.
-    """
-    lines: dict[tuple, int] = {}
-    table: tuple = ()
-    array_counts: dict[tuple, int] = {}
-    header = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-    key_line = re.compile(r'^\s*([A-Za-z0-9_."\'-]+)\s*=')
-    for number, raw in enumerate(text.splitlines(), start=1):
-        match = header.match(raw)
-        if match:
-            path = tuple(part.strip().strip('"\'') for part in match.group(2).split("."))
-            if match.group(1) == "[[":
-                index = array_counts.get(path, -1) + 1
-                array_counts[path] = index
-                table = (*path, index)
-            else:
-                table = path
-            lines.setdefault(table, number)
-            lines.setdefault(table[:1], number)
-            continue
-        match = key_line.match(raw)
-        if match:
-            keys = tuple(k.strip().strip('"\'') for k in match.group(1).split("."))
-            lines.setdefault((*table, *keys), number)
-    return lines
-
-
-def _field_name(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _clean_loc(loc: tuple, data: Any) -> tuple:
-    """Drop pydantic's union tags and validator names, keeping the path into the data."""
-    path: list = []
-    node = data
-    for part in loc:
-        in_dict = isinstance(node, dict) and part in node
-        in_list = isinstance(node, list) and isinstance(part, int) and part < len(node)
-        if in_dict or in_list:
-            path.append(part)
-            node = node[part]
-        elif isinstance(node, dict) and isinstance(part, str) and not path_is_tag(part):
-            path.append(part)  # a missing or unknown key: still the user's name
-            node = None
-    return tuple(path)
-
-
-def path_is_tag(part: str) -> bool:
-    """Whether a pydantic location part is a union tag or validator name, not a user's key."""
-    return (part in ("server", "batch", "adaptive-repetitions", "repetition-count")
-            or "[" in part or part.startswith("function-"))
-
-
-def _message(err: dict, loc: tuple, data: Any) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        key = loc[-1] if loc else ""
-        parent = _lookup_model_fields(loc[:-1], data)
-        hint = difflib.get_close_matches(str(key), parent, n=1) if parent else []
-        return "unknown key" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-    if kind == "missing":
-        return "required key is missing"
-    message = err["msg"]
-    return message.removeprefix("Value error, ")
-
-
-_SECTION_FIELDS: dict[str, type[BaseModel]] = {
-    "model": ModelSpec, "hardware": HardwareSpec, "workload": WorkloadSpec,
-    "measurement": MeasurementSpec, "repetitions": Repetitions,
-}
-
-
-def _lookup_model_fields(loc: tuple, data: Any) -> list[str]:
-    """Field names valid at `loc`, for "did you mean" hints."""
-    if not loc:
-        return list(SweepSpec.model_fields)
-    head = loc[0]
-    if head == "scenario" and len(loc) >= 2 and isinstance(data, dict):
-        try:
-            kind = data["scenario"][loc[1]].get("kind")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            kind = None
-        model = {"server": ServerScenario, "batch": BatchScenario}.get(kind)
-        return list(model.model_fields) if model else []
-    if head == "workload" and "decoding" in loc:
-        return list(Decoding.model_fields)
-    if head == "engine" and isinstance(data, dict):
-        kind = (data.get("engine") or {}).get("kind") if isinstance(data.get("engine"),
-                                                                       dict) else None
-        return known_names(ENGINE_KINDS[kind].args) if kind in ENGINE_KINDS else []
-    model = _SECTION_FIELDS.get(head)
-    return list(model.model_fields) if model else []
-
-
-def parse_sweep(text: str, source: str = "<sweep>") -> SweepSpec:
-    """Parse and validate a sweep file's text. Raises `SpecError`, never anything else."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        raise SpecError(source, [Problem("", f"invalid TOML: {exc}",
-                                         int(match.group(1)) if match else None)]) from None
-    return _validate(data, text, source)
-
-
-def _validate(data: Any, text: str | None, source: str) -> SweepSpec:
-    """`data` as a SweepSpec; a SpecError with each problem's field, and its line in
-    `text` (the file the data came from) where known."""
-    try:
-        return SweepSpec.model_validate(data)
-    except ValidationError as exc:
-        positions = _key_lines(text) if text is not None else {}
-        problems = []
-        for err in exc.errors():
-            loc = _clean_loc(err["loc"], data)
-            line = None
-            for end in range(len(loc), 0, -1):
-                line = positions.get(loc[:end])
-                if line:
-                    break
-            problems.append(Problem(_field_name(loc) or "(top level)",
-                                    _message(err, loc, data), line))
-        raise SpecError(source, problems) from None
-
-
-def _read(path: str | Path) -> str:
-    """The file's text, refused before parsing when it is not a regular file (a device
-    such as /dev/zero, or a FIFO, reads forever) or is larger than MAX_SWEEP_BYTES."""
-    def refuse(message: str) -> SpecError:
-        return SpecError(str(path), [Problem("", message)])
-
-    try:
-        # Non-blocking: opening a FIFO nobody writes to would wait forever.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-        with os.fdopen(fd, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise refuse("not a regular file (a device, a pipe or a folder): a sweep is "
-                             "a .toml file")
-            if info.st_size > lim.MAX_SWEEP_BYTES:
-                raise refuse(_too_big(info.st_size))
-            data = handle.read(lim.MAX_SWEEP_BYTES + 1)    # it may grow while read
-        if len(data) > lim.MAX_SWEEP_BYTES:
-            raise refuse(_too_big(len(data)))
-        return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise refuse(f"cannot read the file: {exc}") from None
-
-
-def _too_big(size: int) -> str:
-    return (f"{size:,} bytes, above the farm's maximum of {lim.MAX_SWEEP_BYTES:,} for a sweep "
-            f"file ({lim.WHY_SWEEP_BYTES}): split the study into sweeps")
-
-
-def load_sweep(path: str | Path) -> tuple[SweepSpec, str]:
-    """Read and validate a sweep file; returns the spec and the file's text."""
-    text = _read(path)
-    return parse_sweep(text, str(path)), text
-
-
-def load_simulated(path: str | Path) -> tuple[SweepSpec, str, list[str]]:
-    """Read a sweep file, validate it, and validate its simulated copy (`--simulate`),
-    with the file's lines in both; returns the copy, the file's text and the notes
-    on what the copy left out (`simulated_copy_with_notes`)."""
-    text = _read(path)
-    spec = parse_sweep(text, str(path))
-    copy, notes = simulated_copy_with_notes(spec, text=text, source=f"{path} (--simulate)")
-    return copy, text, notes
-
-
-def simulated_copy(spec: SweepSpec) -> SweepSpec:
-    """The same sweep on simulated GPUs with the simulated engine (notes dropped);
-    see `simulated_copy_with_notes`."""
-    return simulated_copy_with_notes(spec)[0]
-
-
-def simulated_copy_with_notes(spec: SweepSpec, *, text: str | None = None,
-                              source: str = "<sweep> (--simulate)",
-                              ) -> tuple[SweepSpec, list[str]]:
-    """The same sweep on simulated GPUs with the simulated engine, and notes for the user.
-
-    The name gets a "-sim" suffix so simulated runs never share a sweep (or a
-    report) with measured ones. Engine arguments are mapped explicitly: those
-    the sim engine takes (named as vLLM's: `max_num_seqs`,
-    `gpu_memory_utilization`; hf's `batch_size` as `max_num_seqs`) are carried,
-    every other one is dropped with a
-    note, and so is an `[[exclude]]` rule that names a dropped one. The copy is
-    validated as a sweep of its own (the model's size, memory fit), its
-    problems located at the lines of `text`. Raises SpecError.
-    """
-    def as_sim(name: str) -> str:
-        return name if split_backend(name)[0] == "sim" else f"sim:{name}"
-
-    if any(split_backend(g)[0] == "cpu" for g in spec.hardware.gpu):
-        line = _key_lines(text).get(("hardware", "gpu")) if text is not None else None
-        raise SpecError(source, [Problem(
-            "hardware.gpu", '"cpu" has no simulated counterpart (the sim engine models '
-            "catalogue GPUs): --simulate needs a sweep on GPUs", line)])
-    notes: list[str] = []
-    carried: dict[str, Any] = {}
-    # The kind's own mapping (`EngineKind.simulate_as`); the rest by the sim engine's names.
-    mapping = ENGINE_KINDS[spec.engine.kind].simulate_as
-    renamed = {key: sim_name for key, (sim_name, _) in mapping.items()}
-    takes = set(ENGINE_KINDS[SIMULATOR].args.model_fields)
-    for key, value in sorted((spec.engine.model_extra or {}).items()):
-        if key in mapping:
-            carried[renamed[key]] = value
-            notes.append(f"--simulate: engine argument {key} = {value!r} carried as "
-                         f"{renamed[key]} ({mapping[key][1]})")
-        elif key in takes:
-            carried[key] = value
-        else:
-            notes.append(f"--simulate: engine argument {key} = {value!r} dropped: the sim "
-                         "engine does not model it")
-    exclude = []
-    dropped: dict[str, list[int]] = {}      # the dropped arguments a rule names → rules
-    for number, given in enumerate(spec.exclude, start=1):
-        # A rule naming a renamed argument names it as the copy does.
-        rule = {f"engine.{renamed[k.removeprefix('engine.')]}"
-                if k.startswith("engine.") and k.removeprefix("engine.") in renamed else k: v
-                for k, v in given.items()}
-        gone = sorted(k for k in rule if k.startswith("engine.")
-                      and k.removeprefix("engine.") not in carried)
-        if gone:
-            dropped.setdefault(", ".join(gone), []).append(number)
-            continue
-        # Exclude rules that name GPUs must keep matching the renamed GPUs.
-        exclude.append({k: ([as_sim(str(x)) for x in v] if isinstance(v, list)
-                            else as_sim(str(v))) if k == "gpu" else v
-                        for k, v in rule.items()})
-    for names, numbers in dropped.items():
-        rules = f"rule {numbers[0]}" if len(numbers) == 1 else \
-            f"rules {', '.join(map(str, numbers))}"
-        notes.append(f"--simulate: [[exclude]] {rules} dropped: naming {names}, which the "
-                     "simulated sweep does not set")
-    data = spec.model_dump(mode="python")
-    for key in TUNING_FIELDS:
-        if data["hardware"].pop(key, None) is not None:
-            notes.append(f"--simulate: [hardware] {key} dropped: the sim engine does not "
-                         "model it")
-    data["name"] = spec.name if spec.name.endswith("-sim") else f"{spec.name}-sim"
-    data["hardware"]["gpu"] = [as_sim(n) for n in spec.hardware.gpu]
-    data["engine"] = {"kind": SIMULATOR, **carried}
-    data["exclude"] = exclude
-    return _validate(data, text, source), notes

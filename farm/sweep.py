@@ -26,7 +26,7 @@ from farm_contract.runspec import (
     ServerLoad,
 )
 
-if TYPE_CHECKING:   # farm.spec expands a sweep to check its runs: it imports this module
+if TYPE_CHECKING:   # farm.spec's validator expands a sweep to check its runs (farm.sweep_checks)
     from farm.spec import BatchScenario, ServerScenario, SweepSpec
 
 

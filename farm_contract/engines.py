@@ -14,7 +14,7 @@ engine by `kind`; its `EngineKind` holds all the farm knows of it:
 - the packages a worker needs for it, with the install hint
   (`workers.engines.ready`);
 - its `--simulate` mapping: the arguments the sim engine takes under another
-  name (`farm.spec.simulated_copy`).
+  name (`farm.simulate.simulated_copy`).
 
 A worker runs a kind with the class registered for it in `workers.engines`
 (a test checks that every kind here has a registered engine for each of its

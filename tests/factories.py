@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from farm.spec import SweepSpec, parse_sweep
+from farm.spec import SweepSpec
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import (
     EnergyWindow,
     EngineInfo,

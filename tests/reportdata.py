@@ -15,9 +15,9 @@ import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from farm.spec import parse_sweep
 from farm.store import Store
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import WorkerInfo
 from workers.gpu.sim import SimInventory
 from workers.runner import run_one

@@ -58,8 +58,9 @@ from farm.report.dataset import (
 )
 from farm.report.export import TRACE_SERIES, sha256
 from farm.report.recheck import Where, recheck
-from farm.spec import SpecError, parse_sweep, simulated_copy
+from farm.simulate import simulated_copy
 from farm.store import Store
+from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.records import PowerTrace, RequestRecord, RunResult
 from farm_contract.runspec import RunSpec, sweep_id
 

@@ -9,7 +9,7 @@ values is only their range. With one value there is no interval: `low`/`high`
 are None, and reports say "n = 1" instead of pretending to know the spread.
 
 Ranking — "configuration X is best with probability p" — resamples the
-repetitions, and that only means something with enough of them: below
+repetitions (`bootstrap`), and that only means something with enough of them: below
 `MIN_RANK_N` usable repetitions per configuration no probability is claimed
 (`rankable`), and the outputs say n is too small to rank.
 """
@@ -129,3 +129,25 @@ def group_by(items: Iterable[T], key: Callable[[T], Hashable]) -> dict[Hashable,
     for item in items:
         groups[key(item)].append(item)
     return dict(groups)
+
+
+def bootstrap(values: Sequence[Sequence[float]], draws: int, seed: int) -> list[float]:
+    """P(best) of each configuration, by resampling each configuration's repetitions
+    with replacement `draws` times and taking the lowest mean as best (ties share
+    the win). Seeded: the same values, draws and seed give the same answer. Its
+    intervals are not the farm's CI (a percentile interval of 2 values is their
+    range): `estimate` gives that."""
+    if not values:
+        return []
+    rng = np.random.default_rng(seed)
+    means = np.empty((len(values), draws))
+    for i, xs in enumerate(values):
+        sample = np.asarray(xs, dtype=float)
+        if sample.size == 1:
+            means[i] = sample[0]
+        else:
+            picks = rng.integers(0, sample.size, size=(draws, sample.size))
+            means[i] = sample[picks].mean(axis=1)
+    winners = means == means.min(axis=0)            # per draw, every configuration at the min
+    wins = (winners / winners.sum(axis=0)).sum(axis=1)
+    return [float(w) / draws for w in wins]

@@ -172,7 +172,7 @@ class SweepRow(SQLModel, table=True):
     """Table sweeps: one sweep, keyed by id (the hash of its unique name)."""
     __tablename__ = "sweeps"
 
-    id: str = Field(primary_key=True)  # farm.spec.sweep_id(name)
+    id: str = Field(primary_key=True)  # farm_contract.runspec.sweep_id(name)
     name: str = Field(unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime())
     updated_at: datetime = Field(sa_type=UTCDateTime())

@@ -50,7 +50,7 @@ def test_hf_generates_exact_lengths_in_batches(tiny_model, decoding):
 
 
 def test_hf_refuses_a_server_scenario_at_validation():
-    from farm.spec import SpecError
+    from farm.sweep_file import SpecError
     from tests.engines.sweeps import SERVER_CLOSED
 
     with pytest.raises(SpecError, match="hf engine runs batch scenarios only"):

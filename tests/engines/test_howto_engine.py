@@ -21,8 +21,8 @@ import threading
 import pytest
 
 import workers.engines as registry
-from farm.spec import SpecError, parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.engines import ENGINE_KINDS
 from tests.engines.sweeps import WORKER
 from workers.gpu.discovery import open_inventory

@@ -19,8 +19,8 @@ import pytest
 import farm_contract.routing as routing
 import workers.energy as energy
 import workers.gpu.vendors as vendors
-from farm.spec import SpecError, parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from tests.engines.sweeps import SERVER_CLOSED, WORKER, sweep_text
 from workers.gpu.cpu import CpuDevice
 from workers.gpu.discovery import open_inventory, summarize

@@ -69,7 +69,7 @@ def test_the_registry_picks_the_engine_by_scenario():
 def test_hf_engine_arguments_are_checked_by_name():
     import threading
 
-    from farm.spec import SpecError, parse_sweep
+    from farm.sweep_file import SpecError, parse_sweep
     from tests.engines.sweeps import sweep_text
 
     # `validate` refuses it, with its line; a RunSpec that comes another way is

@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import SpecError, parse_sweep, simulated_copy
+from farm.simulate import simulated_copy
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from tests.engines.spy import EngineSpy
 from tests.engines.sweeps import BATCH, SERVER_CLOSED, SERVER_OPEN, WORKER, runs, sweep_text
 from workers.engines import engine_class, make_engine, register, registered, resident_pids

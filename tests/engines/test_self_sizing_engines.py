@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tests.engines.conftest import needs_torch, needs_vllm
 from tests.engines.sweeps import BATCH, WORKER, sweep_text
 from workers.gpu.cpu import CpuDevice

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import EngineInfo, RequestRecord, WorkerInfo
 from workers.baseline import cuda_context
 from workers.engines.base import Engine, LoadPointOutcome

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from farm.dispatch import MIN_DEPTH, dispatch_once
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.settings import Settings
 from tasks.app import MEASURE_TASK, create_app
 from tasks.broker_state import BrokerState, redis_client

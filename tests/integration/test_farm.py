@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.runspec import sweep_id
 from tests.integration.farmproc import wait_for
 

@@ -18,9 +18,9 @@ import subprocess
 import pytest
 
 from farm.embedded import PrivateRedis
-from farm.spec import parse_sweep
 from farm.store import Store
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tests.integration.farmproc import Farm, wait_for
 from tests.integration.test_farm import sweep_toml
 

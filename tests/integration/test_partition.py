@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from farm.embedded import find_redis_server
-from farm.spec import parse_sweep
 from farm.store import Store
 from farm.store.mapping import results_t
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tests.integration.farmproc import Farm, wait_for
 from tests.integration.netns import Host, skip_unless_netns
 from tests.integration.test_farm import sweep_toml

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tests.conftest import unavailable
 from tests.integration.farmproc import wait_for
 from tests.integration.test_farm import all_finished, sweep_toml, write

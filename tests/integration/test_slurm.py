@@ -18,8 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tests.conftest import unavailable
 from tests.integration.farmproc import ROOT, Farm, wait_for
 from tests.integration.test_farm import assert_exactly_once, sweep_toml, write

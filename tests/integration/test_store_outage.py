@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 
 from farm.dispatch import dispatch_once
 from farm.reserve import RunEstimates
-from farm.spec import parse_sweep
 from farm.store import Store
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.settings import Settings
 from tasks.app import MEASURE_TASK, create_app
 from tasks.broker_state import BrokerState, redis_client

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from tasks.broker_state import redis_client
 from tests.integration.farmproc import wait_for
 from tests.integration.test_farm import sweep_toml, write

@@ -11,9 +11,9 @@ import textwrap
 import pytest
 import redis
 
-from farm.spec import parse_sweep
 from farm.store import Store
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.settings import Settings
 from tasks.app import create_app
 from tests.integration.farmproc import ROOT, Farm, wait_for

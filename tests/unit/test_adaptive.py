@@ -9,10 +9,11 @@ import pytest
 
 from farm import adaptive
 from farm.report.stats import estimate, half_width_pct
-from farm.spec import Repetitions, SpecError, parse_sweep
+from farm.spec import Repetitions
 from farm.store import Store
 from farm.store.repetitions import PointFigures, RepetitionFigures
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from tests import factories
 
 POLICY = Repetitions(min=3, max=5, ci_half_width_pct=2.0)

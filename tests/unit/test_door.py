@@ -18,9 +18,10 @@ from farm.cli import ExitCode, main
 from farm.errors import Conflict, InvalidInput, NotPermitted
 from farm.report.compare import compare, format_comparison
 from farm.report.export import export_sweep
-from farm.report.recommend import format_recommendation, recommend
-from farm.spec import parse_sweep
+from farm.report.recommend import recommend
+from farm.report.recommend_text import format_recommendation
 from farm.store import Store
+from farm.sweep_file import parse_sweep
 from farm_contract.settings import Settings
 from tests import factories
 from tests.unit.test_recommend import point

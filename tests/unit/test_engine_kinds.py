@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from farm.spec import SpecError, parse_sweep
+from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.engine_args import OpenAIArgs
 from farm_contract.engines import ENGINE_KINDS, EngineKind, Package, engine_kind
 from farm_contract.layouts import GpuLayout, LayoutError

@@ -14,11 +14,11 @@ from farm.local import LocalRunError
 from farm.report.compare import CompareError
 from farm.report.dataset import DatasetError, DependencyError
 from farm.report.points import SweepNotFound
-from farm.report.recommend import RecommendError
+from farm.report.recommendation import RecommendError
 from farm.report.report import NoMeasuredPoints
 from farm.report.timeline import UnknownRun
-from farm.spec import Problem, SpecError
 from farm.store.errors import SchemaError
+from farm.sweep_file import Problem, SpecError
 from farm_contract.routing import UnknownGpuError
 from farm_contract.settings import SettingsError
 from tasks.broker_state import BrokerUnavailable
@@ -105,7 +105,7 @@ def test_the_handler_needs_no_broker_client():
 
     code = ("import sys; sys.modules['redis'] = None\n"
             "from farm.cli import _describe\n"
-            "from farm.spec import Problem, SpecError\n"
+            "from farm.sweep_file import Problem, SpecError\n"
             "from farm_contract.settings import SettingsError\n"
             "assert _describe(SettingsError('bad'))[1] == 2\n"
             "assert _describe(SpecError('s.toml', [Problem('name', 'missing')]))[1] == 2\n"

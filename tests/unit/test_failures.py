@@ -77,8 +77,8 @@ def test_progress_shows_the_load_point_of_a_long_run_and_an_eta_from_runs_done()
 
 @pytest.fixture
 def vllm_run():
-    from farm.spec import parse_sweep
     from farm.sweep import expand
+    from farm.sweep_file import parse_sweep
 
     text = """
 name = "paths"

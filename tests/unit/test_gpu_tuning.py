@@ -15,8 +15,9 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from farm.spec import SpecError, parse_sweep, simulated_copy_with_notes
+from farm.simulate import simulated_copy_with_notes
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.runspec import RunHardware
 from tests.fake_nvml import FakeNvml, patched
 from tests.unit import test_nvml_measurement as live_nvml

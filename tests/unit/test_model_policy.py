@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from workers.engines.ready import require_ready
 from workers.errors import EngineError
 

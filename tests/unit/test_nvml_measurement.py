@@ -13,8 +13,8 @@ import time
 import pynvml
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import EngineInfo, RequestRecord, WorkerInfo
 from tests.fake_nvml import FakeNvml, patched
 from workers.engines.base import Engine, LoadPointOutcome

@@ -88,6 +88,7 @@ def test_a_worker_probes_its_gpus_without_sql_flower_or_rich():
 def test_the_coordinator_loads_without_nvml_aiohttp_or_torch():
     proc = _run_without({"pynvml", "aiohttp", "torch", "vllm", "workers"}, """
         import farm.cli, farm.coordinator, farm.local, farm.store.repository, tasks.record
-        import farm.report.report, farm.report.recommend, farm.report.export
+        import farm.report.report, farm.report.recommend, farm.report.recommend_text
+        import farm.report.export
     """)
     assert proc.returncode == 0, proc.stderr

@@ -1,5 +1,6 @@
-"""`farmctl recommend`: the idle-amortised energy model, the latency filter, the
-exclusions, the bootstrap, and the whole command on the simulated report store."""
+"""`farmctl recommend`: the limits, the latency filter, the exclusions, the
+bootstrap, and the whole command on the simulated report store (the amortisation
+model: test_amortise.py; the attainment recount: test_attainment.py)."""
 
 from __future__ import annotations
 
@@ -14,23 +15,20 @@ from itertools import count
 import pytest
 
 from farm.cli import ExitCode
+from farm.report.amortise import amortised_energy_per_request
+from farm.report.attainment import StoredAttainment
 from farm.report.points import RunPoint, load_run_points
-from farm.report.recommend import (
+from farm.report.recommend import limits_for, recommend
+from farm.report.recommend_text import format_recommendation
+from farm.report.recommendation import (
     EXCLUDED_BATCH,
     EXCLUDED_INVALID,
     EXCLUDED_LATENCY,
     EXCLUDED_NO_GOOD,
     EXCLUDED_SIM_LABEL,
     RecommendError,
-    StoredAttainment,
-    amortised_energy_per_request,
-    attainment_of,
-    bootstrap,
-    format_recommendation,
-    limits_for,
-    recommend,
 )
-from farm.report.stats import estimate
+from farm.report.stats import bootstrap, estimate
 from farm.store import Store
 from farm_contract.rules import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 
@@ -61,38 +59,7 @@ def point(gpu: str = "h100", load: float = 8.0, rep: int = 0, *, ttft: float = 1
         if measured else {})
 
 
-# --------------------------------------------------------------- the model
-
-
-def test_amortised_energy_arithmetic():
-    # R = 10 req/s on a configuration serving 4 req/s: 3 replicas, each busy 10/12.
-    e, n, u = amortised_energy_per_request(10.0, 4.0, 300.0, 100.0)
-    assert (n, u) == (3, pytest.approx(10 / 12))
-    assert e == pytest.approx(3 * (10 / 12 * 300 + 2 / 12 * 100) / 10)      # 80 J
-    assert e == pytest.approx(80.0)
-
-
-def test_amortised_energy_at_capacity_is_the_load_points_own():
-    e, n, u = amortised_energy_per_request(4.0, 4.0, 300.0, 100.0)
-    assert (n, u) == (1, 1.0) and e == pytest.approx(300.0 / 4.0)
-    # A rounding error above a whole multiple does not add a replica.
-    _, n, u = amortised_energy_per_request(8.0 * (1 + 1e-13), 4.0, 300.0, 100.0)
-    assert n == 2 and u == 1.0
-
-
-def test_one_replica_matches_the_formula_in_measurement_md():
-    # docs/measurement.md: gross J/request + P_idle·(1/R − 1/R_max), R ≤ R_max.
-    rate, cap, load_w, idle_w = 2.5, 10.0, 400.0, 120.0
-    e, n, _ = amortised_energy_per_request(rate, cap, load_w, idle_w)
-    assert n == 1
-    assert e == pytest.approx(load_w / cap + idle_w * (1 / rate - 1 / cap))
-
-
-def test_amortised_energy_rejects_nonpositive_rates():
-    with pytest.raises(ValueError):
-        amortised_energy_per_request(0.0, 4.0, 300.0, 100.0)
-    with pytest.raises(ValueError):
-        amortised_energy_per_request(1.0, 0.0, 300.0, 100.0)
+# ---------------------------------------------------------------- limits
 
 
 def test_limits_given_from_the_sweep_or_mlperf():
@@ -106,22 +73,6 @@ def test_limits_given_from_the_sweep_or_mlperf():
     assert "MLPerf" in lim.source
     with pytest.raises(RecommendError):
         limits_for(pts, -1.0, None)
-
-
-class _Req:
-    def __init__(self, ttft_s, e2e_s, out, ok=True):
-        self.ttft_s, self.e2e_s, self.output_tokens, self.ok = ttft_s, e2e_s, out, ok
-
-
-def test_attainment_rule():
-    reqs = [_Req(0.1, 0.1 + 9 * 0.02, 10),      # TTFT 100 ms, TPOT 20 ms
-            _Req(0.3, 0.3 + 9 * 0.01, 10),      # TTFT 300 ms
-            _Req(0.1, 0.1 + 9 * 0.05, 10),      # TPOT 50 ms
-            _Req(0.1, 0.1, 1),                  # one token: no TPOT, TTFT only
-            _Req(0.1, 0.2, 10, ok=False)]       # failed: never good, counts as sent
-    assert attainment_of(reqs, 200.0, 30.0) == pytest.approx(2 / 5)
-    assert attainment_of(reqs, 400.0, 60.0) == pytest.approx(4 / 5)
-    assert attainment_of([], 1.0, 1.0) is None
 
 
 # ---------------------------------------------------------- ranking (pure)

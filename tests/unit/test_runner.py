@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import WorkerInfo
 from workers.engines.base import Engine
 from workers.errors import EngineError, GpuError, RunAborted

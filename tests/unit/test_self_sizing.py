@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import LoadPointResult, WorkerInfo
 from farm_contract.runspec import MeasurementSpec, RateSweep, RunSpec
 from workers.gpu.sim import SimInventory

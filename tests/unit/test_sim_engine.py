@@ -10,8 +10,8 @@ from itertools import pairwise
 
 import pytest
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import GpuInfo
 from farm_contract.runspec import ModelSpec, RunSpec
 from workers.engines import perfmodel

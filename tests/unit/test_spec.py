@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import SpecError, load_sweep, parse_sweep, simulated_copy
+from farm.simulate import simulated_copy
 from farm.sweep import expand, plan
+from farm.sweep_file import SpecError, load_sweep, parse_sweep
 from farm_contract.runspec import RunSpec
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

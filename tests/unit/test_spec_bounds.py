@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.spec import SpecError, load_sweep, parse_sweep
+from farm.sweep_file import SpecError, load_sweep, parse_sweep
 from farm_contract import limits as lim
 
 QUICKSTART = (Path(__file__).resolve().parents[2] / "examples" / "quickstart.toml").read_text()

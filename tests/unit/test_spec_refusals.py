@@ -9,8 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from farm.cli import ExitCode, main
-from farm.spec import SpecError, parse_sweep, simulated_copy_with_notes
+from farm.simulate import simulated_copy_with_notes
 from farm.sweep import expand
+from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.engine_args import (
     EngineArgsError,
     HfArgs,

@@ -15,7 +15,6 @@ from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
 from farm.errors import InvalidInput
-from farm.spec import parse_sweep
 from farm.store import SchemaError, Store, make_engine, schema_state, upgrade
 from farm.store.db import _alembic_config, normalize_url
 from farm.store.models import (
@@ -28,6 +27,7 @@ from farm.store.models import (
     unpack_u64,
 )
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.records import PowerTrace
 from farm_contract.runspec import sweep_id
 from tests import factories

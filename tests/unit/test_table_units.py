@@ -8,7 +8,7 @@ import re
 
 from farm.output import result_columns
 from farm.report.compare import comparison_columns
-from farm.report.recommend import recommendation_columns
+from farm.report.recommend_text import recommendation_columns
 from farm.report.table import COLUMNS as PAGE_COLUMNS
 from farm.report.table import FIGURES as PAGE_FIGURES
 from farm_contract.records import result_figures

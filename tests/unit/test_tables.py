@@ -15,7 +15,8 @@ from farm.cli import ExitCode, main
 from farm.errors import InvalidInput
 from farm.output import SIM_BANNER, fmt_value, format_results
 from farm.report.compare import compare, format_comparison
-from farm.report.recommend import format_recommendation, recommend
+from farm.report.recommend import recommend
+from farm.report.recommend_text import format_recommendation
 from farm.store import Store
 from farm.tables import Column, choose_columns, render_table
 from tests import factories

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("tokenizers", reason="the engines extra (tokenizers) is not installed")
 pytest.importorskip("transformers", reason="the engines extra (transformers) is not installed")
 
-from farm.spec import parse_sweep
 from farm.sweep import expand
+from farm.sweep_file import parse_sweep
 from farm_contract.lengthbins import INPUT_BINS, OUTPUT_BINS, bin_name, length_bin
 from farm_contract.runspec import Decoding, RunWorkload
 from workers import tinymodel
