@@ -1,6 +1,8 @@
 """The open dataset's schema: one definition for the export, the import, the
 manifest and docs/dataset.md (a test checks that the document shows exactly
-these tables).
+these tables). The runs table's columns also say where each value comes from
+(`DatasetColumn.value`, read from a `RunSource`): the export writes
+`runs_row(source)`, so a column is declared once, with its value.
 
 A dataset is one sweep: six tables (`runs`, `run_points`, `requests`,
 `timelines`, `windows`, and `fits`, derived from run_points), one file each in
@@ -15,18 +17,27 @@ version, which `farmctl import` of an older farm refuses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import reduce
+from typing import Any
 
 from pydantic import BaseModel
 
 from farm.errors import ExitCode, FarmError
 from farm_contract.figures import flat_columns
 from farm_contract.records import (
+    EnergyWindow,
     HostEnergy,
     IdleBaseline,
     LoadPointResult,
+    PowerTrace,
+    RunResult,
     load_point_columns,
 )
+from farm_contract.runspec import RunSpec
+from farm_contract.statuses import RUN_STATUSES
 
 SCHEMA_VERSION = "1.7"
 DATASET_KIND = "farm-sweep-export"
@@ -60,13 +71,30 @@ class DependencyError(FarmError, RuntimeError):
 
 
 @dataclass(frozen=True)
+class RunSource:
+    """What one row of the runs table is read from (the export gathers it per run)."""
+    sweep: str                    # the sweep's name
+    run: Mapping[str, Any]        # the store's row of the run (Store.runs_of)
+    spec: RunSpec
+    result: RunResult | None      # None: no result (yet)
+    figures: Mapping[str, Any]    # the store's flat figures of the result ({}: none)
+    n_requests: int               # its rows in `requests`
+    n_samples: int                # its rows in `timelines` (samples × GPUs)
+
+
+RowValue = Callable[[RunSource], Any]
+
+
+@dataclass(frozen=True)
 class DatasetColumn:
-    """One column of a dataset table: its name, type (one of TYPES), unit and meaning."""
+    """One column of a dataset table: its name, type (one of TYPES), unit and meaning;
+    in the runs table also `value`, where the export reads it."""
     name: str
     type: str
     unit: str | None          # None: not a quantity (ids, names, flags, text)
     description: str
     nullable: bool = True
+    value: RowValue | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.type not in TYPES:
@@ -100,8 +128,8 @@ class Table:
 
 
 def _c(name: str, type_: str, unit: str | None, description: str,
-       nullable: bool = True) -> DatasetColumn:
-    return DatasetColumn(name, type_, unit, description, nullable)
+       nullable: bool = True, value: RowValue | None = None) -> DatasetColumn:
+    return DatasetColumn(name, type_, unit, description, nullable, value)
 
 
 def _latency(prefix: str, what: str) -> tuple[DatasetColumn, ...]:
@@ -157,12 +185,121 @@ HOST_COLUMN_NAMES = {"tracker": "host_tracker", "duration_s": "host_duration_s",
                      "note": "host_note"}
 
 
-def _record_columns(model: type[BaseModel], names: dict[str, str] | None = None,
-                    ) -> tuple[DatasetColumn, ...]:
+def _record_columns(model: type[BaseModel], names: dict[str, str] | None = None, *,
+                    value: Callable[[Any], RowValue]) -> tuple[DatasetColumn, ...]:
     """A run-level record's flat figures as runs columns, with the record's units and
-    descriptions; nullable, as a run may lack the record."""
+    descriptions; nullable, as a run may lack the record. `value(flat column)` says
+    where a column's value is read."""
     return tuple(DatasetColumn((names or {}).get(f.name, f.name), _SCALAR_TYPES[f.type], f.unit,
-                        f.description, True) for f in flat_columns(model))
+                        f.description, True, value(f)) for f in flat_columns(model))
+
+
+# ------------------------------------------------- where the runs values come from
+
+# The power trace's series, in the timelines table's order.
+TRACE_SERIES = ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz",
+                "throttle_reasons")
+
+
+def json_text(value: Any) -> str:
+    """A JSON column's text: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def asked_number(value: Any) -> Any:
+    """A tuning value asked for (`power_limit_w`, `sm_clock_mhz`) as its number
+    column: None for "default" (said by the `*_default` column) or none set."""
+    return None if isinstance(value, str) else value
+
+
+def asked_default(value: Any) -> bool | None:
+    """A tuning value asked for as its `*_default` column: True for "default"."""
+    return True if isinstance(value, str) else None
+
+
+def tuning_columns(power_limit_w: Any, sm_clock_mhz: Any) -> dict[str, Any]:
+    """A run's asked-for GPU tuning as the dataset's columns: the numbers in
+    `power_limit_w` / `sm_clock_mhz`, "default" (the GPU's own) as a true
+    `*_default` beside a null number; null throughout where none was set."""
+    return {"power_limit_w": asked_number(power_limit_w),
+            "sm_clock_mhz": asked_number(sm_clock_mhz),
+            "power_limit_default": asked_default(power_limit_w),
+            "sm_clock_default": asked_default(sm_clock_mhz)}
+
+
+def trace_header(trace: PowerTrace) -> dict[str, Any]:
+    """The runs table's `trace_json`: the trace without its samples."""
+    return {"sensor": trace.sensor, "sample_period_s": trace.sample_period_s,
+            "gpu_uuids": trace.gpu_uuids, "n_samples": len(trace.t_s),
+            "series": [name for name in TRACE_SERIES if getattr(trace, name) is not None]}
+
+
+def _walk(value: Any, path: str) -> Any:
+    """`value.a.b` for path "a.b" ("": value itself); None once a step is None."""
+    return reduce(lambda v, part: None if v is None else getattr(v, part),
+                  path.split(".") if path else [], value)
+
+
+def _then(value: Any, then: Callable[[Any], Any] | None) -> Any:
+    return value if then is None or value is None else then(value)
+
+
+def _stored(key: str) -> RowValue:
+    """The store's run row's `key`."""
+    return lambda r: r.run[key]
+
+
+def _spec(path: str, then: Callable[[Any], Any] | None = None) -> RowValue:
+    """The RunSpec's value at `path` (through `then`, unless None)."""
+    return lambda r: _then(_walk(r.spec, path), then)
+
+
+def _result(path: str, then: Callable[[Any], Any] | None = None) -> RowValue:
+    """The RunResult's value at `path` (through `then`); None without one."""
+    return lambda r: _then(_walk(r.result, path), then)
+
+
+def _server(name: str) -> RowValue:
+    """A server scenario's field; None for a batch run."""
+    return lambda r: getattr(r.spec.scenario, name) if r.spec.scenario.kind == "server" else None
+
+
+def _batch(name: str) -> RowValue:
+    """A batch scenario's field; None for a server run."""
+    return lambda r: None if r.spec.scenario.kind == "server" else getattr(r.spec.scenario, name)
+
+
+def _figure(name: str) -> RowValue:
+    """The store's flat figure `name` of the result (None without one)."""
+    return lambda r: r.figures.get(name)
+
+
+def _gpus(r: RunSource) -> list[Any]:
+    return r.result.gpus if r.result is not None else []
+
+
+def _each_gpu(name: str) -> RowValue:
+    """The field of each GPU that ran it, in order; None without any."""
+    return lambda r: [getattr(g, name) for g in _gpus(r)] or None
+
+
+def _first_gpu(name: str) -> RowValue:
+    """The first GPU's field (one host: the same for all); None without any."""
+    return lambda r: getattr(_gpus(r)[0], name) if _gpus(r) else None
+
+
+def _energy(window: EnergyWindow | None) -> float | None:
+    return window.energy_j if window is not None else None
+
+
+# The runs table is the one table whose values are declared with its columns: each
+# column says where its value comes from (`value`, read from a RunSource), and the
+# export writes `runs_row(source)`. A column added here is exported, in this order.
+
+
+def _dim(name: str, value: RowValue) -> DatasetColumn:
+    """The shared dimension column `name`, with where the runs table reads it."""
+    return replace(_DIM[name], value=value)
 
 
 RUNS = Table(
@@ -171,107 +308,197 @@ RUNS = Table(
     "method), status, validity and run-level figures of every run; `spec_json` and "
     "`result_json` make the export lossless (`farmctl import` reads them).",
     (
-        _c("run_id", "string", None, "hash of the canonical RunSpec (the run's identity)", False),
-        *_dims("sweep"),
-        _c("sweep_id", "string", None, "hash of the sweep name", False),
-        *_dims("repetition", "model_id"),
-        _c("model_source", "string", None, "hub id or local path of the model", False),
-        _c("model_dtype", "string", None, "weights dtype asked for", False),
-        _c("model_revision", "string", None, "model revision asked for"),
-        *_dims("backend", "gpu_model", "gpu_count", "power_limit_w", "sm_clock_mhz",
-               "power_limit_default", "sm_clock_default"),
+        _c("run_id", "string", None, "hash of the canonical RunSpec (the run's identity)", False,
+           value=_stored("id")),
+        _dim("sweep", lambda r: r.sweep),
+        _c("sweep_id", "string", None, "hash of the sweep name", False,
+           value=_stored("sweep_id")),
+        _dim("repetition", _spec("repetition")),
+        _dim("model_id", _spec("model.id")),
+        _c("model_source", "string", None, "hub id or local path of the model", False,
+           value=_spec("model.source")),
+        _c("model_dtype", "string", None, "weights dtype asked for", False,
+           value=_spec("model.dtype")),
+        _c("model_revision", "string", None, "model revision asked for",
+           value=_spec("model.revision")),
+        _dim("backend", _spec("hardware.backend")),
+        _dim("gpu_model", _spec("hardware.gpu_model")),
+        _dim("gpu_count", _spec("hardware.gpu_count")),
+        _dim("power_limit_w", _spec("hardware.power_limit_w", asked_number)),
+        _dim("sm_clock_mhz", _spec("hardware.sm_clock_mhz", asked_number)),
+        _dim("power_limit_default", _spec("hardware.power_limit_w", asked_default)),
+        _dim("sm_clock_default", _spec("hardware.sm_clock_mhz", asked_default)),
         _c("queue", "string", None, "queue the run was sent to (e.g. `gpu.h100-80gb.x1`)",
-           False),
-        *_dims("engine_kind", "engine_version", "engine_args_json", "scenario_name",
-               "scenario_kind"),
-        _c("scenario_api", "string", None, "server: `completions` or `chat`"),
-        _c("scenario_duration_s", "float64", "s", "server: length of each load point"),
-        _c("scenario_warmup_s", "float64", "s", "server: warm-up before the load points"),
+           False, value=_spec("hardware.queue")),
+        _dim("engine_kind", _spec("engine.kind")),
+        _dim("engine_version", _result("engine.version")),
+        _dim("engine_args_json", _spec("engine.args", json_text)),
+        _dim("scenario_name", _spec("scenario.name")),
+        _dim("scenario_kind", _spec("scenario.kind")),
+        _c("scenario_api", "string", None, "server: `completions` or `chat`",
+           value=_server("api")),
+        _c("scenario_duration_s", "float64", "s", "server: length of each load point",
+           value=_server("duration_s")),
+        _c("scenario_warmup_s", "float64", "s", "server: warm-up before the load points",
+           value=_server("warmup_s")),
         _c("concurrency_levels", "list<int64>", "requests",
-           "closed-loop server: the concurrencies measured (one load point each)"),
+           "closed-loop server: the concurrencies measured (one load point each)",
+           value=_server("concurrency")),
         _c("request_rates_rps", "list<float64>", "req/s",
-           "open-loop server: the request rates measured (one load point each)"),
-        _c("burstiness", "float64", "1", "open loop: gamma shape of arrivals (1 = Poisson)"),
-        _c("max_concurrency", "int64", "requests", "open loop: cap on requests in flight"),
-        _c("num_prompts", "int64", "count", "batch: prompts in the batch"),
-        _c("warmup_prompts", "int64", "count", "batch: warm-up prompts"),
-        _c("slo_ttft_ms", "float64", "ms", "server: TTFT limit goodput is counted against"),
-        _c("slo_tpot_ms", "float64", "ms", "server: TPOT limit goodput is counted against"),
-        *_dims("input_tokens", "output_tokens", "decoding"),
-        _c("temperature", "float64", "1", "sampling temperature (0 = greedy)", False),
-        _c("top_p", "float64", "1", "nucleus sampling mass", False),
-        _c("top_k", "int64", "count", "top-k sampling (null: off)"),
-        _c("dataset", "string", None, "prompt source (`synthetic` or a dataset)", False),
-        _c("seed", "int64", None, "workload seed", False),
+           "open-loop server: the request rates measured (one load point each)",
+           value=_server("request_rate")),
+        _c("burstiness", "float64", "1", "open loop: gamma shape of arrivals (1 = Poisson)",
+           value=_server("burstiness")),
+        _c("max_concurrency", "int64", "requests", "open loop: cap on requests in flight",
+           value=_server("max_concurrency")),
+        _c("num_prompts", "int64", "count", "batch: prompts in the batch",
+           value=_batch("num_prompts")),
+        _c("warmup_prompts", "int64", "count", "batch: warm-up prompts",
+           value=_batch("warmup_prompts")),
+        _c("slo_ttft_ms", "float64", "ms", "server: TTFT limit goodput is counted against",
+           value=_server("slo_ttft_ms")),
+        _c("slo_tpot_ms", "float64", "ms", "server: TPOT limit goodput is counted against",
+           value=_server("slo_tpot_ms")),
+        _dim("input_tokens", _spec("workload.input_tokens")),
+        _dim("output_tokens", _spec("workload.output_tokens")),
+        _dim("decoding", _spec("workload.decoding.label")),
+        _c("temperature", "float64", "1", "sampling temperature (0 = greedy)", False,
+           value=_spec("workload.decoding.temperature")),
+        _c("top_p", "float64", "1", "nucleus sampling mass", False,
+           value=_spec("workload.decoding.top_p")),
+        _c("top_k", "int64", "count", "top-k sampling (null: off)",
+           value=_spec("workload.decoding.top_k")),
+        _c("dataset", "string", None, "prompt source (`synthetic` or a dataset)", False,
+           value=_spec("workload.dataset")),
+        _c("seed", "int64", None, "workload seed", False, value=_spec("workload.seed")),
         _c("simulated", "bool", None,
-           "simulated GPU or engine: never to be mixed with measured figures", False),
-        _c("status", "string", None, "`queued`, `running`, `succeeded`, `failed`, `cancelled`",
-           False),
-        _c("attempts", "int64", "count", "attempts the store counted", False),
-        _c("worker", "string", None, "worker (Celery node) that ran it"),
-        _c("host", "string", None, "host of that worker"),
-        _c("started_at", "timestamp", "UTC", "start of the measured attempt"),
-        _c("finished_at", "timestamp", "UTC", "end of the measured attempt"),
-        _c("duration_s", "float64", "s", "length of the measured attempt"),
-        _c("error", "string", None, "why the run failed or was handed back (`kind: message`)"),
-        _c("error_kind", "string", None, "failure kind (`engine`, `oom`, `timeout`, …)"),
-        _c("error_message", "string", None, "failure message"),
-        _c("gpu_backend", "string", None, "backend of the GPUs that ran it"),
-        _c("gpu_names", "list<string>", None, "GPU names as the driver reported them"),
-        _c("gpu_uuids", "list<string>", None, "GPU UUIDs, in the run's GPU order"),
-        _c("gpu_memory_mib", "list<int64>", "MiB", "memory of each GPU"),
-        _c("gpu_power_limits_w", "list<float64>", "W", "power limit of each GPU"),
-        _c("gpu_driver_version", "string", None, "driver version (first GPU; one host)"),
-        _c("gpu_cuda_version", "string", None, "CUDA driver API version (first GPU)"),
+           "simulated GPU or engine: never to be mixed with measured figures", False,
+           value=lambda r: bool(r.run["simulated"]
+                                or (r.result is not None and r.result.simulated))),
+        _c("status", "string", None, ", ".join(f"`{s}`" for s in RUN_STATUSES), False,
+           value=_stored("status")),
+        _c("attempts", "int64", "count", "attempts the store counted", False,
+           value=_stored("attempts")),
+        _c("worker", "string", None, "worker (Celery node) that ran it",
+           value=_stored("worker")),
+        _c("host", "string", None, "host of that worker", value=_result("worker.host")),
+        _c("started_at", "timestamp", "UTC", "start of the measured attempt",
+           value=_stored("started_at")),
+        _c("finished_at", "timestamp", "UTC", "end of the measured attempt",
+           value=_stored("finished_at")),
+        _c("duration_s", "float64", "s", "length of the measured attempt",
+           value=_result("duration_s")),
+        _c("error", "string", None, "why the run failed or was handed back (`kind: message`)",
+           value=_stored("error")),
+        _c("error_kind", "string", None, "failure kind (`engine`, `oom`, `timeout`, …)",
+           value=_result("error.kind")),
+        _c("error_message", "string", None, "failure message",
+           value=_result("error.message")),
+        _c("gpu_backend", "string", None, "backend of the GPUs that ran it",
+           value=_first_gpu("backend")),
+        _c("gpu_names", "list<string>", None, "GPU names as the driver reported them",
+           value=_each_gpu("name")),
+        _c("gpu_uuids", "list<string>", None, "GPU UUIDs, in the run's GPU order",
+           value=lambda r: _each_gpu("uuid")(r) or r.run["gpu_uuids"]),
+        _c("gpu_memory_mib", "list<int64>", "MiB", "memory of each GPU",
+           value=_each_gpu("memory_mib")),
+        _c("gpu_power_limits_w", "list<float64>", "W", "power limit of each GPU",
+           value=_each_gpu("power_limit_w")),
+        _c("gpu_driver_version", "string", None, "driver version (first GPU; one host)",
+           value=_first_gpu("driver_version")),
+        _c("gpu_cuda_version", "string", None, "CUDA driver API version (first GPU)",
+           value=_first_gpu("cuda_version")),
         _c("energy_sensor", "string", None,
-           "energy source of the windows (e.g. `nvml.total_energy_counter`)"),
+           "energy source of the windows (e.g. `nvml.total_energy_counter`)",
+           value=_result("measurement.energy_sensor")),
         _c("power_sensor", "string", None,
-           "power source of the timeline (e.g. `nvml.field.power_instant`)"),
-        _c("sample_period_s", "float64", "s", "timeline sampling period the worker used"),
-        _c("idle_baseline_s", "float64", "s", "length of each idle window asked for", False),
-        _c("min_steady_s", "float64", "s", "validity: shortest steady window accepted", False),
+           "power source of the timeline (e.g. `nvml.field.power_instant`)",
+           value=_result("measurement.power_sensor")),
+        _c("sample_period_s", "float64", "s", "timeline sampling period the worker used",
+           value=_result("measurement.sample_period_s")),
+        _c("idle_baseline_s", "float64", "s", "length of each idle window asked for", False,
+           value=_spec("measurement.idle_baseline_s")),
+        _c("min_steady_s", "float64", "s", "validity: shortest steady window accepted", False,
+           value=_spec("measurement.min_steady_s")),
         _c("agreement_tolerance", "float64", "1",
-           "validity: largest |timeline ÷ counter − 1| accepted", False),
+           "validity: largest |timeline ÷ counter − 1| accepted", False,
+           value=_spec("measurement.agreement_tolerance")),
         _c("agreement_min_window_s", "float64", "s",
-           "validity: shortest window whose agreement is judged", False),
-        _c("cooldown_timeout_s", "float64", "s", "preflight: longest wait for cool GPUs", False),
-        _c("cooldown_band_c", "float64", "°C", "preflight: band above idle temperature", False),
+           "validity: shortest window whose agreement is judged", False,
+           value=_spec("measurement.agreement_min_window_s")),
+        _c("cooldown_timeout_s", "float64", "s", "preflight: longest wait for cool GPUs", False,
+           value=_spec("measurement.cooldown_timeout_s")),
+        _c("cooldown_band_c", "float64", "°C", "preflight: band above idle temperature", False,
+           value=_spec("measurement.cooldown_band_c")),
         _c("codecarbon", "bool", None, "host energy and emissions asked for (CodeCarbon)",
-           False),
-        _c("grid_region", "string", None, "grid region asked for (ISO 3166-1 alpha-3)"),
-        _c("valid", "bool", None, "validity verdict (null: none computed, e.g. failed)"),
-        _c("invalid_reasons", "string", None, "failed checks, comma-separated (null if valid)"),
+           False, value=_spec("measurement.codecarbon")),
+        _c("grid_region", "string", None, "grid region asked for (ISO 3166-1 alpha-3)",
+           value=_spec("measurement.region")),
+        _c("valid", "bool", None, "validity verdict (null: none computed, e.g. failed)",
+           value=_result("validity.valid")),
+        _c("invalid_reasons", "string", None, "failed checks, comma-separated (null if valid)",
+           value=_figure("invalid_reasons")),
         _c("validity_checks_json", "json", None,
-           "every check with its value, threshold and detail (JSON list)"),
+           "every check with its value, threshold and detail (JSON list)",
+           value=_result("validity.checks", lambda checks: json_text(
+               [c.model_dump(mode="json") for c in checks]))),
         _c("imported_from", "string", None,
            "the export this result was imported from (`export sha256:<manifest digest> "
-           "(exported <when>)`); null: measured by this farm's own workers"),
-        _c("cooled", "bool", None, "GPUs within the cool-down band before the run"),
-        _c("preflight_waited_s", "float64", "s", "time waited for the GPUs to cool"),
-        _c("preflight_json", "json", None, "GPU state before the run (JSON object)"),
-        *_record_columns(IdleBaseline),
-        _c("run_energy_j", "float64", "J", "energy of the whole `run` window"),
+           "(exported <when>)`); null: measured by this farm's own workers",
+           value=_figure("imported_from")),
+        _c("cooled", "bool", None, "GPUs within the cool-down band before the run",
+           value=_result("preflight.cooled")),
+        _c("preflight_waited_s", "float64", "s", "time waited for the GPUs to cool",
+           value=_result("preflight.waited_s")),
+        _c("preflight_json", "json", None, "GPU state before the run (JSON object)",
+           value=_result("preflight", lambda p: p.model_dump_json())),
+        # the store's figures of the result: the idle baselines as the store keeps them
+        *_record_columns(IdleBaseline, value=lambda column: _figure(column.name)),
+        _c("run_energy_j", "float64", "J", "energy of the whole `run` window",
+           value=_result("", lambda result: _energy(result.window("run")))),
         _c("steady_energy_j", "float64", "J",
-           "sum of the steady windows' energy (null if any is null)"),
-        _c("total_output_tokens", "int64", "tokens", "output tokens over all load points"),
-        _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady windows"),
+           "sum of the steady windows' energy (null if any is null)",
+           value=_figure("energy_j")),
+        _c("total_output_tokens", "int64", "tokens", "output tokens over all load points",
+           value=_figure("output_tokens")),
+        _c("steady_output_tokens", "int64", "tokens", "output tokens inside the steady windows",
+           value=_figure("steady_output_tokens")),
         _c("energy_per_output_token_j", "float64", "J",
-           "steady_energy_j ÷ steady_output_tokens"),
-        *_record_columns(HostEnergy, HOST_COLUMN_NAMES),
-        _c("num_requests", "int64", "requests", "rows of this run in `requests`", False),
+           "steady_energy_j ÷ steady_output_tokens",
+           value=_figure("energy_per_output_token_j")),
+        *_record_columns(HostEnergy, HOST_COLUMN_NAMES,
+                         value=lambda column: _result("host_energy", column.get)),
+        _c("num_requests", "int64", "requests", "rows of this run in `requests`", False,
+           value=lambda r: r.n_requests),
         _c("num_timeline_samples", "int64", "count",
-           "rows of this run in `timelines` (samples × GPUs)", False),
-        _c("spec_schema_version", "int64", None, "RunSpec schema version", False),
-        _c("result_schema_version", "int64", None, "RunResult (wire contract) schema version"),
-        _c("spec_json", "json", None, "the full RunSpec (`RunSpec.to_json()`)", False),
+           "rows of this run in `timelines` (samples × GPUs)", False,
+           value=lambda r: r.n_samples),
+        _c("spec_schema_version", "int64", None, "RunSpec schema version", False,
+           value=_spec("schema_version")),
+        _c("result_schema_version", "int64", None, "RunResult (wire contract) schema version",
+           value=_result("schema_version")),
+        _c("spec_json", "json", None, "the full RunSpec (`RunSpec.to_json()`)", False,
+           value=_stored("spec_json")),
         _c("result_json", "json", None,
            "the RunResult without `requests` and `trace` (null: no result); `worker.pid` "
-           "is not stored and reads 0"),
+           "is not stored and reads 0",
+           value=_result("", lambda result: result.model_dump_json(
+               exclude={"requests", "trace"}))),
         _c("trace_json", "json", None,
            "the power trace's header: sensor, sample_period_s, gpu_uuids, n_samples and "
-           "the series it has (null: no trace)"),
+           "the series it has (null: no trace)",
+           value=_result("trace", lambda trace: json_text(trace_header(trace)))),
     ),
 )
+_unread = [c.name for c in RUNS.columns if c.value is None]
+if _unread:
+    raise RuntimeError(f"runs columns without a value: {', '.join(_unread)}")
+
+
+def runs_row(source: RunSource) -> dict[str, Any]:
+    """The runs row of one run: each column's value, in file order."""
+    return {c.name: c.value(source) for c in RUNS.columns}  # type: ignore[misc]
+
 
 # run_points takes every flat figure of LoadPointResult (farm_contract.records
 # .load_point_columns) with the record's type, unit, description and nullability;

@@ -3,7 +3,8 @@
 Five tables — runs, run_points, requests, timelines, windows — written as one
 file each in Parquet, CSV or JSON Lines, then `manifest.json` (schema version,
 provenance, row counts, checksums and every column with its unit). The schema
-is `farm.report.dataset`; this module only fills it.
+is `farm.report.dataset`; this module only fills it (the runs table's values are
+declared there, with its columns: `runs_row`).
 
 Streaming: runs are read and written one at a time, and each table is written
 in batches of about `BATCH_ROWS` rows, so a sweep of a million requests never
@@ -26,7 +27,6 @@ from typing import Any
 from farm.report.dataset import (
     DATASET_KIND,
     FORMATS,
-    HOST_COLUMN_NAMES,
     MANIFEST,
     POINT_COLUMN_NAMES,
     REQUESTS,
@@ -34,29 +34,30 @@ from farm.report.dataset import (
     SCHEMA_VERSION,
     TABLES,
     TIMELINES,
+    TRACE_SERIES,
     DatasetError,
+    RunSource,
     Table,
     arrow_schema,
     file_name,
+    json_text,
     pyarrow_module,
+    runs_row,
+    tuning_columns,
 )
 from farm.report.points import SweepNotFound
 from farm.store import Store
 from farm.store.models import unpack_f32
-from farm_contract.figures import flat_columns, flat_values
+from farm_contract.figures import flat_values
 from farm_contract.records import (
     RESULT_SCHEMA_VERSION,
-    HostEnergy,
     LoadPointResult,
     PowerTrace,
-    RunResult,
     load_point_columns,
 )
 from farm_contract.runspec import RunSpec
 
 BATCH_ROWS = 65_536
-TRACE_SERIES = ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz",
-                "throttle_reasons")
 
 
 @dataclass(frozen=True)
@@ -178,24 +179,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tuning_columns(power_limit_w: Any, sm_clock_mhz: Any) -> dict[str, Any]:
-    """A run's asked-for GPU tuning as the dataset's columns: the numbers in
-    `power_limit_w` / `sm_clock_mhz`, "default" (the GPU's own) as a true
-    `*_default` beside a null number; null throughout where none was set."""
-    def default(value: Any) -> bool | None:
-        return True if isinstance(value, str) else None
-
-    def number(value: Any) -> Any:
-        return None if isinstance(value, str) else value
-
-    return {"power_limit_w": number(power_limit_w), "sm_clock_mhz": number(sm_clock_mhz),
-            "power_limit_default": default(power_limit_w),
-            "sm_clock_default": default(sm_clock_mhz)}
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
@@ -215,11 +198,13 @@ def _export_run(store: Store, sweep: str, run: dict[str, Any],
     requests = store.request_columns(run_id)
     trace = result.trace if result is not None else None
     n_samples = len(trace.t_s) * len(trace.gpu_uuids) if trace is not None else 0
-    runs_row = _runs_row(sweep, run, spec, result, flat, len(requests["sent_s"]), n_samples)
-    writers["runs"].add_rows([runs_row])
+    row = runs_row(RunSource(sweep=sweep, run=run, spec=spec, result=result,
+                             figures=flat or {}, n_requests=len(requests["sent_s"]),
+                             n_samples=n_samples))
+    writers["runs"].add_rows([row])
     if result is None:
         return
-    dims = {c.name: runs_row[c.name] for c in RUN_POINTS.columns if c.name in _POINT_DIMS}
+    dims = {c.name: row[c.name] for c in RUN_POINTS.columns if c.name in _POINT_DIMS}
     writers["run_points"].add_rows([_point_row(run_id, dims, lp)
                                     for lp in result.load_points])
     writers["windows"].add_rows([_window_row(run_id, i, w)
@@ -247,7 +232,7 @@ def _repetition_rows(store: Store, sid: str) -> list[dict[str, Any]]:
             "sweep": name, "model_id": run.model.id,
             "backend": hw.backend, "gpu_model": hw.gpu_model, "gpu_count": hw.gpu_count,
             **tuning_columns(hw.power_limit_w, hw.sm_clock_mhz),
-            "engine_kind": run.engine.kind, "engine_args_json": _json(run.engine.args),
+            "engine_kind": run.engine.kind, "engine_args_json": json_text(run.engine.args),
             "scenario_name": run.scenario.name, "scenario_kind": run.scenario.kind,
             "input_tokens": workload.input_tokens, "output_tokens": workload.output_tokens,
             "decoding": workload.decoding.label, "first_run_id": run.run_id,
@@ -286,7 +271,7 @@ def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:
                 "engine_kind": p.engine,
                 "scenario_name": p.scenario, "scenario_kind": p.scenario_kind,
                 "input_tokens": p.input_tokens, "output_tokens": p.output_tokens,
-                "decoding": p.decoding, "engine_args_json": _json(args), "figure": figure,
+                "decoding": p.decoding, "engine_args_json": json_text(args), "figure": figure,
                 "x_axis": curve.x_axis, "model": MODEL, "n_points": fit.n_points,
                 "n_batch_sizes": fit.n_batch_sizes, "fitted": fit.ok,
                 "no_fit_reason": fit.reason, "r2": fit.r2}
@@ -302,111 +287,12 @@ def _fit_rows(store: Store, sid: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _runs_row(sweep: str, run: dict[str, Any], spec: RunSpec, result: RunResult | None,
-              flat: dict[str, Any] | None, n_requests: int, n_samples: int) -> dict[str, Any]:
-    scenario, measurement, workload = spec.scenario, spec.measurement, spec.workload
-    server = scenario.kind == "server"
-    gpus = result.gpus if result is not None else []
-    host = result.host_energy if result is not None else None
-    preflight = result.preflight if result is not None else None
-    validity = result.validity if result is not None else None
-    run_window = result.window("run") if result is not None else None
-    error = result.error if result is not None else None
-    trace = result.trace if result is not None else None
-    figures = flat or {}
-    return {
-        "run_id": run["id"], "sweep": sweep, "sweep_id": run["sweep_id"],
-        "repetition": spec.repetition, "model_id": spec.model.id,
-        "model_source": spec.model.source, "model_dtype": spec.model.dtype,
-        "model_revision": spec.model.revision,
-        "backend": spec.hardware.backend, "gpu_model": spec.hardware.gpu_model,
-        "gpu_count": spec.hardware.gpu_count,
-        **tuning_columns(spec.hardware.power_limit_w, spec.hardware.sm_clock_mhz),
-        "queue": spec.hardware.queue,
-        "engine_kind": spec.engine.kind,
-        "engine_version": result.engine.version if result is not None else None,
-        "engine_args_json": _json(spec.engine.args),
-        "scenario_name": scenario.name, "scenario_kind": scenario.kind,
-        "scenario_api": scenario.api if server else None,
-        "scenario_duration_s": scenario.duration_s if server else None,
-        "scenario_warmup_s": scenario.warmup_s if server else None,
-        "concurrency_levels": scenario.concurrency if server else None,
-        "request_rates_rps": scenario.request_rate if server else None,
-        "burstiness": scenario.burstiness if server else None,
-        "max_concurrency": scenario.max_concurrency if server else None,
-        "num_prompts": None if server else scenario.num_prompts,
-        "warmup_prompts": None if server else scenario.warmup_prompts,
-        "slo_ttft_ms": scenario.slo_ttft_ms if server else None,
-        "slo_tpot_ms": scenario.slo_tpot_ms if server else None,
-        "input_tokens": workload.input_tokens, "output_tokens": workload.output_tokens,
-        "decoding": workload.decoding.label, "temperature": workload.decoding.temperature,
-        "top_p": workload.decoding.top_p, "top_k": workload.decoding.top_k,
-        "dataset": workload.dataset, "seed": workload.seed,
-        "simulated": bool(run["simulated"] or (result is not None and result.simulated)),
-        "status": run["status"], "attempts": run["attempts"], "worker": run["worker"],
-        "host": result.worker.host if result is not None else None,
-        "started_at": run["started_at"], "finished_at": run["finished_at"],
-        "duration_s": result.duration_s if result is not None else None,
-        "error": run["error"],
-        "error_kind": error.kind if error else None,
-        "error_message": error.message if error else None,
-        "gpu_backend": gpus[0].backend if gpus else None,
-        "gpu_names": [g.name for g in gpus] or None,
-        "gpu_uuids": [g.uuid for g in gpus] or run["gpu_uuids"],
-        "gpu_memory_mib": [g.memory_mib for g in gpus] or None,
-        "gpu_power_limits_w": [g.power_limit_w for g in gpus] or None,
-        "gpu_driver_version": gpus[0].driver_version if gpus else None,
-        "gpu_cuda_version": gpus[0].cuda_version if gpus else None,
-        "energy_sensor": result.measurement.energy_sensor if result is not None else None,
-        "power_sensor": result.measurement.power_sensor if result is not None else None,
-        "sample_period_s": result.measurement.sample_period_s if result is not None else None,
-        "idle_baseline_s": measurement.idle_baseline_s,
-        "min_steady_s": measurement.min_steady_s,
-        "agreement_tolerance": measurement.agreement_tolerance,
-        "agreement_min_window_s": measurement.agreement_min_window_s,
-        "cooldown_timeout_s": measurement.cooldown_timeout_s,
-        "cooldown_band_c": measurement.cooldown_band_c,
-        "codecarbon": measurement.codecarbon, "grid_region": measurement.region,
-        "valid": validity.valid if validity is not None else None,
-        "invalid_reasons": figures.get("invalid_reasons"),
-        "validity_checks_json": (_json([c.model_dump(mode="json") for c in validity.checks])
-                                 if validity is not None else None),
-        "imported_from": figures.get("imported_from"),
-        "cooled": preflight.cooled if preflight is not None else None,
-        "preflight_waited_s": preflight.waited_s if preflight is not None else None,
-        "preflight_json": preflight.model_dump_json() if preflight is not None else None,
-        "idle_power_w": figures.get("idle_power_w"),
-        "idle_ctx_power_w": figures.get("idle_ctx_power_w"),
-        "run_energy_j": run_window.energy_j if run_window is not None else None,
-        "steady_energy_j": figures.get("energy_j"),
-        "total_output_tokens": figures.get("output_tokens"),
-        "steady_output_tokens": figures.get("steady_output_tokens"),
-        "energy_per_output_token_j": figures.get("energy_per_output_token_j"),
-        **{HOST_COLUMN_NAMES.get(c.name, c.name): c.get(host) if host else None
-           for c in _HOST_FIGURES},
-        "num_requests": n_requests, "num_timeline_samples": n_samples,
-        "spec_schema_version": spec.schema_version,
-        "result_schema_version": result.schema_version if result is not None else None,
-        "spec_json": run["spec_json"],
-        "result_json": (result.model_dump_json(exclude={"requests", "trace"})
-                        if result is not None else None),
-        "trace_json": _json(_trace_header(trace)) if trace is not None else None,
-    }
-
-
-def _trace_header(trace: PowerTrace) -> dict[str, Any]:
-    return {"sensor": trace.sensor, "sample_period_s": trace.sample_period_s,
-            "gpu_uuids": trace.gpu_uuids, "n_samples": len(trace.t_s),
-            "series": [name for name in TRACE_SERIES if getattr(trace, name) is not None]}
-
-
 _POINT_DIMS = ("sweep", "repetition", "model_id", "backend", "gpu_model", "gpu_count",
                "power_limit_w", "sm_clock_mhz", "power_limit_default", "sm_clock_default",
                "engine_kind", "engine_version",
                "engine_args_json", "scenario_name", "scenario_kind", "input_tokens",
                "output_tokens", "decoding", "simulated", "status", "valid", "invalid_reasons")
 _POINT_FIGURES = load_point_columns()
-_HOST_FIGURES = flat_columns(HostEnergy)
 
 
 def _point_row(run_id: str, dims: dict[str, Any], lp: LoadPointResult) -> dict[str, Any]:

@@ -41,6 +41,13 @@ def short_label(figure: str) -> str:
     return (column.short or column.label) if column is not None else figure
 
 
+def unit_label(figure: str) -> str:
+    """The figure's unit as its record field declares it ("ms", "J"); "" for a ratio,
+    a count or a name no record declares."""
+    column = result_figures().get(figure)
+    return column.shown_unit if column is not None else ""
+
+
 def fmt_unit(value: Any, unit: str, digits: int = 3) -> str:
     """The value formatted with its unit; "—" alone when it is missing."""
     text = fmt(value, digits)

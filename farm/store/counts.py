@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from farm.store.errors import UPGRADE_HINT, SchemaError
-from farm_contract.statuses import RUN_STATUSES
+from farm_contract.statuses import PENDING_STATUSES, RUN_STATUSES, RunStatus
 
 # The newest migration; a test keeps it equal to Alembic's head.
 HEAD_REVISION = "0011"
@@ -33,6 +33,11 @@ def _order(rows: list[Any]) -> list[Row]:
     rank = {status: i for i, status in enumerate(RUN_STATUSES)}
     return sorted(((str(a), str(b), int(n)) for a, b, n in rows),
                   key=lambda r: (r[0], rank.get(r[1], len(rank))))
+
+
+def _sql_in(statuses: tuple[str, ...]) -> str:
+    """Statuses as an SQL list: "('queued', 'running')"."""
+    return "(" + ", ".join(f"'{RunStatus(s).value}'" for s in statuses) + ")"
 
 
 def _placeholder(connection: Any) -> str:
@@ -72,9 +77,10 @@ def failed_runs(connection: Any, sweep_id: str) -> list[tuple[str, str | None]]:
 
 # -- per owner (fair share, farm/dispatch.py) ----------------------------------
 # Runs that hold or held GPUs: their GPU time is charged to the sweep's owner.
+_HELD_GPUS = (RunStatus.running, RunStatus.succeeded, RunStatus.failed)
 _USAGE = ("SELECT s.owner, r.started_at, r.finished_at, r.gpu_count FROM runs r "
-          "JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN ('running', 'succeeded', "
-          "'failed') AND r.started_at IS NOT NULL AND (r.finished_at IS NULL OR "
+          f"JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN {_sql_in(_HELD_GPUS)} "
+          "AND r.started_at IS NOT NULL AND (r.finished_at IS NULL OR "
           "r.finished_at >= {p})")
 _BY_OWNER = ("SELECT s.owner, r.status, CASE WHEN r.dispatched_at IS NULL THEN 1 ELSE 0 END, "
              "COUNT(*) FROM runs r JOIN sweeps s ON s.id = r.sweep_id "
@@ -207,7 +213,7 @@ def _check_schema(connection: Any) -> None:
 
 # -- what `farmctl slurm` (farm/slurm) submits worker jobs for ------------------
 _WORK = ("SELECT r.queue, s.owner, r.status, COUNT(*) FROM runs r "
-         "JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN ('queued', 'running') "
+         f"JOIN sweeps s ON s.id = r.sweep_id WHERE r.status IN {_sql_in(PENDING_STATUSES)} "
          "GROUP BY r.queue, s.owner, r.status")
 
 

@@ -33,6 +33,7 @@ from farm_contract.records import (
 )
 from farm_contract.routing import split_backend
 from farm_contract.runspec import RunSpec, sweep_id
+from farm_contract.statuses import RunStatus
 
 
 class RunLifecycle(StoreBase):
@@ -205,8 +206,9 @@ class RunLifecycle(StoreBase):
         the retry to runs of those queues; `also_ids` adds runs in any status but
         succeeded (running runs whose worker is known to be gone).
         """
-        statuses = (["failed", "cancelled"] + (["queued"] if include_queued else [])
-                    + (["running"] if include_running else []))
+        statuses = [RunStatus.failed.value, RunStatus.cancelled.value,
+                    *([RunStatus.queued.value] if include_queued else []),
+                    *([RunStatus.running.value] if include_running else [])]
         stmt = (update(runs_t)
                 .where(runs_t.c.sweep_id == sweep_id,
                        or_(runs_t.c.status.in_(statuses),

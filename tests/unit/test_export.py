@@ -9,6 +9,7 @@ idempotency; SQLite and PostgreSQL; the schema's units; docs vs code; bad input.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import subprocess
@@ -357,6 +358,28 @@ def test_the_gpu_tuning_asked_for_is_a_column_of_runs_run_points_and_fits(tmp_pa
     keys = [(r["gpu_model"], r["power_limit_w"], r["figure"]) for r in table["fits"]]
     assert len(keys) == len(set(keys)) == 2 * 2 * len(export.FIT_FIGURES)
     assert {r["sm_clock_mhz"] for r in table["fits"]} == {1200}
+
+
+def test_the_runs_table_is_declared_once_with_its_values(edge_store, tmp_path, monkeypatch):
+    """Each runs column says where its value comes from (dataset.RUNS): a column added
+    there, and nowhere else, is in the exported file, in its place, and in the manifest."""
+    assert all(c.value is not None for c in dataset.RUNS.columns)
+    src, name, _runs = edge_store
+    extra = dataset.DatasetColumn("gpu_count_twice", "int64", "count", "a test column",
+                                  value=lambda r: 2 * r.spec.hardware.gpu_count)
+    columns = list(dataset.RUNS.columns)
+    columns.insert(columns.index(dataset.RUNS.column("gpu_count")) + 1, extra)
+    runs_table = dataclasses.replace(dataset.RUNS, columns=tuple(columns))
+    monkeypatch.setattr(dataset, "RUNS", runs_table)
+    monkeypatch.setitem(TABLES, "runs", runs_table)
+    export_sweep(src, name, "parquet", tmp_path / "x")
+    table = pq.read_table(tmp_path / "x" / "runs.parquet")
+    assert table.schema.names == runs_table.names
+    assert table.schema.names.index("gpu_count_twice") == table.schema.names.index(
+        "gpu_count") + 1
+    assert all(r["gpu_count_twice"] == 2 * r["gpu_count"] for r in table.to_pylist())
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert extra.as_manifest() in manifest["tables"]["runs"]["columns"]
 
 
 def test_import_keeps_what_the_store_measured(edge_store, tmp_path):

@@ -77,3 +77,32 @@ def test_a_latency_is_labelled_from_both_records():
     ttft = FIGURES["ttft_p90_ms"]
     assert (ttft.label, ttft.header, ttft.axis) == ("TTFT p90", "TTFT p90 ms", "TTFT p90 (ms)")
     assert FIGURES["peak_power_w"].header == "peak power W"     # no label: from the name
+
+
+def test_the_report_pages_figure_tables_say_the_fields_units():
+    """The HTML tables under the energy vs latency and SM clock figures: each header
+    and cell says the unit its field declares, once ("J/out-tok (J)" was one)."""
+    from types import SimpleNamespace as NS
+
+    from farm.report.figures.clock_pareto import LATENCIES, driver_table
+    from farm.report.figures.energy_vs_latency import front_tables
+    from farm.report.pareto import ENERGIES
+    from farm.report.pareto import LATENCIES as PARETO_LATENCIES
+
+    energy = "energy_per_output_token_j"
+    html = driver_table(NS(data=NS(energy=energy, points=[], fronts={}, model="m",
+                                   gpu_label="g", workload="w")))
+    for name in (energy, *LATENCIES):
+        assert f"<th>{FIGURES[name].axis}</th>" in html
+    assert "(J)" not in html.replace(FIGURES[energy].axis, "")
+
+    estimate = NS(mean=1.5, half_width=0.25, n=3)
+    for latency in PARETO_LATENCIES:
+        for energy in ENERGIES:
+            point = NS(label="H100", scenario="s", load_label="c=8", input_tokens=512,
+                       output_tokens=128, latency=estimate, energy=estimate)
+            panel = NS(front=[0], front_points=[point], points=[point], latency=latency,
+                       energy=energy)
+            html = front_tables(NS(data=NS(panels=[panel], model="m", workload="w")))
+            assert f"<td>1.5 ± 0.25 {FIGURES[latency].shown_unit}</td>" in html
+            assert f"<td>1.5 ± 0.25 {FIGURES[energy].shown_unit}</td>" in html

@@ -109,8 +109,8 @@ def driver_table(spec: Any) -> str:
     """HTML: every configuration of the figure, its front membership and its driver."""
     fig: ClockFigure = spec.data
     head = "".join(f"<th>{escape(h)}</th>" for h in (
-        "#", "setting", "load", f"{short_label(fig.energy)} (J)",
-        *(f"{short_label(lat)} (ms)" for lat in LATENCIES), "front", "n",
+        "#", "setting", "load", axis_label(fig.energy),
+        *(axis_label(lat) for lat in LATENCIES), "front", "n",
         "SM clock (MHz, median)", "throttle reasons", "bound", "why"))
     rows = []
     for t in fig.points:

@@ -7,7 +7,7 @@ from html import escape
 from typing import Any
 
 from farm.report.figures import FigureInputs, Planned, Section, figure
-from farm.report.labels import fmt, short_label, tokens_label
+from farm.report.labels import fmt, short_label, tokens_label, unit_label
 from farm.report.pareto import ParetoFigure, pareto_figures
 from farm.report.plots import draw_pareto
 from farm.report.stats import Estimate
@@ -35,8 +35,9 @@ def front_tables(spec: Any) -> str:
             f"<td class=\"t\">{escape(p.scenario)}</td>"
             f"<td class=\"t\">{escape(p.load_label)}</td><td class=\"t\">"
             f"{escape(tokens_label(p.input_tokens, p.output_tokens))}</td>"
-            f"<td>{escape(_estimate(p.latency, 'ms'))}</td>"
-            f"<td>{escape(_estimate(p.energy, 'J'))}</td><td>{p.energy.n}</td></tr>"
+            f"<td>{escape(_estimate(p.latency, unit_label(panel.latency)))}</td>"
+            f"<td>{escape(_estimate(p.energy, unit_label(panel.energy)))}</td>"
+            f"<td>{p.energy.n}</td></tr>"
             for n, p in enumerate(panel.front_points, 1))
         out.append(f'<p class="note">{escape(fig.model)}, {escape(fig.workload)}: '
                    "Pareto front of "
