@@ -10,11 +10,16 @@ TTFT and inter-token gaps. A figure whose input is missing is None, never 0.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 from farm_contract.records import EnergyWindow, LoadPointResult, RequestRecord
 
 J_PER_KWH = 3.6e6
+# Decimal places stored: a trace's sample times (0.1 ms), a window's edges (1 µs).
+TRACE_DIGITS = 4
+WINDOW_DIGITS = 6
 
 
 def ratio(num: float | None, den: float | None) -> float | None:
@@ -154,3 +159,35 @@ def idle_power_for_net(idle_power_w: float | None, idle_ctx_power_w: float | Non
                        ) -> float | None:
     """The idle power net figures subtract: context held where measured, else none held."""
     return idle_ctx_power_w or idle_power_w
+
+
+def timeline_integral(t_s: Sequence[float], power_w: Sequence[Sequence[float | None]],
+                      start_s: float, duration_s: float
+                      ) -> tuple[float | None, float | None, float | None]:
+    """(energy J, average W, peak W) of the summed power timeline over a window.
+
+    The trapezoidal integral of the samples inside the window, scaled to the whole
+    window; None when fewer than two samples fall inside or any GPU's reading is
+    missing there. Which samples are inside is decided on the numbers as stored —
+    sample times to 0.1 ms, the window's start and duration to 1 µs — so that an
+    import derives the same integral from the stored trace as the worker did (a
+    sample 5 µs before a window's start, stored on it, once moved a short window's
+    integral by 10 %).
+    """
+    low = round(start_s, WINDOW_DIGITS)
+    high = low + round(duration_s, WINDOW_DIGITS)
+    totals: list[tuple[float, float]] = []
+    for i, t in enumerate(t_s):
+        if low <= round(t, TRACE_DIGITS) <= high:
+            values = [series[i] for series in power_w]
+            if any(v is None for v in values):
+                return None, None, None
+            totals.append((t, sum(values)))  # type: ignore[arg-type]
+    if len(totals) < 2:
+        return None, None, None
+    energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))
+    span = totals[-1][0] - totals[0][0]
+    if span <= 0:
+        return None, None, None
+    average = energy / span
+    return average * (high - low), average, max(p for _, p in totals)

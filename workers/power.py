@@ -17,7 +17,6 @@ for foreign compute processes (isolation).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -25,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from farm_contract.derive import TRACE_DIGITS, WINDOW_DIGITS, timeline_integral
 from farm_contract.records import EnergyWindow, PowerTrace, SourceEnergy
 from workers.energy import EnergySource, SourceReading, read_all
 from workers.gpu.base import GpuDevice
@@ -121,8 +121,11 @@ class PowerSampler:
         """Take one sample of every GPU's series now; check for tenants when one is due."""
         power = [_read(gpu, "power_w") for gpu in self.gpus]
         extra = {name: [_read(gpu, name) for gpu in self.gpus] for name in SERIES}
-        now = self.clock() - self.origin
         with self._lock:
+            # Stamped under the lock: a window closed meanwhile integrates every sample
+            # stamped before its edge (one stamped first and appended after the window
+            # read the timeline was missing from the stored integral, not the trace).
+            now = self.clock() - self.origin
             self.t_s.append(now)
             for series, value in zip(self._series.power_w, power):
                 series.append(value)
@@ -168,20 +171,8 @@ class PowerSampler:
         reading is missing there.
         """
         with self._lock:
-            points = [
-                (t, [series[i] for series in self._series.power_w])
-                for i, t in enumerate(self.t_s) if start_s <= t <= end_s
-            ]
-        if len(points) < 2 or any(v is None for _, vs in points for v in vs):
-            return None, None, None
-        totals = [(t, sum(vs)) for t, vs in points]  # type: ignore[arg-type]
-        energy = sum((t1 - t0) * (p0 + p1) / 2
-                     for (t0, p0), (t1, p1) in itertools.pairwise(totals))
-        span = totals[-1][0] - totals[0][0]
-        if span <= 0:
-            return None, None, None
-        average = energy / span
-        return average * (end_s - start_s), average, max(p for _, p in totals)
+            t_s, power_w = list(self.t_s), [list(s) for s in self._series.power_w]
+        return timeline_integral(t_s, power_w, start_s, end_s - start_s)
 
     def values_between(self, name: str, start_s: float, end_s: float) -> list[float]:
         """Every non-missing sample of a series (all GPUs) inside [start, end]."""
@@ -203,7 +194,7 @@ class PowerSampler:
             return PowerTrace(
                 sensor=sensor, sample_period_s=self.period_s,
                 gpu_uuids=[g.info.uuid for g in self.gpus],
-                t_s=[round(t, 4) for t in self.t_s],
+                t_s=[round(t, TRACE_DIGITS) for t in self.t_s],
                 power_w=rounded(self._series.power_w, 2),
                 memory_power_w=present(rounded(extra["memory_power_w"], 2)),
                 temperature_c=present(rounded(extra["temperature_c"], 1)),
@@ -393,8 +384,8 @@ class Meter:
         timeline_j, avg_w, peak_w = self.sampler.integral(opened.start_s, end_s)
         agreement = timeline_j / energy if timeline_j is not None and energy else None
         window = EnergyWindow(
-            name=name, load_point=load_point, start_s=round(opened.start_s, 6),
-            duration_s=round(duration, 6), energy_j=energy, per_gpu_energy_j=per_gpu,
+            name=name, load_point=load_point, start_s=round(opened.start_s, WINDOW_DIGITS),
+            duration_s=round(duration, WINDOW_DIGITS), energy_j=energy, per_gpu_energy_j=per_gpu,
             timeline_energy_j=timeline_j,
             avg_power_w=(energy / duration if energy is not None and duration > 0 else avg_w),
             peak_power_w=peak_w, null_reason=reason, agreement=agreement,

@@ -18,7 +18,6 @@ back (`tuning`) exist only in the worker's own check.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from farm_contract.derive import (
     counts,
     idle_power_for_net,
     steady_figures,
+    timeline_integral,
     with_idle_and_carbon,
 )
 from farm_contract.engines import engine_kind
@@ -182,28 +182,12 @@ def _name(w: EnergyWindow) -> str:
     return w.name + (f"[{w.load_point}]" if w.load_point is not None else "")
 
 
-def _integral(trace: PowerTrace | None, start_s: float, end_s: float
-              ) -> tuple[float | None, float | None, float | None]:
-    """(energy J, average W, peak W) of the summed timeline over [start, end]: the
-    worker's rule (workers.power.PowerSampler.integral) on the exported samples."""
-    if trace is None:
-        return None, None, None
-    points = [(t, [series[i] for series in trace.power_w])
-              for i, t in enumerate(trace.t_s) if start_s <= t <= end_s]
-    if len(points) < 2 or any(v is None for _, vs in points for v in vs):
-        return None, None, None
-    totals = [(t, sum(vs)) for t, vs in points]  # type: ignore[arg-type]
-    energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))
-    span = totals[-1][0] - totals[0][0]
-    if span <= 0:
-        return None, None, None
-    average = energy / span
-    return average * (end_s - start_s), average, max(p for _, p in totals)
-
-
 def _window(w: EnergyWindow, trace: PowerTrace | None, spec: MeasurementSpec,
             at: str) -> EnergyWindow:
-    timeline_j, avg_w, peak_w = _integral(trace, w.start_s, w.start_s + w.duration_s)
+    # The worker's rule on the exported samples (farm_contract.derive).
+    timeline_j, avg_w, peak_w = ((None, None, None) if trace is None else
+                                 timeline_integral(trace.t_s, trace.power_w, w.start_s,
+                                                   w.duration_s))
     if (timeline_j is not None and w.timeline_energy_j is not None and timeline_j > 0
             and abs(w.timeline_energy_j / timeline_j - 1.0) > TIMELINE_TOLERANCE):
         raise DatasetError(
