@@ -103,6 +103,10 @@ class MeasurementInfo(Record):
     sample_period_s: float | None
     simulated: bool
     energy_sources: list[EnergySourceInfo] = []   # read beside the GPUs, per window
+    # Where the sampler and load generator ran: "run process" (a process of the run's
+    # own, off the worker's interpreter lock) or "worker thread" (a thread of the
+    # worker, beside its other runs); None: not said (stored before migration 0012).
+    measured_in: Literal["run process", "worker thread"] | None = None
 
 
 class SourceEnergy(Record):

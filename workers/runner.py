@@ -185,7 +185,8 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             idle_powers: IdlePowerReferences = IDLE_POWERS,
             energy_sources: list[EnergySource] | None = None,
             on_load_point: LoadPointCallback | None = None,
-            tuner: GpuTuner | None = None) -> RunResult:
+            tuner: GpuTuner | None = None,
+            measured_in: str = "worker thread") -> RunResult:
     """Measure `run` on `gpus`. Returns a succeeded or failed RunResult.
 
     `energy_sources` are read beside the GPUs at every window edge (default: the
@@ -193,6 +194,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     host did not do the modelled work. `on_load_point` is told each load point as it
     begins (its errors are logged, never raised). `tuner` sets the run's power
     limit / SM clock lock, if it asks for one (default: from FARM_GPU_TUNE_*).
+    `measured_in` says where this call runs (workers/runproc.py passes "run process").
     """
     started_at = _now()
     sources = _sources_for(run, gpus, energy_sources)
@@ -275,6 +277,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
             sample_period_s=spec.sample_period_s,
             simulated=simulated,
             energy_sources=[source.info() for source in sources],
+            measured_in=measured_in,
         ),
         simulated=simulated,
         started_at=started_at,

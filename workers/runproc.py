@@ -301,7 +301,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
                          attempt=request["attempt"],
                          start_deadline_s=request["start_deadline_s"],
                          on_load_point=progress, idle_temperatures=temperatures,
-                         idle_powers=powers)
+                         idle_powers=powers, measured_in="run process")
         answer["result"] = result.model_dump_json()
     except BaseException as exc:    # every way out is told to the worker
         answer["error"] = _described(exc)

@@ -39,7 +39,7 @@ from farm_contract.records import (
 from farm_contract.runspec import RunSpec
 from farm_contract.statuses import RUN_STATUSES
 
-SCHEMA_VERSION = "1.7"
+SCHEMA_VERSION = "1.8"
 DATASET_KIND = "farm-sweep-export"
 MANIFEST = "manifest.json"
 FORMATS = ("parquet", "csv", "jsonl")
@@ -416,6 +416,11 @@ RUNS = Table(
            value=_result("measurement.power_sensor")),
         _c("sample_period_s", "float64", "s", "timeline sampling period the worker used",
            value=_result("measurement.sample_period_s")),
+        _c("measured_in", "string", None,
+           "where the sampler and load generator ran: `run process` (a process of the "
+           "run's own) or `worker thread` (beside the worker's other runs); null when "
+           "not said (stored before it was recorded)",
+           value=_result("measurement.measured_in")),
         _c("idle_baseline_s", "float64", "s", "length of each idle window asked for", False,
            value=_spec("measurement.idle_baseline_s")),
         _c("min_steady_s", "float64", "s", "validity: shortest steady window accepted", False,

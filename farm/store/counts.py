@@ -19,7 +19,7 @@ from farm.store.errors import UPGRADE_HINT, SchemaError
 from farm_contract.statuses import PENDING_STATUSES, RUN_STATUSES, RunStatus
 
 # The newest migration; a test keeps it equal to Alembic's head.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 _BY_SWEEP = ("SELECT s.name, c.status, c.n FROM (SELECT sweep_id, status, COUNT(*) AS n "
              "FROM runs {where} GROUP BY sweep_id, status) c "

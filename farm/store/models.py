@@ -245,6 +245,7 @@ class ResultRow(SQLModel, table=True):
     energy_sensor: str
     power_sensor: str | None = None
     sample_period_s: float | None = None
+    measured_in: str | None = None  # "run process" | "worker thread"; null before 0012
     started_at: datetime = Field(sa_type=UTCDateTime())
     finished_at: datetime = Field(sa_type=UTCDateTime())
     duration_s: float

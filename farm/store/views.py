@@ -151,6 +151,7 @@ class Views(StoreBase):
             measurement=MeasurementInfo(energy_sensor=row["energy_sensor"],
                                         power_sensor=row["power_sensor"],
                                         sample_period_s=row["sample_period_s"],
+                                        measured_in=row["measured_in"],
                                         simulated=simulated,
                                         energy_sources=row["energy_sources"]),
             simulated=simulated, started_at=row["started_at"],

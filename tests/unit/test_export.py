@@ -518,7 +518,7 @@ def test_unknown_major_version_is_refused(small_export, tmp_path):
         with pytest.raises(DatasetError, match=r"version 2\.0 .* reads 1\.x"):
             import_dataset(dst, small_export)
         assert dst.list_sweeps() == []
-    rewrite_manifest(small_export, dataset_schema_version="1.7")   # a newer minor: fine
+    rewrite_manifest(small_export, dataset_schema_version="1.9")   # a newer minor: fine
     with Store.open(sqlite_url(tmp_path / "c.db"), upgrade=True) as dst:
         assert import_dataset(dst, small_export).results_imported == 7
 

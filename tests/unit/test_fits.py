@@ -228,7 +228,7 @@ def test_the_dataset_has_the_fits_table_and_imports(tmp_path):
     # the factory's power is 350 W at every load: a flat curve has no R²
     assert power["r2"] is None and power["l_j"] is None
     manifest = (tmp_path / "out" / "manifest.json").read_text()
-    assert '"dataset_schema_version": "1.7"' in manifest and '"fits"' in manifest
+    assert '"dataset_schema_version": "1.8"' in manifest and '"fits"' in manifest
     with Store.open(f"sqlite:///{tmp_path / 'b.db'}", upgrade=True) as other:
         import_dataset(other, tmp_path / "out")
         assert other.counts()["results"] == len(runs)

@@ -49,6 +49,8 @@ def test_the_same_run_gives_the_same_figures_in_a_thread_and_in_a_process():
     a = run_one(run, SimInventory("L4").devices(), threading.Event(), worker=WORKER, attempt=1)
     b = run_in_process(run, SimInventory("L4").devices(), threading.Event(), worker=WORKER,
                        attempt=1)
+    assert a.measurement.measured_in == "worker thread"
+    assert b.measurement.measured_in == "run process"
     for x, y in zip(a.load_points, b.load_points, strict=True):
         assert x.output_tokens == y.output_tokens
         assert x.energy_per_output_token_j == pytest.approx(y.energy_per_output_token_j,

@@ -829,3 +829,15 @@ def test_engine_startup_and_random_weights_round_trip(store: Store, sweep_in) ->
     assert store.run_result(runs[0].run_id).engine == sent.engine
     assert {r["model_weights"] for r in store.result_rows() if r["run_id"] == runs[0].run_id} \
         == {"random"}
+
+
+def test_where_a_run_was_measured_round_trips(store: Store, sweep_in) -> None:
+    _, runs = sweep_in
+    sent = factories.result(runs[0])
+    sent = sent.model_copy(update={"measurement": sent.measurement.model_copy(
+        update={"measured_in": "run process"})})
+    assert store.record_result(sent) == "stored"
+    assert store.run_result(runs[0].run_id).measurement.measured_in == "run process"
+    older = factories.result(runs[1])                    # a result that does not say
+    assert store.record_result(older) == "stored"
+    assert store.run_result(runs[1].run_id).measurement.measured_in is None
