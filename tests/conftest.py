@@ -107,7 +107,8 @@ def _nvidia_gpu_count() -> int:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where NVML sees an NVIDIA GPU (never in CI)."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    # The mark, not item.keywords: those hold the folders' names too (tests/unit/workers/gpu/).
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_items and _nvidia_gpu_count() == 0:
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none)")
         for item in gpu_items:
