@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -118,9 +119,19 @@ def _nvidia_gpu_count() -> int:
         return 0
 
 
+ENGINES = Path(__file__).parent / "engines"
+
+
+# First, so that `-m engines` (pytest's own hook, which deselects) sees the marks added here.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`gpu` tests run only where NVML sees an NVIDIA GPU (never in CI)."""
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    """Every test under tests/engines/ is marked `engines`; `gpu` tests run only where
+    NVML sees an NVIDIA GPU (never in CI)."""
+    for item in items:
+        if item.path.is_relative_to(ENGINES):
+            item.add_marker(pytest.mark.engines)
+    # The mark, not item.keywords: those hold the folders' names too (tests/unit/workers/gpu/).
+    gpu_items = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_items and _nvidia_gpu_count() == 0:
         skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none)")
         for item in gpu_items:

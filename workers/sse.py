@@ -28,7 +28,7 @@ the mock: compact JSON, `"usage":null` or none) is recognised by substring
 tests on its bytes, without parsing the JSON; anything else — the role chunk,
 usage, errors, other spacing — is parsed in full. Both give the same count:
 inside a JSON string a quote is escaped, so a marker such as `"choices":[{`
-cannot occur in a token's text. `tests/unit/test_sse.py` checks the two
+cannot occur in a token's text. `tests/unit/workers/test_sse.py` checks the two
 paths agree.
 """
 

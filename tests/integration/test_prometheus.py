@@ -2,7 +2,7 @@
 worker once a second during a small sweep; the scraped series are queried through
 Prometheus's HTTP API, as a lab's dashboards and alerts would.
 
-SQLite only: the store's SQL is checked on PostgreSQL by tests/unit/test_exporter.py.
+SQLite only: the store's SQL is checked on PostgreSQL by tests/unit/workers/test_exporter.py.
 """
 
 from __future__ import annotations
