@@ -33,16 +33,22 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 @pytest.fixture(autouse=True)
-def _no_exec_in_the_test_process(monkeypatch):
+def _no_exec_in_the_test_process():
     """A test that reached an exec (`farmctl worker` execs the worker program) would
     replace the test run itself, which then exits 0 with every later test unrun:
     that happened, and CI passed on a sixth of the suite. Fail the test instead."""
     def refused(*args, **kwargs):
         raise AssertionError(f"exec in the test process: {args[:2]!r}; run it as a "
                              "subprocess")
+    # A patch of its own, not the test's `monkeypatch`: that one, set up first by
+    # this autouse fixture, would be undone last and put back what a test's own
+    # fixtures had already restored.
+    patch = pytest.MonkeyPatch()
     for name in ("execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp",
                  "execlpe"):
-        monkeypatch.setattr(os, name, refused)
+        patch.setattr(os, name, refused)
+    yield
+    patch.undo()
 
 
 def services_required() -> bool:

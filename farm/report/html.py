@@ -39,14 +39,14 @@ table { border-collapse: collapse; font-size: .8rem; margin: .5rem 0 1rem; }
 table.points { width: 100%; font-size: .72rem; }
 table.points thead { position: sticky; top: 0; z-index: 5; }
 body.sim table.points thead { top: 2.2rem; }
-table.points th, table.points td { padding: 2px 3px; }
+table.points th, table.points td { padding: 2px 2px; }
 table.points th { position: static; font-weight: 600; }
 table.points tr.units th { font-weight: normal; color: #555; }
 table.points td.n { white-space: nowrap; }
 table.points td.w { overflow-wrap: anywhere; }
 table.points td.engine { min-width: 7em; }
 table.points td.id { font-family: ui-monospace, monospace; word-break: break-all; text-align: left;
-                     min-width: 12.5ch; }
+                     min-width: 8.5ch; }
 tr.changed td { background: #fff4e5; font-weight: bold; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; vertical-align: top; }
 th { background: #f2f2f2; position: sticky; top: 0; }

@@ -159,15 +159,19 @@ def test_pareto_front_points_are_numbered_with_scenario_and_tokens(report_store)
     url, name = report_store
     with Store.open(url) as store:
         data = collect(store, name)
-    (spec,) = [s for s in data.figures if s.section == "pareto"]
-    fig = draw_figure(spec)
-    for ax, panel in zip(fig.axes, spec.data.panels):
-        texts = [t.get_text() for t in ax.texts]
-        front = panel.front_points
-        assert len(texts) == len(front) > 0
-        for n, (text, p) in enumerate(zip(texts, front), 1):
-            assert text.startswith(f"{n} ") and p.load_label in text
-            assert f"{p.input_tokens}→{p.output_tokens}" in text
+    # One front per token-length bin (bins are never pooled), each point numbered.
+    specs = [s for s in data.figures if s.section == "pareto"]
+    assert specs
+    for spec in specs:
+        fig = draw_figure(spec)
+        for ax, panel in zip(fig.axes, spec.data.panels):
+            texts = [t.get_text() for t in ax.texts]
+            front = panel.front_points
+            assert len(texts) == len(front) > 0
+            assert len({(p.input_tokens, p.output_tokens) for p in front}) == 1
+            for n, (text, p) in enumerate(zip(texts, front), 1):
+                assert text.startswith(f"{n} ") and p.load_label in text
+                assert f"{p.input_tokens}→{p.output_tokens}" in text
 
 
 # ------------------------------------------------------------- the page
