@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "tests" / "data" / "loadtools" / "vllm_bench_serve.py"
 
 
+@pytest.mark.slow
 def test_vllm_bench_serve_is_measured_with_its_own_counts(tmp_path, tiny_model):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FARM_OWNER": "dave",
            "FARM_DB_URL": f"sqlite:///{tmp_path / 'farm.db'}",

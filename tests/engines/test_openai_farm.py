@@ -47,6 +47,7 @@ cooldown_timeout_s = 0
 """
 
 
+@pytest.mark.slow
 def test_an_endpoint_measured_through_the_farm(tmp_path, tiny_model):
     with MockOpenAIServer(MockConfig(ttft_s=0.01, itl_s=0.002)) as mock:
         sweep = tmp_path / "openai.toml"

@@ -44,6 +44,7 @@ def test_hf_repeats_its_prompts_until_the_window_is_long_enough(tiny_model):
     assert any("passes over the prompts" in note for note in lp.notes)
 
 
+@pytest.mark.slow
 @needs_vllm
 def test_vllm_offline_repeats_its_prompts_with_the_prefix_cache_emptied(tiny_model):
     from tests.engines.sweeps import VLLM_CPU_ARGS

@@ -71,6 +71,7 @@ def test_batch_scenario_generates_every_prompt_inside_its_window(tiny_model):
     _assert_engine_gone(engine)
 
 
+@pytest.mark.slow
 def test_server_scenario_runs_every_load_point_on_one_server(tiny_model):
     result, engine = _run(runs(tiny_model, SERVER_CLOSED)[0])
     assert result.status == "succeeded", result.error
@@ -96,6 +97,7 @@ def test_server_scenario_runs_every_load_point_on_one_server(tiny_model):
     _assert_engine_gone(engine)
 
 
+@pytest.mark.slow
 def test_open_loop_load_point_keeps_the_schedule(tiny_model):
     result, engine = _run(runs(tiny_model, SERVER_OPEN)[0])
     assert result.status == "succeeded", result.error
@@ -136,6 +138,7 @@ class _KilledAfterWarmup(VllmServerEngine):
         os.killpg(self.process.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_run_fails_the_run_and_leaves_nothing(tiny_model):
     result, engine = _run(runs(tiny_model, SERVER_CLOSED)[0],
                           factory=_KilledAfterWarmup)

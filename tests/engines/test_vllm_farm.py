@@ -20,6 +20,7 @@ pytestmark = [needs_vllm, pytest.mark.integration, pytest.mark.timeout(600)]
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "vllm-cpu.toml"
 
 
+@pytest.mark.slow
 def test_the_vllm_cpu_example_runs_both_scenarios_through_the_farm(tmp_path, tiny_model):
     text = EXAMPLE.read_text()
     assert 'source = ".farm/models/tiny-llama"' in text

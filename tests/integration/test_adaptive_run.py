@@ -56,6 +56,7 @@ def run_sweep(tmp_path, name: str, target: str, c: int = 8) -> dict:
     return {"done": done, "shown": shown.stdout, "json": document}
 
 
+@pytest.mark.slow
 def test_an_unreachable_target_runs_to_max(tmp_path):
     # The simulation runs in real time: J/token differs by ~1% between repetitions,
     # never within 0.0001%, so the configuration runs max = 4 times.

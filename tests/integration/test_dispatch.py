@@ -32,6 +32,7 @@ def take(conn, queue: str, timeout_s: float):
         simple.close()
 
 
+@pytest.mark.slow
 def test_enqueue_sends_a_queues_depth_and_the_recorder_feeds_the_rest(farm, store):
     text = sweep_toml("feed", '["sim:L4"]', output_tokens="[16, 17]", repetitions=25)
     runs = expand(parse_sweep(text))

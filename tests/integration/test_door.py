@@ -128,6 +128,7 @@ TWICE = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_sweep_measure_each_run_once(tmp_path):
     """Two `farmctl run` of the same sweep in one directory: the second is refused
     while the first measures, and every run is measured once (issue 22 item 3: on

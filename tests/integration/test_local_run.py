@@ -118,6 +118,7 @@ def test_flower_requires_its_credentials(redis_server):
         proc.wait(timeout=20)
 
 
+@pytest.mark.slow
 def test_interrupted_run_is_completed_by_the_next_one(tmp_path):
     import signal
 

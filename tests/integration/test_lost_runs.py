@@ -65,6 +65,7 @@ def tcp_farm(tmp_path):
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_run_whose_copy_was_skipped_and_whose_worker_died_is_run_again(tcp_farm):
     farm, port = tcp_farm
     (run,) = expand(parse_sweep(SWEEP))

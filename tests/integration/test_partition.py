@@ -48,6 +48,7 @@ def partitioned_host(tmp_path):
         host.delete()
 
 
+@pytest.mark.slow
 def test_a_partition_between_warm_up_and_load_point_does_not_hold_the_run(
         partitioned_host, tmp_path):
     host, port = partitioned_host

@@ -99,6 +99,7 @@ def prometheus_binary() -> str:
     return binary
 
 
+@pytest.mark.slow
 def test_prometheus_scrapes_the_recorder_and_a_sim_worker_during_a_sweep(
         farm, store, prometheus_binary) -> None:
     worker_port, recorder_port = free_port(), free_port()

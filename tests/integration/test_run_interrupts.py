@@ -34,6 +34,7 @@ def _statuses(db_file) -> dict[str, str]:
         return {}
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_rest(tmp_path):
     sweep = tmp_path / "slow.toml"
     sweep.write_text(SLOW_L4)
@@ -109,6 +110,7 @@ cooldown_timeout_s = 0
 """
 
 
+@pytest.mark.slow
 def test_failed_runs_are_shown_grouped_by_reason_with_their_run_ids(tmp_path):
     # The hf engine on the CPU device, with a model directory that is not there: both
     # runs fail alike, and the reason says what to change.

@@ -82,6 +82,7 @@ def job_field(slurm: SlurmCluster, job_id: str, name: str) -> str:
     return re.search(rf"\b{name}=(\S+)", out).group(1)
 
 
+@pytest.mark.slow
 def test_jobs_for_waiting_runs_idle_exit_and_a_cancelled_job_run_finished_once(
         farm, store, slurm):
     text = sweep_toml("slurm", '["sim:H100-80GB"]', duration_s=6, concurrency="[4]")

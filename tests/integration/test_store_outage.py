@@ -111,6 +111,7 @@ def private_pg() -> Iterator[tuple[PrivatePostgres, str]]:
         server.stop()
 
 
+@pytest.mark.slow
 def test_gpus_keep_working_through_a_postgresql_outage(tmp_path, broker_url, private_pg):
     server, db_url = private_pg
     Store.open(db_url, upgrade=True).close()

@@ -43,6 +43,7 @@ def _epoch(at: datetime) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
+@pytest.mark.slow
 def test_a_tenant_stops_the_queue_without_charging_attempts_and_runs_resume(farm, store):
     tenants = _tenant_farm(farm)
     farm.recorder()
@@ -75,6 +76,7 @@ def test_a_tenant_stops_the_queue_without_charging_attempts_and_runs_resume(farm
     assert store.counts()["results"] == 2
 
 
+@pytest.mark.slow
 def test_a_tenant_arriving_mid_run_hands_the_run_back_with_the_reason(farm, store):
     tenants = _tenant_farm(farm)
     farm.recorder()

@@ -69,6 +69,7 @@ def results(where: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow
 def test_the_store_carried_between_hosts_measures_nothing_twice(tmp_path):
     h100, h200 = host(tmp_path, "h100-host"), host(tmp_path, "h200-host")
     first = farmctl(h100, "run", "--simulate", "--quiet", "wc.toml", "--sim", "H100-80GB")

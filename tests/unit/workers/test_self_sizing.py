@@ -117,6 +117,7 @@ RATE_SWEEP = ('kind = "server"\nrate_sweep = { start = 1, factor = 2, max_points
               'min_requests = 5 }\nduration_s = 2\nwarmup_s = 0.05')
 
 
+@pytest.mark.slow
 def test_a_rate_sweep_stops_at_saturation_with_its_knee_and_figures():
     # Four sequences at most: the 8B model's H100 capacity is ~7 req/s.
     run = sweep_run(RATE_SWEEP, "sim:H100", "min_steady_s = 3", "max_num_seqs = 4")
