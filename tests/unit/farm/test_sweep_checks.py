@@ -3,35 +3,13 @@ located at the sweep's field, and at most MAX_PROBLEMS_PER_CHECK of one kind."""
 
 from __future__ import annotations
 
-import textwrap
-
 from farm.spec import EngineSpec
 from farm.sweep_checks import MAX_PROBLEMS_PER_CHECK, run_errors
 from farm.sweep_file import parse_sweep
 from farm_contract.runspec import ModelSpec
+from tests.unit.farm.test_spec import VALID
 
-VLLM = textwrap.dedent("""\
-    name = "t"
-
-    [[model]]
-    id = "m-8b"
-    source = "org/m-8B"
-
-    [hardware]
-    gpu = ["H100"]
-
-    [engine]
-    kind = "vllm"
-
-    [[scenario]]
-    kind = "server"
-    concurrency = [1, 8]
-    duration_s = 10
-
-    [workload]
-    input_tokens = [128]
-    output_tokens = [64]
-    """)
+VLLM = VALID                    # a vLLM server sweep on an H100 (test_spec.py)
 
 
 def _message(error) -> str:
