@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # Secondary series sampled with power; each a GpuDevice method returning a number or None.
 SERIES = ("memory_power_w", "temperature_c", "sm_clock_mhz", "throttle_reasons")
 PID_CHECK_S = 1.0
+# The longest an integral waits for a sample being read (a hung read is missing data).
+READ_WAIT_S = 2.0
 # Reads the extra energy sources while the GPUs' counters are read (window edges).
 _EDGE_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="meter-edge")
 
@@ -98,6 +100,10 @@ class PowerSampler:
         self._next_pid_check = 0.0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # A sample being read: its time (taken before its readings), None between
+        # samples. An integral up to a later time waits for it (`_settled`).
+        self._reading_since: float | None = None
+        self._appended = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._loop, name="power-sampler", daemon=True)
 
     @property
@@ -119,13 +125,17 @@ class PowerSampler:
 
     def sample(self) -> None:
         """Take one sample of every GPU's series now; check for tenants when one is due."""
+        # Stamped before its readings, which describe the GPUs from then on (stamped
+        # after them, a sample read before a load started could be stamped inside
+        # the load's window, an idle reading counted in it).
+        with self._lock:
+            now = self.clock() - self.origin
+            self._reading_since = now
         power = [_read(gpu, "power_w") for gpu in self.gpus]
         extra = {name: [_read(gpu, name) for gpu in self.gpus] for name in SERIES}
         with self._lock:
-            # Stamped under the lock: a window closed meanwhile integrates every sample
-            # stamped before its edge (one stamped first and appended after the window
-            # read the timeline was missing from the stored integral, not the trace).
-            now = self.clock() - self.origin
+            self._reading_since = None
+            self._appended.notify_all()
             self.t_s.append(now)
             for series, value in zip(self._series.power_w, power):
                 series.append(value)
@@ -171,6 +181,11 @@ class PowerSampler:
         reading is missing there.
         """
         with self._lock:
+            # A sample stamped inside the window but still being read belongs to it:
+            # wait for it (a read is bounded by the device's own timeouts), so the
+            # integral stored with the window is the one the stored trace gives.
+            self._appended.wait_for(lambda: self._reading_since is None
+                                    or self._reading_since > end_s, timeout=READ_WAIT_S)
             t_s, power_w = list(self.t_s), [list(s) for s in self._series.power_w]
         return timeline_integral(t_s, power_w, start_s, end_s - start_s)
 
