@@ -101,7 +101,7 @@ class PowerSampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         # A sample being read: its time (taken before its readings), None between
-        # samples. An integral up to a later time waits for it (`_settled`).
+        # samples. An integral up to a later time waits for it (`integral`).
         self._reading_since: float | None = None
         self._appended = threading.Condition(self._lock)
         self._thread = threading.Thread(target=self._loop, name="power-sampler", daemon=True)
