@@ -82,8 +82,18 @@ PRELOAD = ["workers.forkserver_signals", "workers.runproc", "workers.runner", "w
 # lock in bursts that starve it (gaps of 0.3–1.1 s measured). Not preloaded: the
 # forkserver would take that long to serve its first run, and a worker stopped
 # meanwhile could not hand its run back in time.
+# The last two are what every model's configuration module imports (video and image
+# utilities, PIL: 36 ms), loaded otherwise during the engine's start, under the sampler.
 TOKENIZER_MODULES = ("transformers.models.auto.tokenization_auto",
-                     "transformers.tokenization_utils_fast")
+                     "transformers.tokenization_utils_fast",
+                     "transformers.utils.type_validators", "transformers.activations")
+# The run process's interpreter switch interval. A waiting thread gets the
+# interpreter lock only when the running one is made to give it up, every 5 ms by
+# default: the sampler's timer fired, then waited up to that long behind the load
+# generator's parsing or an import (p99 period error 3.9-6.8 ms at 8 runs on a
+# 16-core host, 2026-12-07; a timer beside a thread busy in Python: 5.3 ms late at
+# most, 1.4 ms at 1 ms). 1 ms bounds that wait, for microseconds per switch.
+SWITCH_INTERVAL_S = 0.001
 POLL_S = 0.05
 _STOPS = {signal.SIGTERM, signal.SIGINT}
 JOIN_S = 30.0
@@ -261,6 +271,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     # at exec.
     for stop in _STOPS:
         signal.signal(stop, _ignored)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     request = json.loads(inbox.recv_bytes())
