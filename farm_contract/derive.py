@@ -161,28 +161,44 @@ def idle_power_for_net(idle_power_w: float | None, idle_ctx_power_w: float | Non
     return idle_ctx_power_w or idle_power_w
 
 
+def window_samples(t_s: Sequence[float], start_s: float, duration_s: float, *,
+                   end_included: bool = True) -> list[int]:
+    """Indices of the samples inside a window: [start, end], or [start, end) with
+    `end_included=False`.
+
+    An integral takes both edges (it spans the whole window); a statistic of the
+    readings (median clock, memory power share) leaves the end out, so that a
+    sample on the edge between two adjacent windows counts in one of them: the
+    later one, which its readings describe (a sample is stamped before them).
+
+    Decided on the numbers as stored — sample times to 0.1 ms, the window's start
+    and duration to 1 µs — so that an import picks the same samples from the stored
+    trace as the worker did from its own (a sample 5 µs before a window's start,
+    stored on it, once moved a short window's integral by 10 %). Every figure
+    taken over a window's samples (integral, percentiles, clocks) uses this rule.
+    """
+    low = round(start_s, WINDOW_DIGITS)
+    high = low + round(duration_s, WINDOW_DIGITS)
+    if end_included:
+        return [i for i, t in enumerate(t_s) if low <= round(t, TRACE_DIGITS) <= high]
+    return [i for i, t in enumerate(t_s) if low <= round(t, TRACE_DIGITS) < high]
+
+
 def timeline_integral(t_s: Sequence[float], power_w: Sequence[Sequence[float | None]],
                       start_s: float, duration_s: float
                       ) -> tuple[float | None, float | None, float | None]:
     """(energy J, average W, peak W) of the summed power timeline over a window.
 
-    The trapezoidal integral of the samples inside the window, scaled to the whole
-    window; None when fewer than two samples fall inside or any GPU's reading is
-    missing there. Which samples are inside is decided on the numbers as stored —
-    sample times to 0.1 ms, the window's start and duration to 1 µs — so that an
-    import derives the same integral from the stored trace as the worker did (a
-    sample 5 µs before a window's start, stored on it, once moved a short window's
-    integral by 10 %).
+    The trapezoidal integral of the samples inside the window (`window_samples`),
+    scaled to the whole window; None when fewer than two samples fall inside or any
+    GPU's reading is missing there.
     """
-    low = round(start_s, WINDOW_DIGITS)
-    high = low + round(duration_s, WINDOW_DIGITS)
     totals: list[tuple[float, float]] = []
-    for i, t in enumerate(t_s):
-        if low <= round(t, TRACE_DIGITS) <= high:
-            values = [series[i] for series in power_w]
-            if any(v is None for v in values):
-                return None, None, None
-            totals.append((t, sum(values)))  # type: ignore[arg-type]
+    for i in window_samples(t_s, start_s, duration_s):
+        values = [series[i] for series in power_w]
+        if any(v is None for v in values):
+            return None, None, None
+        totals.append((t_s[i], sum(values)))  # type: ignore[arg-type]
     if len(totals) < 2:
         return None, None, None
     energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))
@@ -190,4 +206,4 @@ def timeline_integral(t_s: Sequence[float], power_w: Sequence[Sequence[float | N
     if span <= 0:
         return None, None, None
     average = energy / span
-    return average * (high - low), average, max(p for _, p in totals)
+    return average * round(duration_s, WINDOW_DIGITS), average, max(p for _, p in totals)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from farm_contract.derive import TRACE_DIGITS, WINDOW_DIGITS, timeline_integral
+from farm_contract.derive import TRACE_DIGITS, WINDOW_DIGITS, timeline_integral, window_samples
 from farm_contract.records import EnergyWindow, PowerTrace, SourceEnergy
 from workers.energy import EnergySource, SourceReading, read_all
 from workers.gpu.base import GpuDevice
@@ -186,15 +186,19 @@ class PowerSampler:
             # integral stored with the window is the one the stored trace gives.
             self._appended.wait_for(lambda: self._reading_since is None
                                     or self._reading_since > end_s, timeout=READ_WAIT_S)
-            t_s, power_w = list(self.t_s), [list(s) for s in self._series.power_w]
+            # Only the window's samples are copied out (the rule picks them again).
+            inside = window_samples(self.t_s, start_s, end_s - start_s)
+            t_s = [self.t_s[i] for i in inside]
+            power_w = [[s[i] for i in inside] for s in self._series.power_w]
         return timeline_integral(t_s, power_w, start_s, end_s - start_s)
 
-    def values_between(self, name: str, start_s: float, end_s: float) -> list[float]:
-        """Every non-missing sample of a series (all GPUs) inside [start, end]."""
+    def values_in(self, name: str, start_s: float, duration_s: float) -> list[float]:
+        """Every non-missing sample of a series (all GPUs) in [start, end) of a window,
+        picked by the rule every window figure uses (`window_samples`)."""
         with self._lock:
             series = self._series.power_w if name == "power_w" else self._series.extra[name]
-            return [s[i] for s in series for i, t in enumerate(self.t_s)
-                    if start_s <= t <= end_s and s[i] is not None]
+            inside = window_samples(self.t_s, start_s, duration_s, end_included=False)
+            return [s[i] for s in series for i in inside if s[i] is not None]
 
     def trace(self, sensor: str) -> PowerTrace:
         """The samples as a PowerTrace from `sensor`, rounded; series never read are None."""

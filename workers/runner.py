@@ -253,7 +253,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
     validity = None if error else validate(
         state.meter.windows, state.idle, tdp_w,
         # The sampler has stopped: every sample it holds lies inside the run.
-        state.sampler.values_between("temperature_c", 0.0, float("inf")),
+        state.sampler.values_in("temperature_c", 0.0, float("inf")),
         spec)
     if validity is not None:
         stalls = check_stalls(state.phases.pauses, sample_gaps(

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from farm.report.points import RunPoint
+from farm_contract.derive import window_samples
 
 HOST_BOUND_SHARE = 0.20
 MEMORY_BOUND_SHARE = 0.15
@@ -88,13 +89,13 @@ def _window(windows: Sequence[Any], name: str, load_point: int | None = None) ->
 
 
 def _inside(trace: Any, series: str, window: Any) -> list[Any]:
-    """The non-None samples of `series` (every GPU) whose time lies in [start, end) of `window`."""
+    """The non-None samples of `series` (every GPU) in [start, end) of `window`, picked
+    by the rule the worker's figures use (`window_samples`)."""
     values = getattr(trace, series, None) if trace is not None else None
     if values is None or window is None:
         return []
-    start, end = float(window.start_s), float(window.start_s + window.duration_s)
-    keep = [i for i, t in enumerate(trace.t_s) if start <= t < end]   # half-open: a sample
-    # on the edge of two adjacent windows belongs to one
+    keep = window_samples(trace.t_s, float(window.start_s), float(window.duration_s),
+                          end_included=False)
     return [gpu[i] for gpu in values for i in keep if gpu[i] is not None]
 
 

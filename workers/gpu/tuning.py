@@ -388,12 +388,11 @@ def check_tuning(records: list[GpuTuning], windows: list[EnergyWindow], sampler)
     locked = [r for r in records if r.requested_sm_clock_mhz is not None]
     if locked and steady:
         asked = float(locked[0].requested_sm_clock_mhz or 0)
-        clocks = sorted(c for w in steady for c in sampler.values_between(
-            "sm_clock_mhz", w.start_s, w.start_s + w.duration_s))
+        clocks = sorted(c for w in steady
+                        for c in sampler.values_in("sm_clock_mhz", w.start_s, w.duration_s))
         reasons = 0
         for w in steady:
-            for bits in sampler.values_between("throttle_reasons", w.start_s,
-                                               w.start_s + w.duration_s):
+            for bits in sampler.values_in("throttle_reasons", w.start_s, w.duration_s):
                 reasons |= int(bits)
         if clocks:
             median = clocks[len(clocks) // 2]

@@ -4,7 +4,7 @@ samples are inside a window is decided on the numbers as stored, so the two agre
 
 import pytest
 
-from farm_contract.derive import timeline_integral
+from farm_contract.derive import timeline_integral, window_samples
 from workers.power import PowerSampler
 
 
@@ -39,3 +39,18 @@ def test_the_sampler_integrates_with_the_same_rule():
     on_stored = timeline_integral([round(t, 4) for t in sampler.t_s], sampler.power_w,
                                   0.000495, 0.15)
     assert sampler.integral(0.000495, 0.150495) == pytest.approx(on_stored, rel=1e-3)
+
+
+def test_a_series_statistic_picks_its_samples_by_the_same_rule_end_left_out():
+    class Gpu:
+        info = type("Info", (), {"uuid": "GPU-x"})()
+
+    sampler = PowerSampler([Gpu()], 0.05)
+    sampler.t_s[:] = [0.00049, 0.0506, 0.1006, 0.15]
+    sampler._series.extra["sm_clock_mhz"][0][:] = [345.0, 1980.0, 1980.0, 1410.0]
+    # The 0.49 ms sample is stored on the start: inside, as the integral has it.
+    assert window_samples(sampler.t_s, 0.000495, 0.149505) == [0, 1, 2, 3]
+    # A statistic leaves the end out: the 0.15 s sample belongs to the next window.
+    assert window_samples(sampler.t_s, 0.000495, 0.149505, end_included=False) == [0, 1, 2]
+    assert sampler.values_in("sm_clock_mhz", 0.000495, 0.149505) == [345.0, 1980.0, 1980.0]
+    assert sampler.values_in("sm_clock_mhz", 0.15, 0.1) == [1410.0]
