@@ -251,14 +251,6 @@ _RESULT_DEFAULTS = tuple(name for name, *_ in _RESULT_COLUMNS
 # Server load points' goodput: in the default table when any row has it (a
 # batch-only sweep keeps the narrower table).
 GOODPUT_FIELDS = ("goodput_rps", "slo_attainment")
-# The GPU tuning: in the default table when some run set it.
-# What the worker read back of the tuning (farm.store.mapping.tuning_columns):
-# measured, so never hoisted; columns of no record, so described here.
-_APPLIED_METADATA = {
-    "applied_power_limit_w": ("W", "power limit read back after setting it (lowest GPU)"),
-    "applied_sm_clock_mhz": ("MHz", "SM clock read back after locking it (lowest GPU)"),
-    "tuning_refused": (None, "the driver's or helper's refusal of the tuning, per GPU"),
-}
 # The rate sweep's stop rules (workers/ratesweep.py) in words; an unknown rule
 # prints as its name.
 SATURATION_WORDS = {"achieved_below_offered": "achieved below offered",
@@ -269,13 +261,17 @@ _SHOWN_BY_OWN = ("load_kind", "load_value", "invalid_reasons", "engine_args")
 def _figure_metadata() -> dict[str, Any]:
     """{field: its FlatColumn} of the figures the result rows carry: unit, description,
     label and header as the records declare them (farm_contract.records)."""
-    from farm_contract.figures import FlatColumn, default_label
-    from farm_contract.records import result_figures
+    from farm_contract.figures import FlatColumn, default_label, unit_of
+    from farm_contract.records import TUNING_ROW_FIELDS, GpuTuning, result_figures
 
     meta = dict(result_figures())
-    meta.update({name: FlatColumn(name, (name,), str, True, unit, description,
-                                  label=default_label(name))
-                 for name, (unit, description) in _APPLIED_METADATA.items()})
+    # What the worker read back of the tuning (measured, so never hoisted), as its
+    # record declares it, over the run's GPUs.
+    for name, field in TUNING_ROW_FIELDS.items():
+        info = GpuTuning.model_fields[field]
+        over = "per GPU" if name == "tuning_refused" else "lowest GPU"
+        meta[name] = FlatColumn(name, (name,), str, True, unit_of(info),
+                                f"{info.description} ({over})", label=default_label(name))
     return meta
 
 

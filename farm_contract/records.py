@@ -369,12 +369,22 @@ class GpuTuning(Record):
     sm_clock_default: bool | None = None
     power_limit_before_w: float | None = None      # enforced before the run
     default_power_limit_w: float | None = None     # what restoring sets back
-    applied_power_limit_w: float | None = None     # enforced, read back after setting
-    applied_sm_clock_mhz: float | None = None      # SM clock read back after locking
+    applied_power_limit_w: float | None = figure(
+        "power limit read back after setting it", "W", None)
+    applied_sm_clock_mhz: float | None = figure(
+        "SM clock read back after locking it", "MHz", None)
     via: str | None = None                         # "nvml" | "helper"
-    refused: str | None = None
+    refused: str | None = figure("the driver's or helper's refusal of the tuning", None, None)
     restored: bool | None = None
     restore_error: str | None = None
+
+
+# A result row's tuning columns (farm.store.mapping.tuning_columns) and the GpuTuning
+# field each comes from: the lowest read back over the run's GPUs (the cap that
+# binds), or every GPU's refusal as "UUID: words".
+TUNING_ROW_FIELDS = {"applied_power_limit_w": "applied_power_limit_w",
+                     "applied_sm_clock_mhz": "applied_sm_clock_mhz",
+                     "tuning_refused": "refused"}
 
 
 class Preflight(Record):

@@ -31,6 +31,7 @@ from farm.store.models import (
 )
 from farm_contract.figures import flat_values, nested_values
 from farm_contract.records import (
+    TUNING_ROW_FIELDS,
     EnergySourceInfo,
     EnergyWindow,
     EngineStartup,
@@ -317,9 +318,10 @@ def tuning_columns(preflight: dict[str, Any] | None) -> dict[str, Any]:
         return min(known) if known else None
 
     refused = [f"{t.uuid}: {t.refused}" for t in tuning if t.refused]
-    return {"applied_power_limit_w": lowest(t.applied_power_limit_w for t in tuning),
-            "applied_sm_clock_mhz": lowest(t.applied_sm_clock_mhz for t in tuning),
-            "tuning_refused": "; ".join(refused) or None}
+    row = {"tuning_refused": "; ".join(refused) or None}
+    row.update({name: lowest(getattr(t, field) for t in tuning)
+                for name, field in TUNING_ROW_FIELDS.items() if name != "tuning_refused"})
+    return row
 
 
 def result_dict(row: Any) -> dict[str, Any]:
