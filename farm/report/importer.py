@@ -43,6 +43,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from farm.ownership import Identity, require_may_change
 from farm.report.dataset import (
     DATASET_KIND,
     DERIVED_TABLES,
@@ -148,12 +149,17 @@ def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
                                "is corrupted or was changed")
 
 
-def import_dataset(store: Store, directory: Path) -> ImportSummary:
+def import_dataset(store: Store, directory: Path,
+                   identity: Identity | None = None) -> ImportSummary:
     """Import an exported dataset (checked against its manifest) into `store`.
 
     The sweep and runs the store lacks are added; results are recorded unless the
     store has them already (a stored failure is replaced by an exported success).
+    `identity` (default: this process's user) owns a sweep the import records, and
+    may add to a stored sweep only where it may change it (farm/ownership.py): an
+    import must not make a sweep anyone's, nor add runs to another owner's.
     """
+    identity = identity or Identity.configured()
     started = time.perf_counter()
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -175,7 +181,7 @@ def import_dataset(store: Store, directory: Path) -> ImportSummary:
               f"(exported {manifest.get('exported_at', '?')})")
     files = {t: manifest["tables"][t]["file"] for t in ("runs", "timelines")}
 
-    sweep_recorded = _record_sweep(store, name, sweep["spec_toml"], simulated)
+    sweep_recorded = _record_sweep(store, name, sweep["spec_toml"], simulated, identity)
     sid = sweep["id"]
     with_result = [spec for run, spec in zip(runs, specs) if run["result_json"] is not None]
     # Marked dispatched: their results come with them, a live dispatcher must not send them.
@@ -245,10 +251,12 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
 
 
-def _record_sweep(store: Store, name: str, toml: str, simulated: bool) -> bool:
-    """Record the sweep unless the store has it; True when recorded."""
+def _record_sweep(store: Store, name: str, toml: str, simulated: bool,
+                  identity: Identity) -> bool:
+    """Record the sweep, owned by `identity`, unless the store has it; True when recorded."""
     existing = store.find_sweep(name)
     if existing is not None:
+        require_may_change(identity, name, existing.owner, "import results into")
         if bool(existing.simulated) != simulated:
             raise DatasetError(
                 f"sweep {name!r} is {'simulated' if existing.simulated else 'measured'} in "
@@ -267,7 +275,7 @@ def _record_sweep(store: Store, name: str, toml: str, simulated: bool) -> bool:
             raise DatasetError(f"the export's sweep file names sweep {spec.name!r}, "
                                f"the manifest {name!r}")
         spec = copy
-    store.record_sweep(spec, toml)
+    store.record_sweep(spec, toml, owner=identity.user or None)
     return True
 
 

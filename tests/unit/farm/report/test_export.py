@@ -406,6 +406,29 @@ def test_import_keeps_what_the_store_measured(edge_store, tmp_path):
         assert dst.run_result(runs[3].run_id).worker.name == "farm-gpu@lab-b"
 
 
+def test_an_imported_sweep_is_the_importers_and_another_owners_is_refused(edge_store,
+                                                                            tmp_path):
+    """An import records the sweep as its importer's (never anyone's), and adds
+    nothing to a sweep another user owns; the owner and an admin may."""
+    from farm.errors import NotPermitted
+    from farm.ownership import Identity
+
+    src, name, _ = edge_store
+    export_sweep(src, name, "jsonl", tmp_path / "x")
+    with Store.open(sqlite_url(tmp_path / "b.db"), upgrade=True) as dst:
+        done = import_dataset(dst, tmp_path / "x", Identity("alice", admin=False))
+        assert done.sweep_recorded and dst.find_sweep(name).owner == "alice"
+    spec, toml, (run, *_) = factories.sweep()
+    with Store.open(sqlite_url(tmp_path / "c.db"), upgrade=True) as dst:
+        sid = dst.record_sweep(spec, toml, owner="bob")
+        dst.add_runs(sid, [run])
+        with pytest.raises(NotPermitted, match="bob's: only bob or an admin"):
+            import_dataset(dst, tmp_path / "x", Identity("mallory", admin=False))
+        assert [r["id"] for r in dst.runs_of(sid)] == [run.run_id]     # nothing added
+        assert import_dataset(dst, tmp_path / "x", Identity("root", admin=True)).runs_added
+        assert dst.find_sweep(name).owner == "bob"
+
+
 def test_small_batches_stream_and_round_trip(edge_store, tmp_path, monkeypatch):
     src, name, _ = edge_store
     monkeypatch.setattr(export, "BATCH_ROWS", 5)
