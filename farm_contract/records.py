@@ -57,6 +57,10 @@ class EngineStartup(Record):
 
     engine_start_s: float | None = None     # start() until ready (the "load" window)
     model_load_s: float | None = None       # weights loaded, as the engine reports it
+    # After the load: memory profiling, the KV cache, compile and warm-up (graph
+    # capture included), as the engine reports it; the rest of engine_start_s is
+    # its processes starting and importing.
+    engine_init_s: float | None = None
     compile_s: float | None = None          # torch.compile, as the engine reports it
     graph_capture_s: float | None = None    # CUDA graph capture, as the engine reports it
     kv_cache_tokens: int | None = None      # tokens of context the KV cache holds

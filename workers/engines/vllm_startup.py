@@ -6,6 +6,7 @@ engine core, one per tensor-parallel worker):
     Model loading took 14.99 GiB and 5.123456 seconds
     torch.compile took 7.81 s in total
     Graph capturing finished in 1 secs, took 0.52 GiB
+    init engine (profile, create kv cache, warmup model) took 22.70 s (compilation: 7.81 s)
     Available KV cache memory: 52.30 GiB
     GPU KV cache size: 428,432 tokens
 
@@ -31,6 +32,8 @@ LOG_FIGURES: dict[str, tuple[re.Pattern[str], float]] = {
     "model_load_s": (re.compile(rf"Model loading took .*? and {_NUMBER} s"), 1.0),
     "compile_s": (re.compile(rf"torch\.compile took {_NUMBER} s in total"), 1.0),
     "graph_capture_s": (re.compile(rf"Graph capturing finished in {_NUMBER} sec"), 1.0),
+    "engine_init_s": (re.compile(rf"init engine \(profile, create kv cache, warmup model\) "
+                                 rf"took {_NUMBER} s"), 1.0),
     "kv_cache_bytes": (re.compile(rf"Available KV cache memory: {_NUMBER} GiB"), GIB),
     "kv_cache_tokens": (re.compile(rf"KV cache size: {_NUMBER} tokens"), 1.0),
 }

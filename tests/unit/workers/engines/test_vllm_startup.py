@@ -12,6 +12,7 @@ LOG_026 = """\
 (EngineCore pid=4242) INFO 12-07 05:00:10 [kv_cache_utils.py:2177] GPU KV cache size: 428,432 tokens
 (EngineCore pid=4242) INFO 12-07 05:00:10 [kv_cache_utils.py:2179] Maximum concurrency for 16,384 tokens per request: 26.15x
 (EngineCore pid=4242) INFO 12-07 05:00:11 [gpu_model_runner.py:6845] Graph capturing finished in 1 secs, took 0.52 GiB
+(EngineCore pid=4242) INFO 12-07 05:00:12 [core.py:342] init engine (profile, create kv cache, warmup model) took 22.70 s (compilation: 7.81 s)
 """  # noqa: E501
 METRICS = """\
 # HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
@@ -23,7 +24,11 @@ vllm:cache_config_info{block_size="16",cache_dtype="auto",enable_prefix_caching=
 def test_log_lines_give_times_and_the_kv_cache():
     found = vllm_startup.from_log(LOG_026.splitlines())
     assert found == {"model_load_s": 5.123456, "compile_s": 7.81, "graph_capture_s": 1.0,
+                     "engine_init_s": 22.70,
                      "kv_cache_bytes": round(52.30 * 2**30), "kv_cache_tokens": 428_432}
+    # Without compilation (enforce_eager), the line ends at its time.
+    plain = "init engine (profile, create kv cache, warmup model) took 3.05 s"
+    assert vllm_startup.from_log([plain]) == {"engine_init_s": 3.05}
 
 
 def test_metrics_give_blocks_and_the_tokens_follow():
