@@ -389,7 +389,7 @@ def test_report_is_self_contained_and_labelled_simulated(written, points):
             assert (done.out_dir / link).is_file()
     # the Pareto figure once per token bin (4); the rate crossing of the sim H100 and L4 (1);
     # no fitted-curves figure: nothing in this grid has a fit (those panels are left out)
-    assert len(images) == len(done.figures) == 13
+    assert len(images) == len(done.figures) == 13, sorted(f.name for f in done.figures)
     assert {f.name.split("-")[0] for f in done.figures} == {"energy", "power", "pareto",
                                                              "heatmap", "timeline", "rate"}
     for path in done.figures:
@@ -441,7 +441,8 @@ def test_farmctl_report_writes_the_default_directory(report_store, tmp_path):
     proc = farmctl("report", name, env={"FARM_DB_URL": url}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / f"farm-report-{name}"
-    assert (out / "index.html").is_file() and len(list((out / "figures").glob("*.png"))) == 13
+    drawn = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert (out / "index.html").is_file() and len(drawn) == 13, drawn
     assert proc.stdout.startswith("SIMULATED")
     assert f"written to farm-report-{name}/index.html" in proc.stdout
 
