@@ -206,4 +206,6 @@ def timeline_integral(t_s: Sequence[float], power_w: Sequence[Sequence[float | N
     if span <= 0:
         return None, None, None
     average = energy / span
-    return average * round(duration_s, WINDOW_DIGITS), average, max(p for _, p in totals)
+    low = round(start_s, WINDOW_DIGITS)
+    high = low + round(duration_s, WINDOW_DIGITS)      # the window's edges as stored
+    return average * (high - low), average, max(p for _, p in totals)
