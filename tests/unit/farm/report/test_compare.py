@@ -312,7 +312,8 @@ def test_cli_compare(two_sweeps):
                                                         "ambiguous": 0}
     assert doc["what_differs"][0]["name"] == "max_num_seqs"
     proc = farmctl("compare", "cmp-a", "cmp-b", "--ignore-arg", "nope")
-    assert proc.returncode == ExitCode.INVALID_INPUT and "no such engine argument" in proc.stderr, proc.stderr
+    assert proc.returncode == ExitCode.INVALID_INPUT, proc.stderr
+    assert "no such engine argument" in proc.stderr
     proc = farmctl("compare", "cmp-a", "cmp-c")
     assert proc.returncode == ExitCode.NO_MATCH
     assert "no configuration point of cmp-a matches one of cmp-c" in proc.stderr
