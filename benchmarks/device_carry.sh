@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Prepares the folders a lent GPU host's calls carry (issue 19), in this checkout:
+#   .vp-aa1/, .vp-aa2/  the two halves of part aa of vLLM 0.26.0's bundle (29 MiB each)
+#   .vp-ab/  part ab, SHA256SUMS, device-install.sh, env.sh, smoke.sh
+#   .whl/    farm's dependencies as wheels (benchmarks/device_wheels.sh)
+# and keeps them out of git (.git/info/exclude). A call carries at most 64 MiB,
+# the tracked tree included; part aa (58 MiB) no longer fits beside the tree
+# with its committed GPU data (8 MiB on 2026-12-07), so it travels in halves.
+#
+#   benchmarks/device_carry.sh BUNDLE_DIR     # the folder holding the vllm-gpu bundle
+#
+# The calls, each within 30 s of the reply before it (the host keeps /tmp that long):
+#   1. carry [".vp-aa1"]:  mkdir -p /tmp/vp && cp .vp-aa1/half-1 /tmp/vp/
+#   2. carry [".vp-aa2"]:  cat /tmp/vp/half-1 .vp-aa2/half-2 > /tmp/vp/vllm026-core.tar.xz.part-aa
+#   3. carry [".vp-ab", ".whl"]:  bash .vp-ab/device-install.sh .vp-ab (it checks every
+#      part's SHA-256), the wheels into /tmp/farmsite, then a sweep started in the
+#      background (docs/gpu-results.md, "What one lease holds")
+#   4… collects (benchmarks/gpu_farm_hf_background.sh collect)
+set -euo pipefail
+bundle=$(realpath "${1:?usage: $0 BUNDLE_DIR}")
+cd "$(dirname "$0")/.."
+for f in vllm026-core.tar.xz.part-aa vllm026-core.tar.xz.part-ab SHA256SUMS \
+         device-install.sh env.sh smoke.sh; do
+  [ -f "$bundle/$f" ] || { echo "$bundle/$f: missing" >&2; exit 2; }
+done
+mkdir -p .vp-aa1 .vp-aa2 .vp-ab
+part="$bundle/vllm026-core.tar.xz.part-aa"
+half=$(( ($(stat -c %s "$part") + 1) / 2 ))
+head -c "$half" "$part" > .vp-aa1/half-1
+tail -c +$(( half + 1 )) "$part" > .vp-aa2/half-2
+cmp <(cat .vp-aa1/half-1 .vp-aa2/half-2) "$part"
+cp "$bundle"/{vllm026-core.tar.xz.part-ab,SHA256SUMS,device-install.sh,env.sh,smoke.sh} .vp-ab/
+exclude=$(git rev-parse --git-path info/exclude)
+for folder in .vp-aa1/ .vp-aa2/ .vp-ab/ .whl/; do
+  grep -qxF "$folder" "$exclude" 2>/dev/null || echo "$folder" >> "$exclude"
+done
+[ -n "$(ls .whl/*.whl 2>/dev/null)" ] || bash benchmarks/device_wheels.sh .whl > /dev/null
+tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
+mib() { echo $(( ($1 + 1048575) / 1048576 )); }
+size() { du -cb "$@" | tail -1 | cut -f1; }
+echo "calls carry $(mib $(( $(size .vp-aa1) + tree ))), $(mib $(( $(size .vp-aa2) + tree )))" \
+     "and $(mib $(( $(size .vp-ab .whl) + tree ))) MiB (at most 64 each)"
