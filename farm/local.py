@@ -16,12 +16,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from farm import failures, local_runs
 from farm.embedded import PrivateRedis
@@ -178,7 +181,7 @@ def run_locally(spec: SweepSpec, toml_text: str, sim_specs: list[str], progress:
         return ExitCode.NO_HARDWARE
 
     try:
-        with local_runs.sweep_lock(settings.db_url, sweep_id(spec.name)):
+        with local_runs.sweep_lock(settings.db_url, sweep_id(spec.name)), stops_like_ctrl_c():
             log_dir = _log_dir(settings.home, spec.name)
             store = Store.open(settings.db_url, upgrade=True)
             return _run_here(spec, toml_text, store, settings.db_url, plan, local, log_dir,
@@ -256,7 +259,7 @@ def _run_here(spec: SweepSpec, toml_text: str, store, db_url: str, plan: WorkerP
             waited = _wait(store, local, children, progress, sid, plan.queues)
         except KeyboardInterrupt:
             _say("interrupted: stopping the workers; runs in progress go back to queued "
-                 "(Ctrl-C again kills them at once)")
+                 "(Ctrl-C or the signal again kills them at once)")
             left = _stop_interrupted(children, store, sid, local)
             _say(f"interrupted: {left} run(s) not finished, queued in the store; "
                  "the same command measures them")
@@ -273,6 +276,33 @@ def _run_here(spec: SweepSpec, toml_text: str, store, db_url: str, plan: WorkerP
         _say(f"{sum(g.count for g in groups)} run(s) failed")
         return ExitCode.RUNS_FAILED
     return ExitCode.OK
+
+
+# Signals that stop `farmctl run` as Ctrl-C does: a batch job's time limit or
+# `timeout` (SIGTERM), a closed terminal or SSH session (SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stops_like_ctrl_c() -> Iterator[None]:
+    """Within: STOP_SIGNALS raise KeyboardInterrupt, so the workers hand their runs
+    back and the private Redis, recorder and workers stop with `farmctl run`.
+    Without it a SIGTERM ended `farmctl run` alone: its children outlived it, the
+    worker still measuring (on a GPU host, holding the GPU). The handlers before
+    are put back on the way out; outside the main thread nothing is changed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    before = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _stop_interrupted(children: Children, store, sid: str | None,
@@ -302,7 +332,8 @@ def _stop_interrupted(children: Children, store, sid: str | None,
             store.mark_requeued(RunEvent(
                 run_id=row["id"], kind="requeued", attempt=row["attempts"],
                 worker=WorkerInfo(name=row["worker"] or "", host="", pid=0), at=now,
-                detail="interrupted: farmctl run was stopped by Ctrl-C before the run ended"))
+                detail="interrupted: farmctl run was stopped (Ctrl-C or a stop signal) "
+                       "before the run ended"))
     statuses = store.run_statuses(list(ids))
     return sum(1 for i in ids if statuses.get(i) not in TERMINAL_STATUSES)
 

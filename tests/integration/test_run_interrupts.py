@@ -82,6 +82,45 @@ def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_re
             assert store.result_for(run_id)["finished_at"] == finished
 
 
+def test_sigterm_stops_farmctl_run_and_everything_it_started_as_ctrl_c_does(tmp_path):
+    """A batch job's time limit or `timeout` sends SIGTERM: the runs in progress go
+    back to queued and the private Redis, recorder and workers end with farmctl run
+    (they outlived it, the worker still measuring)."""
+    sweep = tmp_path / "slow.toml"
+    sweep.write_text(SLOW_L4)
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
+           "FARM_HOME": str(tmp_path / ".farm")}
+    env.pop("FARM_BROKER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    db_file = tmp_path / "farm.db"
+    try:
+        wait_for(lambda: "running" in _statuses(db_file).values(), 180, "a run in progress")
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err, err
+    statuses = _statuses(db_file)
+    assert "running" not in statuses.values() and "queued" in statuses.values(), statuses
+
+    def group_gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    try:
+        wait_for(group_gone, 15, "farmctl run's children to end")
+    finally:
+        if not group_gone():
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 MISSING_MODEL = """\
 name = "local-small"
 repetitions = 2
