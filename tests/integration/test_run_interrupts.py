@@ -34,8 +34,9 @@ def _statuses(db_file) -> dict[str, str]:
         return {}
 
 
-@pytest.mark.slow
-def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_rest(tmp_path):
+def _run_slow_sweep(tmp_path):
+    """(sweep file, process) of `farmctl run` of SLOW_L4 into tmp_path/farm.db, in a
+    session of its own (its process group is its children's)."""
     sweep = tmp_path / "slow.toml"
     sweep.write_text(SLOW_L4)
     env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
@@ -44,6 +45,12 @@ def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_re
     proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return sweep, proc
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_run_running_exits_130_and_the_next_run_measures_the_rest(tmp_path):
+    sweep, proc = _run_slow_sweep(tmp_path)
     db_file = tmp_path / "farm.db"
     try:
         # One run measured, the next one in progress: Ctrl-C now.
@@ -86,14 +93,7 @@ def test_sigterm_stops_farmctl_run_and_everything_it_started_as_ctrl_c_does(tmp_
     """A batch job's time limit or `timeout` sends SIGTERM: the runs in progress go
     back to queued and the private Redis, recorder and workers end with farmctl run
     (they outlived it, the worker still measuring)."""
-    sweep = tmp_path / "slow.toml"
-    sweep.write_text(SLOW_L4)
-    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{tmp_path}/farm.db",
-           "FARM_HOME": str(tmp_path / ".farm")}
-    env.pop("FARM_BROKER_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "farm.cli", "run", str(sweep), "--quiet"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _, proc = _run_slow_sweep(tmp_path)
     db_file = tmp_path / "farm.db"
     try:
         wait_for(lambda: "running" in _statuses(db_file).values(), 180, "a run in progress")
