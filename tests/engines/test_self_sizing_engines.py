@@ -40,7 +40,9 @@ def _self_sized(model, engine: str, engine_args: str, min_steady_s: float):
 
 
 def test_hf_repeats_its_prompts_until_the_window_is_long_enough(tiny_model):
-    _, lp = _self_sized(tiny_model, "hf", "batch_size = 12", 1.5)
+    # 4 s: beside a second test process one pass over the 12 prompts took 3.5 s,
+    # so a 1.5 s target was met by a single pass (CI, 2026-12-07).
+    _, lp = _self_sized(tiny_model, "hf", "batch_size = 12", 4.0)
     assert any("passes over the prompts" in note for note in lp.notes)
 
 
