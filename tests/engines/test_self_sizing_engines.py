@@ -15,6 +15,10 @@ from workers.gpu.cpu import CpuDevice
 from workers.runner import run_one
 
 pytestmark = [needs_torch, pytest.mark.timeout(300)]
+# Longer than one pass over the 12 prompts, even beside a second test process:
+# there one pass took 3.4-3.5 s with hf and with vLLM, and a 1.5 s / 2 s target
+# was met by a single pass (CI, 2026-12-07).
+MIN_STEADY_S = 5.0
 
 
 def _self_sized(model, engine: str, engine_args: str, min_steady_s: float):
@@ -40,9 +44,7 @@ def _self_sized(model, engine: str, engine_args: str, min_steady_s: float):
 
 
 def test_hf_repeats_its_prompts_until_the_window_is_long_enough(tiny_model):
-    # 4 s: beside a second test process one pass over the 12 prompts took 3.5 s,
-    # so a 1.5 s target was met by a single pass (CI, 2026-12-07).
-    _, lp = _self_sized(tiny_model, "hf", "batch_size = 12", 4.0)
+    _, lp = _self_sized(tiny_model, "hf", "batch_size = 12", MIN_STEADY_S)
     assert any("passes over the prompts" in note for note in lp.notes)
 
 
@@ -51,4 +53,4 @@ def test_hf_repeats_its_prompts_until_the_window_is_long_enough(tiny_model):
 def test_vllm_offline_repeats_its_prompts_with_the_prefix_cache_emptied(tiny_model):
     from tests.engines.sweeps import VLLM_CPU_ARGS
 
-    _self_sized(tiny_model, "vllm", VLLM_CPU_ARGS, 2.0)
+    _self_sized(tiny_model, "vllm", VLLM_CPU_ARGS, MIN_STEADY_S)
