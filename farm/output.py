@@ -262,14 +262,20 @@ def _figure_metadata() -> dict[str, Any]:
     """{field: its FlatColumn} of the figures the result rows carry: unit, description,
     label and header as the records declare them (farm_contract.records)."""
     from farm_contract.figures import FlatColumn, default_label, unit_of
-    from farm_contract.records import TUNING_ROW_FIELDS, GpuTuning, result_figures
+    from farm_contract.records import (
+        TUNING_READ_BACK_FIELDS,
+        TUNING_REFUSAL_FIELD,
+        GpuTuning,
+        result_figures,
+    )
 
     meta = dict(result_figures())
     # What the worker read back of the tuning (measured, so never hoisted), as its
     # record declares it, over the run's GPUs.
-    for name, field in TUNING_ROW_FIELDS.items():
+    columns = [(name, field, "lowest GPU") for name, field in TUNING_READ_BACK_FIELDS.items()]
+    columns.append((*TUNING_REFUSAL_FIELD, "per GPU"))
+    for name, field, over in columns:
         info = GpuTuning.model_fields[field]
-        over = "per GPU" if name == "tuning_refused" else "lowest GPU"
         meta[name] = FlatColumn(name, (name,), str, True, unit_of(info),
                                 f"{info.description} ({over})", label=default_label(name))
     return meta

@@ -384,11 +384,11 @@ class GpuTuning(Record):
 
 
 # A result row's tuning columns (farm.store.mapping.tuning_columns) and the GpuTuning
-# field each comes from: the lowest read back over the run's GPUs (the cap that
-# binds), or every GPU's refusal as "UUID: words".
-TUNING_ROW_FIELDS = {"applied_power_limit_w": "applied_power_limit_w",
-                     "applied_sm_clock_mhz": "applied_sm_clock_mhz",
-                     "tuning_refused": "refused"}
+# field each comes from. What was read back: the lowest over the run's GPUs (the cap
+# that binds). The refusal: every GPU's, as "UUID: words".
+TUNING_READ_BACK_FIELDS = {"applied_power_limit_w": "applied_power_limit_w",
+                           "applied_sm_clock_mhz": "applied_sm_clock_mhz"}
+TUNING_REFUSAL_FIELD = ("tuning_refused", "refused")
 
 
 class Preflight(Record):

@@ -31,7 +31,8 @@ from farm.store.models import (
 )
 from farm_contract.figures import flat_values, nested_values
 from farm_contract.records import (
-    TUNING_ROW_FIELDS,
+    TUNING_READ_BACK_FIELDS,
+    TUNING_REFUSAL_FIELD,
     EnergySourceInfo,
     EnergyWindow,
     EngineStartup,
@@ -317,10 +318,11 @@ def tuning_columns(preflight: dict[str, Any] | None) -> dict[str, Any]:
         known = [v for v in values if v is not None]
         return min(known) if known else None
 
-    refused = [f"{t.uuid}: {t.refused}" for t in tuning if t.refused]
-    row = {"tuning_refused": "; ".join(refused) or None}
+    column, field = TUNING_REFUSAL_FIELD
+    refused = [f"{t.uuid}: {getattr(t, field)}" for t in tuning if getattr(t, field)]
+    row: dict[str, Any] = {column: "; ".join(refused) or None}
     row.update({name: lowest(getattr(t, field) for t in tuning)
-                for name, field in TUNING_ROW_FIELDS.items() if name != "tuning_refused"})
+                for name, field in TUNING_READ_BACK_FIELDS.items()})
     return row
 
 
