@@ -10,7 +10,8 @@ queue up from the store's undispatched runs, chosen by:
    its dispatched runs not started yet at their estimate), each pick charged
    an estimate (the owner's mean run duration, else every owner's, else 60 s,
    × the queue's GPUs) so that one pass interleaves owners;
-3. within an owner, its oldest sweep first, then its runs oldest first.
+3. within an owner, its oldest sweep first, then its runs oldest first, and of
+   runs queued together every configuration's first repetition before any second.
 
 So a 10-run sweep enqueued behind a 5,000-run one waits for at most `depth`
 messages, not for 5,000. The depth includes a reserve (farm/reserve.py): enough

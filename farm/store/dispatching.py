@@ -59,12 +59,16 @@ class Dispatching(StoreBase):
                     for row in session.execute(stmt)]
 
     def undispatched_runs(self, sweep_id: str, queue: str, limit: int) -> list[RunSpec]:
-        """The sweep's next `limit` undispatched queued runs on `queue`, oldest first."""
+        """The sweep's next `limit` undispatched queued runs on `queue`: oldest first,
+        and of runs queued together, each configuration's first repetition before any
+        second. A sweep cut short (a GPU lease ends, the sweep is cancelled) then has
+        measured every configuration once before it repeats any; within a repetition
+        the order is the run ids', a fixed shuffle of the configurations."""
         r = runs_t.c
         stmt = (select(r.spec_json)
                 .where(r.sweep_id == sweep_id, r.queue == queue, r.status == "queued",
                        r.dispatched_at.is_(None))
-                .order_by(r.queued_at, r.created_at, r.id).limit(limit))
+                .order_by(r.queued_at, r.repetition, r.created_at, r.id).limit(limit))
         with self._read() as session:
             return [RunSpec.model_validate_json(spec) for spec in session.scalars(stmt)]
 

@@ -155,6 +155,19 @@ def test_new_runs_wait_for_dispatch_until_marked(store: Store) -> None:
     assert store.dispatch_backlog("no-such-sweep") == []
 
 
+def test_every_configuration_is_sent_once_before_any_is_repeated(store: Store) -> None:
+    sid, runs = _record(store)                  # SMALL_SWEEP: 2 repetitions
+    queue = runs[0].hardware.queue
+    configurations = sum(r.hardware.queue == queue and r.repetition == 0 for r in runs)
+    assert configurations >= 2
+    order = store.undispatched_runs(sid, queue, 100)
+    assert [r.repetition for r in order] == sorted(r.repetition for r in order)
+    assert [r.repetition for r in order[:configurations]] == [0] * configurations
+    # Sent in pieces, as passes do, the order holds across them.
+    store.mark_dispatched([r.run_id for r in order[:2]])
+    assert store.undispatched_runs(sid, queue, 100) == order[2:]
+
+
 def test_retry_makes_runs_undispatched_again(store: Store) -> None:
     sid, runs = _record(store)
     store.mark_dispatched([r.run_id for r in runs])
