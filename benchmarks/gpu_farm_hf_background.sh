@@ -3,8 +3,9 @@
 # SCRIPT=benchmarks/gpu_farm_vllm.sh) in the background, for a lent GPU machine whose calls
 # last at most a few minutes each: `start` launches it detached (it outlives the
 # call), `collect` waits until it is done or SECONDS have passed and copies what it
-# has written so far — the printed output and a consistent copy of the SQLite store
-# (sqlite3's online backup, safe while the recorder writes) — to COPY_DIR.
+# has written so far — the printed output, a consistent copy of the SQLite store
+# (sqlite3's online backup, safe while the recorder writes) and the farm's logs
+# (.farm/logs, as logs/) — to COPY_DIR.
 #
 #   benchmarks/gpu_farm_hf_background.sh start   OUT_DIR [PYTHON]
 #   benchmarks/gpu_farm_hf_background.sh collect OUT_DIR COPY_DIR SECONDS [PYTHON]
@@ -33,6 +34,10 @@ case $verb in
     for f in "$out"/*.txt "$out"/*.json "$out"/*.csv "$out"/DONE "$out"/script.log; do
       [ -f "$f" ] && cp "$f" "$copy/"
     done
+    # The workers' and recorders' logs (farmctl run writes them under .farm/logs).
+    [ -d .farm/logs ] && cp -r .farm/logs "$copy/"
+    # How big vLLM's compile cache grew: whether a later lease could carry it.
+    [ -d "$out/vllm-cache" ] && du -sh "$out/vllm-cache"
     if [ -f "$out/farm-gpu.db" ]; then
       "$py" -c 'import sqlite3, sys
 src, dst = sqlite3.connect(sys.argv[1]), sqlite3.connect(sys.argv[2])
