@@ -39,6 +39,7 @@ from farm_contract.records import (
 )
 from farm_contract.runspec import RunSpec
 from farm_contract.validity import validate
+from workers import collector
 from workers.baseline import measure_baselines
 from workers.energy import EnergySource, configured_sources
 from workers.engines import make_engine, resident_pids
@@ -124,6 +125,7 @@ class _Run:
         self.meter.end("load")
         # A real engine knows its version and what its start chose once loaded.
         self.engine_info = with_start(engine.info, self.meter.window("load"), self.run)
+        collector.settle()      # a full collection now, not inside a window
         self.meter.begin("warmup")
         engine.warmup()
         self.meter.end("warmup")
@@ -138,6 +140,7 @@ class _Run:
             if self.abort.is_set():
                 raise RunAborted("worker shutting down between load points")
             self._tell(index, len(points), kind, value)
+            collector.settle()  # the last load point's records: frozen, not walked again
             self.phases.resume()
             outcome = engine.run_load_point(index, kind, value, self.meter)
             if self.engine_info is not None and self.engine_info.model_weights == "random":
@@ -240,6 +243,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         host_energy = host.stop()
         state.meter.end("run")
         state.sampler.stop()
+        collector.thaw()
         tuning.restore()         # whatever happened; a crash leaves the journal for the next start
         state.preflight.tuning = tuning.records
     state.derive(host_energy.carbon_intensity_g_per_kwh if host_energy else None)

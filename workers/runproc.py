@@ -53,6 +53,7 @@ import workers.gpu.vendors as vendors_package
 from farm_contract.engines import SHIPPED_KINDS
 from farm_contract.records import RunResult, WorkerInfo
 from farm_contract.runspec import RunSpec
+from workers import collector
 from workers.energy import EnergySource, configure_sources, configured_sources, parse_source_specs
 from workers.engines import engine_class
 from workers.errors import RunAborted, TransientError, WorkerError
@@ -272,6 +273,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     for stop in _STOPS:
         signal.signal(stop, _ignored)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    collector.dedicate()        # no full collection inside a window (workers/collector.py)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
     request = json.loads(inbox.recv_bytes())
@@ -307,6 +309,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
         run = RunSpec.model_validate_json(request["run"])
         if run.engine.kind != "sim":
             _import_quietly(TOKENIZER_MODULES)
+        collector.settle()      # the modules' objects frozen before the sampler starts
         result = run_one(run, gpus, abort,
                          worker=WorkerInfo.model_validate_json(request["worker"]),
                          attempt=request["attempt"],
