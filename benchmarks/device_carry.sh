@@ -9,13 +9,12 @@
 #
 #   benchmarks/device_carry.sh BUNDLE_DIR     # the folder holding the vllm-gpu bundle
 #
-# The calls, each within 30 s of the reply before it (the host keeps /tmp that long):
-#   1. carry [".vp-aa1"]:  mkdir -p /tmp/vp && cp .vp-aa1/half-1 /tmp/vp/
-#   2. carry [".vp-aa2"]:  cat /tmp/vp/half-1 .vp-aa2/half-2 > /tmp/vp/vllm026-core.tar.xz.part-aa
-#   3. carry [".vp-ab", ".whl"]:  bash .vp-ab/device-install.sh .vp-ab (it checks every
-#      part's SHA-256), the wheels into /tmp/farmsite, then a sweep started in the
-#      background (docs/gpu-results.md, "What one lease holds")
-#   4… collects (benchmarks/gpu_farm_hf_background.sh collect)
+# The calls, each within 30 s of the reply before it (the host keeps /tmp that long),
+# run benchmarks/device_lease.sh's steps; its header says what each carries:
+#   1. carry [".vp-aa1", ".whl"]:  device_lease.sh half-1 wheels isolation
+#   2. carry [".vp-aa2"]:          device_lease.sh half-2
+#   3. carry [".vp-ab"]:           device_lease.sh vllm start  (a sweep in the background)
+#   4… collects:                   device_lease.sh collect
 set -euo pipefail
 bundle=$(realpath "${1:?usage: $0 BUNDLE_DIR}")
 cd "$(dirname "$0")/.."
@@ -38,5 +37,5 @@ done
 tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
 mib() { echo $(( ($1 + 1048575) / 1048576 )); }
 size() { du -cb "$@" | tail -1 | cut -f1; }
-echo "calls carry $(mib $(( $(size .vp-aa1) + tree ))), $(mib $(( $(size .vp-aa2) + tree )))" \
-     "and $(mib $(( $(size .vp-ab .whl) + tree ))) MiB (at most 64 each)"
+echo "calls carry $(mib $(( $(size .vp-aa1 .whl) + tree ))), $(mib $(( $(size .vp-aa2) + tree )))" \
+     "and $(mib $(( $(size .vp-ab) + tree ))) MiB (at most 64 each)"

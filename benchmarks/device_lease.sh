@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The steps of one GPU lease, run on the lent host from the carried checkout, one
+# per call, each call within 30 s of the reply before it (the host keeps /tmp that
+# long). benchmarks/device_carry.sh prepares what each call carries, here:
+#
+#   call  carry                  command
+#   1     [".vp-aa1", ".whl"]    bash benchmarks/device_lease.sh half-1 wheels isolation
+#   2     [".vp-aa2"]            bash benchmarks/device_lease.sh half-2
+#   3     [".vp-ab"]             bash benchmarks/device_lease.sh vllm start
+#   4…    []                     bash benchmarks/device_lease.sh collect
+#
+# Steps, in the order given:
+#   half-1     part aa's first half into /tmp/vp
+#   half-2     its second half joined to it: /tmp/vp holds part aa whole
+#   wheels     the farm's dependencies (.whl) into /tmp/farmsite
+#   isolation  the 8-run isolation benchmark (issue 21, ~130 s) into $OUT
+#   vllm       .vp-ab/device-install.sh (checks every part's SHA-256, unpacks vLLM
+#              into /tmp/site), then /tmp/farm (a copy of this checkout, which
+#              outlives the call) and /tmp/vllm-env.sh
+#   start      benchmarks/gpu_farm_vllm.sh in the background from /tmp/farm, with
+#              SWEEPS (default batch) and RESUME (default: the committed partial
+#              batch export, whose runs are then not measured again)
+#   collect    waits up to COLLECT_S (400) for it, then puts a copy of what it wrote
+#              so far, the store and the farm's logs into $OUT/gpu.tgz
+# FARM_OWNER defaults to gpu-lab (the owner of the committed GPU sweeps).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VP=${VP:-/tmp/vp}
+GPUOUT=${GPUOUT:-/tmp/gpuout}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$VP" "$OUT"
+for step in "$@"; do
+  echo "== $step"
+  case $step in
+    half-1) cp .vp-aa1/half-1 "$VP/" ;;
+    half-2)
+      [ -f "$VP/half-1" ] || { echo "$VP/half-1 is gone: the host was given back; start again" >&2; exit 3; }
+      cat "$VP/half-1" .vp-aa2/half-2 > "$VP/vllm026-core.tar.xz.part-aa" && rm "$VP/half-1" ;;
+    wheels)
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/farmsite .whl/*.whl ;;
+    isolation)
+      PYTHONPATH=/tmp/farmsite:$PWD PYTHONUNBUFFERED=1 timeout 400 \
+        python3 benchmarks/bench_isolation.py --rounds "${ROUNDS:-2}" --json "$OUT/iso.json" \
+        > "$OUT/iso.txt" 2>&1
+      echo "isolation: exit $?"; tail -n 12 "$OUT/iso.txt" ;;
+    vllm)
+      bash .vp-ab/device-install.sh .vp-ab > "$OUT/install.log" 2>&1 || {
+        echo "install failed:" >&2; tail -n 20 "$OUT/install.log" >&2; exit 3; }
+      tail -n 1 "$OUT/install.log"
+      rm -rf /tmp/farm && mkdir -p /tmp/farm && cp -r . /tmp/farm/
+      printf '%s\n' "source /tmp/farm/.vp-ab/env.sh" \
+        "export PYTHONPATH=\$PYTHONPATH:/tmp/farmsite:/tmp/farm FARM_OWNER=${FARM_OWNER:-gpu-lab}" \
+        > /tmp/vllm-env.sh ;;
+    start)
+      (cd /tmp/farm && RESUME=${RESUME-docs/data/vllm-batch-h100-partial/export} \
+        SWEEPS=${SWEEPS:-batch} SCRIPT=benchmarks/gpu_farm_vllm.sh VLLM_ENV=/tmp/vllm-env.sh \
+        bash benchmarks/gpu_farm_hf_background.sh start "$GPUOUT" python3) ;;
+    collect)
+      (cd /tmp/farm && bash benchmarks/gpu_farm_hf_background.sh collect "$GPUOUT" /tmp/copy \
+        "${COLLECT_S:-400}" python3)
+      status=$?
+      tar czf "$OUT/gpu.tgz" -C /tmp/copy . && ls -l "$OUT/gpu.tgz"
+      [ "$status" -eq 0 ] && echo "sweep done" ;;
+    *) echo "unknown step: $step (half-1 half-2 wheels isolation vllm start collect)" >&2
+       exit 2 ;;
+  esac
+done
