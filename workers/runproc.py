@@ -309,7 +309,7 @@ def _child(inbox: Connection, outbox: Connection) -> None:
         run = RunSpec.model_validate_json(request["run"])
         if run.engine.kind != "sim":
             _import_quietly(TOKENIZER_MODULES)
-        collector.settle()      # the modules' objects frozen before the sampler starts
+        collector.settle(full=True)     # the modules' objects frozen before the sampler starts
         result = run_one(run, gpus, abort,
                          worker=WorkerInfo.model_validate_json(request["worker"]),
                          attempt=request["attempt"],

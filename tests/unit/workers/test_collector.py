@@ -37,6 +37,17 @@ def test_settle_freezes_what_is_alive_and_thaw_gives_it_back(dedicated):
     assert gc.get_freeze_count() == 0
 
 
+def test_only_the_settle_before_the_run_walks_the_whole_heap(dedicated):
+    def full_passes() -> int:
+        return gc.get_stats()[2]["collections"]
+
+    before = full_passes()
+    collector.settle()                  # between phases: the young generations
+    assert full_passes() == before
+    collector.settle(full=True)         # before the sampler starts
+    assert full_passes() == before + 1
+
+
 def test_the_runner_settles_outside_every_window_before_warmup_and_each_load_point(
         dedicated, monkeypatch):
     events: list[tuple[str, str | None]] = []
