@@ -125,7 +125,7 @@ class _Run:
         self.meter.end("load")
         # A real engine knows its version and what its start chose once loaded.
         self.engine_info = with_start(engine.info, self.meter.window("load"), self.run)
-        collector.settle()      # a full collection now, not inside a window
+        collector.settle()      # collect and freeze now, outside every window
         self.meter.begin("warmup")
         engine.warmup()
         self.meter.end("warmup")
