@@ -30,7 +30,7 @@ tail -c +$(( half + 1 )) "$part" > .vp-aa2/half-2
 cmp <(cat .vp-aa1/half-1 .vp-aa2/half-2) "$part"
 cp "$bundle"/{vllm026-core.tar.xz.part-ab,SHA256SUMS,device-install.sh,env.sh,smoke.sh} .vp-ab/
 exclude=$(git rev-parse --git-path info/exclude)
-for folder in .vp-aa1/ .vp-aa2/ .vp-ab/ .whl/; do
+for folder in .vp-aa1/ .vp-aa2/ .vp-ab/ .whl/ .vllm-cache/; do
   grep -qxF "$folder" "$exclude" 2>/dev/null || echo "$folder" >> "$exclude"
 done
 [ -n "$(ls .whl/*.whl 2>/dev/null)" ] || bash benchmarks/device_wheels.sh .whl > /dev/null
@@ -39,3 +39,6 @@ mib() { echo $(( ($1 + 1048575) / 1048576 )); }
 size() { du -cb "$@" | tail -1 | cut -f1; }
 echo "calls carry $(mib $(( $(size .vp-aa1 .whl) + tree ))), $(mib $(( $(size .vp-aa2) + tree )))" \
      "and $(mib $(( $(size .vp-ab) + tree ))) MiB (at most 64 each)"
+if [ -d .vllm-cache ]; then
+  echo "  the third can carry .vllm-cache too: $(mib "$(size .vllm-cache)") MiB"
+fi
