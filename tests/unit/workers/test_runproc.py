@@ -53,8 +53,13 @@ def test_the_same_run_gives_the_same_figures_in_a_thread_and_in_a_process():
     assert b.measurement.measured_in == "run process"
     for x, y in zip(a.load_points, b.load_points, strict=True):
         assert x.output_tokens == y.output_tokens
+        assert x.steady_output_tokens == y.steady_output_tokens
+        # The simulated GPU's power is the same model either way (41.58 W here) ...
+        assert x.avg_power_w == pytest.approx(y.avg_power_w, rel=0.01)
+        # ... while its energy follows the window's wall-clock length: 0.17 s, which
+        # a busy host stretched by 10 ms once in CI (J/token 0.0600 against 0.0637).
         assert x.energy_per_output_token_j == pytest.approx(y.energy_per_output_token_j,
-                                                            rel=0.05)
+                                                            rel=0.15)
 
 
 def test_an_abort_reaches_the_run_process():
