@@ -71,7 +71,10 @@ sweep_of() {   # example file → its sweep name
 measure() {    # TAG FILE: run one example, save what farmctl printed and the results
   local tag=$1 file=$2 name
   name=$(sweep_of "$file")
-  step farmctl run "$file" > "$out/$tag-run.txt" 2>&1
+  # --amend: a RESUMEd export carries the file its runs were measured under, and
+  # the committed example may be newer (batch: 8 sequences got 128 prompts after
+  # the first lease); run ids are content hashes, so what was measured stays done.
+  step farmctl run --amend "$file" > "$out/$tag-run.txt" 2>&1
   step farmctl results "$name" > "$out/$tag-results.txt" 2>&1
   step farmctl results "$name" --format json --out "$out/$tag-results.json"
 }
