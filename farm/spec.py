@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from farm.sweep_bound import bound_errors
 from farm.sweep_checks import run_errors
 from farm_contract import limits as lim
 from farm_contract.engine_args import ErrorDetails, grid_errors, problem
@@ -391,8 +392,6 @@ class SweepSpec(Strict):
     def _within_the_farm(self) -> SweepSpec:
         # Before the run checks below, which walk the expanded runs: counted from the
         # axis lengths, so a sweep of a billion runs is refused without making one.
-        from farm.sweep_bound import bound_errors  # it reads this module's models
-
         errors = bound_errors(self)
         if errors:
             raise ValidationError.from_exception_data("SweepSpec", errors)
