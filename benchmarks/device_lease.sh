@@ -19,14 +19,17 @@
 #              into /tmp/site), then /tmp/farm (a copy of this checkout, which
 #              outlives the call) and /tmp/vllm-env.sh
 #   start      benchmarks/gpu_farm_vllm.sh in the background from /tmp/farm, with
-#              SWEEPS (default batch) and RESUME (default: the committed partial
-#              batch export, whose runs are then not measured again); vLLM's
-#              compile cache from a carried .vllm-cache/vllm-cache.tgz, if any
+#              SWEEPS (default batch) and RESUME (default: every committed
+#              docs/data/vllm-*/export, whose runs are then not measured again);
+#              vLLM's compile cache from a carried .vllm-cache/vllm-cache.tgz, if any
 #   collect    waits up to COLLECT_S (400) for it, then puts a copy of what it wrote
 #              so far, the store and the farm's logs into $OUT/gpu.tgz, and vLLM's
 #              compile cache into $OUT/vllm-cache.tgz when it fits a returned file
 #              (keep it in .vllm-cache/ here for the next lease: a warm cache cut an
 #              engine start on the H100 from 75 to 38 s)
+# Back here, `benchmarks/land_gpu_lease.py FILES_AT` turns the last collect's
+# gpu.tgz into committed data (exports re-checked by import, reports) and keeps
+# the compile cache in .vllm-cache/.
 # FARM_OWNER defaults to gpu-lab (the owner of the committed GPU sweeps).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +65,7 @@ for step in "$@"; do
           tar xzf /tmp/farm/.vllm-cache/vllm-cache.tgz -C "$GPUOUT/vllm-cache" &&
           echo "compile cache: $(du -sh "$GPUOUT/vllm-cache" | cut -f1) from an earlier lease"
       fi
-      (cd /tmp/farm && RESUME=${RESUME-docs/data/vllm-batch-h100-partial/export} \
+      (cd /tmp/farm && RESUME=${RESUME-$(echo docs/data/vllm-*/export)} \
         SWEEPS=${SWEEPS:-batch} SCRIPT=benchmarks/gpu_farm_vllm.sh VLLM_ENV=/tmp/vllm-env.sh \
         bash benchmarks/gpu_farm_hf_background.sh start "$GPUOUT" python3) ;;
     collect)
