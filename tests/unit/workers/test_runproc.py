@@ -53,7 +53,9 @@ def test_the_same_run_gives_the_same_figures_in_a_thread_and_in_a_process():
     assert b.measurement.measured_in == "run process"
     for x, y in zip(a.load_points, b.load_points, strict=True):
         assert x.output_tokens == y.output_tokens
-        assert x.steady_output_tokens == y.steady_output_tokens
+        # The sim engine runs in real time: which tokens fall inside a 0.19 s steady
+        # window follows the host's timing (121 against 117 once in CI).
+        assert x.steady_output_tokens == pytest.approx(y.steady_output_tokens, rel=0.15)
         # The simulated GPU's power is the same model either way (41.58 W here) ...
         assert x.avg_power_w == pytest.approx(y.avg_power_w, rel=0.01)
         # ... while its energy follows the window's wall-clock length: 0.17 s, which
