@@ -50,7 +50,7 @@ for step in "$@"; do
       PYTHONPATH=/tmp/farmsite:$PWD PYTHONUNBUFFERED=1 timeout 400 \
         python3 benchmarks/bench_isolation.py --rounds "${ROUNDS:-2}" --json "$OUT/iso.json" \
         > "$OUT/iso.txt" 2>&1
-      echo "isolation: exit $?"; tail -n 12 "$OUT/iso.txt" ;;
+      echo "isolation: exit $?"; tail -n 18 "$OUT/iso.txt" ;;
     vllm)
       bash .vp-ab/device-install.sh .vp-ab > "$OUT/install.log" 2>&1 || {
         echo "install failed:" >&2; tail -n 20 "$OUT/install.log" >&2; exit 3; }
