@@ -19,7 +19,7 @@ sweep (any docs/data/*/export whose manifest names it) is imported into the
 lease's store (what the store has is kept), so a lease that did not start from
 them (`RESUME`) still lands beside them; a sweep whose committed runs are still
 not all in the store after that is refused. The printed output goes to docs/data/gpu-leases/LEASE/
-(LEASE: the date of its last result and the GPU, e.g. 2026-12-08-h200), with each
+(LEASE: the date of its last result and the GPU model, e.g. 2026-12-08-h200-141gb), with each
 log cut to its last 200 KB. A returned `vllm-cache.tgz` beside gpu.tgz goes to
 .vllm-cache/ (ignored), where the next lease's third call carries it from.
 
@@ -32,7 +32,6 @@ Exit 0 when every sweep landed, 1 when one was refused, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -157,21 +156,15 @@ def land_sweep(db: Path, sweep: str, target: Path, stage: Path) -> str:
     return imported
 
 
-def lease_name(source: Path, db: Path) -> str:
-    """DATE-GPU of the lease: its last result's date and the GPU nvidia-smi named."""
+def lease_name(db: Path) -> str:
+    """DATE-GPU of the lease: its last result's date and the GPU models it measured."""
     with sqlite3.connect(db) as con:
         (last,) = con.execute(
             "SELECT MAX(recorded_at) FROM results WHERE imported_from IS NULL").fetchone()
-    date = str(last or "undated")[:10]
-    gpu = "gpu"
-    before = source / "gpu-before.csv"
-    if before.is_file():
-        rows = list(csv.DictReader(before.read_text().splitlines()))
-        if rows:
-            words = rows[0].get("name", "").lower().split()
-            gpu = next((w for w in words if w[:1] in "habl" and any(c.isdigit() for c in w)),
-                       "gpu")
-    return f"{date}-{gpu}"
+        gpus = sorted(row[0] for row in con.execute(
+            "SELECT DISTINCT r.gpu_model FROM runs r JOIN results x ON x.run_id = r.id"
+            " WHERE x.imported_from IS NULL"))
+    return f"{str(last or 'undated')[:10]}-{'-'.join(gpus) or 'gpu'}"
 
 
 def keep_printed(source: Path, leases: Path, name: str) -> Path:
@@ -254,7 +247,7 @@ def main() -> int:
                     print(f"  {other.parent} holds a part of it (every run is in {target} "
                           "now): remove it once no page cites it")
         if sweeps:
-            kept = keep_printed(lease, args.data / "gpu-leases", lease_name(lease, db))
+            kept = keep_printed(lease, args.data / "gpu-leases", lease_name(db))
             print(f"printed output and logs → {kept}")
         if cache is not None:
             args.cache_dir.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,7 @@ def test_a_lease_lands_beside_the_committed_runs_it_never_had(tmp_path):
     assert "vllm-batch-h100-partial holds a part of it" in proc.stdout
     assert sorted(p.read_bytes() for p in (data / "vllm-batch-h100-partial").rglob("*")
                   if p.is_file()) == before
-    printed = data / "gpu-leases" / "2026-12-07-h100"
+    printed = data / "gpu-leases" / "2026-12-07-h100-80gb"
     assert (printed / "batch-run.txt").read_text().startswith("vllm-gpu-batch-8b")
     log = (printed / "logs" / "sweep" / "worker.log").read_text()
     assert log.startswith("[the first ") and log.endswith("last\n") and "early" not in log
