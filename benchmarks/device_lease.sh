@@ -5,7 +5,7 @@
 #
 #   call  carry                  command
 #   1     [".vp-aa1", ".whl"]    bash benchmarks/device_lease.sh half-1 wheels isolation
-#   2     [".vp-aa2"]            bash benchmarks/device_lease.sh half-2
+#   2     [".vp-aa2"]            bash benchmarks/device_lease.sh half-2 model
 #   3     [".vp-ab"]             bash benchmarks/device_lease.sh vllm start
 #         (+ ".vllm-cache" when an earlier lease's compile cache was kept there)
 #   4…    []                     bash benchmarks/device_lease.sh collect
@@ -14,10 +14,14 @@
 #   half-1     part aa's first half into /tmp/vp
 #   half-2     its second half joined to it: /tmp/vp holds part aa whole
 #   wheels     the farm's dependencies (.whl) into /tmp/farmsite
+#   model      the 8B-shaped model (workers.tinymodel --preset llama-3.1-8b, or
+#              MODEL_ARGS) built in the background into /tmp/farm/.farm/models,
+#              while the next call installs vLLM (a build took about 1 min of
+#              the first lease); the sweep script waits for it
 #   isolation  the 8-run isolation benchmark (issue 21, ~130 s) into $OUT
 #   vllm       .vp-ab/device-install.sh (checks every part's SHA-256, unpacks vLLM
 #              into /tmp/site), then /tmp/farm (a copy of this checkout, which
-#              outlives the call) and /tmp/vllm-env.sh
+#              outlives the call; a model built there is kept) and /tmp/vllm-env.sh
 #   start      benchmarks/gpu_farm_vllm.sh in the background from /tmp/farm, with
 #              SWEEPS (default batch) and RESUME (default: every committed
 #              docs/data/vllm-*/export, whose runs are then not measured again);
@@ -36,7 +40,14 @@ cd "$(dirname "$0")/.."
 VP=${VP:-/tmp/vp}
 GPUOUT=${GPUOUT:-/tmp/gpuout}
 OUT=${OUT:-/tmp/out}
+FARM=${FARM:-/tmp/farm}
+MODEL=.farm/models/llama-3.1-8b-random     # under $FARM: the sweeps' model source
 mkdir -p "$VP" "$OUT"
+checkout() {   # this checkout into $FARM, but for the vLLM parts; $FARM/.farm is kept
+  mkdir -p "$FARM" &&
+    find "$FARM" -mindepth 1 -maxdepth 1 ! -name .farm -exec rm -rf {} + &&
+    tar -c --exclude='./.vp-aa*' --exclude='./.venv' --exclude='./.git' . | tar -x -C "$FARM"
+}
 for step in "$@"; do
   echo "== $step"
   case $step in
@@ -51,25 +62,34 @@ for step in "$@"; do
         python3 benchmarks/bench_isolation.py --rounds "${ROUNDS:-2}" --json "$OUT/iso.json" \
         > "$OUT/iso.txt" 2>&1
       echo "isolation: exit $?"; tail -n 18 "$OUT/iso.txt" ;;
+    model)
+      checkout || exit 3
+      if [ -e "$FARM/$MODEL/farm-model.json" ]; then echo "model: built already"; continue; fi
+      mkdir -p "$GPUOUT" "$FARM/$(dirname "$MODEL")" && touch "$FARM/$MODEL.building"
+      # setsid: the build outlives this call; the marker goes when it ends, either way.
+      (cd "$FARM" && setsid nohup bash -c 'PYTHONPATH=/tmp/farmsite:$PWD python3 -m \
+          workers.tinymodel "$1" $2 > "$3" 2>&1; rm -f "$1.building"' build "$MODEL" \
+          "${MODEL_ARGS:---preset llama-3.1-8b}" "$GPUOUT/model.txt" < /dev/null > /dev/null 2>&1 &)
+      echo "model: building $FARM/$MODEL in the background (log $GPUOUT/model.txt)" ;;
     vllm)
       bash .vp-ab/device-install.sh .vp-ab > "$OUT/install.log" 2>&1 || {
         echo "install failed:" >&2; tail -n 20 "$OUT/install.log" >&2; exit 3; }
       tail -n 1 "$OUT/install.log"
-      rm -rf /tmp/farm && mkdir -p /tmp/farm && cp -r . /tmp/farm/
-      printf '%s\n' "source /tmp/farm/.vp-ab/env.sh" \
-        "export PYTHONPATH=\$PYTHONPATH:/tmp/farmsite:/tmp/farm FARM_OWNER=${FARM_OWNER:-gpu-lab}" \
+      checkout || exit 3
+      printf '%s\n' "source $FARM/.vp-ab/env.sh" \
+        "export PYTHONPATH=\$PYTHONPATH:/tmp/farmsite:$FARM FARM_OWNER=${FARM_OWNER:-gpu-lab}" \
         > /tmp/vllm-env.sh ;;
     start)
-      if [ -f /tmp/farm/.vllm-cache/vllm-cache.tgz ]; then
+      if [ -f "$FARM/.vllm-cache/vllm-cache.tgz" ]; then
         mkdir -p "$GPUOUT/vllm-cache" &&
-          tar xzf /tmp/farm/.vllm-cache/vllm-cache.tgz -C "$GPUOUT/vllm-cache" &&
+          tar xzf "$FARM/.vllm-cache/vllm-cache.tgz" -C "$GPUOUT/vllm-cache" &&
           echo "compile cache: $(du -sh "$GPUOUT/vllm-cache" | cut -f1) from an earlier lease"
       fi
-      (cd /tmp/farm && RESUME=${RESUME-$(echo docs/data/vllm-*/export)} \
+      (cd "$FARM" && RESUME=${RESUME-$(echo docs/data/vllm-*/export)} \
         SWEEPS=${SWEEPS:-batch} SCRIPT=benchmarks/gpu_farm_vllm.sh VLLM_ENV=/tmp/vllm-env.sh \
         bash benchmarks/gpu_farm_hf_background.sh start "$GPUOUT" python3) ;;
     collect)
-      (cd /tmp/farm && bash benchmarks/gpu_farm_hf_background.sh collect "$GPUOUT" /tmp/copy \
+      (cd "$FARM" && bash benchmarks/gpu_farm_hf_background.sh collect "$GPUOUT" /tmp/copy \
         "${COLLECT_S:-400}" python3)
       status=$?
       tar czf "$OUT/gpu.tgz" -C /tmp/copy . && ls -l "$OUT/gpu.tgz"
@@ -83,7 +103,7 @@ for step in "$@"; do
         fi
       fi
       [ "$status" -eq 0 ] && echo "sweep done" ;;
-    *) echo "unknown step: $step (half-1 half-2 wheels isolation vllm start collect)" >&2
+    *) echo "unknown step: $step (half-1 half-2 wheels isolation model vllm start collect)" >&2
        exit 2 ;;
   esac
 done

@@ -55,6 +55,13 @@ status=()
 step() { "$@"; status+=("$*: $?"); }
 
 model=${MODEL:-.farm/models/llama-3.1-8b-random}
+# A build started earlier in the background (device_lease.sh model) marks itself
+# with MODEL.building until it ends: wait for it rather than build twice at once.
+for _ in $(seq 600); do [ -e "$model.building" ] || break; sleep 1; done
+if [ -e "$model.building" ]; then
+  echo "the model build in the background has not ended in 10 min: building here" >&2
+  rm -rf "$model" "$model.building"
+fi
 if [ ! -e "$model/farm-model.json" ]; then
   step "$py" -m workers.tinymodel "$model" --preset llama-3.1-8b > "$out/model.txt" 2>&1
 fi
