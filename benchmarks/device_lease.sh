@@ -18,7 +18,9 @@
 #              MODEL_ARGS) built in the background into /tmp/farm/.farm/models,
 #              while the next call installs vLLM (a build took about 1 min of
 #              the first lease); the sweep script waits for it
-#   isolation  the 8-run isolation benchmark (issue 21, ~130 s) into $OUT
+#   isolation  the 8-run isolation benchmark (issue 21) into $OUT: the run process
+#              mode (ISO_MODE; the thread mode's "before" is on record), ROUNDS
+#              (3) rounds of 1 run alone then 8 at once, about 100 s
 #   vllm       .vp-ab/device-install.sh (checks every part's SHA-256, unpacks vLLM
 #              into /tmp/site), then /tmp/farm (a copy of this checkout, which
 #              outlives the call; a model built there is kept) and /tmp/vllm-env.sh
@@ -59,7 +61,8 @@ for step in "$@"; do
       python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/farmsite .whl/*.whl ;;
     isolation)
       PYTHONPATH=/tmp/farmsite:$PWD PYTHONUNBUFFERED=1 timeout 400 \
-        python3 benchmarks/bench_isolation.py --rounds "${ROUNDS:-2}" --json "$OUT/iso.json" \
+        python3 benchmarks/bench_isolation.py --mode "${ISO_MODE:-process}" \
+        --rounds "${ROUNDS:-3}" --json "$OUT/iso.json" \
         > "$OUT/iso.txt" 2>&1
       echo "isolation: exit $?"; tail -n 18 "$OUT/iso.txt" ;;
     model)
