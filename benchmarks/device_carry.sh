@@ -12,9 +12,9 @@
 # The calls, each within 30 s of the reply before it (the host keeps /tmp that long),
 # run benchmarks/device_lease.sh's steps; its header says what each carries:
 #   1. carry [".vp-aa1", ".whl"]:  device_lease.sh half-1 wheels isolation
-#   2. carry [".vp-aa2"]:          device_lease.sh half-2
+#   2. carry [".vp-aa2"]:          device_lease.sh half-2 model  (the model, in the background)
 #   3. carry [".vp-ab"]:           device_lease.sh vllm start  (a sweep in the background)
-#   4… collects:                   device_lease.sh collect
+#   4… collects:                   device_lease.sh collect; then, here, land_gpu_lease.py
 set -euo pipefail
 bundle=$(realpath "${1:?usage: $0 BUNDLE_DIR}")
 cd "$(dirname "$0")/.."
