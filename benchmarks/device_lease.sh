@@ -45,10 +45,11 @@ OUT=${OUT:-/tmp/out}
 FARM=${FARM:-/tmp/farm}
 MODEL=.farm/models/llama-3.1-8b-random     # under $FARM: the sweeps' model source
 mkdir -p "$VP" "$OUT"
-checkout() {   # this checkout into $FARM, but for the vLLM parts; $FARM/.farm is kept
+checkout() {   # this checkout into $FARM, less the vLLM parts; $FARM/.farm (models) is kept
   mkdir -p "$FARM" &&
     find "$FARM" -mindepth 1 -maxdepth 1 ! -name .farm -exec rm -rf {} + &&
-    tar -c --exclude='./.vp-aa*' --exclude='./.venv' --exclude='./.git' . | tar -x -C "$FARM"
+    tar -c --exclude='./.vp-aa*' --exclude='./.venv' --exclude='./.git' \
+      --exclude='./.farm' . | tar -x -C "$FARM"
 }
 for step in "$@"; do
   echo "== $step"
