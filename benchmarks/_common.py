@@ -9,9 +9,11 @@ this module puts the repository root on sys.path so `farm`, `tasks` and
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,36 @@ DB_KINDS = ("sqlite", "postgresql")
 
 
 # ------------------------------------------------------------------ stores
+
+
+def farmctl(db: Path, *args: str, out: Path | None = None, owner: str | None = None) -> str:
+    """Run `farmctl ARGS` on the SQLite store `db` (as `owner`, when given) from the
+    repository root; its output (also written to `out`), or SystemExit with it."""
+    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{db}"}
+    if owner:
+        env["FARM_OWNER"] = owner
+    proc = subprocess.run([sys.executable, "-m", "farm.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"farmctl {' '.join(args)} failed ({proc.returncode}):\n"
+                         f"{proc.stdout}{proc.stderr}")
+    if out is not None:
+        out.write_text(proc.stdout)
+    return proc.stdout
+
+
+def committed_exports(data: Path, sweep: str | None = None) -> dict[Path, str]:
+    """{export folder: sweep name} of the exports under `data` (docs/data/*/export),
+    of `sweep` alone when given."""
+    found = {}
+    for manifest in sorted(data.glob("*/export/manifest.json")):
+        try:
+            name = json.loads(manifest.read_text())["sweep"]["name"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if sweep is None or name == sweep:
+            found[manifest.parent] = name
+    return found
 
 
 @contextlib.contextmanager

@@ -32,41 +32,21 @@ Exit 0 when every sweep landed, 1 when one was refused, 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from _common import ROOT, committed_exports, farmctl
 
-ROOT = Path(__file__).resolve().parents[1]
 LOG_TAIL_BYTES = 200_000
 PRINTED = ("*.txt", "*.json", "*.csv", "DONE", "script.log")
 
 
 class Refused(Exception):
     """A sweep that cannot land without losing something."""
-
-
-def farmctl(db: Path, *args: str, out: Path | None = None, owner: str | None = None) -> str:
-    """Run `farmctl ARGS` on the SQLite store `db` (as `owner`, when given); its output,
-    or SystemExit with it."""
-    env = {**os.environ, "FARM_DB_URL": f"sqlite:///{db}"}
-    if owner:
-        env["FARM_OWNER"] = owner
-    proc = subprocess.run([sys.executable, "-m", "farm.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"farmctl {' '.join(args)} failed ({proc.returncode}):\n"
-                         f"{proc.stdout}{proc.stderr}")
-    if out is not None:
-        out.write_text(proc.stdout)
-    return proc.stdout
 
 
 def measured_here(db: Path) -> dict[str, int]:
@@ -86,19 +66,6 @@ def with_results(db: Path, sweep: str) -> set[str]:
             "SELECT DISTINCT r.id FROM runs r JOIN sweeps s ON r.sweep_id = s.id"
             " JOIN results x ON x.run_id = r.id WHERE s.name = ?", (sweep,)).fetchall()
     return {row[0] for row in rows}
-
-
-def committed_exports(data: Path, sweep: str) -> list[Path]:
-    """The export folders under `data` whose manifest names `sweep`."""
-    found = []
-    for manifest in sorted(data.glob("*/export/manifest.json")):
-        try:
-            name = json.loads(manifest.read_text())["sweep"]["name"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if name == sweep:
-            found.append(manifest.parent)
-    return found
 
 
 def export_runs_with_results(export: Path) -> set[str]:
