@@ -69,6 +69,7 @@ def with_results(db: Path, sweep: str) -> set[str]:
 
 
 def export_runs_with_results(export: Path) -> set[str]:
+    """Run ids with a result in an export's runs table."""
     table = pq.read_table(export / "runs.parquet", columns=["run_id", "result_json"])
     return {run for run, result in zip(table.column("run_id").to_pylist(),
                                        table.column("result_json").to_pylist(), strict=True)
@@ -76,6 +77,7 @@ def export_runs_with_results(export: Path) -> set[str]:
 
 
 def owner_of(db: Path, sweep: str) -> str:
+    """The sweep's owner in the store: its committed exports are imported as them."""
     with sqlite3.connect(db) as con:
         (owner,) = con.execute("SELECT owner FROM sweeps WHERE name = ?", (sweep,)).fetchone()
     return owner
@@ -99,6 +101,7 @@ def merge_committed(db: Path, data: Path, sweep: str) -> int:
 
 
 def folder_for(sweep: str, overrides: dict[str, str]) -> str:
+    """docs/data's folder for a sweep: `--folder`'s, else its name less -gpu and -8b."""
     if sweep in overrides:
         return overrides[sweep]
     name = sweep.replace("-gpu-", "-")
@@ -198,6 +201,12 @@ def main() -> int:
             print("the lease measured no run: nothing to land")
         for sweep, measured in sorted(sweeps.items()):
             target = args.data / folder_for(sweep, overrides)
+            holder = committed_exports(args.data).get(target / "export")
+            if holder not in (None, sweep):
+                print(f"refused: {sweep}: {target} holds the export of sweep {holder!r}; "
+                      f"name another folder with --folder {sweep}=FOLDER")
+                refused += 1
+                continue
             try:
                 committed = merge_committed(db, args.data, sweep)
             except Refused as exc:

@@ -67,9 +67,9 @@ def _data(tmp: Path) -> Path:
     return data
 
 
-def _land(files: Path, data: Path, tmp: Path) -> subprocess.CompletedProcess:
+def _land(files: Path, data: Path, tmp: Path, *more: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), str(files), "--data", str(data),
-                           "--cache-dir", str(tmp / "cache")],
+                           "--cache-dir", str(tmp / "cache"), *more],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
 
 
@@ -119,3 +119,14 @@ def test_a_folder_without_gpu_tgz_is_refused_in_one_line(tmp_path):
     proc = _land(tmp_path, _data(tmp_path), tmp_path)
     assert proc.returncode != 0
     assert "gpu.tgz: no such file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_folder_holding_another_sweeps_export_is_not_overwritten(tmp_path):
+    files, data = _lease(tmp_path, measured=True), _data(tmp_path)
+    other = data / "vllm-quick-batch-h100"
+    shutil.copytree(PARTIAL.parent / "vllm-quick-batch-h100", other)
+    before = (other / "export" / "runs.parquet").read_bytes()
+    proc = _land(files, data, tmp_path, "--folder", "vllm-gpu-batch-8b=vllm-quick-batch-h100")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "holds the export of sweep 'vllm-gpu-quick-batch-8b'" in proc.stdout
+    assert (other / "export" / "runs.parquet").read_bytes() == before
