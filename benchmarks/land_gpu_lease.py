@@ -3,7 +3,8 @@
 A lease's `collect` (benchmarks/device_lease.sh) returns `gpu.tgz`: a copy of the
 lease's SQLite store, what the sweep script printed and the farm's logs. This
 script turns it into committed data, for every sweep the lease measured a run of
-(results it imported from an earlier export, `RESUME`, do not count):
+(results it imported from an earlier export, `RESUME`, do not count, and a
+simulated sweep is named and left out):
 
 1. `farmctl export SWEEP --format parquet` from the lease's store, into a staging
    folder;
@@ -49,13 +50,14 @@ class Refused(Exception):
     """A sweep that cannot land without losing something."""
 
 
-def measured_here(db: Path) -> dict[str, int]:
-    """Sweep name → how many of its runs this store measured itself (not imported)."""
+def measured_here(db: Path, simulated: bool = False) -> dict[str, int]:
+    """Sweep name → how many of its runs this store measured itself (not imported),
+    of its measured sweeps (or of its simulated ones)."""
     with sqlite3.connect(db) as con:
         rows = con.execute(
             "SELECT s.name, COUNT(DISTINCT r.id) FROM sweeps s JOIN runs r ON r.sweep_id = s.id"
             " JOIN results x ON x.run_id = r.id WHERE x.imported_from IS NULL"
-            " GROUP BY s.name").fetchall()
+            " AND s.simulated = ? GROUP BY s.name", (simulated,)).fetchall()
     return dict(rows)
 
 
@@ -133,7 +135,7 @@ def lease_name(db: Path) -> str:
             "SELECT MAX(recorded_at) FROM results WHERE imported_from IS NULL").fetchone()
         gpus = sorted(row[0] for row in con.execute(
             "SELECT DISTINCT r.gpu_model FROM runs r JOIN results x ON x.run_id = r.id"
-            " WHERE x.imported_from IS NULL"))
+            " WHERE x.imported_from IS NULL AND NOT r.simulated"))
     return f"{str(last or 'undated')[:10]}-{'-'.join(gpus) or 'gpu'}"
 
 
@@ -197,8 +199,11 @@ def main() -> int:
         lease, cache = unpack(args.source, Path(tmp) / "lease")
         db = lease / "farm-gpu.db"
         sweeps = measured_here(db)
+        for name, runs in sorted(measured_here(db, simulated=True).items()):
+            print(f"{name}: {runs} SIMULATED run(s), not landed (docs/data holds what GPUs "
+                  "measured)")
         if not sweeps:
-            print("the lease measured no run: nothing to land")
+            print("the lease measured no run on hardware: nothing to land")
         for sweep, measured in sorted(sweeps.items()):
             target = args.data / folder_for(sweep, overrides)
             holder = committed_exports(args.data).get(target / "export")

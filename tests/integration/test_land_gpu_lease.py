@@ -111,7 +111,7 @@ def test_a_lease_that_measured_nothing_lands_nothing(tmp_path):
     files, data = _lease(tmp_path, measured=False), _data(tmp_path)
     proc = _land(files, data, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "nothing to land" in proc.stdout
+    assert "nothing to land" in proc.stdout and "on hardware" in proc.stdout
     assert sorted(p.name for p in data.iterdir()) == ["vllm-batch-h100-partial"]
 
 
