@@ -47,8 +47,7 @@ def varying_args(rows: list[dict]) -> list[str]:
     for row in rows:
         for key, value in (row.get("engine_args") or {}).items():
             seen[key].add(json.dumps(value, sort_keys=True))
-    keys = {key for row in rows for key in (row.get("engine_args") or {})}
-    return sorted(k for k in keys if len(seen[k]) > 1 or
+    return sorted(k for k in seen if len(seen[k]) > 1 or
                   any(k not in (r.get("engine_args") or {}) for r in rows))
 
 

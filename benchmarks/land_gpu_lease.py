@@ -85,11 +85,11 @@ def owner_of(db: Path, sweep: str) -> str:
     return owner
 
 
-def merge_committed(db: Path, data: Path, sweep: str) -> int:
-    """Import every committed export of `sweep` into the lease's store, then refuse
+def merge_committed(db: Path, exports: list[Path], sweep: str) -> int:
+    """Import the committed `exports` of `sweep` into the lease's store, then refuse
     when one of their results is still missing; the number of committed results."""
     committed = 0
-    for export in committed_exports(data, sweep):
+    for export in exports:
         farmctl(db, "import", str(export), owner=owner_of(db, sweep))
         theirs = export_runs_with_results(export)
         missing = sorted(theirs - with_results(db, sweep))
@@ -206,14 +206,16 @@ def main() -> int:
             print("the lease measured no run on hardware: nothing to land")
         for sweep, measured in sorted(sweeps.items()):
             target = args.data / folder_for(sweep, overrides)
-            holder = committed_exports(args.data).get(target / "export")
+            exports = committed_exports(args.data)
+            holder = exports.get(target / "export")
+            own = [export for export, name in exports.items() if name == sweep]
             if holder not in (None, sweep):
                 print(f"refused: {sweep}: {target} holds the export of sweep {holder!r}; "
                       f"name another folder with --folder {sweep}=FOLDER")
                 refused += 1
                 continue
             try:
-                committed = merge_committed(db, args.data, sweep)
+                committed = merge_committed(db, own, sweep)
             except Refused as exc:
                 print(f"refused: {exc}")
                 refused += 1
@@ -223,7 +225,7 @@ def main() -> int:
                   f"{len(with_results(db, sweep))} with a result in all "
                   f"(committed before: {committed}, all kept) → {target}\n  re-check: "
                   f"{imported}")
-            for other in committed_exports(args.data, sweep):
+            for other in own:
                 if other.parent != target:
                     print(f"  {other.parent} holds a part of it (every run is in {target} "
                           "now): remove it once no page cites it")
