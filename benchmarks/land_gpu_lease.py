@@ -20,7 +20,7 @@ sweep (any docs/data/*/export whose manifest names it) is imported into the
 lease's store (what the store has is kept), so a lease that did not start from
 them (`RESUME`) still lands beside them; a sweep whose committed runs are still
 not all in the store after that is refused. The printed output goes to docs/data/gpu-leases/LEASE/
-(LEASE: the date of its last result and the GPU model, e.g. 2026-12-08-h200-141gb), with each
+(LEASE: the day its last run finished measuring and the GPU model, e.g. 2026-12-08-h200-141gb), with each
 log cut to its last 200 KB. A returned `vllm-cache.tgz` beside gpu.tgz goes to
 .vllm-cache/ (ignored), where the next lease's third call carries it from.
 
@@ -129,10 +129,12 @@ def land_sweep(db: Path, sweep: str, target: Path, stage: Path) -> str:
 
 
 def lease_name(db: Path) -> str:
-    """DATE-GPU of the lease: its last result's date and the GPU models it measured."""
+    """DATE-GPU of the lease: the day its last run finished measuring and the GPU
+    models it measured. (finished_at is the measurement's own time; recorded_at is
+    when a store took the result, which an import resets.)"""
     with sqlite3.connect(db) as con:
         (last,) = con.execute(
-            "SELECT MAX(recorded_at) FROM results WHERE imported_from IS NULL").fetchone()
+            "SELECT MAX(finished_at) FROM results WHERE imported_from IS NULL").fetchone()
         gpus = sorted(row[0] for row in con.execute(
             "SELECT DISTINCT r.gpu_model FROM runs r JOIN results x ON x.run_id = r.id"
             " WHERE x.imported_from IS NULL AND NOT r.simulated"))
