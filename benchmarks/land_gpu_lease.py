@@ -19,10 +19,11 @@ Nothing measured is lost: before the export, every committed export of the
 sweep (any docs/data/*/export whose manifest names it) is imported into the
 lease's store (what the store has is kept), so a lease that did not start from
 them (`RESUME`) still lands beside them; a sweep whose committed runs are still
-not all in the store after that is refused. The printed output goes to docs/data/gpu-leases/LEASE/
-(LEASE: the day its last run finished measuring and the GPU model, e.g. 2026-12-08-h200-141gb), with each
-log cut to its last 200 KB. A returned `vllm-cache.tgz` beside gpu.tgz goes to
-.vllm-cache/ (ignored), where the next lease's third call carries it from.
+not all in the store after that is refused. The printed output goes to
+docs/data/gpu-leases/LEASE/ (LEASE: the day its last run finished measuring and
+the GPU model, e.g. 2026-12-08-h200-141gb), with each log cut to its last 200 KB.
+A returned `vllm-cache.tgz` beside gpu.tgz goes to .vllm-cache/ (ignored), where
+the next lease's third call carries it from.
 
     .venv/bin/python benchmarks/land_gpu_lease.py FILES_AT_OR_GPU_TGZ
         [--data docs/data] [--folder SWEEP=FOLDER ...] [--cache-dir .vllm-cache]
