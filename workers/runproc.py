@@ -56,9 +56,12 @@ from farm_contract.runspec import RunSpec
 from workers import collector
 from workers.energy import EnergySource, configure_sources, configured_sources, parse_source_specs
 from workers.engines import engine_class
+from workers.engines import process as engine_process
+from workers.engines.process import stop_orphaned_group
 from workers.errors import RunAborted, TransientError, WorkerError
 from workers.gpu.base import GpuDevice
 from workers.gpu.sim import SimGpu
+from workers.gpu.tuning import GpuTuner
 from workers.gpu.vendors import vendor_of
 from workers.power import Contamination
 from workers.preflight import GpuBusy, IdleTemperatures
@@ -187,9 +190,11 @@ def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, 
     log.info("run %s measured in its own process, pid %s", run.run_id, process.pid)
     to_child_r.close()
     from_child_w.close()
+    engine_groups: list[int] = []
+    answer: dict | None = None
     try:
         to_child_w.send_bytes(json.dumps(request).encode())
-        answer = _wait(process, from_child_r, to_child_w, abort, on_load_point)
+        answer = _wait(process, from_child_r, to_child_w, abort, on_load_point, engine_groups)
     finally:
         process.join(JOIN_S)
         if process.is_alive():      # it answered, or died: either way it must go
@@ -197,6 +202,8 @@ def run_in_process(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, 
             process.join()
         to_child_w.close()
         from_child_r.close()
+        if answer is None:
+            _clear_up_after(run, gpus, engine_groups)
     # The run held these GPUs alone: their state and references are the run's.
     for gpu, state in zip(gpus, answer["devices"]):
         if isinstance(gpu, SimGpu) and state is not None:
@@ -231,8 +238,9 @@ def _mp_context():
 
 
 def _wait(process, inbox: Connection, outbox: Connection, abort: threading.Event,
-          on_load_point: LoadPointCallback | None) -> dict:
-    """Relay the abort and the progress until the run process answers."""
+          on_load_point: LoadPointCallback | None, engine_groups: list[int]) -> dict:
+    """Relay the abort and the progress until the run process answers; note the
+    process group of each engine it starts in `engine_groups`."""
     told_abort = False
     while True:
         if abort.is_set() and not told_abort:
@@ -244,14 +252,19 @@ def _wait(process, inbox: Connection, outbox: Connection, abort: threading.Event
         try:
             ready = inbox.poll(POLL_S)
             message = json.loads(inbox.recv_bytes()) if ready else None
-        except (EOFError, OSError):
-            message = None
-            ready = False
+        except (EOFError, OSError):     # every message before the end was read
             process.join(JOIN_S)
+            raise RunProcessDied(f"the run's process {process.pid} ended without a result "
+                                 f"(exit code {process.exitcode})") from None
         if message is None:
-            if not ready and not process.is_alive():
+            # Its answer may have come, and the process ended, since the poll: look
+            # again before calling it dead (the answer is read on the next turn).
+            if not process.is_alive() and not inbox.poll(0):
                 raise RunProcessDied(f"the run's process {process.pid} ended without a "
                                      f"result (exit code {process.exitcode})")
+            continue
+        if "engine_group" in message:
+            engine_groups.append(message["engine_group"])
             continue
         if "load_point" in message:
             if on_load_point is not None:
@@ -297,6 +310,14 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     def progress(index: int, total: int, kind: str, value: float) -> None:
         send({"load_point": [index, total, kind, value]})
 
+    def engine_started(pgid: int) -> None:
+        try:
+            send({"engine_group": pgid})
+        except OSError:     # the worker is gone: the run is being stopped anyway
+            pass
+
+    engine_process.on_engine_started(engine_started)
+
     temperatures, powers = IdleTemperatures(), IdlePowerReferences()
     temperatures.update(request["idle_temperatures"])
     powers.update(request["idle_powers"])
@@ -327,6 +348,24 @@ def _child(inbox: Connection, outbox: Connection) -> None:
     send(answer)
     close()
     configure_sources([])       # stops what the sources run in the background
+
+
+def _clear_up_after(run: RunSpec, gpus: list[GpuDevice], engine_groups: list[int]) -> None:
+    """After a run process that ended without answering: what it left on the GPUs.
+
+    Its engines run in sessions of their own and outlive it, holding the GPUs (the
+    next run there would find a foreign tenant); a power limit or clock lock it set
+    would stay for the runs after it. Both go now, not at the worker's next start.
+    """
+    for pgid in engine_groups:
+        left = stop_orphaned_group(pgid)
+        if left:
+            log.warning("run %s: its process ended and left engine process group %d "
+                        "running (pids %s): stopped", run.run_id, pgid, sorted(left))
+    uuids = tuple(g.info.uuid for g in gpus)
+    for line in GpuTuner.from_environment().restore_leftovers(gpus):
+        if line.startswith(uuids):
+            log.warning("run %s: GPU settings its process left: %s", run.run_id, line)
 
 
 def _import_quietly(modules: tuple[str, ...]) -> None:

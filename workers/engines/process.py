@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,17 @@ from workers.errors import EngineError, RunAborted
 LOG_TAIL_LINES = 40
 STOP_GRACE_S = 20.0        # SIGTERM → SIGKILL (vLLM needs ~1 s on the CPU)
 PIDS_CACHE_S = 0.5         # /proc scans for the isolation watch, at most this often
+
+# Told each engine's process group as it starts. A run process tells the worker, so
+# that the worker can stop the engine itself if the run process dies before it can:
+# in a session of its own, the engine does not die with the process that started it.
+_started_listener: Callable[[int], None] | None = None
+
+
+def on_engine_started(listener: Callable[[int], None] | None) -> None:
+    """Have `listener` told each engine's process group id as the engine starts."""
+    global _started_listener
+    _started_listener = listener
 
 
 def free_loopback_port() -> int:
@@ -147,6 +158,8 @@ class EngineProcess:
             except OSError as exc:
                 raise EngineError(f"cannot start the {self.name} engine "
                                   f"({self.argv[0]}): {exc}") from None
+        if _started_listener is not None:
+            _started_listener(self.proc.pid)
 
     # ----------------------------------------------------------------- state
 
@@ -259,6 +272,49 @@ class EngineProcess:
         """Delete the engine's log file, if it is still there."""
         with contextlib.suppress(OSError):
             self.log_path.unlink()
+
+
+def stop_orphaned_group(pgid: int, grace_s: float = STOP_GRACE_S) -> set[int]:
+    """Stop an engine whose starter died: SIGTERM its group and the leader's
+    descendants, SIGKILL what is left after `grace_s`. Returns the pids found
+    (none: the engine had ended already).
+
+    Only the group, and the descendants of its leader while the leader still leads
+    it: Linux gives no process a pid that is a living group's id, so nothing else
+    is signalled, even long after the engine ended."""
+    table = proc_table()
+    found = {pid for pid, proc in table.items() if proc.pgrp == pgid}
+    if pgid in found:
+        found |= tree_pids(pgid, table)
+    if not found:
+        return found
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _alive(found):
+            time.sleep(0.1)
+        if not _alive(found):
+            break
+    return found
+
+
+def _alive(pids: set[int]) -> bool:
+    """Whether any of `pids` still runs (a zombie does not: it holds no GPU)."""
+    table = proc_table()
+    return any(pid in table and not _zombie(pid) for pid in pids)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
 
 
 def wait_until(ready, *, deadline_s: float, process: EngineProcess, abort: threading.Event,

@@ -164,3 +164,109 @@ def test_shipped_plug_ins_are_isolated_and_run_time_ones_are_measured_in_the_thr
     monkeypatch.setitem(ENGINE_KINDS, "late", ENGINE_KINDS["sim"])
     late = run.model_copy(update={"engine": run.engine.model_copy(update={"kind": "late"})})
     assert "added at run time" in why_not_isolated(late, gpus, [])
+
+
+def test_an_answer_that_came_as_the_process_ended_is_kept():
+    # The answer arrives, and the process ends, between an empty poll and the look at
+    # the process: the answer is read, not called lost (a whole run measured again).
+    from workers.runproc import _wait
+
+    class LateInbox:        # its first poll comes just before the answer
+        def __init__(self, connection):
+            self.connection, self.polls = connection, 0
+
+        def poll(self, timeout=0.0):
+            self.polls += 1
+            return self.polls > 1 and self.connection.poll(timeout)
+
+        def recv_bytes(self):
+            return self.connection.recv_bytes()
+
+    inbox, outbox = multiprocessing.Pipe(duplex=False)
+    outbox.send_bytes(b'{"result": "the run"}')
+    ended = SimpleNamespace(pid=1, exitcode=0, is_alive=lambda: False)
+    groups: list[int] = []
+    assert _wait(ended, LateInbox(inbox), SimpleNamespace(), threading.Event(), None,
+                 groups) == {"result": "the run"}
+
+
+def test_an_engine_left_by_a_run_process_that_died_is_stopped_by_the_worker(tmp_path):
+    # An engine runs in a session of its own, so it outlives the run process that
+    # started it (killed, out of memory): the worker stops it, or it holds the GPUs.
+    # A subprocess: the command engine needs FARM_ALLOW_COMMANDS in the forkserver's
+    # environment, which is fixed when the first run of this test session started it.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    mark = f"{os.getpid()}.4242"
+    script = textwrap.dedent(f'''
+        import multiprocessing, subprocess, threading, time
+        from farm.sweep import expand
+        from farm.sweep_file import parse_sweep
+        from tests.unit.workers.test_runner import WORKER
+        from workers.gpu.sim import SimInventory
+        from workers.runproc import RunProcessDied, run_in_process
+
+        SWEEP = """
+        name = "orphan"
+        [[model]]
+        id = "command"
+        source = "command"
+        [hardware]
+        gpu = ["sim:L4"]
+        [engine]
+        kind = "measure"
+        command = "sleep {mark}"
+        [[scenario]]
+        kind = "batch"
+        name = "command"
+        num_prompts = 1
+        warmup_prompts = 0
+        [workload]
+        dataset = "load-tool"
+        output_tokens = 8
+        [measurement]
+        idle_baseline_s = 0.1
+        min_steady_s = 0.1
+        cooldown_timeout_s = 0
+        """
+
+        def kill_the_run_process():
+            while not subprocess.run(["pgrep", "-f", "sleep {mark}"],
+                                     capture_output=True).stdout:
+                time.sleep(0.05)
+            for child in multiprocessing.active_children():
+                if child.name.startswith("farm-run-"):
+                    child.kill()
+
+        if __name__ == "__main__":
+            threading.Thread(target=kill_the_run_process, daemon=True).start()
+            try:
+                run_in_process(expand(parse_sweep(SWEEP))[0], SimInventory("L4").devices(),
+                               threading.Event(), worker=WORKER, attempt=1)
+            except RunProcessDied as exc:
+                print("died:", exc)
+        ''')
+    (tmp_path / "orphan.py").write_text(script)
+    # What a run that set a power limit leaves in the journal (a simulated GPU cannot
+    # be tuned; the entry says nothing was changed, so restoring only forgets it).
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    uuid = SimInventory("L4").devices()[0].info.uuid
+    (journal / f"{uuid}.json").write_text(
+        f'{{"uuid": "{uuid}", "run_id": "the dead run", "pid": 1, "changed": []}}')
+    env = {**os.environ, "FARM_ALLOW_COMMANDS": "1",
+           "PYTHONPATH": os.getcwd(), "FARM_GPU_TUNE_JOURNAL_DIR": str(journal)}
+    try:
+        done = subprocess.run([sys.executable, str(tmp_path / "orphan.py")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert "died: the run's process" in done.stdout, done.stdout + done.stderr
+        assert "left engine process group" in done.stderr
+        assert "GPU settings its process left" in done.stderr
+        assert not list(journal.iterdir()), "the GPU's settings were not restored"
+        left = subprocess.run(["pgrep", "-f", f"sleep {mark}"], capture_output=True).stdout
+        assert not left, "the engine outlived the run process and the worker"
+    finally:
+        subprocess.run(["pkill", "-9", "-f", f"sleep {mark}"], check=False)
