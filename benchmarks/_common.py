@@ -48,11 +48,16 @@ def farmctl(db: Path, *args: str, out: Path | None = None, owner: str | None = N
     return proc.stdout
 
 
-def committed_exports(data: Path, sweep: str | None = None) -> dict[Path, str]:
+def committed_exports(data: Path, sweep: str | None = None, *,
+                      bare: bool = False) -> dict[Path, str]:
     """{export folder: sweep name} of the exports under `data` (docs/data/*/export),
-    of `sweep` alone when given."""
+    of `sweep` alone when given. `bare` adds the folders that are an export
+    themselves (docs/data/*/manifest.json, as the first GPU leases' are): an older
+    state of a sweep that a later export may not hold whole."""
     found = {}
-    for manifest in sorted(data.glob("*/export/manifest.json")):
+    manifests = [*data.glob("*/export/manifest.json"),
+                 *(data.glob("*/manifest.json") if bare else [])]
+    for manifest in sorted(manifests):
         try:
             name = json.loads(manifest.read_text())["sweep"]["name"]
         except (OSError, ValueError, KeyError, TypeError):

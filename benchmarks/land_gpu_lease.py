@@ -209,7 +209,9 @@ def main() -> int:
             print("the lease measured no run on hardware: nothing to land")
         for sweep, measured in sorted(sweeps.items()):
             target = args.data / folder_for(sweep, overrides)
-            exports = committed_exports(args.data)
+            # Every committed export of the sweep, bare folders too: landing keeps
+            # every run any of them holds.
+            exports = committed_exports(args.data, bare=True)
             holder = exports.get(target / "export")
             own = [export for export, name in exports.items() if name == sweep]
             if holder not in (None, sweep):
@@ -229,8 +231,9 @@ def main() -> int:
                   f"(committed before: {committed}, all kept) → {target}\n  re-check: "
                   f"{imported}")
             for other in own:
-                if other.parent != target:
-                    print(f"  {other.parent} holds a part of it (every run is in {target} "
+                home = other.parent if other.name == "export" else other
+                if home != target:
+                    print(f"  {home} holds a part of it (every run is in {target} "
                           "now): remove it once no page cites it")
         if sweeps:
             kept = keep_printed(lease, args.data / "gpu-leases", lease_name(db))

@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTIAL = ROOT / "docs" / "data" / "vllm-batch-h100-partial"
@@ -61,9 +62,14 @@ def _lease(tmp: Path, *, measured: bool) -> Path:
     return files
 
 
-def _data(tmp: Path) -> Path:
+def _data(tmp: Path, *, bare: bool = False) -> Path:
+    """docs/data with the committed partial export: in its folder's export/, or
+    `bare`, the folder being the export itself (as the first GPU leases' are)."""
     data = tmp / "data"
-    shutil.copytree(PARTIAL, data / "vllm-batch-h100-partial")
+    if bare:
+        shutil.copytree(PARTIAL / "export", data / "vllm-batch-h100-partial")
+    else:
+        shutil.copytree(PARTIAL, data / "vllm-batch-h100-partial")
     return data
 
 
@@ -80,8 +86,9 @@ def _with_results(export: Path) -> set[str]:
             if result}
 
 
-def test_a_lease_lands_beside_the_committed_runs_it_never_had(tmp_path):
-    files, data = _lease(tmp_path, measured=True), _data(tmp_path)
+@pytest.mark.parametrize("bare", [False, True], ids=["export-folder", "bare-folder"])
+def test_a_lease_lands_beside_the_committed_runs_it_never_had(tmp_path, bare):
+    files, data = _lease(tmp_path, measured=True), _data(tmp_path, bare=bare)
     before = sorted(p.read_bytes() for p in (data / "vllm-batch-h100-partial").rglob("*")
                     if p.is_file())
     proc = _land(files, data, tmp_path)
