@@ -67,6 +67,39 @@ def test_describe_maps_annotations_to_sweep_value_kinds():
     assert vllm_argtypes.describe(bool | str | None) == "bool | str"
 
 
+def test_an_enum_whose_values_are_not_what_one_writes_is_given_by_member_name():
+    import enum
+
+    class Backend(enum.Enum):       # AttentionBackendEnum's shape: values are class paths
+        TRITON_ATTN = "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"
+        FLASH_ATTN = "vllm.v1.attention.backends.flash_attn.FlashAttentionBackend"
+
+    class Mamba(enum.Enum):         # values vLLM reads back by name, in any case
+        TRITON = "triton"
+
+    assert vllm_argtypes.describe(Backend | None) == "'FLASH_ATTN' | 'TRITON_ATTN'"
+    assert vllm_argtypes.describe(Mamba) == "'triton'"
+
+
+def test_every_attention_backend_the_farm_accepts_is_one_vllm_accepts():
+    # vLLM looks the backend up by member name (AttentionConfig); a class path, which
+    # the list once held, failed at the engine's start after validation passed it.
+    from vllm.config.attention import AttentionConfig
+
+    from farm_contract.engine_args import EngineArgsError, parse_args, vllm_args_model
+
+    names = re.findall(r"'([^']*)'", vllm_args.ENGINE_ARGS["attention_backend"])
+    assert "TRITON_ATTN" in names and "FLASH_ATTN" in names
+    for name in names:
+        assert AttentionConfig.validate_backend_before(name) is not None
+    model = vllm_args_model()
+    assert parse_args(model, {"attention_backend": "TRITON_ATTN"}, "vllm")
+    with pytest.raises(EngineArgsError, match="attention_backend"):
+        parse_args(model, {"attention_backend":
+                           "vllm.v1.attention.backends.triton_attn.TritonAttentionBackend"},
+                   "vllm")
+
+
 # ------------------------------------------- vLLM 0.26.0, read from its source
 
 BUNDLE = Path("/work/shared/vllm-gpu")

@@ -59,12 +59,22 @@ def _parts(tp: Any) -> set[str]:
     if origin is typing.Annotated:
         return _parts(typing.get_args(tp)[0])
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return {repr(m.value) for m in tp if isinstance(m.value, (str, int))}
+        return _enum_parts(tp)
     if tp is dict or origin in (dict, collections.abc.Mapping):
         return {"json"}
     if isinstance(tp, type) and (dataclasses.is_dataclass(tp) or hasattr(tp, "model_fields")):
         return {"json"}      # a vLLM config class: its CLI flag takes JSON
     return {"unsupported"}
+
+
+def _enum_parts(tp: type[enum.Enum]) -> set[str]:
+    """What a sweep gives for an enum: its values, or its member names where the
+    values are not what one writes (AttentionBackendEnum's are class paths; vLLM
+    looks the member up by name, `AttentionBackendEnum["TRITON_ATTN"]`)."""
+    named = any(isinstance(m.value, str) and m.value.upper() != m.name for m in tp)
+    if named:
+        return {repr(m.name) for m in tp}
+    return {repr(m.value) for m in tp if isinstance(m.value, (str, int))}
 
 
 def describe(tp: Any) -> str:
