@@ -29,8 +29,10 @@ def run_errors(spec: SweepSpec) -> list[ErrorDetails]:
     against the GPU count) and the kind's own check (the sim engine's model fit)."""
     engine = ENGINE_KINDS[spec.engine.kind]
     batch = [s.label for s in spec.scenario if s.kind == "batch"]
+    server = [s.label for s in spec.scenario if s.kind == "server"]
     errors = [problem(loc, message) for loc, message in engine.sweep_problems(
-        spec.hardware.gpus_per_run, spec.engine.arg_grid(), batch[0] if batch else None)]
+        spec.hardware.gpus_per_run, spec.engine.arg_grid(), batch[0] if batch else None,
+        server[0] if server else None)]
     if errors:
         return errors
     seen: dict[str, set[str]] = {}

@@ -74,8 +74,9 @@ class EngineArgs(BaseModel):
 
     # Keys a sweep may not give, each with the reason.
     farm_sets: ClassVar[dict[str, str]] = {}
-    # Arguments only the engine's server scenario takes.
+    # Arguments only the engine's server scenario takes, and those only its batch one.
     server_only: ClassVar[frozenset[str]] = frozenset()
+    batch_only: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def grid_problems(cls, grid: Mapping[str, list[Scalar]],
@@ -285,6 +286,7 @@ class VllmArgsBase(EngineArgs):
         "model_weights": MODEL,
     }
     server_only: ClassVar[frozenset[str]] = vllm_versions.server_only()
+    batch_only: ClassVar[frozenset[str]] = vllm_versions.batch_only()
     pinned_version: ClassVar[str] = vllm_versions.PINNED_VERSION
 
     # The vLLM release series the run needs ("0.26", "0.32.0"): the worker refuses

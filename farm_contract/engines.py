@@ -147,10 +147,13 @@ class EngineKind:
         return None
 
     def sweep_problems(self, gpus_per_run: Iterable[int], arg_names: Iterable[str],
-                       batch_scenario: str | None) -> list[Problem]:
+                       batch_scenario: str | None,
+                       server_scenario: str | None = None) -> list[Problem]:
         """A sweep's problems known before expanding it: more GPUs per run than the
-        layout uses, a server-only argument with a batch scenario (`batch_scenario`:
-        the first batch scenario's label, None when there is none)."""
+        layout uses, a server-only argument with a batch scenario, a batch-only one
+        with a server scenario (`batch_scenario`, `server_scenario`: the first such
+        scenario's label, None when there is none)."""
+        arg_names = set(arg_names)
         problems: list[Problem] = []
         limit = self.max_gpus_per_run
         if limit is not None and max(gpus_per_run) > limit:
@@ -161,6 +164,11 @@ class EngineKind:
             for key in sorted(set(arg_names) & self.args.server_only):
                 problems.append((("engine", key), f"only the {self.kind} server takes {key}, "
                                  f"and scenario {batch_scenario!r} is a batch"))
+        if server_scenario is not None:
+            for key in sorted(arg_names & self.args.batch_only):
+                problems.append((("engine", key), f"the {self.kind} server's command line "
+                                 f"has no flag for {key} (batch runs only), and scenario "
+                                 f"{server_scenario!r} is a server"))
         return problems
 
     def run_problems(self, run: RunSpec) -> list[Problem]:

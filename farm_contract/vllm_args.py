@@ -271,3 +271,18 @@ ENGINE_ARGS: dict[str, str] = {
 SERVER_ONLY_ARGS: dict[str, str] = {
     'enable_log_requests': 'bool',
 }
+
+# The server's command line (`vllm serve`) has no flag for these: batch runs only.
+NO_SERVER_FLAG: frozenset[str] = frozenset({
+    'enable_mm_processor_stats',
+    'mamba_config',
+    'model_weights',
+})
+
+# Booleans whose server flag only turns on (no `--no-` form): false is their
+# default, and is left off the command line.
+SERVER_FLAG_ON_ONLY: frozenset[str] = frozenset({
+    'aggregate_engine_logging',
+    'data_parallel_multi_port_external_lb',
+    'disable_log_stats',
+})

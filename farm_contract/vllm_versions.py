@@ -47,6 +47,18 @@ def server_only() -> frozenset[str]:
     return frozenset(vllm_args.SERVER_ONLY_ARGS) | vllm_args_0_26.SERVER_ONLY_ARG_NAMES
 
 
+def batch_only() -> frozenset[str]:
+    """Engine arguments the server's command line has no flag for (the pinned
+    version's, taken for every known one): a batch run's only."""
+    return vllm_args.NO_SERVER_FLAG
+
+
+def flag_on_only() -> frozenset[str]:
+    """Booleans whose server flag only turns on (no `--no-` form; the pinned
+    version's, which 0.26's store_true flags match)."""
+    return vllm_args.SERVER_FLAG_ON_ONLY
+
+
 def known_series() -> list[str]:
     """The release series the farm has an argument list of, newest first."""
     return sorted(KNOWN, key=lambda s: tuple(int(p) for p in s.split(".") if p.isdigit()),

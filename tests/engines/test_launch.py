@@ -46,6 +46,9 @@ def test_cli_flags_follow_vllms_spelling():
                       "dtype": "float32", "revision": None}) == [
         "--max-num-seqs", "8", "--enforce-eager", "--no-enable-prefix-caching",
         "--dtype", "float32"]
+    # A flag that only turns on has no --no- form: false, its default, is left off.
+    assert cli_flags({"disable_log_stats": False, "enforce_eager": False}) == [
+        "--no-enforce-eager"]
 
 
 def test_the_registry_picks_the_engine_by_scenario():

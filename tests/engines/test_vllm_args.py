@@ -48,11 +48,16 @@ def test_the_shipped_list_matches_the_installed_vllms_engine_args():
     assert engine["gpu_memory_utilization"] == "float"
     assert engine["kv_cache_memory_bytes"] == "int"
     assert engine["compilation_config"] == "json"
+    # The server's command line, read from its own parser.
+    assert vllm_argtypes.server_cli_facts({*engine, *server_types}) == (
+        vllm_args.NO_SERVER_FLAG, vllm_args.SERVER_FLAG_ON_ONLY)
+    assert "disable_log_stats" in vllm_args.SERVER_FLAG_ON_ONLY
 
 
 def test_the_shipped_file_is_what_the_generator_writes():
     text = vllm_argtypes.render(vllm_args.VLLM_VERSION, vllm_args.ENGINE_ARGS,
-                                vllm_args.SERVER_ONLY_ARGS)
+                                vllm_args.SERVER_ONLY_ARGS,
+                                (vllm_args.NO_SERVER_FLAG, vllm_args.SERVER_FLAG_ON_ONLY))
     assert Path(vllm_args.__file__).read_text(encoding="utf-8") == text
 
 

@@ -151,14 +151,17 @@ def check_vllm_version(args: Mapping[str, Any], pinned: str | None,
 
 def cli_flags(settings: Mapping[str, Any]) -> list[str]:
     """Engine arguments as vLLM command-line flags: `max_num_seqs=8` →
-    `--max-num-seqs 8`; True → `--flag`, False → `--no-flag`."""
+    `--max-num-seqs 8`; True → `--flag`, False → `--no-flag`, or nothing for a
+    flag that only turns on (`--disable-log-stats`: false is its default)."""
     argv: list[str] = []
+    on_only = vllm_versions.flag_on_only()
     for key, value in settings.items():
         flag = "--" + key.replace("_", "-")
         if value is True:
             argv.append(flag)
         elif value is False:
-            argv.append("--no-" + key.replace("_", "-"))
+            if key not in on_only:
+                argv.append("--no-" + key.replace("_", "-"))
         elif value is not None:
             argv += [flag, str(value)]
     return argv

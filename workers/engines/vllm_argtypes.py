@@ -3,7 +3,9 @@
 The coordinator never imports vLLM, so it checks `[engine]` arguments against
 a shipped list (`farm_contract/vllm_args.py`: name → type expression). This
 module computes that list from `vllm.engine.arg_utils.EngineArgs` and
-`AsyncEngineArgs` (imported only when called) and writes the file:
+`AsyncEngineArgs` (imported only when called), with what the server's command
+line lacks (`server_cli_facts`: arguments without a flag, booleans without a
+`--no-` form, read from `vllm serve`'s own parser), and writes the file:
 
     .venv/bin/python -m workers.engines.vllm_argtypes    # after a vLLM upgrade
 
@@ -119,10 +121,32 @@ def engine_arg_types() -> tuple[str, dict[str, str], dict[str, str]]:
     return vllm.__version__, engine, server
 
 
-def render(version: str, engine: dict[str, str], server: dict[str, str]) -> str:
-    """The shipped module's text."""
+def server_cli_facts(names: set[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(those of `names` the server's command line has no flag for, the booleans
+    among them whose flag only turns on: no `--no-` form) of the installed vLLM."""
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    options = {o: action for action in make_arg_parser(FlexibleArgumentParser())._actions
+               for o in action.option_strings}
+    no_flag, on_only = set(), set()
+    for name in names:
+        flag = "--" + name.replace("_", "-")
+        if flag not in options:
+            no_flag.add(name)
+        elif isinstance(options[flag], argparse._StoreTrueAction):
+            on_only.add(name)
+    return frozenset(no_flag), frozenset(on_only)
+
+
+def render(version: str, engine: dict[str, str], server: dict[str, str],
+           server_cli: tuple[frozenset[str], frozenset[str]]) -> str:
+    """The shipped module's text (`server_cli`: `server_cli_facts`)."""
     def block(items: dict[str, str]) -> str:
         return "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(items.items()))
+
+    def names(items: frozenset[str]) -> str:
+        return "".join(f"    {k!r},\n" for k in sorted(items))
 
     return (
         "# ruff: noqa: E501\n"
@@ -136,7 +160,12 @@ def render(version: str, engine: dict[str, str], server: dict[str, str]) -> str:
         "# EngineArgs: taken by vllm.LLM (batch) and by the server.\n"
         f"ENGINE_ARGS: dict[str, str] = {{\n{block(engine)}}}\n\n"
         "# AsyncEngineArgs adds these: taken by vLLM's server only.\n"
-        f"SERVER_ONLY_ARGS: dict[str, str] = {{\n{block(server)}}}\n"
+        f"SERVER_ONLY_ARGS: dict[str, str] = {{\n{block(server)}}}\n\n"
+        "# The server's command line (`vllm serve`) has no flag for these: batch runs only.\n"
+        f"NO_SERVER_FLAG: frozenset[str] = frozenset({{\n{names(server_cli[0])}}})\n\n"
+        "# Booleans whose server flag only turns on (no `--no-` form): false is their\n"
+        "# default, and is left off the command line.\n"
+        f"SERVER_FLAG_ON_ONLY: frozenset[str] = frozenset({{\n{names(server_cli[1])}}})\n"
     )
 
 
@@ -259,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="an older vLLM's vllm/engine/arg_utils.py (not imported)")
     options = parser.parse_args(argv)
     if options.source is None:
-        SHIPPED.write_text(render(*engine_arg_types()), encoding="utf-8")
+        version, engine, server = engine_arg_types()
+        SHIPPED.write_text(render(version, engine, server,
+                                  server_cli_facts({*engine, *server})), encoding="utf-8")
         print(f"wrote {SHIPPED}", file=sys.stderr)
         return 0
     from farm_contract import vllm_args

@@ -111,6 +111,14 @@ def test_server_only_vllm_arguments_are_refused_for_a_batch():
                       scenario='kind = "server"\nconcurrency = 1\nduration_s = 1'))
 
 
+def test_vllm_arguments_the_server_has_no_flag_for_are_refused_for_a_server():
+    # vLLM's server would exit "unrecognized arguments" a run's engine start later.
+    server = 'kind = "server"\nconcurrency = 1\nduration_s = 1'
+    with pytest.raises(SpecError, match="has no flag for enable_mm_processor_stats"):
+        parse_sweep(sweep(engine="enable_mm_processor_stats = true", scenario=server))
+    parse_sweep(sweep(engine="enable_mm_processor_stats = true"))     # a batch takes it
+
+
 def test_hf_refuses_vllm_arguments_and_more_than_one_gpu(tmp_path):
     text = sweep(kind="hf", engine="max_num_seqs = 8")
     assert (f"line {line_of(text, 'max_num_seqs')}: engine.max_num_seqs: unknown key"
