@@ -91,6 +91,7 @@ def test_server_scenario_runs_every_load_point_on_one_server(tiny_model):
     assert startup is not None and startup.engine_start_s == pytest.approx(load.duration_s,
                                                                            abs=0.01)
     assert startup.kv_cache_blocks and startup.kv_block_size_tokens and startup.kv_cache_tokens
+    assert startup.kv_cache_bytes == 268435456          # the sweep's kv_cache_memory_bytes
     assert result.engine.model_weights == "random"           # tinymodel's marker
     # usage on every chunk: every token is placed, none bundled
     assert not any("token chunks" in note for lp in result.load_points for note in lp.notes)

@@ -58,14 +58,17 @@ def from_log(lines: Iterable[str]) -> dict[str, float | int]:
 
 
 def from_metrics(text: str) -> dict[str, int]:
-    """`kv_cache_blocks` and `kv_block_size_tokens` from the server's /metrics text."""
+    """`kv_cache_blocks` and `kv_block_size_tokens` from the server's /metrics text,
+    and `kv_cache_bytes` where the sweep fixed it (`kv_cache_memory_bytes`: vLLM then
+    logs no "Available KV cache memory" line)."""
     match = _CACHE_INFO.search(text)
     if not match:
         return {}
     labels = dict(_LABEL.findall(match.group("labels")))
     out: dict[str, int] = {}
     for label, name in (("num_gpu_blocks", "kv_cache_blocks"),
-                        ("block_size", "kv_block_size_tokens")):
+                        ("block_size", "kv_block_size_tokens"),
+                        ("kv_cache_memory_bytes", "kv_cache_bytes")):
         value = labels.get(label, "")
         if value.isdigit() and int(value) > 0:
             out[name] = int(value)

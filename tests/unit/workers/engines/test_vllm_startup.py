@@ -39,6 +39,14 @@ def test_metrics_give_blocks_and_the_tokens_follow():
     assert startup.model_load_s is None and startup.graph_capture_s is None   # null, not 0
 
 
+def test_a_kv_cache_size_the_sweep_fixed_comes_from_the_metrics():
+    # With kv_cache_memory_bytes set, vLLM logs no "Available KV cache memory" line.
+    fixed = METRICS.replace('num_cpu_blocks="None"', 'kv_cache_memory_bytes="268435456"')
+    assert vllm_startup.from_metrics(fixed)["kv_cache_bytes"] == 268435456
+    assert "kv_cache_bytes" not in vllm_startup.from_metrics(
+        METRICS.replace('num_cpu_blocks="None"', 'kv_cache_memory_bytes="None"'))
+
+
 def test_nothing_reported_is_none_and_a_logged_size_wins():
     assert vllm_startup.startup({}, vllm_startup.from_log(["nothing here"])) is None
     both = vllm_startup.startup(vllm_startup.from_log(LOG_026.splitlines()),
