@@ -67,6 +67,34 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace():
     p.remove_log()
 
 
+def test_a_leader_slow_to_die_after_sigkill_does_not_cut_the_clean_up_short(monkeypatch):
+    # A process stuck in the GPU driver can outlive SIGKILL for a while: stop() must
+    # still signal the rest of the group, not escape as a traceback (an internal error).
+    p = _proc(FAMILY)
+    p.start()
+    _until(lambda: len(group_pids(p.pid)) == 2)
+    group = group_pids(p.pid)
+
+    def never_in_time(timeout=None):
+        raise subprocess.TimeoutExpired(p.argv, timeout)
+
+    monkeypatch.setattr(p.proc, "wait", never_in_time)
+    p.stop(grace_s=0.2)
+    _until(lambda: not group_pids(p.pid) or all(_zombie(pid) for pid in group_pids(p.pid)))
+    monkeypatch.undo()
+    p.proc.wait(5)
+    assert group
+    p.remove_log()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def test_an_exit_is_reported_with_the_engines_own_last_error_line():
     p = _proc("import sys; print('ValueError: no such model /x', file=sys.stderr); sys.exit(3)")
     p.start()

@@ -243,7 +243,10 @@ class EngineProcess:
                 self.proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self._signal(pgid, signal.SIGKILL)
-                self.proc.wait(10)
+                # A process stuck in the driver outlives even SIGKILL for a while:
+                # the rest of the clean-up must still run.
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(10)
         deadline = time.monotonic() + grace_s
         while group_pids(pgid) and time.monotonic() < deadline:
             self._signal(pgid, signal.SIGTERM)
