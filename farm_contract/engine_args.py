@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from farm_contract import simmodels, vllm_versions
+from farm_contract import host_reach, simmodels, vllm_versions
 
 Scalar = bool | int | float | str
 # One problem, as pydantic's ValidationError.from_exception_data takes it.
@@ -189,6 +189,12 @@ class OpenAIArgs(EngineArgs):
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError(f"{value!r} is not an environment variable name")
+        # The farm's own settings hold its credentials (broker password, signing key):
+        # a sweep could send them to a server of its choosing (security audit A).
+        if value is not None and value.upper().startswith("FARM_"):
+            raise ValueError(f"{value!r} is one of the farm's own settings (FARM_*), never "
+                             "sent as an API key: name the variable that holds the "
+                             "endpoint's key (one the GPU host lists in FARM_API_KEY_ENVS)")
         return value
 
     @field_validator("health_path")
@@ -306,8 +312,15 @@ class VllmArgsBase(EngineArgs):
     @classmethod
     def grid_problems(cls, grid: Mapping[str, list[Scalar]],
                       listed: set[str]) -> list[ErrorDetails]:
-        """Each argument a pinned `vllm_version` lacks, and a version the farm has no list of."""
+        """Each argument a pinned `vllm_version` lacks, a version the farm has no list
+        of, and each value that reaches past the run into the host (`host_reach`)."""
         errors: list[ErrorDetails] = []
+        for name, values in grid.items():
+            for index, value in enumerate(values):
+                why = host_reach.reach(name, value)
+                if why is not None:
+                    at = (name, index) if name in listed else (name,)
+                    errors.append(problem(at, why, value))
         for index, version in enumerate(grid.get("vllm_version") or []):
             if not isinstance(version, str):
                 continue                        # the field's own type check says so

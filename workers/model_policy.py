@@ -10,7 +10,10 @@ a model on the host. So, before a real engine starts (workers/engines/ready.py):
   (FARM_MODEL_ROOTS; by default ./.farm/models, FARM_MODELS_DIR and /models),
   symlinks and `..` resolved before the containment check;
 - a hub id ("org/name") only where the host allows the hub (FARM_ALLOW_HUB);
-- `trust_remote_code` only where the host allows it (FARM_ALLOW_REMOTE_CODE).
+- `trust_remote_code` only where the host allows it (FARM_ALLOW_REMOTE_CODE);
+- no engine argument that makes the host import code, touch a path or reach an
+  address of the sweep's choosing (`farm_contract/host_reach.py`; validate
+  refuses them too).
 
 A refused source gets one message whether the path is missing, outside the
 roots or a hub id on a host without the hub: the answer never says what exists.
@@ -21,6 +24,7 @@ from __future__ import annotations
 import os
 import socket
 
+from farm_contract import host_reach
 from farm_contract.runspec import RunSpec
 from farm_contract.settings import Settings, load_settings
 from workers.errors import EngineError
@@ -69,3 +73,8 @@ def check_model_policy(run: RunSpec, settings: Settings | None = None) -> None:
     for source in (run.model.source, run.model.tokenizer):
         if source and not source_allowed(source, settings):
             raise EngineError(refusal(source, settings))
+    # Validate refuses these too; a run message need not have passed it.
+    reaching = host_reach.reach_in(run.engine.args)
+    if reaching:
+        raise EngineError(f"this worker ({socket.gethostname()}) refuses engine arguments "
+                          f"that reach past the run: {'; '.join(reaching)}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from farm.sweep import expand
-from farm.sweep_file import parse_sweep
+from farm.sweep_file import SpecError, parse_sweep
 from workers.engines.ready import require_ready
 from workers.errors import EngineError
 
@@ -97,3 +97,21 @@ def test_the_default_roots_are_the_working_folder_s_models_and_the_deploy_folder
     settings = Settings(models_dir=str(tmp_path / "m"))
     assert settings.model_root_paths(str(tmp_path)) == [
         str(tmp_path / ".farm" / "models"), str(tmp_path / "m"), "/models"]
+
+
+def test_arguments_that_reach_into_the_host_are_refused_even_past_validate(root, tmp_path):
+    # reasoning_parser_plugin imported a .py file of the host's as the engine: validate
+    # refuses it, and so does the worker for a message that never passed validate.
+    plugin = tmp_path / "plugin.py"
+    with pytest.raises(SpecError, match="reasoning_parser_plugin: it makes the GPU host "
+                                        "import code"):
+        run_of(str(root / "tiny"), f'reasoning_parser_plugin = "{plugin}"')
+    run = run_of(str(root / "tiny"))
+    forged = run.model_copy(update={"engine": run.engine.model_copy(update={"args": {
+        **run.engine.args, "reasoning_parser_plugin": str(plugin),
+        "compilation_config": '{"backend": "evil.compile"}'}})})
+    with pytest.raises(EngineError) as info:
+        require_ready(forged)
+    message = str(info.value)
+    assert "reasoning_parser_plugin: it makes the GPU host import code" in message
+    assert "compilation_config: its key 'backend'" in message
