@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -114,8 +115,8 @@ def _send_record(payload: str, task_id: str) -> None:
 class _Heartbeat:
     """Keeps this worker's claim on a run alive while the run is in progress."""
 
-    def __init__(self, ctx: WorkerContext, run_id: str):
-        self.ctx, self.run_id = ctx, run_id
+    def __init__(self, ctx: WorkerContext, run_id: str, holder: str):
+        self.ctx, self.run_id, self.holder = ctx, run_id, holder
         self.ttl_s = 3 * ctx.settings.heartbeat_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"hb-{run_id}")
@@ -123,7 +124,7 @@ class _Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self.ctx.settings.heartbeat_s):
             try:
-                self.ctx.state.refresh_claim(self.run_id, self.ctx.node_name, self.ttl_s)
+                self.ctx.state.refresh_claim(self.run_id, self.holder, self.ttl_s)
             except Exception:  # a Redis blip must not kill the run
                 log.warning("heartbeat for %s failed", self.run_id, exc_info=True)
 
@@ -134,7 +135,7 @@ class _Heartbeat:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self.ctx.state.release(self.run_id, self.ctx.node_name)
+        self.ctx.state.release(self.run_id, self.holder)
 
 
 class _RunGuard:
@@ -213,13 +214,17 @@ def measure(self, run_json: str) -> str:
         log.info("run %s handed back before it started: %s", run_id, blocked)
         ctx.abort.wait(1.0)
         raise Reject(blocked, requeue=True)
-    if not ctx.state.claim(run_id, ctx.node_name, 3 * ctx.settings.heartbeat_s):
-        # Another live worker runs this very run (a duplicate message): drop ours.
+    # The claim is this execution's, not the worker's: a worker measures several GPU
+    # sets at once, and a second copy of the message (a dispatcher crash between send
+    # and mark, `retry --queued`) taken by another of its threads must not run too.
+    holder = f"{ctx.node_name}#{uuid.uuid4().hex[:12]}"
+    if not ctx.state.claim(run_id, holder, 3 * ctx.settings.heartbeat_s):
+        # Another live execution runs this very run (a duplicate message): drop ours.
         return "skipped: running elsewhere"
     attempt = ctx.state.next_attempt(run_id)
     # The claim stays alive until the result is delivered: until then the run
     # must not be handed to anyone else.
-    with _Heartbeat(ctx, run_id), _RunGuard(ctx.abort, ctx.settings.run_timeout_s) as guard:
+    with _Heartbeat(ctx, run_id, holder), _RunGuard(ctx.abort, ctx.settings.run_timeout_s) as guard:
         result = _measure(self, ctx, run, attempt, guard)
         deliver(_send_record, result.model_dump_json(), f"record-{run_id}-{attempt}",
                 stop=ctx.abort)
