@@ -61,13 +61,22 @@ def park(payload: object, error: Exception | str) -> None:
     log.error("unreadable message parked in %s: %s", UNREADABLE, error)
 
 
-def forget_done(run_id: str) -> None:
+def forget_done(run_id: str, refused: str) -> None:
     """A refused result was not stored: drop the worker's done marker, so that
-    `farmctl retry` measures the run again once the host's key is right."""
+    `farmctl retry` measures the run again once the host's key is right, and fail
+    the run meanwhile (left in flight, the lost-run check would send it again at
+    once, to be measured and refused again, round after round)."""
     try:
         BrokerState(redis_client(load_settings().broker_url)).forget_done(run_id)
     except Exception:   # the result is parked either way; only a retry would skip it
         log.warning("done marker of %s not dropped", run_id, exc_info=True)
+    try:
+        store().mark_refused(run_id, f"its result was refused ({refused}) and parked in "
+                                     f"{UNREADABLE}: fix the host's signing key, then "
+                                     "`farmctl retry`")
+    except Exception:   # the store is away: the lost-run check may send it once more
+        log.warning("run %s not marked failed after its refused result", run_id,
+                    exc_info=True)
 
 
 def apply(model: type[T], payload: str, write: Callable[[T], str],
@@ -88,7 +97,7 @@ def apply(model: type[T], payload: str, write: Callable[[T], str],
     if refused:
         park(payload, f"{model.__name__} refused: {refused}")
         if isinstance(message, RunResult):
-            forget_done(message.run_id)
+            forget_done(message.run_id, refused)
         return "parked"
     try:
         return write(message)

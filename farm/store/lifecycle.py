@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    exists,
     or_,
     select,
     update,
@@ -20,6 +21,7 @@ from farm.spec import SweepSpec
 from farm.store.base import StoreBase, insert_many
 from farm.store.mapping import (
     as_utc,
+    results_t,
     run_row,
     runs_t,
     sweeps_t,
@@ -184,6 +186,21 @@ class RunLifecycle(StoreBase):
                 .returning(runs_t.c.id))
         with self._write() as session:
             return sorted(session.scalars(stmt))
+
+    def mark_refused(self, run_id: str, reason: str) -> bool:
+        """A result for the run was refused (not signed by the host it names): a
+        running or dispatched run without a result → failed, with `reason`. Left in
+        flight, the lost-run check would hand it back and it would be measured, and
+        refused, again and again; failed, it waits for `farmctl retry`."""
+        stmt = (update(runs_t)
+                .where(runs_t.c.id == run_id,
+                       or_(runs_t.c.status == "running",
+                           and_(runs_t.c.status == "queued",
+                                runs_t.c.dispatched_at.is_not(None))),
+                       ~exists().where(results_t.c.run_id == run_id))
+                .values(status="failed", finished_at=utcnow(), error=reason))
+        with self._write() as session:
+            return bool(session.execute(stmt).rowcount)
 
     def cancel_queued(self, sweep_id: str) -> list[str]:
         """Queued runs of the sweep → cancelled; returns their ids."""

@@ -121,6 +121,46 @@ def test_a_running_run_the_broker_no_longer_holds_is_handed_back(broker_url, tmp
         assert check.check(store, state) == []         # queued, undispatched: not in flight
 
 
+def test_a_run_whose_result_was_refused_is_failed_not_handed_back(broker_url, tmp_path):
+    """A result refused for its signature is parked and the done marker dropped; the
+    run is failed meanwhile, or the lost-run check sends it to be measured (and
+    refused) again, round after round (audit, 2026-12-08)."""
+    from farm import recorder
+    from farm.lost_runs import LostRuns
+    from farm.store import Store
+    from tests import factories
+
+    spec, toml, runs = factories.sweep()
+    refused, measured = runs[0].run_id, runs[1].run_id
+    state = BrokerState(redis_client(broker_url))
+    clock = [1000.0]
+    check = LostRuns(grace_s=5, clock=lambda: clock[0])
+    url = f"sqlite:///{tmp_path / 'farm.db'}"
+    with Store.open(url, upgrade=True) as store:
+        store.add_runs(store.record_sweep(spec, toml), runs)
+        for run_id in (refused, measured):
+            store.mark_started(factories.event(run_id))
+        store.record_result(factories.result(runs[1]))
+        env = {"FARM_BROKER_URL": broker_url, "FARM_DB_URL": url}
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in env.items():
+                patch.setenv(name, value)
+            patch.setattr(recorder, "_store", None, raising=False)
+            state.mark_done(refused)
+            recorder.forget_done(refused, "unsigned")
+            recorder.forget_done(measured, "unsigned")     # a late forgery: a result is kept
+        assert not state.is_done(refused)
+        statuses = store.run_statuses([refused, measured])
+        assert statuses == {refused: "failed", measured: "succeeded"}
+        clock[0] += 10
+        assert check.check(store, state) == [] and check.check(store, state) == []
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "farm.db") as con:
+        (error,) = con.execute("SELECT error FROM runs WHERE id = ?", (refused,)).fetchone()
+    assert "refused (unsigned)" in error and "farmctl retry" in error
+
+
 def test_credentials_are_refused_only_by_a_broker_that_refuses_them(broker_url, tmp_path):
     import subprocess
 

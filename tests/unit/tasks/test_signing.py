@@ -26,7 +26,8 @@ def recorder(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_SIGNING_KEYS", str(keys))
     stored, parked = [], []
     monkeypatch.setattr(recording, "park", lambda payload, error: parked.append((payload, error)))
-    monkeypatch.setattr(recording, "forget_done", lambda run_id: parked.append(("done", run_id)))
+    monkeypatch.setattr(recording, "forget_done",
+                        lambda run_id, refused: parked.append(("done", run_id)))
 
     def apply(payload: str, signature) -> str:
         return recording.apply(RunResult, payload, lambda r: stored.append(r) or "stored",
