@@ -226,9 +226,11 @@ def measure(self, run_json: str) -> str:
     # must not be handed to anyone else.
     with _Heartbeat(ctx, run_id, holder), _RunGuard(ctx.abort, ctx.settings.run_timeout_s) as guard:
         result = _measure(self, ctx, run, attempt, guard)
-        deliver(_send_record, result.model_dump_json(), f"record-{run_id}-{attempt}",
-                stop=ctx.abort)
-    if result.status == "succeeded":
+        sent = deliver(_send_record, result.model_dump_json(), f"record-{run_id}-{attempt}",
+                       stop=ctx.abort)
+    # A result only in this host's spool is not done: should the host never come back
+    # to send it, the marker would keep the run from ever being measured again.
+    if sent and result.status == "succeeded":
         ctx.state.mark_done(run_id)
     return result.status
 

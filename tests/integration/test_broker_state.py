@@ -180,3 +180,42 @@ def test_credentials_are_refused_only_by_a_broker_that_refuses_them(broker_url, 
     finally:
         server.terminate()
         server.wait()
+
+
+def test_a_result_only_spooled_leaves_the_run_not_done(broker_url, tmp_path, monkeypatch):
+    """The worker stopping while the broker refuses the result: it goes to the host's
+    spool, and the run gets no done marker, or it would count as held for good (and
+    every retry skip it) should the host never come back to send it."""
+    import threading
+
+    import tasks.measure as measure
+    from farm_contract.settings import load_settings
+    from tests import factories
+
+    monkeypatch.setenv("FARM_BROKER_URL", broker_url)
+    monkeypatch.setenv("FARM_SPOOL_DIR", str(tmp_path / "spool"))
+    _, _, runs = factories.sweep()
+    run = runs[0]
+    state = BrokerState(redis_client(broker_url))
+    ctx = measure.WorkerContext(inventory=None, allocator=None, state=state,
+                                settings=load_settings(), node_name="w@h",
+                                abort=threading.Event())
+    monkeypatch.setattr(measure, "_ctx", ctx)
+
+    def measured_as_the_worker_stops(task, ctx_, run_, attempt, guard):
+        ctx_.abort.set()
+        return factories.result(run_, attempt=attempt)
+
+    def broker_refuses(payload, task_id):
+        raise ConnectionError("publish failed")
+
+    monkeypatch.setattr(measure, "_measure", measured_as_the_worker_stops)
+    monkeypatch.setattr(measure, "_send_record", broker_refuses)
+    measure.measure.push_request(id=run.run_id, delivery_info={"routing_key": run.hardware.queue})
+    try:
+        assert measure.measure.run(run.to_json()) == "succeeded"
+    finally:
+        measure.measure.pop_request()
+    assert list((tmp_path / "spool").iterdir())         # kept on the host
+    assert not state.is_done(run.run_id)
+    assert state.unheld([run.run_id]) == [run.run_id]   # the lost-run check can act
