@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DataError
 
 from farm.store.repository import Store
 from farm_contract.records import RunEvent, RunResult
@@ -99,11 +100,38 @@ def apply(model: type[T], payload: str, write: Callable[[T], str],
         if isinstance(message, RunResult):
             forget_done(message.run_id, refused)
         return "parked"
+    if NUL_ESCAPE in payload:
+        message = without_nul(model, message)
     try:
         return write(message)
+    except DataError as exc:
+        # The store cannot hold a value of it, now or on any retry: kept, not looped on.
+        park(payload, f"{model.__name__} not storable: {exc.orig or exc}")
+        return "parked"
     except Exception as exc:
         log.warning("store unavailable, %s kept for a retry: %s", model.__name__, exc)
         raise
+
+
+NUL_ESCAPE = "\\u0000"
+REPLACEMENT = "\ufffd"
+
+
+def without_nul(model: type[T], message: T) -> T:
+    """`message` with every NUL character in its text replaced by U+FFFD: PostgreSQL's
+    text and JSON cannot hold one (an engine's log tail or a server's error body
+    can), and SQLite can, so the same result was stored by one store and retried
+    for ever by the other."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\0", REPLACEMENT)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    return model.model_validate(clean(message.model_dump(mode="json")))
 
 
 def record_result(result: RunResult) -> str:

@@ -160,3 +160,33 @@ def _key(key: str):
     from farm_contract.settings import Settings
 
     return Settings(signing_key=key)
+
+
+def test_a_nul_character_is_replaced_before_the_store_sees_it(recorder):
+    # PostgreSQL's text cannot hold NUL (an engine's log tail can): SQLite stored such a
+    # result while PostgreSQL refused it on every retry, for ever (audit, 2026-12-08).
+    from farm_contract.records import ErrorInfo
+
+    apply, stored, _ = recorder
+    failed = make_result("run-1", status="failed").model_copy(update={"error": ErrorInfo(
+        kind="engine", message="vllm died\x00", log_tail=["a\x00b"])})
+    payload = failed.model_dump_json()
+    assert "\\u0000" in payload
+    assert apply(payload, signing.sign(payload, host="node1", settings=_key(KEY_A))) == "stored"
+    (kept,) = stored
+    assert kept.error.message == "vllm died\ufffd" and kept.error.log_tail == ["a\ufffdb"]
+
+
+def test_a_value_the_store_cannot_hold_is_parked_not_retried(monkeypatch):
+    from sqlalchemy.exc import DataError
+
+    parked = []
+    monkeypatch.delenv("FARM_SIGNING_KEYS", raising=False)
+    monkeypatch.setattr(recording, "park", lambda payload, error: parked.append(error))
+
+    def refuses(result):
+        raise DataError("INSERT …", {}, ValueError("value out of range"))
+
+    payload = make_result("run-1").model_dump_json()
+    assert recording.apply(RunResult, payload, refuses, None) == "parked"
+    assert parked == ["RunResult not storable: value out of range"]
