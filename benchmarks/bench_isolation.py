@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -183,6 +184,8 @@ def main() -> int:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         model = build_tiny_llama(Path(tmp) / "tiny")
+        # The openai engine's tokenizer passes the host's model policy: its folder is a root.
+        os.environ.setdefault("FARM_MODEL_ROOTS", tmp)
         mock = Mock(model, args.ttft_ms / 1e3, args.itl_ms / 1e3, args.mock_cpu)
         try:
             spec = expand(parse_sweep(sweep(model, mock.url, args.concurrency,

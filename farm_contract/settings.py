@@ -71,6 +71,8 @@ EXAMPLES = {
     "FARM_ALLOW_HUB": "1",
     "FARM_ALLOW_REMOTE_CODE": "1",
     "FARM_ALLOW_COMMANDS": "1",
+    "FARM_API_KEY_ENVS": "ENDPOINT_API_KEY,OPENAI_API_KEY",
+    "FARM_DATASET_ROOTS": "/datasets:/srv/prompts",
 }
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
@@ -231,6 +233,19 @@ class Settings(BaseSettings):
     allow_commands: bool = Field(False, validation_alias="FARM_ALLOW_COMMANDS",
                                  description="whether a worker runs the command of a "
                                              "`measure` run (farmctl measure)")
+    # An `openai` run sends the variable its api_key_env names to a server the sweep
+    # chose: only the variables listed here (comma-separated), never a FARM_* one
+    # (workers/engines/openai_endpoint.py). None by default.
+    api_key_envs: str | None = Field(None, validation_alias="FARM_API_KEY_ENVS",
+                                     description="variables (comma-separated) an openai "
+                                                 "run may send as its API key")
+    # A workload's prompt file is read only from under these roots (colon-separated;
+    # relative ones under the worker's working directory), or the shipped datasets
+    # (workers/workload.py): a sweep names the file, and an openai run sends it away.
+    dataset_roots: str | None = Field(
+        None, validation_alias="FARM_DATASET_ROOTS",
+        description="folders (colon-separated) a worker reads prompt datasets from, "
+                    "besides the shipped ones; default ./.farm/datasets")
 
     def model_root_paths(self, cwd: str | None = None) -> list[str]:
         """The model roots as absolute paths, symlinks resolved (FARM_MODEL_ROOTS, else
@@ -241,6 +256,33 @@ class Settings(BaseSettings):
         else:
             given = [os.path.join(".farm", "models"), *([self.models_dir] if self.models_dir
                                                         else []), "/models"]
+        roots = [os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
+                 for p in given]
+        return list(dict.fromkeys(roots))
+
+    @field_validator("api_key_envs")
+    @classmethod
+    def _api_key_names(cls, names: str | None) -> str | None:
+        for name in (n.strip() for n in (names or "").split(",")):
+            if name and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                raise ValueError(f"has {name!r}, not an environment variable name")
+            if name.upper().startswith("FARM_"):
+                raise ValueError(f"has {name}, one of the farm's own settings: those hold "
+                                 "its credentials and are never sent as an API key")
+        return names
+
+    @property
+    def api_key_env_names(self) -> frozenset[str]:
+        """FARM_API_KEY_ENVS as a set of names (FARM_* ones never in it)."""
+        names = (n.strip() for n in (self.api_key_envs or "").split(","))
+        return frozenset(n for n in names if n and not n.upper().startswith("FARM_"))
+
+    def dataset_root_paths(self, cwd: str | None = None) -> list[str]:
+        """The dataset roots as absolute paths, symlinks resolved (FARM_DATASET_ROOTS,
+        else <cwd>/.farm/datasets); the worker adds its shipped datasets."""
+        cwd = cwd or os.getcwd()
+        given = [p for p in (self.dataset_roots or "").split(":") if p.strip()] \
+            or [os.path.join(".farm", "datasets")]
         roots = [os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
                  for p in given]
         return list(dict.fromkeys(roots))

@@ -48,7 +48,9 @@ Datasets
 --------
 `dataset` is "synthetic" or a JSONL file: one object per line with "prompt" (a
 string) or "messages" (a chat: a list of {"role", "content"}); other keys are
-ignored, blank lines skipped. A relative path is resolved on the worker (see
+ignored, blank lines skipped. The file is the host's choice as much as the
+sweep's: it is read only from under the worker's dataset roots
+(FARM_DATASET_ROOTS, default ./.farm/datasets) or the shipped datasets (see
 `resolve_dataset`); the shipped sample is workers/datasets/prompts-sample.jsonl.
 Entries are taken in a seeded shuffled order and cycled when a run needs more
 requests than the file has (repeats can hit an engine's prefix cache).
@@ -82,7 +84,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +94,7 @@ from typing import Any, Literal
 
 from farm_contract.lengthbins import INPUT_BINS, bin_name, length_bin
 from farm_contract.runspec import Decoding, RunSpec, RunWorkload
+from farm_contract.settings import Settings, load_settings
 from workers.errors import PermanentError
 
 Api = Literal["completions", "chat"]
@@ -222,26 +227,41 @@ class DatasetEntry:
     messages: tuple[tuple[str, str], ...] | None = None   # (role, content) pairs
 
 
-def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = ()) -> Path:
-    """The file a sweep's `dataset` names, looked up on this worker.
+def dataset_roots(settings: Settings, search_dirs: Sequence[str | Path] = ()) -> list[str]:
+    """The folders a dataset may be read from, symlinks resolved: the host's roots
+    (FARM_DATASET_ROOTS), the shipped datasets, and the caller's `search_dirs`."""
+    extra = [os.path.realpath(d) for d in (*search_dirs, DATASETS_DIR)]
+    return list(dict.fromkeys([*settings.dataset_root_paths(), *extra]))
 
-    An absolute path is taken as is. A relative one is looked for under each
-    of `search_dirs`, then the current directory, then the shipped datasets
-    (workers/datasets: "prompts-sample.jsonl"), then the directory holding the
-    `workers` package ("workers/datasets/prompts-sample.jsonl" from a checkout).
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+
+def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = (),
+                    settings: Settings | None = None) -> Path:
+    """The file a sweep's `dataset` names, on this worker, if the host lets it be read.
+
+    A relative name is looked for under each root (see `dataset_roots`; the
+    shipped sample is "prompts-sample.jsonl"), then under the directory holding
+    the `workers` package ("workers/datasets/prompts-sample.jsonl" from a
+    checkout); an absolute one is taken as is. Symlinks and `..` are resolved
+    before the file must lie under a root: a sweep is anyone's text, and an
+    openai run sends its prompts to a server the sweep chose. Every refusal has
+    one message, so it never tells what exists on the host.
     """
+    settings = settings or load_settings()
+    roots = dataset_roots(settings, search_dirs)
     path = Path(name).expanduser()
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        roots = [*(Path(d) for d in search_dirs), Path.cwd(), DATASETS_DIR, DATASETS_DIR.parents[1]]
-        candidates = [root / path for root in roots]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    looked = ", ".join(str(c) for c in candidates)
-    raise PromptDatasetError(name, [(None, f"dataset file not found on this worker "
-                                     f"(looked at: {looked})")])
+    bases = [Path()] if path.is_absolute() else [*map(Path, roots), DATASETS_DIR.parents[1]]
+    for base in bases:
+        resolved = os.path.realpath(base / path)
+        if _inside(resolved, roots) and os.path.isfile(resolved):
+            return Path(resolved)
+    raise PromptDatasetError(name, [(None, (
+        f"not a dataset this worker ({socket.gethostname()}) reads: it reads prompt files "
+        f"only from under its dataset roots ({', '.join(roots)}; FARM_DATASET_ROOTS): fix "
+        "the workload's `dataset`, or ask the host's admin to put the file under a root"))])
 
 
 def _parse_entry(value: Any) -> tuple[DatasetEntry | None, str | None]:

@@ -27,6 +27,7 @@ import pytest
 from farm.simulate import simulated_copy
 from farm.sweep import expand
 from farm.sweep_file import SpecError, parse_sweep
+from farm_contract.settings import SettingsError, load_settings
 from tests.engines.spy import EngineSpy
 from tests.engines.sweeps import BATCH, SERVER_CLOSED, SERVER_OPEN, WORKER, runs, sweep_text
 from workers.engines import engine_class, make_engine, register, registered, resident_pids
@@ -134,15 +135,16 @@ def test_served_model_names_the_model_and_must_be_served(tiny_model, endpoint):
 def test_the_api_key_comes_from_the_workers_environment_only(tiny_model, endpoint,
                                                               monkeypatch):
     endpoint.configure(api_key="s3cret-key")
-    run = _openai(tiny_model, endpoint.url, extra='api_key_env = "FARM_TEST_API_KEY"')
-    monkeypatch.delenv("FARM_TEST_API_KEY", raising=False)
+    monkeypatch.setenv("FARM_API_KEY_ENVS", "OTHER_KEY, ENDPOINT_TEST_API_KEY")
+    run = _openai(tiny_model, endpoint.url, extra='api_key_env = "ENDPOINT_TEST_API_KEY"')
+    monkeypatch.delenv("ENDPOINT_TEST_API_KEY", raising=False)
     unset, _ = _run(run)
     assert unset.status == "failed"
-    assert "'FARM_TEST_API_KEY' (api_key_env) is not set" in unset.error.message
-    monkeypatch.setenv("FARM_TEST_API_KEY", "wrong")
+    assert "'ENDPOINT_TEST_API_KEY' (api_key_env) is not set" in unset.error.message
+    monkeypatch.setenv("ENDPOINT_TEST_API_KEY", "wrong")
     refused, _ = _run(run)
     assert refused.status == "failed" and "answered HTTP 401 (the API key" in refused.error.message
-    monkeypatch.setenv("FARM_TEST_API_KEY", "s3cret-key")
+    monkeypatch.setenv("ENDPOINT_TEST_API_KEY", "s3cret-key")
     result, _ = _run(run)
     assert result.status == "succeeded", result.error
     assert all(r.ok for r in result.requests)
@@ -151,6 +153,57 @@ def test_the_api_key_comes_from_the_workers_environment_only(tiny_model, endpoin
     with pytest.raises(SpecError, match="never written in a sweep"):
         parse_sweep(sweep_text(tiny_model, SERVER_CLOSED, engine="openai",
                                engine_args='base_url = "http://127.0.0.1:1"\napi_key = "x"'))
+
+
+def test_only_variables_the_host_lists_are_sent_as_the_key(tiny_model, endpoint, monkeypatch):
+    # Security audit A: any variable of the worker went to the sweep's server as the key.
+    monkeypatch.setenv("ENDPOINT_TEST_API_KEY", "s3cret-key")
+    monkeypatch.setenv("HOME_SECRET", "not-for-endpoints")
+    run = _openai(tiny_model, endpoint.url, extra='api_key_env = "HOME_SECRET"')
+    for listed in (None, "ENDPOINT_TEST_API_KEY"):     # unset: none is sent
+        if listed:
+            monkeypatch.setenv("FARM_API_KEY_ENVS", listed)
+        else:
+            monkeypatch.delenv("FARM_API_KEY_ENVS", raising=False)
+        result, _ = _run(run)
+        assert result.status == "failed" and result.error.kind == "engine"
+        assert ("api_key_env 'HOME_SECRET' is not a variable this worker" in
+                result.error.message and "FARM_API_KEY_ENVS" in result.error.message)
+        assert f"({listed or 'none'})" in result.error.message
+    assert endpoint.stats.completed == 0 and not endpoint.stats.payloads
+    # A FARM_* name never reaches the worker's environment, listed or not.
+    good = _openai(tiny_model, endpoint.url)
+    bad = good.model_copy(update={"engine": good.engine.model_copy(update={
+        "args": {"base_url": endpoint.url, "api_key_env": "FARM_SIGNING_KEY"}})})
+    with pytest.raises(EngineError, match="farm's own settings"):
+        make_engine(bad, [CpuDevice()], threading.Event())
+    monkeypatch.setenv("FARM_API_KEY_ENVS", "FARM_SIGNING_KEY")
+    with pytest.raises(SettingsError, match="FARM_API_KEY_ENVS='FARM_SIGNING_KEY' has "
+                                            "FARM_SIGNING_KEY, one of the farm's own"):
+        load_settings()
+
+
+def test_the_model_policy_and_dataset_roots_hold_for_an_endpoint(tiny_model, endpoint,
+                                                                 tmp_path, monkeypatch):
+    # Security audit B: the openai engine loaded any tokenizer and read any prompt file,
+    # and sent the prompts to the sweep's server.
+    monkeypatch.setenv("FARM_MODEL_ROOTS", str(tmp_path / "models"))
+    outside, _ = _run(_openai(tiny_model, endpoint.url))
+    assert outside.status == "failed" and outside.error.kind == "engine"
+    assert f"model source '{tiny_model}' is not one this worker" in outside.error.message
+    monkeypatch.setenv("FARM_MODEL_ROOTS", str(tiny_model.parent))
+    private = tmp_path / "private.jsonl"
+    private.write_text('{"prompt": "the secret plan"}\n')
+    monkeypatch.setenv("FARM_DATASET_ROOTS", str(tmp_path / "datasets"))
+    text = sweep_text(tiny_model, SERVER_CLOSED, engine="openai",
+                      engine_args=f'base_url = "{endpoint.url}"')
+    text = text.replace("[workload]\n", f'[workload]\ndataset = "{private}"\n')
+    [run, *_] = expand(parse_sweep(text))
+    refused, _ = _run(run)
+    assert refused.status == "failed" and refused.error.kind == "dataset"
+    assert "not a dataset this worker" in refused.error.message
+    assert "FARM_DATASET_ROOTS" in refused.error.message
+    assert endpoint.stats.completed == 0 and not endpoint.stats.payloads
 
 
 def test_an_endpoint_that_never_answers_fails_at_its_ready_timeout(tiny_model):

@@ -11,7 +11,9 @@ windows as the vLLM server engine. Arguments (`OpenAIEndpointArgs`):
 - `served_model`: the requests' `model` field, by default the model's `source`;
 - `api_key_env`: the name of an environment variable *on the worker* holding
   the API key, sent as `Authorization: Bearer …`. The key itself is never an
-  engine argument: engine arguments are stored with every run;
+  engine argument: engine arguments are stored with every run. The host
+  decides which variables may be sent (FARM_API_KEY_ENVS, none by default;
+  never a FARM_* one): the sweep chooses the server they go to;
 - `health_path` (default `/v1/models`): polled until it answers 200, for at
   most `ready_timeout_s` (default 60 s) of the start deadline. When it
   answers an OpenAI model list, `served_model` must be in it;
@@ -34,6 +36,11 @@ on. A named pid or name that matches no process fails the run's start: a
 stale declaration is not a licence. Every load point's notes say what was
 allowed, where the endpoint was, and that the farm did not start it.
 
+The host's model policy (workers/model_policy.py) applies to the tokenizer
+the worker loads for the prompts (the model's `tokenizer`, else its `source`),
+as for the engines that load a model; the workload's dataset is read only from
+the host's dataset roots (workers/workload.py): the prompts go to `base_url`.
+
 What the figures mean. The energy is that of the run's devices: it is the
 endpoint's only when the endpoint runs on exactly those devices of the
 worker's host (a non-loopback `base_url` gets a note saying so). The
@@ -47,6 +54,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -55,6 +63,7 @@ from typing import ClassVar
 from farm_contract.engine_args import OpenAIArgs, normalize_base_url  # noqa: F401 (re-export)
 from farm_contract.records import EngineInfo
 from farm_contract.runspec import RunSpec
+from farm_contract.settings import load_settings
 from workers.engines import register
 from workers.engines.base import parse_engine_args
 from workers.engines.launch import device_backend
@@ -63,6 +72,7 @@ from workers.engines.process import proc_table
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
 from workers.loadgen import ClientOptions
+from workers.model_policy import check_model_policy
 
 KIND = "openai"
 PIDS_CACHE_S = 0.5
@@ -174,12 +184,8 @@ class OpenAIEndpointEngine(OpenAIEngine):
         """Check the endpoint's declaration and wait (at most `ready_timeout_s`) until
         `health_path` answers 200 with the served model in it."""
         device_backend(self.gpus)             # real GPUs or the CPU device, never sim
-        if self.args.api_key_env is not None:
-            self._api_key = os.environ.get(self.args.api_key_env)
-            if not self._api_key:
-                raise EngineError(f"openai engine: the environment variable "
-                                  f"{self.args.api_key_env!r} (api_key_env) is not set on "
-                                  "this worker")
+        check_model_policy(self._tokenizer_run())   # the host's roots, before any file is read
+        self._api_key = self._read_api_key()
         self._check_declared()
         self._wait_ready(min(deadline_s, self.args.ready_timeout_s))
         answer = http_get(self.base_url + "/version", headers=self._headers())
@@ -190,6 +196,34 @@ class OpenAIEndpointEngine(OpenAIEngine):
                 version = None
             self._version = str(version)[:100] if version is not None else None
         self.load_workload()
+
+    def _tokenizer_run(self) -> RunSpec:
+        """The run as the model policy sees it: the model is the tokenizer the workload
+        loads (`tokenizer`, else `source`); the endpoint, not the worker, loads `source`."""
+        model = self.run.model
+        if not model.tokenizer:
+            return self.run
+        return self.run.model_copy(update={"model": model.model_copy(
+            update={"source": model.tokenizer, "tokenizer": None})})
+
+    def _read_api_key(self) -> str | None:
+        """The key from the worker's environment, where the host lets it be sent: the
+        sweep chose the server, so a FARM_* credential or any other variable is refused."""
+        name = self.args.api_key_env
+        if name is None:
+            return None
+        allowed = load_settings().api_key_env_names
+        if name not in allowed or name.upper().startswith("FARM_"):
+            raise EngineError(
+                f"openai engine: api_key_env {name!r} is not a variable this worker "
+                f"({socket.gethostname()}) sends as an API key: it sends only those its host "
+                f"lists in FARM_API_KEY_ENVS ({', '.join(sorted(allowed)) or 'none'}), never "
+                "a FARM_* one: name a listed variable, or ask the host's admin to list it")
+        key = os.environ.get(name)
+        if not key:
+            raise EngineError(f"openai engine: the environment variable {name!r} "
+                              "(api_key_env) is not set on this worker")
+        return key
 
     def _check_declared(self) -> None:
         _, found, matched = endpoint_processes(self._declared_pids, self._declared_names)

@@ -176,6 +176,16 @@ def test_openai_needs_base_url_and_refuses_a_key():
                           scenario='kind = "server"\nconcurrency = 1\nduration_s = 1'))
 
 
+@pytest.mark.parametrize("name", ["FARM_SIGNING_KEY", "FARM_BROKER_URL", "farm_db_url"])
+def test_openai_never_sends_a_farm_setting_as_its_key(name):
+    # Security audit A: a sweep's server got the broker password or the host's signing key.
+    with pytest.raises(SpecError, match=rf"line \d+: engine.api_key_env: .*'{name}' is one "
+                                        "of the farm's own settings"):
+        parse_sweep(sweep(kind="openai", gpu='"cpu"',
+                          engine=f'base_url = "http://h"\napi_key_env = "{name}"',
+                          scenario='kind = "server"\nconcurrency = 1\nduration_s = 1'))
+
+
 def test_simulate_maps_the_hf_example_and_says_what_it_dropped(tmp_path):
     text = (EXAMPLES / "hf-gpu.toml").read_text()
     copy, notes = simulated_copy_with_notes(parse_sweep(text), text=text)

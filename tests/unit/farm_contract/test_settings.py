@@ -181,3 +181,31 @@ def test_a_setting_read_alone(monkeypatch):
     monkeypatch.setenv("FARM_SIM_TENANTS", "/tmp/t.json")
     assert setting("sim_tenants") == "/tmp/t.json"                      # this process's
     assert variable("gpu_tune_helper") == "FARM_GPU_TUNE_HELPER"
+
+
+# ------------------------------------------- what a sweep may read or send (audit A, B)
+
+
+def test_api_key_variables_are_the_hosts_list_never_a_farm_setting(env):
+    env.delenv("FARM_API_KEY_ENVS", raising=False)
+    assert load_settings().api_key_env_names == frozenset()          # none by default
+    env.setenv("FARM_API_KEY_ENVS", " ENDPOINT_KEY, OPENAI_API_KEY ,")
+    assert load_settings().api_key_env_names == {"ENDPOINT_KEY", "OPENAI_API_KEY"}
+    for bad, says in (("KEY,FARM_SIGNING_KEY", "has FARM_SIGNING_KEY, one of the farm's own"),
+                      ("farm_broker_url", "has farm_broker_url, one of the farm's own"),
+                      ("A-KEY", "has 'A-KEY', not an environment variable name")):
+        env.setenv("FARM_API_KEY_ENVS", bad)
+        with pytest.raises(SettingsError, match=f"FARM_API_KEY_ENVS='{bad}' {says}.*e.g. "
+                                                "FARM_API_KEY_ENVS="):
+            load_settings()
+
+
+def test_dataset_roots_default_and_given(env, tmp_path):
+    env.delenv("FARM_DATASET_ROOTS", raising=False)
+    assert load_settings().dataset_root_paths(str(tmp_path)) == [
+        str(tmp_path / ".farm" / "datasets")]
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    env.setenv("FARM_DATASET_ROOTS", "link:/srv/prompts::")
+    assert load_settings().dataset_root_paths(str(tmp_path)) == [str(tmp_path / "real"),
+                                                                  "/srv/prompts"]

@@ -36,6 +36,12 @@ LENGTHS = [1, 7, 32, 128, 500]
 SEEDS = [0, 1, 7]
 
 
+@pytest.fixture(autouse=True)
+def _dataset_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """The tests' prompt files live under pytest's temporary folder: the dataset root."""
+    monkeypatch.setenv("FARM_DATASET_ROOTS", str(tmp_path_factory.getbasetemp()))
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tinymodel.build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
@@ -291,6 +297,7 @@ def test_prompt_request_is_a_plain_frozen_dataclass():
 
 
 def write(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -351,15 +358,42 @@ def test_jsonl_empty_or_missing_file(tmp_path: Path):
 
 def test_dataset_paths_are_resolved_on_the_worker(tmp_path: Path, monkeypatch):
     data = write(tmp_path / "mine.jsonl", [json.dumps({"prompt": "hello"})])
-    assert resolve_dataset(str(data)) == data                     # absolute
+    assert resolve_dataset(str(data)) == data                     # absolute, under a root
     assert resolve_dataset("mine.jsonl", [tmp_path]) == data      # under a search dir
+    monkeypatch.delenv("FARM_DATASET_ROOTS")                      # default: ./.farm/datasets
     monkeypatch.chdir(tmp_path)
-    assert resolve_dataset("mine.jsonl") == tmp_path / "mine.jsonl"
-    assert resolve_dataset("prompts-sample.jsonl") == SAMPLE_DATASET
+    own = write(tmp_path / ".farm" / "datasets" / "own.jsonl", [json.dumps({"prompt": "hi"})])
+    assert resolve_dataset("own.jsonl") == own
+    assert resolve_dataset("prompts-sample.jsonl") == SAMPLE_DATASET     # shipped: always
     assert resolve_dataset("workers/datasets/prompts-sample.jsonl").samefile(SAMPLE_DATASET)
-    with pytest.raises(PromptDatasetError, match="not found on this worker") as info:
+    with pytest.raises(PromptDatasetError, match="not a dataset this worker") as info:
         resolve_dataset("nowhere.jsonl")
     assert info.value.path == "nowhere.jsonl"
+
+
+def test_a_dataset_outside_the_hosts_roots_is_refused_without_saying_if_it_exists(
+        tmp_path: Path, monkeypatch):
+    # Security audit B: `dataset = "/home/alice/private/prompts.jsonl"` with an openai
+    # engine sent every prompt to the sweep's server, and the error told what exists.
+    root, private = tmp_path / "datasets", tmp_path / "private"
+    write(root / "ok.jsonl", [json.dumps({"prompt": "fine"})])
+    secret = write(private / "prompts.jsonl", [json.dumps({"prompt": "secret"})])
+    (root / "link.jsonl").symlink_to(secret)
+    (root / "sub").mkdir()
+    monkeypatch.setenv("FARM_DATASET_ROOTS", str(root))
+    monkeypatch.chdir(tmp_path)
+    assert resolve_dataset("ok.jsonl") == root / "ok.jsonl"
+    messages = set()
+    for name in (str(secret), str(private / "absent.jsonl"), "../private/prompts.jsonl",
+                 str(root / ".." / "private" / "prompts.jsonl"), "link.jsonl", "private",
+                 "private/prompts.jsonl", "/etc/passwd", "sub"):
+        with pytest.raises(PromptDatasetError, match="FARM_DATASET_ROOTS") as info:
+            resolve_dataset(name)
+        assert info.value.path == name
+        messages.add(str(info.value).split(": ", 1)[1])
+    assert len(messages) == 1, messages           # one message: nothing said about what exists
+    with pytest.raises(PromptDatasetError, match="not a dataset this worker"):
+        Workload(spec(None, dataset=str(secret)), None)
 
 
 # ------------------------------------------------------------- dataset workloads
