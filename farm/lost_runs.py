@@ -43,15 +43,18 @@ REASON = ("handed back: no worker held it and no message carried it "
 class LostRuns:
     """Finds lost runs across passes and hands them back (one per recorder)."""
 
-    def __init__(self, grace_s: float, clock=time.monotonic):
+    def __init__(self, grace_s: float, clock=time.monotonic, sweep_id: str | None = None):
         self.grace_s = grace_s
         self._clock = clock
+        # `farmctl run`'s recorder looks after its sweep alone: its private broker holds
+        # nothing of the other sweeps in a shared store, which are not lost for that.
+        self.sweep_id = sweep_id
         self._unheld_since: dict[str, float] = {}
 
     def check(self, store: Store, state: BrokerState) -> list[str]:
         """One pass; returns the ids handed back now."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self.grace_s)
-        in_flight = dict(store.in_flight_since(cutoff))
+        in_flight = dict(store.in_flight_since(cutoff, self.sweep_id))
         unheld = state.unheld(sorted(in_flight))
         if unheld:
             # Only now the costlier look: every message on those queues and unacked.

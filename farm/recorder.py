@@ -174,7 +174,7 @@ def apply_event(event: RunEvent) -> str:
 def _reaper_loop(settings: Settings, stop: threading.Event) -> None:
     from farm.lost_runs import LostRuns
     state = BrokerState(redis_client(settings.broker_url))
-    lost = LostRuns(settings.reaper_grace_s)
+    lost = LostRuns(settings.reaper_grace_s, sweep_id=settings.dispatch_sweep)
     period_s = max(1.0, min(settings.heartbeat_s, settings.reaper_grace_s / 2))
     while not stop.wait(period_s):
         try:

@@ -161,13 +161,16 @@ class RunLifecycle(StoreBase):
             ).rowcount
         return bool(changed)
 
-    def in_flight_since(self, cutoff: datetime) -> list[tuple[str, str]]:
+    def in_flight_since(self, cutoff: datetime,
+                        sweep_id: str | None = None) -> list[tuple[str, str]]:
         """(run id, queue) of the runs the broker should hold: running since before
-        `cutoff`, or queued with a message sent before it. The lost-run check
-        (farm/lost_runs.py) looks for each one's claim or message."""
+        `cutoff`, or queued with a message sent before it; of one sweep's when
+        `sweep_id` is given. The lost-run check (farm/lost_runs.py) looks for each
+        one's claim or message."""
         stmt = (select(runs_t.c.id, runs_t.c.queue)
                 .where(or_(and_(runs_t.c.status == "running", runs_t.c.started_at < cutoff),
-                           and_(runs_t.c.status == "queued", runs_t.c.dispatched_at < cutoff)))
+                           and_(runs_t.c.status == "queued", runs_t.c.dispatched_at < cutoff)),
+                       *([runs_t.c.sweep_id == sweep_id] if sweep_id is not None else []))
                 .order_by(runs_t.c.id))
         with self._read() as session:
             return [(row.id, row.queue) for row in session.execute(stmt)]

@@ -121,6 +121,29 @@ def test_a_running_run_the_broker_no_longer_holds_is_handed_back(broker_url, tmp
         assert check.check(store, state) == []         # queued, undispatched: not in flight
 
 
+def test_a_local_runs_lost_run_check_leaves_other_sweeps_alone(broker_url, tmp_path):
+    """`farmctl run` on a shared store: its recorder's private broker holds nothing of
+    the farm's sweeps, whose running runs are not lost for that (audit, 2026-12-08)."""
+    from farm.lost_runs import LostRuns
+    from farm.store import Store
+    from farm_contract.runspec import sweep_id
+    from tests import factories
+
+    farms, local = factories.sweep(), factories.sweep(factories.SMALL_SWEEP.replace(
+        'name = "', 'name = "local-', 1))
+    state = BrokerState(redis_client(broker_url))
+    clock = [1000.0]
+    check = LostRuns(grace_s=5, clock=lambda: clock[0], sweep_id=sweep_id(local[0].name))
+    with Store.open(f"sqlite:///{tmp_path / 'farm.db'}", upgrade=True) as store:
+        for spec, toml, runs in (farms, local):
+            store.add_runs(store.record_sweep(spec, toml), runs[:1])
+            store.mark_started(factories.event(runs[0].run_id))
+        assert check.check(store, state) == []
+        clock[0] += 10
+        assert check.check(store, state) == [local[2][0].run_id]      # its own, only
+        assert store.run_statuses([farms[2][0].run_id]) == {farms[2][0].run_id: "running"}
+
+
 def test_a_run_whose_result_was_refused_is_failed_not_handed_back(broker_url, tmp_path):
     """A result refused for its signature is parked and the done marker dropped; the
     run is failed meanwhile, or the lost-run check sends it to be measured (and
