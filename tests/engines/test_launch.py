@@ -18,7 +18,10 @@ class _Dev:
 
 
 def test_gpus_are_pinned_by_pci_order_and_the_cpu_sees_none():
-    env = engine_env([_Dev("gpu", 2), _Dev("gpu", 5)], base={})
+    env = engine_env([_Dev("gpu", 2), _Dev("gpu", 5)], base={
+        "FARM_SIGNING_KEY": "k" * 64, "FARM_BROKER_URL": "redis://:secret@h/0", "HOME": "/h"})
+    # The farm's settings hold its credentials: an engine (a model's code) gets none.
+    assert not [k for k in env if k.startswith("FARM_")] and env["HOME"] == "/h"
     assert env["CUDA_VISIBLE_DEVICES"] == "2,5" and env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["VLLM_HOST_IP"] == "127.0.0.1"
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in env

@@ -41,7 +41,11 @@ def engine_env(gpus: list[GpuDevice], *, in_process_engine: bool = False,
     process: on the CPU a separate core process costs 25–35 s more start-up and
     another 1 GB (../shared/VLLM_CPU.md), and there is no GPU work to overlap.
     """
-    env = dict(os.environ if base is None else base)
+    # None of the farm's own settings: they hold its credentials (the broker's
+    # password, the host's signing key), and an engine runs a model's code, or a
+    # command, that need not see them.
+    env = {k: v for k, v in (os.environ if base is None else base).items()
+           if not k.startswith("FARM_")}
     env["PYTHONUNBUFFERED"] = "1"
     # vLLM's internal sockets bind the host's address unless told otherwise.
     env.setdefault("VLLM_HOST_IP", "127.0.0.1")

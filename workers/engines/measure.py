@@ -101,7 +101,8 @@ class MeasureEngine(Engine):
     def _environment(self) -> dict[str, str]:
         if self.simulated:
             # Simulated GPUs: the command must not reach a real one.
-            return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+            return {**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")},
+                    "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
         return engine_env(self.gpus)
 
     def run_load_point(self, index: int, kind: str, value: float,
