@@ -233,7 +233,7 @@ def _run_here(spec: SweepSpec, toml_text: str, store, db_url: str, plan: WorkerP
         env = {**os.environ, "FARM_BROKER_URL": redis.url, "FARM_DB_URL": db_url,
                "FARM_DISPATCH_SWEEP": sweep_id(spec.name),
                "FARM_SPOOL_DIR": str(log_dir.parent.parent / "spool")}
-        if not os.environ.get("FARM_DATASET_ROOTS"):
+        if not load_settings().dataset_roots:
             # Your own sweep on your own workers: prompt files under the folder you
             # run from are yours to read (a farm worker serving others reads only
             # its roots, workers/workload.py).
