@@ -190,15 +190,16 @@ def timeline_integral(t_s: Sequence[float], power_w: Sequence[Sequence[float | N
     """(energy J, average W, peak W) of the summed power timeline over a window.
 
     The trapezoidal integral of the samples inside the window (`window_samples`),
-    scaled to the whole window; None when fewer than two samples fall inside or any
-    GPU's reading is missing there.
+    scaled to the whole window. A sample some GPU's reading is missing from is a gap
+    the integral spans (its neighbours' trapezoid): one failed read must not leave a
+    window without the timeline that checks its counter. None when fewer than two
+    samples with every GPU's reading fall inside.
     """
     totals: list[tuple[float, float]] = []
     for i in window_samples(t_s, start_s, duration_s):
         values = [series[i] for series in power_w]
-        if any(v is None for v in values):
-            return None, None, None
-        totals.append((t_s[i], sum(values)))  # type: ignore[arg-type]
+        if all(v is not None for v in values):
+            totals.append((t_s[i], sum(values)))  # type: ignore[arg-type]
     if len(totals) < 2:
         return None, None, None
     energy = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in itertools.pairwise(totals))

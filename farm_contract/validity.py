@@ -85,22 +85,27 @@ def check_agreement(windows: list[EnergyWindow], spec: MeasurementSpec) -> Valid
     """Pass unless timeline and counter energy disagree on a steady or idle window.
 
     Only windows at least `agreement_min_window_s` long are judged. The value is
-    the agreement (timeline ÷ counter) farthest from 1.
+    the agreement (timeline ÷ counter) farthest from 1. A window that disagrees
+    without a ratio (an import found its counter unchecked by a read timeline,
+    farm/report/recheck.py) fails too: a missing ratio is no agreement.
     """
     threshold = (f"|timeline/counter − 1| <= {spec.agreement_tolerance:.0%} "
                  f"on steady and idle windows >= {spec.agreement_min_window_s:g} s")
-    judged = [w for w in windows if w.name in FIGURE_WINDOWS and w.agreement is not None
+    judged = [w for w in windows if w.name in FIGURE_WINDOWS
+              and (w.agreement is not None or w.disagrees)
               and w.duration_s >= spec.agreement_min_window_s]
     if not judged:
         return ValidityCheck(name="agreement", passed=True, value=None, threshold=threshold,
                              detail="no window long enough to compare")
-    worst = max(judged, key=lambda w: abs(w.agreement - 1.0))  # type: ignore[operator]
+    ratios = [w.agreement for w in judged if w.agreement is not None]
+    worst = max(ratios, key=lambda a: abs(a - 1.0), default=None)
     bad = [w for w in judged if w.disagrees]
     return ValidityCheck(
-        name="agreement", passed=not bad, value=round(worst.agreement, 4),  # type: ignore[arg-type]
+        name="agreement", passed=not bad, value=None if worst is None else round(worst, 4),
         threshold=threshold,
         detail=("disagree: " + ", ".join(
-            w.name + (f"[{w.load_point}]" if w.load_point is not None else "") for w in bad))
+            w.name + (f"[{w.load_point}]" if w.load_point is not None else "")
+            + (" (no timeline ratio)" if w.agreement is None else "") for w in bad))
         if bad else None)
 
 

@@ -177,8 +177,9 @@ class PowerSampler:
         """(energy J, average W, peak W) of the summed timeline over [start, end].
 
         Trapezoidal integral of the samples inside the window, scaled to the full
-        window; None when fewer than two samples fall inside it or any GPU's
-        reading is missing there.
+        window, spanning samples a GPU's reading is missing from; None when fewer
+        than two samples with every GPU's reading fall inside it
+        (`farm_contract.derive.timeline_integral`).
         """
         with self._lock:
             # A sample stamped inside the window but still being read belongs to it:

@@ -5,7 +5,9 @@ What is merged (docs/dataset.md#import):
 
 - the sweep, by its name and TOML text, unless the store has it already (then
   the store's own TOML is kept); a simulated sweep never merges with a
-  measured one of the same name;
+  measured one of the same name, nor takes a measured run or result (by its
+  RunSpec and its result's own word, not only the editable column), nor the
+  reverse;
 - every run that has a result, by its run id: run ids are hashes of the full
   RunSpec, so the same run measured by another lab *is* the same run. Each
   RunSpec is checked to hash to its id;
@@ -25,21 +27,28 @@ load-point figures and validity verdict are derived again from its raw
 measurements, and values no GPU produces are refused (`farm.report.recheck`).
 Each imported result keeps its provenance (`results.imported_from`).
 
-Importing the same export twice changes nothing. Files are checked against the
-manifest's SHA-256 before anything is written; the runs are then imported one
-at a time, so an import stopped by an error keeps the runs imported before it
-and, once the cause is fixed, importing again completes it.
+Nothing is written before every file is checked against the manifest's SHA-256
+and every run is read and re-checked (then read again as it is written, so that
+one run's measurements are in memory at a time): a refused import writes
+nothing. Results measured at once on one GPU, within the export or against the
+store's, are refused: a GPU measures one run at a time, so one of them is
+another run's measurement. Importing the same export twice changes nothing; an
+import stopped while writing (a database outage) keeps the runs written before
+it, and importing again completes it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from array import array
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -60,12 +69,14 @@ from farm.report.dataset import (
 from farm.report.export import TRACE_SERIES, sha256
 from farm.report.recheck import Where, recheck
 from farm.simulate import simulated_copy
+from farm.spec import SweepSpec
 from farm.store import Store
 from farm.sweep_file import SpecError, parse_sweep
 from farm_contract.records import PowerTrace, RequestRecord, RunResult
 from farm_contract.runspec import RunSpec, sweep_id
 
 READ_BATCH = 65_536
+FLOAT32_MAX = 3.4028234663852886e38     # the store keeps timeline readings as float32
 # The columns the import reads; the other tables (run_points, windows) and
 # columns are views of result_json, checked through the manifest's checksums.
 RUN_COLUMNS = ("run_id", "sweep", "simulated", "status", "num_requests",
@@ -123,13 +134,28 @@ def read_manifest(directory: Path) -> dict[str, Any]:
             or not all(isinstance(sweep.get(k), str) for k in ("name", "id", "spec_toml"))):
         raise DatasetError(f"{path}: the manifest lacks its sweep or tables")
     for name in TABLES:
-        if name in DERIVED_TABLES:      # not read; a 1.0 dataset has none
+        if name in DERIVED_TABLES and name not in tables:   # a 1.0 dataset has none
             continue
         entry = tables.get(name)
         if not isinstance(entry, dict) or not all(k in entry for k in ("file", "rows",
                                                                         "sha256")):
             raise DatasetError(f"{path}: no entry for table {name!r}")
+        problem = _entry_problem(entry)
+        if problem is not None:
+            raise DatasetError(f"{path}: tables.{name}.{problem}")
     return manifest
+
+
+def _entry_problem(entry: dict[str, Any]) -> str | None:
+    """What is wrong with a table's manifest entry ("field = value: why"), or None."""
+    if not isinstance(entry["file"], str) or not entry["file"]:
+        return f"file = {_shown(entry['file'])}: not a file name"
+    if not isinstance(entry["sha256"], str):
+        return f"sha256 = {_shown(entry['sha256'])}: not a SHA-256 digest"
+    for field in ("rows", "bytes"):
+        if field in entry and not _is_count(entry[field]):
+            return f"{field} = {_shown(entry[field])}: not a count"
+    return None
 
 
 def verify_files(directory: Path, manifest: dict[str, Any]) -> None:
@@ -158,6 +184,8 @@ def import_dataset(store: Store, directory: Path,
     `identity` (default: this process's user) owns a sweep the import records, and
     may add to a stored sweep only where it may change it (farm/ownership.py): an
     import must not make a sweep anyone's, nor add runs to another owner's.
+    Every run is read and re-checked before anything is written: a refused import
+    writes nothing.
     """
     identity = identity or Identity.configured()
     started = time.perf_counter()
@@ -169,81 +197,179 @@ def import_dataset(store: Store, directory: Path,
     simulated = bool(manifest.get("simulated", sweep.get("simulated")))
     if sweep_id(name) != sweep["id"]:
         raise DatasetError(f"sweep {name!r}: its id {sweep['id']!r} is not the hash of its name")
+    # Refused before the export is read through: another owner's sweep, or the
+    # other kind (simulated, measured) under this name.
+    sweep_spec = _sweep_to_record(store, name, sweep["spec_toml"], simulated, identity)
+    dataset = _Export(directory, manifest, name, simulated)
+    spans, n_requests, without = _check_all(dataset)
+    _refuse_overlaps(store, spans, {run["run_id"] for run in dataset.runs
+                                    if run["result_json"] is not None})
 
-    reader = _Reader(directory, manifest)
-    runs = list(reader.rows("runs", RUN_COLUMNS))
-    if len(runs) != manifest["tables"]["runs"]["rows"]:
-        raise DatasetError(f"runs: {len(runs)} rows, the manifest says "
-                           f"{manifest['tables']['runs']['rows']}")
-    specs = [_run_spec(run, name, simulated) for run in runs]
+    sweep_recorded = sweep_spec is not None and _record_sweep(
+        store, sweep_spec, sweep["spec_toml"], simulated, identity)
     # Provenance of every result this import records: which export, from when.
     origin = (f"export sha256:{sha256(directory / MANIFEST)[:16]} "
               f"(exported {manifest.get('exported_at', '?')})")
-    files = {t: manifest["tables"][t]["file"] for t in ("runs", "timelines")}
+    written = _write_all(store, dataset, sweep["id"], origin)
+    return ImportSummary(
+        sweep=name, fmt=fmt, simulated=simulated, sweep_recorded=sweep_recorded,
+        runs_in_export=len(dataset.runs), runs_added=written["added"],
+        results_imported=written["imported"], failures_replaced=written["replaced"],
+        duplicates=written["duplicates"], runs_without_result=without,
+        requests=n_requests, seconds=time.perf_counter() - started)
 
-    sweep_recorded = _record_sweep(store, name, sweep["spec_toml"], simulated, identity)
-    sid = sweep["id"]
-    with_result = [spec for run, spec in zip(runs, specs) if run["result_json"] is not None]
-    # Marked dispatched: their results come with them, a live dispatcher must not send them.
-    added = store.add_runs(sid, with_result, dispatched=True)
-    stored = store.result_statuses([spec.run_id for spec in with_result])
 
-    requests = _RunGroups(reader.rows("requests", REQUEST_COLUMNS), "requests")
-    samples = _RunGroups(reader.rows("timelines", TIMELINE_COLUMNS), "timelines")
-    imported = replaced = duplicates = without = n_requests = 0
-    for row, (run, spec) in enumerate(zip(runs, specs, strict=True), start=1):
-        run_id = run["run_id"]
-        request_rows = requests.take(run_id, run["num_requests"])
-        first_sample = samples.taken + 1
-        sample_rows = samples.take(run_id, run["num_timeline_samples"])
-        n_requests += len(request_rows)
-        if run["result_json"] is None:
+def _check_all(dataset: _Export) -> tuple[list[_Span], int, int]:
+    """Every run read and re-checked, nothing written (DatasetError at the first
+    refusal). Returns the results' spans on their GPUs, the request rows read and
+    the number of runs without a result."""
+    spans: list[_Span] = []
+    n_requests = without = 0
+    for run in dataset.results():
+        n_requests += run.requests
+        if run.result is None:
             without += 1
+        else:
+            spans.extend(_spans(run.result, run.row))
+    return spans, n_requests, without
+
+
+def _write_all(store: Store, dataset: _Export, sid: str, origin: str) -> Counter[str]:
+    """Add the runs with a result and record the results (read and re-checked again:
+    one run's measurements in memory at a time). Counts added, imported, replaced
+    and duplicates."""
+    written: Counter[str] = Counter()
+    with_result = [spec for run, spec in zip(dataset.runs, dataset.specs, strict=True)
+                   if run["result_json"] is not None]
+    # Marked dispatched: their results come with them, a live dispatcher must not send them.
+    written["added"] = len(store.add_runs(sid, with_result, dispatched=True))
+    stored = store.result_statuses([spec.run_id for spec in with_result])
+    for run in dataset.results():
+        result = run.result
+        if result is None:
             continue
-        # Derived figures and the verdict again from the raw measurements, never as
-        # exported; impossible values refused (farm/report/recheck.py).
-        result = recheck(_run_result(run, request_rows, sample_rows), spec,
-                         Where(files["runs"], row, files["timelines"], first_sample))
-        local = stored.get(run_id)
+        local = stored.get(result.run_id)
         if local == "succeeded" or (local == "failed" and result.status == "failed"):
-            duplicates += 1
+            written["duplicates"] += 1
             continue
         outcome = store.record_result(result, imported_from=origin)
         if outcome in ("stored", "replaced"):
-            imported += 1
-            replaced += outcome == "replaced"
+            written["imported"] += 1
+            written["replaced"] += outcome == "replaced"
         else:       # "duplicate": recorded meanwhile (a recorder, another import)
-            duplicates += 1
-    requests.finish()
-    samples.finish()
-    return ImportSummary(
-        sweep=name, fmt=fmt, simulated=simulated, sweep_recorded=sweep_recorded,
-        runs_in_export=len(runs), runs_added=len(added), results_imported=imported,
-        failures_replaced=replaced, duplicates=duplicates, runs_without_result=without,
-        requests=n_requests, seconds=time.perf_counter() - started)
+            written["duplicates"] += 1
+    return written
+
+
+class _CheckedRun(NamedTuple):
+    """One run of the export as the import takes it."""
+    row: str                    # where it is: "<runs file> row <n>"
+    spec: RunSpec
+    result: RunResult | None    # re-checked from its raw measurements; None: no result
+    requests: int               # its request rows
+
+
+class _Export:
+    """An export's runs, checked row by row; `results()` reads them through (each
+    call again, so that only one run's requests and samples are in memory)."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], sweep: str,
+                 simulated: bool):
+        self.reader = _Reader(directory, manifest)
+        self.files = {t: manifest["tables"][t]["file"]
+                      for t in ("runs", "requests", "timelines")}
+        self.simulated = simulated
+        self.runs = list(self.reader.rows("runs", RUN_COLUMNS))
+        if len(self.runs) != manifest["tables"]["runs"]["rows"]:
+            raise DatasetError(f"runs: {len(self.runs)} rows, the manifest says "
+                               f"{manifest['tables']['runs']['rows']}")
+        self.specs = [_run_spec(run, self.at(row, run), sweep, simulated)
+                      for row, run in enumerate(self.runs, start=1)]
+        _refuse_repeated_runs(self.specs, self.files["runs"])
+
+    def at(self, row: int, run: dict[str, Any]) -> str:
+        """Where a run is, for naming it in a refusal."""
+        return f"{self.files['runs']} row {row} (run {run['run_id']})"
+
+    def row(self, row: int) -> str:
+        return f"{self.files['runs']} row {row}"
+
+    def results(self) -> Iterator[_CheckedRun]:
+        """Each run with its result rebuilt from its rows and re-checked, in order."""
+        requests = _RunGroups(self.reader.rows("requests", REQUEST_COLUMNS), "requests")
+        samples = _RunGroups(self.reader.rows("timelines", TIMELINE_COLUMNS), "timelines")
+        for row, (run, spec) in enumerate(zip(self.runs, self.specs, strict=True), start=1):
+            first_request, first_sample = requests.taken + 1, samples.taken + 1
+            request_rows = requests.take(run["run_id"], run["num_requests"])
+            sample_rows = samples.take(run["run_id"], run["num_timeline_samples"])
+            if run["result_json"] is None:
+                yield _CheckedRun(self.row(row), spec, None, len(request_rows))
+                continue
+            where = Where(self.files["runs"], row, self.files["timelines"], first_sample)
+            result = _run_result(run, where, _requests(run["run_id"], request_rows,
+                                                       self.files["requests"], first_request),
+                                 sample_rows)
+            _check_simulated(result, self.simulated, self.at(row, run))
+            # Derived figures and the verdict again from the raw measurements, never as
+            # exported; impossible values refused (farm/report/recheck.py).
+            yield _CheckedRun(self.row(row), spec, recheck(result, spec, where), len(request_rows))
+        requests.finish()
+        samples.finish()
 
 
 # ------------------------------------------------------------------ checks
 
 
-def _run_spec(run: dict[str, Any], sweep: str, simulated: bool) -> RunSpec:
+def _run_spec(run: dict[str, Any], at: str, sweep: str, simulated: bool) -> RunSpec:
     run_id = run["run_id"]
     if run["sweep"] != sweep:
-        raise DatasetError(f"run {run_id}: of sweep {run['sweep']!r}, not {sweep!r}")
+        raise DatasetError(f"{at}: of sweep {run['sweep']!r}, not {sweep!r}")
+    for field in ("num_requests", "num_timeline_samples"):
+        if not _is_count(run[field]):
+            raise DatasetError(f"{at} {field} = {_shown(run[field])}: not a number of rows")
     if run["simulated"] is not None and bool(run["simulated"]) != simulated:
-        raise DatasetError(f"run {run_id}: simulated={run['simulated']} in a "
-                           f"{'simulated' if simulated else 'measured'} sweep")
+        raise DatasetError(f"{at}: simulated={run['simulated']} in a "
+                           f"{_kind(simulated)} sweep")
     try:
         spec = RunSpec.model_validate_json(run["spec_json"] or "")
     except ValidationError as exc:
-        raise DatasetError(f"run {run_id}: a RunSpec this farm cannot read: "
+        raise DatasetError(f"{at}: a RunSpec this farm cannot read: "
                            f"{_first_error(exc)}") from None
     if spec.run_id != run_id:
-        raise DatasetError(f"run {run_id}: its RunSpec hashes to {spec.run_id}: the spec "
+        raise DatasetError(f"{at}: its RunSpec hashes to {spec.run_id}: the spec "
                            "was changed, or comes from a farm with another run-id rule")
     if spec.sweep != sweep:
-        raise DatasetError(f"run {run_id}: its RunSpec names sweep {spec.sweep!r}")
+        raise DatasetError(f"{at}: its RunSpec names sweep {spec.sweep!r}")
+    # The column above is editable; the spec is what the run id hashes.
+    if spec.simulated != simulated:
+        raise DatasetError(f"{at} spec_json: a {_kind(spec.simulated)} run in a "
+                           f"{_kind(simulated)} sweep: simulated and measured results never "
+                           "share a sweep")
     return spec
+
+
+def _check_simulated(result: RunResult, simulated: bool, at: str) -> None:
+    """A result's own word on being simulated, as the store records it, must match
+    its sweep's. A failure carries no figures (one the worker could not read says
+    measured whatever the run)."""
+    said = result.simulated or result.engine.simulated or result.measurement.simulated
+    if result.status == "succeeded" and said != simulated:
+        raise DatasetError(f"{at}, result_json simulated: a {_kind(said)} result in a "
+                           f"{_kind(simulated)} sweep: simulated and measured results "
+                           "never share a sweep")
+
+
+def _refuse_repeated_runs(specs: list[RunSpec], runs_file: str) -> None:
+    first: dict[str, int] = {}
+    for row, spec in enumerate(specs, start=1):
+        if spec.run_id in first:
+            raise DatasetError(f"{runs_file} row {row}: run {spec.run_id} again (row "
+                               f"{first[spec.run_id]}): each run is listed once")
+        first[spec.run_id] = row
+
+
+def _kind(simulated: bool) -> str:
+    return "simulated" if simulated else "measured"
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -251,18 +377,122 @@ def _first_error(exc: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
 
 
-def _record_sweep(store: Store, name: str, toml: str, simulated: bool,
-                  identity: Identity) -> bool:
-    """Record the sweep, owned by `identity`, unless the store has it; True when recorded."""
+def _is_count(value: Any) -> bool:
+    """A whole number ≥ 0 (JSON's true is none)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _finite(value: Any) -> bool:
+    return _is_number(value) and math.isfinite(value)
+
+
+def _shown(value: Any) -> str:
+    """A value as a refusal quotes it, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ------------------------------------------------------------------ one GPU, one run
+
+
+STORED = "in this store"
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A result's hold on one GPU, start to finish: a GPU measures one run at a time."""
+    gpu: str
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    source: str                 # where the result is: "<runs file> row <n>", or STORED
+
+    @property
+    def imported(self) -> bool:
+        return self.source != STORED
+
+    def when(self) -> str:
+        return f"from {self.started_at.isoformat()} to {self.finished_at.isoformat()}"
+
+
+def _spans(result: RunResult, source: str) -> list[_Span]:
+    start, end = _utc(result.started_at), _utc(result.finished_at)
+    if end <= start:            # a failure before any GPU was held
+        return []
+    return [_Span(gpu.uuid, result.run_id, start, end, source) for gpu in result.gpus]
+
+
+def _utc(value: datetime) -> datetime:
+    """Aware UTC (a naive time is UTC, as the store takes it)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _refuse_overlaps(store: Store, spans: list[_Span], run_ids: set[str]) -> None:
+    """Refuse results measured at once on one GPU, within the export or against the
+    store's: one of them is another run's measurement copied. The store's result of
+    a run the export brings a result for (`run_ids`) is the same run, not an overlap."""
+    if not spans:
+        return
+    stored = [_Span(gpu, run_id, _utc(start), _utc(end), STORED)
+              for run_id, gpus, start, end in store.result_spans(
+                  min(s.started_at for s in spans), max(s.finished_at for s in spans))
+              if run_id not in run_ids for gpu in gpus]
+    by_gpu: dict[str, list[_Span]] = {}
+    for span in spans + stored:
+        by_gpu.setdefault(span.gpu, []).append(span)
+    for gpu, on_gpu in by_gpu.items():
+        pair = _overlap(on_gpu)
+        if pair is not None:
+            earlier, later = pair
+            imported, other = (later, earlier) if later.imported else (earlier, later)
+            raise DatasetError(
+                f"{imported.source} (run {imported.run_id}): measured on GPU {gpu} "
+                f"{imported.when()}, while it measured run {other.run_id} ({other.source}, "
+                f"{other.when()}): a GPU measures one run at a time, so one of them "
+                "carries a measurement not its own")
+
+
+def _overlap(spans: list[_Span]) -> tuple[_Span, _Span] | None:
+    """Two spans that overlap, one of them imported (the store's own are not this
+    import's to judge); None if there are none.
+
+    In order of start, a span overlaps an earlier one exactly when it starts before
+    the latest end among them; an imported span is compared with every earlier
+    span, a stored one only with the imported ones.
+    """
+    last: _Span | None = None               # the earlier span that ends last
+    last_imported: _Span | None = None      # the same among the imported ones
+    for span in sorted(spans, key=lambda s: (s.started_at, s.finished_at)):
+        earlier = last if span.imported else last_imported
+        if earlier is not None and span.started_at < earlier.finished_at:
+            return earlier, span
+        if last is None or span.finished_at > last.finished_at:
+            last = span
+        if span.imported and (last_imported is None
+                              or span.finished_at > last_imported.finished_at):
+            last_imported = span
+    return None
+
+
+# ------------------------------------------------------------------ the sweep
+
+
+class _RecordedMeanwhile(Exception):
+    """The sweep was recorded by someone else after the import found none."""
+
+
+def _sweep_to_record(store: Store, name: str, toml: str, simulated: bool,
+                     identity: Identity) -> SweepSpec | None:
+    """The sweep to record, None when the store has it (checked: `identity` may add
+    to it, and it is of the export's kind)."""
     existing = store.find_sweep(name)
     if existing is not None:
-        require_may_change(identity, name, existing.owner, "import results into")
-        if bool(existing.simulated) != simulated:
-            raise DatasetError(
-                f"sweep {name!r} is {'simulated' if existing.simulated else 'measured'} in "
-                f"this store and {'simulated' if simulated else 'measured'} in the export: "
-                "simulated and measured results never share a sweep")
-        return False
+        _check_stored_sweep(existing, name, simulated, identity)
+        return None
     try:
         spec = parse_sweep(toml, f"{name} (manifest.json)")
     except SpecError as exc:
@@ -275,29 +505,105 @@ def _record_sweep(store: Store, name: str, toml: str, simulated: bool,
             raise DatasetError(f"the export's sweep file names sweep {spec.name!r}, "
                                f"the manifest {name!r}")
         spec = copy
-    store.record_sweep(spec, toml, owner=identity.user or None)
+    return spec
+
+
+def _check_stored_sweep(existing: Any, name: str, simulated: bool,
+                        identity: Identity) -> None:
+    require_may_change(identity, name, existing.owner, "import results into")
+    if bool(existing.simulated) != simulated:
+        raise DatasetError(
+            f"sweep {name!r} is {_kind(bool(existing.simulated))} in this store and "
+            f"{_kind(simulated)} in the export: simulated and measured results never "
+            "share a sweep")
+
+
+def _record_sweep(store: Store, spec: SweepSpec, toml: str, simulated: bool,
+                  identity: Identity) -> bool:
+    """Record the sweep, owned by `identity`; True when recorded. One recorded since
+    `_sweep_to_record` looked (an enqueue, another import) keeps its owner and TOML,
+    and is checked as a stored one."""
+    def admit(stored: Any) -> tuple[str | None, int | None]:
+        if stored is not None:
+            raise _RecordedMeanwhile
+        return identity.user or None, None
+
+    try:
+        store.record_sweep(spec, toml, admit=admit)
+    except _RecordedMeanwhile:
+        existing = store.find_sweep(spec.name)
+        if existing is None:
+            raise DatasetError(f"sweep {spec.name!r} was recorded and removed during the "
+                               "import: import again") from None
+        _check_stored_sweep(existing, spec.name, simulated, identity)
+        return False
     return True
 
 
-def _run_result(run: dict[str, Any], request_rows: list[dict[str, Any]],
+# ------------------------------------------------------------------ a run's rows
+
+
+def _run_result(run: dict[str, Any], where: Where, requests: list[RequestRecord],
                 sample_rows: list[dict[str, Any]]) -> RunResult:
     run_id = run["run_id"]
+    at = f"{where.runs_file} row {where.runs_row} (run {run_id})"
     try:
         result = RunResult.model_validate_json(run["result_json"])
-        if result.run_id != run_id:
-            raise DatasetError(f"run {run_id}: its result is for run {result.run_id}")
-        requests = [RequestRecord(load_point=r["load_point"], index=r["index"],
-                                  scheduled_s=r["scheduled_s"], sent_s=r["sent_s"],
-                                  ttft_s=r["ttft_s"], e2e_s=r["e2e_s"],
-                                  itl_s=_as_stored(r["itl_s"] or []),
-                                  input_tokens=r["input_tokens"],
-                                  output_tokens=r["output_tokens"], ok=r["ok"],
-                                  error=r["error"])
-                    for r in request_rows]
-        trace = _trace(run_id, run["trace_json"], sample_rows)
     except ValidationError as exc:
-        raise DatasetError(f"run {run_id}: {_first_error(exc)}") from None
+        raise DatasetError(f"{at}, result_json {_first_error(exc)}") from None
+    if result.run_id != run_id:
+        raise DatasetError(f"{at}, result_json run_id: the result of run {result.run_id}")
+    trace = _trace(run_id, run["trace_json"], sample_rows, where)
     return result.model_copy(update={"requests": requests, "trace": trace})
+
+
+# Latencies no request has negative; scheduled_s and sent_s are offsets.
+REQUEST_TIMES = {"scheduled_s": False, "sent_s": False, "ttft_s": True, "e2e_s": True}
+
+
+def _requests(run_id: str, rows: list[dict[str, Any]], file: str,
+              first_row: int) -> list[RequestRecord]:
+    return [_request(r, f"{file} row {first_row + i} (run {run_id})")
+            for i, r in enumerate(rows)]
+
+
+def _request(r: dict[str, Any], at: str) -> RequestRecord:
+    """A request row as a RequestRecord; DatasetError naming the row and field."""
+    for field, non_negative in REQUEST_TIMES.items():
+        value = r[field]
+        if value is not None and (not _finite(value) or (non_negative and value < 0)):
+            raise DatasetError(f"{at} {field} = {_shown(value)}: not a time in seconds"
+                               f"{' (≥ 0)' if non_negative else ''}")
+    for field in ("input_tokens", "output_tokens"):
+        if r[field] is not None and not _is_count(r[field]):
+            raise DatasetError(f"{at} {field} = {_shown(r[field])}: not a number of tokens")
+    try:
+        return RequestRecord(load_point=r["load_point"], index=r["index"],
+                             scheduled_s=r["scheduled_s"], sent_s=r["sent_s"],
+                             ttft_s=r["ttft_s"], e2e_s=r["e2e_s"],
+                             itl_s=_gaps(r["itl_s"], at), input_tokens=r["input_tokens"],
+                             output_tokens=r["output_tokens"], ok=r["ok"], error=r["error"])
+    except ValidationError as exc:
+        raise DatasetError(f"{at} {_first_error(exc)}") from None
+
+
+def _gaps(itl_s: Any, at: str) -> list[float]:
+    """The inter-token gaps as stored; each a time ≥ 0 that float32 holds."""
+    if itl_s is None:
+        return []
+    try:
+        if not isinstance(itl_s, list):
+            raise TypeError
+        gaps = _as_stored(itl_s)
+    except (TypeError, ValueError, OverflowError):
+        raise DatasetError(f"{at} itl_s = {_shown(itl_s)}: not a list of gaps in seconds"
+                           ) from None
+    # sum() and min() run at C speed; a gap inf or NaN makes the sum so.
+    if gaps and not (math.isfinite(sum(gaps)) and min(gaps) >= 0):
+        i = next(i for i, gap in enumerate(gaps) if not (math.isfinite(gap) and gap >= 0))
+        raise DatasetError(f"{at} itl_s[{i}] = {_shown(itl_s[i])}: not a gap in "
+                           "seconds (≥ 0)")
+    return gaps
 
 
 def _as_stored(itl_s: list[float]) -> list[float]:
@@ -307,20 +613,24 @@ def _as_stored(itl_s: list[float]) -> list[float]:
     return array("f", itl_s).tolist()
 
 
-def _trace(run_id: str, header_json: str | None,
-           rows: list[dict[str, Any]]) -> PowerTrace | None:
+TRACE_KEYS = ("sensor", "sample_period_s", "gpu_uuids", "n_samples", "series")
+
+
+def _trace(run_id: str, header_json: str | None, rows: list[dict[str, Any]],
+           where: Where) -> PowerTrace | None:
+    at = f"{where.runs_file} row {where.runs_row} (run {run_id}), trace_json"
     if header_json is None:
         if rows:
-            raise DatasetError(f"run {run_id}: timeline samples but no trace_json")
+            raise DatasetError(f"{at}: null, but the run has timeline samples")
         return None
-    try:
-        header = json.loads(header_json)
-        uuids, n, present = header["gpu_uuids"], header["n_samples"], header["series"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DatasetError(f"run {run_id}: unreadable trace_json: {exc}") from None
+    header = _trace_header(header_json, at)
+    uuids, n, present = header["gpu_uuids"], header["n_samples"], header["series"]
     if len(rows) != n * len(uuids):
-        raise DatasetError(f"run {run_id}: {len(rows)} timeline samples, trace_json says "
+        raise DatasetError(f"{at}: {len(rows)} timeline samples, trace_json says "
                            f"{n} × {len(uuids)} GPUs")
+    for i, r in enumerate(rows):
+        _check_sample(r, present, f"{where.timelines_file} row {where.timelines_row + i} "
+                                  f"(run {run_id})")
     rows = sorted(rows, key=lambda r: (r["gpu_index"], r["sample"]))
     per_gpu = [rows[i * n:(i + 1) * n] for i in range(len(uuids))]
     for index, samples in enumerate(per_gpu):
@@ -332,9 +642,51 @@ def _trace(run_id: str, header_json: str | None,
                       else _as_stored([r[name]])[0] for r in samples] for samples in per_gpu]
               for name in TRACE_SERIES if name in present}
     series.setdefault("power_w", [[None] * n for _ in uuids])
-    return PowerTrace(sensor=header["sensor"], sample_period_s=header["sample_period_s"],
-                      gpu_uuids=uuids, t_s=[r["t_s"] for r in per_gpu[0]] if uuids else [],
-                      **series)
+    try:
+        return PowerTrace(sensor=header["sensor"], sample_period_s=header["sample_period_s"],
+                          gpu_uuids=uuids, t_s=[r["t_s"] for r in per_gpu[0]] if uuids else [],
+                          **series)
+    except ValidationError as exc:
+        raise DatasetError(f"{at} {_first_error(exc)}") from None
+
+
+def _trace_header(header_json: Any, at: str) -> dict[str, Any]:
+    """trace_json read, with the keys the import needs, of the types it needs."""
+    try:
+        header = json.loads(header_json)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DatasetError(f"{at}: not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise DatasetError(f"{at}: not a JSON object")
+    missing = [key for key in TRACE_KEYS if key not in header]
+    if missing:
+        raise DatasetError(f"{at}: no {', '.join(missing)}")
+    uuids, series = header["gpu_uuids"], header["series"]
+    if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
+        raise DatasetError(f"{at} gpu_uuids = {_shown(uuids)}: not a list of GPU UUIDs")
+    if not _is_count(header["n_samples"]):
+        raise DatasetError(f"{at} n_samples = {_shown(header['n_samples'])}: not a number "
+                           "of samples")
+    if not isinstance(series, list) or not all(isinstance(s, str) for s in series):
+        raise DatasetError(f"{at} series = {_shown(series)}: not a list of series names")
+    return header
+
+
+def _check_sample(r: dict[str, Any], present: list[str], at: str) -> None:
+    """A timeline row's index, time and readings of the types a trace holds."""
+    for field in ("gpu_index", "sample"):
+        if not _is_count(r[field]):
+            raise DatasetError(f"{at} {field} = {_shown(r[field])}: not an index")
+    if not _finite(r["t_s"]):
+        raise DatasetError(f"{at} t_s = {_shown(r['t_s'])}: not a time in seconds")
+    for name in TRACE_SERIES:
+        value = r[name]
+        if name not in present or value is None:
+            continue
+        if name == "throttle_reasons" and not _is_count(value):
+            raise DatasetError(f"{at} {name} = {_shown(value)}: not a bitmask")
+        if name != "throttle_reasons" and not (_finite(value) and abs(value) <= FLOAT32_MAX):
+            raise DatasetError(f"{at} {name} = {_shown(value)}: not a finite number")
 
 
 class _RunGroups:

@@ -6,10 +6,17 @@ of idle, the validity verdict). A manifest can be re-hashed after any edit, so
 on import the derived figures are thrown away and derived again here, by the
 same rules the worker used (`farm_contract.derive`, `farm_contract.validity`,
 `farm_contract.stalls`). Values no GPU can produce are refused, naming the file,
-row and field: negative energy, power below 0 or above `POWER_CEILING` × the
-GPU's power limit, a window's timeline energy that the exported timeline does
-not integrate to, and a J/token other than the windows and requests give
-(an edited figure, or tokens the requests never emitted).
+row and field: negative or non-finite energy, power or latency, power above
+`POWER_CEILING` × the GPU's power limit, a window's timeline energy that the
+exported timeline does not integrate to, a request row twice (same load point and
+index), or of no load point, and a J/token other than the windows and requests give
+(an edited figure, a null one where they give one, or tokens the requests never
+emitted). A failed result is checked the same way and keeps no verdict (the worker
+judges no failed run).
+
+A long window whose counter the timeline cannot check (the GPUs were read, but not
+at two samples inside a window of `INTEGRABLE_PERIODS` sampling periods) disagrees:
+a gap in the timeline must not pass the agreement check a whole timeline would fail.
 
 What cannot be derived again is taken as reported and says so in the verdict's
 check: pauses between the worker's phases (`stalls`) and the GPU tuning read
@@ -18,6 +25,7 @@ back (`tuning`) exist only in the worker's own check.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -60,6 +68,9 @@ TOKEN_SLACK = 1
 NON_NEGATIVE = ("energy_j", "energy_per_output_token_j", "energy_per_request_j",
                 "output_tokens_per_j", "avg_power_w", "peak_power_w", "gco2e_per_1k_tokens")
 # Checks only the worker could make: kept as it reported them.
+# A window this many sampling periods long holds two samples of a timeline read
+# throughout it, a late one included: without an integral, samples are missing.
+INTEGRABLE_PERIODS = 3
 AS_REPORTED = ("tuning",)
 
 
@@ -71,20 +82,30 @@ class Where:
     runs_row: int                # 1-based data row of the run in runs_file
     timelines_file: str
     timelines_row: int           # 1-based data row of the run's first timeline sample
+    requests_file: str = "requests"
+    requests_row: int | None = None  # 1-based data row of the run's first request, if known
 
     def result(self, run_id: str, field: str) -> str:
         """Where `field` of the run's result_json is: file, row, run and field."""
         return f"{self.runs_file} row {self.runs_row} (run {run_id}), result_json {field}"
 
+    def request(self, run_id: str, number: int, request: RequestRecord, field: str) -> str:
+        """Where `field` of the run's `number`th (0-based) request row is."""
+        which = f"run {run_id}, load point {request.load_point}, request {request.index}"
+        if self.requests_row is None:
+            return f"{self.requests_file} ({which}) {field}"
+        return f"{self.requests_file} row {self.requests_row + number} ({which}) {field}"
+
 
 def recheck(result: RunResult, spec: RunSpec, where: Where) -> RunResult:
     """`result` with its windows' derived values, idle baseline, load-point figures
     and validity derived again from its raw measurements; DatasetError (naming the
-    file, row and field) for a value no GPU produces."""
-    if result.status != "succeeded":
-        return result
+    file, row and field) for a value no GPU produces. A failed result is checked
+    alike (its figures are shown too) and has no verdict, as the worker gives it."""
     _refuse_impossible(result, where)
-    windows = [_window(w, result.trace, spec.measurement, where.result(
+    _refuse_requests(result, where)
+    read = _timeline_read(result.trace)
+    windows = [_window(w, result.trace, read, spec.measurement, where.result(
         result.run_id, f"windows[{i}] ({_name(w)})")) for i, w in enumerate(result.windows)]
     idle = _idle(windows)
     net_idle_w = idle_power_for_net(idle.idle_power_w, idle.idle_ctx_power_w)
@@ -101,9 +122,10 @@ def recheck(result: RunResult, spec: RunSpec, where: Where) -> RunResult:
                  else _point(lp, steady, by_point.get(lp.index, []), net_idle_w, carbon))
         _same_per_token(lp, again, where.result(result.run_id, f"load_points[{i}]"))
         points.append(again)
+    validity = (_validity(result, windows, idle, spec.measurement)
+                if result.status == "succeeded" else None)
     return result.model_copy(update={
-        "windows": windows, "idle": idle, "load_points": points,
-        "validity": _validity(result, windows, idle, spec.measurement)})
+        "windows": windows, "idle": idle, "load_points": points, "validity": validity})
 
 
 # ------------------------------------------------------------------ refusals
@@ -117,8 +139,13 @@ def _refuse_impossible(result: RunResult, where: Where) -> None:
         for field, value in (("energy_j", w.energy_j), ("timeline_energy_j", w.timeline_energy_j),
                              *((f"per_gpu_energy_j[{g}]", e)
                                for g, e in enumerate(w.per_gpu_energy_j))):
-            if value is not None and (value < 0 or not math.isfinite(value)):
+            if value is not None and not math.isfinite(value):
+                raise DatasetError(f"{at} {field} = {value:g} J: not a finite number")
+            if value is not None and value < 0:
                 raise DatasetError(f"{at} {field} = {value:g} J: negative energy")
+        for field, value in (("start_s", w.start_s), ("duration_s", w.duration_s)):
+            if not math.isfinite(value):
+                raise DatasetError(f"{at} {field} = {value:g} s: not a finite number")
         if w.duration_s < 0:
             raise DatasetError(f"{at} duration_s = {w.duration_s:g} s: negative")
         if (w.energy_j is not None and w.duration_s > 0 and total_limit
@@ -130,22 +157,42 @@ def _refuse_impossible(result: RunResult, where: Where) -> None:
     if result.idle is not None:
         for field in ("idle_power_w", "idle_ctx_power_w"):
             value = getattr(result.idle, field)
-            if value is not None and value < 0:
+            if value is not None and (value < 0 or not math.isfinite(value)):
                 raise DatasetError(f"{where.result(result.run_id, 'idle.' + field)} = "
-                                   f"{value:g} W: negative power")
+                                   f"{value:g} W: {_not_a_reading(value)} power")
     for i, lp in enumerate(result.load_points):
         for field in NON_NEGATIVE:
             value = getattr(lp, field)
             if value is not None and (value < 0 or not math.isfinite(value)):
                 raise DatasetError(f"{where.result(result.run_id, f'load_points[{i}]')}."
-                                   f"{field} = {value:g}: negative (no measurement gives it)")
+                                   f"{field} = {value:g}: {_not_a_reading(value)} "
+                                   "(no measurement gives it)")
     if result.trace is not None:
-        _refuse_power(result.trace, limits, result.run_id, where)
+        _refuse_trace(result.trace, limits, result.run_id, where)
 
 
-def _refuse_power(trace: PowerTrace, limits: list[float | None], run_id: str,
+def _not_a_reading(value: float) -> str:
+    return "negative" if math.isfinite(value) else "not a finite number"
+
+
+def _refuse_trace(trace: PowerTrace, limits: list[float | None], run_id: str,
                   where: Where) -> None:
+    """Refuse a sample no sensor reads: NaN or infinite in any series (it would pass
+    every bound and void the integral), and power outside 0 … POWER_CEILING × limit."""
     n = len(trace.t_s)
+
+    def at(g: int, s: int, field: str) -> str:
+        return (f"{where.timelines_file} row {where.timelines_row + g * n + s} (run "
+                f"{run_id}, GPU {g}, sample {s}) {field}")
+
+    for s, t in enumerate(trace.t_s):
+        if not math.isfinite(t):
+            raise DatasetError(f"{at(0, s, 't_s')} = {t:g} s: not a finite number")
+    for name in ("power_w", "memory_power_w", "temperature_c", "sm_clock_mhz"):
+        for g, series in enumerate(getattr(trace, name) or []):
+            for s, value in enumerate(series):
+                if value is not None and not math.isfinite(value):
+                    raise DatasetError(f"{at(g, s, name)} = {value:g}: not a finite number")
     for g, series in enumerate(trace.power_w):
         limit = limits[g] if g < len(limits) else None
         for s, watts in enumerate(series):
@@ -154,17 +201,48 @@ def _refuse_power(trace: PowerTrace, limits: list[float | None], run_id: str,
             if watts < 0 or (limit and watts > POWER_CEILING * limit):
                 bound = ("below 0" if watts < 0 else
                          f"above {POWER_CEILING:g} × the GPU's power limit ({limit:g} W)")
-                raise DatasetError(
-                    f"{where.timelines_file} row {where.timelines_row + g * n + s} (run "
-                    f"{run_id}, GPU {g}, sample {s}) power_w = {watts:g} W: {bound}")
+                raise DatasetError(f"{at(g, s, 'power_w')} = {watts:g} W: {bound}")
+
+
+def _refuse_requests(result: RunResult, where: Where) -> None:
+    """Refuse request rows that would miscount a load point: a row twice (its tokens
+    counted twice halve J/token), a row of no load point, a negative token count, a
+    latency that is not a number."""
+    points = {lp.index for lp in result.load_points}
+    seen: set[tuple[int, int]] = set()
+    for number, r in enumerate(result.requests):
+        at = functools.partial(where.request, result.run_id, number, r)
+        if r.load_point not in points:
+            raise DatasetError(f"{at('load_point')} = {r.load_point}: the result has no such "
+                               f"load point (it has {sorted(points)})")
+        if (r.load_point, r.index) in seen:
+            raise DatasetError(f"{at('index')} = {r.index}: a second row for this load point "
+                               "and index (its tokens would count twice)")
+        seen.add((r.load_point, r.index))
+        for field in ("input_tokens", "output_tokens"):
+            tokens = getattr(r, field)
+            if tokens is not None and tokens < 0:
+                raise DatasetError(f"{at(field)} = {tokens}: negative token count")
+        for field in ("scheduled_s", "sent_s", "ttft_s", "e2e_s"):
+            seconds = getattr(r, field)
+            if seconds is not None and not math.isfinite(seconds):
+                raise DatasetError(f"{at(field)} = {seconds:g} s: not a finite number")
+        if not all(map(math.isfinite, r.itl_s)):
+            j = next(j for j, gap in enumerate(r.itl_s) if not math.isfinite(gap))
+            raise DatasetError(f"{at(f'itl_s[{j}]')} = {r.itl_s[j]:g} s: not a finite number")
 
 
 def _same_per_token(exported: LoadPointResult, again: LoadPointResult, at: str) -> None:
-    """Refuse an exported J/token the windows and requests do not give."""
+    """Refuse an exported J/token the windows and requests do not give, a null one
+    included (the store would show the one derived here, unchecked)."""
     old, new = exported.energy_per_output_token_j, again.energy_per_output_token_j
     energy, tokens = again.energy_j, again.steady_output_tokens
-    if old is None or new is None or energy is None or not tokens:
+    if new is None or energy is None or not tokens:
         return
+    if old is None:
+        raise DatasetError(
+            f"{at}.energy_per_output_token_j = null, but its steady window's energy and the "
+            f"requests' tokens give {new:.6g} J (= {energy:g} J ÷ {tokens} tokens)")
     low = energy / (tokens + TOKEN_SLACK) * (1 - 1e-6)
     high = energy / max(tokens - TOKEN_SLACK, 1) * (1 + 1e-6) if tokens > TOKEN_SLACK else None
     if old < low or (high is not None and old > high):
@@ -182,7 +260,15 @@ def _name(w: EnergyWindow) -> str:
     return w.name + (f"[{w.load_point}]" if w.load_point is not None else "")
 
 
-def _window(w: EnergyWindow, trace: PowerTrace | None, spec: MeasurementSpec,
+def _timeline_read(trace: PowerTrace | None) -> bool:
+    """Whether the timeline has any sample with every GPU's power (one that can check a
+    counter); a run without a power sensor has none, and no agreement to judge."""
+    if trace is None or not trace.power_w:
+        return False
+    return any(all(v is not None for v in values) for values in zip(*trace.power_w))
+
+
+def _window(w: EnergyWindow, trace: PowerTrace | None, read: bool, spec: MeasurementSpec,
             at: str) -> EnergyWindow:
     # The worker's rule on the exported samples (farm_contract.derive).
     timeline_j, avg_w, peak_w = ((None, None, None) if trace is None else
@@ -196,13 +282,19 @@ def _window(w: EnergyWindow, trace: PowerTrace | None, spec: MeasurementSpec,
             "the windows do not belong together")
     energy = w.energy_j
     agreement = timeline_j / energy if timeline_j is not None and energy else None
+    judged = w.duration_s >= spec.agreement_min_window_s
+    # A counter the read timeline gives no ratio for (no integral where one was due,
+    # or 0 J against a positive integral) is unchecked: it disagrees, not passes unseen.
+    due = read and w.duration_s >= INTEGRABLE_PERIODS * spec.sample_period_s
+    unchecked = (due and energy is not None and agreement is None
+                 and (timeline_j is None or timeline_j > 0))
     return w.model_copy(update={
         "timeline_energy_j": timeline_j,
         "avg_power_w": (energy / w.duration_s if energy is not None and w.duration_s > 0
                         else avg_w),
         "peak_power_w": peak_w, "agreement": agreement,
-        "disagrees": (agreement is not None and w.duration_s >= spec.agreement_min_window_s
-                      and abs(agreement - 1.0) > spec.agreement_tolerance)})
+        "disagrees": judged and (unchecked or (
+            agreement is not None and abs(agreement - 1.0) > spec.agreement_tolerance))})
 
 
 def _idle(windows: list[EnergyWindow]) -> IdleBaseline:

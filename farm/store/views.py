@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -204,6 +205,19 @@ class Views(StoreBase):
                                        .where(where))
                 statuses.update({row.run_id: row.status for row in rows})
         return statuses
+
+    def result_spans(self, start: datetime, end: datetime
+                     ) -> list[tuple[str, list[str], datetime, datetime]]:
+        """(run id, GPU UUIDs, started, finished) of each stored result whose run held
+        its GPUs at some time between `start` and `end` (an import's overlap check)."""
+        res = results_t.c
+        stmt = (select(res.run_id, res.gpus_json, res.started_at, res.finished_at)
+                .where(res.started_at < end, res.finished_at > start))
+        with self._read() as session:
+            return [(row.run_id, [gpu["uuid"] for gpu in row.gpus_json or []
+                                  if isinstance(gpu, dict) and "uuid" in gpu],
+                     row.started_at, row.finished_at)
+                    for row in session.execute(stmt)]
 
     def status_counts(self, sweep_id: str | None = None) -> list[tuple[str, str, int]]:
         """(sweep name, status, number of runs), by sweep name then lifecycle order."""

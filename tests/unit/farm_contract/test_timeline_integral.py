@@ -29,6 +29,16 @@ def test_missing_or_too_few_samples_give_none_never_zero():
     assert average == pytest.approx(160.0) and energy == pytest.approx(16.0) and peak == 210.0
 
 
+def test_a_missing_reading_is_a_gap_the_integral_spans():
+    """One failed read used to void the window's integral, and with it the check of
+    its counter; the trapezoid of its neighbours spans it instead."""
+    whole = timeline_integral([0.0, 0.05, 0.1], [[100.0, 100.0, 100.0]], 0.0, 0.1)
+    assert timeline_integral([0.0, 0.05, 0.1], [[100.0, None, 100.0]], 0.0, 0.1) == whole
+    energy, average, peak = timeline_integral([0.0, 0.05, 0.1], [[100.0, 300.0, 100.0],
+                                                                 [10.0, None, 10.0]], 0.0, 0.1)
+    assert (energy, average, peak) == (pytest.approx(11.0), pytest.approx(110.0), 110.0)
+
+
 def test_the_sampler_integrates_with_the_same_rule():
     class Gpu:
         info = type("Info", (), {"uuid": "GPU-x"})()

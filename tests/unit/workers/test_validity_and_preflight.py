@@ -41,6 +41,8 @@ def test_a_clean_run_is_valid_and_keeps_its_thresholds():
     (steady(avg_w=900.0), [40.0], "power_range"),
     (steady(), [40.0, 97.0], "temperature"),
     (steady(agreement=1.08, disagrees=True), [40.0], "agreement"),
+    # a counter the timeline gave no ratio for (an import's recheck): no agreement
+    (steady(agreement=None, disagrees=True), [40.0], "agreement"),
 ])
 def test_each_check_fails_alone(window, temps, failing):
     v = validate([window], IdleBaseline(idle_power_w=77.0), 700.0, temps, SPEC)

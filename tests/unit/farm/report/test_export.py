@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,7 +33,7 @@ from farm.report.export import export_sweep
 from farm.report.importer import import_dataset
 from farm.report.recheck import Where, recheck
 from farm.store import Store
-from farm_contract.records import PowerTrace, RequestRecord, load_point_columns
+from farm_contract.records import PowerTrace, RequestRecord, RunResult, load_point_columns
 from farm_contract.runspec import RunSpec
 from tests import factories
 from tests.paths import ROOT
@@ -45,6 +46,14 @@ def farmctl(*args: str, env: dict | None = None, cwd=None) -> subprocess.Complet
 
     return subprocess.run([sys.executable, "-m", "farm.cli", *args], capture_output=True,
                           text=True, timeout=120, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def result_of(run: RunSpec, **kwargs) -> RunResult:
+    """factories.result at a time of its own (by its run id): a GPU measures one run at
+    a time, and an import refuses two runs measured at once on one GPU."""
+    kwargs.setdefault("started_at",
+                      factories.T0 + timedelta(minutes=int(run.run_id, 16) % 10**6))
+    return factories.result(run, **kwargs)
 
 
 def sqlite_url(path: Path) -> str:
@@ -227,26 +236,26 @@ def edge_store(tmp_path):
     store = Store.open(sqlite_url(tmp_path / "edge.db"), upgrade=True)
     sid = store.record_sweep(spec, toml)
     store.add_runs(sid, runs)
-    two_gpus = factories.result(runs[0], n_gpus=2, extra_series=False)
+    two_gpus = result_of(runs[0], n_gpus=2, extra_series=False)
     requests = [r.model_copy(update={"error": ""}) if r.index == 2 else r
                 for r in two_gpus.requests]
     store.record_result(two_gpus.model_copy(update={"requests": requests}))
-    store.record_result(factories.result(runs[1]).model_copy(update={"trace": PowerTrace(
+    store.record_result(result_of(runs[1]).model_copy(update={"trace": PowerTrace(
         sensor="nvml.field.power_instant", sample_period_s=0.05,
         gpu_uuids=["GPU-a", "GPU-b"], t_s=[], power_w=[[], []],
         memory_power_w=[[], []], temperature_c=None, sm_clock_mhz=None,
         throttle_reasons=[[], []])}))
-    store.record_result(factories.result(runs[2]).model_copy(update={"trace": PowerTrace(
+    store.record_result(result_of(runs[2]).model_copy(update={"trace": PowerTrace(
         sensor="sim.power", sample_period_s=0.1, gpu_uuids=["GPU-a"], t_s=[0.0, 0.1],
         power_w=[[None, None]], memory_power_w=[[None, None]], temperature_c=None,
         sm_clock_mhz=[[None, 1410.0]], throttle_reasons=[[None, (1 << 64) - 2]])}))
-    store.record_result(factories.result(runs[3], status="failed", attempt=2))
-    store.record_result(factories.result(runs[4], steady_energy_j=[None, 120.0],
+    store.record_result(result_of(runs[3], status="failed", attempt=2))
+    store.record_result(result_of(runs[4], steady_energy_j=[None, 120.0],
                                          failing_check="power_range"))
-    store.record_result(factories.result(runs[5], with_host_energy=False).model_copy(
+    store.record_result(result_of(runs[5], with_host_energy=False).model_copy(
         update={"trace": None, "requests": [RequestRecord(
             load_point=0, index=0, sent_s=0.5, itl_s=[], ok=False, error="refused")]}))
-    store.record_result(factories.result(runs[6], per_point=1))
+    store.record_result(result_of(runs[6], per_point=1))
     # runs[7] stays queued: no result.
     yield store, spec.name, runs
     store.close()
@@ -303,10 +312,10 @@ def test_an_adaptive_sweeps_verdicts_are_a_table(tmp_path):
     wide = [r for r in runs if adaptive.repetition(r, 0).run_id == first[1].run_id]
     for r in tight:
         n = len(r.scenario.load_points)
-        store.record_result(factories.result(r, steady_energy_j=[100.0] * n))
+        store.record_result(result_of(r, steady_energy_j=[100.0] * n))
     for r, e in zip(wide, (100.0, 150.0, 70.0)):
         n = len(r.scenario.load_points)
-        store.record_result(factories.result(r, steady_energy_j=[e] * n))
+        store.record_result(result_of(r, steady_energy_j=[e] * n))
     summary = export_sweep(store, spec.name, "parquet", tmp_path / "out")
     table = pq.read_table(tmp_path / "out" / "repetitions.parquet").to_pylist()
     assert summary.rows["repetitions"] == len(table) == expected_rows(store, sid)["repetitions"]
@@ -343,7 +352,7 @@ def test_the_gpu_tuning_asked_for_is_a_column_of_runs_run_points_and_fits(tmp_pa
     with Store.open(sqlite_url(tmp_path / "a.db"), upgrade=True) as src:
         src.add_runs(src.record_sweep(spec, toml), tuned)
         for run in tuned:
-            src.record_result(factories.with_tuning(factories.result(run), run,
+            src.record_result(factories.with_tuning(result_of(run), run,
                                                     [run.hardware.power_limit_w]))
         export_sweep(src, spec.name, "parquet", tmp_path / "x")
         with Store.open(sqlite_url(tmp_path / "b.db"), upgrade=True) as dst:
@@ -391,10 +400,10 @@ def test_import_keeps_what_the_store_measured(edge_store, tmp_path):
     with Store.open(sqlite_url(tmp_path / "b.db"), upgrade=True) as dst:
         sid = dst.record_sweep(spec, toml)
         dst.add_runs(sid, [runs[0], runs[1], runs[3]])
-        mine = factories.result(runs[0], worker_name="farm-gpu@lab-b")
+        mine = result_of(runs[0], worker_name="farm-gpu@lab-b")
         dst.record_result(mine)                                    # success here
-        dst.record_result(factories.result(runs[1], status="failed"))  # failure here
-        dst.record_result(factories.result(runs[3], status="failed", attempt=1,
+        dst.record_result(result_of(runs[1], status="failed"))  # failure here
+        dst.record_result(result_of(runs[3], status="failed", attempt=1,
                                            worker_name="farm-gpu@lab-b"))
         done = import_dataset(dst, tmp_path / "x")
         assert not done.sweep_recorded

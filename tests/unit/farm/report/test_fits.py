@@ -3,6 +3,8 @@ parameters, refuses too few batch sizes, draws a curve, and reaches the dataset.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pytest
 
@@ -210,10 +212,13 @@ def test_the_dataset_has_the_fits_table_and_imports(tmp_path):
     sid = store.record_sweep(spec, toml)
     store.add_runs(sid, runs)
     xs = np.log2([1, 2, 4, 8, 16, 32])
-    for run in runs:
+    for i, run in enumerate(runs):
         # J/output token = steady energy ÷ 50 tokens: the logistic TRUE, ±1% per repetition
         energies = logistic4(xs, *TRUE.values()) * 50 * (1 + 0.01 * (run.repetition - 0.5))
-        store.record_result(factories.result(run, steady_energy_j=list(energies)))
+        # One after another: an import refuses two runs measured at once on one GPU.
+        store.record_result(factories.result(
+            run, steady_energy_j=list(energies),
+            started_at=factories.T0 + timedelta(minutes=i)))
     summary = export_sweep(store, spec.name, "parquet", tmp_path / "out")
     assert summary.rows["fits"] == 4            # gross and net J/token, gross and net power
     fits = pq.read_table(tmp_path / "out" / "fits.parquet").to_pylist()
