@@ -40,13 +40,10 @@ it, and importing again completes it.
 from __future__ import annotations
 
 import json
-import math
 import time
-from array import array
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,16 +64,17 @@ from farm.report.dataset import (
     schema_major,
 )
 from farm.report.export import TRACE_SERIES, sha256
+from farm.report.import_overlaps import GpuSpan, gpu_spans, refuse_overlaps
+from farm.report.import_rows import first_error, is_count, request_records, run_result, shown
 from farm.report.recheck import Where, recheck
 from farm.simulate import simulated_copy
 from farm.spec import SweepSpec
 from farm.store import Store
 from farm.sweep_file import SpecError, parse_sweep
-from farm_contract.records import PowerTrace, RequestRecord, RunResult
+from farm_contract.records import RunResult
 from farm_contract.runspec import RunSpec, sweep_id
 
 READ_BATCH = 65_536
-FLOAT32_MAX = 3.4028234663852886e38     # the store keeps timeline readings as float32
 # The columns the import reads; the other tables (run_points, windows) and
 # columns are views of result_json, checked through the manifest's checksums.
 RUN_COLUMNS = ("run_id", "sweep", "simulated", "status", "num_requests",
@@ -149,12 +147,12 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def _entry_problem(entry: dict[str, Any]) -> str | None:
     """What is wrong with a table's manifest entry ("field = value: why"), or None."""
     if not isinstance(entry["file"], str) or not entry["file"]:
-        return f"file = {_shown(entry['file'])}: not a file name"
+        return f"file = {shown(entry['file'])}: not a file name"
     if not isinstance(entry["sha256"], str):
-        return f"sha256 = {_shown(entry['sha256'])}: not a SHA-256 digest"
+        return f"sha256 = {shown(entry['sha256'])}: not a SHA-256 digest"
     for field in ("rows", "bytes"):
-        if field in entry and not _is_count(entry[field]):
-            return f"{field} = {_shown(entry[field])}: not a count"
+        if field in entry and not is_count(entry[field]):
+            return f"{field} = {shown(entry[field])}: not a count"
     return None
 
 
@@ -202,7 +200,7 @@ def import_dataset(store: Store, directory: Path,
     sweep_spec = _sweep_to_record(store, name, sweep["spec_toml"], simulated, identity)
     dataset = _Export(directory, manifest, name, simulated)
     spans, n_requests, without = _check_all(dataset)
-    _refuse_overlaps(store, spans, {run["run_id"] for run in dataset.runs
+    refuse_overlaps(store, spans, {run["run_id"] for run in dataset.runs
                                     if run["result_json"] is not None})
 
     sweep_recorded = sweep_spec is not None and _record_sweep(
@@ -219,18 +217,18 @@ def import_dataset(store: Store, directory: Path,
         requests=n_requests, seconds=time.perf_counter() - started)
 
 
-def _check_all(dataset: _Export) -> tuple[list[_Span], int, int]:
+def _check_all(dataset: _Export) -> tuple[list[GpuSpan], int, int]:
     """Every run read and re-checked, nothing written (DatasetError at the first
     refusal). Returns the results' spans on their GPUs, the request rows read and
     the number of runs without a result."""
-    spans: list[_Span] = []
+    spans: list[GpuSpan] = []
     n_requests = without = 0
     for run in dataset.results():
         n_requests += run.requests
         if run.result is None:
             without += 1
         else:
-            spans.extend(_spans(run.result, run.row))
+            spans.extend(gpu_spans(run.result, run.row))
     return spans, n_requests, without
 
 
@@ -306,7 +304,7 @@ class _Export:
                 yield _CheckedRun(self.row(row), spec, None, len(request_rows))
                 continue
             where = Where(self.files["runs"], row, self.files["timelines"], first_sample)
-            result = _run_result(run, where, _requests(run["run_id"], request_rows,
+            result = run_result(run, where, request_records(run["run_id"], request_rows,
                                                        self.files["requests"], first_request),
                                  sample_rows)
             _check_simulated(result, self.simulated, self.at(row, run))
@@ -325,8 +323,8 @@ def _run_spec(run: dict[str, Any], at: str, sweep: str, simulated: bool) -> RunS
     if run["sweep"] != sweep:
         raise DatasetError(f"{at}: of sweep {run['sweep']!r}, not {sweep!r}")
     for field in ("num_requests", "num_timeline_samples"):
-        if not _is_count(run[field]):
-            raise DatasetError(f"{at} {field} = {_shown(run[field])}: not a number of rows")
+        if not is_count(run[field]):
+            raise DatasetError(f"{at} {field} = {shown(run[field])}: not a number of rows")
     if run["simulated"] is not None and bool(run["simulated"]) != simulated:
         raise DatasetError(f"{at}: simulated={run['simulated']} in a "
                            f"{_kind(simulated)} sweep")
@@ -334,7 +332,7 @@ def _run_spec(run: dict[str, Any], at: str, sweep: str, simulated: bool) -> RunS
         spec = RunSpec.model_validate_json(run["spec_json"] or "")
     except ValidationError as exc:
         raise DatasetError(f"{at}: a RunSpec this farm cannot read: "
-                           f"{_first_error(exc)}") from None
+                           f"{first_error(exc)}") from None
     if spec.run_id != run_id:
         raise DatasetError(f"{at}: its RunSpec hashes to {spec.run_id}: the spec "
                            "was changed, or comes from a farm with another run-id rule")
@@ -370,112 +368,6 @@ def _refuse_repeated_runs(specs: list[RunSpec], runs_file: str) -> None:
 
 def _kind(simulated: bool) -> str:
     return "simulated" if simulated else "measured"
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    return f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-
-
-def _is_count(value: Any) -> bool:
-    """A whole number ≥ 0 (JSON's true is none)."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
-
-
-def _shown(value: Any) -> str:
-    """A value as a refusal quotes it, cut short."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# ------------------------------------------------------------------ one GPU, one run
-
-
-STORED = "in this store"
-
-
-@dataclass(frozen=True)
-class _Span:
-    """A result's hold on one GPU, start to finish: a GPU measures one run at a time."""
-    gpu: str
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    source: str                 # where the result is: "<runs file> row <n>", or STORED
-
-    @property
-    def imported(self) -> bool:
-        return self.source != STORED
-
-    def when(self) -> str:
-        return f"from {self.started_at.isoformat()} to {self.finished_at.isoformat()}"
-
-
-def _spans(result: RunResult, source: str) -> list[_Span]:
-    start, end = _utc(result.started_at), _utc(result.finished_at)
-    if end <= start:            # a failure before any GPU was held
-        return []
-    return [_Span(gpu.uuid, result.run_id, start, end, source) for gpu in result.gpus]
-
-
-def _utc(value: datetime) -> datetime:
-    """Aware UTC (a naive time is UTC, as the store takes it)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _refuse_overlaps(store: Store, spans: list[_Span], run_ids: set[str]) -> None:
-    """Refuse results measured at once on one GPU, within the export or against the
-    store's: one of them is another run's measurement copied. The store's result of
-    a run the export brings a result for (`run_ids`) is the same run, not an overlap."""
-    if not spans:
-        return
-    stored = [_Span(gpu, run_id, _utc(start), _utc(end), STORED)
-              for run_id, gpus, start, end in store.result_spans(
-                  min(s.started_at for s in spans), max(s.finished_at for s in spans))
-              if run_id not in run_ids for gpu in gpus]
-    by_gpu: dict[str, list[_Span]] = {}
-    for span in spans + stored:
-        by_gpu.setdefault(span.gpu, []).append(span)
-    for gpu, on_gpu in by_gpu.items():
-        pair = _overlap(on_gpu)
-        if pair is not None:
-            earlier, later = pair
-            imported, other = (later, earlier) if later.imported else (earlier, later)
-            raise DatasetError(
-                f"{imported.source} (run {imported.run_id}): measured on GPU {gpu} "
-                f"{imported.when()}, while it measured run {other.run_id} ({other.source}, "
-                f"{other.when()}): a GPU measures one run at a time, so one of them "
-                "carries a measurement not its own")
-
-
-def _overlap(spans: list[_Span]) -> tuple[_Span, _Span] | None:
-    """Two spans that overlap, one of them imported (the store's own are not this
-    import's to judge); None if there are none.
-
-    In order of start, a span overlaps an earlier one exactly when it starts before
-    the latest end among them; an imported span is compared with every earlier
-    span, a stored one only with the imported ones.
-    """
-    last: _Span | None = None               # the earlier span that ends last
-    last_imported: _Span | None = None      # the same among the imported ones
-    for span in sorted(spans, key=lambda s: (s.started_at, s.finished_at)):
-        earlier = last if span.imported else last_imported
-        if earlier is not None and span.started_at < earlier.finished_at:
-            return earlier, span
-        if last is None or span.finished_at > last.finished_at:
-            last = span
-        if span.imported and (last_imported is None
-                              or span.finished_at > last_imported.finished_at):
-            last_imported = span
-    return None
 
 
 # ------------------------------------------------------------------ the sweep
@@ -538,155 +430,6 @@ def _record_sweep(store: Store, spec: SweepSpec, toml: str, simulated: bool,
         _check_stored_sweep(existing, spec.name, simulated, identity)
         return False
     return True
-
-
-# ------------------------------------------------------------------ a run's rows
-
-
-def _run_result(run: dict[str, Any], where: Where, requests: list[RequestRecord],
-                sample_rows: list[dict[str, Any]]) -> RunResult:
-    run_id = run["run_id"]
-    at = f"{where.runs_file} row {where.runs_row} (run {run_id})"
-    try:
-        result = RunResult.model_validate_json(run["result_json"])
-    except ValidationError as exc:
-        raise DatasetError(f"{at}, result_json {_first_error(exc)}") from None
-    if result.run_id != run_id:
-        raise DatasetError(f"{at}, result_json run_id: the result of run {result.run_id}")
-    trace = _trace(run_id, run["trace_json"], sample_rows, where)
-    return result.model_copy(update={"requests": requests, "trace": trace})
-
-
-# Latencies no request has negative; scheduled_s and sent_s are offsets.
-REQUEST_TIMES = {"scheduled_s": False, "sent_s": False, "ttft_s": True, "e2e_s": True}
-
-
-def _requests(run_id: str, rows: list[dict[str, Any]], file: str,
-              first_row: int) -> list[RequestRecord]:
-    return [_request(r, f"{file} row {first_row + i} (run {run_id})")
-            for i, r in enumerate(rows)]
-
-
-def _request(r: dict[str, Any], at: str) -> RequestRecord:
-    """A request row as a RequestRecord; DatasetError naming the row and field."""
-    for field, non_negative in REQUEST_TIMES.items():
-        value = r[field]
-        if value is not None and (not _finite(value) or (non_negative and value < 0)):
-            raise DatasetError(f"{at} {field} = {_shown(value)}: not a time in seconds"
-                               f"{' (≥ 0)' if non_negative else ''}")
-    for field in ("input_tokens", "output_tokens"):
-        if r[field] is not None and not _is_count(r[field]):
-            raise DatasetError(f"{at} {field} = {_shown(r[field])}: not a number of tokens")
-    try:
-        return RequestRecord(load_point=r["load_point"], index=r["index"],
-                             scheduled_s=r["scheduled_s"], sent_s=r["sent_s"],
-                             ttft_s=r["ttft_s"], e2e_s=r["e2e_s"],
-                             itl_s=_gaps(r["itl_s"], at), input_tokens=r["input_tokens"],
-                             output_tokens=r["output_tokens"], ok=r["ok"], error=r["error"])
-    except ValidationError as exc:
-        raise DatasetError(f"{at} {_first_error(exc)}") from None
-
-
-def _gaps(itl_s: Any, at: str) -> list[float]:
-    """The inter-token gaps as stored; each a time ≥ 0 that float32 holds."""
-    if itl_s is None:
-        return []
-    try:
-        if not isinstance(itl_s, list):
-            raise TypeError
-        gaps = _as_stored(itl_s)
-    except (TypeError, ValueError, OverflowError):
-        raise DatasetError(f"{at} itl_s = {_shown(itl_s)}: not a list of gaps in seconds"
-                           ) from None
-    # sum() and min() run at C speed; a gap inf or NaN makes the sum so.
-    if gaps and not (math.isfinite(sum(gaps)) and min(gaps) >= 0):
-        i = next(i for i, gap in enumerate(gaps) if not (math.isfinite(gap) and gap >= 0))
-        raise DatasetError(f"{at} itl_s[{i}] = {_shown(itl_s[i])}: not a gap in "
-                           "seconds (≥ 0)")
-    return gaps
-
-
-def _as_stored(itl_s: list[float]) -> list[float]:
-    """Inter-token gaps as the store keeps them (float32), so the figures derived on
-    import are those the stored gaps give (the text formats write float32's shortest
-    decimal, which reads back as a different double)."""
-    return array("f", itl_s).tolist()
-
-
-TRACE_KEYS = ("sensor", "sample_period_s", "gpu_uuids", "n_samples", "series")
-
-
-def _trace(run_id: str, header_json: str | None, rows: list[dict[str, Any]],
-           where: Where) -> PowerTrace | None:
-    at = f"{where.runs_file} row {where.runs_row} (run {run_id}), trace_json"
-    if header_json is None:
-        if rows:
-            raise DatasetError(f"{at}: null, but the run has timeline samples")
-        return None
-    header = _trace_header(header_json, at)
-    uuids, n, present = header["gpu_uuids"], header["n_samples"], header["series"]
-    if len(rows) != n * len(uuids):
-        raise DatasetError(f"{at}: {len(rows)} timeline samples, trace_json says "
-                           f"{n} × {len(uuids)} GPUs")
-    for i, r in enumerate(rows):
-        _check_sample(r, present, f"{where.timelines_file} row {where.timelines_row + i} "
-                                  f"(run {run_id})")
-    rows = sorted(rows, key=lambda r: (r["gpu_index"], r["sample"]))
-    per_gpu = [rows[i * n:(i + 1) * n] for i in range(len(uuids))]
-    for index, samples in enumerate(per_gpu):
-        if [(r["gpu_index"], r["sample"]) for r in samples] != [(index, s) for s in range(n)]:
-            raise DatasetError(f"run {run_id}: timeline samples of GPU {index} are not "
-                               f"0 … {n - 1}")
-    # float32 series as the store keeps them (JSON Lines gives the shortest decimal back)
-    series = {name: [[r[name] if name == "throttle_reasons" or r[name] is None
-                      else _as_stored([r[name]])[0] for r in samples] for samples in per_gpu]
-              for name in TRACE_SERIES if name in present}
-    series.setdefault("power_w", [[None] * n for _ in uuids])
-    try:
-        return PowerTrace(sensor=header["sensor"], sample_period_s=header["sample_period_s"],
-                          gpu_uuids=uuids, t_s=[r["t_s"] for r in per_gpu[0]] if uuids else [],
-                          **series)
-    except ValidationError as exc:
-        raise DatasetError(f"{at} {_first_error(exc)}") from None
-
-
-def _trace_header(header_json: Any, at: str) -> dict[str, Any]:
-    """trace_json read, with the keys the import needs, of the types it needs."""
-    try:
-        header = json.loads(header_json)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise DatasetError(f"{at}: not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise DatasetError(f"{at}: not a JSON object")
-    missing = [key for key in TRACE_KEYS if key not in header]
-    if missing:
-        raise DatasetError(f"{at}: no {', '.join(missing)}")
-    uuids, series = header["gpu_uuids"], header["series"]
-    if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
-        raise DatasetError(f"{at} gpu_uuids = {_shown(uuids)}: not a list of GPU UUIDs")
-    if not _is_count(header["n_samples"]):
-        raise DatasetError(f"{at} n_samples = {_shown(header['n_samples'])}: not a number "
-                           "of samples")
-    if not isinstance(series, list) or not all(isinstance(s, str) for s in series):
-        raise DatasetError(f"{at} series = {_shown(series)}: not a list of series names")
-    return header
-
-
-def _check_sample(r: dict[str, Any], present: list[str], at: str) -> None:
-    """A timeline row's index, time and readings of the types a trace holds."""
-    for field in ("gpu_index", "sample"):
-        if not _is_count(r[field]):
-            raise DatasetError(f"{at} {field} = {_shown(r[field])}: not an index")
-    if not _finite(r["t_s"]):
-        raise DatasetError(f"{at} t_s = {_shown(r['t_s'])}: not a time in seconds")
-    for name in TRACE_SERIES:
-        value = r[name]
-        if name not in present or value is None:
-            continue
-        if name == "throttle_reasons" and not _is_count(value):
-            raise DatasetError(f"{at} {name} = {_shown(value)}: not a bitmask")
-        if name != "throttle_reasons" and not (_finite(value) and abs(value) <= FLOAT32_MAX):
-            raise DatasetError(f"{at} {name} = {_shown(value)}: not a finite number")
 
 
 class _RunGroups:
