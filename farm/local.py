@@ -344,15 +344,18 @@ def _stop_interrupted(children: Children, store, sid: str | None,
 
 
 def _drain_recorder(children: Children, timeout_s: float = 30.0) -> None:
-    """Wait (up to `timeout_s`) until no result or run event waits in Redis for the
-    recorder: none on its queue, none taken but not yet acknowledged."""
+    """Wait until no result or run event waits in Redis for the recorder (none on its
+    queue, none taken but not yet acknowledged), for as long as it makes progress:
+    it gives up after `timeout_s` without one. The private Redis keeps nothing once
+    stopped, and a result left there is a measurement done again next time."""
     from farm.coordinator import broker_state
     from farm_contract.routing import RECORD_QUEUE
     from tasks.app import EVENT_TASK, RECORD_TASK
 
     recorder = children.procs.get("recorder")
     state = broker_state()
-    deadline = time.monotonic() + timeout_s
+    deadline, fewest = time.monotonic() + timeout_s, None
+    pending = 0
     while recorder is not None and recorder.poll() is None and time.monotonic() < deadline:
         pending = state.r.llen(RECORD_QUEUE)
         for raw in state.r.hvals("unacked"):
@@ -363,7 +366,14 @@ def _drain_recorder(children: Children, timeout_s: float = 30.0) -> None:
             pending += task in (RECORD_TASK, EVENT_TASK)
         if not pending:
             return
+        if fewest is None or pending < fewest:       # progress: wait on
+            fewest, deadline = pending, time.monotonic() + timeout_s
         time.sleep(POLL_S)
+    if pending:
+        stopped = recorder is None or recorder.poll() is not None
+        why = "stopped" if stopped else f"made no progress for {timeout_s:g} s"
+        _say(f"{pending} result(s) or event(s) were not recorded (the recorder {why}): "
+             "their runs are measured again by the next `farmctl run`")
 
 
 def _say(text: str) -> None:

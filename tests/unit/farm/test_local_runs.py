@@ -56,3 +56,38 @@ def test_a_directory_others_can_read_is_not_used(tmp_path, monkeypatch):
         assert path is None
         assert list(local_runs.registry_dir().iterdir()) == []
     assert local_runs.live("sqlite:///a.db") == []
+
+
+def test_farmctl_run_waits_for_its_recorder_while_it_makes_progress(monkeypatch, capsys):
+    # A result left in the private Redis is lost when it stops (measured again next
+    # time): the wait gives up only after a spell without progress, not after a fixed 30 s.
+    import time
+    from types import SimpleNamespace
+
+    import farm.coordinator
+    from farm import local
+
+    backlog = iter([12, 11, 9, 6, 4, 2, 1, 0])
+
+    class Redis:
+        def llen(self, queue):
+            time.sleep(0.02)
+            return next(backlog)
+
+        def hvals(self, name):
+            return []
+
+    monkeypatch.setattr(farm.coordinator, "broker_state", lambda: SimpleNamespace(r=Redis()))
+    monkeypatch.setattr(local, "POLL_S", 0.06)
+    alive = SimpleNamespace(poll=lambda: None)
+    started = time.monotonic()
+    local._drain_recorder(SimpleNamespace(procs={"recorder": alive}), timeout_s=0.1)
+    assert time.monotonic() - started > 0.1          # longer than one spell: it waited on
+    assert next(backlog, "drained") == "drained"
+    assert "not recorded" not in capsys.readouterr().err
+
+    stuck = iter([3] * 100)
+    monkeypatch.setattr(Redis, "llen", lambda self, queue: next(stuck))
+    local._drain_recorder(SimpleNamespace(procs={"recorder": alive}), timeout_s=0.1)
+    assert "3 result(s) or event(s) were not recorded (the recorder made no progress" \
+        in capsys.readouterr().err
