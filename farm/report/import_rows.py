@@ -158,17 +158,23 @@ def _trace(run_id: str, header_json: str | None, rows: list[dict[str, Any]],
         raise DatasetError(f"{at} {first_error(exc)}") from None
 
 
-def _trace_header(header_json: Any, at: str) -> dict[str, Any]:
-    """trace_json read, with the keys the import needs, of the types it needs."""
+def json_object(text: Any, keys: tuple[str, ...], at: str) -> dict[str, Any]:
+    """`text` read as a JSON object holding `keys`; DatasetError naming `at` otherwise."""
     try:
-        header = json.loads(header_json)
+        value = json.loads(text)
     except (json.JSONDecodeError, TypeError) as exc:
         raise DatasetError(f"{at}: not JSON ({exc})") from None
-    if not isinstance(header, dict):
+    if not isinstance(value, dict):
         raise DatasetError(f"{at}: not a JSON object")
-    missing = [key for key in TRACE_KEYS if key not in header]
+    missing = [key for key in keys if key not in value]
     if missing:
         raise DatasetError(f"{at}: no {', '.join(missing)}")
+    return value
+
+
+def _trace_header(header_json: Any, at: str) -> dict[str, Any]:
+    """trace_json read, with the keys the import needs, of the types it needs."""
+    header = json_object(header_json, TRACE_KEYS, at)
     uuids, series = header["gpu_uuids"], header["series"]
     if not isinstance(uuids, list) or not all(isinstance(u, str) for u in uuids):
         raise DatasetError(f"{at} gpu_uuids = {shown(uuids)}: not a list of GPU UUIDs")

@@ -65,7 +65,14 @@ from farm.report.dataset import (
 )
 from farm.report.export import TRACE_SERIES, sha256
 from farm.report.import_overlaps import GpuSpan, gpu_spans, refuse_overlaps
-from farm.report.import_rows import first_error, is_count, request_records, run_result, shown
+from farm.report.import_rows import (
+    first_error,
+    is_count,
+    json_object,
+    request_records,
+    run_result,
+    shown,
+)
 from farm.report.recheck import Where, recheck
 from farm.simulate import simulated_copy
 from farm.spec import SweepSpec
@@ -524,13 +531,5 @@ class _Reader:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path}, line {number}: not JSON: {exc}") from None
-                if not isinstance(row, dict):
-                    raise DatasetError(f"{path}, line {number}: not a JSON object")
-                missing = [c for c in columns if c not in row]
-                if missing:
-                    raise DatasetError(f"{path}, line {number}: no {', '.join(missing)}")
+                row = json_object(line, columns, f"{path}, line {number}")
                 yield {c: row[c] for c in columns}
