@@ -109,6 +109,14 @@ class HfArgs(EngineArgs):
     batch_size: int | None = Field(default=None, gt=0, strict=True)
     attn_implementation: str | None = None
 
+    @field_validator("attn_implementation")
+    @classmethod
+    def _built_in(cls, value: str | None) -> str | None:
+        why = host_reach.reach("attn_implementation", value)
+        if why is not None:
+            raise ValueError(why)
+        return value
+
 
 # The load tools whose result files the measure engine reads (workers/loadtools/).
 LOAD_TOOL_FORMATS = ("vllm-bench", "guidellm", "aiperf")

@@ -55,6 +55,9 @@ ONLY_VALUES: dict[str, tuple[frozenset[str], str]] = {
                                      CODE),
     "generation_config": (frozenset({"auto", "vllm"}), FILES),
 }
+# argument → why a value naming a hub repository ("org/name") may not be given:
+# transformers loads such an attention kernel from the hub, code and all.
+HUB_NAMES: dict[str, str] = {"attn_implementation": CODE}
 
 
 def reach(name: str, value: Any) -> str | None:
@@ -66,6 +69,9 @@ def reach(name: str, value: Any) -> str | None:
         if value not in values:
             return (f"{value!r}: {why}; a sweep may give "
                     f"{' or '.join(repr(v) for v in sorted(values))}")
+    if name in HUB_NAMES and isinstance(value, str) and "/" in value:
+        return (f"{value!r} names a hub repository: {HUB_NAMES[name]}; a sweep may give a "
+                "built-in implementation (eager, sdpa, flash_attention_2, …)")
     if name in REFUSED_KEYS:
         keys = sorted(set(_table(value)) & set(REFUSED_KEYS[name]))
         if keys:

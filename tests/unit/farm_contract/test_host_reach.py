@@ -3,6 +3,8 @@ reach past the run into the GPU host (its code, files, network)."""
 
 from __future__ import annotations
 
+import pytest
+
 from farm_contract import host_reach, vllm_args, vllm_args_0_26
 from farm_contract.host_reach import reach, reach_in
 
@@ -27,6 +29,15 @@ def test_an_argument_with_safe_values_takes_those_only():
     assert "'ray' or 'uni'" in reach("distributed_executor_backend", "evil.Executor")
     assert reach("generation_config", "vllm") is None
     assert "path" in reach("generation_config", "/home/alice/gen")
+
+
+def test_an_attention_kernel_from_the_hub_is_refused_for_hf():
+    from farm_contract.engine_args import EngineArgsError, HfArgs, parse_args
+
+    assert reach("attn_implementation", "sdpa") is None
+    assert "names a hub repository" in reach("attn_implementation", "kernels-community/fa3")
+    with pytest.raises(EngineArgsError, match="attn_implementation: 'org/k' names a hub"):
+        parse_args(HfArgs, {"attn_implementation": "org/k"}, "hf")
 
 
 def test_the_everyday_arguments_pass():
