@@ -188,6 +188,9 @@ class LoadgenOutcome(LoadPointOutcome):
     steady_end_s: float | None = None
     max_in_flight: int = 0                  # as the client counted them
     unsent: int = 0                         # open loop: arrivals left waiting for a slot
+    # Open loop: the schedule's arrivals inside the steady window, sent or still waiting
+    # for a slot (under max_concurrency, sends follow the server, not the rate offered).
+    arrivals_in_steady: int | None = None
     lateness: LatencyStats = field(default_factory=LatencyStats)   # sent − scheduled
     goodput: Goodput | None = None
     aborted: bool = False
@@ -588,6 +591,9 @@ async def run_load_point(
     sending_s = stop - t0
     unsent = (sum(1 for at in schedule if at < sending_s) - lp.next_index
               if rate_rps is not None else 0)
+    arrivals_in_steady = None
+    if rate_rps is not None and steady.start is not None and steady.end is not None:
+        arrivals_in_steady = sum(1 for at in schedule if steady.start <= t0 + at <= steady.end)
     extended_s = max(0.0, sending_s - duration_s) if min_steady_s > 0 else None
     if extended_s:
         notes.append(f"sending extended by {extended_s:.2f} s for a steady window of "
@@ -598,7 +604,7 @@ async def run_load_point(
         start_s=t0 + offset, sending_s=sending_s,
         steady_start_s=steady.start + offset if steady.start is not None else None,
         steady_end_s=steady.end + offset if steady.end is not None else None,
-        max_in_flight=lp.max_in_flight, unsent=unsent,
+        max_in_flight=lp.max_in_flight, unsent=unsent, arrivals_in_steady=arrivals_in_steady,
         lateness=LatencyStats.of_seconds([r.sent_s - r.scheduled_s for r in records
                                           if r.scheduled_s is not None]),
         goodput=goodput_of(records, end - t0, slo), aborted=aborted)

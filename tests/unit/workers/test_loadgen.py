@@ -151,6 +151,26 @@ def test_max_concurrency_makes_arrivals_wait_and_records_lateness(mock):
     assert all(r.ok for r in out.requests)
 
 
+def test_the_rate_offered_counts_arrivals_not_sends_when_they_wait_for_a_slot(mock):
+    # Counted by send, an open loop held to 2 slots "offered" what the server took
+    # (audit: 20 req/s offered read 4.4), and a rate sweep's saturation rule
+    # (achieved below offered) could never fire.
+    from farm_contract.records import EnergyWindow
+    from workers.metrics import load_point_result
+
+    mock.configure(ttft_s=0.1)
+    meter = FakeMeter()
+    out = run(mock, rate_rps=50.0, max_concurrency=2, duration_s=1.2, warmup_s=0.2,
+              meter=meter, seed=3)
+    start, end = meter.edge("begin"), meter.edge("end")
+    steady = EnergyWindow(name="steady", load_point=0, start_s=start,
+                          duration_s=end - start, energy_j=100.0)
+    lp = load_point_result(0, "request_rate", 50.0, out, steady)
+    assert out.arrivals_in_steady is not None
+    assert lp.offered_rps == pytest.approx(50.0, rel=0.5)       # Poisson, ~1 s
+    assert lp.request_throughput_rps < 0.5 * lp.offered_rps     # 2 slots, 0.1 s each
+
+
 # ------------------------------------------------------------------ timing and tokens
 
 
