@@ -101,6 +101,11 @@ class ClientOptions:
     # all `concurrency` being in flight) before the steady window opens.
     # ML.ENERGY waits for max_num_seqs of them; 1 is the earliest full batch.
     steady_min_started: int = 1
+    # A request that repeats an earlier prompt (the point outgrew its prompt list)
+    # carries a `cache_salt` of its own (vLLM's field), so the server's prefix cache
+    # cannot serve its prefill: it costs what a new prompt would. vLLM only (a strict
+    # OpenAI server refuses the field).
+    salt_repeats: bool = False
 
 
 def build_body(req: Prompt, model: str, api: Api,
@@ -292,6 +297,7 @@ class _LoadPoint:
         self.in_flight = 0
         self.max_in_flight = 0
         self.started = 0            # requests with a first token
+        self.repeats = 0            # requests that repeated an earlier prompt
         self.need_started = min(max(1, options.steady_min_started), concurrency or 1)
         self.bugs: list[BaseException] = []
 
@@ -318,6 +324,10 @@ class _LoadPoint:
         """Send request `index`, stream the answer, leave a raw record. Never raises
         (but lets cancellation through, after recording it)."""
         body = self.bodies[index % len(self.bodies)]
+        if index >= len(self.bodies):
+            self.repeats += 1
+            if self.options.salt_repeats:
+                body = b'{"cache_salt":"farm-repeat-%d",' % index + body[1:]
         pc = time.perf_counter
         self.sent += 1
         self.in_flight += 1
@@ -598,6 +608,13 @@ async def run_load_point(
     if extended_s:
         notes.append(f"sending extended by {extended_s:.2f} s for a steady window of "
                      f"{min_steady_s:g} s")
+    if lp.repeats:
+        notes.append(
+            f"{lp.repeats} request(s) repeated one of the point's {len(bodies)} prompts"
+            + ("; each carried a cache_salt of its own, so the server's prefix cache could "
+               "not serve its prefill" if options.salt_repeats else
+               ": a server's prefix cache may have served their prefill, so their TTFT and "
+               "energy read low"))
     records = _records(lp.raw, load_point_index, offset, requests, notes)
     outcome = LoadgenOutcome(
         requests=records, duration_s=end - t0, notes=notes, extended_s=extended_s,

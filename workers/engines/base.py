@@ -33,9 +33,11 @@ if TYPE_CHECKING:
 ArgsModel = TypeVar("ArgsModel", bound=EngineArgs)
 
 # Which workload requests a real engine sends: request `i` of load point `k` is
-# request k·REQUESTS_PER_POINT + i, warm-up requests start at WARMUP_START. No
-# prompt is sent twice in a run, so no load point profits from a prefix cached
-# by an earlier one.
+# request k·REQUESTS_PER_POINT + i, warm-up requests start at WARMUP_START, so no
+# load point profits from a prefix cached by an earlier one. Within a point a
+# batch's extra passes follow an emptied prefix cache, and a server point that
+# outgrows its prompt list repeats them salted (`ClientOptions.salt_repeats`,
+# vLLM) or says so in its notes (another server).
 REQUESTS_PER_POINT = 1_000_000
 WARMUP_START = 1_000_000_000
 
