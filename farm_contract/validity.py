@@ -9,6 +9,8 @@ invents a number.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from farm_contract.records import EnergyWindow, IdleBaseline, Validity, ValidityCheck
 from farm_contract.runspec import MeasurementSpec
 
@@ -23,12 +25,22 @@ def _steady(windows: list[EnergyWindow]) -> list[EnergyWindow]:
     return [w for w in windows if w.name == "steady"]
 
 
-def check_steady_length(windows: list[EnergyWindow], min_s: float) -> ValidityCheck:
-    """Pass if the shortest steady-state window lasts at least `min_s` seconds; fail if none."""
+def check_steady_length(windows: list[EnergyWindow], min_s: float,
+                        load_points: Sequence[int] = ()) -> ValidityCheck:
+    """Pass if the shortest steady-state window lasts at least `min_s` seconds; fail if
+    none, or if one of `load_points` (the indices measured) has none: its figures are
+    null, and a run that publishes them cannot be valid unseen."""
     steady = _steady(windows)
     if not steady:
         return ValidityCheck(name="steady_window", passed=False, value=None,
                              threshold=f">= {min_s:g} s", detail="no steady-state window")
+    without = sorted(set(load_points) - {w.load_point for w in steady})
+    if without:
+        return ValidityCheck(name="steady_window", passed=False,
+                             value=round(min(w.duration_s for w in steady), 3),
+                             threshold=f">= {min_s:g} s",
+                             detail="no steady window for load point(s) "
+                                    + ", ".join(map(str, without)))
     shortest = min(w.duration_s for w in steady)
     return ValidityCheck(name="steady_window", passed=shortest >= min_s,
                          value=round(shortest, 3), threshold=f">= {min_s:g} s",
@@ -110,10 +122,12 @@ def check_agreement(windows: list[EnergyWindow], spec: MeasurementSpec) -> Valid
 
 
 def validate(windows: list[EnergyWindow], idle: IdleBaseline, tdp_w: float | None,
-             temperatures_c: list[float], spec: MeasurementSpec) -> Validity:
-    """The run's verdict: every check with its threshold; valid only if all pass."""
+             temperatures_c: list[float], spec: MeasurementSpec,
+             load_points: Sequence[int] = ()) -> Validity:
+    """The run's verdict: every check with its threshold; valid only if all pass
+    (`load_points`: the indices of the load points measured)."""
     checks = [
-        check_steady_length(windows, spec.min_steady_s),
+        check_steady_length(windows, spec.min_steady_s, load_points),
         check_power_range(windows, idle, tdp_w),
         check_temperature(temperatures_c),
         check_agreement(windows, spec),

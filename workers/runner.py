@@ -258,7 +258,7 @@ def run_one(run: RunSpec, gpus: list[GpuDevice], abort: threading.Event, *,
         state.meter.windows, state.idle, tdp_w,
         # The sampler has stopped: every sample it holds lies inside the run.
         state.sampler.values_in("temperature_c", 0.0, float("inf")),
-        spec)
+        spec, [lp.index for lp in state.load_points])
     if validity is not None:
         stalls = check_stalls(state.phases.pauses, sample_gaps(
             state.meter.windows, state.sampler.t_s, spec.sample_period_s), spec.sample_period_s)

@@ -351,7 +351,8 @@ def _validity(result: RunResult, windows: list[EnergyWindow], idle: IdleBaseline
     trace = result.trace
     temperatures = ([v for series in trace.temperature_c or [] for v in series if v is not None]
                     if trace is not None else [])
-    checks = list(validate(windows, idle, tdp_w, temperatures, spec).checks)
+    checks = list(validate(windows, idle, tdp_w, temperatures, spec,
+                           [lp.index for lp in result.load_points]).checks)
     reported = {c.name: c for c in (result.validity.checks if result.validity else [])}
     gaps = check_stalls([], sample_gaps(windows, trace.t_s if trace else [],
                                         spec.sample_period_s), spec.sample_period_s)

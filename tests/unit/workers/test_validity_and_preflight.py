@@ -62,6 +62,17 @@ def test_no_steady_window_fails():
     assert not checks(v)["steady_window"].passed
 
 
+def test_a_load_point_without_a_steady_window_fails_the_run():
+    # Its figures are null: a run that publishes them is not valid unseen (audit,
+    # 2026-12-08: two load points, one window, "valid").
+    v = validate([steady(lp=0)], IdleBaseline(), 700.0, [40.0], SPEC, load_points=[0, 1])
+    check = checks(v)["steady_window"]
+    assert not v.valid and not check.passed
+    assert check.detail == "no steady window for load point(s) 1"
+    assert validate([steady(lp=0), steady(lp=1)], IdleBaseline(), 700.0, [40.0], SPEC,
+                    load_points=[0, 1]).valid
+
+
 class FakeGpu:
     def __init__(self, uuid="GPU-1", temps=(40.0,), pids=()):
         from farm_contract.records import GpuInfo
