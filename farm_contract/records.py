@@ -297,7 +297,8 @@ class LoadPointResult(Record):
         "server: sending added beyond duration_s for the steady window to reach "
         "min_steady_s", "s", None)
     offered_rps: float | None = figure(
-        "open loop: requests sent inside the steady window ÷ its length", "req/s", None)
+        "open loop: the schedule's arrivals inside the steady window (sent, or waiting for "
+        "a `max_concurrency` slot) ÷ its length", "req/s", None)
     idle_energy_per_request_j: float | None = figure(
         "energy_per_request_j − energy_per_request_net_j: idle power's share per request "
         "at this load", "J", None)
