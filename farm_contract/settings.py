@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +77,7 @@ EXAMPLES = {
 
 # A worker's result signing key (tasks/signing.py): short keys can be guessed.
 MIN_SIGNING_KEY_CHARS = 32
+MAX_SECONDS = 1e8          # a duration setting's bound: about 3 years
 
 # A sweep owner's name: short, and safe in tables, logs and Redis keys.
 OWNER_PATTERN = r"^[A-Za-z0-9._@-]{1,64}$"
@@ -88,7 +89,8 @@ class Settings(BaseSettings):
     environment, else defaults). Immutable."""
 
     model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
-                                      populate_by_name=True, extra="ignore")
+                                      populate_by_name=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     broker_url: str = Field(DEFAULT_BROKER_URL, validation_alias="FARM_BROKER_URL")
     db_url: str = Field(DEFAULT_DB_URL, validation_alias="FARM_DB_URL")
@@ -161,7 +163,7 @@ class Settings(BaseSettings):
         # Every farm process opens the store on its own: an in-memory one would be
         # a different, empty store in each of them.
         rest = url.split("://", 1)[1] if "://" in url else url
-        if url.lower().startswith("sqlite") and rest.split("?")[0] in ("", "/:memory:"):
+        if url.lower().startswith("sqlite") and rest.split("?")[0] in ("", "/", "/:memory:"):
             raise ValueError("is an in-memory SQLite store: the farm's processes (recorder, "
                              "workers, each command) could not share it, so it is not "
                              "supported; name a file")
@@ -334,6 +336,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _durations_a_clock_holds(self) -> Settings:
+        # A timedelta or a Redis expiry overflows on 1e300 s: the reaper died on it,
+        # pass after pass, with a traceback in the log.
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if name.endswith("_s") and isinstance(value, float) and value > MAX_SECONDS:
+                raise ValueError(f"{field.validation_alias}={value:g} s is more than "
+                                 f"{MAX_SECONDS:g} s (about 3 years): not a duration the "
+                                 "farm can wait")
+        return self
+
+    @model_validator(mode="after")
     def _run_ends_before_redeliver(self) -> Settings:
         if self.run_timeout_s >= self.visibility_timeout_s:
             raise ValueError(
@@ -364,6 +378,13 @@ def _check_scheme(url: str, schemes: tuple[str, ...], what: str) -> None:
         found = f"scheme {scheme}://" if scheme else "no scheme"
         accepted = ", ".join(f"{s}://" for s in schemes)
         raise ValueError(f"is not {what} farm can open ({found}; accepted: {accepted})")
+    # Read here, or the driver raises them later, unnamed ("unexpected ValueError").
+    try:
+        _ = urlsplit(url).port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if "\x00" in unquote(url):
+        raise ValueError("holds a NUL character")
 
 
 def _message(exc: ValidationError, model: type[BaseSettings] | None = None) -> str:
@@ -511,7 +532,8 @@ class SlurmSettings(BaseSettings):
     """`farmctl slurm`'s settings (FARM_SLURM_*); `load_slurm_settings()` reads them."""
 
     model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
-                                      populate_by_name=True, extra="ignore")
+                                      populate_by_name=True, extra="ignore",
+                                      allow_inf_nan=False)
 
     # GPU model slug → Slurm gres type: --gres=gpu:<type>:<n>; an empty type asks for
     # --gres=gpu:<n>. Unlisted slugs: the slug without its memory suffix (h100-80gb → h100).

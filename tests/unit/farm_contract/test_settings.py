@@ -77,6 +77,13 @@ def test_lower_case_variables_are_not_settings(env):
     ("FARM_BROKER_URL", "127.0.0.1:6379", "FARM_BROKER_URL='127.0.0.1:6379' is not a Redis URL"),
     ("FARM_BROKER_URL", "unix:///tmp/r.sock", "(scheme unix://; accepted: redis://, rediss://, "
                                               "redis+socket://)"),
+    # Once "unexpected ValueError" from the driver, or a reaper that died pass after pass.
+    ("FARM_DB_URL", "postgresql://u:pw@h:abc/x", "has a port that is not a number"),
+    ("FARM_BROKER_URL", "redis://h:abc/0", "has a port that is not a number"),
+    ("FARM_DB_URL", "sqlite:///x.db%00", "holds a NUL character"),
+    ("FARM_DB_URL", "sqlite:///", "is an in-memory SQLite store"),
+    ("FARM_REAPER_GRACE_S", "inf", "FARM_REAPER_GRACE_S='inf' must be a finite number"),
+    ("FARM_HEARTBEAT_S", "nan", "FARM_HEARTBEAT_S='nan' must be a finite number"),
 ])
 def test_a_bad_value_names_its_variable_and_a_good_value(env, name, value, says):
     env.setenv(name, value)
@@ -85,6 +92,12 @@ def test_a_bad_value_names_its_variable_and_a_good_value(env, name, value, says)
     message = str(caught.value)
     assert says in message and f"(e.g. {name}=" in message
     assert "pw" not in message                     # passwords never printed
+
+
+def test_a_duration_beyond_any_clock_is_refused(env):
+    env.setenv("FARM_REAPER_GRACE_S", "1e300")
+    with pytest.raises(SettingsError, match=r"FARM_REAPER_GRACE_S=1e\+300 s is more than"):
+        load_settings()
 
 
 @pytest.mark.parametrize("url", ["sqlite:///farm.db", "sqlite:////abs/farm.db",
