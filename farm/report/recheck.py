@@ -41,6 +41,7 @@ from farm_contract.derive import (
 from farm_contract.engines import engine_kind
 from farm_contract.records import (
     EnergyWindow,
+    GpuInfo,
     IdleBaseline,
     LatencyStats,
     LoadPointResult,
@@ -50,6 +51,7 @@ from farm_contract.records import (
     Validity,
     ValidityCheck,
 )
+from farm_contract.routing import gpu_model
 from farm_contract.rules import Slo, goodput_of, tpot_s
 from farm_contract.runspec import MeasurementSpec, RunSpec
 from farm_contract.stalls import check_stalls, sample_gaps
@@ -131,8 +133,17 @@ def recheck(result: RunResult, spec: RunSpec, where: Where) -> RunResult:
 # ------------------------------------------------------------------ refusals
 
 
+def _ceiling_limit_w(gpu: GpuInfo) -> float | None:
+    """The power limit the ceilings are judged against: the exported one, else the
+    catalogue's TDP for the GPU's model (a null limit must not lift every ceiling)."""
+    if gpu.power_limit_w is not None:
+        return gpu.power_limit_w
+    model = gpu_model(gpu.model)
+    return float(model.tdp_w) if model is not None and model.tdp_w > 0 else None
+
+
 def _refuse_impossible(result: RunResult, where: Where) -> None:
-    limits = [g.power_limit_w for g in result.gpus]
+    limits = [_ceiling_limit_w(g) for g in result.gpus]
     total_limit = sum(limits) if limits and None not in limits else None  # type: ignore[arg-type]
     for i, w in enumerate(result.windows):
         at = where.result(result.run_id, f"windows[{i}] ({_name(w)})")

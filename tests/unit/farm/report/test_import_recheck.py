@@ -174,6 +174,23 @@ def test_impossible_power_and_energy_are_refused(valid_export, tmp_path):
         import_into(tmp_path, directory)
 
 
+def test_a_null_power_limit_does_not_lift_the_ceiling(valid_export, tmp_path):
+    # Nulling the GPUs' limits in result_json turned every power ceiling off (audit,
+    # 2026-12-08): the catalogue's TDP for the GPU's model stands in.
+    def spike(row, number):
+        if number == 3:
+            row["power_w"] = 5000.0
+
+    def no_limits(result):
+        for gpu in result["gpus"]:
+            gpu["power_limit_w"] = None
+
+    spiked = edited(valid_export, tmp_path, "timelines", spike)
+    directory = edited(spiked, tmp_path, "runs", edit_result(no_limits), "no-limits")
+    with pytest.raises(DatasetError, match=r"power_w = 5000 W: above 2 × the GPU's power limit"):
+        import_into(tmp_path, directory)
+
+
 def test_a_window_the_timeline_does_not_integrate_to_is_refused(valid_export, tmp_path):
     def doubled(result):
         for w in result["windows"]:
