@@ -258,9 +258,7 @@ class Settings(BaseSettings):
         else:
             given = [os.path.join(".farm", "models"), *([self.models_dir] if self.models_dir
                                                         else []), "/models"]
-        roots = [os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
-                 for p in given]
-        return list(dict.fromkeys(roots))
+        return _resolved_roots(given, cwd)
 
     @field_validator("api_key_envs")
     @classmethod
@@ -285,9 +283,7 @@ class Settings(BaseSettings):
         cwd = cwd or os.getcwd()
         given = [p for p in (self.dataset_roots or "").split(":") if p.strip()] \
             or [os.path.join(".farm", "datasets")]
-        roots = [os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
-                 for p in given]
-        return list(dict.fromkeys(roots))
+        return _resolved_roots(given, cwd)
 
     def __init__(self, **values: Any):
         try:
@@ -370,6 +366,13 @@ class Settings(BaseSettings):
         return {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": self.broker_tls_ca_file,
                 "ssl_certfile": self.broker_tls_cert_file,
                 "ssl_keyfile": self.broker_tls_key_file}
+
+
+def _resolved_roots(given: list[str], cwd: str) -> list[str]:
+    """Root folders as absolute paths (relative ones under `cwd`), symlinks resolved,
+    each once."""
+    return list(dict.fromkeys(os.path.realpath(os.path.join(cwd, os.path.expanduser(p.strip())))
+                              for p in given))
 
 
 def _check_scheme(url: str, schemes: tuple[str, ...], what: str) -> None:

@@ -35,7 +35,8 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or source.count("/") > 1
 
 
-def _inside(path: str, roots: list[str]) -> bool:
+def inside_roots(path: str, roots: list[str]) -> bool:
+    """Whether the resolved `path` is one of `roots` or lies under one."""
     return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
@@ -45,7 +46,7 @@ def source_allowed(source: str, settings: Settings, cwd: str | None = None) -> b
     cwd = cwd or os.getcwd()
     local = os.path.join(cwd, os.path.expanduser(source))
     resolved = os.path.realpath(local)
-    if _inside(resolved, settings.model_root_paths(cwd)) and os.path.isdir(resolved):
+    if inside_roots(resolved, settings.model_root_paths(cwd)) and os.path.isdir(resolved):
         return True
     # A hub-shaped name that is a folder here would be loaded as that folder.
     return settings.allow_hub and not _looks_like_path(source) and not os.path.lexists(local)

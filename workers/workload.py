@@ -96,6 +96,7 @@ from farm_contract.lengthbins import INPUT_BINS, bin_name, length_bin
 from farm_contract.runspec import Decoding, RunSpec, RunWorkload
 from farm_contract.settings import Settings, load_settings
 from workers.errors import PermanentError
+from workers.model_policy import inside_roots
 
 Api = Literal["completions", "chat"]
 Policy = Literal["truncate", "bin"]
@@ -234,10 +235,6 @@ def dataset_roots(settings: Settings, search_dirs: Sequence[str | Path] = ()) ->
     return list(dict.fromkeys([*settings.dataset_root_paths(), *extra]))
 
 
-def _inside(path: str, roots: list[str]) -> bool:
-    return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
-
-
 def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = (),
                     settings: Settings | None = None) -> Path:
     """The file a sweep's `dataset` names, on this worker, if the host lets it be read.
@@ -256,7 +253,7 @@ def resolve_dataset(name: str | Path, search_dirs: Sequence[str | Path] = (),
     bases = [Path()] if path.is_absolute() else [*map(Path, roots), DATASETS_DIR.parents[1]]
     for base in bases:
         resolved = os.path.realpath(base / path)
-        if _inside(resolved, roots) and os.path.isfile(resolved):
+        if inside_roots(resolved, roots) and os.path.isfile(resolved):
             return Path(resolved)
     raise PromptDatasetError(name, [(None, (
         f"not a dataset this worker ({socket.gethostname()}) reads: it reads prompt files "

@@ -183,8 +183,7 @@ class RunLifecycle(StoreBase):
             return []
         stmt = (update(runs_t)
                 .where(runs_t.c.id.in_(list(run_ids)),
-                       or_(runs_t.c.status == "running",
-                           and_(runs_t.c.status == "queued", runs_t.c.dispatched_at.is_not(None))))
+                       _on_its_way())
                 .values(status="queued", queued_at=utcnow(), dispatched_at=None, error=reason)
                 .returning(runs_t.c.id))
         with self._write() as session:
@@ -197,9 +196,7 @@ class RunLifecycle(StoreBase):
         refused, again and again; failed, it waits for `farmctl retry`."""
         stmt = (update(runs_t)
                 .where(runs_t.c.id == run_id,
-                       or_(runs_t.c.status == "running",
-                           and_(runs_t.c.status == "queued",
-                                runs_t.c.dispatched_at.is_not(None))),
+                       _on_its_way(),
                        ~exists().where(results_t.c.run_id == run_id))
                 .values(status="failed", finished_at=utcnow(), error=reason))
         with self._write() as session:
@@ -241,6 +238,12 @@ class RunLifecycle(StoreBase):
         with self._write() as session:
             rows = sorted(session.execute(stmt).all())
         return [RunSpec.model_validate_json(row.spec_json) for row in rows]
+
+
+def _on_its_way() -> Any:
+    """Running, or queued with its message sent: a run some worker has or will have."""
+    return or_(runs_t.c.status == "running",
+               and_(runs_t.c.status == "queued", runs_t.c.dispatched_at.is_not(None)))
 
 
 # ---------------------------------------------------------------- decisions

@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from workers.engines.process import EngineProcess, free_loopback_port, group_pids, wait_until
+from workers.engines.process import (
+    EngineProcess,
+    free_loopback_port,
+    group_pids,
+    proc_table,
+    wait_until,
+)
 from workers.errors import EngineError, RunAborted
 
 # A parent that starts a grandchild (as vLLM starts its engine core), prints, and sleeps.
@@ -80,19 +86,12 @@ def test_a_leader_slow_to_die_after_sigkill_does_not_cut_the_clean_up_short(monk
 
     monkeypatch.setattr(p.proc, "wait", never_in_time)
     p.stop(grace_s=0.2)
-    _until(lambda: not group_pids(p.pid) or all(_zombie(pid) for pid in group_pids(p.pid)))
+    _until(lambda: all(proc_table().get(pid) is None or proc_table()[pid].state == "Z"
+                       for pid in group_pids(p.pid)))
     monkeypatch.undo()
     p.proc.wait(5)
     assert group
     p.remove_log()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_an_exit_is_reported_with_the_engines_own_last_error_line():

@@ -33,6 +33,13 @@ def device_backend(gpus: list[GpuDevice]) -> str:
                       f"{', '.join(sorted(backends)) or 'no device'}")
 
 
+def without_farm_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` less the farm's own settings: they hold its credentials (the broker's
+    password, the host's signing key), and an engine runs a model's code, or a
+    command, that need not see them."""
+    return {k: v for k, v in env.items() if not k.startswith("FARM_")}
+
+
 def engine_env(gpus: list[GpuDevice], *, in_process_engine: bool = False,
                base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of an engine process pinned to `gpus`.
@@ -41,11 +48,7 @@ def engine_env(gpus: list[GpuDevice], *, in_process_engine: bool = False,
     process: on the CPU a separate core process costs 25–35 s more start-up and
     another 1 GB (../shared/VLLM_CPU.md), and there is no GPU work to overlap.
     """
-    # None of the farm's own settings: they hold its credentials (the broker's
-    # password, the host's signing key), and an engine runs a model's code, or a
-    # command, that need not see them.
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith("FARM_")}
+    env = without_farm_settings(os.environ if base is None else base)
     env["PYTHONUNBUFFERED"] = "1"
     # vLLM's internal sockets bind the host's address unless told otherwise.
     env.setdefault("VLLM_HOST_IP", "127.0.0.1")

@@ -37,7 +37,7 @@ from farm_contract.runspec import RunSpec
 from farm_contract.settings import load_settings
 from workers.engines import register
 from workers.engines.base import Engine, LoadPointOutcome, WindowMeter, parse_engine_args
-from workers.engines.launch import engine_env
+from workers.engines.launch import engine_env, without_farm_settings
 from workers.engines.process import EngineProcess
 from workers.errors import EngineError, RunAborted
 from workers.gpu.base import GpuDevice
@@ -101,8 +101,8 @@ class MeasureEngine(Engine):
     def _environment(self) -> dict[str, str]:
         if self.simulated:
             # Simulated GPUs: the command must not reach a real one.
-            return {**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")},
-                    "CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
+            return {**without_farm_settings(os.environ), "CUDA_VISIBLE_DEVICES": "",
+                    "PYTHONUNBUFFERED": "1"}
         return engine_env(self.gpus)
 
     def run_load_point(self, index: int, kind: str, value: float,

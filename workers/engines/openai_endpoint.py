@@ -213,7 +213,7 @@ class OpenAIEndpointEngine(OpenAIEngine):
         if name is None:
             return None
         allowed = load_settings().api_key_env_names
-        if name not in allowed or name.upper().startswith("FARM_"):
+        if name not in allowed:         # FARM_* names are never in it
             raise EngineError(
                 f"openai engine: api_key_env {name!r} is not a variable this worker "
                 f"({socket.gethostname()}) sends as an API key: it sends only those its host "

@@ -65,6 +65,7 @@ class ProcInfo:
     pgrp: int
     comm: str           # the kernel's name of the process (15 characters at most)
     exe: str | None     # base name of argv[0]; None unless asked for
+    state: str = "?"    # R, S, D, Z (a zombie: gone but not yet reaped) …
 
 
 def proc_table(with_exe: bool = False) -> dict[int, ProcInfo]:
@@ -93,7 +94,8 @@ def proc_table(with_exe: bool = False) -> dict[int, ProcInfo]:
         if len(fields) < 3:
             continue
         comm = stat[stat.find(b"(") + 1:stat.rfind(b")")].decode("utf-8", "replace")
-        table[int(entry)] = ProcInfo(int(fields[1]), int(fields[2]), comm, exe)
+        table[int(entry)] = ProcInfo(int(fields[1]), int(fields[2]), comm, exe,
+                                     fields[0].decode("ascii", "replace"))
     return table
 
 
@@ -308,16 +310,7 @@ def stop_orphaned_group(pgid: int, grace_s: float = STOP_GRACE_S) -> set[int]:
 def _alive(pids: set[int]) -> bool:
     """Whether any of `pids` still runs (a zombie does not: it holds no GPU)."""
     table = proc_table()
-    return any(pid in table and not _zombie(pid) for pid in pids)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
+    return any(pid in table and table[pid].state != "Z" for pid in pids)
 
 
 def wait_until(ready, *, deadline_s: float, process: EngineProcess, abort: threading.Event,
